@@ -1,0 +1,36 @@
+//! `usher status`.
+
+use clap::Args;
+use usher_client::Client;
+
+use crate::exit::{Failure, OK};
+
+/// Arguments of `usher status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Only this feature.
+    pub feature: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Prints usage per feature.
+pub async fn run(server: Option<String>, args: StatusArgs) -> Result<u8, Failure> {
+    let mut config = super::client_config(server.as_deref())?;
+    config.query_only = true;
+    let client = Client::connect(config).await?;
+    let report = client.status(args.feature.as_deref().unwrap_or("")).await?;
+    client.close().await;
+    if args.json {
+        let text = serde_json::to_string_pretty(&crate::status_table::render_json(&report))
+            .map_err(|e| Failure::new(crate::exit::FAILURE, e.to_string()))?;
+        println!("{text}");
+    } else {
+        print!(
+            "{}",
+            crate::status_table::render_table(&report, &chrono::Local)
+        );
+    }
+    Ok(OK)
+}

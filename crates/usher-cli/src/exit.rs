@@ -1,0 +1,74 @@
+//! Exit codes: a documented contract (see the README), so scripts can tell a busy license
+//! from a missing one from an unreachable server.
+
+use std::process::ExitCode;
+
+use usher_client::ClientError;
+use usher_proto::DenyReason;
+
+/// Success.
+pub const OK: u8 = 0;
+/// Any other failure (bad file, I/O error...).
+pub const FAILURE: u8 = 1;
+/// Bad command line (clap's own code).
+pub const USAGE: u8 = 2;
+/// No license server could be reached.
+pub const UNREACHABLE: u8 = 3;
+/// Refused: every seat is in use.
+pub const ALL_IN_USE: u8 = 4;
+/// Refused: not licensed (unknown feature, version too new, expired, not yet started).
+pub const NOT_LICENSED: u8 = 5;
+/// `usher license check`: at least one entitlement is bad, expired or not yet valid.
+pub const BAD_LICENSE: u8 = 6;
+
+/// An error with the exit code it should produce.
+#[derive(Debug)]
+pub struct Failure {
+    /// Exit code.
+    pub code: u8,
+    /// Message for stderr (one line).
+    pub message: String,
+}
+
+impl Failure {
+    /// A failure with a code.
+    pub fn new(code: u8, message: impl Into<String>) -> Self {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        // `{:#}` prints the whole context chain on one line.
+        Failure::new(FAILURE, format!("{e:#}"))
+    }
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        let code = match &e {
+            ClientError::Unreachable { .. } | ClientError::Timeout => UNREACHABLE,
+            ClientError::Denied(d) => match d.reason {
+                DenyReason::AllInUse => ALL_IN_USE,
+                DenyReason::BadRequest | DenyReason::Unspecified => FAILURE,
+                _ => NOT_LICENSED,
+            },
+            _ => FAILURE,
+        };
+        Failure::new(code, e.to_string())
+    }
+}
+
+/// Turns a result into the process exit code, printing the failure.
+pub fn finish(result: Result<u8, Failure>) -> ExitCode {
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            eprintln!("usher: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! `usher`: the command-line tool for vendors, administrators and users.
+//!
+//! Installed (or symlinked) under the name `lmutil` or `lmstat`, it answers FlexLM's
+//! `lmutil lmstat ...` / `lmstat ...` command lines with FlexLM-identical text, so
+//! monitoring tools that scrape lmstat work unchanged.
+
+mod cmd;
+mod exit;
+mod lmstat;
+mod status_table;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// usher: open floating licenses.
+#[derive(Debug, Parser)]
+#[command(name = "usher", version, about)]
+struct Cli {
+    /// License servers, e.g. 1648@host1,1648@host2 [default: $USHER_LICENSE, else 1648@localhost].
+    #[arg(short = 'c', long = "server", global = true, env = "USHER_LICENSE")]
+    server: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Vendor tooling: keys and signing.
+    #[command(subcommand)]
+    Vendor(cmd::vendor::VendorCommand),
+    /// Inspect license files.
+    #[command(subcommand)]
+    License(cmd::license::LicenseCommand),
+    /// Print this machine's host ids (for HOSTID= bindings).
+    Hostid,
+    /// Show usage per feature: totals and who holds what.
+    Status(cmd::status::StatusArgs),
+    /// FlexLM-compatible `lmstat` (same arguments, same text).
+    #[command(disable_help_flag = true)]
+    Lmstat {
+        /// lmstat arguments, e.g. -a -c 1648@host.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run a command while holding a license seat; exits with the command's status.
+    Run(cmd::run::RunArgs),
+}
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
+    let name = argv
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // Called as `lmstat ARGS` or `lmutil lmstat ARGS`: behave as FlexLM's tool.
+    if name == "lmstat" {
+        return cmd::lmstat::main(&argv[1..]);
+    }
+    if name == "lmutil" {
+        return match argv.get(1).map(String::as_str) {
+            Some("lmstat") => cmd::lmstat::main(&argv[2..]),
+            other => {
+                eprintln!(
+                    "lmutil: usher implements the lmstat utility only (got {:?})",
+                    other.unwrap_or("")
+                );
+                ExitCode::from(exit::USAGE)
+            }
+        };
+    }
+    init_tracing();
+    let cli = Cli::parse();
+    let server = cli.server;
+    match cli.command {
+        Command::Vendor(c) => exit::finish(cmd::vendor::run(c)),
+        Command::License(c) => exit::finish(cmd::license::run(c)),
+        Command::Hostid => exit::finish(cmd::hostid::run()),
+        Command::Status(args) => exit::finish(runtime().block_on(cmd::status::run(server, args))),
+        Command::Lmstat { args } => cmd::lmstat::main(&args),
+        Command::Run(args) => exit::finish(runtime().block_on(cmd::run::run(server, args))),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("building a small tokio runtime succeeds")
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("USHER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,554 @@
+//! The background task that owns the connection.
+//!
+//! It is the only place that reads or writes the socket. API calls reach it over an
+//! unbounded channel (so `License::drop` can send without awaiting). Requests waiting for
+//! an answer are kept until answered: after a reconnect they are sent again, which is
+//! safe because checkouts carry an idempotency key (`client_ref`) and checkins are
+//! idempotent on the server.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+use usher_proto::{
+    Checkin, ErrorCode, FrameReader, Goodbye, Heartbeat, Hello, Request, Response, Welcome,
+    request, response,
+};
+
+use crate::{ClientConfig, ClientError, ServerAddr, SessionInfo};
+
+type Reply = oneshot::Sender<Result<response::Kind, ClientError>>;
+
+/// A message from the API to the driver.
+#[derive(Debug)]
+pub enum Call {
+    /// Send a request and route its answer back.
+    Request {
+        /// What to send.
+        kind: request::Kind,
+        /// Where the answer goes.
+        reply: Reply,
+        /// For checkouts: how to tell the `License` it was lost.
+        lease_watch: Option<watch::Sender<Option<String>>>,
+    },
+    /// A `License` was dropped: check it in.
+    Release {
+        /// Lease handle.
+        lease_id: u64,
+    },
+    /// Say goodbye and stop.
+    Close {
+        /// Completed when done.
+        reply: oneshot::Sender<()>,
+    },
+}
+
+struct InFlight {
+    kind: request::Kind,
+    /// Whether it went out on the current connection.
+    sent: bool,
+    /// Where the answer goes (`None` for checkins sent on behalf of a dropped `License`).
+    reply: Option<Reply>,
+    lease_watch: Option<watch::Sender<Option<String>>>,
+}
+
+struct Session {
+    id: u64,
+    secret: Vec<u8>,
+}
+
+struct Driver {
+    config: ClientConfig,
+    writer: Option<OwnedWriteHalf>,
+    session: Option<Session>,
+    heartbeat: Duration,
+    ttl: Duration,
+    next_id: u64,
+    next_ref: u64,
+    in_flight: BTreeMap<u64, InFlight>,
+    /// Leases held, with the channel that reports their loss.
+    leases: HashMap<u64, watch::Sender<Option<String>>>,
+    last_heard: Instant,
+}
+
+/// Connects, opens a session and starts the driver.
+pub async fn start(
+    config: ClientConfig,
+) -> Result<(mpsc::UnboundedSender<Call>, SessionInfo), ClientError> {
+    let mut driver = Driver {
+        heartbeat: Duration::from_secs(30),
+        ttl: Duration::from_secs(120),
+        config,
+        writer: None,
+        session: None,
+        next_id: 1,
+        next_ref: 1,
+        in_flight: BTreeMap::new(),
+        leases: HashMap::new(),
+        last_heard: Instant::now(),
+    };
+    let (reader, info) = driver.connect().await?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(driver.run(rx, reader));
+    Ok((tx, info))
+}
+
+type Reader = FrameReader<OwnedReadHalf>;
+
+async fn read_next(
+    reader: &mut Option<Reader>,
+) -> Result<Option<Response>, usher_proto::FrameError> {
+    match reader {
+        Some(r) => r.read::<Response>().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Driver {
+    async fn run(mut self, mut calls: mpsc::UnboundedReceiver<Call>, reader: Reader) {
+        let mut reader = Some(reader);
+        let mut heartbeat = tokio::time::interval(self.heartbeat);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        heartbeat.reset();
+        let mut disconnected_since: Option<Instant> = None;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if reader.is_none() {
+                self.writer = None;
+                for f in self.in_flight.values_mut() {
+                    f.sent = false;
+                }
+                match self.connect().await {
+                    Ok((r, _)) => {
+                        reader = Some(r);
+                        disconnected_since = None;
+                        backoff = Duration::from_millis(100);
+                        heartbeat.reset();
+                        if self.flush().await.is_err() {
+                            reader = None;
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        let since = *disconnected_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() > self.ttl {
+                            self.lose_all(
+                                "the license server has been out of reach for longer than the \
+                                 session TTL",
+                            );
+                        }
+                        debug!("reconnect failed: {e}; retrying in {backoff:?}");
+                        // Keep taking calls (and noticing a closed client) while waiting.
+                        let sleep = tokio::time::sleep(backoff);
+                        tokio::pin!(sleep);
+                        loop {
+                            tokio::select! {
+                                _ = &mut sleep => break,
+                                call = calls.recv() => match call {
+                                    Some(Call::Close { reply }) => {
+                                        let _ = reply.send(());
+                                        return;
+                                    }
+                                    Some(call) => self.queue_call(call),
+                                    None => return,
+                                },
+                            }
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                }
+            }
+            tokio::select! {
+                call = calls.recv() => match call {
+                    Some(Call::Close { reply }) => {
+                        self.goodbye(&mut reader).await;
+                        let _ = reply.send(());
+                        return;
+                    }
+                    Some(call) => {
+                        self.queue_call(call);
+                        if self.flush().await.is_err() {
+                            reader = None;
+                        }
+                    }
+                    None => {
+                        // Every handle and license is gone: end the session.
+                        self.goodbye(&mut reader).await;
+                        return;
+                    }
+                },
+                read = read_next(&mut reader) => match read {
+                    Ok(Some(response)) => {
+                        self.last_heard = Instant::now();
+                        self.handle_response(response);
+                        if self.flush().await.is_err() {
+                            reader = None;
+                        }
+                    }
+                    Ok(None) | Err(_) => {
+                        info!("connection to the license server lost; reconnecting");
+                        reader = None;
+                    }
+                },
+                _ = heartbeat.tick() => {
+                    // Silence for several intervals means the path is dead even if no
+                    // error has surfaced (a half-open connection): reconnect.
+                    if self.last_heard.elapsed() > self.heartbeat * 3 {
+                        warn!("no word from the license server; reconnecting");
+                        reader = None;
+                        continue;
+                    }
+                    let id = self.take_id();
+                    let hb = Request { id, kind: Some(request::Kind::Heartbeat(Heartbeat {})) };
+                    if self.send(&hb).await.is_err() {
+                        reader = None;
+                    }
+                }
+            }
+        }
+    }
+
+    fn take_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Records a call; `flush` sends it.
+    fn queue_call(&mut self, call: Call) {
+        match call {
+            Call::Request {
+                mut kind,
+                reply,
+                lease_watch,
+            } => {
+                if let request::Kind::Checkout(c) = &mut kind {
+                    c.client_ref = self.next_ref;
+                    self.next_ref += 1;
+                }
+                let id = self.take_id();
+                self.in_flight.insert(
+                    id,
+                    InFlight {
+                        kind,
+                        sent: false,
+                        reply: Some(reply),
+                        lease_watch,
+                    },
+                );
+            }
+            Call::Release { lease_id } => {
+                if self.leases.remove(&lease_id).is_some() {
+                    let id = self.take_id();
+                    let kind = request::Kind::Checkin(Checkin { lease_id });
+                    self.in_flight.insert(
+                        id,
+                        InFlight {
+                            kind,
+                            sent: false,
+                            reply: None,
+                            lease_watch: None,
+                        },
+                    );
+                }
+            }
+            Call::Close { reply } => {
+                // Handled by the caller; answering here keeps the contract if it slips through.
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    /// Sends every request not yet sent on this connection, in order.
+    async fn flush(&mut self) -> Result<(), std::io::Error> {
+        let unsent: Vec<(u64, request::Kind)> = self
+            .in_flight
+            .iter()
+            .filter(|(_, f)| !f.sent)
+            .map(|(id, f)| (*id, f.kind.clone()))
+            .collect();
+        for (id, kind) in unsent {
+            self.send(&Request {
+                id,
+                kind: Some(kind),
+            })
+            .await?;
+            if let Some(f) = self.in_flight.get_mut(&id) {
+                f.sent = true;
+            }
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, req: &Request) -> Result<(), std::io::Error> {
+        match &mut self.writer {
+            Some(w) => usher_proto::write_frame(w, req).await,
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                "not connected",
+            )),
+        }
+    }
+
+    fn handle_response(&mut self, response: Response) {
+        if response.id == 0 {
+            match response.kind {
+                Some(response::Kind::LeaseLost(l)) => {
+                    if let Some(w) = self.leases.remove(&l.lease_id) {
+                        let _ = w.send(Some(l.reason));
+                    }
+                }
+                Some(response::Kind::Error(e)) => warn!("license server reported: {}", e.message),
+                _ => {}
+            }
+            return;
+        }
+        let Some(flight) = self.in_flight.remove(&response.id) else {
+            // A heartbeat ack, or an answer to a request resent after a reconnect.
+            return;
+        };
+        let Some(kind) = response.kind else {
+            if let Some(reply) = flight.reply {
+                let _ = reply.send(Err(ClientError::Protocol(
+                    "response of an unknown kind".into(),
+                )));
+            }
+            return;
+        };
+        if let response::Kind::Error(e) = &kind
+            && e.code() == ErrorCode::SessionExpired
+        {
+            // The server no longer knows our session (we were away too long). Every seat is
+            // gone; start a new session on the next connection and retry this request there.
+            self.lose_all("the session expired and its seats were released");
+            self.session = None;
+            self.in_flight.insert(
+                response.id,
+                InFlight {
+                    sent: false,
+                    ..flight
+                },
+            );
+            self.writer = None;
+            return;
+        }
+        if let response::Kind::Granted(g) = &kind {
+            let watch = flight.lease_watch.unwrap_or_else(|| watch::channel(None).0);
+            let delivered = match flight.reply {
+                Some(reply) => reply.send(Ok(kind.clone())).is_ok(),
+                None => false,
+            };
+            if delivered {
+                self.leases.insert(g.lease_id, watch);
+            } else {
+                // Nobody is waiting for this grant any more (the caller timed out): give the
+                // seat straight back rather than hold it unowned.
+                let id = self.take_id();
+                let kind = request::Kind::Checkin(Checkin {
+                    lease_id: g.lease_id,
+                });
+                self.in_flight.insert(
+                    id,
+                    InFlight {
+                        kind,
+                        sent: false,
+                        reply: None,
+                        lease_watch: None,
+                    },
+                );
+            }
+            return;
+        }
+        if let Some(reply) = flight.reply {
+            let _ = reply.send(Ok(kind));
+        }
+    }
+
+    fn lose_all(&mut self, reason: &str) {
+        for (_, w) in self.leases.drain() {
+            let _ = w.send(Some(reason.to_string()));
+        }
+    }
+
+    async fn goodbye(&mut self, reader: &mut Option<Reader>) {
+        let _ = self.flush().await;
+        let id = self.take_id();
+        let bye = Request {
+            id,
+            kind: Some(request::Kind::Goodbye(Goodbye {})),
+        };
+        if self.send(&bye).await.is_err() {
+            return;
+        }
+        // Wait (briefly) for the server to confirm, so the seats are surely released
+        // before the process goes on (or exits).
+        let wait = async {
+            while let Ok(Some(r)) = read_next(reader).await {
+                if r.id == id {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(self.config.request_timeout, wait).await;
+    }
+
+    /// Connects to the first server that answers and opens or resumes the session.
+    async fn connect(&mut self) -> Result<(Reader, SessionInfo), ClientError> {
+        let servers = self.config.servers.clone();
+        let mut last = String::from("no servers configured");
+        for server in &servers {
+            let attempt = tokio::time::timeout(self.config.connect_timeout, self.handshake(server));
+            match attempt.await {
+                Ok(Ok(done)) => return Ok(done),
+                Ok(Err(ClientError::Unreachable { detail, .. })) => {
+                    last = format!("{server}: {detail}")
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    last = format!(
+                        "{server}: timed out after {:?}",
+                        self.config.connect_timeout
+                    )
+                }
+            }
+        }
+        let list = servers
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        Err(ClientError::Unreachable {
+            servers: list,
+            detail: last,
+        })
+    }
+
+    async fn handshake(
+        &mut self,
+        server: &ServerAddr,
+    ) -> Result<(Reader, SessionInfo), ClientError> {
+        let unreachable = |e: std::io::Error| ClientError::Unreachable {
+            servers: server.to_string(),
+            detail: e.to_string(),
+        };
+        let stream = TcpStream::connect((server.host.as_str(), server.port))
+            .await
+            .map_err(unreachable)?;
+        let _ = stream.set_nodelay(true);
+        let (rd, wr) = stream.into_split();
+        let mut reader = FrameReader::new(rd);
+        self.writer = Some(wr);
+        loop {
+            let id = self.take_id();
+            let hello = self.hello();
+            let resuming = hello.resume_session != 0;
+            self.send(&Request {
+                id,
+                kind: Some(request::Kind::Hello(hello)),
+            })
+            .await
+            .map_err(unreachable)?;
+            let response = loop {
+                match reader.read::<Response>().await {
+                    Ok(Some(r)) if r.id == id => break r,
+                    Ok(Some(_)) => continue,
+                    Ok(None) => return Err(unreachable(std::io::ErrorKind::UnexpectedEof.into())),
+                    Err(e) => return Err(ClientError::Protocol(e.to_string())),
+                }
+            };
+            match response.kind {
+                Some(response::Kind::Welcome(w)) => {
+                    self.last_heard = Instant::now();
+                    let info = self.welcomed(&w, server);
+                    return Ok((reader, info));
+                }
+                Some(response::Kind::Error(e))
+                    if resuming && e.code() == ErrorCode::SessionExpired =>
+                {
+                    info!("session expired on the server; opening a new one");
+                    self.lose_all("the session expired and its seats were released");
+                    self.session = None;
+                }
+                Some(response::Kind::Error(e)) => {
+                    return Err(ClientError::Server {
+                        code: e.code(),
+                        message: e.message,
+                    });
+                }
+                other => {
+                    return Err(ClientError::Protocol(format!(
+                        "expected Welcome, got {other:?}"
+                    )));
+                }
+            }
+        }
+    }
+
+    fn hello(&self) -> Hello {
+        let id = &self.config.identity;
+        Hello {
+            magic: usher_proto::MAGIC.to_string(),
+            protocol_version: usher_proto::PROTOCOL_VERSION,
+            client_version: concat!("usher-client ", env!("CARGO_PKG_VERSION")).to_string(),
+            user: id.user.clone(),
+            host: id.host.clone(),
+            display: id.display.clone(),
+            pid: id.pid,
+            program: id.program.clone(),
+            program_version: id.program_version.clone(),
+            resume_session: self.session.as_ref().map_or(0, |s| s.id),
+            resume_secret: self
+                .session
+                .as_ref()
+                .map(|s| s.secret.clone())
+                .unwrap_or_default(),
+            query_only: self.config.query_only,
+        }
+    }
+
+    fn welcomed(&mut self, w: &Welcome, server: &ServerAddr) -> SessionInfo {
+        if w.heartbeat_interval_ms > 0 {
+            self.heartbeat = Duration::from_millis(w.heartbeat_interval_ms);
+        }
+        if w.session_ttl_ms > 0 {
+            self.ttl = Duration::from_millis(w.session_ttl_ms);
+        }
+        if w.resumed {
+            // Any lease we hold that the server no longer lists was released while we were
+            // away (for example by an administrator).
+            let held: std::collections::HashSet<u64> =
+                w.leases.iter().map(|l| l.lease_id).collect();
+            let gone: Vec<u64> = self
+                .leases
+                .keys()
+                .filter(|id| !held.contains(id))
+                .copied()
+                .collect();
+            for id in gone {
+                if let Some(w) = self.leases.remove(&id) {
+                    let _ = w.send(Some(
+                        "the server released this license while the client was away".into(),
+                    ));
+                }
+            }
+            debug!(session = w.session_id, "session resumed");
+        } else if w.session_id != 0 {
+            self.session = Some(Session {
+                id: w.session_id,
+                secret: w.session_secret.clone(),
+            });
+        }
+        SessionInfo {
+            server_version: w.server_version.clone(),
+            server_name: w.server_name.clone(),
+            server: server.clone(),
+            heartbeat_interval: self.heartbeat,
+            session_ttl: self.ttl,
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! The usher client library: check out, keep and check in license seats.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), usher_client::ClientError> {
+//! let client = usher_client::Client::connect(usher_client::ClientConfig::from_env()?).await?;
+//! let license = client.checkout("cad", "2025", 1).await?;
+//! // ... run the licensed work; heartbeats and reconnects happen in the background ...
+//! drop(license); // checks the seat back in
+//! # Ok(()) }
+//! ```
+//!
+//! A background task owns the connection. It sends heartbeats at the interval the server
+//! announces, reconnects and resumes the session after a network blip (so the seats held
+//! stay the same seats: checkouts carry an idempotency key and are simply resent), and
+//! tells the application through [`License::lost`] if a seat is taken away.
+
+pub mod blocking;
+mod driver;
+mod error;
+mod servers;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use error::{ClientError, Denial};
+pub use servers::{
+    ClientConfig, ENV_LICENSE, Identity, ServerAddr, ServerListError, parse_servers,
+    servers_from_env,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+use usher_proto::{Checkout, StatusReport, StatusRequest, request, response};
+
+use crate::driver::Call;
+
+/// A connection (with its session) to a license server.
+///
+/// Cloning is cheap; all clones share one session. The session ends (and every seat it
+/// still holds is released) when the client and all its [`License`]s are dropped, or at
+/// [`Client::close`].
+#[derive(Debug, Clone)]
+pub struct Client {
+    calls: mpsc::UnboundedSender<Call>,
+    info: SessionInfo,
+    request_timeout: Duration,
+}
+
+/// Facts learned in the handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// Server software version.
+    pub server_version: String,
+    /// Server host name.
+    pub server_name: String,
+    /// The server that answered.
+    pub server: ServerAddr,
+    /// Heartbeat interval the server asked for.
+    pub heartbeat_interval: Duration,
+    /// Session TTL.
+    pub session_ttl: Duration,
+}
+
+impl Client {
+    /// Connects to the first reachable server and opens a session. Fails within the
+    /// configured connect timeout per server if none answers.
+    pub async fn connect(config: ClientConfig) -> Result<Client, ClientError> {
+        let request_timeout = config.request_timeout;
+        let (calls, info) = driver::start(config).await?;
+        Ok(Client {
+            calls,
+            info,
+            request_timeout,
+        })
+    }
+
+    /// What the handshake established.
+    pub fn session_info(&self) -> &SessionInfo {
+        &self.info
+    }
+
+    /// Checks out `count` seats of `feature` at version `version` or newer (empty: any).
+    pub async fn checkout(
+        &self,
+        feature: &str,
+        version: &str,
+        count: u32,
+    ) -> Result<License, ClientError> {
+        let (lost_tx, lost_rx) = watch::channel(None);
+        let kind = request::Kind::Checkout(Checkout {
+            feature: feature.to_string(),
+            version: version.to_string(),
+            count: count.max(1),
+            client_ref: 0, // assigned by the driver
+        });
+        match self.call(kind, Some(lost_tx)).await? {
+            response::Kind::Granted(g) => Ok(License {
+                lease_id: g.lease_id,
+                feature: g.feature,
+                version: g.version,
+                vendor: g.vendor,
+                count: g.count,
+                expires: (g.expires_at_ms != 0)
+                    .then(|| UNIX_EPOCH + Duration::from_millis(g.expires_at_ms)),
+                lost: lost_rx,
+                calls: self.calls.clone(),
+            }),
+            response::Kind::Denied(d) => Err(ClientError::Denied(Denial {
+                reason: d.reason(),
+                message: d.message,
+                in_use: d.in_use,
+                total: d.total,
+            })),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Usage per feature (all features when `feature` is empty).
+    pub async fn status(&self, feature: &str) -> Result<StatusReport, ClientError> {
+        let kind = request::Kind::Status(StatusRequest {
+            feature: feature.to_string(),
+        });
+        match self.call(kind, None).await? {
+            response::Kind::Status(report) => Ok(report),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Ends the session, releasing every seat it holds, and waits for the server to
+    /// confirm (bounded by the request timeout).
+    pub async fn close(self) {
+        let (reply, rx) = oneshot::channel();
+        if self.calls.send(Call::Close { reply }).is_ok() {
+            let _ = tokio::time::timeout(self.request_timeout, rx).await;
+        }
+    }
+
+    async fn call(
+        &self,
+        kind: request::Kind,
+        lease_watch: Option<watch::Sender<Option<String>>>,
+    ) -> Result<response::Kind, ClientError> {
+        let (reply, rx) = oneshot::channel();
+        self.calls
+            .send(Call::Request {
+                kind,
+                reply,
+                lease_watch,
+            })
+            .map_err(|_| ClientError::Closed)?;
+        match tokio::time::timeout(self.request_timeout, rx).await {
+            Err(_) => Err(ClientError::Timeout),
+            Ok(Err(_)) => Err(ClientError::Closed),
+            Ok(Ok(result)) => result,
+        }
+    }
+}
+
+fn unexpected(kind: response::Kind) -> ClientError {
+    match kind {
+        response::Kind::Error(e) => ClientError::Server {
+            code: e.code(),
+            message: e.message,
+        },
+        other => ClientError::Protocol(format!("unexpected response {other:?}")),
+    }
+}
+
+/// Seats held. Dropping it checks them back in.
+#[derive(Debug)]
+pub struct License {
+    lease_id: u64,
+    feature: String,
+    version: String,
+    vendor: String,
+    count: u32,
+    expires: Option<SystemTime>,
+    lost: watch::Receiver<Option<String>>,
+    calls: mpsc::UnboundedSender<Call>,
+}
+
+impl License {
+    /// The lease handle (as administrators see it).
+    pub fn lease_id(&self) -> u64 {
+        self.lease_id
+    }
+
+    /// Feature.
+    pub fn feature(&self) -> &str {
+        &self.feature
+    }
+
+    /// Version of the pool the seats came from.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// Vendor.
+    pub fn vendor(&self) -> &str {
+        &self.vendor
+    }
+
+    /// Seats held.
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// When the entitlement behind the seats expires (`None`: permanent).
+    pub fn expires(&self) -> Option<SystemTime> {
+        self.expires
+    }
+
+    /// Why the license was lost, if it was.
+    pub fn lost_reason(&self) -> Option<String> {
+        self.lost.borrow().clone()
+    }
+
+    /// Completes when the license is lost (the session expired while the server was out
+    /// of reach, or an administrator removed it), with the reason.
+    pub async fn lost(&self) -> String {
+        let mut rx = self.lost.clone();
+        loop {
+            if let Some(reason) = rx.borrow_and_update().clone() {
+                return reason;
+            }
+            if rx.changed().await.is_err() {
+                // The client is gone for good, so nothing can ever report a loss.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+impl Drop for License {
+    fn drop(&mut self) {
+        // Fire and forget: the driver sends the checkin (or, if the whole client is
+        // going away, the goodbye releases it).
+        let _ = self.calls.send(Call::Release {
+            lease_id: self.lease_id,
+        });
+    }
+}

@@ -1,0 +1,230 @@
+//! Where the servers are and who this client is.
+
+use std::time::Duration;
+
+/// Environment variable naming the servers, like FlexLM's `LM_LICENSE_FILE`.
+pub const ENV_LICENSE: &str = "USHER_LICENSE";
+
+/// One server address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerAddr {
+    /// Host name or IP address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+impl std::fmt::Display for ServerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.port, self.host)
+    }
+}
+
+/// A server list that could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid server list {text:?}: {reason} (expected e.g. 1648@host1,1648@host2)")]
+pub struct ServerListError {
+    /// The text given.
+    pub text: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// Parses a server list: `port@host` entries separated by commas (or colons, as in
+/// FlexLM's `LM_LICENSE_FILE`). `@host` and a bare `host` use the default port 1648;
+/// `host:port` is accepted too, and IPv6 addresses go in brackets (`1648@[::1]`).
+pub fn parse_servers(text: &str) -> Result<Vec<ServerAddr>, ServerListError> {
+    let err = |reason: &str| ServerListError {
+        text: text.to_string(),
+        reason: reason.to_string(),
+    };
+    let mut out = Vec::new();
+    let entries: Vec<&str> = if text.contains('@') && !text.contains(',') && !text.contains('[') {
+        // FlexLM style `1648@a:1648@b`.
+        text.split(':').collect()
+    } else {
+        text.split(',').collect()
+    };
+    for entry in entries.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
+        let (port, host) = match entry.split_once('@') {
+            Some((p, h)) => {
+                let port = if p.is_empty() {
+                    usher_proto::DEFAULT_PORT
+                } else {
+                    p.parse().map_err(|_| err(&format!("bad port {p:?}")))?
+                };
+                (port, h.to_string())
+            }
+            None => match entry.rsplit_once(':') {
+                Some((h, p)) if !h.contains(':') || h.ends_with(']') => (
+                    p.parse().map_err(|_| err(&format!("bad port {p:?}")))?,
+                    h.to_string(),
+                ),
+                _ => (usher_proto::DEFAULT_PORT, entry.to_string()),
+            },
+        };
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        if host.is_empty() {
+            return Err(err("empty host name"));
+        }
+        if port == 0 {
+            return Err(err("port 0"));
+        }
+        out.push(ServerAddr { host, port });
+    }
+    if out.is_empty() {
+        return Err(err("no servers"));
+    }
+    Ok(out)
+}
+
+/// The servers from `USHER_LICENSE`, or `1648@localhost` when it is unset.
+pub fn servers_from_env() -> Result<Vec<ServerAddr>, ServerListError> {
+    match std::env::var(ENV_LICENSE) {
+        Ok(v) if !v.trim().is_empty() => parse_servers(&v),
+        _ => Ok(vec![ServerAddr {
+            host: "localhost".into(),
+            port: usher_proto::DEFAULT_PORT,
+        }]),
+    }
+}
+
+/// Who the client is, as shown to administrators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// Login name.
+    pub user: String,
+    /// Host name.
+    pub host: String,
+    /// X display or terminal.
+    pub display: String,
+    /// Process id.
+    pub pid: u32,
+    /// Program name.
+    pub program: String,
+    /// Program version.
+    pub program_version: String,
+}
+
+impl Identity {
+    /// This process's identity, from the environment and /proc.
+    pub fn current() -> Self {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let user = env("USER")
+            .or_else(|| env("LOGNAME"))
+            .or_else(login_name_from_passwd)
+            .unwrap_or_else(|| "unknown".into());
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "localhost".into());
+        let display = env("DISPLAY")
+            .or_else(|| {
+                std::fs::read_link("/proc/self/fd/0")
+                    .ok()
+                    .map(|p| p.display().to_string())
+                    .filter(|p| p.starts_with("/dev/") && p != "/dev/null")
+            })
+            .unwrap_or_else(|| host.clone());
+        let program = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "unknown".into());
+        Identity {
+            user,
+            host,
+            display,
+            pid: std::process::id(),
+            program,
+            program_version: String::new(),
+        }
+    }
+}
+
+/// The login name of this process's user, from /etc/passwd (for processes started
+/// without `USER` in their environment, such as services).
+fn login_name_from_passwd() -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self").ok()?.uid();
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let id: u32 = fields.nth(1)?.parse().ok()?;
+        (id == uid).then(|| name.to_string())
+    })
+}
+
+/// How a client connects.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Servers to try, in order.
+    pub servers: Vec<ServerAddr>,
+    /// How long one connection attempt may take. Short, so an application never hangs
+    /// at launch when the server is away.
+    pub connect_timeout: Duration,
+    /// How long a request may wait for its answer.
+    pub request_timeout: Duration,
+    /// Who the client is.
+    pub identity: Identity,
+    /// Open no session: the client will only read status.
+    pub query_only: bool,
+}
+
+impl ClientConfig {
+    /// Defaults: servers from `USHER_LICENSE` (else `1648@localhost`), 3 s connect timeout.
+    pub fn from_env() -> Result<Self, ServerListError> {
+        Ok(Self::new(servers_from_env()?))
+    }
+
+    /// Defaults for the given servers.
+    pub fn new(servers: Vec<ServerAddr>) -> Self {
+        ClientConfig {
+            servers,
+            connect_timeout: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(30),
+            identity: Identity::current(),
+            query_only: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(host: &str, port: u16) -> ServerAddr {
+        ServerAddr {
+            host: host.into(),
+            port,
+        }
+    }
+
+    #[test]
+    fn server_lists() {
+        assert_eq!(
+            parse_servers("1648@host1,1648@host2").unwrap(),
+            [a("host1", 1648), a("host2", 1648)]
+        );
+        assert_eq!(parse_servers("27000@lic").unwrap(), [a("lic", 27000)]);
+        assert_eq!(parse_servers("@lic").unwrap(), [a("lic", 1648)]);
+        assert_eq!(parse_servers("lic").unwrap(), [a("lic", 1648)]);
+        assert_eq!(parse_servers("lic:1700").unwrap(), [a("lic", 1700)]);
+        assert_eq!(
+            parse_servers("1648@a:1649@b").unwrap(),
+            [a("a", 1648), a("b", 1649)]
+        );
+        assert_eq!(parse_servers("1648@[::1]").unwrap(), [a("::1", 1648)]);
+        assert_eq!(
+            parse_servers("1648@127.0.0.1, 1649@127.0.0.2").unwrap(),
+            [a("127.0.0.1", 1648), a("127.0.0.2", 1649)]
+        );
+        for bad in ["", "x@host", "1648@", "0@h", ",,"] {
+            assert!(parse_servers(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+}

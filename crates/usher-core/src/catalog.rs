@@ -1,0 +1,150 @@
+//! The catalog: what the licenses offer, grouped into pools.
+
+use std::collections::BTreeMap;
+
+use usher_license::{Entitlement, SeatCount, Version};
+
+use crate::Millis;
+
+/// Names a pool: the seats of one feature, from one vendor, at one version.
+///
+/// Entitlements that agree on all three add their seats together (INCREMENT lines), and a
+/// request for version `v` may be served by any pool whose version is `>= v`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PoolKey {
+    /// Feature name.
+    pub feature: String,
+    /// Vendor name.
+    pub vendor: String,
+    /// Pool version, as written by the vendor (compared numerically).
+    pub version: String,
+}
+
+/// One entitlement's contribution to a pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// Seats it adds while valid.
+    pub seats: u32,
+    /// First millisecond of validity.
+    pub valid_from: Millis,
+    /// First millisecond after validity, or `None` if permanent.
+    pub valid_until: Option<Millis>,
+}
+
+impl Grant {
+    fn is_valid_at(&self, now: Millis) -> bool {
+        now >= self.valid_from && self.valid_until.is_none_or(|end| now < end)
+    }
+}
+
+/// The seats of one feature at one version, summed over its entitlements.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pool {
+    /// Pool identity.
+    pub key: PoolKey,
+    /// Parsed version, for ordering.
+    pub version: Version,
+    /// Contributions, one per entitlement.
+    pub grants: Vec<Grant>,
+}
+
+impl Pool {
+    /// Seats valid at `now` (started and not expired).
+    pub fn seats_at(&self, now: Millis) -> u32 {
+        self.grants
+            .iter()
+            .filter(|g| g.is_valid_at(now))
+            .fold(0u32, |acc, g| acc.saturating_add(g.seats))
+    }
+
+    /// The earliest start among grants not yet started at `now`.
+    pub fn next_start(&self, now: Millis) -> Option<Millis> {
+        self.grants
+            .iter()
+            .map(|g| g.valid_from)
+            .filter(|&s| s > now)
+            .min()
+    }
+
+    /// The latest end among grants that have ended by `now`.
+    pub fn last_end(&self, now: Millis) -> Option<Millis> {
+        self.grants
+            .iter()
+            .filter_map(|g| g.valid_until)
+            .filter(|&e| e <= now)
+            .max()
+    }
+
+    /// When the pool's current seats run out: the earliest end among grants valid at `now`.
+    pub fn expires_at(&self, now: Millis) -> Option<Millis> {
+        self.grants
+            .iter()
+            .filter(|g| g.is_valid_at(now))
+            .filter_map(|g| g.valid_until)
+            .min()
+    }
+}
+
+/// Every pool the server offers, by feature, each feature's pools in ascending version.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Catalog {
+    features: BTreeMap<String, Vec<Pool>>,
+}
+
+impl Catalog {
+    /// Builds the catalog from entitlements whose signatures have already been checked.
+    ///
+    /// Uncounted (node-locked) entitlements are validated by the client library on its own
+    /// host and are not served by the server, so they contribute no pool.
+    pub fn from_entitlements<'a>(entitlements: impl IntoIterator<Item = &'a Entitlement>) -> Self {
+        let mut features: BTreeMap<String, Vec<Pool>> = BTreeMap::new();
+        for e in entitlements {
+            let SeatCount::Counted(seats) = e.count else {
+                continue;
+            };
+            let grant = Grant {
+                seats,
+                valid_from: e.valid_from_ms(),
+                valid_until: e.valid_until_ms(),
+            };
+            let pools = features.entry(e.feature.clone()).or_default();
+            match pools
+                .iter_mut()
+                .find(|p| p.key.vendor == e.vendor && p.version == e.version)
+            {
+                Some(pool) => pool.grants.push(grant),
+                None => pools.push(Pool {
+                    key: PoolKey {
+                        feature: e.feature.clone(),
+                        vendor: e.vendor.clone(),
+                        version: e.version.to_string(),
+                    },
+                    version: e.version.clone(),
+                    grants: vec![grant],
+                }),
+            }
+        }
+        for pools in features.values_mut() {
+            pools.sort_by(|a, b| a.version.cmp(&b.version).then_with(|| a.key.cmp(&b.key)));
+        }
+        Catalog { features }
+    }
+
+    /// The pools of a feature, in ascending version, or `None` if the feature is unknown.
+    pub fn pools(&self, feature: &str) -> Option<&[Pool]> {
+        self.features.get(feature).map(Vec::as_slice)
+    }
+
+    /// Every pool, grouped by feature name in lexical order.
+    pub fn all_pools(&self) -> impl Iterator<Item = &Pool> {
+        self.features.values().flatten()
+    }
+
+    /// Looks a pool up by key.
+    pub fn pool(&self, key: &PoolKey) -> Option<&Pool> {
+        self.features
+            .get(&key.feature)?
+            .iter()
+            .find(|p| &p.key == key)
+    }
+}

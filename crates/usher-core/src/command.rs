@@ -1,0 +1,169 @@
+//! What goes into the ledger (commands) and what comes out (outcomes and changes).
+
+use crate::{ClientInfo, Lease, LeaseId, Millis, Session, SessionId};
+
+/// A request to change (or read) the ledger. Everything non-deterministic (ids, secrets,
+/// time) is supplied by the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Open a new session.
+    OpenSession {
+        /// Fresh id, unused by any live session.
+        id: SessionId,
+        /// SHA-256 of the fresh secret handed to the client.
+        secret_hash: [u8; 32],
+        /// Who the client says it is.
+        client: ClientInfo,
+    },
+    /// Re-attach a connection to an existing session (after a network blip or a server
+    /// restart). Succeeds only with the right secret and while the session lives.
+    Resume {
+        /// Session to resume.
+        id: SessionId,
+        /// SHA-256 of the secret the client presented.
+        secret_hash: [u8; 32],
+        /// The client's current network address.
+        address: String,
+    },
+    /// The session was heard from: push its expiry out by one TTL.
+    Heartbeat {
+        /// Session.
+        id: SessionId,
+    },
+    /// The session's connection closed without a goodbye (the peer's OS closed it, as when
+    /// the process crashed): release its seats after the reconnect grace unless it resumes.
+    Disconnected {
+        /// Session.
+        id: SessionId,
+    },
+    /// The client said goodbye: release every seat and forget the session.
+    CloseSession {
+        /// Session.
+        id: SessionId,
+    },
+    /// Take `count` seats of `feature` at version `version` or newer.
+    Checkout {
+        /// Requesting session.
+        session: SessionId,
+        /// Fresh id for the lease, used if a seat is granted.
+        lease_id: LeaseId,
+        /// Feature name.
+        feature: String,
+        /// Minimum version needed.
+        version: String,
+        /// Seats wanted (at least 1).
+        count: u32,
+        /// Client idempotency key; see [`Lease::client_ref`].
+        client_ref: u64,
+    },
+    /// Give a lease back.
+    Checkin {
+        /// Owning session.
+        session: SessionId,
+        /// Lease to release.
+        lease_id: LeaseId,
+    },
+    /// Release the seats of every session whose TTL or grace has lapsed by `now`.
+    Expire,
+}
+
+/// Why a checkout was refused. These are ordinary outcomes, not errors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denial {
+    /// No license names this feature.
+    UnknownFeature,
+    /// Licenses exist for the feature but none for a version this new.
+    VersionTooNew {
+        /// Highest version licensed.
+        highest: String,
+    },
+    /// Every entitlement that could serve the request has expired.
+    Expired {
+        /// When the last of them ended.
+        at: Millis,
+    },
+    /// No entitlement that could serve the request has started yet.
+    NotYetStarted {
+        /// When the first of them starts.
+        at: Millis,
+    },
+    /// All seats are taken.
+    AllInUse {
+        /// Seats in use in the pools that could serve the request.
+        in_use: u32,
+        /// Seats in those pools.
+        total: u32,
+    },
+    /// The request itself is malformed (empty feature name, zero count, bad version...).
+    BadRequest(String),
+}
+
+/// A failure to apply a command because it does not fit the ledger's state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LedgerError {
+    /// The session does not exist (never opened, or expired).
+    #[error("unknown or expired session")]
+    UnknownSession,
+    /// The session exists but the secret is wrong.
+    #[error("session secret does not match")]
+    BadSecret,
+    /// A fresh id collided with a live one (the caller should draw another).
+    #[error("id already in use")]
+    IdInUse,
+}
+
+/// The result of applying a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The command had its effect (or none was needed).
+    Done,
+    /// A session was resumed; these are its leases.
+    Resumed {
+        /// Leases the session still holds.
+        leases: Vec<Lease>,
+    },
+    /// A checkout was granted (or an identical earlier grant was returned).
+    Granted(Lease),
+    /// A checkout was refused.
+    Denied(Denial),
+    /// A checkin released a lease.
+    Released(Lease),
+    /// A checkin named a lease the session does not hold; nothing changed. Checkin is
+    /// idempotent, so clients treat this as success.
+    NotHeld,
+    /// `Expire` ended these sessions.
+    Expired {
+        /// Sessions that lapsed.
+        sessions: Vec<SessionId>,
+    },
+}
+
+/// Why seats went back to their pool; recorded with each release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleaseReason {
+    /// The client checked the lease in.
+    Checkin,
+    /// The client closed its session.
+    SessionClosed,
+    /// The session lapsed (TTL or reconnect grace).
+    Expired,
+}
+
+/// A durable effect of a command. The store persists changes (not commands): after a
+/// crash, sessions and leases are reloaded and the ledger rebuilt from them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A session opened.
+    SessionOpened(Session),
+    /// A session ended; its leases were released by preceding `LeaseReleased` changes.
+    SessionClosed(SessionId),
+    /// Seats were granted.
+    LeaseGranted(Lease),
+    /// Seats went back.
+    LeaseReleased {
+        /// The lease released.
+        lease: Lease,
+        /// Why.
+        reason: ReleaseReason,
+    },
+}

@@ -1,0 +1,435 @@
+//! The ledger proper: sessions, leases and seat counts, changed only by `apply`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use usher_license::Version;
+
+use crate::{
+    Catalog, Change, Command, Denial, Lease, LeaseId, LedgerError, Millis, Outcome, PoolKey,
+    ReleaseReason, Session, SessionId,
+};
+
+/// Upper bound on seats in one request; larger requests are malformed, not merely
+/// unsatisfiable, and are refused before any arithmetic can overflow.
+pub const MAX_SEATS_PER_REQUEST: u32 = 1_000_000;
+
+/// Timing rules the ledger enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LedgerConfig {
+    /// How long a session lives without being heard from.
+    pub session_ttl: Millis,
+    /// How long a session whose connection closed without a goodbye may take to resume.
+    pub reconnect_grace: Millis,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig {
+            session_ttl: 120_000,
+            reconnect_grace: 10_000,
+        }
+    }
+}
+
+/// The seat-accounting state machine. See the crate docs for its invariants.
+#[derive(Debug, Clone)]
+pub struct Ledger {
+    config: LedgerConfig,
+    catalog: Catalog,
+    sessions: HashMap<SessionId, Session>,
+    /// Every live session by expiry time, so `Expire` and `next_deadline` need not scan.
+    expiries: BTreeSet<(Millis, SessionId)>,
+    leases: BTreeMap<LeaseId, Lease>,
+    session_leases: HashMap<SessionId, BTreeSet<LeaseId>>,
+    /// Seats held per pool. A pool that left the catalog (license removed on reload) keeps
+    /// its count until its holders let go.
+    in_use: HashMap<PoolKey, u32>,
+}
+
+impl Ledger {
+    /// An empty ledger serving `catalog`.
+    pub fn new(catalog: Catalog, config: LedgerConfig) -> Self {
+        Ledger {
+            config,
+            catalog,
+            sessions: HashMap::new(),
+            expiries: BTreeSet::new(),
+            leases: BTreeMap::new(),
+            session_leases: HashMap::new(),
+            in_use: HashMap::new(),
+        }
+    }
+
+    /// Rebuilds a ledger from stored sessions and leases after a restart.
+    ///
+    /// Every session gets a fresh TTL from `now` and is marked disconnected: its client has
+    /// that long to come back and resume, and if it does not, its seats are released. A
+    /// lease whose session is missing cannot be resumed by anyone; it is released at once
+    /// and the release is appended to `changes` so the store forgets it too.
+    pub fn restore(
+        catalog: Catalog,
+        config: LedgerConfig,
+        sessions: impl IntoIterator<Item = Session>,
+        leases: impl IntoIterator<Item = Lease>,
+        now: Millis,
+        changes: &mut Vec<Change>,
+    ) -> Self {
+        let mut ledger = Ledger::new(catalog, config);
+        for mut session in sessions {
+            session.connected = false;
+            session.expires_at = now.saturating_add(config.session_ttl);
+            ledger.insert_session(session);
+        }
+        for lease in leases {
+            if ledger.sessions.contains_key(&lease.session)
+                && !ledger.leases.contains_key(&lease.id)
+            {
+                ledger.insert_lease(lease);
+            } else {
+                changes.push(Change::LeaseReleased {
+                    lease,
+                    reason: ReleaseReason::Expired,
+                });
+            }
+        }
+        ledger
+    }
+
+    /// The timing rules.
+    pub fn config(&self) -> LedgerConfig {
+        self.config
+    }
+
+    /// What the licenses offer.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// Replaces the catalog (license reload). Leases are never revoked by a reload: if a
+    /// pool shrinks below its usage, holders keep their seats and new checkouts are refused
+    /// until usage falls below the new count.
+    pub fn set_catalog(&mut self, catalog: Catalog) {
+        self.catalog = catalog;
+    }
+
+    /// Seats held from a pool.
+    pub fn in_use(&self, pool: &PoolKey) -> u32 {
+        self.in_use.get(pool).copied().unwrap_or(0)
+    }
+
+    /// All live sessions.
+    pub fn sessions(&self) -> impl Iterator<Item = &Session> {
+        self.sessions.values()
+    }
+
+    /// A session by id.
+    pub fn session(&self, id: SessionId) -> Option<&Session> {
+        self.sessions.get(&id)
+    }
+
+    /// All leases, by id.
+    pub fn leases(&self) -> impl Iterator<Item = &Lease> {
+        self.leases.values()
+    }
+
+    /// A lease by id.
+    pub fn lease(&self, id: LeaseId) -> Option<&Lease> {
+        self.leases.get(&id)
+    }
+
+    /// The leases of one session.
+    pub fn session_leases(&self, id: SessionId) -> impl Iterator<Item = &Lease> {
+        self.session_leases
+            .get(&id)
+            .into_iter()
+            .flatten()
+            .filter_map(|l| self.leases.get(l))
+    }
+
+    /// The earliest moment at which `Expire` would change something, if any.
+    pub fn next_deadline(&self) -> Option<Millis> {
+        self.expiries.first().map(|&(at, _)| at)
+    }
+
+    /// Applies one command at time `now`, appending its durable effects to `changes`.
+    ///
+    /// On `Err`, nothing changed and nothing was appended.
+    pub fn apply(
+        &mut self,
+        now: Millis,
+        command: Command,
+        changes: &mut Vec<Change>,
+    ) -> Result<Outcome, LedgerError> {
+        match command {
+            Command::OpenSession {
+                id,
+                secret_hash,
+                client,
+            } => {
+                if self.sessions.contains_key(&id) {
+                    return Err(LedgerError::IdInUse);
+                }
+                let session = Session {
+                    id,
+                    secret_hash,
+                    client,
+                    opened_at: now,
+                    expires_at: now.saturating_add(self.config.session_ttl),
+                    connected: true,
+                };
+                changes.push(Change::SessionOpened(session.clone()));
+                self.insert_session(session);
+                Ok(Outcome::Done)
+            }
+            Command::Resume {
+                id,
+                secret_hash,
+                address,
+            } => {
+                let session = self
+                    .sessions
+                    .get_mut(&id)
+                    .ok_or(LedgerError::UnknownSession)?;
+                if !constant_time_eq(&session.secret_hash, &secret_hash) {
+                    return Err(LedgerError::BadSecret);
+                }
+                session.connected = true;
+                session.client.address = address;
+                self.touch(id, now);
+                let leases = self.session_leases(id).cloned().collect();
+                Ok(Outcome::Resumed { leases })
+            }
+            Command::Heartbeat { id } => {
+                self.require_session(id)?;
+                if let Some(s) = self.sessions.get_mut(&id) {
+                    s.connected = true;
+                }
+                self.touch(id, now);
+                Ok(Outcome::Done)
+            }
+            Command::Disconnected { id } => {
+                let session = self
+                    .sessions
+                    .get_mut(&id)
+                    .ok_or(LedgerError::UnknownSession)?;
+                session.connected = false;
+                let deadline = now.saturating_add(self.config.reconnect_grace);
+                if deadline < session.expires_at {
+                    self.set_expiry(id, deadline);
+                }
+                Ok(Outcome::Done)
+            }
+            Command::CloseSession { id } => {
+                self.require_session(id)?;
+                self.end_session(id, ReleaseReason::SessionClosed, changes);
+                Ok(Outcome::Done)
+            }
+            Command::Checkout {
+                session,
+                lease_id,
+                feature,
+                version,
+                count,
+                client_ref,
+            } => {
+                self.require_session(session)?;
+                self.touch(session, now);
+                if client_ref != 0
+                    && let Some(existing) = self
+                        .session_leases(session)
+                        .find(|l| l.client_ref == client_ref)
+                {
+                    return Ok(Outcome::Granted(existing.clone()));
+                }
+                if self.leases.contains_key(&lease_id) {
+                    return Err(LedgerError::IdInUse);
+                }
+                match self.choose_pool(now, &feature, &version, count) {
+                    Err(denial) => Ok(Outcome::Denied(denial)),
+                    Ok(pool) => {
+                        let lease = Lease {
+                            id: lease_id,
+                            session,
+                            feature,
+                            vendor: pool.vendor,
+                            requested_version: version,
+                            pool_version: pool.version,
+                            count,
+                            granted_at: now,
+                            client_ref,
+                        };
+                        changes.push(Change::LeaseGranted(lease.clone()));
+                        self.insert_lease(lease.clone());
+                        Ok(Outcome::Granted(lease))
+                    }
+                }
+            }
+            Command::Checkin { session, lease_id } => {
+                self.require_session(session)?;
+                self.touch(session, now);
+                match self.leases.get(&lease_id) {
+                    Some(l) if l.session == session => {
+                        let lease = self.remove_lease(lease_id);
+                        changes.push(Change::LeaseReleased {
+                            lease: lease.clone(),
+                            reason: ReleaseReason::Checkin,
+                        });
+                        Ok(Outcome::Released(lease))
+                    }
+                    _ => Ok(Outcome::NotHeld),
+                }
+            }
+            Command::Expire => {
+                let mut lapsed = Vec::new();
+                while let Some(&(at, id)) = self.expiries.first() {
+                    if at > now {
+                        break;
+                    }
+                    self.end_session(id, ReleaseReason::Expired, changes);
+                    lapsed.push(id);
+                }
+                Ok(Outcome::Expired { sessions: lapsed })
+            }
+        }
+    }
+
+    /// Picks the pool to serve a checkout: the lowest licensed version that is at least
+    /// the requested one and has room, so that newer-version seats stay free for the
+    /// clients that need them.
+    fn choose_pool(
+        &self,
+        now: Millis,
+        feature: &str,
+        version: &str,
+        count: u32,
+    ) -> Result<PoolKey, Denial> {
+        if count == 0 || count > MAX_SEATS_PER_REQUEST {
+            return Err(Denial::BadRequest(format!(
+                "seat count must be between 1 and {MAX_SEATS_PER_REQUEST}, not {count}"
+            )));
+        }
+        let wanted: Version = if version.is_empty() {
+            "0".parse()
+                .map_err(|_| Denial::BadRequest("bad version".into()))?
+        } else {
+            version
+                .parse()
+                .map_err(|e: usher_license::VersionError| Denial::BadRequest(e.to_string()))?
+        };
+        let pools = self.catalog.pools(feature).ok_or(Denial::UnknownFeature)?;
+        let candidates: Vec<_> = pools.iter().filter(|p| p.version >= wanted).collect();
+        if candidates.is_empty() {
+            let highest = pools
+                .last()
+                .map(|p| p.key.version.clone())
+                .unwrap_or_default();
+            return Err(Denial::VersionTooNew { highest });
+        }
+        let (mut in_use, mut total) = (0u32, 0u32);
+        for pool in &candidates {
+            let seats = pool.seats_at(now);
+            let used = self.in_use(&pool.key);
+            if used.saturating_add(count) <= seats {
+                return Ok(pool.key.clone());
+            }
+            in_use = in_use.saturating_add(used);
+            total = total.saturating_add(seats);
+        }
+        if total == 0 {
+            if let Some(at) = candidates.iter().filter_map(|p| p.next_start(now)).min() {
+                return Err(Denial::NotYetStarted { at });
+            }
+            if let Some(at) = candidates.iter().filter_map(|p| p.last_end(now)).max() {
+                return Err(Denial::Expired { at });
+            }
+        }
+        Err(Denial::AllInUse { in_use, total })
+    }
+
+    fn require_session(&self, id: SessionId) -> Result<(), LedgerError> {
+        if self.sessions.contains_key(&id) {
+            Ok(())
+        } else {
+            Err(LedgerError::UnknownSession)
+        }
+    }
+
+    /// Activity from a session: it lives another full TTL.
+    fn touch(&mut self, id: SessionId, now: Millis) {
+        self.set_expiry(id, now.saturating_add(self.config.session_ttl));
+    }
+
+    fn set_expiry(&mut self, id: SessionId, at: Millis) {
+        if let Some(s) = self.sessions.get_mut(&id) {
+            self.expiries.remove(&(s.expires_at, id));
+            s.expires_at = at;
+            self.expiries.insert((at, id));
+        }
+    }
+
+    fn insert_session(&mut self, session: Session) {
+        self.expiries.insert((session.expires_at, session.id));
+        self.sessions.insert(session.id, session);
+    }
+
+    fn insert_lease(&mut self, lease: Lease) {
+        let key = PoolKey {
+            feature: lease.feature.clone(),
+            vendor: lease.vendor.clone(),
+            version: lease.pool_version.clone(),
+        };
+        *self.in_use.entry(key).or_default() += lease.count;
+        self.session_leases
+            .entry(lease.session)
+            .or_default()
+            .insert(lease.id);
+        self.leases.insert(lease.id, lease);
+    }
+
+    /// Removes a lease known to exist.
+    fn remove_lease(&mut self, id: LeaseId) -> Lease {
+        let lease = self
+            .leases
+            .remove(&id)
+            .expect("caller checked the lease exists");
+        let key = PoolKey {
+            feature: lease.feature.clone(),
+            vendor: lease.vendor.clone(),
+            version: lease.pool_version.clone(),
+        };
+        if let Some(n) = self.in_use.get_mut(&key) {
+            *n -= lease.count;
+            if *n == 0 {
+                self.in_use.remove(&key);
+            }
+        }
+        if let Some(set) = self.session_leases.get_mut(&lease.session) {
+            set.remove(&id);
+            if set.is_empty() {
+                self.session_leases.remove(&lease.session);
+            }
+        }
+        lease
+    }
+
+    fn end_session(&mut self, id: SessionId, reason: ReleaseReason, changes: &mut Vec<Change>) {
+        let held: Vec<LeaseId> = self
+            .session_leases
+            .get(&id)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        for lease_id in held {
+            let lease = self.remove_lease(lease_id);
+            changes.push(Change::LeaseReleased { lease, reason });
+        }
+        if let Some(s) = self.sessions.remove(&id) {
+            self.expiries.remove(&(s.expires_at, id));
+        }
+        changes.push(Change::SessionClosed(id));
+    }
+}
+
+/// Compares secrets without an early exit, so timing does not reveal how much matched.
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

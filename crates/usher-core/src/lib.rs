@@ -1,0 +1,26 @@
+//! The usher ledger: a pure, deterministic state machine that accounts for license seats.
+//!
+//! `Ledger::apply(now, command)` is the only way state changes. Time, session ids, lease
+//! ids and secrets all arrive inside the command, so the same sequence of commands always
+//! produces the same state and the same outcomes. That property is what lets the server
+//! replay the store after a crash, lets tests drive the ledger through millions of random
+//! operations, and will let a replicated log carry the same commands to every node.
+//!
+//! **Architecture invariant:** this crate performs no I/O, reads no clock, draws no random
+//! numbers and depends on no async runtime.
+//!
+//! **Architecture invariant:** the seats held from a pool never exceed the seats the pool
+//! holds at the moment of each grant.
+
+mod catalog;
+mod command;
+mod ledger;
+mod session;
+
+pub use catalog::{Catalog, Pool, PoolKey};
+pub use command::{Change, Command, Denial, LedgerError, Outcome, ReleaseReason};
+pub use ledger::{Ledger, LedgerConfig};
+pub use session::{ClientInfo, Lease, LeaseId, Session, SessionId};
+
+/// Milliseconds since the Unix epoch. All times inside the ledger use this unit.
+pub type Millis = u64;

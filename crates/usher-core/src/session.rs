@@ -1,0 +1,89 @@
+//! Sessions and leases: who holds what.
+
+use std::fmt;
+
+use crate::Millis;
+
+/// A session's identifier, chosen at random by the server when the session opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub u64);
+
+/// A lease's identifier (the "handle" administrators see), chosen by the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LeaseId(pub u64);
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl fmt::Display for LeaseId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:x}", self.0)
+    }
+}
+
+/// Who a client process says it is, as sent in its handshake.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct ClientInfo {
+    /// Login name of the user running the application.
+    pub user: String,
+    /// Host name of the client machine.
+    pub host: String,
+    /// Display (X display or terminal), as FlexLM reports it.
+    pub display: String,
+    /// Process id on the client machine.
+    pub pid: u32,
+    /// Program name.
+    pub program: String,
+    /// Program version.
+    pub program_version: String,
+    /// Network address the session connected from, as seen by the server.
+    pub address: String,
+}
+
+/// One client process's presence.
+///
+/// The durable part (`id`, `secret_hash`, `client`, `opened_at`) is stored; the liveness
+/// part (`expires_at`, `connected`) is soft state that a restart resets, giving every
+/// recovered session a fresh TTL in which to come back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// Session id.
+    pub id: SessionId,
+    /// SHA-256 of the session secret; the secret itself is known only to the client.
+    pub secret_hash: [u8; 32],
+    /// Client identity from the handshake.
+    pub client: ClientInfo,
+    /// When the session opened.
+    pub opened_at: Millis,
+    /// When the session lapses unless it is heard from.
+    pub expires_at: Millis,
+    /// Whether a connection currently carries this session.
+    pub connected: bool,
+}
+
+/// Seats held by a session from one pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// Lease id.
+    pub id: LeaseId,
+    /// Owning session.
+    pub session: SessionId,
+    /// Feature checked out.
+    pub feature: String,
+    /// Vendor of the pool the seats came from.
+    pub vendor: String,
+    /// Version the client asked for (as written by the client).
+    pub requested_version: String,
+    /// Version of the pool the seats came from; with `feature`, it names the pool.
+    pub pool_version: String,
+    /// Number of seats.
+    pub count: u32,
+    /// When the lease was granted.
+    pub granted_at: Millis,
+    /// The client's idempotency key: a retried checkout with the same key returns this
+    /// lease instead of taking a second seat.
+    pub client_ref: u64,
+}

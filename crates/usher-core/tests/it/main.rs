@@ -1,0 +1,15 @@
+//! Integration tests for the usher ledger (`usher-core`), compiled as one test binary.
+//!
+//! `util` builds entitlements, catalogs and sessions; the other modules are table-driven
+//! tests of one behaviour each, a model-based property test (`model`) that runs random
+//! command sequences (restarts and license reloads included) against a reference
+//! implementation, and a determinism check.
+
+mod catalog;
+mod checkout;
+mod determinism;
+mod model;
+mod reload;
+mod restore;
+mod session;
+mod util;

@@ -1,0 +1,9 @@
+//! Integration tests of usher-license, in one test binary.
+
+mod check;
+mod keys;
+mod no_panic;
+mod parse_errors;
+mod parse_ok;
+mod sign;
+mod util;

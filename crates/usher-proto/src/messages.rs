@@ -1,0 +1,453 @@
+//! Every message on the wire, with its Protocol Buffers field tags.
+//!
+//! **Compatibility rules** (see docs/protocol.md): never change a tag's type or meaning,
+//! never reuse a tag, add fields with new tags, give every new field a default that means
+//! "the old behaviour", and add request kinds as new `oneof` tags.
+
+/// A client-to-server message.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Request {
+    /// Chosen by the client; echoed in the response so requests can be pipelined. 0 is
+    /// reserved for messages that need no answer.
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    /// What is asked. `None` when the client sent a kind this server does not know.
+    #[prost(oneof = "request::Kind", tags = "10, 11, 12, 13, 14, 15")]
+    pub kind: Option<request::Kind>,
+}
+
+/// The kinds of [`Request`].
+pub mod request {
+    /// What a request asks for.
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Kind {
+        /// Handshake; must be the first request on a connection.
+        #[prost(message, tag = "10")]
+        Hello(super::Hello),
+        /// Take seats.
+        #[prost(message, tag = "11")]
+        Checkout(super::Checkout),
+        /// Return seats.
+        #[prost(message, tag = "12")]
+        Checkin(super::Checkin),
+        /// Keep the session alive.
+        #[prost(message, tag = "13")]
+        Heartbeat(super::Heartbeat),
+        /// Ask for usage.
+        #[prost(message, tag = "14")]
+        Status(super::StatusRequest),
+        /// End the session, releasing every seat it holds.
+        #[prost(message, tag = "15")]
+        Goodbye(super::Goodbye),
+    }
+}
+
+/// A server-to-client message.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Response {
+    /// The id of the request answered, or 0 for a notice the server sends unasked.
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    /// The answer. `None` only from a newer server sending a kind this client does not
+    /// know; clients ignore such responses.
+    #[prost(oneof = "response::Kind", tags = "10, 11, 12, 13, 14, 15, 16, 17, 18")]
+    pub kind: Option<response::Kind>,
+}
+
+/// The kinds of [`Response`].
+pub mod response {
+    /// What a response says.
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Kind {
+        /// Handshake accepted.
+        #[prost(message, tag = "10")]
+        Welcome(super::Welcome),
+        /// Seats granted.
+        #[prost(message, tag = "11")]
+        Granted(super::Granted),
+        /// Seats refused, with the reason.
+        #[prost(message, tag = "12")]
+        Denied(super::Denied),
+        /// Seats returned.
+        #[prost(message, tag = "13")]
+        CheckedIn(super::CheckedIn),
+        /// Heartbeat seen.
+        #[prost(message, tag = "14")]
+        HeartbeatAck(super::HeartbeatAck),
+        /// Usage.
+        #[prost(message, tag = "15")]
+        Status(super::StatusReport),
+        /// The request failed.
+        #[prost(message, tag = "16")]
+        Error(super::Error),
+        /// Goodbye acknowledged; the server closes the connection next.
+        #[prost(message, tag = "17")]
+        Bye(super::Bye),
+        /// Unasked notice: a lease was taken away (for example by an administrator).
+        #[prost(message, tag = "18")]
+        LeaseLost(super::LeaseLost),
+    }
+}
+
+/// The handshake. Opens a new session, resumes an old one, or (with `query_only`) opens
+/// a connection that only reads status.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Hello {
+    /// Must be [`crate::MAGIC`].
+    #[prost(string, tag = "1")]
+    pub magic: String,
+    /// Highest protocol version the client speaks.
+    #[prost(uint32, tag = "2")]
+    pub protocol_version: u32,
+    /// Client library name and version, for diagnostics.
+    #[prost(string, tag = "3")]
+    pub client_version: String,
+    /// Login name.
+    #[prost(string, tag = "4")]
+    pub user: String,
+    /// Client host name.
+    #[prost(string, tag = "5")]
+    pub host: String,
+    /// Display or terminal.
+    #[prost(string, tag = "6")]
+    pub display: String,
+    /// Process id.
+    #[prost(uint32, tag = "7")]
+    pub pid: u32,
+    /// Program name.
+    #[prost(string, tag = "8")]
+    pub program: String,
+    /// Program version.
+    #[prost(string, tag = "9")]
+    pub program_version: String,
+    /// Session to resume (0: open a new session).
+    #[prost(fixed64, tag = "10")]
+    pub resume_session: u64,
+    /// Secret of the session to resume.
+    #[prost(bytes = "vec", tag = "11")]
+    pub resume_secret: Vec<u8>,
+    /// Open no session: the connection will only ask for status.
+    #[prost(bool, tag = "12")]
+    pub query_only: bool,
+}
+
+/// The server's answer to [`Hello`].
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Welcome {
+    /// Protocol version both sides will speak.
+    #[prost(uint32, tag = "1")]
+    pub protocol_version: u32,
+    /// Server software version.
+    #[prost(string, tag = "2")]
+    pub server_version: String,
+    /// The session (0 for a query-only connection).
+    #[prost(fixed64, tag = "3")]
+    pub session_id: u64,
+    /// The session's secret; sent once, when the session opens (empty on resume).
+    #[prost(bytes = "vec", tag = "4")]
+    pub session_secret: Vec<u8>,
+    /// How often the client should send heartbeats.
+    #[prost(uint64, tag = "5")]
+    pub heartbeat_interval_ms: u64,
+    /// How long the session lives without being heard from.
+    #[prost(uint64, tag = "6")]
+    pub session_ttl_ms: u64,
+    /// True when an existing session was resumed.
+    #[prost(bool, tag = "7")]
+    pub resumed: bool,
+    /// On resume: the leases the session still holds.
+    #[prost(message, repeated, tag = "8")]
+    pub leases: Vec<Granted>,
+    /// Server host name.
+    #[prost(string, tag = "9")]
+    pub server_name: String,
+}
+
+/// Ask for seats.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Checkout {
+    /// Feature name.
+    #[prost(string, tag = "1")]
+    pub feature: String,
+    /// Minimum version needed (empty: any).
+    #[prost(string, tag = "2")]
+    pub version: String,
+    /// Seats wanted (0 is read as 1).
+    #[prost(uint32, tag = "3")]
+    pub count: u32,
+    /// Client idempotency key, unique within the session: a checkout retried after a
+    /// reconnect returns the original lease rather than a second one. 0 disables this.
+    #[prost(uint64, tag = "4")]
+    pub client_ref: u64,
+}
+
+/// Seats granted.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Granted {
+    /// Lease handle, used to check in.
+    #[prost(fixed64, tag = "1")]
+    pub lease_id: u64,
+    /// Feature.
+    #[prost(string, tag = "2")]
+    pub feature: String,
+    /// Version of the pool the seats came from.
+    #[prost(string, tag = "3")]
+    pub version: String,
+    /// Seats held.
+    #[prost(uint32, tag = "4")]
+    pub count: u32,
+    /// Vendor.
+    #[prost(string, tag = "5")]
+    pub vendor: String,
+    /// When the entitlement behind the pool expires (ms since epoch; 0: permanent).
+    #[prost(uint64, tag = "6")]
+    pub expires_at_ms: u64,
+    /// When the seats were granted (ms since epoch).
+    #[prost(uint64, tag = "7")]
+    pub granted_at_ms: u64,
+    /// The client's idempotency key from the checkout.
+    #[prost(uint64, tag = "8")]
+    pub client_ref: u64,
+}
+
+/// Why seats were refused. Unknown values (from newer servers) read as `Unspecified`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum DenyReason {
+    /// Not given, or not known to this build.
+    Unspecified = 0,
+    /// No license names the feature.
+    UnknownFeature = 1,
+    /// The licensed versions are all older than the one requested.
+    VersionTooNew = 2,
+    /// The licenses for the feature have expired.
+    Expired = 3,
+    /// The licenses for the feature have not started yet.
+    NotYetStarted = 4,
+    /// Every seat is in use.
+    AllInUse = 5,
+    /// The request is malformed.
+    BadRequest = 6,
+}
+
+/// Seats refused.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Denied {
+    /// Typed reason.
+    #[prost(enumeration = "DenyReason", tag = "1")]
+    pub reason: i32,
+    /// One line for a human, e.g. `all 3 seats of "cad" are in use`.
+    #[prost(string, tag = "2")]
+    pub message: String,
+    /// For `AllInUse`: seats in use.
+    #[prost(uint32, tag = "3")]
+    pub in_use: u32,
+    /// For `AllInUse`: seats in the pools that could serve the request.
+    #[prost(uint32, tag = "4")]
+    pub total: u32,
+    /// For `VersionTooNew`: the highest licensed version.
+    #[prost(string, tag = "5")]
+    pub highest_version: String,
+    /// For `Expired` / `NotYetStarted`: when (ms since epoch).
+    #[prost(uint64, tag = "6")]
+    pub at_ms: u64,
+}
+
+/// Give seats back.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Checkin {
+    /// Lease handle.
+    #[prost(fixed64, tag = "1")]
+    pub lease_id: u64,
+}
+
+/// Seats returned.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CheckedIn {
+    /// Lease handle.
+    #[prost(fixed64, tag = "1")]
+    pub lease_id: u64,
+    /// False if the session did not hold that lease (checkin is idempotent).
+    #[prost(bool, tag = "2")]
+    pub was_held: bool,
+}
+
+/// Keep the session alive.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Heartbeat {}
+
+/// Heartbeat seen.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HeartbeatAck {
+    /// Server clock (ms since epoch), for diagnostics.
+    #[prost(uint64, tag = "1")]
+    pub server_time_ms: u64,
+}
+
+/// Ask for usage.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StatusRequest {
+    /// Only this feature (empty: all).
+    #[prost(string, tag = "1")]
+    pub feature: String,
+}
+
+/// Usage, per pool.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StatusReport {
+    /// Server host name.
+    #[prost(string, tag = "1")]
+    pub server_name: String,
+    /// Server software version.
+    #[prost(string, tag = "2")]
+    pub server_version: String,
+    /// Port the server listens on.
+    #[prost(uint32, tag = "3")]
+    pub port: u32,
+    /// One entry per pool.
+    #[prost(message, repeated, tag = "4")]
+    pub features: Vec<FeatureStatus>,
+    /// When the server started (ms since epoch).
+    #[prost(uint64, tag = "5")]
+    pub started_at_ms: u64,
+    /// License files served.
+    #[prost(string, repeated, tag = "6")]
+    pub license_files: Vec<String>,
+    /// Vendors served.
+    #[prost(string, repeated, tag = "7")]
+    pub vendors: Vec<String>,
+    /// Server clock when the report was made (ms since epoch).
+    #[prost(uint64, tag = "8")]
+    pub now_ms: u64,
+}
+
+/// Usage of one pool.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct FeatureStatus {
+    /// Feature.
+    #[prost(string, tag = "1")]
+    pub feature: String,
+    /// Vendor.
+    #[prost(string, tag = "2")]
+    pub vendor: String,
+    /// Pool version.
+    #[prost(string, tag = "3")]
+    pub version: String,
+    /// Earliest expiry among the pool's current entitlements (ms since epoch; 0: permanent).
+    #[prost(uint64, tag = "4")]
+    pub expires_at_ms: u64,
+    /// Seats valid now.
+    #[prost(uint32, tag = "5")]
+    pub total: u32,
+    /// Seats held.
+    #[prost(uint32, tag = "6")]
+    pub in_use: u32,
+    /// Who holds them.
+    #[prost(message, repeated, tag = "7")]
+    pub holders: Vec<Holder>,
+}
+
+/// One lease, as status shows it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Holder {
+    /// User.
+    #[prost(string, tag = "1")]
+    pub user: String,
+    /// Client host.
+    #[prost(string, tag = "2")]
+    pub host: String,
+    /// Display.
+    #[prost(string, tag = "3")]
+    pub display: String,
+    /// Process id.
+    #[prost(uint32, tag = "4")]
+    pub pid: u32,
+    /// Program name.
+    #[prost(string, tag = "5")]
+    pub program: String,
+    /// Version the client asked for.
+    #[prost(string, tag = "6")]
+    pub version: String,
+    /// When the lease was granted (ms since epoch).
+    #[prost(uint64, tag = "7")]
+    pub since_ms: u64,
+    /// Seats.
+    #[prost(uint32, tag = "8")]
+    pub count: u32,
+    /// Lease handle.
+    #[prost(fixed64, tag = "9")]
+    pub lease_id: u64,
+    /// Session.
+    #[prost(fixed64, tag = "10")]
+    pub session_id: u64,
+    /// Whether the session's connection is up right now.
+    #[prost(bool, tag = "11")]
+    pub connected: bool,
+}
+
+/// End the session.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Goodbye {}
+
+/// Goodbye acknowledged.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Bye {}
+
+/// A lease was taken away without the client asking.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LeaseLost {
+    /// Lease handle.
+    #[prost(fixed64, tag = "1")]
+    pub lease_id: u64,
+    /// Why, for a human.
+    #[prost(string, tag = "2")]
+    pub reason: String,
+}
+
+/// Error codes. Unknown values (from newer servers) read as `Unspecified`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum ErrorCode {
+    /// Not given, or not known to this build.
+    Unspecified = 0,
+    /// The request is malformed or makes no sense here.
+    BadRequest = 1,
+    /// The server does not know this kind of request (it is older than the client).
+    UnknownRequest = 2,
+    /// No protocol version in common.
+    UnsupportedVersion = 3,
+    /// The first request on a connection must be `Hello`.
+    HandshakeRequired = 4,
+    /// The session to resume (or act for) no longer exists; open a new one.
+    SessionExpired = 5,
+    /// The server is shutting down; try another server or again shortly.
+    ShuttingDown = 6,
+    /// Something failed inside the server.
+    Internal = 7,
+    /// The request is not allowed for this client.
+    NotPermitted = 8,
+}
+
+/// The request failed.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Error {
+    /// Typed code.
+    #[prost(enumeration = "ErrorCode", tag = "1")]
+    pub code: i32,
+    /// One line for a human.
+    #[prost(string, tag = "2")]
+    pub message: String,
+}
+
+impl Response {
+    /// An error response to request `id`.
+    pub fn error(id: u64, code: ErrorCode, message: impl Into<String>) -> Self {
+        Response {
+            id,
+            kind: Some(response::Kind::Error(Error {
+                code: code as i32,
+                message: message.into(),
+            })),
+        }
+    }
+}

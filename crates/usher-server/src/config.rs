@@ -1,0 +1,265 @@
+//! Server configuration: one validated struct built from defaults, a TOML file, the
+//! environment and the command line, in rising precedence.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Everything `usherd` needs to run. Built by [`Config::load`] or directly by tests.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// TCP address for the client protocol.
+    pub listen: SocketAddr,
+    /// Directory holding the store (and, in demo mode, the demo vendor key and license).
+    pub data_dir: PathBuf,
+    /// License files to serve.
+    pub license_files: Vec<PathBuf>,
+    /// Public keys of the vendors whose licenses this server trusts.
+    pub vendor_keys: Vec<PathBuf>,
+    /// Heartbeat interval announced to clients.
+    pub heartbeat_interval: Duration,
+    /// How long a session lives without being heard from.
+    pub session_ttl: Duration,
+    /// How long a session whose connection closed without a goodbye may take to resume.
+    pub reconnect_grace: Duration,
+    /// How long a new connection may take to send its handshake.
+    pub handshake_timeout: Duration,
+    /// Most connections served at once; further connections wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// How long a graceful shutdown waits for connections to finish in-flight requests.
+    pub shutdown_timeout: Duration,
+}
+
+impl Config {
+    /// Defaults for everything but the data directory.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Config {
+            listen: SocketAddr::from(([0, 0, 0, 0], usher_proto::DEFAULT_PORT)),
+            data_dir: data_dir.into(),
+            license_files: Vec::new(),
+            vendor_keys: Vec::new(),
+            heartbeat_interval: Duration::from_secs(30),
+            session_ttl: Duration::from_secs(120),
+            reconnect_grace: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            max_connections: 100_000,
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Path of the SQLite store inside the data directory.
+    pub fn store_path(&self) -> PathBuf {
+        self.data_dir.join("usher.db")
+    }
+
+    /// Checks that the values make sense together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, why: &str| {
+            Err(ConfigError::Invalid {
+                key: key.to_string(),
+                reason: why.to_string(),
+            })
+        };
+        if self.heartbeat_interval.is_zero() {
+            return invalid("heartbeat_interval", "must be greater than zero");
+        }
+        if self.session_ttl <= self.heartbeat_interval {
+            return invalid("session_ttl", "must be longer than heartbeat_interval");
+        }
+        if self.reconnect_grace.is_zero() {
+            return invalid("reconnect_grace", "must be greater than zero");
+        }
+        if self.max_connections == 0 {
+            return invalid("max_connections", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML for this schema.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// What is wrong, with line and column.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid configuration: {key} {reason}")]
+    Invalid {
+        /// Offending key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The TOML file's schema. Every key is optional; unknown keys are errors, so a typo
+/// never silently leaves a default in force.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// See [`Config::listen`].
+    pub listen: Option<SocketAddr>,
+    /// See [`Config::data_dir`].
+    pub data_dir: Option<PathBuf>,
+    /// See [`Config::license_files`]. Relative paths are relative to the config file.
+    pub license_files: Option<Vec<PathBuf>>,
+    /// See [`Config::vendor_keys`]. Relative paths are relative to the config file.
+    pub vendor_keys: Option<Vec<PathBuf>>,
+    /// See [`Config::heartbeat_interval`], e.g. `"30s"`.
+    pub heartbeat_interval: Option<String>,
+    /// See [`Config::session_ttl`], e.g. `"2m"`.
+    pub session_ttl: Option<String>,
+    /// See [`Config::reconnect_grace`], e.g. `"10s"`.
+    pub reconnect_grace: Option<String>,
+    /// See [`Config::handshake_timeout`].
+    pub handshake_timeout: Option<String>,
+    /// See [`Config::max_connections`].
+    pub max_connections: Option<usize>,
+    /// See [`Config::shutdown_timeout`].
+    pub shutdown_timeout: Option<String>,
+}
+
+impl FileConfig {
+    /// Reads and parses a config file.
+    pub fn read(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut file: FileConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for list in [&mut file.license_files, &mut file.vendor_keys]
+            .into_iter()
+            .flatten()
+        {
+            for p in list.iter_mut() {
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
+            }
+        }
+        if let Some(d) = &mut file.data_dir
+            && d.is_relative()
+        {
+            *d = base.join(&*d);
+        }
+        Ok(file)
+    }
+
+    /// Applies the file's values over `config`.
+    pub fn apply(self, config: &mut Config) -> Result<(), ConfigError> {
+        if let Some(v) = self.listen {
+            config.listen = v;
+        }
+        if let Some(v) = self.data_dir {
+            config.data_dir = v;
+        }
+        if let Some(v) = self.license_files {
+            config.license_files = v;
+        }
+        if let Some(v) = self.vendor_keys {
+            config.vendor_keys = v;
+        }
+        let durations = [
+            (
+                "heartbeat_interval",
+                self.heartbeat_interval,
+                &mut config.heartbeat_interval,
+            ),
+            ("session_ttl", self.session_ttl, &mut config.session_ttl),
+            (
+                "reconnect_grace",
+                self.reconnect_grace,
+                &mut config.reconnect_grace,
+            ),
+            (
+                "handshake_timeout",
+                self.handshake_timeout,
+                &mut config.handshake_timeout,
+            ),
+            (
+                "shutdown_timeout",
+                self.shutdown_timeout,
+                &mut config.shutdown_timeout,
+            ),
+        ];
+        for (key, value, slot) in durations {
+            if let Some(text) = value {
+                *slot = parse_duration(&text).map_err(|reason| ConfigError::Invalid {
+                    key: key.to_string(),
+                    reason,
+                })?;
+            }
+        }
+        if let Some(v) = self.max_connections {
+            config.max_connections = v;
+        }
+        Ok(())
+    }
+}
+
+/// Parses `"250ms"`, `"30s"`, `"2m"`, `"1h"` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("must be a duration such as 500ms, 30s, 2m or 1h, not {text:?}"))?;
+    let ms = match unit.trim() {
+        "ms" => Some(n),
+        "" | "s" => n.checked_mul(1000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        _ => return Err(format!("unknown unit in {text:?}: use ms, s, m or h")),
+    };
+    ms.map(Duration::from_millis)
+        .ok_or_else(|| format!("{text:?} is too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("2 weeks").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let err = toml::from_str::<FileConfig>("sesion_ttl = \"1s\"").unwrap_err();
+        assert!(err.to_string().contains("sesion_ttl"), "{err}");
+    }
+
+    #[test]
+    fn validate_names_the_key() {
+        let mut c = Config::new("/tmp");
+        c.session_ttl = Duration::from_secs(1);
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("session_ttl"), "{err}");
+    }
+}

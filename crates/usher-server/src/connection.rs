@@ -1,0 +1,447 @@
+//! One task per client connection: handshake, then requests in, responses out.
+//!
+//! Requests are read in order and submitted to the ledger at once; their replies are
+//! written in the same order by a separate writer task. A client may therefore pipeline
+//! requests, up to [`MAX_IN_FLIGHT`] of them, after which the reader stops reading and
+//! TCP flow control pushes back on the client.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, instrument};
+use usher_core::{ClientInfo, Command, LeaseId, LedgerError, Outcome, SessionId};
+use usher_proto::{
+    Bye, ErrorCode, FrameError, FrameReader, HeartbeatAck, Hello, Request, Response, Welcome,
+    request, response,
+};
+
+use crate::ledger_task::{Applied, LedgerGone, LedgerHandle, wall_clock_ms};
+use crate::reply;
+
+/// Most requests a connection may have waiting for answers.
+pub const MAX_IN_FLIGHT: usize = 64;
+
+/// How many times a client may retry the handshake on one connection (a failed resume is
+/// followed by a fresh Hello).
+const MAX_HELLOS: usize = 3;
+
+/// What a connection task needs from the server.
+#[derive(Debug)]
+pub struct ConnContext {
+    /// The ledger.
+    pub ledger: LedgerHandle,
+    /// Announced heartbeat interval.
+    pub heartbeat_interval: Duration,
+    /// Session TTL; also how long a connection may stay silent before it is dropped.
+    pub session_ttl: Duration,
+    /// How long the handshake may take.
+    pub handshake_timeout: Duration,
+    /// Server host name.
+    pub server_name: String,
+}
+
+/// Why a connection ended, for the debug log.
+#[derive(Debug)]
+enum End {
+    Goodbye,
+    Eof,
+    Idle,
+    Shutdown,
+    Protocol(String),
+    LedgerGone,
+}
+
+type PendingResponse = Pin<Box<dyn Future<Output = Response> + Send>>;
+
+/// Serves one connection until the peer leaves, misbehaves or the server shuts down.
+#[instrument(name = "conn", skip_all, fields(peer = %peer))]
+pub async fn serve<S>(stream: S, peer: SocketAddr, ctx: Arc<ConnContext>, stop: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (rd, mut wr) = tokio::io::split(stream);
+    let mut reader = FrameReader::new(rd);
+
+    let session = match tokio::time::timeout(
+        ctx.handshake_timeout,
+        handshake(&mut reader, &mut wr, peer, &ctx),
+    )
+    .await
+    {
+        Ok(Ok(session)) => session,
+        Ok(Err(end)) => {
+            debug!(?end, "connection closed during handshake");
+            return;
+        }
+        Err(_) => {
+            debug!("handshake timed out");
+            return;
+        }
+    };
+
+    let (out_tx, mut out_rx) = mpsc::channel::<PendingResponse>(MAX_IN_FLIGHT);
+    let writer = tokio::spawn(async move {
+        while let Some(pending) = out_rx.recv().await {
+            let response = pending.await;
+            if usher_proto::write_frame(&mut wr, &response).await.is_err() {
+                break;
+            }
+        }
+    });
+
+    let end = request_loop(&mut reader, session, &ctx, &stop, &out_tx).await;
+    match &end {
+        End::Protocol(why) => debug!(%why, "closing the connection after a protocol error"),
+        other => debug!(end = ?other, "connection ending"),
+    }
+    drop(out_tx);
+    // Finish writing the answers to requests already accepted.
+    let _ = writer.await;
+
+    if let Some(id) = session
+        && matches!(end, End::Eof | End::Idle | End::Protocol(_))
+    {
+        // Closed without a goodbye: most likely the client process died. Its seats come
+        // back after the reconnect grace unless it resumes first.
+        let _ = ctx.ledger.apply(Command::Disconnected { id }).await;
+    }
+}
+
+async fn request_loop<R: AsyncRead + Unpin>(
+    reader: &mut FrameReader<R>,
+    session: Option<SessionId>,
+    ctx: &ConnContext,
+    stop: &CancellationToken,
+    out: &mpsc::Sender<PendingResponse>,
+) -> End {
+    // A connection silent for a whole TTL is dead (or half-open); the session itself is
+    // ended by the ledger's own timer, this only frees the socket.
+    let idle = ctx.session_ttl;
+    loop {
+        let read = tokio::select! {
+            r = tokio::time::timeout(idle, reader.read::<Request>()) => r,
+            _ = stop.cancelled() => return End::Shutdown,
+        };
+        let req = match read {
+            Err(_) => return End::Idle,
+            Ok(Ok(None)) => return End::Eof,
+            Ok(Ok(Some(req))) => req,
+            Ok(Err(e)) => {
+                let end = End::Protocol(e.to_string());
+                if !matches!(e, FrameError::Io(_) | FrameError::Truncated) {
+                    let msg = format!("protocol error: {e}");
+                    let _ = out
+                        .send(ready(Response::error(0, ErrorCode::BadRequest, msg)))
+                        .await;
+                }
+                return end;
+            }
+        };
+        let id = req.id;
+        let (pending, goodbye) = match dispatch(req, session, ctx).await {
+            Ok(p) => p,
+            Err(LedgerGone) => {
+                let msg = "the server is shutting down";
+                let _ = out
+                    .send(ready(Response::error(id, ErrorCode::ShuttingDown, msg)))
+                    .await;
+                return End::LedgerGone;
+            }
+        };
+        if out.send(pending).await.is_err() {
+            return End::Eof;
+        }
+        if goodbye {
+            return End::Goodbye;
+        }
+    }
+}
+
+fn ready(r: Response) -> PendingResponse {
+    Box::pin(std::future::ready(r))
+}
+
+/// Submits one request and returns the future of its response, plus whether the client
+/// said goodbye.
+async fn dispatch(
+    req: Request,
+    session: Option<SessionId>,
+    ctx: &ConnContext,
+) -> Result<(PendingResponse, bool), LedgerGone> {
+    let id = req.id;
+    let Some(kind) = req.kind else {
+        let msg = "this server does not know that request; it may be older than the client";
+        return Ok((
+            ready(Response::error(id, ErrorCode::UnknownRequest, msg)),
+            false,
+        ));
+    };
+    let need_session = |what: &str| {
+        let msg = format!("{what} needs a session; this connection was opened query-only");
+        ready(Response::error(id, ErrorCode::NotPermitted, msg))
+    };
+    match kind {
+        request::Kind::Hello(_) => {
+            let msg = "handshake already done on this connection";
+            Ok((
+                ready(Response::error(id, ErrorCode::BadRequest, msg)),
+                false,
+            ))
+        }
+        request::Kind::Checkout(c) => {
+            let Some(session) = session else {
+                return Ok((need_session("checkout"), false));
+            };
+            let (feature, version) = (c.feature.clone(), c.version.clone());
+            let cmd = Command::Checkout {
+                session,
+                // The ledger task allocates the handle.
+                lease_id: LeaseId(0),
+                feature: c.feature,
+                version: c.version,
+                count: c.count.max(1),
+                client_ref: c.client_ref,
+            };
+            let rx = ctx.ledger.submit(cmd).await?;
+            Ok((
+                answer(id, rx, move |a| reply::checkout(&feature, &version, a)),
+                false,
+            ))
+        }
+        request::Kind::Checkin(c) => {
+            let Some(session) = session else {
+                return Ok((need_session("checkin"), false));
+            };
+            let lease_id = c.lease_id;
+            let cmd = Command::Checkin {
+                session,
+                lease_id: LeaseId(lease_id),
+            };
+            let rx = ctx.ledger.submit(cmd).await?;
+            Ok((answer(id, rx, move |a| reply::checkin(lease_id, a)), false))
+        }
+        request::Kind::Heartbeat(_) => match session {
+            Some(session) => {
+                let rx = ctx
+                    .ledger
+                    .submit(Command::Heartbeat { id: session })
+                    .await?;
+                Ok((answer(id, rx, reply::heartbeat), false))
+            }
+            None => {
+                let ack = HeartbeatAck {
+                    server_time_ms: wall_clock_ms(),
+                };
+                Ok((
+                    ready(reply::ok(id, response::Kind::HeartbeatAck(ack))),
+                    false,
+                ))
+            }
+        },
+        request::Kind::Status(s) => {
+            let rx = ctx.ledger.status(s.feature).await?;
+            let fut = async move {
+                match rx.await {
+                    Ok(report) => reply::ok(id, response::Kind::Status(report)),
+                    Err(_) => shutting_down(id),
+                }
+            };
+            Ok((Box::pin(fut), false))
+        }
+        request::Kind::Goodbye(_) => match session {
+            Some(session) => {
+                let rx = ctx
+                    .ledger
+                    .submit(Command::CloseSession { id: session })
+                    .await?;
+                Ok((answer(id, rx, |_| response::Kind::Bye(Bye {})), true))
+            }
+            None => Ok((ready(reply::ok(id, response::Kind::Bye(Bye {}))), true)),
+        },
+    }
+}
+
+fn shutting_down(id: u64) -> Response {
+    Response::error(id, ErrorCode::ShuttingDown, "the server is shutting down")
+}
+
+/// Turns a pending ledger result into a pending response.
+fn answer(
+    id: u64,
+    rx: tokio::sync::oneshot::Receiver<Applied>,
+    convert: impl FnOnce(Applied) -> response::Kind + Send + 'static,
+) -> PendingResponse {
+    Box::pin(async move {
+        match rx.await {
+            Ok(applied) => match &applied.result {
+                Err(LedgerError::UnknownSession) => Response::error(
+                    id,
+                    ErrorCode::SessionExpired,
+                    "the session has expired; its seats were released",
+                ),
+                _ => reply::ok(id, convert(applied)),
+            },
+            Err(_) => shutting_down(id),
+        }
+    })
+}
+
+/// Reads Hello, opens or resumes the session, and answers Welcome.
+async fn handshake<R, W>(
+    reader: &mut FrameReader<R>,
+    wr: &mut W,
+    peer: SocketAddr,
+    ctx: &ConnContext,
+) -> Result<Option<SessionId>, End>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    for _ in 0..MAX_HELLOS {
+        let req = match reader.read::<Request>().await {
+            Ok(Some(req)) => req,
+            Ok(None) => return Err(End::Eof),
+            Err(e) => return Err(End::Protocol(e.to_string())),
+        };
+        let id = req.id;
+        let hello = match req.kind {
+            Some(request::Kind::Hello(h)) => h,
+            _ => {
+                let msg = "the first request on a connection must be Hello";
+                send(wr, &Response::error(id, ErrorCode::HandshakeRequired, msg)).await?;
+                return Err(End::Protocol("no hello".into()));
+            }
+        };
+        if hello.magic != usher_proto::MAGIC {
+            // Not a usher client; say nothing more.
+            return Err(End::Protocol("bad magic".into()));
+        }
+        if hello.protocol_version < usher_proto::MIN_PROTOCOL_VERSION {
+            let msg = format!(
+                "protocol version {} is too old; this server speaks {} to {}",
+                hello.protocol_version,
+                usher_proto::MIN_PROTOCOL_VERSION,
+                usher_proto::PROTOCOL_VERSION
+            );
+            send(wr, &Response::error(id, ErrorCode::UnsupportedVersion, msg)).await?;
+            return Err(End::Protocol("unsupported version".into()));
+        }
+        let mut welcome = Welcome {
+            protocol_version: hello.protocol_version.min(usher_proto::PROTOCOL_VERSION),
+            server_version: env!("CARGO_PKG_VERSION").to_string(),
+            heartbeat_interval_ms: ctx.heartbeat_interval.as_millis() as u64,
+            session_ttl_ms: ctx.session_ttl.as_millis() as u64,
+            server_name: ctx.server_name.clone(),
+            ..Welcome::default()
+        };
+        if hello.query_only {
+            send(wr, &reply::ok(id, response::Kind::Welcome(welcome))).await?;
+            return Ok(None);
+        }
+        if hello.resume_session != 0 {
+            let session = SessionId(hello.resume_session);
+            let cmd = Command::Resume {
+                id: session,
+                secret_hash: hash_secret(&hello.resume_secret),
+                address: peer.to_string(),
+            };
+            let applied = ctx.ledger.apply(cmd).await.map_err(|_| End::LedgerGone)?;
+            match applied.result {
+                Ok(Outcome::Resumed { leases }) => {
+                    welcome.session_id = session.0;
+                    welcome.resumed = true;
+                    welcome.leases = leases.iter().map(|l| reply::granted(l, 0)).collect();
+                    send(wr, &reply::ok(id, response::Kind::Welcome(welcome))).await?;
+                    debug!(session = %session, "session resumed");
+                    return Ok(Some(session));
+                }
+                _ => {
+                    let msg = "that session has expired; open a new one";
+                    send(wr, &Response::error(id, ErrorCode::SessionExpired, msg)).await?;
+                    continue;
+                }
+            }
+        }
+        let session = open_session(hello, peer, ctx).await?;
+        welcome.session_id = session.0.0;
+        welcome.session_secret = session.1.to_vec();
+        send(wr, &reply::ok(id, response::Kind::Welcome(welcome))).await?;
+        return Ok(Some(session.0));
+    }
+    Err(End::Protocol("too many handshakes".into()))
+}
+
+async fn open_session(
+    hello: Hello,
+    peer: SocketAddr,
+    ctx: &ConnContext,
+) -> Result<(SessionId, [u8; 32]), End> {
+    let client = ClientInfo {
+        user: clip(hello.user),
+        host: clip(hello.host),
+        display: clip(hello.display),
+        pid: hello.pid,
+        program: clip(hello.program),
+        program_version: clip(hello.program_version),
+        address: peer.to_string(),
+    };
+    loop {
+        let id = SessionId(random_id());
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).expect("the OS random number generator is available");
+        let cmd = Command::OpenSession {
+            id,
+            secret_hash: hash_secret(&secret),
+            client: client.clone(),
+        };
+        let applied = ctx.ledger.apply(cmd).await.map_err(|_| End::LedgerGone)?;
+        match applied.result {
+            Ok(_) => return Ok((id, secret)),
+            // A 64-bit collision with a live session: draw again.
+            Err(LedgerError::IdInUse) => continue,
+            Err(e) => return Err(End::Protocol(e.to_string())),
+        }
+    }
+}
+
+/// Client-supplied identity strings are shown to administrators; keep them short.
+fn clip(mut s: String) -> String {
+    const MAX: usize = 256;
+    if s.len() > MAX {
+        let mut end = MAX;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+async fn send<W: AsyncWrite + Unpin>(wr: &mut W, r: &Response) -> Result<(), End> {
+    usher_proto::write_frame(wr, r)
+        .await
+        .map_err(|e| End::Protocol(e.to_string()))
+}
+
+/// The server keeps only a hash of each session secret, so a copy of the store does not
+/// let anyone take over a session.
+pub fn hash_secret(secret: &[u8]) -> [u8; 32] {
+    Sha256::digest(secret).into()
+}
+
+/// A random non-zero id.
+pub fn random_id() -> u64 {
+    loop {
+        let id = getrandom::u64().expect("the OS random number generator is available");
+        if id != 0 {
+            return id;
+        }
+    }
+}

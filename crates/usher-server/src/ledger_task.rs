@@ -1,0 +1,335 @@
+//! The single writer: one task owns the ledger, one thread owns the store.
+//!
+//! Connection tasks send [`LedgerMsg`]s over a bounded channel. The ledger task takes
+//! whatever is queued (up to [`MAX_BATCH`]), applies it in arrival order, and hands the
+//! batch's changes, together with the replies, to the committer thread. The committer
+//! writes every batch that is waiting in one SQLite transaction (group commit) and only
+//! then releases the replies. So:
+//!
+//! - **a grant or release is durable before anyone hears of it**, because replies travel
+//!   with their changes and are sent after the commit returns;
+//! - throughput does not collapse to one fsync per request, because one fsync covers
+//!   everything that queued up while the previous one was in flight;
+//! - the ledger never waits for the disk: it moves on to the next batch while the
+//!   committer is still writing the last one. Batches are committed in order, so a later
+//!   reply is never released before an earlier change is durable.
+//!
+//! A failed commit is fatal: the server stops rather than answer without durability.
+
+use std::sync::mpsc as std_mpsc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info};
+use usher_core::{Change, Command, LeaseId, Ledger, LedgerError, Millis, Outcome, PoolKey};
+use usher_proto::StatusReport;
+use usher_store::SqliteStore;
+
+use crate::status::{self, ServerInfo};
+
+/// Most commands applied in one batch, so one huge burst cannot delay the replies of the
+/// first requests in it indefinitely.
+pub const MAX_BATCH: usize = 4096;
+
+/// A request to the ledger task.
+#[derive(Debug)]
+pub enum LedgerMsg {
+    /// Apply a command.
+    Apply {
+        /// The command.
+        cmd: Command,
+        /// Where the result goes, after it is durable.
+        reply: oneshot::Sender<Applied>,
+    },
+    /// Build a status report (optionally for one feature).
+    Status {
+        /// Feature filter; empty for all.
+        feature: String,
+        /// Where the report goes.
+        reply: oneshot::Sender<StatusReport>,
+    },
+}
+
+/// The result of a command, with what the connection needs to answer the client.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// The ledger's answer.
+    pub result: Result<Outcome, LedgerError>,
+    /// For a grant: when the pool's current entitlements expire (0: permanent).
+    pub expires_at_ms: u64,
+}
+
+/// The ledger task went away (the server is shutting down or failed).
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the server is shutting down")]
+pub struct LedgerGone;
+
+/// A cheap, cloneable handle for sending to the ledger task.
+#[derive(Debug, Clone)]
+pub struct LedgerHandle {
+    tx: mpsc::Sender<LedgerMsg>,
+}
+
+impl LedgerHandle {
+    /// Queues a command and returns the receiver for its (durable) result. Sending first
+    /// and awaiting later lets a connection pipeline requests in order.
+    pub async fn submit(&self, cmd: Command) -> Result<oneshot::Receiver<Applied>, LedgerGone> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(LedgerMsg::Apply { cmd, reply })
+            .await
+            .map_err(|_| LedgerGone)?;
+        Ok(rx)
+    }
+
+    /// Applies a command and waits for its durable result.
+    pub async fn apply(&self, cmd: Command) -> Result<Applied, LedgerGone> {
+        self.submit(cmd).await?.await.map_err(|_| LedgerGone)
+    }
+
+    /// Queues a status request.
+    pub async fn status(
+        &self,
+        feature: String,
+    ) -> Result<oneshot::Receiver<StatusReport>, LedgerGone> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(LedgerMsg::Status { feature, reply })
+            .await
+            .map_err(|_| LedgerGone)?;
+        Ok(rx)
+    }
+}
+
+/// Milliseconds since the Unix epoch from the system clock.
+pub fn wall_clock_ms() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as Millis)
+}
+
+/// A reply waiting for its batch to be committed.
+type PendingReply = Box<dyn FnOnce() + Send>;
+
+struct CommitJob {
+    at: Millis,
+    changes: Vec<Change>,
+    replies: Vec<PendingReply>,
+}
+
+/// The running ledger task and committer thread.
+pub struct LedgerService {
+    /// Handle for connections.
+    pub handle: LedgerHandle,
+    task: tokio::task::JoinHandle<()>,
+    committer: std::thread::JoinHandle<SqliteStore>,
+}
+
+impl LedgerService {
+    /// Starts the ledger task and the committer thread. `failed` is cancelled if the
+    /// store fails, which stops the server.
+    ///
+    /// Lease handles are allocated here, from `first_lease_id` upwards, so that they are
+    /// small, unique and never reused (the caller starts above every handle ever granted).
+    pub fn start(
+        ledger: Ledger,
+        first_lease_id: u64,
+        store: SqliteStore,
+        info: ServerInfo,
+        queue_depth: usize,
+        failed: CancellationToken,
+    ) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::channel(queue_depth);
+        let (commit_tx, commit_rx) = std_mpsc::channel();
+        let committer = std::thread::Builder::new()
+            .name("usher-committer".into())
+            .spawn(move || committer(store, commit_rx, failed))?;
+        let task = tokio::spawn(ledger_loop(ledger, first_lease_id, rx, commit_tx, info));
+        Ok(LedgerService {
+            handle: LedgerHandle { tx },
+            task,
+            committer,
+        })
+    }
+
+    /// Waits for the ledger task to finish (once every handle is dropped) and for the
+    /// committer to write the last batch, then returns the store for a clean close.
+    pub async fn join(self) -> SqliteStore {
+        let LedgerService {
+            handle,
+            task,
+            committer,
+        } = self;
+        drop(handle);
+        if let Err(e) = task.await {
+            error!("ledger task failed: {e}");
+        }
+        tokio::task::spawn_blocking(move || committer.join())
+            .await
+            .expect("joining the committer thread does not panic")
+            .expect("the committer thread does not panic")
+    }
+}
+
+async fn ledger_loop(
+    mut ledger: Ledger,
+    mut next_lease_id: u64,
+    mut rx: mpsc::Receiver<LedgerMsg>,
+    commit_tx: std_mpsc::Sender<CommitJob>,
+    info: ServerInfo,
+) {
+    let mut last_now: Millis = 0;
+    loop {
+        let deadline = ledger.next_deadline();
+        let first = tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(msg) => Some(msg),
+                None => break,
+            },
+            _ = sleep_until_ms(deadline) => None,
+        };
+        // Time never runs backwards inside the ledger, even if the wall clock does.
+        let now = wall_clock_ms().max(last_now);
+        last_now = now;
+        let mut changes = Vec::new();
+        let mut replies: Vec<PendingReply> = Vec::new();
+        // Lapsed sessions are ended before anything else in the batch, so a session whose
+        // TTL has run out can never act again.
+        if let Ok(Outcome::Expired { sessions }) = ledger.apply(now, Command::Expire, &mut changes)
+            && !sessions.is_empty()
+        {
+            info!(
+                count = sessions.len(),
+                "sessions expired; their seats are released"
+            );
+        }
+        let mut next = first;
+        let mut taken = 0;
+        while let Some(msg) = next {
+            handle_msg(
+                &mut ledger,
+                &mut next_lease_id,
+                now,
+                msg,
+                &mut changes,
+                &mut replies,
+                &info,
+            );
+            taken += 1;
+            next = if taken < MAX_BATCH {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        if changes.is_empty() && replies.is_empty() {
+            continue;
+        }
+        if commit_tx
+            .send(CommitJob {
+                at: now,
+                changes,
+                replies,
+            })
+            .is_err()
+        {
+            // The committer is gone, so nothing more can be made durable.
+            error!("store committer stopped; the ledger stops too");
+            break;
+        }
+    }
+    debug!("ledger task finished");
+}
+
+fn handle_msg(
+    ledger: &mut Ledger,
+    next_lease_id: &mut u64,
+    now: Millis,
+    msg: LedgerMsg,
+    changes: &mut Vec<Change>,
+    replies: &mut Vec<PendingReply>,
+    info: &ServerInfo,
+) {
+    match msg {
+        LedgerMsg::Apply { mut cmd, reply } => {
+            if let Command::Checkout { lease_id, .. } = &mut cmd {
+                *lease_id = LeaseId(*next_lease_id);
+                *next_lease_id += 1;
+            }
+            let result = ledger.apply(now, cmd, changes);
+            let expires_at_ms = match &result {
+                Ok(Outcome::Granted(lease)) => pool_expiry(ledger, lease, now),
+                _ => 0,
+            };
+            let applied = Applied {
+                result,
+                expires_at_ms,
+            };
+            replies.push(Box::new(move || {
+                // The connection may have gone; then nobody is waiting for the answer.
+                let _ = reply.send(applied);
+            }));
+        }
+        LedgerMsg::Status { feature, reply } => {
+            let report = status::report(ledger, now, &feature, info);
+            replies.push(Box::new(move || {
+                let _ = reply.send(report);
+            }));
+        }
+    }
+}
+
+fn pool_expiry(ledger: &Ledger, lease: &usher_core::Lease, now: Millis) -> u64 {
+    let key = PoolKey {
+        feature: lease.feature.clone(),
+        vendor: lease.vendor.clone(),
+        version: lease.pool_version.clone(),
+    };
+    ledger
+        .catalog()
+        .pool(&key)
+        .and_then(|p| p.expires_at(now))
+        .unwrap_or(0)
+}
+
+async fn sleep_until_ms(deadline: Option<Millis>) {
+    match deadline {
+        Some(at) => {
+            let wait = at.saturating_sub(wall_clock_ms());
+            // Wake a millisecond late rather than early, so the deadline has surely passed.
+            tokio::time::sleep(Duration::from_millis(wait + 1)).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+fn committer(
+    mut store: SqliteStore,
+    rx: std_mpsc::Receiver<CommitJob>,
+    failed: CancellationToken,
+) -> SqliteStore {
+    while let Ok(first) = rx.recv() {
+        let mut at = first.at;
+        let mut changes = first.changes;
+        let mut replies = first.replies;
+        // Everything that queued while the last commit was in flight shares this commit.
+        while let Ok(job) = rx.try_recv() {
+            at = at.max(job.at);
+            changes.extend(job.changes);
+            replies.extend(job.replies);
+        }
+        if !changes.is_empty()
+            && let Err(e) = store.commit(at, &changes)
+        {
+            error!("store commit failed, stopping the server: {e}");
+            // Dropping the replies tells every waiting connection that its request failed.
+            failed.cancel();
+            return store;
+        }
+        for reply in replies {
+            reply();
+        }
+    }
+    store
+}

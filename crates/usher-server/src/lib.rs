@@ -1,0 +1,17 @@
+//! The usher server: listeners, connection tasks, the ledger task and its store.
+//!
+//! Data flows one way: bytes → frames → requests → ledger commands → durable batch →
+//! replies. [`run`] is the single entry point, used by the `usherd` binary (which passes
+//! a future that completes on SIGTERM or ctrl-c) and by tests (which pass a oneshot).
+
+pub mod config;
+pub mod connection;
+pub mod demo;
+pub mod ledger_task;
+pub mod licenses;
+pub mod reply;
+pub mod server;
+pub mod status;
+
+pub use config::Config;
+pub use server::{Server, ServerError, run};

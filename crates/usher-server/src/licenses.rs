@@ -1,0 +1,127 @@
+//! Loading license files and vendor keys into a catalog of pools.
+
+use std::path::{Path, PathBuf};
+
+use usher_core::Catalog;
+use usher_license::{Entitlement, VendorPublicKey};
+
+/// The licenses a server serves, after checking.
+#[derive(Debug, Clone)]
+pub struct LoadedLicenses {
+    /// Pools built from every entitlement that passed its checks.
+    pub catalog: Catalog,
+    /// Entitlements served (signature good, bound to this host).
+    pub entitlements: Vec<Entitlement>,
+    /// The files read.
+    pub files: Vec<PathBuf>,
+    /// Vendors served.
+    pub vendors: Vec<String>,
+    /// Entitlements refused, one human-readable line each (file, line, reason).
+    pub refused: Vec<String>,
+    /// Entitlements served but not usable today (expired, not yet started), one line each.
+    pub warnings: Vec<String>,
+}
+
+/// Why licenses could not be loaded at all.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A license file has a syntax error (the message names file, line and column).
+    #[error("{0}")]
+    Parse(#[from] usher_license::ParseError),
+    /// A vendor key file is unusable.
+    #[error("vendor key {path}: {message}")]
+    Key {
+        /// File.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Reads vendor public keys.
+pub fn load_keys(paths: &[PathBuf]) -> Result<Vec<VendorPublicKey>, LoadError> {
+    paths
+        .iter()
+        .map(|p| {
+            VendorPublicKey::read_from(p).map_err(|e| LoadError::Key {
+                path: p.clone(),
+                message: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Reads, parses and checks license files against trusted keys and this host's ids.
+///
+/// A syntax error fails the whole load (the administrator must fix the file). An
+/// entitlement with a bad signature, an unknown vendor or a binding to another host is
+/// refused alone: it is reported in `refused` and every other entitlement is served.
+/// Expired and not-yet-started entitlements are served (the ledger refuses checkouts with
+/// the precise reason) and reported in `warnings`.
+pub fn load(
+    files: &[PathBuf],
+    keys: &[VendorPublicKey],
+    host_ids: &[String],
+    today: chrono::NaiveDate,
+) -> Result<LoadedLicenses, LoadError> {
+    let mut served = Vec::new();
+    let mut refused = Vec::new();
+    let mut warnings = Vec::new();
+    for path in files {
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let name = path.display().to_string();
+        let file = usher_license::parse(&name, &text)?;
+        for checked in usher_license::check(&file, keys, today) {
+            let e = &checked.entitlement;
+            let at = format!("{}:{}: feature {:?}", display_name(path), e.line, e.feature);
+            if !checked.status.signature_ok() {
+                refused.push(format!("{at}: {}", checked.status));
+                continue;
+            }
+            if !usher_license::matches_host(&e.hostid, host_ids) {
+                refused.push(format!(
+                    "{at}: bound to another server (HOSTID={})",
+                    hostid(e)
+                ));
+                continue;
+            }
+            if !checked.status.is_valid_now() {
+                warnings.push(format!("{at}: {}", checked.status));
+            }
+            served.push(checked.entitlement);
+        }
+    }
+    let mut vendors: Vec<String> = served.iter().map(|e| e.vendor.clone()).collect();
+    vendors.sort();
+    vendors.dedup();
+    Ok(LoadedLicenses {
+        catalog: Catalog::from_entitlements(&served),
+        entitlements: served,
+        files: files.to_vec(),
+        vendors,
+        refused,
+        warnings,
+    })
+}
+
+fn hostid(e: &Entitlement) -> String {
+    match &e.hostid {
+        usher_license::HostId::Any => "ANY".to_string(),
+        usher_license::HostId::Id(id) => id.clone(),
+    }
+}
+
+fn display_name(path: &Path) -> String {
+    path.display().to_string()
+}

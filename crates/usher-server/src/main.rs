@@ -1,0 +1,155 @@
+//! `usherd`: the usher license server daemon.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use tracing::info;
+use usher_server::config::{Config, FileConfig, parse_duration};
+
+/// The usher floating-license server.
+///
+/// Settings come from defaults, then the config file, then USHERD_* environment
+/// variables, then the command line; later sources win.
+#[derive(Debug, Parser)]
+#[command(name = "usherd", version, about)]
+struct Args {
+    /// TOML config file.
+    #[arg(long, env = "USHERD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address for the client protocol [default: 0.0.0.0:1648; 127.0.0.1:1648 with --demo].
+    #[arg(long, env = "USHERD_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Directory for the store [default: /var/lib/usher as root, else ~/.local/share/usher].
+    #[arg(long, env = "USHERD_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// License file to serve (repeatable; replaces the config file's list).
+    #[arg(long = "license", env = "USHERD_LICENSE", value_delimiter = ',')]
+    licenses: Vec<PathBuf>,
+    /// Trusted vendor public key (repeatable; replaces the config file's list).
+    #[arg(long = "vendor-key", env = "USHERD_VENDOR_KEY", value_delimiter = ',')]
+    vendor_keys: Vec<PathBuf>,
+    /// Heartbeat interval announced to clients, e.g. 30s.
+    #[arg(long, env = "USHERD_HEARTBEAT_INTERVAL", value_parser = parse_duration)]
+    heartbeat_interval: Option<std::time::Duration>,
+    /// Session TTL: seats of a client not heard from for this long are released, e.g. 2m.
+    #[arg(long, env = "USHERD_SESSION_TTL", value_parser = parse_duration)]
+    session_ttl: Option<std::time::Duration>,
+    /// Reconnect grace after a connection closes without a goodbye, e.g. 10s.
+    #[arg(long, env = "USHERD_RECONNECT_GRACE", value_parser = parse_duration)]
+    reconnect_grace: Option<std::time::Duration>,
+    /// Create (or reuse) a demo vendor key and license in the data directory and serve it.
+    #[arg(long)]
+    demo: bool,
+    /// Log filter, e.g. info, debug, usher_server=debug.
+    #[arg(long, env = "USHERD_LOG", default_value = "info")]
+    log: String,
+}
+
+fn default_data_dir() -> PathBuf {
+    if std::env::var_os("USER").is_some_and(|u| u == "root") || std::env::var_os("HOME").is_none() {
+        return PathBuf::from("/var/lib/usher");
+    }
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".local/share")
+        });
+    base.join("usher")
+}
+
+fn build_config(args: &Args) -> anyhow::Result<Config> {
+    let mut config = Config::new(default_data_dir());
+    if args.demo {
+        config.listen = SocketAddr::from(([127, 0, 0, 1], usher_proto::DEFAULT_PORT));
+    }
+    if let Some(path) = &args.config {
+        FileConfig::read(path)?.apply(&mut config)?;
+    }
+    if let Some(v) = args.listen {
+        config.listen = v;
+    }
+    if let Some(v) = &args.data_dir {
+        config.data_dir = v.clone();
+    }
+    if !args.licenses.is_empty() {
+        config.license_files = args.licenses.clone();
+    }
+    if !args.vendor_keys.is_empty() {
+        config.vendor_keys = args.vendor_keys.clone();
+    }
+    if let Some(v) = args.heartbeat_interval {
+        config.heartbeat_interval = v;
+    }
+    if let Some(v) = args.session_ttl {
+        config.session_ttl = v;
+    }
+    if let Some(v) = args.reconnect_grace {
+        config.reconnect_grace = v;
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => info!("ctrl-c received"),
+        _ = term.recv() => info!("SIGTERM received"),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).context("--log")?)
+        .with_writer(std::io::stderr)
+        .init();
+    let mut config = build_config(&args)?;
+    if args.demo {
+        let demo = usher_server::demo::prepare(&config.data_dir)
+            .map_err(|e| anyhow::anyhow!("preparing the demo license: {e}"))?;
+        config.license_files.push(demo.license.clone());
+        config.vendor_keys.push(demo.public_key.clone());
+        let server = usher_server::Server::bind(config).await?;
+        let addr = server.local_addr();
+        print_demo_help(addr, &demo);
+        return Ok(server.run(shutdown_signal()).await?);
+    }
+    if config.license_files.is_empty() {
+        anyhow::bail!(
+            "no license files configured: pass --license FILE (and --vendor-key KEY), set \
+             license_files in --config, or try --demo"
+        );
+    }
+    usher_server::run(config, shutdown_signal()).await?;
+    Ok(())
+}
+
+fn print_demo_help(addr: SocketAddr, demo: &usher_server::demo::Demo) {
+    let server = format!(
+        "{}@{}",
+        addr.port(),
+        if addr.ip().is_unspecified() {
+            "localhost".to_string()
+        } else {
+            addr.ip().to_string()
+        }
+    );
+    println!(
+        "\nusherd is serving the demo license {lic} on {addr}.\n\
+         In another terminal, try:\n\n\
+         \x20 export USHER_LICENSE={server}\n\
+         \x20 cargo run --release --bin usher -- status\n\
+         \x20 cargo run --release --bin usher -- run cad -- sleep 60 &   # three of these hold all 3 seats\n\
+         \x20 cargo run --release --bin usher -- run cad -- true         # the fourth is refused\n\
+         \x20 cargo run --release --bin usher -- lmstat -a -c {server}\n\
+         \x20 cargo run --release --bin usher -- license check {lic} --vendor-key {key}\n\n\
+         Stop the server with ctrl-c; held seats are remembered across restarts.\n",
+        lic = demo.license.display(),
+        key = demo.public_key.display(),
+    );
+}

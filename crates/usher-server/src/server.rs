@@ -1,0 +1,270 @@
+//! Binding, serving and shutting down.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+use usher_core::{Ledger, LedgerConfig};
+use usher_store::{SqliteStore, UsageEvent};
+
+use crate::config::{Config, ConfigError};
+use crate::connection::{self, ConnContext};
+use crate::ledger_task::{LedgerService, wall_clock_ms};
+use crate::licenses::{self, LoadError, LoadedLicenses};
+use crate::status::ServerInfo;
+
+/// Depth of the channel into the ledger task. Connections wait (and so push back on their
+/// clients) when it is full.
+const LEDGER_QUEUE: usize = 16 * 1024;
+
+/// Why the server could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The licenses could not be loaded.
+    #[error(transparent)]
+    Licenses(#[from] LoadError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] usher_store::StoreError),
+    /// A socket or file operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The store failed while serving; the server stopped to keep every grant durable.
+    #[error("the store failed while serving; see the log")]
+    StoreFailed,
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServerError {
+    let context = context.into();
+    move |source| ServerError::Io { context, source }
+}
+
+/// A bound, ready-to-run server.
+pub struct Server {
+    config: Config,
+    listener: TcpListener,
+    ledger: Ledger,
+    first_lease_id: u64,
+    store: SqliteStore,
+    licenses: LoadedLicenses,
+}
+
+impl Server {
+    /// Loads licenses, opens the store, recovers held seats and binds the listener.
+    pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        config.validate()?;
+        std::fs::create_dir_all(&config.data_dir).map_err(io(format!(
+            "creating data directory {}",
+            config.data_dir.display()
+        )))?;
+
+        let keys = licenses::load_keys(&config.vendor_keys)?;
+        let today = chrono::Utc::now().date_naive();
+        let licenses = licenses::load(
+            &config.license_files,
+            &keys,
+            &usher_license::host_ids(),
+            today,
+        )?;
+        for line in &licenses.refused {
+            error!("entitlement refused: {line}");
+        }
+        for line in &licenses.warnings {
+            warn!("entitlement not usable today: {line}");
+        }
+        info!(
+            files = licenses.files.len(),
+            entitlements = licenses.entitlements.len(),
+            refused = licenses.refused.len(),
+            "licenses loaded"
+        );
+
+        let mut store = SqliteStore::open(&config.store_path())?;
+        let snapshot = store.load()?;
+        let ledger_config = LedgerConfig {
+            session_ttl: config.session_ttl.as_millis() as u64,
+            reconnect_grace: config.reconnect_grace.as_millis() as u64,
+        };
+        let now = wall_clock_ms();
+        let (sessions, leases) = (snapshot.sessions.len(), snapshot.leases.len());
+        let first_lease_id = store.max_lease_id()?.saturating_add(1);
+        let mut orphans = Vec::new();
+        let ledger = Ledger::restore(
+            licenses.catalog.clone(),
+            ledger_config,
+            snapshot.sessions,
+            snapshot.leases,
+            now,
+            &mut orphans,
+        );
+        store.commit(now, &orphans)?;
+        if sessions > 0 {
+            info!(
+                sessions,
+                leases,
+                ttl_s = config.session_ttl.as_secs(),
+                "recovered held seats; their sessions have one TTL to resume"
+            );
+        }
+
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(io(format!("binding {}", config.listen)))?;
+        Ok(Server {
+            config,
+            listener,
+            ledger,
+            first_lease_id,
+            store,
+            licenses,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has a local address")
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets connections finish
+    /// the requests they have in flight, and closes the store cleanly.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+        let Server {
+            config,
+            listener,
+            ledger,
+            first_lease_id,
+            mut store,
+            licenses,
+        } = self;
+        let addr = listener
+            .local_addr()
+            .map_err(io("reading the bound address"))?;
+        let detail = format!("listening on {addr}");
+        store.log_event(wall_clock_ms(), UsageEvent::ServerStart, Some(&detail))?;
+        let info = ServerInfo {
+            server_name: hostname(),
+            server_version: env!("CARGO_PKG_VERSION").to_string(),
+            port: addr.port(),
+            started_at_ms: wall_clock_ms(),
+            license_files: licenses
+                .files
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
+            vendors: licenses.vendors.clone(),
+        };
+        let failed = CancellationToken::new();
+        let service = LedgerService::start(
+            ledger,
+            first_lease_id,
+            store,
+            info.clone(),
+            LEDGER_QUEUE,
+            failed.clone(),
+        )
+        .map_err(io("starting the store thread"))?;
+        let ctx = Arc::new(ConnContext {
+            ledger: service.handle.clone(),
+            heartbeat_interval: config.heartbeat_interval,
+            session_ttl: config.session_ttl,
+            handshake_timeout: config.handshake_timeout,
+            server_name: info.server_name.clone(),
+        });
+        info!(%addr, "serving");
+
+        let stop = CancellationToken::new();
+        let mut connections = tokio::task::JoinSet::new();
+        let limit = Arc::new(Semaphore::new(config.max_connections));
+        tokio::pin!(shutdown);
+        loop {
+            // Wait for room before accepting, so excess connections queue in the kernel
+            // rather than costing memory here.
+            let permit = tokio::select! {
+                p = limit.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+                _ = &mut shutdown => break,
+                _ = failed.cancelled() => break,
+            };
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = &mut shutdown => break,
+                _ = failed.cancelled() => break,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let (ctx, stop) = (ctx.clone(), stop.clone());
+                    connections.spawn(async move {
+                        connection::serve(stream, peer, ctx, stop).await;
+                        drop(permit);
+                    });
+                    // Reap finished connections so the set stays the size of the live ones.
+                    while connections.try_join_next().is_some() {}
+                }
+                Err(e) => {
+                    // Usually out of file descriptors; back off briefly instead of spinning.
+                    warn!("accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+
+        info!("shutting down: no new connections; finishing requests in flight");
+        drop(listener);
+        stop.cancel();
+        let drain = async { while connections.join_next().await.is_some() {} };
+        if tokio::time::timeout(config.shutdown_timeout, drain)
+            .await
+            .is_err()
+        {
+            warn!(
+                "some connections did not finish within {:?}; closing them",
+                config.shutdown_timeout
+            );
+            connections.abort_all();
+            while connections.join_next().await.is_some() {}
+        }
+        drop(ctx);
+        let mut store = service.join().await;
+        if failed.is_cancelled() {
+            return Err(ServerError::StoreFailed);
+        }
+        store.log_event(
+            wall_clock_ms(),
+            UsageEvent::ServerStop,
+            Some("graceful shutdown"),
+        )?;
+        drop(store);
+        debug!("store closed");
+        info!("stopped");
+        Ok(())
+    }
+}
+
+/// Binds and serves until `shutdown` completes. The one entry point for `usherd` and tests.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+    Server::bind(config).await?.run(shutdown).await
+}
+
+/// This machine's host name, for status reports.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}

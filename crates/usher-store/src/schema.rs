@@ -1,0 +1,191 @@
+//! The SQLite schema and its migrations.
+//!
+//! The schema version lives in the file header (`PRAGMA user_version`), next to an
+//! application id (`PRAGMA application_id`) that marks the file as ours. Migration `n`
+//! (counting from 0) takes a file from version `n` to `n + 1`; a new file starts at 0 and
+//! runs them all. Migrations are append-only: once released, a migration is never edited,
+//! only followed by another.
+//!
+//! Ids, times and client references are `u64` in Rust but SQLite integers are signed
+//! 64-bit, so they are stored bit for bit (`as i64` / `as u64`): values at or above 2^63
+//! (half of all random session ids) read as negative in SQL but round-trip exactly.
+
+use std::path::Path;
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::{
+    StoreError,
+    error::{Context, sqlite},
+};
+
+/// Marks a SQLite file as an usher store: "USHR" in ASCII.
+pub(crate) const APPLICATION_ID: i32 = 0x5553_4852;
+
+/// The newest schema version this build reads and writes. A store with a newer version is
+/// refused ([`StoreError::SchemaTooNew`]); an older one is migrated when opened.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Migration `n` takes the schema from version `n` to `n + 1`.
+const MIGRATIONS: &[&str] = &[V1];
+
+/// Version 1: sessions, leases, the usage log and the meta table.
+///
+/// `leases.session` is a plain foreign key, not `ON DELETE CASCADE`: releases are explicit
+/// changes (each with its usage record), so a session row is deleted only after its
+/// leases, and a cascade would hide a caller that forgot one.
+const V1: &str = "
+CREATE TABLE sessions (
+    id              INTEGER PRIMARY KEY,
+    secret_hash     BLOB    NOT NULL CHECK (length(secret_hash) = 32),
+    user            TEXT    NOT NULL,
+    host            TEXT    NOT NULL,
+    display         TEXT    NOT NULL,
+    pid             INTEGER NOT NULL,
+    program         TEXT    NOT NULL,
+    program_version TEXT    NOT NULL,
+    address         TEXT    NOT NULL,
+    opened_at       INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE leases (
+    id                INTEGER PRIMARY KEY,
+    session           INTEGER NOT NULL REFERENCES sessions (id),
+    feature           TEXT    NOT NULL,
+    vendor            TEXT    NOT NULL,
+    requested_version TEXT    NOT NULL,
+    pool_version      TEXT    NOT NULL,
+    count             INTEGER NOT NULL,
+    granted_at        INTEGER NOT NULL,
+    client_ref        INTEGER NOT NULL
+) STRICT;
+
+-- Closing a session finds its leases, and deleting a session checks the foreign key,
+-- without scanning every lease.
+CREATE INDEX leases_by_session ON leases (session);
+
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+) STRICT;
+
+-- Append-only. AUTOINCREMENT guarantees a seq is never reused, even after the newest
+-- rows are gone (they never should be, but a report may rely on it).
+CREATE TABLE usage_log (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    at      INTEGER NOT NULL,
+    event   TEXT    NOT NULL,
+    session INTEGER,
+    lease   INTEGER,
+    feature TEXT,
+    vendor  TEXT,
+    version TEXT,
+    count   INTEGER,
+    user    TEXT,
+    host    TEXT,
+    display TEXT,
+    detail  TEXT
+) STRICT;
+";
+
+/// Checks that `conn` holds an usher store (or nothing yet) that this build understands,
+/// and returns its schema version. Reads only the header and the schema table, so a file
+/// that turns out to be somebody else's is left untouched.
+pub(crate) fn check(conn: &Connection, path: &Path) -> Result<i64, StoreError> {
+    let what = || format!("reading the header of store at {}", path.display());
+    let app_id: i32 = conn
+        .pragma_query_value(None, "application_id", |r| r.get(0))
+        .context(what)?;
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .context(what)?;
+    let not_ours = |reason: String| StoreError::NotAStore {
+        path: path.to_owned(),
+        reason,
+    };
+    if app_id == 0 {
+        if version != 0 {
+            return Err(not_ours(format!(
+                "no usher application id, schema version {version}"
+            )));
+        }
+        let objects: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
+            .context(what)?;
+        if objects != 0 {
+            return Err(not_ours(format!(
+                "no usher application id, but {objects} schema objects"
+            )));
+        }
+    } else if app_id != APPLICATION_ID {
+        return Err(not_ours(format!("SQLite application id {app_id:#010x}")));
+    }
+    if version < 0 {
+        return Err(not_ours(format!("negative schema version {version}")));
+    }
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            path: path.to_owned(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(version)
+}
+
+/// Brings the schema up to [`SCHEMA_VERSION`], in one transaction. Returns the version
+/// found before migrating.
+///
+/// The check is repeated inside the write transaction, so two processes opening a new
+/// file at once cannot both create the tables.
+pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<i64, StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .context(|| format!("locking store at {} to migrate it", path.display()))?;
+    let found = check(&tx, path)?;
+    if found == SCHEMA_VERSION {
+        // Nothing written: the transaction ends without an fsync.
+        return Ok(found);
+    }
+    for (from, sql) in (0_i64..)
+        .zip(MIGRATIONS)
+        .skip_while(|&(from, _)| from < found)
+    {
+        let what = || {
+            format!(
+                "migrating store at {} from schema version {from}",
+                path.display()
+            )
+        };
+        tx.execute_batch(sql).context(what)?;
+        tx.pragma_update(None, "user_version", from + 1)
+            .context(what)?;
+    }
+    tx.pragma_update(None, "application_id", APPLICATION_ID)
+        .context(|| format!("marking {} as an usher store", path.display()))?;
+    tx.commit().map_err(|e| {
+        sqlite(
+            format!("committing migration of store at {}", path.display()),
+            e,
+        )
+    })?;
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_apply_in_a_fresh_database() {
+        let conn = Connection::open_in_memory().unwrap();
+        for sql in MIGRATIONS {
+            conn.execute_batch(sql).unwrap();
+        }
+    }
+
+    #[test]
+    fn application_id_spells_ushr() {
+        assert_eq!(APPLICATION_ID.to_be_bytes(), *b"USHR");
+    }
+}

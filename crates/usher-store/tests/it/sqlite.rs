@@ -1,0 +1,211 @@
+//! What only the SQLite store has: a file, WAL, schema versions, big batches.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+use usher_core::{Change, ReleaseReason};
+use usher_store::{SCHEMA_VERSION, SqliteStore, StoreError, UsageEvent};
+
+use crate::util::{
+    chain, closed, db_path, granted, ok, open, opened, released, session, stored, tempdir, usage,
+};
+
+/// A second, plain connection to look at the file the way an administrator would.
+fn raw(path: &Path) -> Connection {
+    Connection::open(path).unwrap_or_else(|e| panic!("opening {} raw: {e}", path.display()))
+}
+
+fn pragma_i64(conn: &Connection, name: &str) -> i64 {
+    conn.pragma_query_value(None, name, |r| r.get(0))
+        .unwrap_or_else(|e| panic!("reading PRAGMA {name}: {e}"))
+}
+
+#[test]
+fn open_creates_the_file_and_its_directories() {
+    let dir = tempdir();
+    let path = dir.path().join("var/lib/usher/usher.db");
+    let store = open(&path);
+    assert!(path.is_file(), "{} should exist", path.display());
+    assert_eq!(store.path(), path);
+}
+
+#[test]
+fn the_file_is_in_wal_mode_and_versioned() {
+    let dir = tempdir();
+    let path = db_path(&dir);
+    let mut store = open(&path);
+    ok(store.commit(1, &[opened(1)]), "committing");
+    let wal = path.with_extension("db-wal");
+    assert!(
+        wal.is_file(),
+        "{} should exist while the store is open",
+        wal.display()
+    );
+    let conn = raw(&path);
+    let mode: String = conn
+        .pragma_query_value(None, "journal_mode", |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    assert_eq!(pragma_i64(&conn, "user_version"), SCHEMA_VERSION);
+    assert_eq!(
+        pragma_i64(&conn, "application_id"),
+        i64::from(u32::from_be_bytes(*b"USHR"))
+    );
+}
+
+#[test]
+fn reopening_keeps_data_and_schema() {
+    let dir = tempdir();
+    let path = db_path(&dir);
+    let mut store = open(&path);
+    ok(store.commit(1, &[opened(1), granted(10, 1)]), "committing");
+    drop(store);
+    let store = open(&path);
+    assert_eq!(
+        ok(store.load(), "loading").sessions,
+        vec![stored(&session(1))]
+    );
+    assert_eq!(pragma_i64(&raw(&path), "user_version"), SCHEMA_VERSION);
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    let dir = tempdir();
+    let path = db_path(&dir);
+    drop(open(&path));
+    raw(&path)
+        .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+        .unwrap();
+    match SqliteStore::open(&path) {
+        Err(StoreError::SchemaTooNew {
+            found, supported, ..
+        }) => {
+            assert_eq!((found, supported), (SCHEMA_VERSION + 1, SCHEMA_VERSION));
+        }
+        other => panic!(
+            "expected SchemaTooNew, got {:?}",
+            other.map_err(|e| chain(&e))
+        ),
+    }
+    let message = SqliteStore::open(&path).expect_err("refused").to_string();
+    assert!(
+        message.contains("newer usher"),
+        "message should say what to do: {message}"
+    );
+}
+
+#[test]
+fn another_applications_database_is_refused_and_untouched() {
+    let dir = tempdir();
+    let path = db_path(&dir);
+    raw(&path)
+        .execute_batch("CREATE TABLE photos (id INTEGER PRIMARY KEY)")
+        .unwrap();
+    let err = SqliteStore::open(&path).expect_err("a foreign database");
+    assert!(
+        matches!(err, StoreError::NotAStore { .. }),
+        "got {}",
+        chain(&err)
+    );
+    let mode: String = raw(&path)
+        .pragma_query_value(None, "journal_mode", |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        mode, "delete",
+        "the store must not switch somebody else's file to WAL"
+    );
+
+    let other = dir.path().join("other.db");
+    raw(&other)
+        .pragma_update(None, "application_id", 0x1234)
+        .unwrap();
+    let err = SqliteStore::open(&other).expect_err("another application id");
+    assert!(
+        matches!(err, StoreError::NotAStore { .. }),
+        "got {}",
+        chain(&err)
+    );
+}
+
+#[test]
+fn a_file_that_is_not_sqlite_is_refused_with_context() {
+    let dir = tempdir();
+    let path = db_path(&dir);
+    std::fs::write(&path, vec![0x42; 8192]).unwrap();
+    let err = SqliteStore::open(&path).expect_err("garbage");
+    let text = chain(&err);
+    assert!(
+        text.contains(&path.display().to_string()),
+        "names the file: {text}"
+    );
+    assert!(
+        text.contains("not a database"),
+        "carries SQLite's reason: {text}"
+    );
+}
+
+#[test]
+fn an_empty_batch_writes_nothing() {
+    let dir = tempdir();
+    let path = db_path(&dir);
+    let mut store = open(&path);
+    ok(store.commit(1, &[opened(1)]), "committing");
+    let wal = path.with_extension("db-wal");
+    let len = std::fs::metadata(&wal).unwrap().len();
+    ok(store.commit(2, &[]), "committing nothing");
+    assert_eq!(std::fs::metadata(&wal).unwrap().len(), len, "the WAL grew");
+}
+
+#[test]
+fn a_batch_of_ten_thousand_changes_commits_at_once() {
+    let dir = tempdir();
+    let mut store = open(&db_path(&dir));
+    // 1,000 sessions, 8,000 grants, 1,000 releases: 10,000 changes.
+    let mut batch: Vec<Change> = (0..1_000).map(opened).collect();
+    batch.extend((0..8_000).map(|l| granted(l, l % 1_000)));
+    batch.extend((0..1_000).map(|l| released(l, l % 1_000, ReleaseReason::Checkin)));
+    assert_eq!(batch.len(), 10_000);
+    ok(store.commit(1, &batch), "committing 10,000 changes");
+    let snapshot = ok(store.load(), "loading");
+    assert_eq!(
+        (snapshot.sessions.len(), snapshot.leases.len()),
+        (1_000, 7_000)
+    );
+    let log = usage(&store);
+    assert_eq!(log.len(), 10_000);
+    assert!(
+        log.windows(2).all(|w| w[0].seq < w[1].seq),
+        "seq must increase"
+    );
+    assert_eq!(log.last().map(|r| &r.event), Some(&UsageEvent::Checkin));
+
+    // And close everything in one more batch, releases first as the ledger does.
+    let mut close: Vec<Change> = snapshot
+        .leases
+        .iter()
+        .map(|l| Change::LeaseReleased {
+            lease: l.clone(),
+            reason: ReleaseReason::Expired,
+        })
+        .collect();
+    close.extend((0..1_000).map(closed));
+    ok(store.commit(2, &close), "closing everything");
+    let snapshot = ok(store.load(), "loading");
+    assert!(
+        snapshot.sessions.is_empty() && snapshot.leases.is_empty(),
+        "{snapshot:?}"
+    );
+}
+
+#[test]
+fn two_handles_on_one_file_see_each_others_commits() {
+    // Not how the server runs (one writer), but a reader on its own connection must see
+    // exactly what was committed.
+    let dir = tempdir();
+    let path = db_path(&dir);
+    let mut writer = open(&path);
+    let reader = open(&path);
+    ok(writer.commit(1, &[opened(1), granted(10, 1)]), "committing");
+    assert_eq!(ok(reader.load(), "loading").leases.len(), 1);
+    assert_eq!(usage(&reader).len(), 2);
+}
