@@ -139,8 +139,9 @@ impl LmstatArgs {
 /// for the `lmutil lmstat ARGS` and `usher lmstat ARGS` forms, the `lmstat` subcommand word.
 /// A leading `lmstat` left in place is skipped all the same. Flags whose argument is
 /// optional in FlexLM (`-f`, `-i`, `-s`, `-S`) take the next word unless it starts with `-`.
-/// `-verbose` and `-q` are accepted and ignored. Anything else is an error whose text ends
-/// with [`USAGE`]; the caller prints it and exits non-zero.
+/// `-verbose` and `-q` are accepted and ignored. Anything else is an error: one line such
+/// as `lmstat: invalid option "-z"`, which the caller prints with [`USAGE`] before exiting
+/// non-zero.
 pub fn parse_args(args: &[String]) -> Result<LmstatArgs, String> {
     let mut parsed = LmstatArgs::default();
     let mut words = args.iter().map(String::as_str).peekable();
@@ -200,7 +201,7 @@ pub fn parse_args(args: &[String]) -> Result<LmstatArgs, String> {
 }
 
 fn usage_error(what: &str) -> String {
-    format!("lmstat: {what}\n{USAGE}")
+    format!("lmstat: {what}")
 }
 
 /// `lmstat -v`: a copyright line, then a line matching `^lmstat v[\d.]+ build \d+ \w+`

@@ -11,8 +11,8 @@ use crate::HostId;
 
 /// The host ids of this machine, in a stable order: `HOSTNAME=<name>`, then
 /// `ETHER=<mac>` for each non-loopback network interface with a non-zero address (twelve
-/// lower-case hex digits, no separators, sorted), then `MACHINE_ID=<first 16 hex digits
-/// of /etc/machine-id>`.
+/// lower-case hex digits, no separators, sorted), then `MACHINE_ID=<16 hex digits of a
+/// salted SHA-256 of /etc/machine-id>`.
 pub fn host_ids() -> Vec<String> {
     host_ids_under(Path::new("/"))
 }
@@ -49,10 +49,20 @@ fn host_ids_under(root: &Path) -> Vec<String> {
     if let Some(id) = read("etc/machine-id") {
         let id = id.trim();
         if id.len() >= 16 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            ids.push(format!("MACHINE_ID={}", id[..16].to_ascii_lowercase()));
+            ids.push(format!("MACHINE_ID={}", machine_id_hash(id)));
         }
     }
     ids
+}
+
+/// The machine id as published in host ids: the first 16 hex digits of a SHA-256 over a
+/// usher-specific prefix and the id. systemd asks applications not to expose the raw
+/// `/etc/machine-id` (it is meant to stay confidential), but a keyed hash of it is stable
+/// for the machine and reveals nothing.
+fn machine_id_hash(id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("usher-hostid\0{}", id.to_ascii_lowercase()));
+    hex::encode(&digest[..8])
 }
 
 /// `aa:bb:cc:dd:ee:ff` as `aabbccddeeff`, or `None` for anything that is not a non-zero
@@ -143,7 +153,11 @@ mod tests {
                 "HOSTNAME=build-01",
                 "ETHER=001a2b3c4d5e",
                 "ETHER=0242ac110002",
-                "MACHINE_ID=0123456789abcdef"
+                format!(
+                    "MACHINE_ID={}",
+                    machine_id_hash("0123456789abcdef0123456789abcdef")
+                )
+                .as_str()
             ]
         );
     }

@@ -142,7 +142,8 @@ fn parse_line(
     };
     let expected_keyword = "SERVER, VENDOR, USE_SERVER, FEATURE or INCREMENT";
     let (keyword, at) = fields.bare(expected_keyword)?;
-    match keyword.to_ascii_uppercase().as_str() {
+    let upper = keyword.to_ascii_uppercase();
+    match upper.as_str() {
         "SERVER" => {
             let server = parse_server(&mut fields, at.line)?;
             file.servers.push(server);
@@ -160,10 +161,9 @@ fn parse_line(
             file.use_server = true;
         }
         "FEATURE" | "INCREMENT" => {
-            let kind = if keyword.eq_ignore_ascii_case("FEATURE") {
-                LineKind::Feature
-            } else {
-                LineKind::Increment
+            let kind = match upper.as_str() {
+                "FEATURE" => LineKind::Feature,
+                _ => LineKind::Increment,
             };
             let index = file.entitlements.len();
             let (entitlement, user_attrs) = parse_entitlement(kind, at.line, &mut fields)?;

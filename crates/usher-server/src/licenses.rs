@@ -89,7 +89,10 @@ pub fn load(
                 refused.push(format!("{at}: {}", checked.status));
                 continue;
             }
-            if !usher_license::matches_host(&e.hostid, host_ids) {
+            // Uncounted entitlements are node-locked to client machines and validated there;
+            // the server serves no pool for them, so their binding is not its business.
+            let uncounted = e.count == usher_license::SeatCount::Uncounted;
+            if !uncounted && !usher_license::matches_host(&e.hostid, host_ids) {
                 refused.push(format!(
                     "{at}: bound to another server (HOSTID={})",
                     hostid(e)

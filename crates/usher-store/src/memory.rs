@@ -111,8 +111,7 @@ impl Store for MemoryStore {
         }
         let mut tables = self.tables.clone();
         let mut records = Vec::with_capacity(changes.len());
-        let mut seq = self.next_seq();
-        for change in changes {
+        for (seq, change) in (self.next_seq()..).zip(changes) {
             // The session row must still exist when a close is logged (so the record names
             // its user) and must already exist when an open is logged: log closes first,
             // everything else after.
@@ -124,7 +123,6 @@ impl Store for MemoryStore {
             if !close_first {
                 records.push(tables.record(seq, at, change));
             }
-            seq += 1;
         }
         self.tables = tables;
         self.usage.extend(records);

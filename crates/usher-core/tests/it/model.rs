@@ -539,10 +539,17 @@ impl Model {
     }
 
     /// A restart: every session gets a fresh TTL and is disconnected.
-    fn restart(&mut self, now: Millis) {
+    ///
+    /// Its client info is what the store recorded when it opened: `Resume` updates
+    /// `client.address` in memory only (it emits no change), so a restart forgets the
+    /// address a session resumed from until it resumes again.
+    fn restart(&mut self, now: Millis, durable: &Durable) {
         for s in self.sessions.values_mut() {
             s.expires_at = now + TTL;
             s.connected = false;
+            if let Some(stored) = durable.sessions.get(&s.id) {
+                s.client.address = stored.client.address.clone();
+            }
         }
     }
 
@@ -626,7 +633,7 @@ impl Harness {
                 if !changes.is_empty() {
                     return Err(format!("restoring a consistent store released {changes:?}"));
                 }
-                self.model.restart(self.now);
+                self.model.restart(self.now, &self.durable);
                 self.check_state()
             }
             Op::Reload(seats) => {

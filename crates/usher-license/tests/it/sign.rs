@@ -223,3 +223,67 @@ fn signed_output_verifies_after_reflowing_the_signature() {
     let reflowed = format!("FEATURE a acme 1 permanent 3 SIGN=\" {spaced} \\\n  \"\n");
     assert_eq!(statuses(&reflowed, today()), [Status::Valid]);
 }
+
+mod reflow {
+    use std::sync::LazyLock;
+
+    use proptest::prelude::*;
+    use usher_license::Status;
+
+    use crate::util::{parse_ok, signed, statuses, today};
+
+    const LINE: &str = "FEATURE cad acme 2025.1 31-dec-2027 10 ISSUED=2025-01-15 \
+                        NOTICE=\"Example Corp\" LINGER=60 DUP_GROUP=UH sort=1\n";
+
+    /// The attribute words of `LINE`, with its signature as one more attribute.
+    static ATTRIBUTES: LazyLock<Vec<String>> = LazyLock::new(|| {
+        let file = parse_ok(&signed(LINE));
+        let sign = hex::encode(file.entitlements[0].signature.unwrap());
+        let mut words: Vec<String> = LINE.split_whitespace().skip(6).map(String::from).collect();
+        // `NOTICE="Example Corp"` was split in two by `split_whitespace`.
+        let notice = words.iter().position(|w| w.starts_with("NOTICE")).unwrap();
+        let corp = words.remove(notice + 1);
+        words[notice] = format!("{} {corp}", words[notice]);
+        words.push(format!("SIGN={sign}"));
+        words
+    });
+
+    fn separator() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(
+            &[
+                " ",
+                "\t",
+                "   ",
+                " \\\n",
+                "\\\n\t",
+                " \\  \r\n  ",
+                "\t\\\n  \\\n",
+            ][..],
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_layout_of_the_same_line_verifies(
+            order in Just((0..ATTRIBUTES.len()).collect::<Vec<_>>()).prop_shuffle(),
+            separators in prop::collection::vec(separator(), 12),
+            indent in prop::sample::select(&["", " ", "\t"][..]),
+            tail in prop::sample::select(&["", " # comment", "\t#"][..]),
+        ) {
+            let mut words: Vec<String> =
+                ["FEATURE", "cad", "acme", "2025.1", "31-dec-2027", "10"].map(String::from).to_vec();
+            words.extend(order.iter().map(|&i| ATTRIBUTES[i].clone()));
+            let mut text = indent.to_string();
+            for (word, separator) in words.iter().zip(&separators) {
+                text.push_str(word);
+                text.push_str(separator);
+            }
+            // A continuation from the last separator must still end somewhere.
+            text.push_str(tail);
+            text.push('\n');
+            prop_assert_eq!(statuses(&text, today()), [Status::Valid], "{}", text);
+        }
+    }
+}
