@@ -7,10 +7,6 @@
 //! Handles are shown as [`crate::lmstat::format_handle`] writes them, so the handle an
 //! administrator copies from either output is the one `usher remove` accepts.
 
-// Everything here is reached from `usher status`, which main does not dispatch yet.
-// wired into main by the lead
-#![cfg_attr(not(test), allow(dead_code))]
-
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Datelike, SecondsFormat, TimeZone, Timelike, Utc};
@@ -203,5 +199,179 @@ fn holder_table(out: &mut String, rows: &[[String; 8]]) {
         }
         out.push_str(line.trim_end());
         out.push('\n');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{FixedOffset, NaiveDate};
+
+    use super::*;
+
+    fn tz() -> FixedOffset {
+        FixedOffset::east_opt(2 * 3600).unwrap()
+    }
+
+    /// Milliseconds since the epoch of a UTC time.
+    fn utc_ms(y: i32, m: u32, d: u32, h: u32, min: u32) -> u64 {
+        let t = NaiveDate::from_ymd_opt(y, m, d)
+            .unwrap()
+            .and_hms_opt(h, min, 0)
+            .unwrap();
+        u64::try_from(t.and_utc().timestamp_millis()).unwrap()
+    }
+
+    fn holder(user: &str, display: &str, pid: u32, count: u32, lease_id: u64) -> Holder {
+        Holder {
+            user: user.into(),
+            host: "ws1".into(),
+            display: display.into(),
+            pid,
+            program: "cadtool".into(),
+            version: "2025".into(),
+            since_ms: utc_ms(2026, 3, 1, 7, 39),
+            count,
+            lease_id,
+            session_id: 7,
+            connected: true,
+        }
+    }
+
+    fn report() -> StatusReport {
+        StatusReport {
+            server_name: "lic1".into(),
+            server_version: "0.1.0".into(),
+            port: 1648,
+            features: vec![
+                FeatureStatus {
+                    feature: "cad".into(),
+                    vendor: "demo".into(),
+                    version: "2025".into(),
+                    // Valid through 2027-12-31.
+                    expires_at_ms: utc_ms(2028, 1, 1, 0, 0),
+                    total: 3,
+                    in_use: 3,
+                    holders: vec![
+                        holder("alice", "/dev/pts/0", 4242, 1, 7),
+                        holder("bartholomew", "", 0, 2, 18446744073709551615),
+                    ],
+                },
+                FeatureStatus {
+                    feature: "sim".into(),
+                    vendor: "demo".into(),
+                    version: "1.0".into(),
+                    expires_at_ms: 0,
+                    total: 1,
+                    in_use: 0,
+                    holders: vec![],
+                },
+            ],
+            started_at_ms: utc_ms(2026, 3, 1, 6, 0),
+            license_files: vec!["/etc/usher/a.lic".into()],
+            vendors: vec!["demo".into()],
+            now_ms: utc_ms(2026, 3, 1, 8, 0),
+        }
+    }
+
+    #[test]
+    fn table_aligns_columns_to_their_content() {
+        let expected = "\
+server lic1:1648  usher 0.1.0  up since 2026-03-01 08:00
+
+cad v2025 (demo)  3 of 3 seats in use  expires 2027-12-31
+  USER         HOST  DISPLAY      PID  VERSION  SINCE             SEATS  HANDLE
+  alice        ws1   /dev/pts/0  4242  2025     2026-03-01 09:39      1  7
+  bartholomew  ws1   -              -  2025     2026-03-01 09:39      2  18446744073709551615
+
+sim v1.0 (demo)  0 of 1 seat in use  permanent
+  (no holders)
+";
+        assert_eq!(render_table(&report(), &tz()), expected);
+    }
+
+    #[test]
+    fn table_of_an_empty_server_says_so() {
+        let mut r = report();
+        r.features.clear();
+        r.started_at_ms = 0;
+        assert_eq!(
+            render_table(&r, &tz()),
+            "server lic1:1648  usher 0.1.0\n\n(no features)\n"
+        );
+    }
+
+    #[test]
+    fn table_cells_cannot_break_lines() {
+        let mut r = report();
+        r.features[0].holders[0].user = "eve\nsim v9 (demo)".into();
+        let out = render_table(&r, &tz());
+        assert!(out.contains("  eve?sim v9 (demo)  "), "{out}");
+        assert_eq!(
+            out.lines().filter(|l| l.starts_with("sim v")).count(),
+            1,
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn json_has_the_documented_shape() {
+        let expected = json!({
+            "server": {
+                "name": "lic1",
+                "version": "0.1.0",
+                "port": 1648,
+                "started_at": "2026-03-01T06:00:00Z",
+                "now": "2026-03-01T08:00:00Z",
+                "license_files": ["/etc/usher/a.lic"],
+                "vendors": ["demo"],
+            },
+            "features": [
+                {
+                    "feature": "cad",
+                    "vendor": "demo",
+                    "version": "2025",
+                    "expires": "2027-12-31",
+                    "total": 3,
+                    "in_use": 3,
+                    "holders": [
+                        {
+                            "user": "alice", "host": "ws1", "display": "/dev/pts/0",
+                            "pid": 4242, "program": "cadtool", "version": "2025",
+                            "since": "2026-03-01T07:39:00Z", "count": 1, "handle": "7",
+                            "connected": true,
+                        },
+                        {
+                            "user": "bartholomew", "host": "ws1", "display": "",
+                            "pid": 0, "program": "cadtool", "version": "2025",
+                            "since": "2026-03-01T07:39:00Z", "count": 2,
+                            "handle": "18446744073709551615", "connected": true,
+                        },
+                    ],
+                },
+                {
+                    "feature": "sim",
+                    "vendor": "demo",
+                    "version": "1.0",
+                    "expires": null,
+                    "total": 1,
+                    "in_use": 0,
+                    "holders": [],
+                },
+            ],
+        });
+        assert_eq!(render_json(&report()), expected);
+    }
+
+    #[test]
+    fn json_handles_are_the_text_lmstat_shows() {
+        let json = render_json(&report());
+        let handle = &json["features"][0]["holders"][1]["handle"];
+        assert_eq!(
+            crate::lmstat::parse_handle(handle.as_str().unwrap()),
+            Some(u64::MAX)
+        );
+        let mut r = report();
+        r.started_at_ms = 0;
+        assert_eq!(render_json(&r)["server"]["started_at"], Value::Null);
     }
 }

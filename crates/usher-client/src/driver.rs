@@ -28,8 +28,8 @@ type Reply = oneshot::Sender<Result<response::Kind, ClientError>>;
 pub enum Call {
     /// Send a request and route its answer back.
     Request {
-        /// What to send.
-        kind: request::Kind,
+        /// What to send (boxed: requests are much larger than the other calls).
+        kind: Box<request::Kind>,
         /// Where the answer goes.
         reply: Reply,
         /// For checkouts: how to tell the `License` it was lost.
@@ -223,10 +223,11 @@ impl Driver {
     fn queue_call(&mut self, call: Call) {
         match call {
             Call::Request {
-                mut kind,
+                kind,
                 reply,
                 lease_watch,
             } => {
+                let mut kind = *kind;
                 if let request::Kind::Checkout(c) = &mut kind {
                     c.client_ref = self.next_ref;
                     self.next_ref += 1;

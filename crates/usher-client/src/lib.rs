@@ -140,7 +140,7 @@ impl Client {
         let (reply, rx) = oneshot::channel();
         self.calls
             .send(Call::Request {
-                kind,
+                kind: Box::new(kind),
                 reply,
                 lease_watch,
             })

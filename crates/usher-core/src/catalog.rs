@@ -16,7 +16,8 @@ pub struct PoolKey {
     pub feature: String,
     /// Vendor name.
     pub vendor: String,
-    /// Pool version, as written by the vendor (compared numerically).
+    /// Pool version in canonical spelling (see [`canonical_version`]), so equal versions
+    /// name the same pool however the license lines spell them.
     pub version: String,
 }
 
@@ -117,7 +118,7 @@ impl Catalog {
                     key: PoolKey {
                         feature: e.feature.clone(),
                         vendor: e.vendor.clone(),
-                        version: e.version.to_string(),
+                        version: canonical_version(&e.version),
                     },
                     version: e.version.clone(),
                     grants: vec![grant],
@@ -147,4 +148,18 @@ impl Catalog {
             .iter()
             .find(|p| &p.key == key)
     }
+}
+
+/// The one spelling of a version that names its pool: numeric components without leading
+/// zeros or trailing `.0`s, so equal versions make the same `PoolKey` however (and in
+/// whichever order) the license lines spell them. Leases record this spelling, so a
+/// reload or restart that respells a version still counts them against the same pool.
+pub fn canonical_version(v: &Version) -> String {
+    let parts = v.parts();
+    let end = parts.iter().rposition(|&p| p != 0).map_or(1, |i| i + 1);
+    parts[..end]
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(".")
 }

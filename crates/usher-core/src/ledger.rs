@@ -233,17 +233,21 @@ impl Ledger {
                 client_ref,
             } => {
                 self.require_session(session)?;
-                self.touch(session, now);
-                if client_ref != 0
-                    && let Some(existing) = self
+                if client_ref != 0 {
+                    let retried = self
                         .session_leases(session)
                         .find(|l| l.client_ref == client_ref)
-                {
-                    return Ok(Outcome::Granted(existing.clone()));
+                        .cloned();
+                    if let Some(existing) = retried {
+                        self.touch(session, now);
+                        return Ok(Outcome::Granted(existing));
+                    }
                 }
+                // Checked before the session is touched: on `Err` nothing may change.
                 if self.leases.contains_key(&lease_id) {
                     return Err(LedgerError::IdInUse);
                 }
+                self.touch(session, now);
                 match self.choose_pool(now, &feature, &version, count) {
                     Err(denial) => Ok(Outcome::Denied(denial)),
                     Ok(pool) => {
@@ -303,6 +307,9 @@ impl Ledger {
         version: &str,
         count: u32,
     ) -> Result<PoolKey, Denial> {
+        if feature.is_empty() {
+            return Err(Denial::BadRequest("empty feature name".into()));
+        }
         if count == 0 || count > MAX_SEATS_PER_REQUEST {
             return Err(Denial::BadRequest(format!(
                 "seat count must be between 1 and {MAX_SEATS_PER_REQUEST}, not {count}"

@@ -17,7 +17,7 @@ mod command;
 mod ledger;
 mod session;
 
-pub use catalog::{Catalog, Pool, PoolKey};
+pub use catalog::{Catalog, Pool, PoolKey, canonical_version};
 pub use command::{Change, Command, Denial, LedgerError, Outcome, ReleaseReason};
 pub use ledger::{Ledger, LedgerConfig};
 pub use session::{ClientInfo, Lease, LeaseId, Session, SessionId};

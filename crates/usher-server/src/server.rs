@@ -41,6 +41,9 @@ pub enum ServerError {
         /// Cause.
         source: std::io::Error,
     },
+    /// Another server is using the data directory.
+    #[error("another usherd is already using the data directory {}", .0.display())]
+    DataDirInUse(std::path::PathBuf),
     /// The store failed while serving; the server stopped to keep every grant durable.
     #[error("the store failed while serving; see the log")]
     StoreFailed,
@@ -59,6 +62,8 @@ pub struct Server {
     first_lease_id: u64,
     store: SqliteStore,
     licenses: LoadedLicenses,
+    /// Held for the server's lifetime: one server per data directory.
+    _lock: std::fs::File,
 }
 
 impl Server {
@@ -69,6 +74,8 @@ impl Server {
             "creating data directory {}",
             config.data_dir.display()
         )))?;
+
+        let lock = lock_data_dir(&config.data_dir)?;
 
         let keys = licenses::load_keys(&config.vendor_keys)?;
         let today = chrono::Utc::now().date_naive();
@@ -129,6 +136,7 @@ impl Server {
             first_lease_id,
             store,
             licenses,
+            _lock: lock,
         })
     }
 
@@ -149,6 +157,7 @@ impl Server {
             first_lease_id,
             mut store,
             licenses,
+            _lock,
         } = self;
         let addr = listener
             .local_addr()
@@ -251,6 +260,24 @@ impl Server {
         debug!("store closed");
         info!("stopped");
         Ok(())
+    }
+}
+
+/// Takes an exclusive lock on `DIR/usherd.lock`, so that two servers never share a store
+/// (each would believe it alone counts the seats). The OS drops the lock when the process
+/// exits, however it exits.
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, ServerError> {
+    let path = dir.join("usherd.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io(format!("opening {}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(ServerError::DataDirInUse(dir.to_path_buf())),
+        Err(std::fs::TryLockError::Error(e)) => Err(io(format!("locking {}", path.display()))(e)),
     }
 }
 

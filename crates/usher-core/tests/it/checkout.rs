@@ -522,9 +522,6 @@ fn fresh_lease_id_in_use_is_an_error() {
 }
 
 #[test]
-#[ignore = "BUG: Checkout touches the session (expires_at = now + TTL) before checking the \
-            fresh lease id, so Err(IdInUse) leaves the session's expiry changed, breaking \
-            apply's contract \"On Err, nothing changed\""]
 fn lease_id_in_use_error_changes_nothing() {
     let mut ledger = ledger(&[ent("cad", "2025", 3)]);
     let s = session(&mut ledger, 1, T0);
@@ -539,4 +536,16 @@ fn lease_id_in_use_error_changes_nothing() {
         before,
         "{cmd:?}: Err must leave the ledger unchanged"
     );
+}
+
+#[test]
+fn empty_feature_name_is_a_bad_request() {
+    let mut ledger = ledger(&[ent("cad", "2025", 1)]);
+    let s = session(&mut ledger, 1, T0);
+    let (result, changes) = apply(&mut ledger, T0, checkout_cmd(s, 1, "", "2025", 1));
+    assert!(
+        matches!(result, Ok(Outcome::Denied(Denial::BadRequest(_)))),
+        "{result:?}"
+    );
+    assert_eq!(changes, vec![]);
 }

@@ -268,10 +268,6 @@ fn restore_keeps_leases_of_pools_no_longer_licensed() {
 }
 
 #[test]
-#[ignore = "BUG: pools are keyed by the version text of the first line read, so a license \
-            that spells the same version differently (2025 vs 2025.0, or its lines reordered) \
-            names a different PoolKey; restored leases then count against no pool and the \
-            pool is granted again in full (seats in use exceed the pool's seats)"]
 fn restore_counts_leases_against_a_respelled_pool() {
     let mut ledger = ledger(&[ent("cad", "2025", 2)]);
     let mut durable = Durable::default();
