@@ -2,6 +2,11 @@
 //!
 //! It runs the async client on a small private runtime whose single worker thread also
 //! carries the heartbeats, so seats stay alive while the application does blocking work.
+//! When the last [`Client`] clone and the last [`License`] are dropped, the session is
+//! closed with a goodbye (bounded by the request timeout), so its seats come back at once.
+//!
+//! Do not use these types from inside an async runtime: blocking there stalls it. Use
+//! [`crate::Client`] instead.
 
 use std::sync::Arc;
 
@@ -9,18 +14,49 @@ use usher_proto::StatusReport;
 
 use crate::{ClientConfig, ClientError, SessionInfo};
 
+/// What every clone of a blocking client and each of its licenses share.
+#[derive(Debug)]
+struct Shared {
+    client: Option<crate::Client>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Shared {
+    fn client(&self) -> &crate::Client {
+        self.client.as_ref().expect("present until drop")
+    }
+
+    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.runtime
+            .as_ref()
+            .expect("present until drop")
+            .block_on(f)
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let (Some(client), Some(runtime)) = (self.client.take(), self.runtime.take()) {
+            runtime.block_on(client.close());
+            // Do not wait for background tasks beyond the goodbye.
+            runtime.shutdown_background();
+        }
+    }
+}
+
 /// Blocking counterpart of [`crate::Client`].
 #[derive(Debug, Clone)]
 pub struct Client {
-    inner: crate::Client,
-    runtime: Arc<tokio::runtime::Runtime>,
+    shared: Arc<Shared>,
 }
 
 /// Blocking counterpart of [`crate::License`]; dropping it checks the seats in.
 #[derive(Debug)]
 pub struct License {
+    // Declared first so it is dropped (and its checkin queued) before the shared client
+    // can close the session.
     inner: crate::License,
-    runtime: Arc<tokio::runtime::Runtime>,
+    _shared: Arc<Shared>,
 }
 
 impl Client {
@@ -32,16 +68,19 @@ impl Client {
             .enable_all()
             .build()
             .map_err(|e| ClientError::Protocol(format!("cannot start the client runtime: {e}")))?;
-        let inner = runtime.block_on(crate::Client::connect(config))?;
+        let client = runtime.block_on(crate::Client::connect(config))?;
+        let shared = Shared {
+            client: Some(client),
+            runtime: Some(runtime),
+        };
         Ok(Client {
-            inner,
-            runtime: Arc::new(runtime),
+            shared: Arc::new(shared),
         })
     }
 
     /// See [`crate::Client::session_info`].
     pub fn session_info(&self) -> &SessionInfo {
-        self.inner.session_info()
+        self.shared.client().session_info()
     }
 
     /// See [`crate::Client::checkout`].
@@ -52,22 +91,17 @@ impl Client {
         count: u32,
     ) -> Result<License, ClientError> {
         let inner = self
-            .runtime
-            .block_on(self.inner.checkout(feature, version, count))?;
+            .shared
+            .block_on(self.shared.client().checkout(feature, version, count))?;
         Ok(License {
             inner,
-            runtime: self.runtime.clone(),
+            _shared: self.shared.clone(),
         })
     }
 
     /// See [`crate::Client::status`].
     pub fn status(&self, feature: &str) -> Result<StatusReport, ClientError> {
-        self.runtime.block_on(self.inner.status(feature))
-    }
-
-    /// See [`crate::Client::close`].
-    pub fn close(self) {
-        self.runtime.block_on(self.inner.close());
+        self.shared.block_on(self.shared.client().status(feature))
     }
 }
 
@@ -80,10 +114,5 @@ impl License {
     /// Why the license was lost, if it was.
     pub fn lost_reason(&self) -> Option<String> {
         self.inner.lost_reason()
-    }
-
-    /// Blocks until the license is lost, returning the reason.
-    pub fn wait_lost(&self) -> String {
-        self.runtime.block_on(self.inner.lost())
     }
 }

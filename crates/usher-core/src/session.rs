@@ -46,8 +46,9 @@ pub struct ClientInfo {
 /// One client process's presence.
 ///
 /// The durable part (`id`, `secret_hash`, `client`, `opened_at`) is stored; the liveness
-/// part (`expires_at`, `connected`) is soft state that a restart resets, giving every
-/// recovered session a fresh TTL in which to come back.
+/// part (`expires_at`, `connected`, and `client.address`, which a resume updates to the
+/// new connection's address) is soft state that a restart resets, giving every recovered
+/// session a fresh TTL in which to come back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
     /// Session id.

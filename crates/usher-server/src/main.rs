@@ -153,3 +153,65 @@ fn print_demo_help(addr: SocketAddr, demo: &usher_server::demo::Demo) {
         key = demo.public_key.display(),
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Args {
+        Args::try_parse_from(std::iter::once("usherd").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn command_line_beats_file_beats_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("usherd.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:2000\"\nsession_ttl = \"5m\"\nlicense_files = [\"a.lic\"]\n",
+        )
+        .unwrap();
+        let config = build_config(&parse(&[
+            "--config",
+            file.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:3000",
+        ]))
+        .unwrap();
+        assert_eq!(
+            config.listen,
+            "127.0.0.1:3000".parse().unwrap(),
+            "CLI wins over file"
+        );
+        assert_eq!(
+            config.session_ttl,
+            std::time::Duration::from_secs(300),
+            "file wins over default"
+        );
+        assert_eq!(
+            config.license_files,
+            [dir.path().join("a.lic")],
+            "relative to the file"
+        );
+        assert_eq!(
+            config.heartbeat_interval,
+            std::time::Duration::from_secs(30),
+            "default"
+        );
+    }
+
+    #[test]
+    fn bad_config_names_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("usherd.toml");
+        std::fs::write(&file, "session_ttl = \"10 parsecs\"\n").unwrap();
+        let err = build_config(&parse(&["--config", file.to_str().unwrap()])).unwrap_err();
+        assert!(format!("{err:#}").contains("session_ttl"), "{err:#}");
+    }
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        Args::command().debug_assert();
+    }
+}
