@@ -353,8 +353,6 @@ pub fn format_handle(lease_id: u64) -> String {
 }
 
 /// Reads a handle as [`format_handle`] writes it (surrounding spaces allowed).
-// For `usher remove`, which main does not have yet: wired into main by the lead.
-#[cfg_attr(not(test), allow(dead_code))]
 pub fn parse_handle(text: &str) -> Option<u64> {
     let text = text.trim();
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {

@@ -45,6 +45,12 @@ enum Command {
     },
     /// Run a command while holding a license seat; exits with the command's status.
     Run(cmd::run::RunArgs),
+    /// Administrator: free a holder's seats (like lmremove).
+    Remove(cmd::admin::RemoveArgs),
+    /// Administrator: re-read license files without dropping any lease (like lmreread).
+    Reload(cmd::admin::AdminTarget),
+    /// Administrator: shut the server down gracefully (like lmdown).
+    Down(cmd::admin::AdminTarget),
 }
 
 fn main() -> ExitCode {
@@ -80,6 +86,9 @@ fn main() -> ExitCode {
         Command::Status(args) => exit::finish(runtime().block_on(cmd::status::run(server, args))),
         Command::Lmstat { args } => cmd::lmstat::main(&args),
         Command::Run(args) => exit::finish(runtime().block_on(cmd::run::run(server, args))),
+        Command::Remove(args) => exit::finish(runtime().block_on(cmd::admin::remove(args))),
+        Command::Reload(target) => exit::finish(runtime().block_on(cmd::admin::reload(target))),
+        Command::Down(target) => exit::finish(runtime().block_on(cmd::admin::down(target))),
     }
 }
 

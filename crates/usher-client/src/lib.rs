@@ -14,6 +14,7 @@
 //! stay the same seats: checkouts carry an idempotency key and are simply resent), and
 //! tells the application through [`License::lost`] if a seat is taken away.
 
+pub mod admin;
 pub mod blocking;
 mod driver;
 mod error;

@@ -65,6 +65,13 @@ pub enum Command {
     },
     /// Release the seats of every session whose TTL or grace has lapsed by `now`.
     Expire,
+    /// An administrator takes a lease away (like `lmremove`). Refused while the lease is
+    /// younger than the configured minimum remove time, so a lease cannot be bounced
+    /// between users faster than the applications can notice.
+    Remove {
+        /// Lease to release.
+        lease_id: LeaseId,
+    },
 }
 
 /// Why a checkout was refused. These are ordinary outcomes, not errors.
@@ -110,6 +117,12 @@ pub enum LedgerError {
     /// A fresh id collided with a live one (the caller should draw another).
     #[error("id already in use")]
     IdInUse,
+    /// The lease is younger than the minimum remove time.
+    #[error("the lease is too new to remove; try again in {wait_ms} ms")]
+    TooSoonToRemove {
+        /// How long until it may be removed.
+        wait_ms: Millis,
+    },
 }
 
 /// The result of applying a command.
@@ -147,6 +160,8 @@ pub enum ReleaseReason {
     SessionClosed,
     /// The session lapsed (TTL or reconnect grace).
     Expired,
+    /// An administrator removed the lease.
+    Removed,
 }
 
 /// A durable effect of a command. The store persists changes (not commands): after a

@@ -20,6 +20,8 @@ pub struct LedgerConfig {
     pub session_ttl: Millis,
     /// How long a session whose connection closed without a goodbye may take to resume.
     pub reconnect_grace: Millis,
+    /// How old a lease must be before an administrator may remove it.
+    pub min_remove: Millis,
 }
 
 impl Default for LedgerConfig {
@@ -27,6 +29,7 @@ impl Default for LedgerConfig {
         LedgerConfig {
             session_ttl: 120_000,
             reconnect_grace: 10_000,
+            min_remove: 120_000,
         }
     }
 }
@@ -282,6 +285,23 @@ impl Ledger {
                     }
                     _ => Ok(Outcome::NotHeld),
                 }
+            }
+            Command::Remove { lease_id } => {
+                let Some(lease) = self.leases.get(&lease_id) else {
+                    return Ok(Outcome::NotHeld);
+                };
+                let ready_at = lease.granted_at.saturating_add(self.config.min_remove);
+                if now < ready_at {
+                    return Err(LedgerError::TooSoonToRemove {
+                        wait_ms: ready_at - now,
+                    });
+                }
+                let lease = self.remove_lease(lease_id);
+                changes.push(Change::LeaseReleased {
+                    lease: lease.clone(),
+                    reason: ReleaseReason::Removed,
+                });
+                Ok(Outcome::Released(lease))
             }
             Command::Expire => {
                 let mut lapsed = Vec::new();

@@ -12,7 +12,7 @@ pub struct Request {
     #[prost(uint64, tag = "1")]
     pub id: u64,
     /// What is asked. `None` when the client sent a kind this server does not know.
-    #[prost(oneof = "request::Kind", tags = "10, 11, 12, 13, 14, 15")]
+    #[prost(oneof = "request::Kind", tags = "10, 11, 12, 13, 14, 15, 16, 17, 18")]
     pub kind: Option<request::Kind>,
 }
 
@@ -39,6 +39,15 @@ pub mod request {
         /// End the session, releasing every seat it holds.
         #[prost(message, tag = "15")]
         Goodbye(super::Goodbye),
+        /// Administrator: take a lease away. Accepted only on the admin socket.
+        #[prost(message, tag = "16")]
+        Remove(super::Remove),
+        /// Administrator: re-read licenses. Accepted only on the admin socket.
+        #[prost(message, tag = "17")]
+        Reload(super::Reload),
+        /// Administrator: shut the server down gracefully. Accepted only on the admin socket.
+        #[prost(message, tag = "18")]
+        Down(super::Down),
     }
 }
 
@@ -50,7 +59,10 @@ pub struct Response {
     pub id: u64,
     /// The answer. `None` only from a newer server sending a kind this client does not
     /// know; clients ignore such responses.
-    #[prost(oneof = "response::Kind", tags = "10, 11, 12, 13, 14, 15, 16, 17, 18")]
+    #[prost(
+        oneof = "response::Kind",
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20"
+    )]
     pub kind: Option<response::Kind>,
 }
 
@@ -86,6 +98,12 @@ pub mod response {
         /// Unasked notice: a lease was taken away (for example by an administrator).
         #[prost(message, tag = "18")]
         LeaseLost(super::LeaseLost),
+        /// A lease was removed by an administrator.
+        #[prost(message, tag = "19")]
+        Removed(super::Removed),
+        /// Licenses were re-read.
+        #[prost(message, tag = "20")]
+        Reloaded(super::Reloaded),
     }
 }
 
@@ -451,3 +469,50 @@ impl Response {
         }
     }
 }
+
+/// Administrator: take a lease away, freeing its seats.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Remove {
+    /// Lease handle, as status and lmstat show it.
+    #[prost(fixed64, tag = "1")]
+    pub lease_id: u64,
+}
+
+/// A lease was removed.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Removed {
+    /// Lease handle.
+    #[prost(fixed64, tag = "1")]
+    pub lease_id: u64,
+    /// False if no such lease was held (nothing changed).
+    #[prost(bool, tag = "2")]
+    pub was_held: bool,
+    /// Feature of the removed lease.
+    #[prost(string, tag = "3")]
+    pub feature: String,
+    /// Seats freed.
+    #[prost(uint32, tag = "4")]
+    pub count: u32,
+}
+
+/// Administrator: re-read license files and vendor keys without dropping any lease.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Reload {}
+
+/// Licenses were re-read.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Reloaded {
+    /// Entitlements now served.
+    #[prost(uint32, tag = "1")]
+    pub entitlements: u32,
+    /// Entitlements refused, one line each (file, line, reason).
+    #[prost(string, repeated, tag = "2")]
+    pub refused: Vec<String>,
+    /// Entitlements served but not usable today, one line each.
+    #[prost(string, repeated, tag = "3")]
+    pub warnings: Vec<String>,
+}
+
+/// Administrator: shut the server down gracefully (answered with `Bye`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Down {}

@@ -30,6 +30,8 @@ pub struct Config {
     pub max_connections: usize,
     /// How long a graceful shutdown waits for connections to finish in-flight requests.
     pub shutdown_timeout: Duration,
+    /// How old a lease must be before an administrator may remove it.
+    pub min_remove: Duration,
 }
 
 impl Config {
@@ -46,7 +48,15 @@ impl Config {
             handshake_timeout: Duration::from_secs(10),
             max_connections: 100_000,
             shutdown_timeout: Duration::from_secs(10),
+            min_remove: Duration::from_secs(120),
         }
+    }
+
+    /// Path of the administration socket: `DATA_DIR/admin/usherd.sock`. The directory is
+    /// created with mode 0700 and the socket with 0600, so only the server's own user (and
+    /// root) can administer it.
+    pub fn admin_socket(&self) -> PathBuf {
+        admin_socket_in(&self.data_dir)
     }
 
     /// Path of the SQLite store inside the data directory.
@@ -132,6 +142,8 @@ pub struct FileConfig {
     pub max_connections: Option<usize>,
     /// See [`Config::shutdown_timeout`].
     pub shutdown_timeout: Option<String>,
+    /// See [`Config::min_remove`].
+    pub min_remove: Option<String>,
 }
 
 impl FileConfig {
@@ -214,6 +226,26 @@ impl FileConfig {
         }
         Ok(())
     }
+}
+
+/// The administration socket of a data directory.
+pub fn admin_socket_in(data_dir: &Path) -> PathBuf {
+    data_dir.join("admin").join("usherd.sock")
+}
+
+/// The default data directory: `/var/lib/usher` for root (or without a home directory),
+/// else `$XDG_DATA_HOME/usher` or `~/.local/share/usher`. Shared by `usherd` and the
+/// `usher` admin commands so both find the same store and socket.
+pub fn default_data_dir() -> PathBuf {
+    if std::env::var_os("USER").is_some_and(|u| u == "root") || std::env::var_os("HOME").is_none() {
+        return PathBuf::from("/var/lib/usher");
+    }
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".local/share")
+        });
+    base.join("usher")
 }
 
 /// Parses `"250ms"`, `"30s"`, `"2m"`, `"1h"` or a bare number of seconds.

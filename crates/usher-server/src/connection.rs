@@ -5,17 +5,18 @@
 //! requests, up to [`MAX_IN_FLIGHT`] of them, after which the reader stops reading and
 //! TCP flow control pushes back on the client.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, instrument};
+use tracing::{debug, info, instrument, warn};
 use usher_core::{ClientInfo, Command, LeaseId, LedgerError, Outcome, SessionId};
 use usher_proto::{
     Bye, ErrorCode, FrameError, FrameReader, HeartbeatAck, Hello, Request, Response, Welcome,
@@ -45,6 +46,35 @@ pub struct ConnContext {
     pub handshake_timeout: Duration,
     /// Server host name.
     pub server_name: String,
+    /// License files and vendor keys, re-read on an administrator's reload.
+    pub license_files: Vec<PathBuf>,
+    /// See `license_files`.
+    pub vendor_keys: Vec<PathBuf>,
+    /// Cancelled by an administrator's `down`.
+    pub down: CancellationToken,
+    /// The response queue of each connected session, for notices the server sends unasked
+    /// (a removed lease). The lock is only ever held for a map operation, never across I/O.
+    pub notices: Mutex<HashMap<SessionId, mpsc::Sender<PendingResponse>>>,
+}
+
+impl ConnContext {
+    /// Tells a session's connection, if it has one, that a lease was taken away.
+    fn notify_lost(&self, session: SessionId, lease_id: u64, reason: &str) {
+        let sender = self
+            .notices
+            .lock()
+            .expect("no panics while the lock is held")
+            .get(&session)
+            .cloned();
+        if let Some(tx) = sender {
+            let notice = response::Kind::LeaseLost(usher_proto::LeaseLost {
+                lease_id,
+                reason: reason.to_string(),
+            });
+            // A full queue means the client is not reading; it learns on its next resume.
+            let _ = tx.try_send(ready(reply::ok(0, notice)));
+        }
+    }
 }
 
 /// Why a connection ended, for the debug log.
@@ -58,12 +88,21 @@ enum End {
     LedgerGone,
 }
 
-type PendingResponse = Pin<Box<dyn Future<Output = Response> + Send>>;
+/// A response still being worked out (for example waiting for its batch to commit).
+pub type PendingResponse = Pin<Box<dyn Future<Output = Response> + Send>>;
 
 /// Serves one connection until the peer leaves, misbehaves or the server shuts down.
+///
+/// `admin` is true only for connections on the administration socket: they may use the
+/// remove, reload and down requests.
 #[instrument(name = "conn", skip_all, fields(peer = %peer))]
-pub async fn serve<S>(stream: S, peer: SocketAddr, ctx: Arc<ConnContext>, stop: CancellationToken)
-where
+pub async fn serve<S>(
+    stream: S,
+    peer: String,
+    admin: bool,
+    ctx: Arc<ConnContext>,
+    stop: CancellationToken,
+) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (rd, mut wr) = tokio::io::split(stream);
@@ -71,7 +110,7 @@ where
 
     let session = match tokio::time::timeout(
         ctx.handshake_timeout,
-        handshake(&mut reader, &mut wr, peer, &ctx),
+        handshake(&mut reader, &mut wr, &peer, &ctx),
     )
     .await
     {
@@ -96,7 +135,24 @@ where
         }
     });
 
-    let end = request_loop(&mut reader, session, &ctx, &stop, &out_tx).await;
+    if let Some(id) = session {
+        let mut notices = ctx
+            .notices
+            .lock()
+            .expect("no panics while the lock is held");
+        notices.insert(id, out_tx.clone());
+    }
+    let end = request_loop(&mut reader, session, admin, &ctx, &stop, &out_tx).await;
+    if let Some(id) = session {
+        let mut notices = ctx
+            .notices
+            .lock()
+            .expect("no panics while the lock is held");
+        // A resumed connection may have replaced ours already; leave that one in place.
+        if notices.get(&id).is_some_and(|tx| tx.same_channel(&out_tx)) {
+            notices.remove(&id);
+        }
+    }
     match &end {
         End::Protocol(why) => debug!(%why, "closing the connection after a protocol error"),
         other => debug!(end = ?other, "connection ending"),
@@ -117,7 +173,8 @@ where
 async fn request_loop<R: AsyncRead + Unpin>(
     reader: &mut FrameReader<R>,
     session: Option<SessionId>,
-    ctx: &ConnContext,
+    admin: bool,
+    ctx: &Arc<ConnContext>,
     stop: &CancellationToken,
     out: &mpsc::Sender<PendingResponse>,
 ) -> End {
@@ -145,7 +202,7 @@ async fn request_loop<R: AsyncRead + Unpin>(
             }
         };
         let id = req.id;
-        let (pending, goodbye) = match dispatch(req, session, ctx).await {
+        let (pending, goodbye) = match dispatch(req, session, admin, ctx).await {
             Ok(p) => p,
             Err(LedgerGone) => {
                 let msg = "the server is shutting down";
@@ -173,7 +230,8 @@ fn ready(r: Response) -> PendingResponse {
 async fn dispatch(
     req: Request,
     session: Option<SessionId>,
-    ctx: &ConnContext,
+    admin: bool,
+    ctx: &Arc<ConnContext>,
 ) -> Result<(PendingResponse, bool), LedgerGone> {
     let id = req.id;
     let Some(kind) = req.kind else {
@@ -255,6 +313,55 @@ async fn dispatch(
             };
             Ok((Box::pin(fut), false))
         }
+        request::Kind::Remove(_) | request::Kind::Reload(_) | request::Kind::Down(_) if !admin => {
+            let msg = "administration is accepted only on the server's admin socket";
+            Ok((
+                ready(Response::error(id, ErrorCode::NotPermitted, msg)),
+                false,
+            ))
+        }
+        request::Kind::Remove(r) => {
+            let rx = ctx
+                .ledger
+                .submit(Command::Remove {
+                    lease_id: LeaseId(r.lease_id),
+                })
+                .await?;
+            let ctx = ctx.clone();
+            let fut = async move {
+                let Ok(applied) = rx.await else {
+                    return shutting_down(id);
+                };
+                let removed = |was_held, feature: String, count| {
+                    let r = usher_proto::Removed {
+                        lease_id: r.lease_id,
+                        was_held,
+                        feature,
+                        count,
+                    };
+                    reply::ok(id, response::Kind::Removed(r))
+                };
+                match applied.result {
+                    Ok(Outcome::Released(lease)) => {
+                        info!(lease = lease.id.0, feature = %lease.feature, "lease removed by an administrator");
+                        ctx.notify_lost(lease.session, lease.id.0, "removed by an administrator");
+                        removed(true, lease.feature, lease.count)
+                    }
+                    Ok(_) => removed(false, String::new(), 0),
+                    Err(e) => Response::error(id, ErrorCode::NotPermitted, e.to_string()),
+                }
+            };
+            Ok((Box::pin(fut), false))
+        }
+        request::Kind::Reload(_) => {
+            let ctx = ctx.clone();
+            Ok((Box::pin(async move { reload(id, &ctx).await }), false))
+        }
+        request::Kind::Down(_) => {
+            info!("shutdown requested by an administrator");
+            ctx.down.cancel();
+            Ok((ready(reply::ok(id, response::Kind::Bye(Bye {}))), true))
+        }
         request::Kind::Goodbye(_) => match session {
             Some(session) => {
                 let rx = ctx
@@ -293,11 +400,58 @@ fn answer(
     })
 }
 
+/// Re-reads license files and vendor keys and puts them in force. A file that fails to
+/// parse leaves the licenses in force unchanged and says why.
+async fn reload(id: u64, ctx: &ConnContext) -> Response {
+    let (files, keys) = (ctx.license_files.clone(), ctx.vendor_keys.clone());
+    let loaded = tokio::task::spawn_blocking(move || {
+        let keys = crate::licenses::load_keys(&keys)?;
+        let today = chrono::Utc::now().date_naive();
+        crate::licenses::load(&files, &keys, &usher_license::host_ids(), today)
+    })
+    .await;
+    let loaded = match loaded {
+        Ok(Ok(loaded)) => loaded,
+        Ok(Err(e)) => {
+            warn!("reload refused, the licenses in force are unchanged: {e}");
+            let msg = format!("reload refused, the licenses in force are unchanged: {e}");
+            return Response::error(id, ErrorCode::BadRequest, msg);
+        }
+        Err(e) => return Response::error(id, ErrorCode::Internal, e.to_string()),
+    };
+    for line in &loaded.refused {
+        warn!("entitlement refused: {line}");
+    }
+    let files = loaded
+        .files
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let outcome = ctx
+        .ledger
+        .reload(loaded.catalog, files, loaded.vendors)
+        .await;
+    if outcome.is_err() {
+        return shutting_down(id);
+    }
+    info!(
+        entitlements = loaded.entitlements.len(),
+        refused = loaded.refused.len(),
+        "licenses reloaded"
+    );
+    let done = usher_proto::Reloaded {
+        entitlements: loaded.entitlements.len() as u32,
+        refused: loaded.refused,
+        warnings: loaded.warnings,
+    };
+    reply::ok(id, response::Kind::Reloaded(done))
+}
+
 /// Reads Hello, opens or resumes the session, and answers Welcome.
 async fn handshake<R, W>(
     reader: &mut FrameReader<R>,
     wr: &mut W,
-    peer: SocketAddr,
+    peer: &str,
     ctx: &ConnContext,
 ) -> Result<Option<SessionId>, End>
 where
@@ -380,7 +534,7 @@ where
 
 async fn open_session(
     hello: Hello,
-    peer: SocketAddr,
+    peer: &str,
     ctx: &ConnContext,
 ) -> Result<(SessionId, [u8; 32]), End> {
     let client = ClientInfo {

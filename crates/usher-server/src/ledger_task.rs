@@ -42,6 +42,17 @@ pub enum LedgerMsg {
         /// Where the result goes, after it is durable.
         reply: oneshot::Sender<Applied>,
     },
+    /// Serve a new catalog (license reload). Leases are kept; see `Ledger::set_catalog`.
+    Reload {
+        /// The new catalog.
+        catalog: usher_core::Catalog,
+        /// License files now served.
+        license_files: Vec<String>,
+        /// Vendors now served.
+        vendors: Vec<String>,
+        /// Completed once the new catalog is in force.
+        reply: oneshot::Sender<()>,
+    },
     /// Build a status report (optionally for one feature).
     Status {
         /// Feature filter; empty for all.
@@ -86,6 +97,24 @@ impl LedgerHandle {
     /// Applies a command and waits for its durable result.
     pub async fn apply(&self, cmd: Command) -> Result<Applied, LedgerGone> {
         self.submit(cmd).await?.await.map_err(|_| LedgerGone)
+    }
+
+    /// Puts a new catalog in force and waits until it is.
+    pub async fn reload(
+        &self,
+        catalog: usher_core::Catalog,
+        license_files: Vec<String>,
+        vendors: Vec<String>,
+    ) -> Result<(), LedgerGone> {
+        let (reply, rx) = oneshot::channel();
+        let msg = LedgerMsg::Reload {
+            catalog,
+            license_files,
+            vendors,
+            reply,
+        };
+        self.tx.send(msg).await.map_err(|_| LedgerGone)?;
+        rx.await.map_err(|_| LedgerGone)
     }
 
     /// Queues a status request.
@@ -177,7 +206,7 @@ async fn ledger_loop(
     mut next_lease_id: u64,
     mut rx: mpsc::Receiver<LedgerMsg>,
     commit_tx: std_mpsc::Sender<CommitJob>,
-    info: ServerInfo,
+    mut info: ServerInfo,
 ) {
     let mut last_now: Millis = 0;
     loop {
@@ -214,7 +243,7 @@ async fn ledger_loop(
                 msg,
                 &mut changes,
                 &mut replies,
-                &info,
+                &mut info,
             );
             taken += 1;
             next = if taken < MAX_BATCH {
@@ -249,7 +278,7 @@ fn handle_msg(
     msg: LedgerMsg,
     changes: &mut Vec<Change>,
     replies: &mut Vec<PendingReply>,
-    info: &ServerInfo,
+    info: &mut ServerInfo,
 ) {
     match msg {
         LedgerMsg::Apply { mut cmd, reply } => {
@@ -269,6 +298,19 @@ fn handle_msg(
             replies.push(Box::new(move || {
                 // The connection may have gone; then nobody is waiting for the answer.
                 let _ = reply.send(applied);
+            }));
+        }
+        LedgerMsg::Reload {
+            catalog,
+            license_files,
+            vendors,
+            reply,
+        } => {
+            ledger.set_catalog(catalog);
+            info.license_files = license_files;
+            info.vendors = vendors;
+            replies.push(Box::new(move || {
+                let _ = reply.send(());
             }));
         }
         LedgerMsg::Status { feature, reply } => {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use tracing::info;
-use usher_server::config::{Config, FileConfig, parse_duration};
+use usher_server::config::{Config, FileConfig, default_data_dir, parse_duration};
 
 /// The usher floating-license server.
 ///
@@ -39,24 +39,15 @@ struct Args {
     /// Reconnect grace after a connection closes without a goodbye, e.g. 10s.
     #[arg(long, env = "USHERD_RECONNECT_GRACE", value_parser = parse_duration)]
     reconnect_grace: Option<std::time::Duration>,
+    /// Minimum age of a lease before `usher remove` may take it, e.g. 2m.
+    #[arg(long, env = "USHERD_MIN_REMOVE", value_parser = parse_duration)]
+    min_remove: Option<std::time::Duration>,
     /// Create (or reuse) a demo vendor key and license in the data directory and serve it.
     #[arg(long)]
     demo: bool,
     /// Log filter, e.g. info, debug, usher_server=debug.
     #[arg(long, env = "USHERD_LOG", default_value = "info")]
     log: String,
-}
-
-fn default_data_dir() -> PathBuf {
-    if std::env::var_os("USER").is_some_and(|u| u == "root") || std::env::var_os("HOME").is_none() {
-        return PathBuf::from("/var/lib/usher");
-    }
-    let base = std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".local/share")
-        });
-    base.join("usher")
 }
 
 fn build_config(args: &Args) -> anyhow::Result<Config> {
@@ -87,6 +78,9 @@ fn build_config(args: &Args) -> anyhow::Result<Config> {
     }
     if let Some(v) = args.reconnect_grace {
         config.reconnect_grace = v;
+    }
+    if let Some(v) = args.min_remove {
+        config.min_remove = v;
     }
     config.validate()?;
     Ok(config)

@@ -62,6 +62,8 @@ pub struct Server {
     first_lease_id: u64,
     store: SqliteStore,
     licenses: LoadedLicenses,
+    /// The administration socket (see [`Config::admin_socket`]).
+    admin: tokio::net::UnixListener,
     /// Held for the server's lifetime: one server per data directory.
     _lock: std::fs::File,
 }
@@ -103,6 +105,7 @@ impl Server {
         let ledger_config = LedgerConfig {
             session_ttl: config.session_ttl.as_millis() as u64,
             reconnect_grace: config.reconnect_grace.as_millis() as u64,
+            min_remove: config.min_remove.as_millis() as u64,
         };
         let now = wall_clock_ms();
         let (sessions, leases) = (snapshot.sessions.len(), snapshot.leases.len());
@@ -129,6 +132,7 @@ impl Server {
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(io(format!("binding {}", config.listen)))?;
+        let admin = bind_admin_socket(&config.admin_socket())?;
         Ok(Server {
             config,
             listener,
@@ -136,6 +140,7 @@ impl Server {
             first_lease_id,
             store,
             licenses,
+            admin,
             _lock: lock,
         })
     }
@@ -157,6 +162,7 @@ impl Server {
             first_lease_id,
             mut store,
             licenses,
+            admin,
             _lock,
         } = self;
         let addr = listener
@@ -177,6 +183,7 @@ impl Server {
             vendors: licenses.vendors.clone(),
         };
         let failed = CancellationToken::new();
+        let down = CancellationToken::new();
         let service = LedgerService::start(
             ledger,
             first_lease_id,
@@ -192,44 +199,60 @@ impl Server {
             session_ttl: config.session_ttl,
             handshake_timeout: config.handshake_timeout,
             server_name: info.server_name.clone(),
+            license_files: config.license_files.clone(),
+            vendor_keys: config.vendor_keys.clone(),
+            down: down.clone(),
+            notices: Default::default(),
         });
-        info!(%addr, "serving");
+        info!(%addr, admin = %config.admin_socket().display(), "serving");
 
         let stop = CancellationToken::new();
         let mut connections = tokio::task::JoinSet::new();
         let limit = Arc::new(Semaphore::new(config.max_connections));
+        let mut permit = None;
         tokio::pin!(shutdown);
         loop {
-            // Wait for room before accepting, so excess connections queue in the kernel
-            // rather than costing memory here.
-            let permit = tokio::select! {
-                p = limit.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            tokio::select! {
                 _ = &mut shutdown => break,
                 _ = failed.cancelled() => break,
-            };
-            let accepted = tokio::select! {
-                a = listener.accept() => a,
-                _ = &mut shutdown => break,
-                _ = failed.cancelled() => break,
-            };
-            match accepted {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    let (ctx, stop) = (ctx.clone(), stop.clone());
-                    connections.spawn(async move {
-                        connection::serve(stream, peer, ctx, stop).await;
-                        drop(permit);
-                    });
-                    // Reap finished connections so the set stays the size of the live ones.
-                    while connections.try_join_next().is_some() {}
+                _ = down.cancelled() => break,
+                // Administration does not count against the client connection limit, so an
+                // administrator can still act on a server swamped with clients.
+                accepted = admin.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        let (ctx, stop) = (ctx.clone(), stop.clone());
+                        connections.spawn(async move {
+                            connection::serve(stream, "admin socket".into(), true, ctx, stop).await;
+                        });
+                    }
+                    Err(e) => warn!("admin accept failed: {e}"),
+                },
+                // Wait for room before accepting, so excess connections queue in the kernel
+                // rather than costing memory here.
+                p = limit.clone().acquire_owned(), if permit.is_none() => {
+                    permit = Some(p.expect("the semaphore is never closed"));
                 }
-                Err(e) => {
-                    // Usually out of file descriptors; back off briefly instead of spinning.
-                    warn!("accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
+                accepted = listener.accept(), if permit.is_some() => match accepted {
+                    Ok((stream, peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        let (ctx, stop, permit) = (ctx.clone(), stop.clone(), permit.take());
+                        connections.spawn(async move {
+                            connection::serve(stream, peer.to_string(), false, ctx, stop).await;
+                            drop(permit);
+                        });
+                    }
+                    Err(e) => {
+                        // Usually out of file descriptors; back off instead of spinning.
+                        warn!("accept failed: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                },
             }
+            // Reap finished connections so the set stays the size of the live ones.
+            while connections.try_join_next().is_some() {}
         }
+        drop(admin);
+        let _ = std::fs::remove_file(config.admin_socket());
 
         info!("shutting down: no new connections; finishing requests in flight");
         drop(listener);
@@ -279,6 +302,26 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, ServerError> {
         Err(std::fs::TryLockError::WouldBlock) => Err(ServerError::DataDirInUse(dir.to_path_buf())),
         Err(std::fs::TryLockError::Error(e)) => Err(io(format!("locking {}", path.display()))(e)),
     }
+}
+
+/// Binds the administration socket so that only the server's user can reach it: the
+/// socket lives in a directory of mode 0700 (so there is no window in which it is open to
+/// others) and is itself 0600.
+fn bind_admin_socket(path: &std::path::Path) -> Result<tokio::net::UnixListener, ServerError> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = path
+        .parent()
+        .expect("the admin socket path has a directory");
+    std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(io(format!("restricting {}", dir.display())))?;
+    // We hold the data directory lock, so a socket file left here is from a dead server.
+    let _ = std::fs::remove_file(path);
+    let listener = tokio::net::UnixListener::bind(path)
+        .map_err(io(format!("binding the admin socket {}", path.display())))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(io(format!("restricting {}", path.display())))?;
+    Ok(listener)
 }
 
 /// Binds and serves until `shutdown` completes. The one entry point for `usherd` and tests.

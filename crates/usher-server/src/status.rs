@@ -60,7 +60,7 @@ pub fn report(ledger: &Ledger, now: Millis, feature: &str, info: &ServerInfo) ->
         features.push(FeatureStatus {
             feature: pool.key.feature.clone(),
             vendor: pool.key.vendor.clone(),
-            version: pool.key.version.clone(),
+            version: pool.version.to_string(),
             expires_at_ms: pool.expires_at(now).unwrap_or(0),
             total: pool.seats_at(now),
             in_use: ledger.in_use(&pool.key),

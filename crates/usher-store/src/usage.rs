@@ -24,6 +24,8 @@ pub enum UsageEvent {
     Checkin,
     /// `expire`: seats came back because their session lapsed.
     Expire,
+    /// `remove`: an administrator took the seats away.
+    Remove,
     /// `server_start`: the server started serving.
     ServerStart,
     /// `server_stop`: the server stopped in an orderly way.
@@ -45,6 +47,7 @@ impl UsageEvent {
             UsageEvent::Checkout => "checkout",
             UsageEvent::Checkin => "checkin",
             UsageEvent::Expire => "expire",
+            UsageEvent::Remove => "remove",
             UsageEvent::ServerStart => "server_start",
             UsageEvent::ServerStop => "server_stop",
             UsageEvent::Other(name) => name,
@@ -61,6 +64,7 @@ impl From<&str> for UsageEvent {
             "checkout" => UsageEvent::Checkout,
             "checkin" => UsageEvent::Checkin,
             "expire" => UsageEvent::Expire,
+            "remove" => UsageEvent::Remove,
             "server_start" => UsageEvent::ServerStart,
             "server_stop" => UsageEvent::ServerStop,
             other => UsageEvent::Other(other.to_owned()),
@@ -150,6 +154,7 @@ impl<'a> Entry<'a> {
                         (UsageEvent::Checkin, Some(DETAIL_SESSION_CLOSED))
                     }
                     ReleaseReason::Expired => (UsageEvent::Expire, None),
+                    ReleaseReason::Removed => (UsageEvent::Remove, None),
                 };
                 Entry {
                     event,

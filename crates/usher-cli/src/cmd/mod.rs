@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod admin;
 pub mod hostid;
 pub mod license;
 pub mod lmstat;

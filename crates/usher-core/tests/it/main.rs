@@ -10,6 +10,7 @@ mod checkout;
 mod determinism;
 mod model;
 mod reload;
+mod remove;
 mod restore;
 mod session;
 mod util;

@@ -147,6 +147,8 @@ pub enum Op {
         bogus: bool,
         by: Option<u64>,
     },
+    /// An administrator removes the n-th live lease (or a lease that never existed).
+    Remove { lease: usize, bogus: bool },
     /// Let time pass.
     Advance(Millis),
     /// Expire lapsed sessions.
@@ -180,6 +182,8 @@ pub fn ops(max_len: usize) -> impl Strategy<Value = Vec<Op>> {
             }),
         5 => (0usize..8, prop::bool::weighted(0.1), prop::option::weighted(0.15, sid))
             .prop_map(|(lease, bogus, by)| Op::Checkin { lease, bogus, by }),
+        1 => (0usize..8, prop::bool::weighted(0.1))
+            .prop_map(|(lease, bogus)| Op::Remove { lease, bogus }),
         4 => prop_oneof![
             4 => 0..30_000u64,
             2 => 0..(TTL + GRACE),
@@ -520,6 +524,23 @@ impl Model {
                     _ => Ok(Outcome::NotHeld),
                 }
             }
+            Command::Remove { lease_id } => {
+                let Some(lease) = self.leases.get(lease_id) else {
+                    return Ok(Outcome::NotHeld);
+                };
+                let ready_at = lease.granted_at + crate::util::MIN_REMOVE;
+                if now < ready_at {
+                    return Err(LedgerError::TooSoonToRemove {
+                        wait_ms: ready_at - now,
+                    });
+                }
+                let lease = self.leases.remove(lease_id).expect("just found");
+                changes.push(Change::LeaseReleased {
+                    lease: lease.clone(),
+                    reason: ReleaseReason::Removed,
+                });
+                Ok(Outcome::Released(lease))
+            }
             Command::Expire => {
                 let mut lapsed: Vec<_> = self
                     .sessions
@@ -716,6 +737,14 @@ impl Harness {
                     session: by.map_or(owner, SessionId),
                     lease_id,
                 }
+            }
+            Op::Remove { lease, bogus } => {
+                let lease_id = if bogus || live_leases.is_empty() {
+                    LeaseId(1_000_000 + lease as u64)
+                } else {
+                    live_leases[lease % live_leases.len()].id
+                };
+                Command::Remove { lease_id }
             }
             Op::Expire => Command::Expire,
             Op::Advance(_) | Op::Restart | Op::Reload(_) => {

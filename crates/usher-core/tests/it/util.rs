@@ -22,7 +22,10 @@ pub const GRACE: Millis = 10_000;
 pub const CONFIG: LedgerConfig = LedgerConfig {
     session_ttl: TTL,
     reconnect_grace: GRACE,
+    min_remove: MIN_REMOVE,
 };
+/// Minimum remove time of every test ledger.
+pub const MIN_REMOVE: Millis = 60_000;
 /// The vendor of every entitlement unless a test says otherwise.
 pub const VENDOR: &str = "acme";
 

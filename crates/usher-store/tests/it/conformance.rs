@@ -366,6 +366,7 @@ fn usage_log_has_one_record_per_change<B: Backend>(b: &mut B) {
                     Some(DETAIL_SESSION_CLOSED.to_owned()),
                 ),
                 ReleaseReason::Expired => (UsageEvent::Expire, lease.session, Some(lease.id), None),
+                ReleaseReason::Removed => (UsageEvent::Remove, lease.session, Some(lease.id), None),
             },
         };
         assert_eq!(record.event, event, "{context}");
