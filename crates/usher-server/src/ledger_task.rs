@@ -183,8 +183,9 @@ impl LedgerService {
     }
 
     /// Waits for the ledger task to finish (once every handle is dropped) and for the
-    /// committer to write the last batch, then returns the store for a clean close.
-    pub async fn join(self) -> SqliteStore {
+    /// committer to write the last batch, then returns the store for a clean close
+    /// (`None` if the committer could not be waited for).
+    pub async fn join(self) -> Option<SqliteStore> {
         let LedgerService {
             handle,
             task,
@@ -194,10 +195,18 @@ impl LedgerService {
         if let Err(e) = task.await {
             error!("ledger task failed: {e}");
         }
-        tokio::task::spawn_blocking(move || committer.join())
-            .await
-            .expect("joining the committer thread does not panic")
-            .expect("the committer thread does not panic")
+        match tokio::task::spawn_blocking(move || committer.join()).await {
+            Ok(Ok(store)) => Some(store),
+            Ok(Err(_)) => {
+                error!("the store committer thread panicked");
+                None
+            }
+            // The runtime is being torn down under us; the committer finishes on its own.
+            Err(e) => {
+                error!("could not wait for the store committer: {e}");
+                None
+            }
+        }
     }
 }
 

@@ -270,10 +270,10 @@ impl Server {
             while connections.join_next().await.is_some() {}
         }
         drop(ctx);
-        let mut store = service.join().await;
-        if failed.is_cancelled() {
+        let store = service.join().await;
+        let Some(mut store) = store.filter(|_| !failed.is_cancelled()) else {
             return Err(ServerError::StoreFailed);
-        }
+        };
         store.log_event(
             wall_clock_ms(),
             UsageEvent::ServerStop,

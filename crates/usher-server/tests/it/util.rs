@@ -1,0 +1,239 @@
+//! Starting servers and talking to them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use usher_client::{Client, ClientConfig, ServerAddr};
+use usher_proto::{FrameReader, Hello, Request, Response, request};
+use usher_server::{Config, Server};
+
+/// Default test license: 3 seats of `cad`, 2 of `sim`.
+pub const LICENSE: &str = "\
+FEATURE cad acme 2025 permanent 3 HOSTID=ANY
+FEATURE sim acme 1.0 permanent 2 HOSTID=ANY
+";
+
+/// A vendor key pair and a signed license in a temporary directory.
+pub struct Licensed {
+    pub tmp: tempfile::TempDir,
+    pub key: PathBuf,
+    pub public: PathBuf,
+    pub license: PathBuf,
+}
+
+impl Licensed {
+    pub fn new(text: &str) -> Licensed {
+        let tmp = tempfile::tempdir().unwrap();
+        let (key, public) = usher_license::keygen("acme", &tmp.path().join("keys")).unwrap();
+        let license = tmp.path().join("acme.lic");
+        let l = Licensed {
+            tmp,
+            key,
+            public,
+            license,
+        };
+        l.write(text);
+        l
+    }
+
+    /// Signs `text` and writes it as the license file.
+    pub fn write(&self, text: &str) {
+        let key = usher_license::VendorSigningKey::read_from(&self.key).unwrap();
+        let signed = usher_license::sign_text("acme.lic", text, &key).unwrap();
+        std::fs::write(&self.license, signed.text).unwrap();
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.tmp.path().join("data")
+    }
+
+    /// A config serving this license on 127.0.0.1:0 with short, test-friendly timings.
+    pub fn config(&self) -> Config {
+        let mut config = Config::new(self.data_dir());
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.license_files = vec![self.license.clone()];
+        config.vendor_keys = vec![self.public.clone()];
+        config.heartbeat_interval = Duration::from_millis(200);
+        config.session_ttl = Duration::from_secs(2);
+        config.reconnect_grace = Duration::from_millis(500);
+        config.handshake_timeout = Duration::from_millis(500);
+        config.min_remove = Duration::ZERO;
+        config
+    }
+}
+
+/// An in-process server.
+pub struct TestServer {
+    pub addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), usher_server::ServerError>>>,
+}
+
+impl TestServer {
+    pub async fn start(config: Config) -> TestServer {
+        let server = Server::bind(config).await.expect("server binds");
+        let addr = server.local_addr();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Stops gracefully and returns what `run` returned.
+    pub async fn shutdown(mut self) -> Result<(), usher_server::ServerError> {
+        let _ = self.stop.take().unwrap().send(());
+        let task = self.task.take().unwrap();
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("stops")
+            .unwrap()
+    }
+
+    pub fn servers(&self) -> Vec<ServerAddr> {
+        vec![ServerAddr {
+            host: "127.0.0.1".into(),
+            port: self.addr.port(),
+        }]
+    }
+
+    pub async fn client(&self) -> Client {
+        client_for(self.addr.port()).await
+    }
+
+    pub async fn status(&self) -> usher_proto::StatusReport {
+        status_of(self.addr.port()).await
+    }
+}
+
+/// A connected client of the server on `port`.
+pub async fn client_for(port: u16) -> Client {
+    let mut config = ClientConfig::new(vec![ServerAddr {
+        host: "127.0.0.1".into(),
+        port,
+    }]);
+    config.request_timeout = Duration::from_secs(20);
+    Client::connect(config).await.expect("client connects")
+}
+
+/// The status report of the server on `port`, from a query-only connection.
+pub async fn status_of(port: u16) -> usher_proto::StatusReport {
+    let mut config = ClientConfig::new(vec![ServerAddr {
+        host: "127.0.0.1".into(),
+        port,
+    }]);
+    config.query_only = true;
+    let client = Client::connect(config)
+        .await
+        .expect("status client connects");
+    let report = client.status("").await.expect("status");
+    client.close().await;
+    report
+}
+
+/// Seats in use of `feature` (summed over its pools).
+pub fn in_use(report: &usher_proto::StatusReport, feature: &str) -> u32 {
+    report
+        .features
+        .iter()
+        .filter(|f| f.feature == feature)
+        .map(|f| f.in_use)
+        .sum()
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, for at most `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A raw protocol connection, for peers the client library would never be.
+pub struct RawConn {
+    pub reader: FrameReader<tokio::net::tcp::OwnedReadHalf>,
+    pub writer: tokio::net::tcp::OwnedWriteHalf,
+}
+
+impl RawConn {
+    pub async fn connect(addr: std::net::SocketAddr) -> RawConn {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (rd, writer) = stream.into_split();
+        RawConn {
+            reader: FrameReader::new(rd),
+            writer,
+        }
+    }
+
+    pub async fn send_bytes(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.writer.write_all(bytes).await
+    }
+
+    pub async fn send(&mut self, id: u64, kind: request::Kind) {
+        let req = Request {
+            id,
+            kind: Some(kind),
+        };
+        usher_proto::write_frame(&mut self.writer, &req)
+            .await
+            .unwrap();
+    }
+
+    /// The next response, or `None` when the server closed the connection.
+    pub async fn recv(&mut self) -> Option<Response> {
+        tokio::time::timeout(Duration::from_secs(20), self.reader.read::<Response>())
+            .await
+            .expect("an answer or a close within 20 s")
+            .ok()
+            .flatten()
+    }
+
+    /// Says hello and returns the Welcome's session id.
+    pub async fn hello(&mut self, user: &str) -> u64 {
+        self.send(1, request::Kind::Hello(hello(user))).await;
+        match self.recv().await.and_then(|r| r.kind) {
+            Some(usher_proto::response::Kind::Welcome(w)) => w.session_id,
+            other => panic!("expected Welcome, got {other:?}"),
+        }
+    }
+}
+
+/// A well-formed Hello.
+pub fn hello(user: &str) -> Hello {
+    Hello {
+        magic: usher_proto::MAGIC.into(),
+        protocol_version: usher_proto::PROTOCOL_VERSION,
+        user: user.into(),
+        host: "testhost".into(),
+        display: ":0".into(),
+        pid: 4242,
+        program: "test".into(),
+        ..Hello::default()
+    }
+}
+
+/// A checkout request.
+pub fn checkout(feature: &str, count: u32, client_ref: u64) -> request::Kind {
+    request::Kind::Checkout(usher_proto::Checkout {
+        feature: feature.into(),
+        version: String::new(),
+        count,
+        client_ref,
+    })
+}
