@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use tracing::info;
-use usher_server::config::{Config, FileConfig, parse_duration};
+use usher_server::config::{Config, FileConfig, default_data_dir, parse_duration};
 
 /// The usher floating-license server.
 ///
@@ -45,18 +45,6 @@ struct Args {
     /// Log filter, e.g. info, debug, usher_server=debug.
     #[arg(long, env = "USHERD_LOG", default_value = "info")]
     log: String,
-}
-
-fn default_data_dir() -> PathBuf {
-    if std::env::var_os("USER").is_some_and(|u| u == "root") || std::env::var_os("HOME").is_none() {
-        return PathBuf::from("/var/lib/usher");
-    }
-    let base = std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".local/share")
-        });
-    base.join("usher")
 }
 
 fn build_config(args: &Args) -> anyhow::Result<Config> {
