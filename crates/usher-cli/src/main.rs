@@ -45,6 +45,9 @@ enum Command {
     },
     /// Run a command while holding a license seat; exits with the command's status.
     Run(cmd::run::RunArgs),
+    /// The server's usage log: verify its hash chain, export it.
+    #[command(subcommand)]
+    Log(cmd::log::LogCommand),
 }
 
 fn main() -> ExitCode {
@@ -80,6 +83,7 @@ fn main() -> ExitCode {
         Command::Status(args) => exit::finish(runtime().block_on(cmd::status::run(server, args))),
         Command::Lmstat { args } => cmd::lmstat::main(&args),
         Command::Run(args) => exit::finish(runtime().block_on(cmd::run::run(server, args))),
+        Command::Log(c) => exit::finish(cmd::log::run(c)),
     }
 }
 

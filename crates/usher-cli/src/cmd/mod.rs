@@ -3,6 +3,7 @@
 pub mod hostid;
 pub mod license;
 pub mod lmstat;
+pub mod log;
 pub mod run;
 pub mod status;
 pub mod vendor;
