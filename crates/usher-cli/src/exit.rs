@@ -20,6 +20,10 @@ pub const ALL_IN_USE: u8 = 4;
 pub const NOT_LICENSED: u8 = 5;
 /// `usher license check`: at least one entitlement is bad, expired or not yet valid.
 pub const BAD_LICENSE: u8 = 6;
+/// `usher log verify`: the usage log's hash chain is broken (a record was edited, deleted,
+/// reordered or added, or the newest ones were cut off). Not 6: a tampered log is a
+/// different alarm from a bad license, and scripts should be able to tell them apart.
+pub const LOG_BROKEN: u8 = 7;
 
 /// An error with the exit code it should produce.
 #[derive(Debug)]

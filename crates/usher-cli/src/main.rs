@@ -51,6 +51,9 @@ enum Command {
     Reload(cmd::admin::AdminTarget),
     /// Administrator: shut the server down gracefully (like lmdown).
     Down(cmd::admin::AdminTarget),
+    /// The server's usage log: verify its hash chain, export it.
+    #[command(subcommand)]
+    Log(cmd::log::LogCommand),
 }
 
 fn main() -> ExitCode {
@@ -89,6 +92,7 @@ fn main() -> ExitCode {
         Command::Remove(args) => exit::finish(runtime().block_on(cmd::admin::remove(args))),
         Command::Reload(target) => exit::finish(runtime().block_on(cmd::admin::reload(target))),
         Command::Down(target) => exit::finish(runtime().block_on(cmd::admin::down(target))),
+        Command::Log(c) => exit::finish(cmd::log::run(c)),
     }
 }
 

@@ -7,6 +7,24 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+/// The name of the store file inside the data directory.
+pub const STORE_FILE: &str = "usher.db";
+
+/// The data directory used when none is configured: `/var/lib/usher` for root (or when
+/// there is no `$HOME`), else `$XDG_DATA_HOME/usher`, else `~/.local/share/usher`. Shared by
+/// `usherd` and the `usher log` and admin commands, so all look in the same place by default.
+pub fn default_data_dir() -> PathBuf {
+    if std::env::var_os("USER").is_some_and(|u| u == "root") || std::env::var_os("HOME").is_none() {
+        return PathBuf::from("/var/lib/usher");
+    }
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".local/share")
+        });
+    base.join("usher")
+}
+
 /// Everything `usherd` needs to run. Built by [`Config::load`] or directly by tests.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -61,7 +79,7 @@ impl Config {
 
     /// Path of the SQLite store inside the data directory.
     pub fn store_path(&self) -> PathBuf {
-        self.data_dir.join("usher.db")
+        self.data_dir.join(STORE_FILE)
     }
 
     /// Checks that the values make sense together.
@@ -231,21 +249,6 @@ impl FileConfig {
 /// The administration socket of a data directory.
 pub fn admin_socket_in(data_dir: &Path) -> PathBuf {
     data_dir.join("admin").join("usherd.sock")
-}
-
-/// The default data directory: `/var/lib/usher` for root (or without a home directory),
-/// else `$XDG_DATA_HOME/usher` or `~/.local/share/usher`. Shared by `usherd` and the
-/// `usher` admin commands so both find the same store and socket.
-pub fn default_data_dir() -> PathBuf {
-    if std::env::var_os("USER").is_some_and(|u| u == "root") || std::env::var_os("HOME").is_none() {
-        return PathBuf::from("/var/lib/usher");
-    }
-    let base = std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".local/share")
-        });
-    base.join("usher")
 }
 
 /// Parses `"250ms"`, `"30s"`, `"2m"`, `"1h"` or a bare number of seconds.

@@ -22,9 +22,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info};
-use usher_core::{Change, Command, LeaseId, Ledger, LedgerError, Millis, Outcome, PoolKey};
+use usher_core::{Change, Command, Denial, LeaseId, Ledger, LedgerError, Millis, Outcome, PoolKey};
 use usher_proto::StatusReport;
-use usher_store::SqliteStore;
+use usher_store::{LogEvent, SqliteStore, UsageEvent};
 
 use crate::status::{self, ServerInfo};
 
@@ -144,6 +144,8 @@ type PendingReply = Box<dyn FnOnce() + Send>;
 struct CommitJob {
     at: Millis,
     changes: Vec<Change>,
+    /// Usage records that are not changes (refused checkouts), logged after the changes.
+    events: Vec<LogEvent>,
     replies: Vec<PendingReply>,
 }
 
@@ -230,11 +232,16 @@ async fn ledger_loop(
         // Time never runs backwards inside the ledger, even if the wall clock does.
         let now = wall_clock_ms().max(last_now);
         last_now = now;
-        let mut changes = Vec::new();
-        let mut replies: Vec<PendingReply> = Vec::new();
+        let mut job = CommitJob {
+            at: now,
+            changes: Vec::new(),
+            events: Vec::new(),
+            replies: Vec::new(),
+        };
         // Lapsed sessions are ended before anything else in the batch, so a session whose
         // TTL has run out can never act again.
-        if let Ok(Outcome::Expired { sessions }) = ledger.apply(now, Command::Expire, &mut changes)
+        if let Ok(Outcome::Expired { sessions }) =
+            ledger.apply(now, Command::Expire, &mut job.changes)
             && !sessions.is_empty()
         {
             info!(
@@ -250,8 +257,7 @@ async fn ledger_loop(
                 &mut next_lease_id,
                 now,
                 msg,
-                &mut changes,
-                &mut replies,
+                &mut job,
                 &mut info,
             );
             taken += 1;
@@ -261,17 +267,10 @@ async fn ledger_loop(
                 None
             };
         }
-        if changes.is_empty() && replies.is_empty() {
+        if job.changes.is_empty() && job.events.is_empty() && job.replies.is_empty() {
             continue;
         }
-        if commit_tx
-            .send(CommitJob {
-                at: now,
-                changes,
-                replies,
-            })
-            .is_err()
-        {
+        if commit_tx.send(job).is_err() {
             // The committer is gone, so nothing more can be made durable.
             error!("store committer stopped; the ledger stops too");
             break;
@@ -285,17 +284,47 @@ fn handle_msg(
     next_lease_id: &mut u64,
     now: Millis,
     msg: LedgerMsg,
-    changes: &mut Vec<Change>,
-    replies: &mut Vec<PendingReply>,
+    job: &mut CommitJob,
     info: &mut ServerInfo,
 ) {
     match msg {
         LedgerMsg::Apply { mut cmd, reply } => {
-            if let Command::Checkout { lease_id, .. } = &mut cmd {
+            // What a refusal is logged with; taken before the ledger consumes the command.
+            let mut asked = None;
+            if let Command::Checkout {
+                lease_id,
+                session,
+                feature,
+                version,
+                count,
+                ..
+            } = &mut cmd
+            {
                 *lease_id = LeaseId(*next_lease_id);
                 *next_lease_id += 1;
+                asked = Some((*session, feature.clone(), version.clone(), *count));
             }
-            let result = ledger.apply(now, cmd, changes);
+            let result = ledger.apply(now, cmd, &mut job.changes);
+            if let (Ok(Outcome::Denied(denial)), Some((session, feature, version, count))) =
+                (&result, asked)
+            {
+                // The session exists (the ledger refuses unknown sessions with an error,
+                // not a denial), so its identity is there to copy.
+                let client = ledger.session(session).map(|s| &s.client);
+                job.events.push(LogEvent {
+                    event: UsageEvent::Denied,
+                    session: Some(session),
+                    lease: None,
+                    feature: Some(feature),
+                    vendor: None,
+                    version: Some(version),
+                    count: Some(count),
+                    user: client.map(|c| c.user.clone()),
+                    host: client.map(|c| c.host.clone()),
+                    display: client.map(|c| c.display.clone()),
+                    detail: Some(denial_reason(denial).to_owned()),
+                });
+            }
             let expires_at_ms = match &result {
                 Ok(Outcome::Granted(lease)) => pool_expiry(ledger, lease, now),
                 _ => 0,
@@ -304,7 +333,7 @@ fn handle_msg(
                 result,
                 expires_at_ms,
             };
-            replies.push(Box::new(move || {
+            job.replies.push(Box::new(move || {
                 // The connection may have gone; then nobody is waiting for the answer.
                 let _ = reply.send(applied);
             }));
@@ -318,16 +347,28 @@ fn handle_msg(
             ledger.set_catalog(catalog);
             info.license_files = license_files;
             info.vendors = vendors;
-            replies.push(Box::new(move || {
+            job.replies.push(Box::new(move || {
                 let _ = reply.send(());
             }));
         }
         LedgerMsg::Status { feature, reply } => {
             let report = status::report(ledger, now, &feature, info);
-            replies.push(Box::new(move || {
+            job.replies.push(Box::new(move || {
                 let _ = reply.send(report);
             }));
         }
+    }
+}
+
+/// The reason a refusal is logged with: a stable snake_case name, for reports to group by.
+pub fn denial_reason(denial: &Denial) -> &'static str {
+    match denial {
+        Denial::UnknownFeature => "unknown_feature",
+        Denial::VersionTooNew { .. } => "version_too_new",
+        Denial::Expired { .. } => "expired",
+        Denial::NotYetStarted { .. } => "not_yet_started",
+        Denial::AllInUse { .. } => "all_in_use",
+        Denial::BadRequest(_) => "bad_request",
     }
 }
 
@@ -363,16 +404,18 @@ fn committer(
     while let Ok(first) = rx.recv() {
         let mut at = first.at;
         let mut changes = first.changes;
+        let mut events = first.events;
         let mut replies = first.replies;
         // Everything that queued while the last commit was in flight shares this commit.
+        // (Each job's events then follow all the changes, not just its own; they share one
+        // `at` and one transaction, so nothing a report relies on moves.)
         while let Ok(job) = rx.try_recv() {
             at = at.max(job.at);
             changes.extend(job.changes);
+            events.extend(job.events);
             replies.extend(job.replies);
         }
-        if !changes.is_empty()
-            && let Err(e) = store.commit(at, &changes)
-        {
+        if let Err(e) = store.commit_batch(at, &changes, &events) {
             error!("store commit failed, stopping the server: {e}");
             // Dropping the replies tells every waiting connection that its request failed.
             failed.cancel();

@@ -49,6 +49,21 @@ pub enum StoreError {
         /// Newest schema version this build understands.
         supported: i64,
     },
+    /// The file has an older schema than this build reads without migrating it (a
+    /// read-only open never migrates). Starting `usherd` once migrates it.
+    #[error(
+        "store at {} has schema version {found}, older than version {needed}; start usherd \
+         once to migrate it",
+        path.display()
+    )]
+    SchemaTooOld {
+        /// The store file.
+        path: PathBuf,
+        /// Schema version found in the file.
+        found: i64,
+        /// Version needed.
+        needed: i64,
+    },
     /// The file is an SQLite database, but not one of ours (it belongs to some other
     /// application, or holds tables we did not create). The store refuses to touch it.
     #[error("{} is not an usher store ({reason})", path.display())]

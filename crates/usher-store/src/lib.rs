@@ -40,6 +40,7 @@
 //! requires only `Send` and takes `&mut self` to write. Readers that want to run beside
 //! the writer (reports, admin queries) should open their own connections.
 
+pub mod chain;
 mod error;
 mod memory;
 mod schema;
@@ -51,8 +52,8 @@ use usher_core::{Change, Lease, Millis, Session};
 pub use error::{Cause, StoreError};
 pub use memory::MemoryStore;
 pub use schema::SCHEMA_VERSION;
-pub use sqlite::SqliteStore;
-pub use usage::{DETAIL_SESSION_CLOSED, UsageEvent, UsageRecord};
+pub use sqlite::{ChainReport, SqliteStore};
+pub use usage::{DETAIL_SESSION_CLOSED, LogEvent, UsageEvent, UsageRecord};
 
 /// Everything a restarted server needs to rebuild its ledger.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -89,10 +90,16 @@ pub struct Snapshot {
 ///    releases them first, so normally there is none). A `LeaseGranted` whose session is
 ///    not stored at that point of the batch is refused with [`StoreError::UnknownSession`].
 /// 5. **The usage log is append-only.** Each committed change appends exactly one
-///    [`UsageRecord`], in change order, with the batch's `at`; `seq` starts at 1 and
-///    strictly increases with no gaps; records are never changed or removed. (Re-applying a
-///    batch therefore duplicates its records; the log is history, not state.)
-/// 6. **Empty batches are free.** Committing no changes writes nothing and does not fsync.
+///    [`UsageRecord`], in change order, with the batch's `at`, followed by one record per
+///    [`LogEvent`] of the batch, in order, with its columns as given; `seq` starts at 1
+///    and strictly increases with no gaps; records are never changed or removed.
+///    (Re-applying a batch therefore duplicates its records; the log is history, not
+///    state.)
+/// 6. **The usage log is a hash chain.** Each record's `hash` is
+///    [`chain::record_hash`] of the previous record's hash (or [`chain::GENESIS`]) and the
+///    record, written in the same transaction as the record.
+/// 7. **Empty batches are free.** Committing no changes and no events writes nothing and
+///    does not fsync.
 ///
 /// A store is `Send` but need not be `Sync`: exactly one writer (the server's ledger task)
 /// owns it. See the crate docs for why.
@@ -102,7 +109,19 @@ pub trait Store: Send {
 
     /// Durably applies one batch of changes in one transaction, and appends their usage
     /// records; `at` is when the batch was committed, recorded in the usage log.
-    fn commit(&mut self, at: Millis, changes: &[Change]) -> Result<(), StoreError>;
+    fn commit(&mut self, at: Millis, changes: &[Change]) -> Result<(), StoreError> {
+        self.commit_batch(at, changes, &[])
+    }
+
+    /// [`commit`](Store::commit), and in the same transaction append `events` to the usage
+    /// log after the changes' records (see rule 5): what the ledger did without changing
+    /// state, such as refusing a checkout.
+    fn commit_batch(
+        &mut self,
+        at: Millis,
+        changes: &[Change],
+        events: &[LogEvent],
+    ) -> Result<(), StoreError>;
 
     /// Durably appends a server-level event (e.g. [`UsageEvent::ServerStart`]) to the usage
     /// log at once, in its own transaction; it is not held back for the next batch, so an
@@ -132,8 +151,13 @@ impl<S: Store + ?Sized> Store for Box<S> {
         (**self).load()
     }
 
-    fn commit(&mut self, at: Millis, changes: &[Change]) -> Result<(), StoreError> {
-        (**self).commit(at, changes)
+    fn commit_batch(
+        &mut self,
+        at: Millis,
+        changes: &[Change],
+        events: &[LogEvent],
+    ) -> Result<(), StoreError> {
+        (**self).commit_batch(at, changes, events)
     }
 
     fn log_event(

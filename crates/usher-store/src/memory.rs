@@ -6,7 +6,8 @@ use usher_core::{Change, Lease, LeaseId, Millis, Session, SessionId};
 
 use crate::{
     Snapshot, Store, StoreError,
-    usage::{Entry, UsageEvent, UsageRecord},
+    chain::{GENESIS, record_hash},
+    usage::{Entry, LogEvent, UsageEvent, UsageRecord},
 };
 
 /// A [`Store`] that keeps everything in memory and forgets it when dropped.
@@ -39,6 +40,16 @@ impl MemoryStore {
 
     fn next_seq(&self) -> i64 {
         self.usage.last().map_or(1, |r| r.seq + 1)
+    }
+
+    /// Chains `records` (numbered from `next_seq`) after the log and appends them.
+    fn append(&mut self, records: Vec<UsageRecord>) {
+        let mut prev = self.usage.last().map_or(GENESIS, |r| r.hash);
+        for mut record in records {
+            record.hash = record_hash(&prev, &record);
+            prev = record.hash;
+            self.usage.push(record);
+        }
     }
 }
 
@@ -77,23 +88,14 @@ impl Tables {
     /// as it stands now.
     fn record(&self, seq: i64, at: Millis, change: &Change) -> UsageRecord {
         let entry = Entry::for_change(change);
-        let session = entry.session.and_then(|id| self.sessions.get(&id));
-        let lease = entry.lease;
-        UsageRecord {
-            seq,
-            at,
-            event: entry.event,
-            session: entry.session,
-            lease: lease.map(|l| l.id),
-            feature: lease.map(|l| l.feature.clone()),
-            vendor: lease.map(|l| l.vendor.clone()),
-            version: lease.map(|l| l.pool_version.clone()),
-            count: lease.map(|l| l.count),
-            user: session.map(|s| s.client.user.clone()),
-            host: session.map(|s| s.client.host.clone()),
-            display: session.map(|s| s.client.display.clone()),
-            detail: entry.detail.map(str::to_owned),
-        }
+        let who = entry
+            .session
+            .and_then(|id| self.sessions.get(&id))
+            .map(|s| {
+                let c = &s.client;
+                (c.user.clone(), c.host.clone(), c.display.clone())
+            });
+        entry.record(seq, at, who)
     }
 }
 
@@ -105,8 +107,13 @@ impl Store for MemoryStore {
         })
     }
 
-    fn commit(&mut self, at: Millis, changes: &[Change]) -> Result<(), StoreError> {
-        if changes.is_empty() {
+    fn commit_batch(
+        &mut self,
+        at: Millis,
+        changes: &[Change],
+        events: &[LogEvent],
+    ) -> Result<(), StoreError> {
+        if changes.is_empty() && events.is_empty() {
             return Ok(());
         }
         let mut tables = self.tables.clone();
@@ -124,8 +131,14 @@ impl Store for MemoryStore {
                 records.push(tables.record(seq, at, change));
             }
         }
+        let first_event = self.next_seq() + records.len() as i64;
+        records.extend(
+            (first_event..)
+                .zip(events)
+                .map(|(seq, event)| event.record(seq, at)),
+        );
         self.tables = tables;
-        self.usage.extend(records);
+        self.append(records);
         Ok(())
     }
 
@@ -135,7 +148,7 @@ impl Store for MemoryStore {
         event: UsageEvent,
         detail: Option<&str>,
     ) -> Result<(), StoreError> {
-        self.usage.push(UsageRecord {
+        let record = UsageRecord {
             seq: self.next_seq(),
             at,
             event,
@@ -149,7 +162,9 @@ impl Store for MemoryStore {
             host: None,
             display: None,
             detail: detail.map(str::to_owned),
-        });
+            hash: [0; 32],
+        };
+        self.append(vec![record]);
         Ok(())
     }
 

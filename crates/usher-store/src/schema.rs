@@ -16,6 +16,7 @@ use rusqlite::{Connection, TransactionBehavior};
 
 use crate::{
     StoreError,
+    chain::{HEAD_KEY, Head, record_hash},
     error::{Context, sqlite},
 };
 
@@ -26,8 +27,19 @@ pub(crate) const APPLICATION_ID: i32 = 0x5553_4852;
 /// refused ([`StoreError::SchemaTooNew`]); an older one is migrated when opened.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
+/// One step of the schema's history.
+enum Migration {
+    /// Plain SQL.
+    Sql(&'static str),
+    /// SQL followed by code that rewrites rows (run in the same transaction).
+    SqlThen(&'static str, fn(&Connection) -> rusqlite::Result<()>),
+}
+
 /// Migration `n` takes the schema from version `n` to `n + 1`.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[Migration] = &[
+    Migration::Sql(V1),
+    Migration::SqlThen(V2, hash_existing_rows),
+];
 
 /// Version 1: sessions, leases, the usage log and the meta table.
 ///
@@ -87,6 +99,41 @@ CREATE TABLE usage_log (
     detail  TEXT
 ) STRICT;
 ";
+
+/// Version 2: the usage log's hash chain (see `chain`). Existing rows are hashed in `seq`
+/// order by [`hash_existing_rows`], which also stores the chain's head in `meta`.
+const V2: &str = "
+ALTER TABLE usage_log ADD COLUMN hash BLOB;
+";
+
+/// Chains every record already in the log, oldest first, and stores the head.
+fn hash_existing_rows(conn: &Connection) -> rusqlite::Result<()> {
+    let mut select = conn.prepare(
+        "SELECT seq, at, event, session, lease, feature, vendor, version, count, user, host,
+                display, detail
+         FROM usage_log ORDER BY seq",
+    )?;
+    let mut update = conn.prepare("UPDATE usage_log SET hash = ?2 WHERE seq = ?1")?;
+    let mut head = Head::EMPTY;
+    let mut rows = select.query([])?;
+    while let Some(row) = rows.next()? {
+        let record = crate::sqlite::usage_columns(row)?;
+        let hash = record_hash(&head.hash, &record);
+        update.execute(rusqlite::params![record.seq, &hash[..]])?;
+        head = Head {
+            seq: record.seq,
+            hash,
+        };
+    }
+    if head.seq != 0 {
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            rusqlite::params![HEAD_KEY, &head.to_bytes()[..]],
+        )?;
+    }
+    Ok(())
+}
 
 /// Checks that `conn` holds an usher store (or nothing yet) that this build understands,
 /// and returns its schema version. Reads only the header and the schema table, so a file
@@ -157,7 +204,13 @@ pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<i64, StoreEr
                 path.display()
             )
         };
-        tx.execute_batch(sql).context(what)?;
+        match sql {
+            Migration::Sql(sql) => tx.execute_batch(sql).context(what)?,
+            Migration::SqlThen(sql, then) => {
+                tx.execute_batch(sql).context(what)?;
+                then(&tx).context(what)?;
+            }
+        }
         tx.pragma_update(None, "user_version", from + 1)
             .context(what)?;
     }
@@ -179,8 +232,14 @@ mod tests {
     #[test]
     fn migrations_apply_in_a_fresh_database() {
         let conn = Connection::open_in_memory().unwrap();
-        for sql in MIGRATIONS {
-            conn.execute_batch(sql).unwrap();
+        for migration in MIGRATIONS {
+            match migration {
+                Migration::Sql(sql) => conn.execute_batch(sql).unwrap(),
+                Migration::SqlThen(sql, then) => {
+                    conn.execute_batch(sql).unwrap();
+                    then(&conn).unwrap();
+                }
+            }
         }
     }
 

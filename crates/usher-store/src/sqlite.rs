@@ -12,9 +12,10 @@ use usher_core::{Change, ClientInfo, Lease, LeaseId, Millis, Session, SessionId}
 
 use crate::{
     Snapshot, Store, StoreError,
+    chain::{ChainBreak, HEAD_KEY, Head, Verifier, record_hash},
     error::{Context, sqlite},
     schema,
-    usage::{Entry, UsageEvent, UsageRecord, describe},
+    usage::{Entry, LogEvent, UsageEvent, UsageRecord, describe},
 };
 
 /// How long a statement waits for a lock held by another connection (a reader running a
@@ -33,6 +34,21 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
+    /// Where the next usage record chains from. Read once when the store is opened and
+    /// advanced only after a commit succeeds, so a rolled-back batch leaves it alone.
+    head: Head,
+}
+
+/// What [`SqliteStore::verify_usage_log`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainReport {
+    /// Records checked and found intact (all of them if `broken` is `None`, else those
+    /// before the break).
+    pub records: u64,
+    /// The head stored with the log, if any.
+    pub head: Option<Head>,
+    /// The first thing wrong, if anything is.
+    pub broken: Option<ChainBreak>,
 }
 
 impl SqliteStore {
@@ -81,9 +97,86 @@ impl SqliteStore {
                 "migrated store schema"
             );
         }
+        let head = current_head(&conn)
+            .context(|| format!("reading the usage log head of store at {}", path.display()))?;
         Ok(SqliteStore {
             conn,
             path: path.to_owned(),
+            head,
+        })
+    }
+
+    /// Opens the store at `path` for reading only: for reports and `usher log verify`
+    /// beside a running server (WAL lets readers and the writer work at once). Neither
+    /// creates nor migrates anything and takes no write lock; the write methods fail.
+    ///
+    /// Refuses a file that does not exist, is not an usher store, or whose schema is
+    /// older ([`StoreError::SchemaTooOld`]) or newer than this build's.
+    pub fn open_read_only(path: &Path) -> Result<Self, StoreError> {
+        let what = || format!("opening store at {} read-only", path.display());
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).context(what)?;
+        conn.busy_timeout(BUSY_TIMEOUT).context(what)?;
+        let found = schema::check(&conn, path)?;
+        if found < schema::SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooOld {
+                path: path.to_owned(),
+                found,
+                needed: schema::SCHEMA_VERSION,
+            });
+        }
+        let head = current_head(&conn).context(what)?;
+        Ok(SqliteStore {
+            conn,
+            path: path.to_owned(),
+            head,
+        })
+    }
+
+    /// Walks the whole usage log in `seq` order, in one read transaction, checking the
+    /// hash chain and comparing its end with the stored head (see `chain`). Reads in
+    /// pages, so memory stays small however long the log.
+    pub fn verify_usage_log(&self) -> Result<ChainReport, StoreError> {
+        const PAGE: i64 = 10_000;
+        let what = || "verifying the usage log".to_string();
+        let tx = self.conn.unchecked_transaction().context(what)?;
+        let head = read_head(&tx).context(what)?;
+        let mut verifier = Verifier::new();
+        let mut checked = 0;
+        let mut after = 0;
+        let mut st = tx.prepare_cached(SELECT_USAGE).context(what)?;
+        loop {
+            let page: Vec<(UsageRecord, Option<Vec<u8>>)> = st
+                .query_map(params![after, PAGE], |r| {
+                    Ok((usage_columns(r)?, r.get::<_, Option<Vec<u8>>>(13)?))
+                })
+                .and_then(|rows| rows.collect())
+                .context(what)?;
+            let Some(last) = page.last() else { break };
+            after = last.0.seq;
+            for (record, hash) in &page {
+                let stored = hash.as_deref().and_then(|h| <[u8; 32]>::try_from(h).ok());
+                if let Err(broken) = verifier.next(record, stored) {
+                    return Ok(ChainReport {
+                        records: checked,
+                        head: head.ok().flatten(),
+                        broken: Some(broken),
+                    });
+                }
+                checked += 1;
+            }
+        }
+        let (records, broken) = match head {
+            Err(()) => (checked, Some(ChainBreak::NoHead)),
+            Ok(h) => match verifier.finish(h) {
+                Ok(n) => (n, None),
+                Err(b) => (checked, Some(b)),
+            },
+        };
+        Ok(ChainReport {
+            records,
+            head: head.ok().flatten(),
+            broken,
         })
     }
 
@@ -106,9 +199,19 @@ impl SqliteStore {
         Ok(Snapshot { sessions, leases })
     }
 
-    /// See [`Store::commit`]. One `BEGIN IMMEDIATE` … `COMMIT` per non-empty batch.
+    /// See [`Store::commit`].
     pub fn commit(&mut self, at: Millis, changes: &[Change]) -> Result<(), StoreError> {
-        if changes.is_empty() {
+        self.commit_batch(at, changes, &[])
+    }
+
+    /// See [`Store::commit_batch`]. One `BEGIN IMMEDIATE` … `COMMIT` per non-empty batch.
+    pub fn commit_batch(
+        &mut self,
+        at: Millis,
+        changes: &[Change],
+        events: &[LogEvent],
+    ) -> Result<(), StoreError> {
+        if changes.is_empty() && events.is_empty() {
             return Ok(());
         }
         let n = changes.len();
@@ -116,9 +219,9 @@ impl SqliteStore {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .context(|| format!("starting batch of {n} changes"))?;
-        {
-            let mut batch =
-                Batch::prepare(&tx).context(|| format!("preparing batch of {n} changes"))?;
+        let head = {
+            let mut batch = Batch::prepare(&tx, self.head)
+                .context(|| format!("preparing batch of {n} changes"))?;
             for (i, change) in changes.iter().enumerate() {
                 if let Err(e) = batch.apply(at, change) {
                     // Dropping `tx` rolls the whole batch back.
@@ -139,9 +242,21 @@ impl SqliteStore {
                     });
                 }
             }
-        }
+            for event in events {
+                let record = event.record(batch.head.seq + 1, at);
+                batch.append(record).context(|| {
+                    format!("committing batch of {n} changes: event {}", event.event)
+                })?;
+            }
+            batch
+                .store_head()
+                .context(|| format!("committing batch of {n} changes: storing the head"))?;
+            batch.head
+        };
         tx.commit()
-            .context(|| format!("committing batch of {n} changes"))
+            .context(|| format!("committing batch of {n} changes"))?;
+        self.head = head;
+        Ok(())
     }
 
     /// See [`Store::log_event`]. Written and fsynced at once, in its own transaction.
@@ -151,23 +266,35 @@ impl SqliteStore {
         event: UsageEvent,
         detail: Option<&str>,
     ) -> Result<(), StoreError> {
-        self.conn
-            .prepare_cached(APPEND_USAGE)
-            .and_then(|mut st| {
-                st.execute(params![
-                    at as i64,
-                    event.as_str(),
-                    None::<i64>,
-                    None::<i64>,
-                    None::<&str>,
-                    None::<&str>,
-                    None::<&str>,
-                    None::<i64>,
-                    detail,
-                ])
-            })
-            .map(drop)
-            .context(|| format!("logging event {event}"))
+        let what = || format!("logging event {event}");
+        let entry = LogEvent {
+            event: event.clone(),
+            session: None,
+            lease: None,
+            feature: None,
+            vendor: None,
+            version: None,
+            count: None,
+            user: None,
+            host: None,
+            display: None,
+            detail: detail.map(str::to_owned),
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .context(what)?;
+        let head = {
+            let mut batch = Batch::prepare(&tx, self.head).context(what)?;
+            batch
+                .append(entry.record(self.head.seq + 1, at))
+                .context(what)?;
+            batch.store_head().context(what)?;
+            batch.head
+        };
+        tx.commit().context(what)?;
+        self.head = head;
+        Ok(())
     }
 
     /// See [`Store::usage_log`].
@@ -237,8 +364,13 @@ impl Store for SqliteStore {
         SqliteStore::load(self)
     }
 
-    fn commit(&mut self, at: Millis, changes: &[Change]) -> Result<(), StoreError> {
-        SqliteStore::commit(self, at, changes)
+    fn commit_batch(
+        &mut self,
+        at: Millis,
+        changes: &[Change],
+        events: &[LogEvent],
+    ) -> Result<(), StoreError> {
+        SqliteStore::commit_batch(self, at, changes, events)
     }
 
     fn log_event(
@@ -288,16 +420,24 @@ const DELETE_LEASE: &str = "DELETE FROM leases WHERE id = ?1";
 const DELETE_SESSION_LEASES: &str = "DELETE FROM leases WHERE session = ?1";
 const DELETE_SESSION: &str = "DELETE FROM sessions WHERE id = ?1";
 
-/// Appends one usage record, copying user, host and display from the session row (if it
-/// is stored) so the record outlives the session. ?3 is the session id, or NULL.
+/// Appends one usage record with its seq and hash, both computed by the caller (the hash
+/// covers the seq, so the seq cannot be left to AUTOINCREMENT).
 const APPEND_USAGE: &str = "
 INSERT INTO usage_log
-    (at, event, session, lease, feature, vendor, version, count, user, host, display, detail)
-SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, s.user, s.host, s.display, ?9
-FROM (SELECT 1) LEFT JOIN sessions AS s ON s.id = ?3";
+    (seq, at, event, session, lease, feature, vendor, version, count, user, host, display,
+     detail, hash)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
+
+/// The user, host and display a usage record copies from its session, so it outlives it.
+const SESSION_IDENTITY: &str = "SELECT user, host, display FROM sessions WHERE id = ?1";
+
+const UPSERT_META: &str = "
+INSERT INTO meta (key, value) VALUES (?1, ?2)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value";
 
 const SELECT_USAGE: &str = "
-SELECT seq, at, event, session, lease, feature, vendor, version, count, user, host, display, detail
+SELECT seq, at, event, session, lease, feature, vendor, version, count, user, host, display,
+       detail, hash
 FROM usage_log WHERE seq > ?1 ORDER BY seq LIMIT ?2";
 
 /// ?1..?2 is an id range, so the same statement reads the two halves of the u64 space.
@@ -317,10 +457,14 @@ struct Batch<'conn> {
     delete_session_leases: CachedStatement<'conn>,
     delete_session: CachedStatement<'conn>,
     append_usage: CachedStatement<'conn>,
+    session_identity: CachedStatement<'conn>,
+    upsert_meta: CachedStatement<'conn>,
+    /// The newest record written so far in this transaction.
+    head: Head,
 }
 
 impl<'conn> Batch<'conn> {
-    fn prepare(conn: &'conn Connection) -> rusqlite::Result<Self> {
+    fn prepare(conn: &'conn Connection, head: Head) -> rusqlite::Result<Self> {
         Ok(Batch {
             upsert_session: conn.prepare_cached(UPSERT_SESSION)?,
             upsert_lease: conn.prepare_cached(UPSERT_LEASE)?,
@@ -328,6 +472,9 @@ impl<'conn> Batch<'conn> {
             delete_session_leases: conn.prepare_cached(DELETE_SESSION_LEASES)?,
             delete_session: conn.prepare_cached(DELETE_SESSION)?,
             append_usage: conn.prepare_cached(APPEND_USAGE)?,
+            session_identity: conn.prepare_cached(SESSION_IDENTITY)?,
+            upsert_meta: conn.prepare_cached(UPSERT_META)?,
+            head,
         })
     }
 
@@ -387,20 +534,96 @@ impl<'conn> Batch<'conn> {
 
     fn log(&mut self, at: Millis, change: &Change) -> rusqlite::Result<()> {
         let entry = Entry::for_change(change);
-        let lease = entry.lease;
+        let who = match entry.session {
+            Some(id) => self
+                .session_identity
+                .query_row([id.0 as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()?,
+            None => None,
+        };
+        let record = entry.record(self.head.seq + 1, at, who);
+        self.append(record)
+    }
+
+    /// Chains `record` (whose seq must be the head's + 1) after the head and appends it.
+    fn append(&mut self, mut record: UsageRecord) -> rusqlite::Result<()> {
+        debug_assert_eq!(record.seq, self.head.seq + 1);
+        record.hash = record_hash(&self.head.hash, &record);
+        let r = &record;
         self.append_usage.execute(params![
-            at as i64,
-            entry.event.as_str(),
-            entry.session.map(|s| s.0 as i64),
-            lease.map(|l| l.id.0 as i64),
-            lease.map(|l| &l.feature),
-            lease.map(|l| &l.vendor),
-            lease.map(|l| &l.pool_version),
-            lease.map(|l| l.count),
-            entry.detail,
+            r.seq,
+            r.at as i64,
+            r.event.as_str(),
+            r.session.map(|s| s.0 as i64),
+            r.lease.map(|l| l.0 as i64),
+            r.feature,
+            r.vendor,
+            r.version,
+            r.count,
+            r.user,
+            r.host,
+            r.display,
+            r.detail,
+            &r.hash[..],
         ])?;
+        self.head = Head {
+            seq: r.seq,
+            hash: r.hash,
+        };
         Ok(())
     }
+
+    /// Stores the head in `meta`, in the batch's transaction, so that a log cut short
+    /// afterwards no longer matches it.
+    fn store_head(&mut self) -> rusqlite::Result<()> {
+        self.upsert_meta
+            .execute(params![HEAD_KEY, &self.head.to_bytes()[..]])?;
+        Ok(())
+    }
+}
+
+/// The head stored in `meta`: `Ok(None)` if none, `Err(())` if it is malformed.
+fn read_head(conn: &Connection) -> rusqlite::Result<Result<Option<Head>, ()>> {
+    let bytes: Option<Vec<u8>> = conn
+        .query_row("SELECT value FROM meta WHERE key = ?1", [HEAD_KEY], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    Ok(match bytes {
+        None => Ok(None),
+        Some(b) => Head::from_bytes(&b).map(Some).ok_or(()),
+    })
+}
+
+/// Where the next record chains from: the stored head, or the newest record if that is
+/// further on (rows added behind the server's back). Never the newest record if it is
+/// behind the head: continuing from the head leaves a gap where records were cut off, so
+/// `verify` still sees it.
+fn current_head(conn: &Connection) -> rusqlite::Result<Head> {
+    let stored = read_head(conn)?.ok().flatten().unwrap_or(Head::EMPTY);
+    let last: Option<(i64, Option<Vec<u8>>)> = conn
+        .query_row(
+            "SELECT seq, hash FROM usage_log ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    Ok(match last {
+        Some((seq, hash)) if seq > stored.seq => {
+            tracing::warn!(
+                head = stored.seq,
+                last = seq,
+                "the usage log goes on past its stored head; run `usher log verify`"
+            );
+            Head {
+                seq,
+                hash: hash
+                    .and_then(|h| <[u8; 32]>::try_from(h).ok())
+                    .unwrap_or_default(),
+            }
+        }
+        _ => stored,
+    })
 }
 
 fn is_foreign_key_violation(e: &rusqlite::Error) -> bool {
@@ -461,6 +684,14 @@ fn lease_from_row(r: &Row<'_>) -> rusqlite::Result<Lease> {
 
 fn usage_from_row(r: &Row<'_>) -> rusqlite::Result<UsageRecord> {
     Ok(UsageRecord {
+        hash: r.get(13)?,
+        ..usage_columns(r)?
+    })
+}
+
+/// The first 13 columns of a usage row (`seq` … `detail`), with the hash left zero.
+pub(crate) fn usage_columns(r: &Row<'_>) -> rusqlite::Result<UsageRecord> {
+    Ok(UsageRecord {
         seq: r.get(0)?,
         at: r.get::<_, i64>(1)? as u64,
         event: UsageEvent::from(r.get::<_, String>(2)?.as_str()),
@@ -474,6 +705,7 @@ fn usage_from_row(r: &Row<'_>) -> rusqlite::Result<UsageRecord> {
         host: r.get(10)?,
         display: r.get(11)?,
         detail: r.get(12)?,
+        hash: [0; 32],
     })
 }
 

@@ -30,6 +30,8 @@ pub enum UsageEvent {
     ServerStart,
     /// `server_stop`: the server stopped in an orderly way.
     ServerStop,
+    /// `denied`: a checkout was refused; the detail says why (e.g. `all_in_use`).
+    Denied,
     /// Any other name: events the server invents later, or names written by a newer usher.
     /// [`UsageEvent::from`] never puts one of the names above in here.
     Other(String),
@@ -50,6 +52,7 @@ impl UsageEvent {
             UsageEvent::Remove => "remove",
             UsageEvent::ServerStart => "server_start",
             UsageEvent::ServerStop => "server_stop",
+            UsageEvent::Denied => "denied",
             UsageEvent::Other(name) => name,
         }
     }
@@ -67,6 +70,7 @@ impl From<&str> for UsageEvent {
             "remove" => UsageEvent::Remove,
             "server_start" => UsageEvent::ServerStart,
             "server_stop" => UsageEvent::ServerStop,
+            "denied" => UsageEvent::Denied,
             other => UsageEvent::Other(other.to_owned()),
         }
     }
@@ -111,6 +115,62 @@ pub struct UsageRecord {
     pub display: Option<String>,
     /// Free text: why, or anything the event wants to add.
     pub detail: Option<String>,
+    /// Link in the log's hash chain: SHA-256 of the previous record's hash and this
+    /// record's other columns (see [`record_hash`](crate::chain::record_hash)).
+    pub hash: [u8; 32],
+}
+
+/// A usage record that the caller composes in full, committed with a batch by
+/// [`Store::commit_batch`](crate::Store::commit_batch): events the ledger produces without
+/// a change, such as a refused checkout. The store adds `seq`, `at` and `hash`, and writes
+/// the columns as given (it looks nothing up: the session may be gone by the time the
+/// batch is written).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEvent {
+    /// What happened.
+    pub event: UsageEvent,
+    /// The session concerned.
+    pub session: Option<SessionId>,
+    /// The lease concerned.
+    pub lease: Option<LeaseId>,
+    /// Feature.
+    pub feature: Option<String>,
+    /// Vendor.
+    pub vendor: Option<String>,
+    /// Version (for a denial: the version asked for).
+    pub version: Option<String>,
+    /// Seats.
+    pub count: Option<u32>,
+    /// User of the session.
+    pub user: Option<String>,
+    /// Host of the session.
+    pub host: Option<String>,
+    /// Display of the session.
+    pub display: Option<String>,
+    /// Free text: for a denial, the reason (`all_in_use`, `unknown_feature`, ...).
+    pub detail: Option<String>,
+}
+
+impl LogEvent {
+    /// The record this event becomes at `seq` and `at`, with its hash still zero.
+    pub(crate) fn record(&self, seq: i64, at: Millis) -> UsageRecord {
+        UsageRecord {
+            seq,
+            at,
+            event: self.event.clone(),
+            session: self.session,
+            lease: self.lease,
+            feature: self.feature.clone(),
+            vendor: self.vendor.clone(),
+            version: self.version.clone(),
+            count: self.count,
+            user: self.user.clone(),
+            host: self.host.clone(),
+            display: self.display.clone(),
+            detail: self.detail.clone(),
+            hash: [0; 32],
+        }
+    }
 }
 
 /// The part of a usage record that a change determines by itself; the backend adds the
@@ -167,6 +227,39 @@ impl<'a> Entry<'a> {
     }
 }
 
+impl Entry<'_> {
+    /// The full record, with the session's `(user, host, display)` if it is stored, and
+    /// the hash still zero.
+    pub fn record(
+        &self,
+        seq: i64,
+        at: Millis,
+        who: Option<(String, String, String)>,
+    ) -> UsageRecord {
+        let lease = self.lease;
+        let (user, host, display) = match who {
+            Some((u, h, d)) => (Some(u), Some(h), Some(d)),
+            None => (None, None, None),
+        };
+        UsageRecord {
+            seq,
+            at,
+            event: self.event.clone(),
+            session: self.session,
+            lease: lease.map(|l| l.id),
+            feature: lease.map(|l| l.feature.clone()),
+            vendor: lease.map(|l| l.vendor.clone()),
+            version: lease.map(|l| l.pool_version.clone()),
+            count: lease.map(|l| l.count),
+            user,
+            host,
+            display,
+            detail: self.detail.map(str::to_owned),
+            hash: [0; 32],
+        }
+    }
+}
+
 /// A short description of a change, for error messages.
 pub(crate) fn describe(change: &Change) -> String {
     match change {
@@ -196,6 +289,7 @@ mod tests {
             UsageEvent::Expire,
             UsageEvent::ServerStart,
             UsageEvent::ServerStop,
+            UsageEvent::Denied,
             UsageEvent::Other("license_reload".into()),
         ] {
             assert_eq!(

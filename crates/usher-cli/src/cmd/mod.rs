@@ -4,6 +4,7 @@ pub mod admin;
 pub mod hostid;
 pub mod license;
 pub mod lmstat;
+pub mod log;
 pub mod run;
 pub mod status;
 pub mod vendor;

@@ -94,13 +94,6 @@ impl TestServer {
             .unwrap()
     }
 
-    pub fn servers(&self) -> Vec<ServerAddr> {
-        vec![ServerAddr {
-            host: "127.0.0.1".into(),
-            port: self.addr.port(),
-        }]
-    }
-
     pub async fn client(&self) -> Client {
         client_for(self.addr.port()).await
     }

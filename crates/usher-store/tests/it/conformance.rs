@@ -4,7 +4,10 @@
 //! into one `#[test]` per case per backend, so a failure names both.
 
 use usher_core::{Change, LeaseId, ReleaseReason, SessionId};
-use usher_store::{DETAIL_SESSION_CLOSED, Snapshot, Store, StoreError, UsageEvent};
+use usher_store::{
+    DETAIL_SESSION_CLOSED, LogEvent, Snapshot, Store, StoreError, UsageEvent,
+    chain::{GENESIS, Head, Verifier, record_hash},
+};
 
 use crate::util::{
     Backend, chain, closed, granted, lease, ok, opened, released, session, stored, usage,
@@ -29,6 +32,9 @@ macro_rules! conformance_tests {
             usage_log_pages,
             log_event_appends_a_server_event,
             meta_round_trips,
+            events_follow_the_changes_of_their_batch,
+            events_alone_are_a_batch,
+            usage_log_is_a_hash_chain,
         );
     };
     (@cases $backend:expr; $($case:ident),* $(,)?) => {
@@ -491,4 +497,107 @@ fn meta_round_trips<B: Backend>(b: &mut B) {
         Snapshot::default(),
         "meta is not ledger state"
     );
+}
+
+fn denial(session: u64, detail: &str) -> LogEvent {
+    LogEvent {
+        event: UsageEvent::Denied,
+        session: Some(SessionId(session)),
+        lease: None,
+        feature: Some("cad".into()),
+        vendor: None,
+        version: Some("3.0".into()),
+        count: Some(2),
+        user: Some("gone-user".into()),
+        host: Some("gone-host".into()),
+        display: Some(":0".into()),
+        detail: Some(detail.into()),
+    }
+}
+
+fn events_follow_the_changes_of_their_batch<B: Backend>(b: &mut B) {
+    let mut store = b.create();
+    ok(
+        store.commit_batch(
+            9,
+            &[opened(1), granted(10, 1)],
+            &[denial(1, "all_in_use"), denial(1, "unknown_feature")],
+        ),
+        "committing a batch with events",
+    );
+    let store = b.reopen(store);
+    let log = usage(&store);
+    let events: Vec<(i64, &UsageEvent, Option<&str>)> = log
+        .iter()
+        .map(|r| (r.seq, &r.event, r.detail.as_deref()))
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            (1, &UsageEvent::SessionOpen, None),
+            (2, &UsageEvent::Checkout, None),
+            (3, &UsageEvent::Denied, Some("all_in_use")),
+            (4, &UsageEvent::Denied, Some("unknown_feature")),
+        ]
+    );
+    let d = &log[2];
+    assert_eq!(d.at, 9);
+    // Written as given: not looked up from the (stored) session.
+    assert_eq!(
+        (d.user.as_deref(), d.host.as_deref(), d.display.as_deref()),
+        (Some("gone-user"), Some("gone-host"), Some(":0"))
+    );
+    assert_eq!(
+        (d.feature.as_deref(), d.version.as_deref(), d.count, d.lease),
+        (Some("cad"), Some("3.0"), Some(2), None)
+    );
+    assert_eq!(load(&store).leases.len(), 1, "events change no state");
+}
+
+fn events_alone_are_a_batch<B: Backend>(b: &mut B) {
+    let mut store = b.create();
+    ok(
+        store.commit_batch(3, &[], &[denial(7, "all_in_use")]),
+        "committing only an event",
+    );
+    let store = b.reopen(store);
+    let log = usage(&store);
+    assert_eq!(log.len(), 1, "{log:#?}");
+    assert_eq!(log[0].event, UsageEvent::Denied);
+    assert_eq!(log[0].session, Some(SessionId(7)));
+}
+
+fn usage_log_is_a_hash_chain<B: Backend>(b: &mut B) {
+    let mut store = b.create();
+    ok(store.log_event(1, UsageEvent::ServerStart, None), "start");
+    commit(&mut store, 2, &[opened(1), granted(10, 1)]);
+    // The chain carries on across a reopen (the SQLite store caches its head).
+    let mut store = b.reopen(store);
+    ok(
+        store.commit_batch(3, &[], &[denial(1, "all_in_use")]),
+        "denial",
+    );
+    commit(
+        &mut store,
+        4,
+        &[released(10, 1, ReleaseReason::Checkin), closed(1)],
+    );
+    let log = usage(&store);
+    assert_eq!(log.len(), 6);
+    let mut prev = GENESIS;
+    let mut verifier = Verifier::new();
+    for r in &log {
+        assert_eq!(r.hash, record_hash(&prev, r), "hash of seq {}", r.seq);
+        prev = r.hash;
+        ok_chain(verifier.next(r, Some(r.hash)));
+    }
+    let head = Head { seq: 6, hash: prev };
+    assert_eq!(verifier.finish(Some(head)), Ok(6));
+}
+
+#[track_caller]
+fn ok_chain(r: Result<(), usher_store::chain::ChainBreak>) {
+    if let Err(e) = r {
+        panic!("chain broken: {e}");
+    }
 }
