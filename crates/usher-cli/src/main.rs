@@ -65,11 +65,11 @@ fn main() -> ExitCode {
         .unwrap_or_default();
     // Called as `lmstat ARGS` or `lmutil lmstat ARGS`: behave as FlexLM's tool.
     if name == "lmstat" {
-        return cmd::lmstat::main(&argv[1..]);
+        return cmd::lmstat::main(&argv[1..], None);
     }
     if name == "lmutil" {
         return match argv.get(1).map(String::as_str) {
-            Some("lmstat") => cmd::lmstat::main(&argv[2..]),
+            Some("lmstat") => cmd::lmstat::main(&argv[2..], None),
             other => {
                 eprintln!(
                     "lmutil: usher implements the lmstat utility only (got {:?})",
@@ -87,7 +87,7 @@ fn main() -> ExitCode {
         Command::License(c) => exit::finish(cmd::license::run(c)),
         Command::Hostid => exit::finish(cmd::hostid::run()),
         Command::Status(args) => exit::finish(runtime().block_on(cmd::status::run(server, args))),
-        Command::Lmstat { args } => cmd::lmstat::main(&args),
+        Command::Lmstat { args } => cmd::lmstat::main(&args, server),
         Command::Run(args) => exit::finish(runtime().block_on(cmd::run::run(server, args))),
         Command::Remove(args) => exit::finish(runtime().block_on(cmd::admin::remove(args))),
         Command::Reload(target) => exit::finish(runtime().block_on(cmd::admin::reload(target))),

@@ -86,18 +86,24 @@ fn build_config(args: &Args) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-async fn shutdown_signal() {
+/// Installs the SIGTERM and SIGINT handlers at once (so a signal that arrives during
+/// start-up is not fatal) and returns the future that completes when one arrives.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => info!("ctrl-c received"),
-        _ = term.recv() => info!("SIGTERM received"),
-    }
+    let mut term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => info!("SIGINT received"),
+            _ = term.recv() => info!("SIGTERM received"),
+        }
+    })
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let shutdown = shutdown_signal()?;
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).context("--log")?)
         .with_writer(std::io::stderr)
@@ -111,7 +117,7 @@ async fn main() -> anyhow::Result<()> {
         let server = usher_server::Server::bind(config).await?;
         let addr = server.local_addr();
         print_demo_help(addr, &demo);
-        return Ok(server.run(shutdown_signal()).await?);
+        return Ok(server.run(shutdown).await?);
     }
     if config.license_files.is_empty() {
         anyhow::bail!(
@@ -119,7 +125,7 @@ async fn main() -> anyhow::Result<()> {
              license_files in --config, or try --demo"
         );
     }
-    usher_server::run(config, shutdown_signal()).await?;
+    usher_server::run(config, shutdown).await?;
     Ok(())
 }
 

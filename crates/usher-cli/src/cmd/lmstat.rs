@@ -8,8 +8,9 @@ use usher_client::{Client, ClientConfig, ServerAddr};
 use crate::exit;
 use crate::lmstat::{self, LmstatArgs, LmstatMode};
 
-/// Runs lmstat with FlexLM's arguments and prints FlexLM's text.
-pub fn main(args: &[String]) -> ExitCode {
+/// Runs lmstat with FlexLM's arguments and prints FlexLM's text. `server` is used when
+/// the arguments name none (`usher -c SPEC lmstat ...`, where the global `-c` took it).
+pub fn main(args: &[String], server: Option<String>) -> ExitCode {
     let parsed = match lmstat::parse_args(args) {
         Ok(a) => a,
         Err(e) => {
@@ -18,6 +19,10 @@ pub fn main(args: &[String]) -> ExitCode {
             return ExitCode::from(exit::USAGE);
         }
     };
+    let mut parsed = parsed;
+    if parsed.server.is_none() {
+        parsed.server = server;
+    }
     match parsed.mode() {
         LmstatMode::Help => {
             print!("{}", lmstat::USAGE);

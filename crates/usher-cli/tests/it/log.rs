@@ -1,0 +1,100 @@
+//! `usher log` end to end: a real `usherd` writes the usage log, `usher run` takes a seat
+//! and is refused another, then `usher log verify` and `usher log export` read the file,
+//! and an edit made with plain SQL is caught.
+
+use crate::util::*;
+
+#[test]
+fn verify_passes_then_catches_an_edited_row() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let data = dir.path();
+    let data_arg = data.to_str().expect("UTF-8 temp path");
+    let server = Server::start(data);
+    let c = server.license();
+    let out = run_usher(&["-c", &c, "run", "cad", "--", "true"]);
+    expect_code(&out, 0, "usher run cad");
+    let out = run_usher(&["-c", &c, "run", "no-such-feature", "--", "true"]);
+    expect_code(&out, 5, "usher run of an unlicensed feature");
+    server.stop();
+
+    let out = run_usher(&["log", "verify", "--data-dir", data_arg]);
+    expect_code(&out, 0, "verify of an untouched log");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("ok: ") && text.contains("records, chain intact"),
+        "{text}"
+    );
+
+    let out = run_usher(&["log", "export", "--data-dir", data_arg, "--format", "jsonl"]);
+    expect_code(&out, 0, "export as JSON lines");
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let events: Vec<&str> = rows.iter().filter_map(|r| r["event"].as_str()).collect();
+    for event in [
+        "server_start",
+        "session_open",
+        "checkout",
+        "checkin",
+        "denied",
+        "server_stop",
+    ] {
+        assert!(events.contains(&event), "no {event} in {events:?}");
+    }
+    let denied = rows
+        .iter()
+        .find(|r| r["event"] == "denied")
+        .expect("a denied row");
+    assert_eq!(denied["feature"], "no-such-feature", "{denied}");
+    assert_eq!(denied["detail"], "unknown_feature", "{denied}");
+    assert!(denied["user"].is_string(), "the session's user: {denied}");
+    assert_eq!(denied["hash"].as_str().map(str::len), Some(64), "{denied}");
+
+    let out = run_usher(&["log", "export", "--data-dir", data_arg]);
+    expect_code(&out, 0, "export as CSV");
+    let csv = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        csv.starts_with("seq,at,time,event,session,lease,feature,"),
+        "{csv}"
+    );
+    assert_eq!(
+        csv.lines().count(),
+        rows.len() + 1,
+        "a header and one line per row"
+    );
+
+    let checkout_seq = rows
+        .iter()
+        .find(|r| r["event"] == "checkout")
+        .and_then(|r| r["seq"].as_i64())
+        .expect("a checkout row");
+    let conn = rusqlite::Connection::open(data.join("usher.db")).expect("opening the store raw");
+    let edited = conn
+        .execute(
+            "UPDATE usage_log SET user = 'somebody-else' WHERE seq = ?1",
+            [checkout_seq],
+        )
+        .expect("editing a row");
+    assert_eq!(edited, 1);
+    drop(conn);
+
+    let out = run_usher(&["log", "verify", "--data-dir", data_arg]);
+    expect_code(&out, 7, "verify of an edited log");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("seq {checkout_seq}")),
+        "names seq {checkout_seq}: {text}"
+    );
+}
+
+#[test]
+fn verify_of_a_missing_store_fails_plainly() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let out = run_usher(&["log", "verify", "--data-dir", dir.path().to_str().unwrap()]);
+    expect_code(&out, 1, "verify without a store");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no usher store"),
+        "{out:?}"
+    );
+}
