@@ -296,25 +296,10 @@ impl Verifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::UsageEvent;
+    use crate::{LogEvent, UsageEvent};
 
     fn record(seq: i64) -> UsageRecord {
-        UsageRecord {
-            seq,
-            at: 1000,
-            event: UsageEvent::ServerStart,
-            session: None,
-            lease: None,
-            feature: None,
-            vendor: None,
-            version: None,
-            count: None,
-            user: None,
-            host: None,
-            display: None,
-            detail: None,
-            hash: [0; 32],
-        }
+        LogEvent::server(UsageEvent::ServerStart, None).record(seq, 1000)
     }
 
     #[test]

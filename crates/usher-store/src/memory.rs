@@ -148,22 +148,7 @@ impl Store for MemoryStore {
         event: UsageEvent,
         detail: Option<&str>,
     ) -> Result<(), StoreError> {
-        let record = UsageRecord {
-            seq: self.next_seq(),
-            at,
-            event,
-            session: None,
-            lease: None,
-            feature: None,
-            vendor: None,
-            version: None,
-            count: None,
-            user: None,
-            host: None,
-            display: None,
-            detail: detail.map(str::to_owned),
-            hash: [0; 32],
-        };
+        let record = LogEvent::server(event, detail).record(self.next_seq(), at);
         self.append(vec![record]);
         Ok(())
     }

@@ -267,19 +267,7 @@ impl SqliteStore {
         detail: Option<&str>,
     ) -> Result<(), StoreError> {
         let what = || format!("logging event {event}");
-        let entry = LogEvent {
-            event: event.clone(),
-            session: None,
-            lease: None,
-            feature: None,
-            vendor: None,
-            version: None,
-            count: None,
-            user: None,
-            host: None,
-            display: None,
-            detail: detail.map(str::to_owned),
-        };
+        let entry = LogEvent::server(event.clone(), detail);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)

@@ -152,6 +152,23 @@ pub struct LogEvent {
 }
 
 impl LogEvent {
+    /// A server-level event (start, stop, ...) that concerns no session or lease.
+    pub fn server(event: UsageEvent, detail: Option<&str>) -> Self {
+        LogEvent {
+            event,
+            session: None,
+            lease: None,
+            feature: None,
+            vendor: None,
+            version: None,
+            count: None,
+            user: None,
+            host: None,
+            display: None,
+            detail: detail.map(str::to_owned),
+        }
+    }
+
     /// The record this event becomes at `seq` and `at`, with its hash still zero.
     pub(crate) fn record(&self, seq: i64, at: Millis) -> UsageRecord {
         UsageRecord {
