@@ -50,6 +50,11 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// How old a lease must be before an administrator may remove it.
     pub min_remove: Duration,
+    /// Client address ranges allowed to connect; empty allows everyone. Others are
+    /// disconnected before a byte is exchanged.
+    pub allow: Vec<crate::access::Cidr>,
+    /// Most connections one client address may hold open at once.
+    pub max_connections_per_ip: usize,
 }
 
 impl Config {
@@ -67,6 +72,8 @@ impl Config {
             max_connections: 100_000,
             shutdown_timeout: Duration::from_secs(10),
             min_remove: Duration::from_secs(120),
+            allow: Vec::new(),
+            max_connections_per_ip: 1_000,
         }
     }
 
@@ -98,6 +105,9 @@ impl Config {
         }
         if self.reconnect_grace.is_zero() {
             return invalid("reconnect_grace", "must be greater than zero");
+        }
+        if self.max_connections_per_ip == 0 {
+            return invalid("max_connections_per_ip", "must be at least 1");
         }
         if self.max_connections == 0 {
             return invalid("max_connections", "must be at least 1");
@@ -162,6 +172,10 @@ pub struct FileConfig {
     pub shutdown_timeout: Option<String>,
     /// See [`Config::min_remove`].
     pub min_remove: Option<String>,
+    /// See [`Config::allow`], e.g. `["10.0.0.0/8", "192.168.1.7"]`.
+    pub allow: Option<Vec<String>>,
+    /// See [`Config::max_connections_per_ip`].
+    pub max_connections_per_ip: Option<usize>,
 }
 
 impl FileConfig {
@@ -241,6 +255,19 @@ impl FileConfig {
         }
         if let Some(v) = self.max_connections {
             config.max_connections = v;
+        }
+        if let Some(v) = self.max_connections_per_ip {
+            config.max_connections_per_ip = v;
+        }
+        if let Some(ranges) = self.allow {
+            config.allow = ranges
+                .iter()
+                .map(|r| r.parse())
+                .collect::<Result<_, crate::access::CidrError>>()
+                .map_err(|e| ConfigError::Invalid {
+                    key: "allow".into(),
+                    reason: e.to_string(),
+                })?;
         }
         Ok(())
     }

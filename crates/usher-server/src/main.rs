@@ -39,6 +39,12 @@ struct Args {
     /// Reconnect grace after a connection closes without a goodbye, e.g. 10s.
     #[arg(long, env = "USHERD_RECONNECT_GRACE", value_parser = parse_duration)]
     reconnect_grace: Option<std::time::Duration>,
+    /// Client address ranges allowed to connect, e.g. 10.0.0.0/8,192.168.1.7 [default: all].
+    #[arg(long, env = "USHERD_ALLOW", value_delimiter = ',')]
+    allow: Vec<usher_server::access::Cidr>,
+    /// Most connections one client address may hold open at once [default: 1000].
+    #[arg(long, env = "USHERD_MAX_CONNECTIONS_PER_IP")]
+    max_connections_per_ip: Option<usize>,
     /// Minimum age of a lease before `usher remove` may take it, e.g. 2m.
     #[arg(long, env = "USHERD_MIN_REMOVE", value_parser = parse_duration)]
     min_remove: Option<std::time::Duration>,
@@ -81,6 +87,12 @@ fn build_config(args: &Args) -> anyhow::Result<Config> {
     }
     if let Some(v) = args.min_remove {
         config.min_remove = v;
+    }
+    if !args.allow.is_empty() {
+        config.allow = args.allow.clone();
+    }
+    if let Some(v) = args.max_connections_per_ip {
+        config.max_connections_per_ip = v;
     }
     config.validate()?;
     Ok(config)

@@ -210,6 +210,7 @@ impl Server {
         let mut connections = tokio::task::JoinSet::new();
         let limit = Arc::new(Semaphore::new(config.max_connections));
         let mut permit = None;
+        let gate = crate::access::Gate::new(config.allow.clone(), config.max_connections_per_ip);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -234,11 +235,19 @@ impl Server {
                 }
                 accepted = listener.accept(), if permit.is_some() => match accepted {
                     Ok((stream, peer)) => {
+                        let admitted = match gate.admit(peer.ip()) {
+                            Ok(a) => a,
+                            Err(why) => {
+                                // Close at once: the peer learns nothing about what is served.
+                                debug!(%peer, ?why, "connection refused");
+                                continue;
+                            }
+                        };
                         let _ = stream.set_nodelay(true);
                         let (ctx, stop, permit) = (ctx.clone(), stop.clone(), permit.take());
                         connections.spawn(async move {
                             connection::serve(stream, peer.to_string(), false, ctx, stop).await;
-                            drop(permit);
+                            drop((permit, admitted));
                         });
                     }
                     Err(e) => {

@@ -1,0 +1,110 @@
+//! The client allow-list and the per-address connection cap, with real sockets from
+//! different loopback source addresses.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpSocket, TcpStream};
+use usher_proto::response;
+
+use crate::util::*;
+
+async fn connect_from(source: &str, server: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    socket.connect(server).await.unwrap()
+}
+
+/// Reads until the server closes; returns every byte it sent.
+async fn bytes_until_close(mut stream: TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut got))
+        .await
+        .expect("the server closes the connection")
+        .ok();
+    got
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_peer_outside_the_allow_list_learns_nothing() {
+    let lic = Licensed::new(LICENSE);
+    let mut config = lic.config();
+    config.allow = vec!["127.0.0.2/32".parse().unwrap()];
+    let server = TestServer::start(config).await;
+
+    // From 127.0.0.1 (not allowed): closed before a single byte, even after a Hello and
+    // a status request.
+    let mut stranger = connect_from("127.0.0.1", server.addr).await;
+    let hello = usher_proto::Request {
+        id: 1,
+        kind: Some(usher_proto::request::Kind::Hello(hello("scanner"))),
+    };
+    let _ = usher_proto::write_frame(&mut stranger, &hello).await;
+    assert!(
+        bytes_until_close(stranger).await.is_empty(),
+        "a refused peer is told nothing"
+    );
+
+    // From 127.0.0.2 (allowed): served.
+    let allowed = connect_from("127.0.0.2", server.addr).await;
+    let (rd, wr) = allowed.into_split();
+    let mut conn = RawConn {
+        reader: usher_proto::FrameReader::new(rd),
+        writer: wr,
+    };
+    conn.hello("friend").await;
+    conn.send(2, checkout("cad", 1, 1)).await;
+    let granted = conn.recv().await.and_then(|r| r.kind);
+    assert!(
+        matches!(granted, Some(response::Kind::Granted(_))),
+        "{granted:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_address_cannot_take_every_connection() {
+    let lic = Licensed::new(LICENSE);
+    let mut config = lic.config();
+    config.max_connections_per_ip = 2;
+    let server = TestServer::start(config).await;
+
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let stream = connect_from("127.0.0.3", server.addr).await;
+        let (rd, wr) = stream.into_split();
+        let mut conn = RawConn {
+            reader: usher_proto::FrameReader::new(rd),
+            writer: wr,
+        };
+        conn.hello("greedy").await;
+        held.push(conn);
+    }
+    let third = connect_from("127.0.0.3", server.addr).await;
+    assert!(
+        bytes_until_close(third).await.is_empty(),
+        "the third connection is refused"
+    );
+
+    // Other addresses are unaffected, and a closed connection frees its slot.
+    let mut other = RawConn::connect(server.addr).await;
+    other.hello("someone else").await;
+    drop(held.pop());
+    let mut again = None;
+    for _ in 0..200 {
+        let stream = connect_from("127.0.0.3", server.addr).await;
+        let (rd, wr) = stream.into_split();
+        let mut conn = RawConn {
+            reader: usher_proto::FrameReader::new(rd),
+            writer: wr,
+        };
+        conn.send(1, usher_proto::request::Kind::Hello(hello("greedy")))
+            .await;
+        if conn.recv().await.is_some() {
+            again = Some(conn);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(again.is_some(), "the freed slot is usable again");
+}
