@@ -1,0 +1,255 @@
+//! The system under test: a real `usherd`, and the client pattern run against it and
+//! against the echo floor.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use usher_proto::{
+    Checkin, Checkout, FrameReader, Goodbye, Hello, Request, Response, request, response,
+};
+
+/// A `usherd` child process serving a large bench license from a fresh data directory.
+pub struct Usherd {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its data directory (on the disk whose fsync is measured).
+    pub data_dir: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// Seats in the bench license: more than any scenario holds at once.
+const SEATS: u32 = 1_000_000;
+
+impl Usherd {
+    /// Starts `usherd` (found beside this binary) and waits until it accepts connections.
+    pub async fn start() -> anyhow::Result<Usherd> {
+        let exe = std::env::current_exe()?.with_file_name("usherd");
+        if !exe.is_file() {
+            bail!(
+                "{} not found: build it first with `cargo build --release -p usher-server -p usher-bench --bins`",
+                exe.display()
+            );
+        }
+        let dir = tempfile::Builder::new().prefix("usher-bench").tempdir()?;
+        let (key, public) = usher_license::keygen("bench", &dir.path().join("keys"))?;
+        let key = usher_license::VendorSigningKey::read_from(&key)?;
+        let text = format!("FEATURE seat bench 1 permanent {SEATS} HOSTID=ANY\n");
+        let license = dir.path().join("bench.lic");
+        std::fs::write(
+            &license,
+            usher_license::sign_text("bench.lic", &text, &key)?.text,
+        )?;
+        let port = free_port()?;
+        let data_dir = dir.path().join("data");
+        let child = Command::new(&exe)
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--log", "warn"])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .arg("--license")
+            .arg(&license)
+            .arg("--vendor-key")
+            .arg(&public)
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", exe.display()))?;
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let server = Usherd {
+            child,
+            addr,
+            data_dir,
+            _dir: dir,
+        };
+        wait_listening(addr).await?;
+        Ok(server)
+    }
+}
+
+impl Drop for Usherd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Polls until `addr` accepts a connection (at most 30 s).
+pub async fn wait_listening(addr: SocketAddr) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(addr).await.is_err() {
+        if Instant::now() > deadline {
+            bail!("nothing listens on {addr} after 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+struct Conn {
+    reader: FrameReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+}
+
+impl Conn {
+    async fn open(addr: SocketAddr) -> anyhow::Result<Conn> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (rd, writer) = stream.into_split();
+        Ok(Conn {
+            reader: FrameReader::new(rd),
+            writer,
+        })
+    }
+
+    async fn call(&mut self, id: u64, kind: request::Kind) -> anyhow::Result<Response> {
+        usher_proto::write_frame(
+            &mut self.writer,
+            &Request {
+                id,
+                kind: Some(kind),
+            },
+        )
+        .await?;
+        self.reader
+            .read::<Response>()
+            .await?
+            .context("connection closed")
+    }
+}
+
+fn checkout(client_ref: u64) -> request::Kind {
+    request::Kind::Checkout(Checkout {
+        feature: "seat".into(),
+        version: String::new(),
+        count: 1,
+        client_ref,
+    })
+}
+
+/// One usher client: hello, then `ops` checkout+checkin pairs (or until `deadline`),
+/// returning each pair's latency in µs.
+pub async fn usher_worker(
+    addr: SocketAddr,
+    ops: usize,
+    deadline: Instant,
+) -> anyhow::Result<Vec<u64>> {
+    let mut conn = Conn::open(addr).await?;
+    let hello = Hello {
+        magic: usher_proto::MAGIC.into(),
+        protocol_version: usher_proto::PROTOCOL_VERSION,
+        user: "bench".into(),
+        program: "usher-bench".into(),
+        ..Hello::default()
+    };
+    conn.call(0, request::Kind::Hello(hello)).await?;
+    let mut latencies = Vec::with_capacity(ops);
+    for i in 0..ops as u64 {
+        if Instant::now() >= deadline {
+            break;
+        }
+        let start = Instant::now();
+        let lease_id = match conn.call(2 * i + 1, checkout(i + 1)).await?.kind {
+            Some(response::Kind::Granted(g)) => g.lease_id,
+            other => bail!("checkout not granted: {other:?}"),
+        };
+        let checkin = request::Kind::Checkin(Checkin { lease_id });
+        match conn.call(2 * i + 2, checkin).await?.kind {
+            Some(response::Kind::CheckedIn(_)) => {}
+            other => bail!("checkin not acknowledged: {other:?}"),
+        }
+        latencies.push(start.elapsed().as_micros() as u64);
+    }
+    let _ = conn
+        .call(u64::MAX, request::Kind::Goodbye(Goodbye {}))
+        .await;
+    Ok(latencies)
+}
+
+/// The physical floor: a minimal tokio server with the same framing that sends every
+/// frame straight back. Returns its address; it runs until the process exits.
+pub async fn start_echo() -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let _ = stream.set_nodelay(true);
+                let (rd, mut wr) = stream.into_split();
+                let mut reader = FrameReader::new(rd);
+                while let Ok(Some(req)) = reader.read::<Request>().await {
+                    if usher_proto::write_frame(&mut wr, &req).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// The same client pattern against the echo floor: two round trips of the same frames
+/// per operation.
+pub async fn echo_worker(
+    addr: SocketAddr,
+    ops: usize,
+    deadline: Instant,
+) -> anyhow::Result<Vec<u64>> {
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (rd, mut writer) = stream.into_split();
+    let mut reader = FrameReader::new(rd);
+    let mut latencies = Vec::with_capacity(ops);
+    for i in 0..ops as u64 {
+        if Instant::now() >= deadline {
+            break;
+        }
+        let start = Instant::now();
+        for kind in [
+            checkout(i + 1),
+            request::Kind::Checkin(Checkin { lease_id: i + 1 }),
+        ] {
+            usher_proto::write_frame(
+                &mut writer,
+                &Request {
+                    id: i,
+                    kind: Some(kind),
+                },
+            )
+            .await?;
+            reader.read::<Request>().await?.context("echo closed")?;
+        }
+        latencies.push(start.elapsed().as_micros() as u64);
+    }
+    Ok(latencies)
+}
+
+/// The durable floor: latency of writing 4 KiB and `fdatasync` on the disk of `dir`.
+pub fn fsync_latencies(dir: &Path, iterations: usize) -> anyhow::Result<Vec<u64>> {
+    use std::io::{Seek, SeekFrom, Write};
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join("fsync-probe");
+    let mut file = std::fs::File::create(&path)?;
+    let block = [0x5au8; 4096];
+    let mut latencies = Vec::with_capacity(iterations);
+    for _ in 0..iterations {
+        let start = Instant::now();
+        file.seek(SeekFrom::Start(0))?;
+        file.write_all(&block)?;
+        file.sync_data()?;
+        latencies.push(start.elapsed().as_micros() as u64);
+    }
+    drop(file);
+    std::fs::remove_file(&path)?;
+    Ok(latencies)
+}
