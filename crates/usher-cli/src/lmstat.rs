@@ -723,6 +723,7 @@ mod tests {
             lease_id,
             session_id: 99,
             connected: true,
+            overdraft: false,
         }
     }
 

@@ -74,7 +74,7 @@ pub fn render_table<Tz: TimeZone>(report: &StatusReport, tz: &Tz) -> String {
 ///       "holders": [
 ///         { "user": "alice", "host": "ws1", "display": "/dev/pts/0", "pid": 4242,
 ///           "program": "cad", "version": "2025", "since": "2026-03-01T09:39:00Z",
-///           "count": 1, "handle": "1234", "connected": true } ] } ]
+///           "count": 1, "handle": "1234", "connected": true, "overdraft": false } ] } ]
 /// }
 /// ```
 ///
@@ -121,6 +121,7 @@ fn holder_json(holder: &Holder) -> Value {
         "count": holder.count,
         "handle": format_handle(holder.lease_id),
         "connected": holder.connected,
+        "overdraft": holder.overdraft,
     })
 }
 
@@ -172,7 +173,11 @@ fn holder_row<Tz: TimeZone>(holder: &Holder, tz: &Tz) -> [String; 8] {
         },
         clean(&holder.version, "-").into_owned(),
         minutes(&instant(holder.since_ms, tz)),
-        holder.count.max(1).to_string(),
+        if holder.overdraft {
+            format!("{} (overdraft)", holder.count.max(1))
+        } else {
+            holder.count.max(1).to_string()
+        },
         format_handle(holder.lease_id),
     ]
 }
@@ -234,6 +239,7 @@ mod tests {
             lease_id,
             session_id: 7,
             connected: true,
+            overdraft: false,
         }
     }
 
@@ -339,12 +345,14 @@ sim v1.0 (demo)  0 of 1 seat in use  permanent
                             "pid": 4242, "program": "cadtool", "version": "2025",
                             "since": "2026-03-01T07:39:00Z", "count": 1, "handle": "7",
                             "connected": true,
+                            "overdraft": false,
                         },
                         {
                             "user": "bartholomew", "host": "ws1", "display": "",
                             "pid": 0, "program": "cadtool", "version": "2025",
                             "since": "2026-03-01T07:39:00Z", "count": 2,
                             "handle": "18446744073709551615", "connected": true,
+                            "overdraft": false,
                         },
                     ],
                 },

@@ -100,6 +100,7 @@ impl Client {
                 count: g.count,
                 expires: (g.expires_at_ms != 0)
                     .then(|| UNIX_EPOCH + Duration::from_millis(g.expires_at_ms)),
+                overdraft: g.overdraft,
                 lost: lost_rx,
                 calls: self.calls.clone(),
             }),
@@ -173,6 +174,7 @@ pub struct License {
     vendor: String,
     count: u32,
     expires: Option<SystemTime>,
+    overdraft: bool,
     lost: watch::Receiver<Option<String>>,
     calls: mpsc::UnboundedSender<Call>,
 }
@@ -206,6 +208,12 @@ impl License {
     /// When the entitlement behind the seats expires (`None`: permanent).
     pub fn expires(&self) -> Option<SystemTime> {
         self.expires
+    }
+
+    /// Whether the seats were granted beyond the licensed count under the vendor's
+    /// `OVERDRAFT=` allowance (the application may want to tell the user).
+    pub fn overdraft(&self) -> bool {
+        self.overdraft
     }
 
     /// Why the license was lost, if it was.

@@ -30,6 +30,8 @@ pub struct Grant {
     pub valid_from: Millis,
     /// First millisecond after validity, or `None` if permanent.
     pub valid_until: Option<Millis>,
+    /// Seats it allows beyond `seats` while valid (`OVERDRAFT=`).
+    pub overdraft: u32,
 }
 
 impl Grant {
@@ -56,6 +58,14 @@ impl Pool {
             .iter()
             .filter(|g| g.is_valid_at(now))
             .fold(0u32, |acc, g| acc.saturating_add(g.seats))
+    }
+
+    /// Overdraft seats valid at `now`: how far beyond [`Pool::seats_at`] grants may go.
+    pub fn overdraft_at(&self, now: Millis) -> u32 {
+        self.grants
+            .iter()
+            .filter(|g| g.is_valid_at(now))
+            .fold(0u32, |acc, g| acc.saturating_add(g.overdraft))
     }
 
     /// The earliest start among grants not yet started at `now`.
@@ -90,6 +100,7 @@ impl Pool {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Catalog {
     features: BTreeMap<String, Vec<Pool>>,
+    problems: Vec<String>,
 }
 
 impl Catalog {
@@ -99,14 +110,26 @@ impl Catalog {
     /// host and are not served by the server, so they contribute no pool.
     pub fn from_entitlements<'a>(entitlements: impl IntoIterator<Item = &'a Entitlement>) -> Self {
         let mut features: BTreeMap<String, Vec<Pool>> = BTreeMap::new();
+        let mut problems = Vec::new();
         for e in entitlements {
             let SeatCount::Counted(seats) = e.count else {
                 continue;
+            };
+            let overdraft = match e.attr("OVERDRAFT") {
+                None => 0,
+                Some(v) => v.parse::<u32>().unwrap_or_else(|_| {
+                    problems.push(format!(
+                        "line {}: feature {:?}: OVERDRAFT={v:?} is not a seat count; no overdraft allowed",
+                        e.line, e.feature
+                    ));
+                    0
+                }),
             };
             let grant = Grant {
                 seats,
                 valid_from: e.valid_from_ms(),
                 valid_until: e.valid_until_ms(),
+                overdraft,
             };
             let pools = features.entry(e.feature.clone()).or_default();
             match pools
@@ -128,7 +151,13 @@ impl Catalog {
         for pools in features.values_mut() {
             pools.sort_by(|a, b| a.version.cmp(&b.version).then_with(|| a.key.cmp(&b.key)));
         }
-        Catalog { features }
+        Catalog { features, problems }
+    }
+
+    /// Licensing attributes that could not be honoured (one line each, naming the license
+    /// line), for the server to log. The entitlements themselves are still served.
+    pub fn problems(&self) -> &[String] {
+        &self.problems
     }
 
     /// The pools of a feature, in ascending version, or `None` if the feature is unknown.

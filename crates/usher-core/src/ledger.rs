@@ -253,7 +253,7 @@ impl Ledger {
                 self.touch(session, now);
                 match self.choose_pool(now, &feature, &version, count) {
                     Err(denial) => Ok(Outcome::Denied(denial)),
-                    Ok(pool) => {
+                    Ok((pool, overdraft)) => {
                         let lease = Lease {
                             id: lease_id,
                             session,
@@ -264,6 +264,7 @@ impl Ledger {
                             count,
                             granted_at: now,
                             client_ref,
+                            overdraft,
                         };
                         changes.push(Change::LeaseGranted(lease.clone()));
                         self.insert_lease(lease.clone());
@@ -319,14 +320,15 @@ impl Ledger {
 
     /// Picks the pool to serve a checkout: the lowest licensed version that is at least
     /// the requested one and has room, so that newer-version seats stay free for the
-    /// clients that need them.
+    /// clients that need them. The flag says whether the grant draws on the pool's
+    /// overdraft allowance.
     fn choose_pool(
         &self,
         now: Millis,
         feature: &str,
         version: &str,
         count: u32,
-    ) -> Result<PoolKey, Denial> {
+    ) -> Result<(PoolKey, bool), Denial> {
         if feature.is_empty() {
             return Err(Denial::BadRequest("empty feature name".into()));
         }
@@ -357,10 +359,18 @@ impl Ledger {
             let seats = pool.seats_at(now);
             let used = self.in_use(&pool.key);
             if used.saturating_add(count) <= seats {
-                return Ok(pool.key.clone());
+                return Ok((pool.key.clone(), false));
             }
             in_use = in_use.saturating_add(used);
             total = total.saturating_add(seats);
+        }
+        // Only when no pool has room within its count does an OVERDRAFT allowance serve,
+        // so overdraft seats are used last and each one is flagged.
+        for pool in &candidates {
+            let limit = pool.seats_at(now).saturating_add(pool.overdraft_at(now));
+            if self.in_use(&pool.key).saturating_add(count) <= limit {
+                return Ok((pool.key.clone(), true));
+            }
         }
         if total == 0 {
             if let Some(at) = candidates.iter().filter_map(|p| p.next_start(now)).min() {

@@ -10,7 +10,8 @@
 //! numbers and depends on no async runtime.
 //!
 //! **Architecture invariant:** the seats held from a pool never exceed the seats the pool
-//! holds at the moment of each grant.
+//! holds at the moment of each grant, plus its `OVERDRAFT=` allowance (and every seat
+//! beyond the count is flagged as overdraft).
 
 mod catalog;
 mod command;

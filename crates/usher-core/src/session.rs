@@ -87,4 +87,7 @@ pub struct Lease {
     /// The client's idempotency key: a retried checkout with the same key returns this
     /// lease instead of taking a second seat.
     pub client_ref: u64,
+    /// Whether the seats were granted beyond the pool's count, under its `OVERDRAFT=`
+    /// allowance. Flagged to the client, in status and in the usage log.
+    pub overdraft: bool,
 }

@@ -226,6 +226,9 @@ pub struct Granted {
     /// The client's idempotency key from the checkout.
     #[prost(uint64, tag = "8")]
     pub client_ref: u64,
+    /// The seats are beyond the pool's count, granted under its `OVERDRAFT=` allowance.
+    #[prost(bool, tag = "9")]
+    pub overdraft: bool,
 }
 
 /// Why seats were refused. Unknown values (from newer servers) read as `Unspecified`.
@@ -401,6 +404,9 @@ pub struct Holder {
     /// Whether the session's connection is up right now.
     #[prost(bool, tag = "11")]
     pub connected: bool,
+    /// The seats are beyond the pool's count (`OVERDRAFT=`).
+    #[prost(bool, tag = "12")]
+    pub overdraft: bool,
 }
 
 /// End the session.

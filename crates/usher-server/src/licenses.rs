@@ -108,8 +108,10 @@ pub fn load(
     let mut vendors: Vec<String> = served.iter().map(|e| e.vendor.clone()).collect();
     vendors.sort();
     vendors.dedup();
+    let catalog = Catalog::from_entitlements(&served);
+    warnings.extend(catalog.problems().iter().cloned());
     Ok(LoadedLicenses {
-        catalog: Catalog::from_entitlements(&served),
+        catalog,
         entitlements: served,
         files: files.to_vec(),
         vendors,

@@ -27,6 +27,7 @@ pub fn granted(lease: &Lease, expires_at_ms: u64) -> Granted {
         expires_at_ms,
         granted_at_ms: lease.granted_at,
         client_ref: lease.client_ref,
+        overdraft: lease.overdraft,
     }
 }
 

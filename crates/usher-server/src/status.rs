@@ -47,6 +47,7 @@ pub fn report(ledger: &Ledger, now: Millis, feature: &str, info: &ServerInfo) ->
             lease_id: lease.id.0,
             session_id: lease.session.0,
             connected: session.is_some_and(|s| s.connected),
+            overdraft: lease.overdraft,
         });
     }
     let mut features = Vec::new();

@@ -40,6 +40,7 @@ fn lease(id: u64, session: u64) -> Lease {
         count: 1,
         granted_at: 0,
         client_ref: id,
+        overdraft: false,
     }
 }
 

@@ -39,6 +39,7 @@ enum Migration {
 const MIGRATIONS: &[Migration] = &[
     Migration::Sql(V1),
     Migration::SqlThen(V2, hash_existing_rows),
+    Migration::Sql(V3),
 ];
 
 /// Version 1: sessions, leases, the usage log and the meta table.
@@ -104,6 +105,11 @@ CREATE TABLE usage_log (
 /// order by [`hash_existing_rows`], which also stores the chain's head in `meta`.
 const V2: &str = "
 ALTER TABLE usage_log ADD COLUMN hash BLOB;
+";
+
+/// Version 3: leases granted beyond their pool's count under `OVERDRAFT=` are flagged.
+const V3: &str = "
+ALTER TABLE leases ADD COLUMN overdraft INTEGER NOT NULL DEFAULT 0 CHECK (overdraft IN (0, 1));
 ";
 
 /// Chains every record already in the log, oldest first, and stores the head.

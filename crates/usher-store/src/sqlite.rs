@@ -397,12 +397,14 @@ ON CONFLICT (id) DO UPDATE SET
 
 const UPSERT_LEASE: &str = "
 INSERT INTO leases
-    (id, session, feature, vendor, requested_version, pool_version, count, granted_at, client_ref)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+    (id, session, feature, vendor, requested_version, pool_version, count, granted_at, client_ref,
+     overdraft)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
 ON CONFLICT (id) DO UPDATE SET
     session = excluded.session, feature = excluded.feature, vendor = excluded.vendor,
     requested_version = excluded.requested_version, pool_version = excluded.pool_version,
-    count = excluded.count, granted_at = excluded.granted_at, client_ref = excluded.client_ref";
+    count = excluded.count, granted_at = excluded.granted_at, client_ref = excluded.client_ref,
+    overdraft = excluded.overdraft";
 
 const DELETE_LEASE: &str = "DELETE FROM leases WHERE id = ?1";
 const DELETE_SESSION_LEASES: &str = "DELETE FROM leases WHERE session = ?1";
@@ -434,7 +436,8 @@ SELECT id, secret_hash, user, host, display, pid, program, program_version, addr
 FROM sessions WHERE id BETWEEN ?1 AND ?2 ORDER BY id";
 
 const SELECT_LEASES: &str = "
-SELECT id, session, feature, vendor, requested_version, pool_version, count, granted_at, client_ref
+SELECT id, session, feature, vendor, requested_version, pool_version, count, granted_at, client_ref,
+       overdraft
 FROM leases WHERE id BETWEEN ?1 AND ?2 ORDER BY id";
 
 /// The statements of one batch, prepared (or fetched from the connection's cache) once.
@@ -510,6 +513,7 @@ impl<'conn> Batch<'conn> {
                     l.count,
                     l.granted_at as i64,
                     l.client_ref as i64,
+                    l.overdraft,
                 ])?;
                 self.log(at, change)
             }
@@ -667,6 +671,7 @@ fn lease_from_row(r: &Row<'_>) -> rusqlite::Result<Lease> {
         count: r.get(6)?,
         granted_at: r.get::<_, i64>(7)? as u64,
         client_ref: r.get::<_, i64>(8)? as u64,
+        overdraft: r.get(9)?,
     })
 }
 

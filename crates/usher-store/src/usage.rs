@@ -37,6 +37,10 @@ pub enum UsageEvent {
     Other(String),
 }
 
+/// The detail recorded with a `checkout` whose seats are beyond the pool's count
+/// (`OVERDRAFT=`).
+pub const DETAIL_OVERDRAFT: &str = "overdraft";
+
 /// The detail recorded with a `checkin` caused by the client closing its session.
 pub const DETAIL_SESSION_CLOSED: &str = "session closed";
 
@@ -222,7 +226,7 @@ impl<'a> Entry<'a> {
                 event: UsageEvent::Checkout,
                 session: Some(l.session),
                 lease: Some(l),
-                detail: None,
+                detail: l.overdraft.then_some(DETAIL_OVERDRAFT),
             },
             Change::LeaseReleased { lease, reason } => {
                 let (event, detail) = match reason {

@@ -9,6 +9,7 @@ mod catalog;
 mod checkout;
 mod determinism;
 mod model;
+mod overdraft;
 mod reload;
 mod remove;
 mod restore;

@@ -77,6 +77,8 @@ pub struct Line {
     start: Option<i64>,
     /// Expiry day (valid through its end); `None`: permanent.
     last_day: Option<i64>,
+    /// `OVERDRAFT=` seats.
+    overdraft: Option<u32>,
 }
 
 impl Line {
@@ -91,6 +93,9 @@ impl Line {
         if let Some(day) = self.last_day {
             e = expiring(e, day);
         }
+        if let Some(n) = self.overdraft {
+            e.attrs.push(("OVERDRAFT".into(), n.to_string()));
+        }
         e
     }
 }
@@ -104,15 +109,19 @@ pub fn lines() -> impl Strategy<Value = Vec<Line>> {
         prop_oneof![12 => (0u32..=4).prop_map(Some), 1 => Just(None)],
         prop::option::weighted(0.2, -2i64..=3),
         prop::option::weighted(0.2, -1i64..=4),
+        prop::option::weighted(0.2, 0u32..=2),
     )
-        .prop_map(|(feature, vendor, version, seats, start, last_day)| Line {
-            feature,
-            vendor,
-            version,
-            seats,
-            start,
-            last_day,
-        });
+        .prop_map(
+            |(feature, vendor, version, seats, start, last_day, overdraft)| Line {
+                feature,
+                vendor,
+                version,
+                seats,
+                start,
+                last_day,
+                overdraft,
+            },
+        );
     prop::collection::vec(line, 1..=MAX_LINES)
 }
 
@@ -223,6 +232,7 @@ fn parse_version(text: &str) -> Option<Vec<u32>> {
 #[derive(Debug, Clone, Copy)]
 struct ModelGrant {
     seats: u32,
+    overdraft: u32,
     from: Millis,
     until: Option<Millis>,
 }
@@ -247,6 +257,13 @@ impl ModelPool {
             .iter()
             .filter(|g| g.valid_at(now))
             .fold(0, |n, g| n.saturating_add(g.seats))
+    }
+
+    fn overdraft_at(&self, now: Millis) -> u32 {
+        self.grants
+            .iter()
+            .filter(|g| g.valid_at(now))
+            .fold(0, |n, g| n.saturating_add(g.overdraft))
     }
 }
 
@@ -273,6 +290,7 @@ impl Model {
             let Some(seats) = line.seats else { continue };
             let grant = ModelGrant {
                 seats,
+                overdraft: line.overdraft.unwrap_or(0),
                 from: line.start.map_or(0, day_ms),
                 until: line.last_day.map(|d| day_ms(d + 1)),
             };
@@ -311,7 +329,7 @@ impl Model {
         feature: &str,
         version: &str,
         count: u32,
-    ) -> Result<(&'static str, &'static str), Denial> {
+    ) -> Result<(&'static str, &'static str, bool), Denial> {
         let bad = || Denial::BadRequest(String::new());
         if count == 0 || count > MAX_SEATS_PER_REQUEST {
             return Err(bad());
@@ -339,10 +357,17 @@ impl Model {
             let seats = pool.seats_at(now);
             let used = self.in_use(feature, pool.vendor, pool.text);
             if u64::from(used) + u64::from(count) <= u64::from(seats) {
-                return Ok((pool.vendor, pool.text));
+                return Ok((pool.vendor, pool.text, false));
             }
             in_use += used;
             total = total.saturating_add(seats);
+        }
+        for pool in &candidates {
+            let limit = u64::from(pool.seats_at(now)) + u64::from(pool.overdraft_at(now));
+            let used = self.in_use(feature, pool.vendor, pool.text);
+            if u64::from(used) + u64::from(count) <= limit {
+                return Ok((pool.vendor, pool.text, true));
+            }
         }
         if total == 0 {
             let grants = || candidates.iter().flat_map(|p| p.grants.iter());
@@ -491,7 +516,7 @@ impl Model {
                 self.touch(*session, now);
                 match self.choose(now, feature, version, *count) {
                     Err(denial) => Ok(Outcome::Denied(denial)),
-                    Ok((vendor, pool_version)) => {
+                    Ok((vendor, pool_version, overdraft)) => {
                         let lease = Lease {
                             id: *lease_id,
                             session: *session,
@@ -502,6 +527,7 @@ impl Model {
                             count: *count,
                             granted_at: now,
                             client_ref: *client_ref,
+                            overdraft,
                         };
                         changes.push(Change::LeaseGranted(lease.clone()));
                         self.leases.insert(*lease_id, lease.clone());
@@ -771,16 +797,19 @@ impl Harness {
         if let Some(Change::LeaseGranted(lease)) = changes.first() {
             // The seats invariant, at the moment of the grant.
             let pool = pool_of(lease);
-            let seats = self
+            let (seats, overdraft) = self
                 .ledger
                 .catalog()
                 .pool(&pool)
-                .map_or(0, |p| p.seats_at(self.now));
+                .map_or((0, 0), |p| (p.seats_at(self.now), p.overdraft_at(self.now)));
             let used = self.ledger.in_use(&pool);
-            if used > seats {
+            if used > seats + overdraft {
                 return Err(format!(
-                    "{cmd:?}: granted {pool:?} up to {used} seats of {seats}"
+                    "{cmd:?}: granted {pool:?} up to {used} seats of {seats} (+{overdraft} overdraft)"
                 ));
+            }
+            if !lease.overdraft && used > seats {
+                return Err(format!("{cmd:?}: a grant beyond the count is not flagged"));
             }
         }
         self.durable
@@ -878,6 +907,7 @@ fn harness_sees_grants_denials_restarts_and_reloads() {
         seats: Some(seats),
         start: None,
         last_day: None,
+        overdraft: None,
     };
     let mut harness = Harness::new(vec![line(0, 3, 2), line(0, 1, 1)], false);
     let checkout = |session, version, client_ref| Op::Checkout {

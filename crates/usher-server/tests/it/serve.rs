@@ -313,3 +313,34 @@ async fn a_graceful_restart_keeps_every_seat_and_clients_resume() {
         license.lease_id()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn overdraft_seats_are_granted_beyond_the_count_and_flagged_everywhere() {
+    let lic = Licensed::new("FEATURE od acme 1 permanent 1 HOSTID=ANY OVERDRAFT=1\n");
+    let server = TestServer::start(lic.config()).await;
+    let client = server.client().await;
+    let first = client.checkout("od", "", 1).await.unwrap();
+    let second = client
+        .checkout("od", "", 1)
+        .await
+        .expect("the overdraft seat");
+    assert!(!first.overdraft() && second.overdraft());
+    match client.checkout("od", "", 1).await {
+        Err(ClientError::Denied(d)) => {
+            assert_eq!(
+                (d.reason, d.in_use, d.total),
+                (DenyReason::AllInUse, 2, 1),
+                "{d:?}"
+            );
+        }
+        other => panic!("beyond count + overdraft must be refused: {other:?}"),
+    }
+    let report = server.status().await;
+    let flags: Vec<(u64, bool)> = report.features[0]
+        .holders
+        .iter()
+        .map(|h| (h.lease_id, h.overdraft))
+        .collect();
+    assert!(flags.contains(&(second.lease_id(), true)), "{report:?}");
+    assert!(flags.contains(&(first.lease_id(), false)), "{report:?}");
+}

@@ -212,10 +212,12 @@ fn deleting_everything_is_found() {
 
 /// Turns a current store into what usher with schema version 1 wrote: no hash column, no
 /// head.
+/// Undoes every migration after version 1, leaving the rows as they were.
 fn downgrade_to_v1(path: &Path) {
     raw(path)
         .execute_batch(
             "ALTER TABLE usage_log DROP COLUMN hash;
+             ALTER TABLE leases DROP COLUMN overdraft;
              DELETE FROM meta WHERE key = 'usage_log_head';
              PRAGMA user_version = 1;",
         )

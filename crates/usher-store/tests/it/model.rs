@@ -215,6 +215,8 @@ impl Model {
                     count,
                     granted_at: at,
                     client_ref,
+                    // Some grants are flagged, so the flag's round trip is checked too.
+                    overdraft: client_ref % 3 == 0,
                 };
                 self.leases.insert(id, lease.clone());
                 out.push(Change::LeaseGranted(lease));
@@ -241,6 +243,7 @@ impl Model {
                     count: 1,
                     granted_at: 0,
                     client_ref: 0,
+                    overdraft: false,
                 };
                 out.push(Change::LeaseReleased {
                     lease,
