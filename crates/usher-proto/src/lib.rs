@@ -12,6 +12,7 @@
 //! needed); `docs/protocol.md` lists every tag and is the contract. Tags are never reused.
 
 mod frame;
+pub mod fuzzing;
 mod messages;
 
 pub use frame::{FrameError, FrameReader, MAX_FRAME_LEN, decode_frame, encode_frame, write_frame};

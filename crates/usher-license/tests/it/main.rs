@@ -1,6 +1,7 @@
 //! Integration tests of usher-license, in one test binary.
 
 mod check;
+mod corpus;
 mod keys;
 mod no_panic;
 mod parse_errors;
