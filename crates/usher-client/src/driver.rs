@@ -196,21 +196,28 @@ impl Driver {
                     }
                 },
                 _ = heartbeat.tick() => {
-                    // Silence for several intervals means the path is dead even if no
-                    // error has surfaced (a half-open connection): reconnect.
-                    if self.last_heard.elapsed() > self.heartbeat * 3 {
-                        warn!("no word from the license server; reconnecting");
-                        reader = None;
-                        continue;
-                    }
                     let id = self.take_id();
                     let hb = Request { id, kind: Some(request::Kind::Heartbeat(Heartbeat {})) };
                     if self.send(&hb).await.is_err() {
                         reader = None;
                     }
                 }
+                // Silence for several intervals means the path is dead even if no error has
+                // surfaced (a half-open connection): reconnect. A deadline of its own (not a
+                // check at the next heartbeat tick) and at most half the TTL, so the resume
+                // reaches the server while the session still lives.
+                _ = tokio::time::sleep_until(self.last_heard + self.silence_limit()) => {
+                    warn!("no word from the license server; reconnecting");
+                    reader = None;
+                }
             }
         }
+    }
+
+    /// How long the connection may stay silent before it is presumed dead: three
+    /// heartbeats, but never more than half the session TTL.
+    fn silence_limit(&self) -> Duration {
+        (self.heartbeat * 3).min(self.ttl / 2)
     }
 
     fn take_id(&mut self) -> u64 {

@@ -143,6 +143,10 @@ pub async fn serve<S>(
         notices.insert(id, out_tx.clone());
     }
     let end = request_loop(&mut reader, session, admin, &ctx, &stop, &out_tx).await;
+    // Whether this connection still carries its session. A client that gave up on it (a
+    // half-open connection the server only drops after a silent TTL) may have resumed the
+    // session on a new connection long ago; that one has replaced our entry.
+    let mut carrier = false;
     if let Some(id) = session {
         let mut notices = ctx
             .notices
@@ -151,6 +155,7 @@ pub async fn serve<S>(
         // A resumed connection may have replaced ours already; leave that one in place.
         if notices.get(&id).is_some_and(|tx| tx.same_channel(&out_tx)) {
             notices.remove(&id);
+            carrier = true;
         }
     }
     match &end {
@@ -162,10 +167,13 @@ pub async fn serve<S>(
     let _ = writer.await;
 
     if let Some(id) = session
+        && carrier
         && matches!(end, End::Eof | End::Idle | End::Protocol(_))
     {
         // Closed without a goodbye: most likely the client process died. Its seats come
-        // back after the reconnect grace unless it resumes first.
+        // back after the reconnect grace unless it resumes first. (Not if the session has
+        // moved to another connection: marking it disconnected would cut the live
+        // session's life to the grace.)
         let _ = ctx.ledger.apply(Command::Disconnected { id }).await;
     }
 }

@@ -32,10 +32,21 @@ pub async fn run(server: Option<String>, args: RunArgs) -> Result<u8, Failure> {
     let license = client
         .checkout(&args.feature, &args.version, args.count)
         .await?;
-    let mut child = tokio::process::Command::new(&args.command[0])
+    let mut child = match tokio::process::Command::new(&args.command[0])
         .args(&args.command[1..])
         .spawn()
-        .map_err(|e| Failure::new(FAILURE, format!("cannot run {:?}: {e}", args.command[0])))?;
+    {
+        Ok(child) => child,
+        Err(e) => {
+            // Check in before saying so: the seat must not wait out the reconnect grace.
+            drop(license);
+            client.close().await;
+            return Err(Failure::new(
+                FAILURE,
+                format!("cannot run {:?}: {e}", args.command[0]),
+            ));
+        }
+    };
     let status = tokio::select! {
         status = child.wait() => status,
         reason = license.lost() => {

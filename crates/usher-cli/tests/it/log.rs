@@ -2,32 +2,28 @@
 //! and is refused another, then `usher log verify` and `usher log export` read the file,
 //! and an edit made with plain SQL is caught.
 
-use crate::util::*;
+use crate::util::{Server, run_usher};
 
 #[test]
 fn verify_passes_then_catches_an_edited_row() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let data = dir.path();
     let data_arg = data.to_str().expect("UTF-8 temp path");
-    let server = Server::start(data);
-    let c = server.license();
-    let out = run_usher(&["-c", &c, "run", "cad", "--", "true"]);
-    expect_code(&out, 0, "usher run cad");
-    let out = run_usher(&["-c", &c, "run", "no-such-feature", "--", "true"]);
-    expect_code(&out, 5, "usher run of an unlicensed feature");
-    server.stop();
+    let mut server = Server::demo(data);
+    let c = server.spec();
+    run_usher(&["-c", &c, "run", "cad", "--", "true"]).ok();
+    run_usher(&["-c", &c, "run", "no-such-feature", "--", "true"]).expect_code(5);
+    server.shutdown();
 
-    let out = run_usher(&["log", "verify", "--data-dir", data_arg]);
-    expect_code(&out, 0, "verify of an untouched log");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let out = run_usher(&["log", "verify", "--data-dir", data_arg]).ok();
     assert!(
-        text.starts_with("ok: ") && text.contains("records, chain intact"),
-        "{text}"
+        out.stdout.starts_with("ok: ") && out.stdout.contains("records, chain intact"),
+        "{out}"
     );
 
-    let out = run_usher(&["log", "export", "--data-dir", data_arg, "--format", "jsonl"]);
-    expect_code(&out, 0, "export as JSON lines");
-    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+    let out = run_usher(&["log", "export", "--data-dir", data_arg, "--format", "jsonl"]).ok();
+    let rows: Vec<serde_json::Value> = out
+        .stdout
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
@@ -51,9 +47,8 @@ fn verify_passes_then_catches_an_edited_row() {
     assert!(denied["user"].is_string(), "the session's user: {denied}");
     assert_eq!(denied["hash"].as_str().map(str::len), Some(64), "{denied}");
 
-    let out = run_usher(&["log", "export", "--data-dir", data_arg]);
-    expect_code(&out, 0, "export as CSV");
-    let csv = String::from_utf8_lossy(&out.stdout);
+    let out = run_usher(&["log", "export", "--data-dir", data_arg]).ok();
+    let csv = &out.stdout;
     assert!(
         csv.starts_with("seq,at,time,event,session,lease,feature,"),
         "{csv}"
@@ -79,12 +74,10 @@ fn verify_passes_then_catches_an_edited_row() {
     assert_eq!(edited, 1);
     drop(conn);
 
-    let out = run_usher(&["log", "verify", "--data-dir", data_arg]);
-    expect_code(&out, 7, "verify of an edited log");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let out = run_usher(&["log", "verify", "--data-dir", data_arg]).expect_code(7);
     assert!(
-        text.contains(&format!("seq {checkout_seq}")),
-        "names seq {checkout_seq}: {text}"
+        out.stdout.contains(&format!("seq {checkout_seq}")),
+        "names seq {checkout_seq}: {out}"
     );
 }
 
@@ -92,9 +85,6 @@ fn verify_passes_then_catches_an_edited_row() {
 fn verify_of_a_missing_store_fails_plainly() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let out = run_usher(&["log", "verify", "--data-dir", dir.path().to_str().unwrap()]);
-    expect_code(&out, 1, "verify without a store");
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("no usher store"),
-        "{out:?}"
-    );
+    let out = out.expect_code(1);
+    assert!(out.stderr.contains("no usher store"), "{out}");
 }

@@ -1,5 +1,16 @@
-//! The `usher` binary end to end against real `usherd` processes.
+//! Process-level tests of the `usher` command line against a real `usherd`.
+//!
+//! Each test starts its own server on a free loopback port with a temporary data
+//! directory, creates keys and licenses with `usher vendor` itself, and drives `usher` as
+//! a user or a monitoring tool would: exit codes (the contract in `src/exit.rs`), the text
+//! of `lmstat`, the JSON of `usher status`. Waits are bounded polls that print the server's
+//! state and log when they give up; nothing asserts on speed.
 
-mod cli;
+mod demo;
+mod lmstat;
 mod log;
+mod run;
+mod seats;
+mod status;
 mod util;
+mod vendor;

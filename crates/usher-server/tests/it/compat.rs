@@ -77,13 +77,30 @@ mod future {
         #[prost(string, tag = "50")]
         pub trace_id: String,
     }
-    /// A response from a future server: a kind and fields this build has never heard of.
+    /// A grant from a future server, with a field this build has never heard of.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Granted {
+        #[prost(fixed64, tag = "1")]
+        pub lease_id: u64,
+        #[prost(string, tag = "2")]
+        pub feature: String,
+        #[prost(bytes = "vec", tag = "40")]
+        pub server_signature: Vec<u8>,
+    }
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum ResponseKind {
+        #[prost(message, tag = "11")]
+        Granted(Granted),
+        #[prost(message, tag = "300")]
+        Hologram(Extra),
+    }
+    /// A response from a future server: kinds and fields this build has never heard of.
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct Response {
         #[prost(uint64, tag = "1")]
         pub id: u64,
-        #[prost(message, optional, tag = "300")]
-        pub hologram: Option<Extra>,
+        #[prost(oneof = "ResponseKind", tags = "11, 300")]
+        pub kind: Option<ResponseKind>,
         #[prost(uint64, tag = "301")]
         pub stardate: u64,
     }
@@ -194,13 +211,37 @@ async fn a_newer_client_is_served_and_its_unknown_requests_get_a_polite_error() 
 fn this_client_reads_a_newer_servers_responses() {
     let bytes = future::Response {
         id: 9,
-        hologram: Some(future::Extra { note: "x".into() }),
+        kind: Some(future::ResponseKind::Hologram(future::Extra {
+            note: "x".into(),
+        })),
         stardate: 41_153,
     }
     .encode_to_vec();
     let decoded = Response::decode(bytes.as_slice()).expect("unknown fields are skipped");
     assert_eq!(decoded.id, 9);
-    assert!(decoded.kind.is_none(), "an unknown kind reads as none");
+    assert!(
+        decoded.kind.is_none(),
+        "an unknown kind reads as none: {decoded:?}"
+    );
+
+    // A known kind carrying fields this build does not know keeps the fields it does.
+    let bytes = future::Response {
+        id: 10,
+        kind: Some(future::ResponseKind::Granted(future::Granted {
+            lease_id: 77,
+            feature: "cad".into(),
+            server_signature: vec![1; 64],
+        })),
+        stardate: 41_154,
+    }
+    .encode_to_vec();
+    match Response::decode(bytes.as_slice()).expect("unknown fields are skipped") {
+        Response {
+            id: 10,
+            kind: Some(response::Kind::Granted(g)),
+        } => assert_eq!((g.lease_id, g.feature.as_str()), (77, "cad")),
+        other => panic!("expected the grant, got {other:?}"),
+    }
 
     // And a request from this build decodes in an older server (fields it lacks skipped).
     let now = Request {

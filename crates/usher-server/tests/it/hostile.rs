@@ -1,6 +1,8 @@
 //! Hostile and broken peers: each is refused or disconnected, never panics the server,
 //! and never disturbs the other clients.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use usher_proto::{ErrorCode, Response, request, response};
@@ -10,7 +12,14 @@ use crate::util::*;
 /// Asserts that the connection gets an error (with `code`, if given) and/or is closed.
 async fn refused(conn: &mut RawConn, code: Option<ErrorCode>, what: &str) {
     let mut saw_error = false;
-    while let Some(Response { kind, .. }) = conn.recv().await {
+    for answers in 0.. {
+        let Some(Response { kind, .. }) = conn.recv().await else {
+            break;
+        };
+        assert!(
+            answers < 10,
+            "{what}: the server keeps answering instead of closing"
+        );
         match kind {
             Some(response::Kind::Error(e)) => {
                 if let Some(code) = code {
@@ -27,21 +36,42 @@ async fn refused(conn: &mut RawConn, code: Option<ErrorCode>, what: &str) {
     );
 }
 
+/// Asserts that the server closes the connection without sending anything.
+async fn closed_silently(conn: &mut RawConn, what: &str) {
+    let got = conn.recv().await;
+    assert!(
+        got.is_none(),
+        "{what}: expected a silent close, got {got:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_peers_are_refused_while_everyone_else_is_served() {
     let lic = Licensed::new(LICENSE);
-    let server = TestServer::start(lic.config()).await;
+    let mut config = lic.config();
+    config.handshake_timeout = Duration::from_millis(300);
+    let server = TestServer::start(config).await;
     let addr = server.addr;
 
     // A legitimate client keeps checking out and in the whole time.
-    let legit = tokio::spawn(async move {
-        let client = client_for(addr.port()).await;
-        for _ in 0..50 {
-            let license = client.checkout("sim", "", 1).await.expect("legit checkout");
-            drop(license);
-            tokio::time::sleep(Duration::from_millis(10)).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let legit = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let client = client_for(addr.port()).await;
+            let mut rounds = 0u32;
+            while rounds < 10_000 && (rounds < 3 || !stop.load(Ordering::SeqCst)) {
+                let license = client
+                    .checkout("sim", "", 1)
+                    .await
+                    .unwrap_or_else(|e| panic!("legit checkout {rounds} failed: {e}"));
+                drop(license);
+                rounds += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            client.close().await;
+            rounds
         }
-        client.close().await;
     });
 
     // Garbage bytes.
@@ -55,7 +85,7 @@ async fn hostile_peers_are_refused_while_everyone_else_is_served() {
     // A length prefix far beyond the limit, before and after the handshake.
     let mut c = RawConn::connect(addr).await;
     c.send_bytes(&u32::MAX.to_be_bytes()).await.unwrap();
-    refused(&mut c, None, "oversized frame before hello").await;
+    closed_silently(&mut c, "oversized frame before hello").await;
     let mut c = RawConn::connect(addr).await;
     c.hello("big").await;
     let len = (usher_proto::MAX_FRAME_LEN as u32 + 1).to_be_bytes();
@@ -73,7 +103,7 @@ async fn hostile_peers_are_refused_while_everyone_else_is_served() {
     let mut h = hello("scanner");
     h.magic = "GET / HTTP/1.1".into();
     c.send(1, request::Kind::Hello(h)).await;
-    refused(&mut c, None, "wrong magic").await;
+    closed_silently(&mut c, "wrong magic").await;
 
     // A protocol version the server does not serve.
     let mut c = RawConn::connect(addr).await;
@@ -97,18 +127,20 @@ async fn hostile_peers_are_refused_while_everyone_else_is_served() {
     )
     .await;
 
-    // A handshake that never comes (the server's handshake timeout is 500 ms).
+    // A handshake that never comes: closed after the handshake timeout, without a word.
     let mut c = RawConn::connect(addr).await;
-    refused(&mut c, None, "silent connection").await;
+    closed_silently(&mut c, "silent connection").await;
 
-    // Half a frame, then nothing.
+    // Half a frame, then nothing: the handshake timeout covers that too.
     let mut c = RawConn::connect(addr).await;
     c.send_bytes(&[0, 0, 0, 100, 1, 2, 3]).await.unwrap();
-    refused(&mut c, None, "half a frame").await;
+    closed_silently(&mut c, "half a frame").await;
 
-    legit
+    stop.store(true, Ordering::SeqCst);
+    let rounds = legit
         .await
         .expect("the legitimate client was served throughout");
+    assert!(rounds >= 3, "only {rounds} legitimate rounds");
     let report = server.status().await;
     assert_eq!(
         in_use(&report, "cad"),
@@ -119,4 +151,53 @@ async fn hostile_peers_are_refused_while_everyone_else_is_served() {
         .shutdown()
         .await
         .expect("the server is healthy to the end");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_peer_cannot_take_over_or_release_another_sessions_seats() {
+    let lic = Licensed::new(LICENSE);
+    let server = TestServer::start(lic.config()).await;
+    let mut victim = RawConn::connect(server.addr).await;
+    let welcome = victim.welcome(hello("victim")).await;
+    let response::Kind::Granted(seat) = victim.call(2, checkout("cad", 1, 1)).await else {
+        panic!("the victim gets a seat");
+    };
+
+    // Resuming the victim's session with a guessed secret is refused like an unknown
+    // session, and the Welcome that may follow opens a fresh, empty session.
+    let mut thief = RawConn::connect(server.addr).await;
+    let mut guess = resume("thief", &welcome);
+    guess.resume_secret = vec![0; 32];
+    match thief.call(1, request::Kind::Hello(guess)).await {
+        response::Kind::Error(e) => assert_eq!(e.code(), ErrorCode::SessionExpired, "{e:?}"),
+        other => panic!("a wrong secret must not resume the session: {other:?}"),
+    }
+    let mine = thief.welcome(hello("thief")).await;
+    assert!(!mine.resumed && mine.leases.is_empty(), "{mine:?}");
+    assert_ne!(mine.session_id, welcome.session_id);
+
+    // Checking in someone else's lease does nothing.
+    let checkin = usher_proto::Checkin {
+        lease_id: seat.lease_id,
+    };
+    match thief.call(2, request::Kind::Checkin(checkin)).await {
+        response::Kind::CheckedIn(c) => assert!(!c.was_held, "{c:?}"),
+        other => panic!("expected CheckedIn, got {other:?}"),
+    }
+    // An absurd seat count is a bad request, not an overflow.
+    match thief.call(3, checkout("cad", u32::MAX, 9)).await {
+        response::Kind::Denied(d) => {
+            assert_eq!(d.reason(), usher_proto::DenyReason::BadRequest, "{d:?}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+
+    let report = server.status().await;
+    let h = holders(&report);
+    assert_eq!(h.len(), 1, "{report:#?}");
+    assert_eq!(
+        (h[0].lease_id, h[0].session_id),
+        (seat.lease_id, welcome.session_id),
+        "the victim still holds its seat: {report:#?}"
+    );
 }

@@ -1,10 +1,16 @@
 //! End-to-end tests of usherd: real servers on loopback, real clients, raw frames for
-//! hostile and old/new peers, and a real `usherd` process killed with `kill -9`.
+//! hostile and old/new peers, a proxy that breaks connections, and a real `usherd`
+//! process killed with `kill -9`.
+//!
+//! Tests assert behaviour, never speed: every wait is a bounded poll with a generous cap,
+//! and every failure message carries the status report or response it was judging.
 
 mod access;
 mod admin;
 mod compat;
 mod hostile;
+mod proxy;
 mod recovery;
 mod serve;
+mod sessions;
 mod util;

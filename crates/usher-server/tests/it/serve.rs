@@ -1,9 +1,9 @@
-//! Serving: grants, refusals, versions, sessions and their failure modes.
+//! Serving: grants, refusals with their reasons, versions and dates, idempotent retries.
 
 use std::time::Duration;
 
 use usher_client::ClientError;
-use usher_proto::{DenyReason, response};
+use usher_proto::{DenyReason, request, response};
 
 use crate::util::*;
 
@@ -23,6 +23,15 @@ async fn grants_every_seat_then_refuses_with_the_reason_then_grants_after_a_chec
                 .expect("a seat is free"),
         );
     }
+    let report = server.status().await;
+    let cad = report.features.iter().find(|f| f.feature == "cad").unwrap();
+    assert_eq!((cad.in_use, cad.total), (3, 3), "{report:#?}");
+    let mut ids: Vec<u64> = cad.holders.iter().map(|h| h.lease_id).collect();
+    ids.sort();
+    let mut want: Vec<u64> = held.iter().map(|l| l.lease_id()).collect();
+    want.sort();
+    assert_eq!(ids, want, "{report:#?}");
+
     let refused = server.client().await.checkout("cad", "2025", 1).await;
     let Err(ClientError::Denied(d)) = refused else {
         panic!("expected a refusal: {refused:?}")
@@ -37,7 +46,8 @@ async fn grants_every_seat_then_refuses_with_the_reason_then_grants_after_a_chec
         other.checkout("cad", "2025", 1).await.ok()
     })
     .await;
-    assert_eq!(in_use(&server.status().await, "cad"), 3);
+    let report = server.status().await;
+    assert_eq!(in_use(&report, "cad"), 3, "{report:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -117,62 +127,6 @@ async fn versions_and_dates_are_enforced() {
         DenyReason::UnknownFeature
     );
 }
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_crashed_client_frees_its_seat_after_the_grace_and_a_goodbye_at_once() {
-    let lic = Licensed::new(LICENSE);
-    let server = TestServer::start(lic.config()).await;
-    // A raw client that checks out and then vanishes without a goodbye (as when its
-    // process is killed: the OS closes the socket).
-    let mut raw = RawConn::connect(server.addr).await;
-    raw.hello("crasher").await;
-    raw.send(2, checkout("cad", 1, 1)).await;
-    assert!(matches!(
-        raw.recv().await.and_then(|r| r.kind),
-        Some(response::Kind::Granted(_))
-    ));
-    assert_eq!(in_use(&server.status().await, "cad"), 1);
-    drop(raw);
-    eventually(WAIT, "the crashed client's seat to come back", || async {
-        (in_use(&server.status().await, "cad") == 0).then_some(())
-    })
-    .await;
-
-    // A client that says goodbye frees its seat before the goodbye is acknowledged.
-    let client = server.client().await;
-    let license = client.checkout("cad", "", 2).await.unwrap();
-    std::mem::forget(license);
-    client.close().await;
-    assert_eq!(in_use(&server.status().await, "cad"), 0);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_silent_client_loses_its_seat_after_the_ttl_and_a_live_one_keeps_it() {
-    let lic = Licensed::new(LICENSE);
-    let server = TestServer::start(lic.config()).await;
-    // Stays connected, never heartbeats: like a host cut off the network.
-    let mut silent = RawConn::connect(server.addr).await;
-    silent.hello("silent").await;
-    silent.send(2, checkout("cad", 1, 1)).await;
-    assert!(silent.recv().await.is_some());
-    // A well-behaved client holds its seat through several TTLs.
-    let client = server.client().await;
-    let kept = client.checkout("cad", "", 1).await.unwrap();
-
-    eventually(WAIT, "the silent client's seat to lapse", || async {
-        (in_use(&server.status().await, "cad") == 1).then_some(())
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(3)).await; // more than one 2 s TTL
-    let report = server.status().await;
-    assert_eq!(
-        in_use(&report, "cad"),
-        1,
-        "the heartbeating client keeps its seat: {report:?}"
-    );
-    assert!(kept.lost_reason().is_none());
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_retried_checkout_never_takes_a_second_seat() {
     let lic = Licensed::new(LICENSE);
@@ -190,130 +144,6 @@ async fn a_retried_checkout_never_takes_a_second_seat() {
     assert_eq!(leases[0], leases[1], "same client_ref, same lease");
     assert_eq!(in_use(&server.status().await, "cad"), 1);
 }
-
-/// A TCP proxy whose connections the test can cut, to simulate a network blip.
-struct Proxy {
-    port: u16,
-    cut: tokio::sync::watch::Sender<u64>,
-    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl Proxy {
-    async fn start(upstream: std::net::SocketAddr) -> Proxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (cut, cuts) = tokio::sync::watch::channel(0u64);
-        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counter = accepted.clone();
-        tokio::spawn(async move {
-            while let Ok((mut down, _)) = listener.accept().await {
-                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let mut cuts = cuts.clone();
-                cuts.borrow_and_update();
-                tokio::spawn(async move {
-                    let Ok(mut up) = tokio::net::TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut down, &mut up) => {}
-                        _ = cuts.changed() => {}
-                    }
-                });
-            }
-        });
-        Proxy {
-            port,
-            cut,
-            accepted,
-        }
-    }
-
-    fn cut_all(&self) {
-        self.cut.send_modify(|n| *n += 1);
-    }
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_network_blip_resumes_the_session_with_the_same_single_seat() {
-    let lic = Licensed::new(LICENSE);
-    let server = TestServer::start(lic.config()).await;
-    let proxy = Proxy::start(server.addr).await;
-    let client = client_for(proxy.port).await;
-    let license = client.checkout("cad", "", 1).await.unwrap();
-    let session = server.status().await.features[0].holders[0].session_id;
-
-    let connections = |p: &Proxy| p.accepted.load(std::sync::atomic::Ordering::SeqCst);
-    assert_eq!(connections(&proxy), 1);
-    proxy.cut_all();
-    // The client notices, reconnects through the proxy and resumes.
-    eventually(WAIT, "the client to reconnect", || async {
-        (connections(&proxy) >= 2).then_some(())
-    })
-    .await;
-    eventually(WAIT, "the session to be connected again", || async {
-        let r = server.status().await;
-        r.features
-            .iter()
-            .flat_map(|f| &f.holders)
-            .all(|h| h.connected)
-            .then_some(())
-    })
-    .await;
-    // A request after the blip goes over the resumed session.
-    client.status("").await.unwrap();
-    let report = server.status().await;
-    let holders: Vec<_> = report.features.iter().flat_map(|f| &f.holders).collect();
-    assert_eq!(holders.len(), 1, "exactly one seat held: {report:?}");
-    assert_eq!(holders[0].lease_id, license.lease_id(), "the same lease");
-    assert_eq!(holders[0].session_id, session, "the same session");
-    assert!(license.lost_reason().is_none());
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_graceful_restart_keeps_every_seat_and_clients_resume() {
-    let lic = Licensed::new(LICENSE);
-    let server = TestServer::start(lic.config()).await;
-    let port = server.addr.port();
-    let client = server.client().await;
-    let license = client.checkout("cad", "", 2).await.unwrap();
-    server
-        .shutdown()
-        .await
-        .expect("run returns Ok after a graceful stop");
-
-    let mut config = lic.config();
-    config.listen = format!("127.0.0.1:{port}").parse().unwrap();
-    let server = TestServer::start(config).await;
-    let report = server.status().await;
-    assert_eq!(
-        in_use(&report, "cad"),
-        2,
-        "the seats survived the restart: {report:?}"
-    );
-    eventually(WAIT, "the client to resume", || async {
-        let r = server.status().await;
-        r.features
-            .iter()
-            .flat_map(|f| &f.holders)
-            .all(|h| h.connected)
-            .then_some(())
-    })
-    .await;
-    client
-        .status("")
-        .await
-        .expect("the client works after the restart");
-    assert!(
-        license.lost_reason().is_none(),
-        "{:?}",
-        license.lost_reason()
-    );
-    assert_eq!(
-        server.status().await.features[0].holders[0].lease_id,
-        license.lease_id()
-    );
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn overdraft_seats_are_granted_beyond_the_count_and_flagged_everywhere() {
     let lic = Licensed::new("FEATURE od acme 1 permanent 1 HOSTID=ANY OVERDRAFT=1\n");
@@ -343,4 +173,39 @@ async fn overdraft_seats_are_granted_beyond_the_count_and_flagged_everywhere() {
         .collect();
     assert!(flags.contains(&(second.lease_id(), true)), "{report:?}");
     assert!(flags.contains(&(first.lease_id(), false)), "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pipelined_requests_are_all_answered_in_order() {
+    let lic = Licensed::new(LICENSE);
+    let server = TestServer::start(lic.config()).await;
+    let mut raw = RawConn::connect(server.addr).await;
+    raw.hello("pipeliner").await;
+    // More requests than a connection may have in flight, all written before any answer
+    // is read: the server pushes back, then answers every one, in order.
+    let n = 3 * usher_server::connection::MAX_IN_FLIGHT as u64;
+    let kind = |id: u64| match id % 3 {
+        0 => checkout("sim", 1, 7),
+        1 => request::Kind::Heartbeat(usher_proto::Heartbeat {}),
+        _ => request::Kind::Status(usher_proto::StatusRequest::default()),
+    };
+    for id in 2..2 + n {
+        raw.send(id, kind(id)).await;
+    }
+    let mut leases = std::collections::BTreeSet::new();
+    for id in 2..2 + n {
+        let r = raw.recv().await.expect("an answer for every request");
+        assert_eq!(r.id, id, "answers come in request order: {r:?}");
+        match (id % 3, r.kind) {
+            (0, Some(response::Kind::Granted(g))) => {
+                leases.insert(g.lease_id);
+            }
+            (1, Some(response::Kind::HeartbeatAck(_))) => {}
+            (2, Some(response::Kind::Status(_))) => {}
+            (_, other) => panic!("request {id}: unexpected answer {other:?}"),
+        }
+    }
+    assert_eq!(leases.len(), 1, "one client_ref, one lease: {leases:?}");
+    let report = server.status().await;
+    assert_eq!(in_use(&report, "sim"), 1, "{report:#?}");
 }

@@ -65,13 +65,16 @@ impl Licensed {
 /// An in-process server.
 pub struct TestServer {
     pub addr: std::net::SocketAddr,
+    /// The configuration it runs with, `listen` set to the address actually bound, so a
+    /// restart comes back on the same port and data directory.
+    pub config: Config,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), usher_server::ServerError>>>,
 }
 
 impl TestServer {
     pub async fn start(config: Config) -> TestServer {
-        let server = Server::bind(config).await.expect("server binds");
+        let server = bind(config.clone()).await;
         let addr = server.local_addr();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async {
@@ -79,6 +82,10 @@ impl TestServer {
         }));
         TestServer {
             addr,
+            config: Config {
+                listen: addr,
+                ..config
+            },
             stop: Some(stop),
             task: Some(task),
         }
@@ -90,8 +97,18 @@ impl TestServer {
         let task = self.task.take().unwrap();
         tokio::time::timeout(Duration::from_secs(30), task)
             .await
-            .expect("stops")
+            .expect("the server stops within 30 s of being asked")
             .unwrap()
+    }
+
+    /// Stops gracefully (asserting that `run` returned `Ok`) and starts again with the same
+    /// configuration: same port, same data directory.
+    pub async fn restart(self) -> TestServer {
+        let config = self.config.clone();
+        self.shutdown()
+            .await
+            .expect("run returns Ok after a graceful stop");
+        TestServer::start(config).await
     }
 
     pub async fn client(&self) -> Client {
@@ -100,6 +117,25 @@ impl TestServer {
 
     pub async fn status(&self) -> usher_proto::StatusReport {
         status_of(self.addr.port()).await
+    }
+}
+
+/// Binds a server. A fixed port just given up by a previous server may take a moment to
+/// become free again, so a bind that finds the address in use is retried (for at most 20 s).
+async fn bind(config: Config) -> Server {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match Server::bind(config.clone()).await {
+            Ok(server) => return server,
+            Err(usher_server::ServerError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::AddrInUse
+                    && config.listen.port() != 0
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("the server does not bind {}: {e}", config.listen),
+        }
     }
 }
 
@@ -136,6 +172,11 @@ pub fn in_use(report: &usher_proto::StatusReport, feature: &str) -> u32 {
         .filter(|f| f.feature == feature)
         .map(|f| f.in_use)
         .sum()
+}
+
+/// Every holder in a report, over all features.
+pub fn holders(report: &usher_proto::StatusReport) -> Vec<&usher_proto::Holder> {
+    report.features.iter().flat_map(|f| &f.holders).collect()
 }
 
 /// Polls `check` every 50 ms until it returns `Some`, for at most `limit`.
@@ -199,11 +240,38 @@ impl RawConn {
 
     /// Says hello and returns the Welcome's session id.
     pub async fn hello(&mut self, user: &str) -> u64 {
-        self.send(1, request::Kind::Hello(hello(user))).await;
+        self.welcome(hello(user)).await.session_id
+    }
+
+    /// Sends `hello` and returns the Welcome it must earn.
+    pub async fn welcome(&mut self, hello: Hello) -> usher_proto::Welcome {
+        self.send(1, request::Kind::Hello(hello)).await;
         match self.recv().await.and_then(|r| r.kind) {
-            Some(usher_proto::response::Kind::Welcome(w)) => w.session_id,
+            Some(usher_proto::response::Kind::Welcome(w)) => w,
             other => panic!("expected Welcome, got {other:?}"),
         }
+    }
+
+    /// Sends one request and returns the kind of the response, which must carry its id.
+    pub async fn call(&mut self, id: u64, kind: request::Kind) -> usher_proto::response::Kind {
+        let what = format!("{kind:?}");
+        self.send(id, kind).await;
+        match self.recv().await {
+            Some(Response {
+                id: got,
+                kind: Some(kind),
+            }) if got == id => kind,
+            other => panic!("expected the answer to request {id} ({what}), got {other:?}"),
+        }
+    }
+}
+
+/// A Hello that resumes the session a Welcome opened.
+pub fn resume(user: &str, welcome: &usher_proto::Welcome) -> Hello {
+    Hello {
+        resume_session: welcome.session_id,
+        resume_secret: welcome.session_secret.clone(),
+        ..hello(user)
     }
 }
 

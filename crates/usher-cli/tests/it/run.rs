@@ -1,0 +1,69 @@
+//! `usher run`: holds a seat while a command runs; exit codes tell why it could not.
+
+use crate::util::{Holder, Licensed, Timings, free_port, run_usher};
+
+#[test]
+fn run_holds_seats_and_its_exit_code_says_why_it_could_not() {
+    let fixture = Licensed::start(Timings::SHORT);
+    let server = &fixture.server;
+    let spec = server.spec();
+
+    let first = Holder::spawn(server, "cad", &["sleep", "30"]);
+    let _second = Holder::spawn(server, "cad", &["sleep", "30"]);
+    server.wait_in_use("cad", 2);
+
+    let busy = run_usher(&["run", "-c", &spec, "cad", "--", "true"]).expect_code(4);
+    let reason = busy.stderr.trim_end();
+    assert_eq!(reason.lines().count(), 1, "one line of reason\n{busy}");
+    assert!(reason.contains("all 2 seats"), "{busy}");
+
+    run_usher(&["run", "-c", &spec, "nosuchfeature", "--", "true"]).expect_code(5);
+    run_usher(&["run", "-c", &spec, "--version", "2030", "cad", "--", "true"]).expect_code(5);
+
+    // With a seat free again, the command runs and its exit status becomes usher's.
+    drop(first);
+    server.wait_in_use("cad", 1);
+    run_usher(&["run", "-c", &spec, "cad", "--", "sh", "-c", "exit 7"]).expect_code(7);
+    server.wait_in_use("cad", 1);
+}
+
+#[test]
+fn run_exits_3_when_no_server_answers() {
+    let spec = format!("{}@127.0.0.1", free_port());
+    let outcome = run_usher(&["run", "-c", &spec, "cad", "--", "true"]).expect_code(3);
+    assert!(
+        !outcome.stderr.trim().is_empty(),
+        "a reason is printed\n{outcome}"
+    );
+    run_usher(&["run", "-c", "1@127.0.0.1", "cad", "--", "true"]).expect_code(3);
+}
+
+#[test]
+fn run_reports_a_command_killed_by_a_signal_as_128_plus_n_and_frees_the_seat() {
+    // Sessions outlive the test: only usher's own check-in can free the seat in time.
+    let fixture = Licensed::start(Timings::LONG);
+    let server = &fixture.server;
+    let spec = server.spec();
+    // 128 + 9, as a shell reports a command killed by SIGKILL.
+    run_usher(&["run", "-c", &spec, "cad", "--", "sh", "-c", "kill -9 $$"]).expect_code(137);
+    server.wait_in_use("cad", 0);
+}
+
+#[test]
+fn run_frees_the_seat_of_a_command_that_cannot_be_started() {
+    // Sessions outlive the test: only usher's own check-in can free the seat in time.
+    let fixture = Licensed::start(Timings::LONG);
+    let server = &fixture.server;
+    let spec = server.spec();
+    // The race is between usher's exit and its client task sending the check-in, so one
+    // attempt often passes: try a few.
+    for _ in 0..20 {
+        let missing = run_usher(&["run", "-c", &spec, "cad", "--", "/nonexistent/usher-test"]);
+        let missing = missing.expect_code(1);
+        assert!(
+            missing.stderr.contains("/nonexistent/usher-test"),
+            "{missing}"
+        );
+        server.wait_in_use("cad", 0);
+    }
+}

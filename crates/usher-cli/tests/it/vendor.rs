@@ -1,0 +1,120 @@
+//! `usher vendor keygen`, `usher vendor sign`, `usher license check` and `usher hostid`.
+
+use std::os::unix::fs::PermissionsExt as _;
+
+use regex::Regex;
+
+use crate::util::{Vendor, output, run_usher, usher};
+
+const LICENSE: &str = "\
+# test license
+FEATURE cad acme 2025 permanent 2 HOSTID=ANY NOTICE=\"Example Corp\"
+FEATURE sim acme 1.0 31-dec-2099 5 HOSTID=ANY
+";
+
+/// `usher license check FILE --vendor-key PUB`.
+fn check(vendor: &Vendor, file: &std::path::Path) -> crate::util::Outcome {
+    let mut cmd = usher(&["license", "check"]);
+    cmd.arg(file).arg("--vendor-key").arg(vendor.public_key());
+    output(cmd)
+}
+
+#[test]
+fn keygen_writes_a_private_secret_key_and_a_public_key() {
+    let vendor = Vendor::new("acme");
+    let secret = std::fs::metadata(vendor.secret_key()).expect("acme.key exists");
+    assert_eq!(
+        secret.permissions().mode() & 0o777,
+        0o600,
+        "the secret key must be readable by its owner only"
+    );
+    assert!(vendor.public_key().is_file(), "acme.pub exists");
+}
+
+#[test]
+fn a_signed_license_checks_and_lists_every_entitlement() {
+    let vendor = Vendor::new("acme");
+    let signed = vendor.sign("cad.lic", LICENSE);
+    let text = std::fs::read_to_string(&signed).unwrap();
+    assert_eq!(text.matches("SIGN=").count(), 2, "{text}");
+
+    let outcome = check(&vendor, &signed).ok();
+    let ok_lines: Vec<&str> = outcome
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("ok "))
+        .collect();
+    assert_eq!(ok_lines.len(), 2, "{outcome}");
+    assert!(
+        ok_lines[0].contains("cad v2025 (acme), 2 seats, permanent"),
+        "{outcome}"
+    );
+    assert!(
+        ok_lines[1].contains("sim v1.0 (acme), 5 seats, until 2099-12-31"),
+        "{outcome}"
+    );
+    assert!(
+        outcome.stdout.contains("2 entitlement(s), 2 ok, 0 bad"),
+        "{outcome}"
+    );
+}
+
+#[test]
+fn an_edited_seat_count_is_bad_and_its_line_is_named() {
+    let vendor = Vendor::new("acme");
+    let signed = vendor.sign("cad.lic", LICENSE);
+    let text = std::fs::read_to_string(&signed).unwrap();
+    // Edit the second entitlement, so that the line numbers say which one broke.
+    let line_of = |start: &str| {
+        1 + text
+            .lines()
+            .position(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no {start:?} line in\n{text}"))
+    };
+    let (cad_line, sim_line) = (line_of("FEATURE cad"), line_of("FEATURE sim"));
+    let tampered_text = text.replace("31-dec-2099 5 HOSTID", "31-dec-2099 50 HOSTID");
+    assert_ne!(tampered_text, text);
+    let tampered = vendor.dir.path().join("tampered.lic");
+    std::fs::write(&tampered, tampered_text).unwrap();
+
+    let outcome = check(&vendor, &tampered).expect_code(6);
+    assert!(
+        outcome
+            .stdout
+            .lines()
+            .any(|l| l.starts_with(&format!("BAD line {sim_line}: ")) && l.contains("sim")),
+        "the tampered line {sim_line} should be reported BAD\n{outcome}"
+    );
+    assert!(
+        outcome
+            .stdout
+            .lines()
+            .any(|l| l.starts_with(&format!("ok  line {cad_line}: ")) && l.contains("cad")),
+        "the untouched line stays ok\n{outcome}"
+    );
+}
+
+#[test]
+fn a_syntax_error_is_reported_as_file_line_column() {
+    let vendor = Vendor::new("acme");
+    let broken = vendor.dir.path().join("broken.lic");
+    std::fs::write(
+        &broken,
+        "# fine\nFEATURE cad acme 2025 permanent 2 HOSTID=ANY NOTICE=\"unterminated\n",
+    )
+    .unwrap();
+    let outcome = check(&vendor, &broken);
+    assert_ne!(outcome.code, Some(0), "{outcome}");
+    let located = Regex::new(r"broken\.lic:2:\d+: ").unwrap();
+    assert!(
+        located.is_match(&outcome.stderr) || located.is_match(&outcome.stdout),
+        "expected broken.lic:2:COLUMN in the message\n{outcome}"
+    );
+}
+
+#[test]
+fn hostid_prints_key_value_lines() {
+    let outcome = run_usher(&["hostid"]).ok();
+    let id = Regex::new(r"^[A-Z][A-Z0-9_]*=\S+$").unwrap();
+    assert!(outcome.stdout.lines().any(|l| id.is_match(l)), "{outcome}");
+}
