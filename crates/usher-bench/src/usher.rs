@@ -134,6 +134,7 @@ fn checkout(client_ref: u64) -> request::Kind {
         version: String::new(),
         count: 1,
         client_ref,
+        ..Checkout::default()
     })
 }
 

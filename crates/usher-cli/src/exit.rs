@@ -14,7 +14,8 @@ pub const FAILURE: u8 = 1;
 pub const USAGE: u8 = 2;
 /// No license server could be reached.
 pub const UNREACHABLE: u8 = 3;
-/// Refused: every seat is in use.
+/// Refused: every seat is in use (or others are queued ahead, or a wait in the queue ran
+/// out).
 pub const ALL_IN_USE: u8 = 4;
 /// Refused: not licensed (unknown feature, version too new, expired, not yet started).
 pub const NOT_LICENSED: u8 = 5;
@@ -56,7 +57,9 @@ impl From<ClientError> for Failure {
         let code = match &e {
             ClientError::Unreachable { .. } | ClientError::Timeout => UNREACHABLE,
             ClientError::Denied(d) => match d.reason {
-                DenyReason::AllInUse => ALL_IN_USE,
+                DenyReason::AllInUse | DenyReason::QueuedAhead | DenyReason::WaitTimedOut => {
+                    ALL_IN_USE
+                }
                 DenyReason::BadRequest | DenyReason::Unspecified => FAILURE,
                 _ => NOT_LICENSED,
             },

@@ -29,7 +29,7 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Timelike, Utc};
-use usher_proto::{FeatureStatus, Holder, StatusReport};
+use usher_proto::{FeatureStatus, Holder, QueueEntry, StatusReport};
 
 /// The FlexLM version usher claims in `lmstat -v`, in `license server UP ... v…` and in
 /// vendor daemon lines.
@@ -261,7 +261,7 @@ pub fn render_status<Tz: TimeZone>(
         out.push_str("Feature usage info:\n\n");
     }
     for group in feature_groups(report, args) {
-        users_of(&mut out, &group, &server, args, tz);
+        users_of(&mut out, &group, &report.queue, &server, args, tz);
     }
     out
 }
@@ -526,6 +526,7 @@ fn licenses(n: u64) -> &'static str {
 fn users_of<Tz: TimeZone>(
     out: &mut String,
     group: &FeatureGroup<'_>,
+    queue: &[QueueEntry],
     server: &ServerName,
     args: &LmstatArgs,
     tz: &Tz,
@@ -555,6 +556,32 @@ fn users_of<Tz: TimeZone>(
         }
         out.push('\n');
     }
+    queued_lines(out, group.name, queue, server);
+}
+
+/// `    user host display (vVER) (server/port handle) queued for N license(s)`, one per
+/// checkout waiting for `feature`, in serving order, then a blank line.
+fn queued_lines(out: &mut String, feature: &str, queue: &[QueueEntry], server: &ServerName) {
+    let waiting: Vec<&QueueEntry> = queue.iter().filter(|q| q.feature == feature).collect();
+    if waiting.is_empty() {
+        return;
+    }
+    for q in waiting {
+        let host = clean(&q.host, "unknown");
+        let _ = writeln!(
+            out,
+            "    {} {host} {} (v{}) ({}/{} {}) queued for {} {}",
+            clean(&q.user, "unknown"),
+            clean(&q.display, &host),
+            version_or_zero(&q.version),
+            server.host,
+            server.port,
+            format_handle(q.lease_id),
+            q.count,
+            licenses(u64::from(q.count)),
+        );
+    }
+    out.push('\n');
 }
 
 /// `    user host display (vVER) (server/port handle), start Ddd M/D H:MM[, N licenses]`
@@ -753,6 +780,7 @@ mod tests {
             server_name: "lic1".into(),
             server_version: "0.1.0".into(),
             port: 1648,
+            queue: vec![],
             features: vec![
                 pool(
                     "cad",
@@ -867,6 +895,34 @@ Users of calc:  (Total of 10 licenses issued;  Total of 0 licenses in use)
 
 ";
         assert_eq!(status(&["-a"]), expected);
+    }
+
+    #[test]
+    fn queued_checkouts_follow_the_holders_of_their_feature() {
+        let mut r = report();
+        r.queue = vec![QueueEntry {
+            feature: "cad".into(),
+            version: "2025".into(),
+            count: 2,
+            position: 1,
+            user: "dave".into(),
+            host: "ws9".into(),
+            lease_id: 4100,
+            ..QueueEntry::default()
+        }];
+        let out = render_status(
+            &r,
+            "1648@lic1",
+            &args(&["-a"]),
+            local(2023, 8, 20, 12, 25),
+            &tz(),
+        );
+        let expected = "    bob ws2 ws2 (v2025) (lic1/1648 4002), start Sun 8/20 0:05
+
+    dave ws9 ws9 (v2025) (lic1/1648 4100) queued for 2 licenses
+
+Users of sim:";
+        assert!(out.contains(expected), "{out}");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, Datelike, SecondsFormat, TimeZone, Timelike, Utc};
 use serde_json::{Value, json};
-use usher_proto::{FeatureStatus, Holder, StatusReport};
+use usher_proto::{FeatureStatus, Holder, QueueEntry, StatusReport};
 
 use crate::lmstat::{clean, expiry_date, format_handle, instant};
 
@@ -54,10 +54,40 @@ pub fn render_table<Tz: TimeZone>(report: &StatusReport, tz: &Tz) -> String {
             out.push_str("  (no holders)\n");
         } else {
             let rows: Vec<[String; 8]> = pool.holders.iter().map(|h| holder_row(h, tz)).collect();
-            holder_table(&mut out, &rows);
+            holder_table(&mut out, &COLUMNS, &NUMERIC, &rows);
         }
     }
+    if !report.queue.is_empty() {
+        out.push_str("\nwaiting for seats\n");
+        let rows: Vec<[String; 8]> = report.queue.iter().map(|q| queue_row(q, tz)).collect();
+        holder_table(&mut out, &QUEUE_HEADERS, &QUEUE_NUMERIC, &rows);
+    }
     out
+}
+
+/// Column headings of the queue table.
+const QUEUE_HEADERS: [&str; 8] = [
+    "FEATURE", "POS", "USER", "HOST", "DISPLAY", "SEATS", "SINCE", "GIVES UP",
+];
+
+/// Columns of the queue table whose values are numbers.
+const QUEUE_NUMERIC: [bool; 8] = [false, true, false, false, false, true, false, false];
+
+fn queue_row<Tz: TimeZone>(q: &QueueEntry, tz: &Tz) -> [String; 8] {
+    [
+        clean(&q.feature, "?").into_owned(),
+        q.position.to_string(),
+        clean(&q.user, "?").into_owned(),
+        clean(&q.host, "?").into_owned(),
+        clean(&q.display, "-").into_owned(),
+        q.count.to_string(),
+        minutes(&instant(q.since_ms, tz)),
+        if q.deadline_ms == 0 {
+            "never".to_string()
+        } else {
+            minutes(&instant(q.deadline_ms, tz))
+        },
+    ]
 }
 
 /// Renders the report as JSON, in this shape (times RFC 3339 in UTC, `null` when unknown):
@@ -74,7 +104,11 @@ pub fn render_table<Tz: TimeZone>(report: &StatusReport, tz: &Tz) -> String {
 ///       "holders": [
 ///         { "user": "alice", "host": "ws1", "display": "/dev/pts/0", "pid": 4242,
 ///           "program": "cad", "version": "2025", "since": "2026-03-01T09:39:00Z",
-///           "count": 1, "handle": "1234", "connected": true, "overdraft": false } ] } ]
+///           "count": 1, "handle": "1234", "connected": true, "overdraft": false } ] } ],
+///   "queue": [
+///     { "feature": "cad", "version": "2025", "position": 1, "priority": 0, "count": 1,
+///       "user": "bob", "host": "ws2", "display": ":0", "pid": 77, "program": "cad",
+///       "since": "2026-03-01T09:50:00Z", "gives_up": null, "handle": "1240" } ]
 /// }
 /// ```
 ///
@@ -94,6 +128,25 @@ pub fn render_json(report: &StatusReport) -> Value {
             "vendors": report.vendors,
         },
         "features": report.features.iter().map(pool_json).collect::<Vec<_>>(),
+        "queue": report.queue.iter().map(queue_json).collect::<Vec<_>>(),
+    })
+}
+
+fn queue_json(q: &QueueEntry) -> Value {
+    json!({
+        "feature": q.feature,
+        "version": q.version,
+        "position": q.position,
+        "priority": q.priority,
+        "count": q.count,
+        "user": q.user,
+        "host": q.host,
+        "display": q.display,
+        "pid": q.pid,
+        "program": q.program,
+        "since": rfc3339(q.since_ms),
+        "gives_up": rfc3339(q.deadline_ms),
+        "handle": format_handle(q.lease_id),
     })
 }
 
@@ -182,21 +235,21 @@ fn holder_row<Tz: TimeZone>(holder: &Holder, tz: &Tz) -> [String; 8] {
     ]
 }
 
-/// The column titles and `rows`, indented two spaces, columns two spaces apart and as wide
-/// as their widest cell.
-fn holder_table(out: &mut String, rows: &[[String; 8]]) {
-    let mut widths = COLUMNS.map(|title| title.chars().count());
+/// The column `titles` and `rows`, indented two spaces, columns two spaces apart and as
+/// wide as their widest cell, `numeric` ones aligned to the right.
+fn holder_table(out: &mut String, titles: &[&str; 8], numeric: &[bool; 8], rows: &[[String; 8]]) {
+    let mut widths = titles.map(|title| title.chars().count());
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
     }
-    let titles = COLUMNS.map(str::to_owned);
+    let titles = titles.map(str::to_owned);
     for row in std::iter::once(&titles).chain(rows) {
         let mut line = String::from(" ");
         for (i, cell) in row.iter().enumerate() {
             let width = widths[i];
-            if NUMERIC[i] {
+            if numeric[i] {
                 let _ = write!(line, " {cell:>width$} ");
             } else {
                 let _ = write!(line, " {cell:<width$} ");
@@ -248,6 +301,7 @@ mod tests {
             server_name: "lic1".into(),
             server_version: "0.1.0".into(),
             port: 1648,
+            queue: vec![],
             features: vec![
                 FeatureStatus {
                     feature: "cad".into(),
@@ -293,6 +347,30 @@ sim v1.0 (demo)  0 of 1 seat in use  permanent
   (no holders)
 ";
         assert_eq!(render_table(&report(), &tz()), expected);
+    }
+
+    #[test]
+    fn queue_is_listed_after_the_pools_in_table_and_json() {
+        let mut r = report();
+        r.queue = vec![QueueEntry {
+            feature: "cad".into(),
+            version: "2025".into(),
+            count: 1,
+            position: 1,
+            user: "dave".into(),
+            host: "ws9".into(),
+            since_ms: utc_ms(2026, 3, 1, 9, 50),
+            lease_id: 4100,
+            ..QueueEntry::default()
+        }];
+        let text = render_table(&r, &tz());
+        let tail = "\nwaiting for seats\n  FEATURE  POS  USER  HOST  DISPLAY  SEATS  SINCE             \
+                    GIVES UP\n  cad        1  dave  ws9   -            1  2026-03-01 11:50  never\n";
+        assert!(text.ends_with(tail), "{text}");
+        let json = render_json(&r);
+        assert_eq!(json["queue"][0]["user"], "dave");
+        assert_eq!(json["queue"][0]["handle"], "4100");
+        assert_eq!(json["queue"][0]["gives_up"], Value::Null);
     }
 
     #[test]
@@ -366,6 +444,7 @@ sim v1.0 (demo)  0 of 1 seat in use  permanent
                     "holders": [],
                 },
             ],
+            "queue": [],
         });
         assert_eq!(render_json(&report()), expected);
     }

@@ -34,6 +34,8 @@ pub enum Call {
         reply: Reply,
         /// For checkouts: how to tell the `License` it was lost.
         lease_watch: Option<watch::Sender<Option<String>>>,
+        /// For checkouts that may wait: where to report the queue position.
+        position: Option<watch::Sender<u32>>,
     },
     /// A `License` was dropped: check it in.
     Release {
@@ -54,6 +56,48 @@ struct InFlight {
     /// Where the answer goes (`None` for checkins sent on behalf of a dropped `License`).
     reply: Option<Reply>,
     lease_watch: Option<watch::Sender<Option<String>>>,
+    /// For a checkout that may wait: where its queue position goes.
+    position: Option<watch::Sender<u32>>,
+    /// A checkout the server has queued: its answer comes as a notice.
+    queued: bool,
+    /// For a checkout that waits for a limited time: when the wait ends.
+    wait_until: Option<Instant>,
+}
+
+impl InFlight {
+    /// A request sent on nobody's behalf (a checkin for a dropped `License`, a dequeue).
+    fn unowned(kind: request::Kind) -> Self {
+        InFlight {
+            kind,
+            sent: false,
+            reply: None,
+            lease_watch: None,
+            position: None,
+            queued: false,
+            wait_until: None,
+        }
+    }
+
+    /// Before a waiting checkout is sent again: asks to wait only for what is left of
+    /// its wait, so a resend that crosses the server's timeout cannot queue it afresh.
+    /// Returns whether any of the wait is left.
+    fn remaining_wait(&mut self) -> bool {
+        if let (request::Kind::Checkout(c), Some(until)) = (&mut self.kind, self.wait_until) {
+            let left = until.saturating_duration_since(Instant::now()).as_millis() as u64;
+            c.wait = left > 0;
+            c.wait_ms = left;
+            return left > 0;
+        }
+        true
+    }
+
+    /// The idempotency key of a checkout.
+    fn client_ref(&self) -> Option<u64> {
+        match &self.kind {
+            request::Kind::Checkout(c) => Some(c.client_ref),
+            _ => None,
+        }
+    }
 }
 
 struct Session {
@@ -121,6 +165,7 @@ impl Driver {
                 self.writer = None;
                 for f in self.in_flight.values_mut() {
                     f.sent = false;
+                    f.remaining_wait();
                 }
                 match self.connect().await {
                     Ok((r, _)) => {
@@ -196,6 +241,11 @@ impl Driver {
                     }
                 },
                 _ = heartbeat.tick() => {
+                    self.review_queued();
+                    if self.flush().await.is_err() {
+                        reader = None;
+                        continue;
+                    }
                     let id = self.take_id();
                     let hb = Request { id, kind: Some(request::Kind::Heartbeat(Heartbeat {})) };
                     if self.send(&hb).await.is_err() {
@@ -233,11 +283,16 @@ impl Driver {
                 kind,
                 reply,
                 lease_watch,
+                position,
             } => {
                 let mut kind = *kind;
+                let mut wait_until = None;
                 if let request::Kind::Checkout(c) = &mut kind {
                     c.client_ref = self.next_ref;
                     self.next_ref += 1;
+                    if c.wait && c.wait_ms > 0 {
+                        wait_until = Some(Instant::now() + Duration::from_millis(c.wait_ms));
+                    }
                 }
                 let id = self.take_id();
                 self.in_flight.insert(
@@ -247,6 +302,9 @@ impl Driver {
                         sent: false,
                         reply: Some(reply),
                         lease_watch,
+                        position,
+                        queued: false,
+                        wait_until,
                     },
                 );
             }
@@ -254,15 +312,7 @@ impl Driver {
                 if self.leases.remove(&lease_id).is_some() {
                     let id = self.take_id();
                     let kind = request::Kind::Checkin(Checkin { lease_id });
-                    self.in_flight.insert(
-                        id,
-                        InFlight {
-                            kind,
-                            sent: false,
-                            reply: None,
-                            lease_watch: None,
-                        },
-                    );
+                    self.in_flight.insert(id, InFlight::unowned(kind));
                 }
             }
             Call::Close { reply } => {
@@ -303,17 +353,50 @@ impl Driver {
         }
     }
 
-    fn handle_response(&mut self, response: Response) {
+    fn handle_response(&mut self, mut response: Response) {
         if response.id == 0 {
-            match response.kind {
-                Some(response::Kind::LeaseLost(l)) => {
-                    if let Some(w) = self.leases.remove(&l.lease_id) {
-                        let _ = w.send(Some(l.reason));
+            // The end of a queued checkout's wait: answer it as if it were the reply.
+            let waited = match &response.kind {
+                Some(response::Kind::Granted(g)) => Some(g.client_ref),
+                Some(response::Kind::Denied(d)) if d.client_ref != 0 => Some(d.client_ref),
+                _ => None,
+            };
+            match waited.and_then(|r| self.queued_flight(r)) {
+                Some(id) => response.id = id,
+                None => {
+                    match response.kind {
+                        Some(response::Kind::LeaseLost(l)) => {
+                            if let Some(w) = self.leases.remove(&l.lease_id) {
+                                let _ = w.send(Some(l.reason));
+                            }
+                        }
+                        // A grant for a wait we no longer track (withdrawn just as it was
+                        // granted): give it back.
+                        Some(response::Kind::Granted(g)) if g.client_ref != 0 => {
+                            let id = self.take_id();
+                            let kind = request::Kind::Checkin(Checkin {
+                                lease_id: g.lease_id,
+                            });
+                            self.in_flight.insert(id, InFlight::unowned(kind));
+                        }
+                        Some(response::Kind::Error(e)) => {
+                            warn!("license server reported: {}", e.message)
+                        }
+                        _ => {}
                     }
+                    return;
                 }
-                Some(response::Kind::Error(e)) => warn!("license server reported: {}", e.message),
-                _ => {}
             }
+        }
+        if let Some(response::Kind::Queued(q)) = &response.kind
+            && let Some(flight) = self.in_flight.get_mut(&response.id)
+        {
+            // Keep waiting: the outcome arrives as a notice.
+            flight.queued = true;
+            if let Some(p) = &flight.position {
+                let _ = p.send(q.position);
+            }
+            debug!(position = q.position, feature = %q.feature, "checkout queued");
             return;
         }
         let Some(flight) = self.in_flight.remove(&response.id) else {
@@ -360,20 +443,45 @@ impl Driver {
                 let kind = request::Kind::Checkin(Checkin {
                     lease_id: g.lease_id,
                 });
-                self.in_flight.insert(
-                    id,
-                    InFlight {
-                        kind,
-                        sent: false,
-                        reply: None,
-                        lease_watch: None,
-                    },
-                );
+                self.in_flight.insert(id, InFlight::unowned(kind));
             }
             return;
         }
         if let Some(reply) = flight.reply {
             let _ = reply.send(Ok(kind));
+        }
+    }
+
+    /// The request id of the queued checkout with this idempotency key.
+    fn queued_flight(&self, client_ref: u64) -> Option<u64> {
+        self.in_flight
+            .iter()
+            .find(|(_, f)| f.queued && f.client_ref() == Some(client_ref))
+            .map(|(id, _)| *id)
+    }
+
+    /// Withdraws queued checkouts whose caller has stopped waiting (dropped the future
+    /// or timed out), so they do not take a seat nobody will use, and asks again about
+    /// the others: the answer is their current position, or their grant if its notice
+    /// was lost (the checkout is idempotent by its `client_ref`).
+    fn review_queued(&mut self) {
+        for f in self.in_flight.values_mut() {
+            // (Once its wait has run out, the server's verdict is on its way: no resend.)
+            if f.queued && f.reply.as_ref().is_some_and(|r| !r.is_closed()) && f.remaining_wait() {
+                f.sent = false;
+            }
+        }
+        let abandoned: Vec<(u64, u64)> = self
+            .in_flight
+            .iter()
+            .filter(|(_, f)| f.queued && f.reply.as_ref().is_none_or(|r| r.is_closed()))
+            .filter_map(|(id, f)| Some((*id, f.client_ref()?)))
+            .collect();
+        for (id, client_ref) in abandoned {
+            self.in_flight.remove(&id);
+            let id = self.take_id();
+            let kind = request::Kind::Dequeue(usher_proto::Dequeue { client_ref });
+            self.in_flight.insert(id, InFlight::unowned(kind));
         }
     }
 

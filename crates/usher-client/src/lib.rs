@@ -44,6 +44,17 @@ pub struct Client {
     request_timeout: Duration,
 }
 
+/// How long a checkout waits in the queue when every seat is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueWait {
+    /// Not at all: a checkout that finds no free seat is refused.
+    No,
+    /// At most this long, then it is refused (`DenyReason::WaitTimedOut`).
+    For(Duration),
+    /// Until seats are granted (or the request is dropped).
+    Indefinitely,
+}
+
 /// Facts learned in the handshake.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionInfo {
@@ -78,20 +89,53 @@ impl Client {
     }
 
     /// Checks out `count` seats of `feature` at version `version` or newer (empty: any).
+    /// Refused at once if no seat is free.
     pub async fn checkout(
         &self,
         feature: &str,
         version: &str,
         count: u32,
     ) -> Result<License, ClientError> {
+        self.checkout_waiting(feature, version, count, QueueWait::No, None)
+            .await
+    }
+
+    /// Checks out like [`Client::checkout`], but if every seat is taken, waits in the
+    /// server's queue (for at most `wait`) and returns once the seats are granted.
+    ///
+    /// `position`, if given, is told the request's place in the queue whenever the server
+    /// says it (when it is queued, and again after a reconnect). Dropping the returned
+    /// future withdraws the request from the queue (within one heartbeat interval).
+    pub async fn checkout_waiting(
+        &self,
+        feature: &str,
+        version: &str,
+        count: u32,
+        wait: QueueWait,
+        position: Option<watch::Sender<u32>>,
+    ) -> Result<License, ClientError> {
         let (lost_tx, lost_rx) = watch::channel(None);
+        let (wait, wait_ms, timeout) = match wait {
+            QueueWait::No => (false, 0, Some(self.request_timeout)),
+            QueueWait::For(d) => (
+                true,
+                (d.as_millis() as u64).max(1),
+                Some(d + self.request_timeout),
+            ),
+            QueueWait::Indefinitely => (true, 0, None),
+        };
         let kind = request::Kind::Checkout(Checkout {
             feature: feature.to_string(),
             version: version.to_string(),
             count: count.max(1),
             client_ref: 0, // assigned by the driver
+            wait,
+            wait_ms,
         });
-        match self.call(kind, Some(lost_tx)).await? {
+        match self
+            .call_for(kind, Some(lost_tx), position, timeout)
+            .await?
+        {
             response::Kind::Granted(g) => Ok(License {
                 lease_id: g.lease_id,
                 feature: g.feature,
@@ -139,19 +183,35 @@ impl Client {
         kind: request::Kind,
         lease_watch: Option<watch::Sender<Option<String>>>,
     ) -> Result<response::Kind, ClientError> {
+        self.call_for(kind, lease_watch, None, Some(self.request_timeout))
+            .await
+    }
+
+    /// Sends a request and waits for its answer for at most `timeout` (`None`: for as
+    /// long as it takes, for a checkout waiting in the queue indefinitely).
+    async fn call_for(
+        &self,
+        kind: request::Kind,
+        lease_watch: Option<watch::Sender<Option<String>>>,
+        position: Option<watch::Sender<u32>>,
+        timeout: Option<Duration>,
+    ) -> Result<response::Kind, ClientError> {
         let (reply, rx) = oneshot::channel();
         self.calls
             .send(Call::Request {
                 kind: Box::new(kind),
                 reply,
                 lease_watch,
+                position,
             })
             .map_err(|_| ClientError::Closed)?;
-        match tokio::time::timeout(self.request_timeout, rx).await {
-            Err(_) => Err(ClientError::Timeout),
-            Ok(Err(_)) => Err(ClientError::Closed),
-            Ok(Ok(result)) => result,
-        }
+        let answer = match timeout {
+            Some(limit) => tokio::time::timeout(limit, rx)
+                .await
+                .map_err(|_| ClientError::Timeout)?,
+            None => rx.await,
+        };
+        answer.map_err(|_| ClientError::Closed)?
     }
 }
 

@@ -1,6 +1,8 @@
 //! What goes into the ledger (commands) and what comes out (outcomes and changes).
 
-use crate::{ClientInfo, Lease, LeaseId, Millis, Session, SessionId};
+use crate::{
+    ClientInfo, DequeueReason, Lease, LeaseId, Millis, QueuedRequest, Session, SessionId, Wait,
+};
 
 /// A request to change (or read) the ledger. Everything non-deterministic (ids, secrets,
 /// time) is supplied by the caller.
@@ -55,6 +57,15 @@ pub enum Command {
         count: u32,
         /// Client idempotency key; see [`Lease::client_ref`].
         client_ref: u64,
+        /// Whether to wait in the queue when no seat is free.
+        wait: Wait,
+    },
+    /// Withdraw a queued checkout (the client gave up waiting).
+    Dequeue {
+        /// Owning session.
+        session: SessionId,
+        /// The checkout's idempotency key.
+        client_ref: u64,
     },
     /// Give a lease back.
     Checkin {
@@ -63,7 +74,9 @@ pub enum Command {
         /// Lease to release.
         lease_id: LeaseId,
     },
-    /// Release the seats of every session whose TTL or grace has lapsed by `now`.
+    /// Bring the ledger up to `now`: end queued waits that ran out, release the seats of
+    /// every session whose TTL or grace has lapsed, and grant queued checkouts that can
+    /// now be served (also after a license reload).
     Expire,
     /// An administrator takes a lease away (like `lmremove`). Refused while the lease is
     /// younger than the configured minimum remove time, so a lease cannot be bounced
@@ -100,6 +113,12 @@ pub enum Denial {
         in_use: u32,
         /// Seats in those pools.
         total: u32,
+    },
+    /// Seats may be free, but other checkouts for the feature are queued ahead and the
+    /// request did not ask to wait.
+    QueuedAhead {
+        /// Requests waiting ahead.
+        waiting: u32,
     },
     /// The request itself is malformed (empty feature name, zero count, bad version...).
     BadRequest(String),
@@ -139,10 +158,17 @@ pub enum Outcome {
     Granted(Lease),
     /// A checkout was refused.
     Denied(Denial),
+    /// A checkout is waiting in the queue (or, retried, still is).
+    Queued {
+        /// The request as queued.
+        request: QueuedRequest,
+        /// Its 1-based place in its feature's queue.
+        position: u32,
+    },
     /// A checkin released a lease.
     Released(Lease),
-    /// A checkin named a lease the session does not hold; nothing changed. Checkin is
-    /// idempotent, so clients treat this as success.
+    /// A checkin named a lease the session does not hold, or a dequeue a request that is
+    /// not waiting; nothing changed. Both are idempotent, so clients treat this as success.
     NotHeld,
     /// `Expire` ended these sessions.
     Expired {
@@ -180,5 +206,15 @@ pub enum Change {
         lease: Lease,
         /// Why.
         reason: ReleaseReason,
+    },
+    /// A checkout joined the queue. The queue is soft state: it is logged, not stored, and
+    /// clients queue again after a server restart.
+    Queued(QueuedRequest),
+    /// A checkout left the queue. When it was granted, a `LeaseGranted` follows.
+    Dequeued {
+        /// The request.
+        request: QueuedRequest,
+        /// Why it left.
+        reason: DequeueReason,
     },
 }

@@ -4,9 +4,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use usher_license::Version;
 
+use crate::queue::Queue;
 use crate::{
-    Catalog, Change, Command, Denial, Lease, LeaseId, LedgerError, Millis, Outcome, PoolKey,
-    ReleaseReason, Session, SessionId,
+    Catalog, Change, Command, Denial, DequeueReason, Lease, LeaseId, LedgerError, Millis, Outcome,
+    PoolKey, QueuedRequest, ReleaseReason, Session, SessionId, Wait,
 };
 
 /// Upper bound on seats in one request; larger requests are malformed, not merely
@@ -47,6 +48,8 @@ pub struct Ledger {
     /// Seats held per pool. A pool that left the catalog (license removed on reload) keeps
     /// its count until its holders let go.
     in_use: HashMap<PoolKey, u32>,
+    /// Checkouts waiting for seats. Soft state: not stored, empty after a restart.
+    queue: Queue,
 }
 
 impl Ledger {
@@ -60,6 +63,7 @@ impl Ledger {
             leases: BTreeMap::new(),
             session_leases: HashMap::new(),
             in_use: HashMap::new(),
+            queue: Queue::default(),
         }
     }
 
@@ -110,7 +114,8 @@ impl Ledger {
 
     /// Replaces the catalog (license reload). Leases are never revoked by a reload: if a
     /// pool shrinks below its usage, holders keep their seats and new checkouts are refused
-    /// until usage falls below the new count.
+    /// until usage falls below the new count. Queued checkouts that the new catalog can
+    /// serve are granted by the next `Expire`.
     pub fn set_catalog(&mut self, catalog: Catalog) {
         self.catalog = catalog;
     }
@@ -149,9 +154,27 @@ impl Ledger {
             .filter_map(|l| self.leases.get(l))
     }
 
+    /// Waiting checkouts: features in name order, each feature's in serving order, with
+    /// their 1-based positions.
+    pub fn queued(&self) -> impl Iterator<Item = (&QueuedRequest, u32)> {
+        let mut last: Option<(&str, u32)> = None;
+        self.queue.iter().map(move |r| {
+            let position = match last {
+                Some((f, n)) if f == r.feature => n + 1,
+                _ => 1,
+            };
+            last = Some((r.feature.as_str(), position));
+            (r, position)
+        })
+    }
+
     /// The earliest moment at which `Expire` would change something, if any.
     pub fn next_deadline(&self) -> Option<Millis> {
-        self.expiries.first().map(|&(at, _)| at)
+        let session = self.expiries.first().map(|&(at, _)| at);
+        match (session, self.queue.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Applies one command at time `now`, appending its durable effects to `changes`.
@@ -225,6 +248,7 @@ impl Ledger {
             Command::CloseSession { id } => {
                 self.require_session(id)?;
                 self.end_session(id, ReleaseReason::SessionClosed, changes);
+                self.serve_queue(now, changes);
                 Ok(Outcome::Done)
             }
             Command::Checkout {
@@ -234,6 +258,7 @@ impl Ledger {
                 version,
                 count,
                 client_ref,
+                wait,
             } => {
                 self.require_session(session)?;
                 if client_ref != 0 {
@@ -245,13 +270,63 @@ impl Ledger {
                         self.touch(session, now);
                         return Ok(Outcome::Granted(existing));
                     }
+                    if let Some(waiting) = self.queue.find(session, client_ref).cloned() {
+                        self.touch(session, now);
+                        let position = self.queue.position(waiting.lease_id).unwrap_or(1);
+                        return Ok(Outcome::Queued {
+                            request: waiting,
+                            position,
+                        });
+                    }
                 }
                 // Checked before the session is touched: on `Err` nothing may change.
-                if self.leases.contains_key(&lease_id) {
+                if self.leases.contains_key(&lease_id) || self.queue.position(lease_id).is_some() {
                     return Err(LedgerError::IdInUse);
                 }
                 self.touch(session, now);
-                match self.choose_pool(now, &feature, &version, count) {
+                let deadline = match wait {
+                    Wait::No => None,
+                    Wait::Until(at) if at <= now => None,
+                    Wait::Until(at) => Some(Some(at)),
+                    Wait::Forever => Some(None),
+                };
+                let priority = self.priority(session, &feature);
+                let ahead = self
+                    .queue
+                    .ahead_of(&feature, self.queue.next_slot(priority));
+                let chosen = match self.choose_pool(now, &feature, &version, count) {
+                    // Others wait ahead: the seats that are free are theirs.
+                    Ok(_) if ahead > 0 => Err(Denial::QueuedAhead {
+                        waiting: ahead as u32,
+                    }),
+                    chosen => chosen,
+                };
+                match chosen {
+                    Err(Denial::AllInUse { .. } | Denial::QueuedAhead { .. })
+                        if let Some(deadline) = deadline =>
+                    {
+                        let request = QueuedRequest {
+                            lease_id,
+                            session,
+                            feature,
+                            version,
+                            count,
+                            client_ref,
+                            queued_at: now,
+                            deadline,
+                            priority,
+                            seq: 0,
+                        };
+                        let position = self.queue.push(request);
+                        let request = self
+                            .queue
+                            .iter()
+                            .find(|r| r.lease_id == lease_id)
+                            .cloned()
+                            .expect("pushed just now");
+                        changes.push(Change::Queued(request.clone()));
+                        Ok(Outcome::Queued { request, position })
+                    }
                     Err(denial) => Ok(Outcome::Denied(denial)),
                     Ok((pool, overdraft)) => {
                         let lease = Lease {
@@ -282,10 +357,25 @@ impl Ledger {
                             lease: lease.clone(),
                             reason: ReleaseReason::Checkin,
                         });
+                        self.serve_queue(now, changes);
                         Ok(Outcome::Released(lease))
                     }
                     _ => Ok(Outcome::NotHeld),
                 }
+            }
+            Command::Dequeue {
+                session,
+                client_ref,
+            } => {
+                self.require_session(session)?;
+                self.touch(session, now);
+                let Some(id) = self.queue.find(session, client_ref).map(|r| r.lease_id) else {
+                    return Ok(Outcome::NotHeld);
+                };
+                self.dequeue(id, DequeueReason::Cancelled, changes);
+                // The head leaving may let the requests behind it through.
+                self.serve_queue(now, changes);
+                Ok(Outcome::Done)
             }
             Command::Remove { lease_id } => {
                 let Some(lease) = self.leases.get(&lease_id) else {
@@ -302,9 +392,13 @@ impl Ledger {
                     lease: lease.clone(),
                     reason: ReleaseReason::Removed,
                 });
+                self.serve_queue(now, changes);
                 Ok(Outcome::Released(lease))
             }
             Command::Expire => {
+                for id in self.queue.lapsed(now) {
+                    self.dequeue(id, DequeueReason::TimedOut, changes);
+                }
                 let mut lapsed = Vec::new();
                 while let Some(&(at, id)) = self.expiries.first() {
                     if at > now {
@@ -313,6 +407,7 @@ impl Ledger {
                     self.end_session(id, ReleaseReason::Expired, changes);
                     lapsed.push(id);
                 }
+                self.serve_queue(now, changes);
                 Ok(Outcome::Expired { sessions: lapsed })
             }
         }
@@ -383,6 +478,58 @@ impl Ledger {
         Err(Denial::AllInUse { in_use, total })
     }
 
+    /// The queue priority of a session's checkouts of `feature` (higher is served first).
+    /// Every request has the same priority until policy sets them.
+    fn priority(&self, _session: SessionId, _feature: &str) -> i32 {
+        0
+    }
+
+    /// Grants queued checkouts, in order, while their heads can be served. A head that
+    /// can no longer be served at all (its licenses went away) leaves the queue refused;
+    /// a head that only lacks free seats blocks the requests behind it.
+    fn serve_queue(&mut self, now: Millis, changes: &mut Vec<Change>) {
+        if self.queue.is_empty() {
+            return;
+        }
+        for feature in self.queue.features() {
+            while let Some(head) = self.queue.head(&feature) {
+                let (id, version, count) = (head.lease_id, head.version.clone(), head.count);
+                match self.choose_pool(now, &feature, &version, count) {
+                    Err(Denial::AllInUse { .. }) => break,
+                    Err(denial) => self.dequeue(id, DequeueReason::Refused(denial), changes),
+                    Ok((pool, overdraft)) => {
+                        let request = self.queue.remove(id).expect("the head is queued");
+                        let lease = Lease {
+                            id,
+                            session: request.session,
+                            feature: request.feature.clone(),
+                            vendor: pool.vendor,
+                            requested_version: request.version.clone(),
+                            pool_version: pool.version,
+                            count,
+                            granted_at: now,
+                            client_ref: request.client_ref,
+                            overdraft,
+                        };
+                        changes.push(Change::Dequeued {
+                            request,
+                            reason: DequeueReason::Granted(lease.clone()),
+                        });
+                        changes.push(Change::LeaseGranted(lease.clone()));
+                        self.insert_lease(lease);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes a request known to wait out of the queue, recording why.
+    fn dequeue(&mut self, id: LeaseId, reason: DequeueReason, changes: &mut Vec<Change>) {
+        if let Some(request) = self.queue.remove(id) {
+            changes.push(Change::Dequeued { request, reason });
+        }
+    }
+
     fn require_session(&self, id: SessionId) -> Result<(), LedgerError> {
         if self.sessions.contains_key(&id) {
             Ok(())
@@ -450,6 +597,11 @@ impl Ledger {
     }
 
     fn end_session(&mut self, id: SessionId, reason: ReleaseReason, changes: &mut Vec<Change>) {
+        if !self.queue.is_empty() {
+            for waiting in self.queue.of_session(id) {
+                self.dequeue(waiting, DequeueReason::SessionEnded, changes);
+            }
+        }
         let held: Vec<LeaseId> = self
             .session_leases
             .get(&id)

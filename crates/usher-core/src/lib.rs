@@ -16,11 +16,13 @@
 mod catalog;
 mod command;
 mod ledger;
+mod queue;
 mod session;
 
 pub use catalog::{Catalog, Pool, PoolKey, canonical_version};
 pub use command::{Change, Command, Denial, LedgerError, Outcome, ReleaseReason};
 pub use ledger::{Ledger, LedgerConfig};
+pub use queue::{DequeueReason, QueuedRequest, Wait};
 pub use session::{ClientInfo, Lease, LeaseId, Session, SessionId};
 
 /// Milliseconds since the Unix epoch. All times inside the ledger use this unit.

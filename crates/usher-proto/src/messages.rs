@@ -12,7 +12,10 @@ pub struct Request {
     #[prost(uint64, tag = "1")]
     pub id: u64,
     /// What is asked. `None` when the client sent a kind this server does not know.
-    #[prost(oneof = "request::Kind", tags = "10, 11, 12, 13, 14, 15, 16, 17, 18")]
+    #[prost(
+        oneof = "request::Kind",
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19"
+    )]
     pub kind: Option<request::Kind>,
 }
 
@@ -48,6 +51,9 @@ pub mod request {
         /// Administrator: shut the server down gracefully. Accepted only on the admin socket.
         #[prost(message, tag = "18")]
         Down(super::Down),
+        /// Withdraw a queued checkout.
+        #[prost(message, tag = "19")]
+        Dequeue(super::Dequeue),
     }
 }
 
@@ -61,7 +67,7 @@ pub struct Response {
     /// know; clients ignore such responses.
     #[prost(
         oneof = "response::Kind",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22"
     )]
     pub kind: Option<response::Kind>,
 }
@@ -104,6 +110,13 @@ pub mod response {
         /// Licenses were re-read.
         #[prost(message, tag = "20")]
         Reloaded(super::Reloaded),
+        /// The checkout waits in the queue. Its outcome arrives later as an unasked
+        /// `Granted` or `Denied` notice carrying the checkout's `client_ref`.
+        #[prost(message, tag = "21")]
+        Queued(super::Queued),
+        /// A queued checkout was withdrawn.
+        #[prost(message, tag = "22")]
+        Dequeued(super::Dequeued),
     }
 }
 
@@ -194,9 +207,52 @@ pub struct Checkout {
     #[prost(uint32, tag = "3")]
     pub count: u32,
     /// Client idempotency key, unique within the session: a checkout retried after a
-    /// reconnect returns the original lease rather than a second one. 0 disables this.
+    /// reconnect returns the original lease rather than a second one. 0 disables this
+    /// (and a checkout that waits must have one).
     #[prost(uint64, tag = "4")]
     pub client_ref: u64,
+    /// Wait in the queue if no seat is free, instead of being refused.
+    #[prost(bool, tag = "5")]
+    pub wait: bool,
+    /// With `wait`: give up after this many milliseconds (0: wait indefinitely).
+    #[prost(uint64, tag = "6")]
+    pub wait_ms: u64,
+}
+
+/// The checkout waits for a seat.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Queued {
+    /// The checkout's idempotency key.
+    #[prost(uint64, tag = "1")]
+    pub client_ref: u64,
+    /// The handle the lease will carry once granted.
+    #[prost(fixed64, tag = "2")]
+    pub lease_id: u64,
+    /// 1-based place in the feature's queue when it was answered.
+    #[prost(uint32, tag = "3")]
+    pub position: u32,
+    /// Feature.
+    #[prost(string, tag = "4")]
+    pub feature: String,
+}
+
+/// Withdraw a queued checkout.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Dequeue {
+    /// The checkout's idempotency key.
+    #[prost(uint64, tag = "1")]
+    pub client_ref: u64,
+}
+
+/// A queued checkout was withdrawn.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Dequeued {
+    /// The checkout's idempotency key.
+    #[prost(uint64, tag = "1")]
+    pub client_ref: u64,
+    /// False if it was not waiting (already granted, refused or never queued).
+    #[prost(bool, tag = "2")]
+    pub was_queued: bool,
 }
 
 /// Seats granted.
@@ -249,6 +305,10 @@ pub enum DenyReason {
     AllInUse = 5,
     /// The request is malformed.
     BadRequest = 6,
+    /// Other checkouts are queued ahead and the request did not ask to wait.
+    QueuedAhead = 7,
+    /// The checkout waited in the queue for as long as it allowed.
+    WaitTimedOut = 8,
 }
 
 /// Seats refused.
@@ -272,6 +332,9 @@ pub struct Denied {
     /// For `Expired` / `NotYetStarted`: when (ms since epoch).
     #[prost(uint64, tag = "6")]
     pub at_ms: u64,
+    /// In a notice ending a queued wait: the checkout's idempotency key.
+    #[prost(uint64, tag = "7")]
+    pub client_ref: u64,
 }
 
 /// Give seats back.
@@ -340,6 +403,56 @@ pub struct StatusReport {
     /// Server clock when the report was made (ms since epoch).
     #[prost(uint64, tag = "8")]
     pub now_ms: u64,
+    /// Checkouts waiting for seats, each feature's in serving order.
+    #[prost(message, repeated, tag = "9")]
+    pub queue: Vec<QueueEntry>,
+}
+
+/// A checkout waiting in the queue, as status shows it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct QueueEntry {
+    /// Feature.
+    #[prost(string, tag = "1")]
+    pub feature: String,
+    /// Version asked for.
+    #[prost(string, tag = "2")]
+    pub version: String,
+    /// Seats wanted.
+    #[prost(uint32, tag = "3")]
+    pub count: u32,
+    /// 1-based place in the feature's queue.
+    #[prost(uint32, tag = "4")]
+    pub position: u32,
+    /// Queue priority (higher is served first).
+    #[prost(int32, tag = "5")]
+    pub priority: i32,
+    /// User.
+    #[prost(string, tag = "6")]
+    pub user: String,
+    /// Client host.
+    #[prost(string, tag = "7")]
+    pub host: String,
+    /// Display.
+    #[prost(string, tag = "8")]
+    pub display: String,
+    /// Process id.
+    #[prost(uint32, tag = "9")]
+    pub pid: u32,
+    /// Program name.
+    #[prost(string, tag = "10")]
+    pub program: String,
+    /// When it joined the queue (ms since epoch).
+    #[prost(uint64, tag = "11")]
+    pub since_ms: u64,
+    /// When it gives up (ms since epoch; 0: never).
+    #[prost(uint64, tag = "12")]
+    pub deadline_ms: u64,
+    /// The handle the lease will carry.
+    #[prost(fixed64, tag = "13")]
+    pub lease_id: u64,
+    /// Session.
+    #[prost(fixed64, tag = "14")]
+    pub session_id: u64,
 }
 
 /// Usage of one pool.

@@ -5,11 +5,8 @@
 //! requests, up to [`MAX_IN_FLIGHT`] of them, after which the reader stops reading and
 //! TCP flow control pushes back on the client.
 
-use std::collections::HashMap;
-use std::future::Future;
 use std::path::PathBuf;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -17,13 +14,15 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, instrument, warn};
-use usher_core::{ClientInfo, Command, LeaseId, LedgerError, Outcome, SessionId};
+use usher_core::{ClientInfo, Command, LeaseId, LedgerError, Outcome, SessionId, Wait};
 use usher_proto::{
     Bye, ErrorCode, FrameError, FrameReader, HeartbeatAck, Hello, Request, Response, Welcome,
     request, response,
 };
 
 use crate::ledger_task::{Applied, LedgerGone, LedgerHandle, wall_clock_ms};
+use crate::notices::Notices;
+pub use crate::notices::PendingResponse;
 use crate::reply;
 
 /// Most requests a connection may have waiting for answers.
@@ -52,28 +51,18 @@ pub struct ConnContext {
     pub vendor_keys: Vec<PathBuf>,
     /// Cancelled by an administrator's `down`.
     pub down: CancellationToken,
-    /// The response queue of each connected session, for notices the server sends unasked
-    /// (a removed lease). The lock is only ever held for a map operation, never across I/O.
-    pub notices: Mutex<HashMap<SessionId, mpsc::Sender<PendingResponse>>>,
+    /// Where notices the server sends unasked go (a removed lease, a queued grant).
+    pub notices: Arc<Notices>,
 }
 
 impl ConnContext {
     /// Tells a session's connection, if it has one, that a lease was taken away.
     fn notify_lost(&self, session: SessionId, lease_id: u64, reason: &str) {
-        let sender = self
-            .notices
-            .lock()
-            .expect("no panics while the lock is held")
-            .get(&session)
-            .cloned();
-        if let Some(tx) = sender {
-            let notice = response::Kind::LeaseLost(usher_proto::LeaseLost {
-                lease_id,
-                reason: reason.to_string(),
-            });
-            // A full queue means the client is not reading; it learns on its next resume.
-            let _ = tx.try_send(ready(reply::ok(0, notice)));
-        }
+        let notice = response::Kind::LeaseLost(usher_proto::LeaseLost {
+            lease_id,
+            reason: reason.to_string(),
+        });
+        self.notices.send(session, notice);
     }
 }
 
@@ -87,9 +76,6 @@ enum End {
     Protocol(String),
     LedgerGone,
 }
-
-/// A response still being worked out (for example waiting for its batch to commit).
-pub type PendingResponse = Pin<Box<dyn Future<Output = Response> + Send>>;
 
 /// Serves one connection until the peer leaves, misbehaves or the server shuts down.
 ///
@@ -136,28 +122,13 @@ pub async fn serve<S>(
     });
 
     if let Some(id) = session {
-        let mut notices = ctx
-            .notices
-            .lock()
-            .expect("no panics while the lock is held");
-        notices.insert(id, out_tx.clone());
+        ctx.notices.register(id, out_tx.clone());
     }
     let end = request_loop(&mut reader, session, admin, &ctx, &stop, &out_tx).await;
     // Whether this connection still carries its session. A client that gave up on it (a
     // half-open connection the server only drops after a silent TTL) may have resumed the
     // session on a new connection long ago; that one has replaced our entry.
-    let mut carrier = false;
-    if let Some(id) = session {
-        let mut notices = ctx
-            .notices
-            .lock()
-            .expect("no panics while the lock is held");
-        // A resumed connection may have replaced ours already; leave that one in place.
-        if notices.get(&id).is_some_and(|tx| tx.same_channel(&out_tx)) {
-            notices.remove(&id);
-            carrier = true;
-        }
-    }
+    let carrier = session.is_some_and(|id| ctx.notices.unregister(id, &out_tx));
     match &end {
         End::Protocol(why) => debug!(%why, "closing the connection after a protocol error"),
         other => debug!(end = ?other, "connection ending"),
@@ -274,6 +245,11 @@ async fn dispatch(
                 version: c.version,
                 count: c.count.max(1),
                 client_ref: c.client_ref,
+                wait: match (c.wait, c.wait_ms) {
+                    (false, _) => Wait::No,
+                    (true, 0) => Wait::Forever,
+                    (true, ms) => Wait::Until(wall_clock_ms().saturating_add(ms)),
+                },
             };
             let rx = ctx.ledger.submit(cmd).await?;
             Ok((
@@ -292,6 +268,21 @@ async fn dispatch(
             };
             let rx = ctx.ledger.submit(cmd).await?;
             Ok((answer(id, rx, move |a| reply::checkin(lease_id, a)), false))
+        }
+        request::Kind::Dequeue(d) => {
+            let Some(session) = session else {
+                return Ok((need_session("dequeue"), false));
+            };
+            let client_ref = d.client_ref;
+            let cmd = Command::Dequeue {
+                session,
+                client_ref,
+            };
+            let rx = ctx.ledger.submit(cmd).await?;
+            Ok((
+                answer(id, rx, move |a| reply::dequeue(client_ref, a)),
+                false,
+            ))
         }
         request::Kind::Heartbeat(_) => match session {
             Some(session) => {

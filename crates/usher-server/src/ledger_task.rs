@@ -16,16 +16,21 @@
 //!
 //! A failed commit is fatal: the server stops rather than answer without durability.
 
+use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info};
-use usher_core::{Change, Command, Denial, LeaseId, Ledger, LedgerError, Millis, Outcome, PoolKey};
+use usher_core::{
+    Change, Command, Denial, DequeueReason, LeaseId, Ledger, LedgerError, Millis, Outcome, PoolKey,
+};
 use usher_proto::StatusReport;
 use usher_store::{LogEvent, SqliteStore, UsageEvent};
 
+use crate::notices::Notices;
+use crate::reply;
 use crate::status::{self, ServerInfo};
 
 /// Most commands applied in one batch, so one huge burst cannot delay the replies of the
@@ -169,6 +174,7 @@ impl LedgerService {
         store: SqliteStore,
         info: ServerInfo,
         queue_depth: usize,
+        notices: Arc<Notices>,
         failed: CancellationToken,
     ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel(queue_depth);
@@ -176,7 +182,14 @@ impl LedgerService {
         let committer = std::thread::Builder::new()
             .name("usher-committer".into())
             .spawn(move || committer(store, commit_rx, failed))?;
-        let task = tokio::spawn(ledger_loop(ledger, first_lease_id, rx, commit_tx, info));
+        let task = tokio::spawn(ledger_loop(
+            ledger,
+            first_lease_id,
+            rx,
+            commit_tx,
+            info,
+            notices,
+        ));
         Ok(LedgerService {
             handle: LedgerHandle { tx },
             task,
@@ -218,6 +231,7 @@ async fn ledger_loop(
     mut rx: mpsc::Receiver<LedgerMsg>,
     commit_tx: std_mpsc::Sender<CommitJob>,
     mut info: ServerInfo,
+    notices: Arc<Notices>,
 ) {
     let mut last_now: Millis = 0;
     loop {
@@ -267,6 +281,7 @@ async fn ledger_loop(
                 None
             };
         }
+        queue_notices(&ledger, now, &mut job, &notices);
         if job.changes.is_empty() && job.events.is_empty() && job.replies.is_empty() {
             continue;
         }
@@ -345,6 +360,8 @@ fn handle_msg(
             reply,
         } => {
             ledger.set_catalog(catalog);
+            // The new catalog may serve queued checkouts at once.
+            let _ = ledger.apply(now, Command::Expire, &mut job.changes);
             info.license_files = license_files;
             info.vendors = vendors;
             job.replies.push(Box::new(move || {
@@ -360,6 +377,26 @@ fn handle_msg(
     }
 }
 
+/// Queued checkouts that left the queue in this batch and whose client waits to hear
+/// (granted, timed out, refused): their notices go out once the batch is durable, like
+/// replies.
+fn queue_notices(ledger: &Ledger, now: Millis, job: &mut CommitJob, notices: &Arc<Notices>) {
+    for change in &job.changes {
+        let Change::Dequeued { request, reason } = change else {
+            continue;
+        };
+        let expires_at_ms = match reason {
+            DequeueReason::Granted(lease) => pool_expiry(ledger, lease, now),
+            _ => 0,
+        };
+        if let Some(kind) = reply::dequeued(request, reason, expires_at_ms) {
+            let (notices, session) = (notices.clone(), request.session);
+            job.replies
+                .push(Box::new(move || notices.send(session, kind)));
+        }
+    }
+}
+
 /// The reason a refusal is logged with: a stable snake_case name, for reports to group by.
 pub fn denial_reason(denial: &Denial) -> &'static str {
     match denial {
@@ -368,6 +405,7 @@ pub fn denial_reason(denial: &Denial) -> &'static str {
         Denial::Expired { .. } => "expired",
         Denial::NotYetStarted { .. } => "not_yet_started",
         Denial::AllInUse { .. } => "all_in_use",
+        Denial::QueuedAhead { .. } => "queued_ahead",
         Denial::BadRequest(_) => "bad_request",
     }
 }

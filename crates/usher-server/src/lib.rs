@@ -10,6 +10,7 @@ pub mod connection;
 pub mod demo;
 pub mod ledger_task;
 pub mod licenses;
+pub mod notices;
 pub mod reply;
 pub mod server;
 pub mod status;

@@ -1,9 +1,10 @@
 //! Turning ledger outcomes into protocol responses.
 
 use chrono::DateTime;
-use usher_core::{Denial, Lease, Outcome};
+use usher_core::{Denial, DequeueReason, Lease, Outcome, QueuedRequest};
 use usher_proto::{
-    CheckedIn, Denied, DenyReason, ErrorCode, Granted, HeartbeatAck, Response, response,
+    CheckedIn, Denied, DenyReason, Dequeued, ErrorCode, Granted, HeartbeatAck, Queued, Response,
+    response,
 };
 
 use crate::ledger_task::{Applied, wall_clock_ms};
@@ -38,8 +39,63 @@ pub fn checkout(feature: &str, version: &str, applied: Applied) -> response::Kin
             response::Kind::Granted(granted(&lease, applied.expires_at_ms))
         }
         Ok(Outcome::Denied(denial)) => response::Kind::Denied(denied(feature, version, &denial)),
+        Ok(Outcome::Queued { request, position }) => response::Kind::Queued(Queued {
+            client_ref: request.client_ref,
+            lease_id: request.lease_id.0,
+            position,
+            feature: request.feature,
+        }),
         other => internal(&other),
     }
+}
+
+/// The answer to a dequeue.
+pub fn dequeue(client_ref: u64, applied: Applied) -> response::Kind {
+    match applied.result {
+        Ok(Outcome::Done) => response::Kind::Dequeued(Dequeued {
+            client_ref,
+            was_queued: true,
+        }),
+        Ok(Outcome::NotHeld) => response::Kind::Dequeued(Dequeued {
+            client_ref,
+            was_queued: false,
+        }),
+        other => internal(&other),
+    }
+}
+
+/// The notice that ends a queued checkout's wait, sent once the outcome is durable:
+/// its grant, or why it will not be granted. `None` when nobody is left to tell (the
+/// client withdrew it, or its session ended).
+pub fn dequeued(
+    request: &QueuedRequest,
+    reason: &DequeueReason,
+    expires_at_ms: u64,
+) -> Option<response::Kind> {
+    let (feature, version) = (&request.feature, &request.version);
+    let mut d = match reason {
+        DequeueReason::Granted(lease) => {
+            return Some(response::Kind::Granted(granted(lease, expires_at_ms)));
+        }
+        DequeueReason::Cancelled | DequeueReason::SessionEnded => return None,
+        DequeueReason::Refused(denial) => denied(feature, version, denial),
+        DequeueReason::TimedOut => {
+            let waited = request
+                .deadline
+                .unwrap_or(request.queued_at)
+                .saturating_sub(request.queued_at);
+            Denied {
+                reason: DenyReason::WaitTimedOut as i32,
+                message: format!(
+                    "no seat of \"{feature}\" freed within the {} s the checkout would wait",
+                    waited.div_ceil(1000)
+                ),
+                ..Denied::default()
+            }
+        }
+    };
+    d.client_ref = request.client_ref;
+    Some(response::Kind::Denied(d))
 }
 
 /// The answer to a checkin.
@@ -115,6 +171,17 @@ pub fn denied(feature: &str, version: &str, denial: &Denial) -> Denied {
             (
                 DenyReason::AllInUse,
                 format!("all {total} {seats} of \"{feature}\" in use ({in_use} of {total} in use)"),
+            )
+        }
+        Denial::QueuedAhead { waiting } => {
+            let requests = if *waiting == 1 {
+                "checkout is"
+            } else {
+                "checkouts are"
+            };
+            (
+                DenyReason::QueuedAhead,
+                format!("{waiting} {requests} already waiting for \"{feature}\""),
             )
         }
         Denial::BadRequest(why) => (DenyReason::BadRequest, format!("bad request: {why}")),

@@ -15,6 +15,7 @@ use crate::config::{Config, ConfigError};
 use crate::connection::{self, ConnContext};
 use crate::ledger_task::{LedgerService, wall_clock_ms};
 use crate::licenses::{self, LoadError, LoadedLicenses};
+use crate::notices::Notices;
 use crate::status::ServerInfo;
 
 /// Depth of the channel into the ledger task. Connections wait (and so push back on their
@@ -184,12 +185,14 @@ impl Server {
         };
         let failed = CancellationToken::new();
         let down = CancellationToken::new();
+        let notices = Arc::new(Notices::default());
         let service = LedgerService::start(
             ledger,
             first_lease_id,
             store,
             info.clone(),
             LEDGER_QUEUE,
+            notices.clone(),
             failed.clone(),
         )
         .map_err(io("starting the store thread"))?;
@@ -202,7 +205,7 @@ impl Server {
             license_files: config.license_files.clone(),
             vendor_keys: config.vendor_keys.clone(),
             down: down.clone(),
-            notices: Default::default(),
+            notices,
         });
         info!(%addr, admin = %config.admin_socket().display(), "serving");
 

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use usher_core::{Ledger, Millis, PoolKey};
-use usher_proto::{FeatureStatus, Holder, StatusReport};
+use usher_proto::{FeatureStatus, Holder, QueueEntry, StatusReport};
 
 /// Facts about the server that status reports carry.
 #[derive(Debug, Clone)]
@@ -81,7 +81,34 @@ pub fn report(ledger: &Ledger, now: Millis, feature: &str, info: &ServerInfo) ->
             holders: h,
         });
     }
+    let queue = ledger
+        .queued()
+        .filter(|(r, _)| wanted(&r.feature))
+        .map(|(r, position)| {
+            let client = ledger
+                .session(r.session)
+                .map(|s| s.client.clone())
+                .unwrap_or_default();
+            QueueEntry {
+                feature: r.feature.clone(),
+                version: r.version.clone(),
+                count: r.count,
+                position,
+                priority: r.priority,
+                user: client.user,
+                host: client.host,
+                display: client.display,
+                pid: client.pid,
+                program: client.program,
+                since_ms: r.queued_at,
+                deadline_ms: r.deadline.unwrap_or(0),
+                lease_id: r.lease_id.0,
+                session_id: r.session.0,
+            }
+        })
+        .collect();
     StatusReport {
+        queue,
         server_name: info.server_name.clone(),
         server_version: info.server_version.clone(),
         port: u32::from(info.port),

@@ -80,6 +80,8 @@ impl Tables {
             Change::LeaseReleased { lease, .. } => {
                 self.leases.remove(&lease.id);
             }
+            // The queue is soft state: only its log records are kept.
+            Change::Queued(_) | Change::Dequeued { .. } => {}
         }
         Ok(())
     }

@@ -521,6 +521,8 @@ impl<'conn> Batch<'conn> {
                 self.delete_lease.execute([lease.id.0 as i64])?;
                 self.log(at, change)
             }
+            // The queue is soft state: only its log records are kept.
+            Change::Queued(_) | Change::Dequeued { .. } => self.log(at, change),
         }
     }
 

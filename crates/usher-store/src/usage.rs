@@ -7,7 +7,9 @@
 
 use std::fmt;
 
-use usher_core::{Change, Lease, LeaseId, Millis, ReleaseReason, SessionId};
+use usher_core::{
+    Change, DequeueReason, Lease, LeaseId, Millis, QueuedRequest, ReleaseReason, SessionId,
+};
 
 /// What a usage record is about. Stored as its [`as_str`](UsageEvent::as_str) name, so the
 /// log stays readable with plain SQL.
@@ -32,6 +34,13 @@ pub enum UsageEvent {
     ServerStop,
     /// `denied`: a checkout was refused; the detail says why (e.g. `all_in_use`).
     Denied,
+    /// `queue`: a checkout joined the queue to wait for a seat. `lease` is the handle the
+    /// grant will carry, `version` the version asked for.
+    Queue,
+    /// `dequeue`: a checkout left the queue; the detail says why (`granted`, `timed_out`,
+    /// `cancelled`, `session_ended` or `refused`). A `granted` one is followed by the
+    /// `checkout` of the same lease.
+    Dequeue,
     /// Any other name: events the server invents later, or names written by a newer usher.
     /// [`UsageEvent::from`] never puts one of the names above in here.
     Other(String),
@@ -57,6 +66,8 @@ impl UsageEvent {
             UsageEvent::ServerStart => "server_start",
             UsageEvent::ServerStop => "server_stop",
             UsageEvent::Denied => "denied",
+            UsageEvent::Queue => "queue",
+            UsageEvent::Dequeue => "dequeue",
             UsageEvent::Other(name) => name,
         }
     }
@@ -75,6 +86,8 @@ impl From<&str> for UsageEvent {
             "server_start" => UsageEvent::ServerStart,
             "server_stop" => UsageEvent::ServerStop,
             "denied" => UsageEvent::Denied,
+            "queue" => UsageEvent::Queue,
+            "dequeue" => UsageEvent::Dequeue,
             other => UsageEvent::Other(other.to_owned()),
         }
     }
@@ -204,6 +217,8 @@ pub(crate) struct Entry<'a> {
     pub event: UsageEvent,
     pub session: Option<SessionId>,
     pub lease: Option<&'a Lease>,
+    /// For queue events: the waiting request (which has no lease yet).
+    pub queued: Option<&'a QueuedRequest>,
     pub detail: Option<&'static str>,
 }
 
@@ -214,18 +229,21 @@ impl<'a> Entry<'a> {
                 event: UsageEvent::SessionOpen,
                 session: Some(s.id),
                 lease: None,
+                queued: None,
                 detail: None,
             },
             Change::SessionClosed(id) => Entry {
                 event: UsageEvent::SessionClose,
                 session: Some(*id),
                 lease: None,
+                queued: None,
                 detail: None,
             },
             Change::LeaseGranted(l) => Entry {
                 event: UsageEvent::Checkout,
                 session: Some(l.session),
                 lease: Some(l),
+                queued: None,
                 detail: l.overdraft.then_some(DETAIL_OVERDRAFT),
             },
             Change::LeaseReleased { lease, reason } => {
@@ -241,9 +259,30 @@ impl<'a> Entry<'a> {
                     event,
                     session: Some(lease.session),
                     lease: Some(lease),
+                    queued: None,
                     detail,
                 }
             }
+            Change::Queued(request) => Entry {
+                event: UsageEvent::Queue,
+                session: Some(request.session),
+                lease: None,
+                queued: Some(request),
+                detail: None,
+            },
+            Change::Dequeued { request, reason } => Entry {
+                event: UsageEvent::Dequeue,
+                session: Some(request.session),
+                lease: None,
+                queued: Some(request),
+                detail: Some(match reason {
+                    DequeueReason::Granted(_) => "granted",
+                    DequeueReason::TimedOut => "timed_out",
+                    DequeueReason::Cancelled => "cancelled",
+                    DequeueReason::SessionEnded => "session_ended",
+                    DequeueReason::Refused(_) => "refused",
+                }),
+            },
         }
     }
 }
@@ -262,16 +301,21 @@ impl Entry<'_> {
             Some((u, h, d)) => (Some(u), Some(h), Some(d)),
             None => (None, None, None),
         };
+        let queued = self.queued;
         UsageRecord {
             seq,
             at,
             event: self.event.clone(),
             session: self.session,
-            lease: lease.map(|l| l.id),
-            feature: lease.map(|l| l.feature.clone()),
+            lease: lease.map(|l| l.id).or(queued.map(|q| q.lease_id)),
+            feature: lease
+                .map(|l| l.feature.clone())
+                .or(queued.map(|q| q.feature.clone())),
             vendor: lease.map(|l| l.vendor.clone()),
-            version: lease.map(|l| l.pool_version.clone()),
-            count: lease.map(|l| l.count),
+            version: lease
+                .map(|l| l.pool_version.clone())
+                .or(queued.map(|q| q.version.clone())),
+            count: lease.map(|l| l.count).or(queued.map(|q| q.count)),
             user,
             host,
             display,
@@ -293,6 +337,8 @@ pub(crate) fn describe(change: &Change) -> String {
             )
         }
         Change::LeaseReleased { lease, .. } => format!("releasing lease {}", lease.id),
+        Change::Queued(r) => format!("queueing request {} of {:?}", r.lease_id, r.feature),
+        Change::Dequeued { request, .. } => format!("dequeueing request {}", request.lease_id),
     }
 }
 
@@ -311,6 +357,8 @@ mod tests {
             UsageEvent::ServerStart,
             UsageEvent::ServerStop,
             UsageEvent::Denied,
+            UsageEvent::Queue,
+            UsageEvent::Dequeue,
             UsageEvent::Other("license_reload".into()),
         ] {
             assert_eq!(

@@ -2,8 +2,11 @@
 
 use std::os::unix::process::ExitStatusExt;
 
+use std::time::Duration;
+
 use clap::Args;
-use usher_client::Client;
+use tokio::sync::watch;
+use usher_client::{Client, QueueWait};
 
 use crate::exit::{FAILURE, Failure};
 
@@ -18,6 +21,10 @@ pub struct RunArgs {
     /// Seats to hold.
     #[arg(long, default_value_t = 1)]
     pub count: u32,
+    /// If every seat is taken, wait in the server's queue for up to SECONDS (0: as long
+    /// as it takes) instead of failing.
+    #[arg(long, value_name = "SECONDS")]
+    pub wait: Option<u64>,
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
@@ -29,9 +36,27 @@ pub async fn run(server: Option<String>, args: RunArgs) -> Result<u8, Failure> {
     let mut config = super::client_config(server.as_deref())?;
     config.identity.program = args.command[0].clone();
     let client = Client::connect(config).await?;
-    let license = client
-        .checkout(&args.feature, &args.version, args.count)
-        .await?;
+    let wait = match args.wait {
+        None => QueueWait::No,
+        Some(0) => QueueWait::Indefinitely,
+        Some(secs) => QueueWait::For(Duration::from_secs(secs)),
+    };
+    let (position_tx, mut position_rx) = watch::channel(0u32);
+    let checkout = client.checkout_waiting(
+        &args.feature,
+        &args.version,
+        args.count,
+        wait,
+        Some(position_tx),
+    );
+    let license = match wait_for(checkout, &mut position_rx, &args.feature).await {
+        Ok(license) => license,
+        Err(e) => {
+            // Say goodbye before exiting, so nothing of ours lingers in the queue.
+            client.close().await;
+            return Err(e.into());
+        }
+    };
     let mut child = match tokio::process::Command::new(&args.command[0])
         .args(&args.command[1..])
         .spawn()
@@ -63,4 +88,33 @@ pub async fn run(server: Option<String>, args: RunArgs) -> Result<u8, Failure> {
         _ => FAILURE,
     };
     Ok(code)
+}
+
+/// Awaits a checkout, saying on stderr whenever the server reports its queue position.
+async fn wait_for(
+    checkout: impl std::future::Future<
+        Output = Result<usher_client::License, usher_client::ClientError>,
+    >,
+    position: &mut watch::Receiver<u32>,
+    feature: &str,
+) -> Result<usher_client::License, usher_client::ClientError> {
+    tokio::pin!(checkout);
+    let mut last = 0;
+    loop {
+        tokio::select! {
+            license = &mut checkout => return license,
+            changed = position.changed() => {
+                if changed.is_err() {
+                    return checkout.await;
+                }
+                let now = *position.borrow_and_update();
+                if now != last {
+                    last = now;
+                    eprintln!(
+                        "usher: every seat of {feature:?} is taken; waiting in the queue (position {now})"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -1,6 +1,8 @@
 //! `usher run`: holds a seat while a command runs; exit codes tell why it could not.
 
-use crate::util::{Holder, Licensed, Timings, free_port, run_usher};
+use serde_json::Value;
+
+use crate::util::{Holder, Licensed, Timings, WAIT, free_port, poll, run_usher};
 
 #[test]
 fn run_holds_seats_and_its_exit_code_says_why_it_could_not() {
@@ -66,4 +68,69 @@ fn run_frees_the_seat_of_a_command_that_cannot_be_started() {
         );
         server.wait_in_use("cad", 0);
     }
+}
+
+#[test]
+fn run_wait_queues_and_runs_the_command_once_a_holder_exits() {
+    let fixture = Licensed::start(Timings::SHORT);
+    let server = &fixture.server;
+    let mut first = Holder::spawn(server, "cad", &["sh", "-c", "read x"]);
+    let _second = Holder::spawn(server, "cad", &["sleep", "30"]);
+    server.wait_in_use("cad", 2);
+
+    let mut waiter = Holder::spawn_with(server, &["--wait", "0"], "cad", &["sh", "-c", "exit 3"]);
+    let queue = poll("the waiting run to show in status", WAIT, || {
+        let status = server.try_status()?;
+        match status["queue"].as_array() {
+            Some(q) if q.len() == 1 => Ok(q[0].clone()),
+            _ => Err(format!("{status:#}")),
+        }
+    });
+    assert_eq!(queue["feature"], "cad", "{queue:#}");
+    assert_eq!(queue["position"], 1, "{queue:#}");
+    assert_eq!(
+        queue["gives_up"],
+        Value::Null,
+        "waits indefinitely: {queue:#}"
+    );
+    poll("the waiting run to say so", WAIT, || {
+        let said = waiter.stderr();
+        if said.contains("waiting in the queue (position 1)") {
+            Ok(())
+        } else {
+            Err(said)
+        }
+    });
+    assert_eq!(
+        run_usher(&["status", "-c", &server.spec()])
+            .ok()
+            .stdout
+            .lines()
+            .filter(|l| l.contains("waiting for seats"))
+            .count(),
+        1,
+        "the table lists the queue"
+    );
+
+    // The first holder's command ends, so usher checks its seat in: the waiter gets it,
+    // runs its command and passes on its exit status.
+    first.close_stdin();
+    assert_eq!(waiter.wait_exit(), Some(3), "{}", waiter.stderr());
+    server.wait_in_use("cad", 1);
+    assert_eq!(server.status()["queue"], Value::Array(vec![]));
+}
+
+#[test]
+fn run_wait_gives_up_after_its_seconds_and_exits_4() {
+    let fixture = Licensed::start(Timings::SHORT);
+    let server = &fixture.server;
+    let _first = Holder::spawn(server, "cad", &["sleep", "30"]);
+    let _second = Holder::spawn(server, "cad", &["sleep", "30"]);
+    server.wait_in_use("cad", 2);
+    let spec = server.spec();
+    let gave_up =
+        run_usher(&["run", "-c", &spec, "--wait", "1", "cad", "--", "true"]).expect_code(4);
+    assert!(gave_up.stderr.contains("within the 1 s"), "{gave_up}");
+    assert_eq!(server.status()["queue"], Value::Array(vec![]));
+    server.wait_in_use("cad", 2);
 }

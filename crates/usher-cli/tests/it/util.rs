@@ -484,11 +484,23 @@ impl Holder {
     /// Starts `usher run FEATURE -- COMMAND...` against `server`. Its standard input is a
     /// pipe, inherited by the command; see [`Holder::close_stdin`].
     pub fn spawn(server: &Server, feature: &str, command: &[&str]) -> Holder {
+        Holder::spawn_with(server, &[], feature, command)
+    }
+
+    /// Like [`Holder::spawn`], with `options` (such as `--wait 0`) before the feature.
+    pub fn spawn_with(
+        server: &Server,
+        options: &[&str],
+        feature: &str,
+        command: &[&str],
+    ) -> Holder {
         static COUNT: AtomicUsize = AtomicUsize::new(0);
         let n = COUNT.fetch_add(1, Ordering::Relaxed);
         let stderr = server.scratch.path().join(format!("holder-{n}.err"));
-        let mut cmd = usher(&["run", "-c", &server.spec(), feature, "--"]);
-        cmd.args(command)
+        let mut cmd = usher(&["run", "-c", &server.spec()]);
+        cmd.args(options)
+            .args([feature, "--"])
+            .args(command)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(File::create(&stderr).expect("creating a holder's stderr file"))

@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 use usher_core::{
-    Catalog, Change, Command, LeaseId, Ledger, LedgerError, Millis, Outcome, SessionId,
+    Catalog, Change, Command, LeaseId, Ledger, LedgerError, Millis, Outcome, SessionId, Wait,
 };
 
 use crate::model::{FEATURES, Line, REQUEST_VERSIONS, SESSION_IDS, config, lines};
@@ -41,6 +41,7 @@ fn steps() -> impl Strategy<Value = Vec<Step>> {
                 version: REQUEST_VERSIONS[v].to_string(),
                 count,
                 client_ref,
+                wait: Wait::No,
             }),
         4 => (sid, lease).prop_map(|(session, lease_id)| Command::Checkin { session, lease_id }),
         2 => Just(Command::Expire),

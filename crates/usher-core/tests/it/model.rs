@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 use usher_core::{
     Catalog, Change, Command, Denial, Lease, LeaseId, Ledger, LedgerError, Millis, Outcome,
-    ReleaseReason, Session, SessionId,
+    ReleaseReason, Session, SessionId, Wait,
 };
 use usher_license::{Entitlement, SeatCount};
 
@@ -498,6 +498,7 @@ impl Model {
                 version,
                 count,
                 client_ref,
+                wait: _,
             } => {
                 live(self, session)?;
                 if *client_ref != 0
@@ -534,6 +535,13 @@ impl Model {
                         Ok(Outcome::Granted(lease))
                     }
                 }
+            }
+            // Nothing ever waits in this model (every checkout is `Wait::No`; the queue
+            // has its own properties in `queue.rs`), so there is never anything to withdraw.
+            Command::Dequeue { session, .. } => {
+                live(self, session)?;
+                self.touch(*session, now);
+                Ok(Outcome::NotHeld)
             }
             Command::Checkin { session, lease_id } => {
                 live(self, session)?;
@@ -750,6 +758,7 @@ impl Harness {
                     version: REQUEST_VERSIONS[version].to_string(),
                     count,
                     client_ref,
+                    wait: Wait::No,
                 }
             }
             Op::Checkin { lease, bogus, by } => {

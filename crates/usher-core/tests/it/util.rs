@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::NaiveDate;
 use usher_core::{
     Catalog, Change, ClientInfo, Command, Lease, LeaseId, Ledger, LedgerConfig, LedgerError,
-    Millis, Outcome, PoolKey, Session, SessionId,
+    Millis, Outcome, PoolKey, Session, SessionId, Wait,
 };
 use usher_license::{Entitlement, Expiry, HostId, LineKind, SeatCount, Version};
 
@@ -217,6 +217,7 @@ pub fn checkout_ref_cmd(
         version: version_text.to_string(),
         count,
         client_ref,
+        wait: Wait::No,
     }
 }
 
@@ -320,6 +321,8 @@ impl Durable {
                         return Err(format!("{change:?}: session still holds leases"));
                     }
                 }
+                // The queue is soft state; nothing durable changes.
+                Change::Queued(_) | Change::Dequeued { .. } => {}
                 Change::LeaseGranted(l) => {
                     if !self.sessions.contains_key(&l.session) {
                         return Err(format!("{change:?}: session not open"));

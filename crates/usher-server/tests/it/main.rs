@@ -10,6 +10,7 @@ mod admin;
 mod compat;
 mod hostile;
 mod proxy;
+mod queue;
 mod recovery;
 mod serve;
 mod sessions;

@@ -296,5 +296,6 @@ pub fn checkout(feature: &str, count: u32, client_ref: u64) -> request::Kind {
         version: String::new(),
         count,
         client_ref,
+        ..usher_proto::Checkout::default()
     })
 }

@@ -3,7 +3,7 @@
 //! Each case is a generic function over a [`Backend`]; `conformance_tests!` turns the list
 //! into one `#[test]` per case per backend, so a failure names both.
 
-use usher_core::{Change, LeaseId, ReleaseReason, SessionId};
+use usher_core::{Change, DequeueReason, LeaseId, QueuedRequest, ReleaseReason, SessionId};
 use usher_store::{
     DETAIL_SESSION_CLOSED, LogEvent, Snapshot, Store, StoreError, UsageEvent,
     chain::{GENESIS, Head, Verifier, record_hash},
@@ -29,6 +29,7 @@ macro_rules! conformance_tests {
             grant_after_close_in_the_same_batch_is_refused,
             empty_batch_is_a_no_op,
             usage_log_has_one_record_per_change,
+            queue_changes_are_logged_and_not_stored,
             usage_log_pages,
             log_event_appends_a_server_event,
             meta_round_trips,
@@ -320,6 +321,79 @@ fn empty_batch_is_a_no_op<B: Backend>(b: &mut B) {
     assert_eq!((load(&store), usage(&store)), before);
 }
 
+fn queue_changes_are_logged_and_not_stored<B: Backend>(b: &mut B) {
+    let mut store = b.create();
+    let request = QueuedRequest {
+        lease_id: LeaseId(30),
+        session: SessionId(1),
+        feature: "cad".into(),
+        version: "2025".into(),
+        count: 2,
+        client_ref: 7,
+        queued_at: 100,
+        deadline: None,
+        priority: 0,
+        seq: 0,
+    };
+    let mut lease = lease(30, 1);
+    lease.count = 2;
+    commit(
+        &mut store,
+        100,
+        &[opened(1), Change::Queued(request.clone())],
+    );
+    let before = load(&store);
+    commit(
+        &mut store,
+        200,
+        &[
+            Change::Dequeued {
+                request: request.clone(),
+                reason: DequeueReason::Granted(lease.clone()),
+            },
+            Change::LeaseGranted(lease.clone()),
+        ],
+    );
+    commit(
+        &mut store,
+        300,
+        &[Change::Dequeued {
+            request: request.clone(),
+            reason: DequeueReason::TimedOut,
+        }],
+    );
+    assert_eq!(before.leases, vec![], "a queued request holds nothing");
+    assert_eq!(load(&store).leases, vec![lease], "only the grant is stored");
+    let log = usage(&store);
+    let events: Vec<_> = log
+        .iter()
+        .map(|r| (r.event.clone(), r.lease, r.detail.as_deref()))
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            (UsageEvent::SessionOpen, None, None),
+            (UsageEvent::Queue, Some(LeaseId(30)), None),
+            (UsageEvent::Dequeue, Some(LeaseId(30)), Some("granted")),
+            (UsageEvent::Checkout, Some(LeaseId(30)), None),
+            (UsageEvent::Dequeue, Some(LeaseId(30)), Some("timed_out")),
+        ],
+        "{log:#?}"
+    );
+    let queued = &log[1];
+    assert_eq!(queued.feature.as_deref(), Some("cad"));
+    assert_eq!(
+        queued.version.as_deref(),
+        Some("2025"),
+        "the version asked for"
+    );
+    assert_eq!(queued.count, Some(2));
+    assert_eq!(
+        queued.user.as_deref(),
+        Some(session(1).client.user.as_str())
+    );
+}
+
 fn usage_log_has_one_record_per_change<B: Backend>(b: &mut B) {
     let mut store = b.create();
     let batches: [(u64, Vec<Change>); 3] = [
@@ -361,6 +435,9 @@ fn usage_log_has_one_record_per_change<B: Backend>(b: &mut B) {
             Change::SessionOpened(s) => (UsageEvent::SessionOpen, s.id, None, None),
             Change::SessionClosed(id) => (UsageEvent::SessionClose, *id, None, None),
             Change::LeaseGranted(l) => (UsageEvent::Checkout, l.session, Some(l.id), None),
+            Change::Queued(_) | Change::Dequeued { .. } => {
+                unreachable!("no queue changes in this test")
+            }
             Change::LeaseReleased { lease, reason } => match reason {
                 ReleaseReason::Checkin => {
                     (UsageEvent::Checkin, lease.session, Some(lease.id), None)

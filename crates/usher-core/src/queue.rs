@@ -1,0 +1,179 @@
+//! The checkout queue: requests waiting for seats, per feature, in the order they will be
+//! served.
+//!
+//! **Order:** priority first (higher first), then arrival. Within a feature the queue is
+//! strict: a request is granted only when every request ahead of it for the same feature
+//! has been granted or has left. So a request for many seats is never starved by a stream
+//! of small ones that would each fit; the price is that seats may stay free while the head
+//! of the queue waits for enough of them. (RLM's EXPRESS, where a request that fits jumps
+//! ahead, is deliberately not offered: policy priorities are the way to let some users go
+//! first.) A new checkout for a feature that has a queue joins it, or is refused if it does
+//! not want to wait, unless its priority puts it at the head.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::{Denial, Lease, LeaseId, Millis, SessionId};
+
+/// How long a checkout is willing to wait for a seat when none is free.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Wait {
+    /// Not at all: refuse at once (the default).
+    #[default]
+    No,
+    /// Until this moment (ms since the epoch), then give up.
+    Until(Millis),
+    /// Until a seat frees or the client leaves.
+    Forever,
+}
+
+/// A checkout waiting in the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedRequest {
+    /// The lease id the grant will carry; also names the request while it waits.
+    pub lease_id: LeaseId,
+    /// Waiting session.
+    pub session: SessionId,
+    /// Feature wanted.
+    pub feature: String,
+    /// Minimum version wanted (as the client wrote it).
+    pub version: String,
+    /// Seats wanted.
+    pub count: u32,
+    /// The client's idempotency key.
+    pub client_ref: u64,
+    /// When it joined the queue.
+    pub queued_at: Millis,
+    /// When it gives up (`None`: never).
+    pub deadline: Option<Millis>,
+    /// Priority from policy: higher is served first.
+    pub priority: i32,
+    /// Arrival order among every request ever queued, for ties in priority.
+    pub seq: u64,
+}
+
+/// Why a request left the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DequeueReason {
+    /// Seats freed and it was granted this lease.
+    Granted(Lease),
+    /// Its wait ran out.
+    TimedOut,
+    /// The client withdrew it.
+    Cancelled,
+    /// Its session ended (goodbye or expiry).
+    SessionEnded,
+    /// It can no longer be served at all (its licenses were removed or expired).
+    Refused(Denial),
+}
+
+/// Where a request sits: feature, then (priority descending, arrival).
+type Slot = (Reverse<i32>, u64);
+
+/// Every waiting request, indexed for the ledger's needs.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Queue {
+    by_feature: BTreeMap<String, BTreeMap<Slot, QueuedRequest>>,
+    by_lease: HashMap<LeaseId, (String, Slot)>,
+    deadlines: BTreeSet<(Millis, LeaseId)>,
+    next_seq: u64,
+}
+
+impl Queue {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.by_lease.is_empty()
+    }
+
+    /// The slot a request of `priority` arriving now would take.
+    pub(crate) fn next_slot(&self, priority: i32) -> Slot {
+        (Reverse(priority), self.next_seq)
+    }
+
+    /// How many requests for `feature` are ahead of `slot`.
+    pub(crate) fn ahead_of(&self, feature: &str, slot: Slot) -> usize {
+        self.by_feature
+            .get(feature)
+            .map_or(0, |q| q.range(..slot).count())
+    }
+
+    /// Adds a request; returns its 1-based position.
+    pub(crate) fn push(&mut self, mut request: QueuedRequest) -> u32 {
+        request.seq = self.next_seq;
+        self.next_seq += 1;
+        let slot = (Reverse(request.priority), request.seq);
+        if let Some(at) = request.deadline {
+            self.deadlines.insert((at, request.lease_id));
+        }
+        self.by_lease
+            .insert(request.lease_id, (request.feature.clone(), slot));
+        let feature = request.feature.clone();
+        self.by_feature
+            .entry(feature.clone())
+            .or_default()
+            .insert(slot, request);
+        self.ahead_of(&feature, slot) as u32 + 1
+    }
+
+    /// Removes a request known by its lease id.
+    pub(crate) fn remove(&mut self, id: LeaseId) -> Option<QueuedRequest> {
+        let (feature, slot) = self.by_lease.remove(&id)?;
+        let queue = self.by_feature.get_mut(&feature)?;
+        let request = queue.remove(&slot)?;
+        if queue.is_empty() {
+            self.by_feature.remove(&feature);
+        }
+        if let Some(at) = request.deadline {
+            self.deadlines.remove(&(at, id));
+        }
+        Some(request)
+    }
+
+    /// The 1-based position of a waiting request.
+    pub(crate) fn position(&self, id: LeaseId) -> Option<u32> {
+        let (feature, slot) = self.by_lease.get(&id)?;
+        Some(self.ahead_of(feature, *slot) as u32 + 1)
+    }
+
+    /// The request a session queued under `client_ref`, if it still waits.
+    pub(crate) fn find(&self, session: SessionId, client_ref: u64) -> Option<&QueuedRequest> {
+        self.iter()
+            .find(|r| r.session == session && r.client_ref == client_ref)
+    }
+
+    /// Lease ids of a session's waiting requests.
+    pub(crate) fn of_session(&self, session: SessionId) -> Vec<LeaseId> {
+        self.iter()
+            .filter(|r| r.session == session)
+            .map(|r| r.lease_id)
+            .collect()
+    }
+
+    /// The earliest wait that runs out.
+    pub(crate) fn next_deadline(&self) -> Option<Millis> {
+        self.deadlines.first().map(|&(at, _)| at)
+    }
+
+    /// Lease ids of requests whose wait has run out by `now`, earliest first.
+    pub(crate) fn lapsed(&self, now: Millis) -> Vec<LeaseId> {
+        self.deadlines
+            .iter()
+            .take_while(|&&(at, _)| at <= now)
+            .map(|&(_, id)| id)
+            .collect()
+    }
+
+    /// Features with a queue.
+    pub(crate) fn features(&self) -> Vec<String> {
+        self.by_feature.keys().cloned().collect()
+    }
+
+    /// The head of a feature's queue.
+    pub(crate) fn head(&self, feature: &str) -> Option<&QueuedRequest> {
+        self.by_feature.get(feature)?.values().next()
+    }
+
+    /// Every waiting request: features in name order, each in serving order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &QueuedRequest> {
+        self.by_feature.values().flat_map(|q| q.values())
+    }
+}
