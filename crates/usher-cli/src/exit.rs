@@ -57,9 +57,11 @@ impl From<ClientError> for Failure {
         let code = match &e {
             ClientError::Unreachable { .. } | ClientError::Timeout => UNREACHABLE,
             ClientError::Denied(d) => match d.reason {
-                DenyReason::AllInUse | DenyReason::QueuedAhead | DenyReason::WaitTimedOut => {
-                    ALL_IN_USE
-                }
+                DenyReason::AllInUse
+                | DenyReason::QueuedAhead
+                | DenyReason::WaitTimedOut
+                | DenyReason::MaxReached
+                | DenyReason::Reserved => ALL_IN_USE,
                 DenyReason::BadRequest | DenyReason::Unspecified => FAILURE,
                 _ => NOT_LICENSED,
             },

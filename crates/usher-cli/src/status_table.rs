@@ -137,7 +137,7 @@ fn queue_json(q: &QueueEntry) -> Value {
         "feature": q.feature,
         "version": q.version,
         "position": q.position,
-        "priority": q.priority,
+        "priority": (q.priority >= 0).then_some(q.priority),
         "count": q.count,
         "user": q.user,
         "host": q.host,

@@ -371,8 +371,11 @@ impl Driver {
                             }
                         }
                         // A grant for a wait we no longer track (withdrawn just as it was
-                        // granted): give it back.
-                        Some(response::Kind::Granted(g)) if g.client_ref != 0 => {
+                        // granted): give it back. (Not one we hold: a resent checkout and the
+                        // grant notice may both bring the same lease.)
+                        Some(response::Kind::Granted(g))
+                            if g.client_ref != 0 && !self.leases.contains_key(&g.lease_id) =>
+                        {
                             let id = self.take_id();
                             let kind = request::Kind::Checkin(Checkin {
                                 lease_id: g.lease_id,

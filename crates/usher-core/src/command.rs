@@ -120,6 +120,21 @@ pub enum Denial {
         /// Requests waiting ahead.
         waiting: u32,
     },
+    /// The policy keeps this client from the feature (`EXCLUDE`, or not `INCLUDE`d).
+    Excluded,
+    /// The client (or its group, host...) already holds as many seats as a `MAX` rule
+    /// allows.
+    MaxReached {
+        /// The limit.
+        limit: u32,
+        /// The rule, as written (`MAX 2 cad GROUP eng`).
+        rule: String,
+    },
+    /// Seats are free, but `RESERVE`d for others.
+    Reserved {
+        /// Seats free in the pools that could serve the request.
+        free: u32,
+    },
     /// The request itself is malformed (empty feature name, zero count, bad version...).
     BadRequest(String),
 }

@@ -6,8 +6,8 @@ use usher_license::Version;
 
 use crate::queue::Queue;
 use crate::{
-    Catalog, Change, Command, Denial, DequeueReason, Lease, LeaseId, LedgerError, Millis, Outcome,
-    PoolKey, QueuedRequest, ReleaseReason, Session, SessionId, Wait,
+    Catalog, Change, ClientInfo, Command, Denial, DequeueReason, Lease, LeaseId, LedgerError,
+    Millis, Outcome, Policy, PoolKey, QueuedRequest, ReleaseReason, Session, SessionId, Wait, Who,
 };
 
 /// Upper bound on seats in one request; larger requests are malformed, not merely
@@ -50,6 +50,31 @@ pub struct Ledger {
     in_use: HashMap<PoolKey, u32>,
     /// Checkouts waiting for seats. Soft state: not stored, empty after a restart.
     queue: Queue,
+    /// The administrator's rules.
+    policy: Policy,
+}
+
+/// The pool chosen for a checkout.
+struct Choice {
+    pool: PoolKey,
+    /// The seats are beyond the pool's count.
+    overdraft: bool,
+    /// The seats are covered by free seats reserved for the client, so they may be granted
+    /// even while others wait in the queue.
+    reserved: bool,
+}
+
+/// What the policy leaves a client for one checkout.
+struct PolicySeats {
+    /// The seats fit within the feature's count once the seats reserved for others are
+    /// set aside.
+    fits_in_count: bool,
+    /// The seats fit in free seats reserved for the client.
+    reserved: bool,
+    /// Free seats reserved for others.
+    held_for_others: u32,
+    /// Overdraft seats the policy still allows (`MAX_OVERDRAFT`).
+    overdraft_left: u32,
 }
 
 impl Ledger {
@@ -64,6 +89,7 @@ impl Ledger {
             session_leases: HashMap::new(),
             in_use: HashMap::new(),
             queue: Queue::default(),
+            policy: Policy::default(),
         }
     }
 
@@ -118,6 +144,18 @@ impl Ledger {
     /// serve are granted by the next `Expire`.
     pub fn set_catalog(&mut self, catalog: Catalog) {
         self.catalog = catalog;
+    }
+
+    /// The administrator's policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Puts a new policy in force (at start and on reload). Like a license reload it
+    /// revokes nothing: a holder now over a `MAX` or outside an `INCLUDE` keeps the seats
+    /// held. Queued checkouts it newly allows are granted by the next `Expire`.
+    pub fn set_policy(&mut self, policy: Policy) {
+        self.policy = policy;
     }
 
     /// Seats held from a pool.
@@ -294,17 +332,21 @@ impl Ledger {
                 let ahead = self
                     .queue
                     .ahead_of(&feature, self.queue.next_slot(priority));
-                let chosen = match self.choose_pool(now, &feature, &version, count) {
-                    // Others wait ahead: the seats that are free are theirs.
-                    Ok(_) if ahead > 0 => Err(Denial::QueuedAhead {
+                let who = self.client_of(session);
+                let chosen = match self.choose_pool(now, &feature, &version, count, who) {
+                    // Others wait ahead: the seats that are free are theirs (unless these
+                    // are reserved for this client).
+                    Ok(choice) if ahead > 0 && !choice.reserved => Err(Denial::QueuedAhead {
                         waiting: ahead as u32,
                     }),
                     chosen => chosen,
                 };
                 match chosen {
-                    Err(Denial::AllInUse { .. } | Denial::QueuedAhead { .. })
-                        if let Some(deadline) = deadline =>
-                    {
+                    Err(
+                        Denial::AllInUse { .. }
+                        | Denial::QueuedAhead { .. }
+                        | Denial::Reserved { .. },
+                    ) if let Some(deadline) = deadline => {
                         let request = QueuedRequest {
                             lease_id,
                             session,
@@ -328,7 +370,9 @@ impl Ledger {
                         Ok(Outcome::Queued { request, position })
                     }
                     Err(denial) => Ok(Outcome::Denied(denial)),
-                    Ok((pool, overdraft)) => {
+                    Ok(Choice {
+                        pool, overdraft, ..
+                    }) => {
                         let lease = Lease {
                             id: lease_id,
                             session,
@@ -413,17 +457,19 @@ impl Ledger {
         }
     }
 
-    /// Picks the pool to serve a checkout: the lowest licensed version that is at least
-    /// the requested one and has room, so that newer-version seats stay free for the
-    /// clients that need them. The flag says whether the grant draws on the pool's
-    /// overdraft allowance.
+    /// Picks the pool to serve a checkout by `who`: the lowest licensed version that is at
+    /// least the requested one and has room, so that newer-version seats stay free for the
+    /// clients that need them. The policy is applied first, in this order (see
+    /// docs/policy.md): `EXCLUDE`/`INCLUDE`, then `MAX`, then the seats `RESERVE`d for
+    /// others, which are not free for `who`.
     fn choose_pool(
         &self,
         now: Millis,
         feature: &str,
         version: &str,
         count: u32,
-    ) -> Result<(PoolKey, bool), Denial> {
+        who: Option<&ClientInfo>,
+    ) -> Result<Choice, Denial> {
         if feature.is_empty() {
             return Err(Denial::BadRequest("empty feature name".into()));
         }
@@ -449,22 +495,35 @@ impl Ledger {
                 .unwrap_or_default();
             return Err(Denial::VersionTooNew { highest });
         }
+        let seats = self.policy_seats(now, feature, count, who)?;
         let (mut in_use, mut total) = (0u32, 0u32);
         for pool in &candidates {
-            let seats = pool.seats_at(now);
+            let pool_seats = pool.seats_at(now);
             let used = self.in_use(&pool.key);
-            if used.saturating_add(count) <= seats {
-                return Ok((pool.key.clone(), false));
+            if used.saturating_add(count) <= pool_seats && seats.fits_in_count {
+                return Ok(Choice {
+                    pool: pool.key.clone(),
+                    overdraft: false,
+                    reserved: seats.reserved,
+                });
             }
             in_use = in_use.saturating_add(used);
-            total = total.saturating_add(seats);
+            total = total.saturating_add(pool_seats);
         }
         // Only when no pool has room within its count does an OVERDRAFT allowance serve,
         // so overdraft seats are used last and each one is flagged.
-        for pool in &candidates {
-            let limit = pool.seats_at(now).saturating_add(pool.overdraft_at(now));
-            if self.in_use(&pool.key).saturating_add(count) <= limit {
-                return Ok((pool.key.clone(), true));
+        if seats.overdraft_left >= count {
+            for pool in &candidates {
+                // Seats reserved for others are not free for this client, overdraft or not.
+                let limit = pool.seats_at(now).saturating_add(pool.overdraft_at(now));
+                let wanted = self.in_use(&pool.key).saturating_add(count);
+                if wanted.saturating_add(seats.held_for_others) <= limit {
+                    return Ok(Choice {
+                        pool: pool.key.clone(),
+                        overdraft: true,
+                        reserved: false,
+                    });
+                }
             }
         }
         if total == 0 {
@@ -475,30 +534,147 @@ impl Ledger {
                 return Err(Denial::Expired { at });
             }
         }
+        if seats.held_for_others > 0 && in_use < total {
+            return Err(Denial::Reserved {
+                free: total - in_use,
+            });
+        }
         Err(Denial::AllInUse { in_use, total })
     }
 
-    /// The queue priority of a session's checkouts of `feature` (higher is served first).
-    /// Every request has the same priority until policy sets them.
-    fn priority(&self, _session: SessionId, _feature: &str) -> i32 {
-        0
+    /// What the policy allows `who` for a checkout of `count` seats of `feature`.
+    fn policy_seats(
+        &self,
+        now: Millis,
+        feature: &str,
+        count: u32,
+        who: Option<&ClientInfo>,
+    ) -> Result<PolicySeats, Denial> {
+        let unlimited = PolicySeats {
+            fits_in_count: true,
+            reserved: false,
+            held_for_others: 0,
+            overdraft_left: u32::MAX,
+        };
+        let Some(client) = who else {
+            return Ok(unlimited);
+        };
+        let me = Who::from(client);
+        let policy = &self.policy;
+        if policy.excluded(feature, &me) {
+            return Err(Denial::Excluded);
+        }
+        let has_reservations = policy.reservations(feature).next().is_some();
+        let has_limits = policy.limits(feature).next().is_some();
+        let overdraft_cap = policy.max_overdraft(feature);
+        if !has_reservations && !has_limits && overdraft_cap.is_none() {
+            return Ok(unlimited);
+        }
+        // Who holds how many seats of the feature (and how many of them are overdraft).
+        let mut holders: Vec<(&ClientInfo, u32)> = Vec::new();
+        let mut overdraft_held = 0u32;
+        for lease in self.leases.values().filter(|l| l.feature == feature) {
+            if lease.overdraft {
+                overdraft_held = overdraft_held.saturating_add(lease.count);
+            }
+            if let Some(s) = self.sessions.get(&lease.session) {
+                holders.push((&s.client, lease.count));
+            }
+        }
+        for limit in policy.limits(feature) {
+            if !policy.matches(&limit.target, &me) {
+                continue;
+            }
+            let held: u32 = holders
+                .iter()
+                .filter(|(c, _)| policy.matches(&limit.target, &Who::from(*c)))
+                .map(|(_, n)| *n)
+                .sum();
+            if held.saturating_add(count) > limit.number {
+                return Err(Denial::MaxReached {
+                    limit: limit.number,
+                    rule: format!("MAX {} {feature} {}", limit.number, limit.target),
+                });
+            }
+        }
+        // Reserved seats still free, per reservation: each holder's seats count against
+        // the first reservations (in file order) that name them, up to their size.
+        let mut unattributed: Vec<u32> = holders.iter().map(|(_, n)| *n).collect();
+        let (mut mine, mut others) = (0u32, 0u32);
+        for r in policy.reservations(feature) {
+            let mut taken = 0u32;
+            for (i, (c, _)) in holders.iter().enumerate() {
+                if taken == r.number {
+                    break;
+                }
+                if unattributed[i] > 0 && policy.matches(&r.target, &Who::from(*c)) {
+                    let t = unattributed[i].min(r.number - taken);
+                    unattributed[i] -= t;
+                    taken += t;
+                }
+            }
+            let free = r.number - taken;
+            if policy.matches(&r.target, &me) {
+                mine = mine.saturating_add(free);
+            } else {
+                others = others.saturating_add(free);
+            }
+        }
+        let total: u32 = self
+            .catalog
+            .pools(feature)
+            .into_iter()
+            .flatten()
+            .map(|p| p.seats_at(now))
+            .fold(0, u32::saturating_add);
+        let in_use: u32 = holders.iter().map(|(_, n)| *n).fold(0, u32::saturating_add);
+        let fits_in_count = in_use.saturating_add(count).saturating_add(others) <= total;
+        let overdraft_left =
+            overdraft_cap.map_or(u32::MAX, |cap| cap.saturating_sub(overdraft_held));
+        Ok(PolicySeats {
+            fits_in_count,
+            reserved: count <= mine,
+            held_for_others: others,
+            overdraft_left,
+        })
+    }
+
+    /// The queue rank of a session's checkouts of `feature` from the policy's `PRIORITY`
+    /// rules (lower is served first; `None` after every ranked request).
+    fn priority(&self, session: SessionId, feature: &str) -> Option<u32> {
+        let client = &self.sessions.get(&session)?.client;
+        self.policy.priority(feature, &Who::from(client))
+    }
+
+    /// The identity behind a session, for the policy.
+    fn client_of(&self, session: SessionId) -> Option<&ClientInfo> {
+        self.sessions.get(&session).map(|s| &s.client)
     }
 
     /// Grants queued checkouts, in order, while their heads can be served. A head that
     /// can no longer be served at all (its licenses went away) leaves the queue refused;
-    /// a head that only lacks free seats blocks the requests behind it.
+    /// a head that only lacks free seats blocks the requests behind it, except from seats
+    /// reserved for them.
     fn serve_queue(&mut self, now: Millis, changes: &mut Vec<Change>) {
         if self.queue.is_empty() {
             return;
         }
         for feature in self.queue.features() {
-            while let Some(head) = self.queue.head(&feature) {
-                let (id, version, count) = (head.lease_id, head.version.clone(), head.count);
-                match self.choose_pool(now, &feature, &version, count) {
-                    Err(Denial::AllInUse { .. }) => break,
+            // Once a request cannot be served, the ones behind it may only take seats
+            // reserved for them: nothing else may overtake it.
+            let mut blocked = false;
+            for request in self.queue.waiting_for(&feature) {
+                let who = self.client_of(request.session).cloned();
+                let id = request.lease_id;
+                let (version, count) = (&request.version, request.count);
+                match self.choose_pool(now, &feature, version, count, who.as_ref()) {
+                    Err(Denial::AllInUse { .. } | Denial::Reserved { .. }) => blocked = true,
                     Err(denial) => self.dequeue(id, DequeueReason::Refused(denial), changes),
-                    Ok((pool, overdraft)) => {
-                        let request = self.queue.remove(id).expect("the head is queued");
+                    Ok(choice) if blocked && !choice.reserved => {}
+                    Ok(Choice {
+                        pool, overdraft, ..
+                    }) => {
+                        let request = self.queue.remove(id).expect("listed as waiting");
                         let lease = Lease {
                             id,
                             session: request.session,
@@ -506,7 +682,7 @@ impl Ledger {
                             vendor: pool.vendor,
                             requested_version: request.version.clone(),
                             pool_version: pool.version,
-                            count,
+                            count: request.count,
                             granted_at: now,
                             client_ref: request.client_ref,
                             overdraft,

@@ -16,12 +16,14 @@
 mod catalog;
 mod command;
 mod ledger;
+pub mod policy;
 mod queue;
 mod session;
 
 pub use catalog::{Catalog, Pool, PoolKey, canonical_version};
 pub use command::{Change, Command, Denial, LedgerError, Outcome, ReleaseReason};
 pub use ledger::{Ledger, LedgerConfig};
+pub use policy::{Policy, PolicyError, Who};
 pub use queue::{DequeueReason, QueuedRequest, Wait};
 pub use session::{ClientInfo, Lease, LeaseId, Session, SessionId};
 

@@ -1,7 +1,8 @@
 //! The checkout queue: requests waiting for seats, per feature, in the order they will be
 //! served.
 //!
-//! **Order:** priority first (higher first), then arrival. Within a feature the queue is
+//! **Order:** priority first (the policy's `PRIORITY` rank, lower first, unranked last),
+//! then arrival. Within a feature the queue is
 //! strict: a request is granted only when every request ahead of it for the same feature
 //! has been granted or has left. So a request for many seats is never starved by a stream
 //! of small ones that would each fit; the price is that seats may stay free while the head
@@ -10,7 +11,6 @@
 //! first.) A new checkout for a feature that has a queue joins it, or is refused if it does
 //! not want to wait, unless its priority puts it at the head.
 
-use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::{Denial, Lease, LeaseId, Millis, SessionId};
@@ -46,8 +46,9 @@ pub struct QueuedRequest {
     pub queued_at: Millis,
     /// When it gives up (`None`: never).
     pub deadline: Option<Millis>,
-    /// Priority from policy: higher is served first.
-    pub priority: i32,
+    /// Rank from the policy's `PRIORITY` rules: lower is served first, and requests
+    /// without one come after every ranked request.
+    pub priority: Option<u32>,
     /// Arrival order among every request ever queued, for ties in priority.
     pub seq: u64,
 }
@@ -67,8 +68,12 @@ pub enum DequeueReason {
     Refused(Denial),
 }
 
-/// Where a request sits: feature, then (priority descending, arrival).
-type Slot = (Reverse<i32>, u64);
+/// Where a request sits in its feature's queue: (rank, unranked last; arrival).
+type Slot = (u64, u64);
+
+fn rank(priority: Option<u32>) -> u64 {
+    priority.map_or(u64::MAX, u64::from)
+}
 
 /// Every waiting request, indexed for the ledger's needs.
 #[derive(Debug, Clone, Default)]
@@ -85,8 +90,8 @@ impl Queue {
     }
 
     /// The slot a request of `priority` arriving now would take.
-    pub(crate) fn next_slot(&self, priority: i32) -> Slot {
-        (Reverse(priority), self.next_seq)
+    pub(crate) fn next_slot(&self, priority: Option<u32>) -> Slot {
+        (rank(priority), self.next_seq)
     }
 
     /// How many requests for `feature` are ahead of `slot`.
@@ -100,7 +105,7 @@ impl Queue {
     pub(crate) fn push(&mut self, mut request: QueuedRequest) -> u32 {
         request.seq = self.next_seq;
         self.next_seq += 1;
-        let slot = (Reverse(request.priority), request.seq);
+        let slot = (rank(request.priority), request.seq);
         if let Some(at) = request.deadline {
             self.deadlines.insert((at, request.lease_id));
         }
@@ -167,9 +172,12 @@ impl Queue {
         self.by_feature.keys().cloned().collect()
     }
 
-    /// The head of a feature's queue.
-    pub(crate) fn head(&self, feature: &str) -> Option<&QueuedRequest> {
-        self.by_feature.get(feature)?.values().next()
+    /// A feature's waiting requests, in serving order.
+    pub(crate) fn waiting_for(&self, feature: &str) -> Vec<QueuedRequest> {
+        self.by_feature
+            .get(feature)
+            .map(|q| q.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Every waiting request: features in name order, each in serving order.

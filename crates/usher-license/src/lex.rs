@@ -1,4 +1,6 @@
-//! Splitting license text into logical lines and tokens.
+//! Splitting license text into logical lines and tokens. Policy (options) files share
+//! the same lexical rules (`#` comments, `\` continuations, double quotes), so the policy
+//! parser uses this lexer too.
 //!
 //! Every character keeps its position in the original text, so that an error found after
 //! `\` continuations have been joined still points at the line and column the administrator
@@ -7,8 +9,10 @@
 
 /// A 1-based line and column (counted in characters) in the original text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Pos {
+pub struct Pos {
+    /// Line, from 1.
     pub line: usize,
+    /// Column in characters, from 1.
     pub column: usize,
 }
 
@@ -24,8 +28,10 @@ impl Pos {
 
 /// A problem found while lexing, before the file name is attached.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct LexError {
+pub struct LexError {
+    /// Where.
     pub pos: Pos,
+    /// What is wrong.
     pub message: String,
 }
 
@@ -41,7 +47,7 @@ struct Char {
 
 /// A whitespace-separated word: `word`, `"quoted text"`, `KEY=value` or `KEY="quoted value"`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Token {
+pub struct Token {
     /// Where the token starts.
     pub pos: Pos,
     /// The part before the first `=`, if the token has one.
@@ -85,7 +91,8 @@ impl Token {
 
 /// A line after comments are removed and continuations joined, with at least one token.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct LogicalLine {
+pub struct LogicalLine {
+    /// The tokens, in order.
     pub tokens: Vec<Token>,
 }
 
@@ -116,7 +123,7 @@ fn is_space(c: char) -> bool {
 ///    line break count as one space and the next line continues this one, inside quotes
 ///    too.
 /// 3. Control characters other than tab are refused outside comments.
-pub(crate) fn logical_lines(text: &str) -> Result<Vec<LogicalLine>, LexError> {
+pub fn logical_lines(text: &str) -> Result<Vec<LogicalLine>, LexError> {
     let mut lines = Vec::new();
     let mut chars: Vec<Char> = Vec::new();
     let mut in_quote = false;

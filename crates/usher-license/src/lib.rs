@@ -35,6 +35,7 @@ pub use entitlement::{
 };
 pub use hostid::{host_ids, matches_host};
 pub use keys::{KeyError, VendorPublicKey, VendorSigningKey, WriteMode, keygen};
+pub use lex::{LexError, LogicalLine, Pos, Token, logical_lines};
 pub use parse::{LicenseFile, ParseError, ServerLine, UserAttribute, parse};
 pub use sign::{SignError, SignOutcome, sign_text};
 pub use version::{Version, VersionError};

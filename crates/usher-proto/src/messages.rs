@@ -309,6 +309,13 @@ pub enum DenyReason {
     QueuedAhead = 7,
     /// The checkout waited in the queue for as long as it allowed.
     WaitTimedOut = 8,
+    /// The server's policy keeps this client from the feature (`EXCLUDE`, `INCLUDE`).
+    Excluded = 9,
+    /// A policy `MAX` for this client (or its group, host...) is reached; `total` is the
+    /// limit.
+    MaxReached = 10,
+    /// The free seats are reserved for others by policy (`RESERVE`).
+    Reserved = 11,
 }
 
 /// Seats refused.
@@ -423,7 +430,8 @@ pub struct QueueEntry {
     /// 1-based place in the feature's queue.
     #[prost(uint32, tag = "4")]
     pub position: u32,
-    /// Queue priority (higher is served first).
+    /// Queue rank from the policy's `PRIORITY` (lower is served first; -1: none, served
+    /// after every ranked request).
     #[prost(int32, tag = "5")]
     pub priority: i32,
     /// User.

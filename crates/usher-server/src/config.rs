@@ -36,6 +36,8 @@ pub struct Config {
     pub license_files: Vec<PathBuf>,
     /// Public keys of the vendors whose licenses this server trusts.
     pub vendor_keys: Vec<PathBuf>,
+    /// The administrator's policy (options) file, if any; see docs/policy.md.
+    pub policy_file: Option<PathBuf>,
     /// Heartbeat interval announced to clients.
     pub heartbeat_interval: Duration,
     /// How long a session lives without being heard from.
@@ -65,6 +67,7 @@ impl Config {
             data_dir: data_dir.into(),
             license_files: Vec::new(),
             vendor_keys: Vec::new(),
+            policy_file: None,
             heartbeat_interval: Duration::from_secs(30),
             session_ttl: Duration::from_secs(120),
             reconnect_grace: Duration::from_secs(10),
@@ -158,6 +161,8 @@ pub struct FileConfig {
     pub license_files: Option<Vec<PathBuf>>,
     /// See [`Config::vendor_keys`]. Relative paths are relative to the config file.
     pub vendor_keys: Option<Vec<PathBuf>>,
+    /// See [`Config::policy_file`]. Relative to the config file.
+    pub policy_file: Option<PathBuf>,
     /// See [`Config::heartbeat_interval`], e.g. `"30s"`.
     pub heartbeat_interval: Option<String>,
     /// See [`Config::session_ttl`], e.g. `"2m"`.
@@ -200,10 +205,13 @@ impl FileConfig {
                 }
             }
         }
-        if let Some(d) = &mut file.data_dir
-            && d.is_relative()
+        for d in [&mut file.data_dir, &mut file.policy_file]
+            .into_iter()
+            .flatten()
         {
-            *d = base.join(&*d);
+            if d.is_relative() {
+                *d = base.join(&*d);
+            }
         }
         Ok(file)
     }
@@ -221,6 +229,9 @@ impl FileConfig {
         }
         if let Some(v) = self.vendor_keys {
             config.vendor_keys = v;
+        }
+        if let Some(v) = self.policy_file {
+            config.policy_file = Some(v);
         }
         let durations = [
             (

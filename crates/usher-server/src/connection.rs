@@ -49,6 +49,8 @@ pub struct ConnContext {
     pub license_files: Vec<PathBuf>,
     /// See `license_files`.
     pub vendor_keys: Vec<PathBuf>,
+    /// See `license_files`.
+    pub policy_file: Option<PathBuf>,
     /// Cancelled by an administrator's `down`.
     pub down: CancellationToken,
     /// Where notices the server sends unasked go (a removed lease, a queued grant).
@@ -403,17 +405,21 @@ fn answer(
 /// parse leaves the licenses in force unchanged and says why.
 async fn reload(id: u64, ctx: &ConnContext) -> Response {
     let (files, keys) = (ctx.license_files.clone(), ctx.vendor_keys.clone());
+    let policy_file = ctx.policy_file.clone();
     let loaded = tokio::task::spawn_blocking(move || {
         let keys = crate::licenses::load_keys(&keys)?;
         let today = chrono::Utc::now().date_naive();
-        crate::licenses::load(&files, &keys, &usher_license::host_ids(), today)
+        let licenses = crate::licenses::load(&files, &keys, &usher_license::host_ids(), today)?;
+        let policy = crate::licenses::load_policy(policy_file.as_deref())?;
+        Ok::<_, crate::licenses::LoadError>((licenses, policy))
     })
     .await;
-    let loaded = match loaded {
+    let (loaded, policy) = match loaded {
         Ok(Ok(loaded)) => loaded,
         Ok(Err(e)) => {
-            warn!("reload refused, the licenses in force are unchanged: {e}");
-            let msg = format!("reload refused, the licenses in force are unchanged: {e}");
+            let msg =
+                format!("reload refused, the licenses and policy in force are unchanged: {e}");
+            warn!("{msg}");
             return Response::error(id, ErrorCode::BadRequest, msg);
         }
         Err(e) => return Response::error(id, ErrorCode::Internal, e.to_string()),
@@ -428,7 +434,7 @@ async fn reload(id: u64, ctx: &ConnContext) -> Response {
         .collect();
     let outcome = ctx
         .ledger
-        .reload(loaded.catalog, files, loaded.vendors)
+        .reload(loaded.catalog, policy, files, loaded.vendors)
         .await;
     if outcome.is_err() {
         return shutting_down(id);

@@ -51,6 +51,8 @@ pub enum LedgerMsg {
     Reload {
         /// The new catalog.
         catalog: usher_core::Catalog,
+        /// The new policy (boxed: it is much larger than the other messages).
+        policy: Box<usher_core::Policy>,
         /// License files now served.
         license_files: Vec<String>,
         /// Vendors now served.
@@ -108,12 +110,14 @@ impl LedgerHandle {
     pub async fn reload(
         &self,
         catalog: usher_core::Catalog,
+        policy: usher_core::Policy,
         license_files: Vec<String>,
         vendors: Vec<String>,
     ) -> Result<(), LedgerGone> {
         let (reply, rx) = oneshot::channel();
         let msg = LedgerMsg::Reload {
             catalog,
+            policy: Box::new(policy),
             license_files,
             vendors,
             reply,
@@ -355,11 +359,13 @@ fn handle_msg(
         }
         LedgerMsg::Reload {
             catalog,
+            policy,
             license_files,
             vendors,
             reply,
         } => {
             ledger.set_catalog(catalog);
+            ledger.set_policy(*policy);
             // The new catalog may serve queued checkouts at once.
             let _ = ledger.apply(now, Command::Expire, &mut job.changes);
             info.license_files = license_files;
@@ -406,6 +412,9 @@ pub fn denial_reason(denial: &Denial) -> &'static str {
         Denial::NotYetStarted { .. } => "not_yet_started",
         Denial::AllInUse { .. } => "all_in_use",
         Denial::QueuedAhead { .. } => "queued_ahead",
+        Denial::Excluded => "excluded",
+        Denial::MaxReached { .. } => "max_reached",
+        Denial::Reserved { .. } => "reserved",
         Denial::BadRequest(_) => "bad_request",
     }
 }

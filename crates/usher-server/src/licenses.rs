@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use usher_core::Catalog;
+use usher_core::{Catalog, Policy};
 use usher_license::{Entitlement, VendorPublicKey};
 
 /// The licenses a server serves, after checking.
@@ -36,6 +36,17 @@ pub enum LoadError {
     /// A license file has a syntax error (the message names file, line and column).
     #[error("{0}")]
     Parse(#[from] usher_license::ParseError),
+    /// The policy file could not be read.
+    #[error("cannot read the policy file {path}: {source}")]
+    ReadPolicy {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The policy file has a mistake (the message names file, line and column).
+    #[error("{0}")]
+    Policy(#[from] usher_core::PolicyError),
     /// A vendor key file is unusable.
     #[error("vendor key {path}: {message}")]
     Key {
@@ -44,6 +55,18 @@ pub enum LoadError {
         /// What is wrong.
         message: String,
     },
+}
+
+/// Reads and parses the policy file (none: the empty policy, which allows everything).
+pub fn load_policy(path: Option<&Path>) -> Result<Policy, LoadError> {
+    let Some(path) = path else {
+        return Ok(Policy::default());
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::ReadPolicy {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(Policy::parse(&path.display().to_string(), &text)?)
 }
 
 /// Reads vendor public keys.

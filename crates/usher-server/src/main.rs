@@ -30,6 +30,9 @@ struct Args {
     /// Trusted vendor public key (repeatable; replaces the config file's list).
     #[arg(long = "vendor-key", env = "USHERD_VENDOR_KEY", value_delimiter = ',')]
     vendor_keys: Vec<PathBuf>,
+    /// Policy (options) file: INCLUDE, EXCLUDE, RESERVE, MAX, PRIORITY... (docs/policy.md).
+    #[arg(long = "policy", env = "USHERD_POLICY")]
+    policy: Option<PathBuf>,
     /// Heartbeat interval announced to clients, e.g. 30s.
     #[arg(long, env = "USHERD_HEARTBEAT_INTERVAL", value_parser = parse_duration)]
     heartbeat_interval: Option<std::time::Duration>,
@@ -75,6 +78,9 @@ fn build_config(args: &Args) -> anyhow::Result<Config> {
     }
     if !args.vendor_keys.is_empty() {
         config.vendor_keys = args.vendor_keys.clone();
+    }
+    if let Some(v) = &args.policy {
+        config.policy_file = Some(v.clone());
     }
     if let Some(v) = args.heartbeat_interval {
         config.heartbeat_interval = v;

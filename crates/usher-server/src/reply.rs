@@ -184,6 +184,24 @@ pub fn denied(feature: &str, version: &str, denial: &Denial) -> Denied {
                 format!("{waiting} {requests} already waiting for \"{feature}\""),
             )
         }
+        Denial::Excluded => (
+            DenyReason::Excluded,
+            format!("the server's policy does not allow you to use \"{feature}\""),
+        ),
+        Denial::MaxReached { limit, rule } => {
+            d.total = *limit;
+            (
+                DenyReason::MaxReached,
+                format!("the policy limit {rule} is reached"),
+            )
+        }
+        Denial::Reserved { free } => {
+            let seats = if *free == 1 { "seat" } else { "seats" };
+            (
+                DenyReason::Reserved,
+                format!("the {free} free {seats} of \"{feature}\" are reserved for others"),
+            )
+        }
         Denial::BadRequest(why) => (DenyReason::BadRequest, format!("bad request: {why}")),
     };
     d.reason = reason as i32;

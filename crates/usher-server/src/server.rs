@@ -112,7 +112,11 @@ impl Server {
         let (sessions, leases) = (snapshot.sessions.len(), snapshot.leases.len());
         let first_lease_id = store.max_lease_id()?.saturating_add(1);
         let mut orphans = Vec::new();
-        let ledger = Ledger::restore(
+        let policy = licenses::load_policy(config.policy_file.as_deref())?;
+        if let Some(path) = &config.policy_file {
+            info!(policy = %path.display(), "policy loaded");
+        }
+        let mut ledger = Ledger::restore(
             licenses.catalog.clone(),
             ledger_config,
             snapshot.sessions,
@@ -120,6 +124,7 @@ impl Server {
             now,
             &mut orphans,
         );
+        ledger.set_policy(policy);
         store.commit(now, &orphans)?;
         if sessions > 0 {
             info!(
@@ -204,6 +209,7 @@ impl Server {
             server_name: info.server_name.clone(),
             license_files: config.license_files.clone(),
             vendor_keys: config.vendor_keys.clone(),
+            policy_file: config.policy_file.clone(),
             down: down.clone(),
             notices,
         });

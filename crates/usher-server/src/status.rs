@@ -94,7 +94,9 @@ pub fn report(ledger: &Ledger, now: Millis, feature: &str, info: &ServerInfo) ->
                 version: r.version.clone(),
                 count: r.count,
                 position,
-                priority: r.priority,
+                priority: r
+                    .priority
+                    .map_or(-1, |p| i32::try_from(p).unwrap_or(i32::MAX)),
                 user: client.user,
                 host: client.host,
                 display: client.display,

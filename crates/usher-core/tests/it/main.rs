@@ -10,6 +10,7 @@ mod checkout;
 mod determinism;
 mod model;
 mod overdraft;
+mod policy;
 mod queue;
 mod reload;
 mod remove;

@@ -9,6 +9,7 @@ mod access;
 mod admin;
 mod compat;
 mod hostile;
+mod policy;
 mod proxy;
 mod queue;
 mod recovery;

@@ -332,7 +332,7 @@ fn queue_changes_are_logged_and_not_stored<B: Backend>(b: &mut B) {
         client_ref: 7,
         queued_at: 100,
         deadline: None,
-        priority: 0,
+        priority: None,
         seq: 0,
     };
     let mut lease = lease(30, 1);

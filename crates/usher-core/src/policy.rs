@@ -1,0 +1,575 @@
+//! The administrator's policy (options) file: who may use what, reservations, limits,
+//! queue priorities and timeouts, in FlexLM's vocabulary.
+//!
+//! ```text
+//! GROUP eng alice bob "John Smith"
+//! HOST_GROUP lab ws1 ws2
+//! EXCLUDE cad USER mallory
+//! INCLUDE sim GROUP eng
+//! RESERVE 2 cad GROUP eng
+//! MAX 1 cad HOST_GROUP lab
+//! PRIORITY 1 cad USER alice
+//! TIMEOUT cad 3600
+//! ```
+//!
+//! Parsing is pure: `Policy::parse` turns text into rules or names the line and column of
+//! the first mistake; an unknown keyword is a mistake, never ignored. What the rules mean
+//! for a checkout is decided by the ledger, which asks the questions below
+//! ([`Policy::excluded`], [`Policy::reservations`], ...). See docs/policy.md.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+
+use usher_license::{LexError, LogicalLine, Pos, Token, logical_lines};
+
+use crate::{ClientInfo, Millis};
+
+/// A mistake in a policy file: where, and what.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}:{column}: {message}")]
+pub struct PolicyError {
+    /// The file name given to [`Policy::parse`].
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column, in characters.
+    pub column: usize,
+    /// What was expected and what was found.
+    pub message: String,
+}
+
+/// Whom a rule is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A login name.
+    User(String),
+    /// A client host name.
+    Host(String),
+    /// A display (X display or terminal).
+    Display(String),
+    /// A `GROUP` of users.
+    Group(String),
+    /// A `HOST_GROUP` of hosts.
+    HostGroup(String),
+    /// Client network addresses (`INTERNET`): an address, a CIDR block or a dotted
+    /// pattern with `*` octets.
+    Internet(AddressPattern),
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::User(n) => write!(f, "USER {n}"),
+            Target::Host(n) => write!(f, "HOST {n}"),
+            Target::Display(n) => write!(f, "DISPLAY {n}"),
+            Target::Group(n) => write!(f, "GROUP {n}"),
+            Target::HostGroup(n) => write!(f, "HOST_GROUP {n}"),
+            Target::Internet(p) => write!(f, "INTERNET {}", p.text),
+        }
+    }
+}
+
+/// An `INTERNET` pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressPattern {
+    /// As written.
+    pub text: String,
+    /// The network and prefix length it stands for.
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl AddressPattern {
+    /// Parses `10.1.2.3`, `10.1.0.0/16`, `10.1.*.*` (FlexLM's form) or an IPv6 address or
+    /// block.
+    pub fn parse(text: &str) -> Option<AddressPattern> {
+        let (network, prefix) = if let Some((addr, bits)) = text.split_once('/') {
+            let network: IpAddr = addr.parse().ok()?;
+            let prefix: u8 = bits.parse().ok()?;
+            let max = if network.is_ipv4() { 32 } else { 128 };
+            if prefix > max {
+                return None;
+            }
+            (network, prefix)
+        } else if text.contains('*') {
+            // Trailing `*` octets only, as in `192.168.*.*`.
+            let octets: Vec<&str> = text.split('.').collect();
+            if octets.len() != 4 {
+                return None;
+            }
+            let fixed = octets.iter().take_while(|o| **o != "*").count();
+            if octets[fixed..].iter().any(|o| *o != "*") {
+                return None;
+            }
+            let mut bytes = [0u8; 4];
+            for (b, o) in bytes.iter_mut().zip(&octets[..fixed]) {
+                *b = o.parse().ok()?;
+            }
+            (IpAddr::from(bytes), (fixed * 8) as u8)
+        } else {
+            let network: IpAddr = text.parse().ok()?;
+            (network, if network.is_ipv4() { 32 } else { 128 })
+        };
+        Some(AddressPattern {
+            text: text.to_string(),
+            network,
+            prefix,
+        })
+    }
+
+    /// Whether `addr` is in the pattern.
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        fn bits(a: IpAddr) -> (u128, u8) {
+            match a {
+                IpAddr::V4(v4) => (u128::from(u32::from(v4)), 32),
+                IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                    Some(v4) => (u128::from(u32::from(v4)), 32),
+                    None => (u128::from(v6), 128),
+                },
+            }
+        }
+        let (net, width) = bits(self.network);
+        let (a, a_width) = bits(addr);
+        if width != a_width {
+            return false;
+        }
+        let prefix = u32::from(self.prefix.min(width));
+        if prefix == 0 {
+            return true;
+        }
+        let shift = u32::from(width) - prefix;
+        (net >> shift) == (a >> shift)
+    }
+}
+
+/// Which features a rule covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// One feature.
+    Feature(String),
+    /// Every feature (`INCLUDEALL`, `EXCLUDEALL`, `TIMEOUTALL`).
+    All,
+}
+
+impl Scope {
+    fn covers(&self, feature: &str) -> bool {
+        match self {
+            Scope::Feature(f) => f == feature,
+            Scope::All => true,
+        }
+    }
+}
+
+/// A rule giving a number of seats (or a rank) to a target for a feature: `RESERVE`,
+/// `MAX` and `PRIORITY`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counted {
+    /// Seats, or for `PRIORITY` the rank (lower is served first).
+    pub number: u32,
+    /// Feature.
+    pub feature: String,
+    /// Whom.
+    pub target: Target,
+    /// Line in the file, for messages.
+    pub line: usize,
+}
+
+/// The parsed policy. `Policy::default()` allows everything and changes nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    groups: HashMap<String, Vec<String>>,
+    host_groups: HashMap<String, Vec<String>>,
+    groups_case_insensitive: bool,
+    includes: Vec<(Scope, Target)>,
+    excludes: Vec<(Scope, Target)>,
+    reserves: Vec<Counted>,
+    maxes: Vec<Counted>,
+    priorities: Vec<Counted>,
+    timeouts: Vec<(Scope, Millis)>,
+    lingers: HashMap<String, Millis>,
+    max_borrow_hours: HashMap<String, u32>,
+    borrow_lowwater: HashMap<String, u32>,
+    max_overdraft: HashMap<String, u32>,
+}
+
+/// Who asks, as the policy sees a client.
+#[derive(Debug, Clone, Copy)]
+pub struct Who<'a> {
+    /// Login name.
+    pub user: &'a str,
+    /// Host name.
+    pub host: &'a str,
+    /// Display.
+    pub display: &'a str,
+    /// Network address (`ip:port` or `[ip]:port`, as the server saw it), if known.
+    pub address: &'a str,
+}
+
+impl<'a> From<&'a ClientInfo> for Who<'a> {
+    fn from(c: &'a ClientInfo) -> Self {
+        Who {
+            user: &c.user,
+            host: &c.host,
+            display: &c.display,
+            address: &c.address,
+        }
+    }
+}
+
+impl Who<'_> {
+    fn ip(&self) -> Option<IpAddr> {
+        if let Ok(sa) = self.address.parse::<std::net::SocketAddr>() {
+            return Some(sa.ip());
+        }
+        self.address.parse().ok()
+    }
+}
+
+impl Policy {
+    /// Parses a policy file. `file` names it in errors.
+    pub fn parse(file: &str, text: &str) -> Result<Policy, PolicyError> {
+        let at = |pos: Pos, message: String| PolicyError {
+            file: file.to_string(),
+            line: pos.line,
+            column: pos.column,
+            message,
+        };
+        let lines = logical_lines(text).map_err(|LexError { pos, message }| at(pos, message))?;
+        let mut policy = Policy::default();
+        // Group names used by rules, checked once every GROUP line has been read.
+        let mut used_groups: Vec<(Pos, bool, String)> = Vec::new();
+        for line in &lines {
+            let mut words = Words::new(line, &at);
+            let (keyword_pos, keyword) = words.word("a keyword")?;
+            let keyword = keyword.to_ascii_uppercase();
+            match keyword.as_str() {
+                "GROUP" | "HOST_GROUP" => {
+                    let (_, name) = words.word("a group name")?;
+                    let members = words.rest();
+                    if members.is_empty() {
+                        return Err(at(line.end(), format!("{keyword} {name} lists no members")));
+                    }
+                    let map = if keyword == "GROUP" {
+                        &mut policy.groups
+                    } else {
+                        &mut policy.host_groups
+                    };
+                    // Several lines for one group add up, as in FlexLM.
+                    map.entry(name).or_default().extend(members);
+                }
+                "GROUPCASEINSENSITIVE" => {
+                    let (pos, value) = words.word("ON or OFF")?;
+                    policy.groups_case_insensitive = match value.to_ascii_uppercase().as_str() {
+                        "ON" => true,
+                        "OFF" => false,
+                        _ => return Err(at(pos, format!("expected ON or OFF, found {value:?}"))),
+                    };
+                }
+                "INCLUDE" | "EXCLUDE" | "INCLUDEALL" | "EXCLUDEALL" => {
+                    let scope = if keyword.ends_with("ALL") {
+                        Scope::All
+                    } else {
+                        Scope::Feature(words.feature()?)
+                    };
+                    let target = words.target(&mut used_groups)?;
+                    let list = if keyword.starts_with("INCLUDE") {
+                        &mut policy.includes
+                    } else {
+                        &mut policy.excludes
+                    };
+                    list.push((scope, target));
+                }
+                "RESERVE" | "MAX" | "PRIORITY" => {
+                    let number = words.number(if keyword == "PRIORITY" {
+                        "a rank"
+                    } else {
+                        "a number of seats"
+                    })?;
+                    let feature = words.feature()?;
+                    let target = words.target(&mut used_groups)?;
+                    let rule = Counted {
+                        number,
+                        feature,
+                        target,
+                        line: keyword_pos.line,
+                    };
+                    match keyword.as_str() {
+                        "RESERVE" => policy.reserves.push(rule),
+                        "MAX" => policy.maxes.push(rule),
+                        _ => policy.priorities.push(rule),
+                    }
+                }
+                "TIMEOUT" => {
+                    let feature = words.feature()?;
+                    let secs = words.number("a number of seconds")?;
+                    policy
+                        .timeouts
+                        .push((Scope::Feature(feature), u64::from(secs) * 1000));
+                }
+                "TIMEOUTALL" => {
+                    let secs = words.number("a number of seconds")?;
+                    policy.timeouts.push((Scope::All, u64::from(secs) * 1000));
+                }
+                "LINGER" => {
+                    let feature = words.feature()?;
+                    let secs = words.number("a number of seconds")?;
+                    policy.lingers.insert(feature, u64::from(secs) * 1000);
+                }
+                "MAX_BORROW_HOURS" | "BORROW_LOWWATER" | "MAX_OVERDRAFT" => {
+                    let feature = words.feature()?;
+                    let n = words.number(if keyword == "MAX_BORROW_HOURS" {
+                        "a number of hours"
+                    } else {
+                        "a number of seats"
+                    })?;
+                    let map = match keyword.as_str() {
+                        "MAX_BORROW_HOURS" => &mut policy.max_borrow_hours,
+                        "BORROW_LOWWATER" => &mut policy.borrow_lowwater,
+                        _ => &mut policy.max_overdraft,
+                    };
+                    map.insert(feature, n);
+                }
+                other => {
+                    return Err(at(
+                        keyword_pos,
+                        format!(
+                            "unknown keyword {other:?}; expected one of GROUP, HOST_GROUP, \
+                             GROUPCASEINSENSITIVE, INCLUDE, INCLUDEALL, EXCLUDE, EXCLUDEALL, \
+                             RESERVE, MAX, PRIORITY, TIMEOUT, TIMEOUTALL, LINGER, \
+                             MAX_BORROW_HOURS, BORROW_LOWWATER, MAX_OVERDRAFT"
+                        ),
+                    ));
+                }
+            }
+            words.finish()?;
+        }
+        for (pos, host, name) in used_groups {
+            let defined = if host {
+                policy.host_groups.contains_key(&name)
+            } else {
+                policy.groups.contains_key(&name)
+            };
+            if !defined {
+                let kind = if host { "HOST_GROUP" } else { "GROUP" };
+                return Err(at(
+                    pos,
+                    format!("{kind} {name} is not defined in this file"),
+                ));
+            }
+        }
+        Ok(policy)
+    }
+
+    /// Whether the policy says anything at all.
+    pub fn is_empty(&self) -> bool {
+        *self == Policy::default()
+    }
+
+    /// Whether `target` names `who`.
+    pub fn matches(&self, target: &Target, who: &Who<'_>) -> bool {
+        let same = |a: &str, b: &str| {
+            if self.groups_case_insensitive {
+                a.eq_ignore_ascii_case(b)
+            } else {
+                a == b
+            }
+        };
+        match target {
+            Target::User(u) => u == who.user,
+            Target::Host(h) => h.eq_ignore_ascii_case(who.host),
+            Target::Display(d) => d == who.display,
+            Target::Group(g) => self
+                .groups
+                .get(g)
+                .is_some_and(|m| m.iter().any(|u| same(u, who.user))),
+            Target::HostGroup(g) => self
+                .host_groups
+                .get(g)
+                .is_some_and(|m| m.iter().any(|h| h.eq_ignore_ascii_case(who.host))),
+            Target::Internet(p) => who.ip().is_some_and(|ip| p.contains(ip)),
+        }
+    }
+
+    /// Whether `who` is kept from `feature`: named by an `EXCLUDE`/`EXCLUDEALL`, or not
+    /// named by any `INCLUDE`/`INCLUDEALL` where such lists exist for the feature.
+    /// Membership of a reservation for the feature counts as inclusion (see
+    /// docs/policy.md for the precedence).
+    pub fn excluded(&self, feature: &str, who: &Who<'_>) -> bool {
+        if self
+            .excludes
+            .iter()
+            .any(|(s, t)| s.covers(feature) && self.matches(t, who))
+        {
+            return true;
+        }
+        let mut includes = self
+            .includes
+            .iter()
+            .filter(|(s, _)| s.covers(feature))
+            .peekable();
+        if includes.peek().is_none() {
+            return false;
+        }
+        let included = includes.any(|(_, t)| self.matches(t, who));
+        let reserved = self
+            .reserves
+            .iter()
+            .any(|r| r.feature == feature && self.matches(&r.target, who));
+        !(included || reserved)
+    }
+
+    /// The `RESERVE` rules for a feature, in file order.
+    pub fn reservations<'s>(&'s self, feature: &'s str) -> impl Iterator<Item = &'s Counted> {
+        self.reserves.iter().filter(move |r| r.feature == feature)
+    }
+
+    /// The `MAX` rules for a feature, in file order.
+    pub fn limits<'s>(&'s self, feature: &'s str) -> impl Iterator<Item = &'s Counted> {
+        self.maxes.iter().filter(move |r| r.feature == feature)
+    }
+
+    /// `who`'s queue rank for `feature` from the first matching `PRIORITY` rule (lower is
+    /// served first), or `None`.
+    pub fn priority(&self, feature: &str, who: &Who<'_>) -> Option<u32> {
+        self.priorities
+            .iter()
+            .find(|r| r.feature == feature && self.matches(&r.target, who))
+            .map(|r| r.number)
+    }
+
+    /// How long a client may stay idle before its seats of `feature` are reclaimed
+    /// (`TIMEOUT`, else `TIMEOUTALL`; the last line of each wins).
+    pub fn timeout(&self, feature: &str) -> Option<Millis> {
+        let specific = self
+            .timeouts
+            .iter()
+            .rev()
+            .find(|(s, _)| *s == Scope::Feature(feature.to_string()));
+        specific
+            .or_else(|| self.timeouts.iter().rev().find(|(s, _)| *s == Scope::All))
+            .map(|&(_, ms)| ms)
+    }
+
+    /// Every timeout in the file, for clamping to the server's minimum.
+    pub fn timeouts_mut(&mut self) -> impl Iterator<Item = &mut Millis> {
+        self.timeouts.iter_mut().map(|(_, ms)| ms)
+    }
+
+    /// `LINGER` for a feature: lengthens (never shortens) the license's linger.
+    pub fn linger(&self, feature: &str) -> Option<Millis> {
+        self.lingers.get(feature).copied()
+    }
+
+    /// `MAX_OVERDRAFT` for a feature: caps the seats drawn beyond the count.
+    pub fn max_overdraft(&self, feature: &str) -> Option<u32> {
+        self.max_overdraft.get(feature).copied()
+    }
+
+    /// `MAX_BORROW_HOURS` for a feature.
+    pub fn max_borrow_hours(&self, feature: &str) -> Option<u32> {
+        self.max_borrow_hours.get(feature).copied()
+    }
+
+    /// `BORROW_LOWWATER` for a feature.
+    pub fn borrow_lowwater(&self, feature: &str) -> Option<u32> {
+        self.borrow_lowwater.get(feature).copied()
+    }
+}
+
+/// Reading the words of one line, with errors that point at them.
+struct Words<'l, F> {
+    tokens: std::slice::Iter<'l, Token>,
+    line: &'l LogicalLine,
+    at: &'l F,
+}
+
+impl<'l, F: Fn(Pos, String) -> PolicyError> Words<'l, F> {
+    fn new(line: &'l LogicalLine, at: &'l F) -> Self {
+        Words {
+            tokens: line.tokens.iter(),
+            line,
+            at,
+        }
+    }
+
+    fn word(&mut self, what: &str) -> Result<(Pos, String), PolicyError> {
+        match self.tokens.next() {
+            None => Err((self.at)(
+                self.line.end(),
+                format!("expected {what} here, found the end of the line"),
+            )),
+            Some(t) if t.key.is_some() => Err((self.at)(
+                t.pos,
+                format!(
+                    "expected {what}, found {:?} (qualifiers such as feature:KEY=value are not supported)",
+                    t.as_written()
+                ),
+            )),
+            Some(t) => Ok((t.pos, t.value.clone())),
+        }
+    }
+
+    fn feature(&mut self) -> Result<String, PolicyError> {
+        let (pos, name) = self.word("a feature name")?;
+        if name.is_empty() || name.contains(char::is_whitespace) {
+            return Err((self.at)(pos, format!("{name:?} is not a feature name")));
+        }
+        Ok(name)
+    }
+
+    fn number(&mut self, what: &str) -> Result<u32, PolicyError> {
+        let (pos, text) = self.word(what)?;
+        if !text.bytes().all(|b| b.is_ascii_digit()) {
+            return Err((self.at)(pos, format!("expected {what}, found {text:?}")));
+        }
+        text.parse()
+            .map_err(|_| (self.at)(pos, format!("{text} is too large")))
+    }
+
+    fn target(&mut self, groups: &mut Vec<(Pos, bool, String)>) -> Result<Target, PolicyError> {
+        let (pos, kind) = self.word("USER, HOST, DISPLAY, GROUP, HOST_GROUP or INTERNET")?;
+        let (name_pos, name) = self.word("a name")?;
+        Ok(match kind.to_ascii_uppercase().as_str() {
+            "USER" => Target::User(name),
+            "HOST" => Target::Host(name),
+            "DISPLAY" => Target::Display(name),
+            "GROUP" => {
+                groups.push((name_pos, false, name.clone()));
+                Target::Group(name)
+            }
+            "HOST_GROUP" => {
+                groups.push((name_pos, true, name.clone()));
+                Target::HostGroup(name)
+            }
+            "INTERNET" => Target::Internet(AddressPattern::parse(&name).ok_or_else(|| {
+                (self.at)(
+                    name_pos,
+                    format!("{name:?} is not an address, a CIDR block or a pattern like 10.1.*.*"),
+                )
+            })?),
+            _ => {
+                return Err((self.at)(
+                    pos,
+                    format!(
+                        "expected USER, HOST, DISPLAY, GROUP, HOST_GROUP or INTERNET, found {kind:?}"
+                    ),
+                ));
+            }
+        })
+    }
+
+    fn rest(&mut self) -> Vec<String> {
+        self.tokens.by_ref().map(|t| t.value.clone()).collect()
+    }
+
+    fn finish(mut self) -> Result<(), PolicyError> {
+        match self.tokens.next() {
+            None => Ok(()),
+            Some(t) => Err((self.at)(
+                t.pos,
+                format!("unexpected {:?} at the end of the line", t.as_written()),
+            )),
+        }
+    }
+}

@@ -1,0 +1,708 @@
+//! The policy file: parsing (every keyword, and mistakes named by line and column), a
+//! table of requests against policies with the expected grant or refusal, and a property
+//! test of the policy invariants under random policies and operations.
+
+use proptest::prelude::*;
+use usher_core::{
+    Change, Command, Denial, DequeueReason, LeaseId, Ledger, Outcome, Policy, SessionId, Wait,
+};
+
+use crate::util::*;
+
+// ----- parsing -----
+
+#[test]
+fn every_keyword_parses() {
+    let text = r#"
+# Groups may span several lines and quote names with spaces.
+GROUP eng alice bob
+GROUP eng "John Smith"
+HOST_GROUP lab ws1 \
+    ws2
+GROUPCASEINSENSITIVE OFF
+INCLUDE cad GROUP eng
+INCLUDEALL USER root
+EXCLUDE cad USER mallory
+EXCLUDEALL INTERNET 203.0.113.*
+RESERVE 2 cad GROUP eng
+MAX 1 cad HOST_GROUP lab
+PRIORITY 1 cad USER alice
+TIMEOUT cad 3600
+TIMEOUTALL 7200
+LINGER cad 60
+MAX_BORROW_HOURS cad 48
+BORROW_LOWWATER cad 1
+MAX_OVERDRAFT cad 0
+include sim user carol
+"#;
+    let policy = Policy::parse("opts", text).expect("parses");
+    assert_eq!(policy.timeout("cad"), Some(3_600_000));
+    assert_eq!(policy.timeout("sim"), Some(7_200_000));
+    assert_eq!(policy.linger("cad"), Some(60_000));
+    assert_eq!(policy.max_borrow_hours("cad"), Some(48));
+    assert_eq!(policy.borrow_lowwater("cad"), Some(1));
+    assert_eq!(policy.max_overdraft("cad"), Some(0));
+    assert_eq!(policy.reservations("cad").count(), 1);
+    assert_eq!(policy.limits("cad").count(), 1);
+    let who = |user: &'static str, host: &'static str| usher_core::Who {
+        user,
+        host,
+        display: "",
+        address: "10.0.0.1:4000",
+    };
+    assert!(
+        !policy.excluded("cad", &who("John Smith", "x")),
+        "a quoted member"
+    );
+    assert!(policy.excluded("cad", &who("mallory", "x")));
+    assert!(
+        policy.excluded("cad", &who("dave", "x")),
+        "not in the INCLUDE list"
+    );
+    assert!(!policy.excluded("cad", &who("root", "x")), "INCLUDEALL");
+    assert!(
+        !policy.excluded("sim", &who("carol", "x")),
+        "keywords in any case"
+    );
+    assert_eq!(policy.priority("cad", &who("alice", "x")), Some(1));
+    assert_eq!(policy.priority("cad", &who("bob", "x")), None);
+}
+
+#[test]
+fn mistakes_are_named_by_line_and_column() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "FROBNICATE cad\n",
+            "opts:1:1:",
+            "unknown keyword \"FROBNICATE\"",
+        ),
+        (
+            "\n  RESERVE two cad USER a\n",
+            "opts:2:11:",
+            "expected a number of seats, found \"two\"",
+        ),
+        (
+            "MAX 1 cad\n",
+            "opts:1:10:",
+            "expected USER, HOST, DISPLAY, GROUP, HOST_GROUP or INTERNET here, found the end of the line",
+        ),
+        ("INCLUDE cad PERSON bob\n", "opts:1:13:", "found \"PERSON\""),
+        (
+            "INCLUDE cad GROUP nobody\n",
+            "opts:1:19:",
+            "GROUP nobody is not defined",
+        ),
+        (
+            "EXCLUDE cad INTERNET 10.1.*.5\n",
+            "opts:1:22:",
+            "not an address",
+        ),
+        (
+            "TIMEOUT cad 60 extra\n",
+            "opts:1:16:",
+            "unexpected \"extra\"",
+        ),
+        ("INCLUDE cad:VERSION=2 USER a\n", "opts:1:9:", "qualifiers"),
+        ("GROUP eng\n", "opts:1:10:", "lists no members"),
+        ("MAX 99999999999 cad USER a\n", "opts:1:5:", "too large"),
+    ];
+    for (text, at, message) in cases {
+        let err = Policy::parse("opts", text).expect_err(text).to_string();
+        assert!(err.starts_with(at), "{text:?}: {err}");
+        assert!(err.contains(message), "{text:?}: {err}");
+    }
+}
+
+#[test]
+fn internet_patterns_match_addresses() {
+    let policy = Policy::parse(
+        "opts",
+        "EXCLUDE cad INTERNET 10.1.*.*\nEXCLUDE cad INTERNET 192.168.0.0/24\nEXCLUDE cad INTERNET ::1\n",
+    )
+    .unwrap();
+    let at = |address: &'static str| usher_core::Who {
+        user: "u",
+        host: "h",
+        display: "",
+        address,
+    };
+    assert!(policy.excluded("cad", &at("10.1.200.3:555")));
+    assert!(!policy.excluded("cad", &at("10.2.0.1:555")));
+    assert!(policy.excluded("cad", &at("192.168.0.77:1")));
+    assert!(!policy.excluded("cad", &at("192.168.1.77:1")));
+    assert!(policy.excluded("cad", &at("[::1]:9")));
+    assert!(
+        !policy.excluded("cad", &at("")),
+        "an unknown address matches nothing"
+    );
+}
+
+// ----- the table -----
+
+/// A request in the table: which client (`client(n)`: user `user{n}`, host `host{n}`,
+/// address `10.0.0.{n}`), how many seats, and what should happen.
+struct Case {
+    name: &'static str,
+    policy: &'static str,
+    /// Seats of `cad`.
+    seats: u32,
+    /// Checkouts made first, each expected to be granted: (client, seats).
+    before: &'static [(u64, u32)],
+    /// The request: (client, seats).
+    request: (u64, u32),
+    /// `Ok(())`: granted; `Err(denial)`: refused so.
+    expect: Result<(), Denial>,
+}
+
+const GROUPS: &str = "GROUP eng user1 user2\nHOST_GROUP lab host3 host4\n";
+
+fn table() -> Vec<Case> {
+    let all_in_use = |in_use, total| Err(Denial::AllInUse { in_use, total });
+    vec![
+        Case {
+            name: "no policy",
+            policy: "",
+            seats: 2,
+            before: &[],
+            request: (1, 1),
+            expect: Ok(()),
+        },
+        Case {
+            name: "EXCLUDE USER",
+            policy: "EXCLUDE cad USER user1",
+            seats: 2,
+            before: &[],
+            request: (1, 1),
+            expect: Err(Denial::Excluded),
+        },
+        Case {
+            name: "EXCLUDE spares others",
+            policy: "EXCLUDE cad USER user1",
+            seats: 2,
+            before: &[],
+            request: (2, 1),
+            expect: Ok(()),
+        },
+        Case {
+            name: "EXCLUDE HOST",
+            policy: "EXCLUDE cad HOST HOST1",
+            seats: 2,
+            before: &[],
+            request: (1, 1),
+            expect: Err(Denial::Excluded),
+        },
+        Case {
+            name: "EXCLUDE INTERNET",
+            policy: "EXCLUDE cad INTERNET 10.0.0.0/30",
+            seats: 2,
+            before: &[],
+            request: (2, 1),
+            expect: Err(Denial::Excluded),
+        },
+        Case {
+            name: "EXCLUDE DISPLAY",
+            policy: "EXCLUDE cad DISPLAY /dev/pts/1",
+            seats: 2,
+            before: &[],
+            request: (2, 1),
+            expect: Err(Denial::Excluded),
+        },
+        Case {
+            name: "EXCLUDEALL",
+            policy: "EXCLUDEALL USER user1",
+            seats: 2,
+            before: &[],
+            request: (1, 1),
+            expect: Err(Denial::Excluded),
+        },
+        Case {
+            name: "EXCLUDE other feature",
+            policy: "EXCLUDE sim USER user1",
+            seats: 2,
+            before: &[],
+            request: (1, 1),
+            expect: Ok(()),
+        },
+        Case {
+            name: "INCLUDE lets in",
+            policy: "INCLUDE cad USER user1",
+            seats: 2,
+            before: &[],
+            request: (1, 1),
+            expect: Ok(()),
+        },
+        Case {
+            name: "INCLUDE keeps out",
+            policy: "INCLUDE cad USER user1",
+            seats: 2,
+            before: &[],
+            request: (2, 1),
+            expect: Err(Denial::Excluded),
+        },
+        Case {
+            name: "INCLUDE GROUP",
+            policy: "INCLUDE cad GROUP eng",
+            seats: 2,
+            before: &[],
+            request: (2, 1),
+            expect: Ok(()),
+        },
+        Case {
+            name: "INCLUDE HOST_GROUP",
+            policy: "INCLUDE cad HOST_GROUP lab",
+            seats: 2,
+            before: &[],
+            request: (2, 1),
+            expect: Err(Denial::Excluded),
+        },
+        Case {
+            name: "INCLUDEALL",
+            policy: "INCLUDEALL USER user3",
+            seats: 2,
+            before: &[],
+            request: (2, 1),
+            expect: Err(Denial::Excluded),
+        },
+        Case {
+            name: "EXCLUDE beats INCLUDE",
+            policy: "INCLUDE cad USER user1\nEXCLUDE cad USER user1",
+            seats: 2,
+            before: &[],
+            request: (1, 1),
+            expect: Err(Denial::Excluded),
+        },
+        Case {
+            name: "EXCLUDE beats RESERVE",
+            policy: "RESERVE 1 cad USER user1\nEXCLUDE cad HOST host1",
+            seats: 2,
+            before: &[],
+            request: (1, 1),
+            expect: Err(Denial::Excluded),
+        },
+        Case {
+            name: "RESERVE counts as INCLUDE",
+            policy: "INCLUDE cad USER user2\nRESERVE 1 cad USER user1",
+            seats: 2,
+            before: &[],
+            request: (1, 1),
+            expect: Ok(()),
+        },
+        Case {
+            name: "RESERVE keeps seats from others",
+            policy: "RESERVE 1 cad USER user1",
+            seats: 2,
+            before: &[(2, 1)],
+            request: (3, 1),
+            expect: Err(Denial::Reserved { free: 1 }),
+        },
+        Case {
+            name: "RESERVE serves its member",
+            policy: "RESERVE 1 cad USER user1",
+            seats: 2,
+            before: &[(2, 1)],
+            request: (1, 1),
+            expect: Ok(()),
+        },
+        Case {
+            name: "RESERVE for a GROUP",
+            policy: "RESERVE 1 cad GROUP eng",
+            seats: 2,
+            before: &[(3, 1)],
+            request: (2, 1),
+            expect: Ok(()),
+        },
+        Case {
+            name: "used RESERVE frees the rest",
+            policy: "RESERVE 1 cad USER user1",
+            seats: 3,
+            before: &[(1, 1)],
+            request: (2, 2),
+            expect: Ok(()),
+        },
+        Case {
+            name: "member beyond the RESERVE",
+            policy: "RESERVE 1 cad USER user1",
+            seats: 2,
+            before: &[(1, 1), (2, 1)],
+            request: (1, 1),
+            expect: all_in_use(2, 2),
+        },
+        Case {
+            name: "MAX USER",
+            policy: "MAX 1 cad USER user1",
+            seats: 3,
+            before: &[(1, 1)],
+            request: (1, 1),
+            expect: Err(Denial::MaxReached {
+                limit: 1,
+                rule: "MAX 1 cad USER user1".into(),
+            }),
+        },
+        Case {
+            name: "MAX counts the request",
+            policy: "MAX 2 cad USER user1",
+            seats: 5,
+            before: &[(1, 1)],
+            request: (1, 2),
+            expect: Err(Denial::MaxReached {
+                limit: 2,
+                rule: "MAX 2 cad USER user1".into(),
+            }),
+        },
+        Case {
+            name: "MAX GROUP as a whole",
+            policy: "MAX 2 cad GROUP eng",
+            seats: 5,
+            before: &[(1, 1), (2, 1)],
+            request: (1, 1),
+            expect: Err(Denial::MaxReached {
+                limit: 2,
+                rule: "MAX 2 cad GROUP eng".into(),
+            }),
+        },
+        Case {
+            name: "MAX spares others",
+            policy: "MAX 1 cad USER user1",
+            seats: 3,
+            before: &[(1, 1)],
+            request: (2, 1),
+            expect: Ok(()),
+        },
+        Case {
+            name: "MAX HOST_GROUP",
+            policy: "MAX 1 cad HOST_GROUP lab",
+            seats: 3,
+            before: &[(3, 1)],
+            request: (4, 1),
+            expect: Err(Denial::MaxReached {
+                limit: 1,
+                rule: "MAX 1 cad HOST_GROUP lab".into(),
+            }),
+        },
+        Case {
+            name: "MAX beats INCLUDE",
+            policy: "INCLUDE cad USER user1\nMAX 1 cad USER user1",
+            seats: 3,
+            before: &[(1, 1)],
+            request: (1, 1),
+            expect: Err(Denial::MaxReached {
+                limit: 1,
+                rule: "MAX 1 cad USER user1".into(),
+            }),
+        },
+        Case {
+            name: "MAX_OVERDRAFT 0",
+            policy: "MAX_OVERDRAFT cad 0",
+            seats: 1,
+            before: &[(1, 1)],
+            request: (2, 1),
+            expect: all_in_use(1, 1),
+        },
+        Case {
+            name: "full without policy",
+            policy: "",
+            seats: 1,
+            before: &[(1, 1)],
+            request: (2, 1),
+            expect: all_in_use(1, 1),
+        },
+    ]
+}
+
+#[test]
+fn each_request_gets_the_grant_or_refusal_the_policy_says() {
+    for case in table() {
+        let text = format!("{GROUPS}{}\n", case.policy);
+        let policy = Policy::parse("opts", &text).unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        let mut e = ent("cad", "2025", case.seats);
+        // Every case may draw on an overdraft, so that MAX_OVERDRAFT has one to cap.
+        e.attrs.push((
+            "OVERDRAFT".into(),
+            if case.policy.contains("MAX_OVERDRAFT") {
+                "1"
+            } else {
+                "0"
+            }
+            .into(),
+        ));
+        let mut ledger = ledger(&[e]);
+        ledger.set_policy(policy);
+        for n in 1..=4 {
+            session(&mut ledger, n, T0);
+        }
+        let mut lease = 100;
+        for (client, count) in case.before {
+            lease += 1;
+            grant(
+                &mut ledger,
+                T0,
+                SessionId(*client),
+                lease,
+                "cad",
+                "",
+                *count,
+            );
+        }
+        let (client, count) = case.request;
+        let (result, _) = apply(
+            &mut ledger,
+            T0,
+            checkout_cmd(SessionId(client), 999, "cad", "", count),
+        );
+        match (&case.expect, result) {
+            (Ok(()), Ok(Outcome::Granted(_))) => {}
+            (Err(denial), Ok(Outcome::Denied(got))) if *denial == got => {}
+            (expect, got) => panic!("{}: expected {expect:?}, got {got:?}", case.name),
+        }
+    }
+}
+
+#[test]
+fn priority_orders_the_queue_then_arrival() {
+    let policy = Policy::parse(
+        "opts",
+        "PRIORITY 2 cad USER user3\nPRIORITY 1 cad USER user4\n",
+    )
+    .unwrap();
+    let mut ledger = ledger(&[ent("cad", "2025", 1)]);
+    ledger.set_policy(policy);
+    let s: Vec<SessionId> = (1..=4).map(|n| session(&mut ledger, n, T0)).collect();
+    grant(&mut ledger, T0, s[0], 10, "cad", "", 1);
+    for (i, session) in [s[1], s[2], s[3]].into_iter().enumerate() {
+        let lease = 20 + i as u64;
+        let cmd = Command::Checkout {
+            session,
+            lease_id: LeaseId(lease),
+            feature: "cad".into(),
+            version: String::new(),
+            count: 1,
+            client_ref: lease,
+            wait: Wait::Forever,
+        };
+        let (result, _) = apply(&mut ledger, T0 + i as u64, cmd);
+        assert!(matches!(result, Ok(Outcome::Queued { .. })), "{result:?}");
+    }
+    // user4 (rank 1), then user3 (rank 2), then user2 (no rank) although it came first.
+    let order: Vec<u64> = ledger.queued().map(|(r, _)| r.lease_id.0).collect();
+    assert_eq!(order, vec![22, 21, 20]);
+    let mut granted = Vec::new();
+    let mut holder = (s[0], 10);
+    for _ in 0..3 {
+        let (_, changes) = apply(
+            &mut ledger,
+            T0 + 10,
+            Command::Checkin {
+                session: holder.0,
+                lease_id: LeaseId(holder.1),
+            },
+        );
+        let lease = changes
+            .iter()
+            .find_map(|c| match c {
+                Change::Dequeued {
+                    reason: DequeueReason::Granted(l),
+                    ..
+                } => Some(l.clone()),
+                _ => None,
+            })
+            .expect("the next in line is granted");
+        granted.push(lease.id.0);
+        holder = (lease.session, lease.id.0);
+    }
+    assert_eq!(granted, vec![22, 21, 20]);
+}
+
+#[test]
+fn a_member_takes_a_reserved_seat_past_a_waiting_queue() {
+    let policy = Policy::parse("opts", "RESERVE 1 cad USER user3\n").unwrap();
+    let mut ledger = ledger(&[ent("cad", "2025", 2)]);
+    ledger.set_policy(policy);
+    let s: Vec<SessionId> = (1..=3).map(|n| session(&mut ledger, n, T0)).collect();
+    grant(&mut ledger, T0, s[0], 10, "cad", "", 1);
+    let wait = Command::Checkout {
+        session: s[1],
+        lease_id: LeaseId(20),
+        feature: "cad".into(),
+        version: String::new(),
+        count: 1,
+        client_ref: 20,
+        wait: Wait::Forever,
+    };
+    let (result, _) = apply(&mut ledger, T0, wait);
+    assert!(
+        matches!(result, Ok(Outcome::Queued { .. })),
+        "the free seat is reserved: {result:?}"
+    );
+    let (result, _) = apply(&mut ledger, T0, checkout_cmd(s[2], 30, "cad", "", 1));
+    assert!(
+        matches!(result, Ok(Outcome::Granted(_))),
+        "the member is not queued behind: {result:?}"
+    );
+}
+
+#[test]
+fn a_new_policy_revokes_nothing_and_applies_to_new_requests() {
+    let mut ledger = ledger(&[ent("cad", "2025", 3)]);
+    let s = session(&mut ledger, 1, T0);
+    grant(&mut ledger, T0, s, 10, "cad", "", 2);
+    ledger.set_policy(Policy::parse("opts", "EXCLUDE cad USER user1\n").unwrap());
+    assert!(ledger.lease(LeaseId(10)).is_some(), "held seats stay held");
+    let (result, _) = apply(&mut ledger, T0, checkout_cmd(s, 11, "cad", "", 1));
+    assert_eq!(result, Ok(Outcome::Denied(Denial::Excluded)));
+}
+
+// ----- property test -----
+
+/// Users are `user1..=user4`, hosts `host1..=host4`; the random policy draws on them.
+fn rule() -> impl Strategy<Value = String> {
+    let target = prop_oneof![
+        (1u64..=4).prop_map(|n| format!("USER user{n}")),
+        (1u64..=4).prop_map(|n| format!("HOST host{n}")),
+        Just("GROUP eng".to_string()),
+        Just("HOST_GROUP lab".to_string()),
+    ];
+    prop_oneof![
+        target.clone().prop_map(|t| format!("EXCLUDE cad {t}")),
+        target.clone().prop_map(|t| format!("INCLUDE cad {t}")),
+        (1u32..=2, target.clone()).prop_map(|(n, t)| format!("RESERVE {n} cad {t}")),
+        (1u32..=3, target.clone()).prop_map(|(n, t)| format!("MAX {n} cad {t}")),
+        (1u32..=3, target).prop_map(|(n, t)| format!("PRIORITY {n} cad {t}")),
+    ]
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Checkout { client: u64, count: u32, wait: bool },
+    Checkin { pick: usize },
+    Close { client: u64 },
+    Reload { rules: Vec<String> },
+    Restart,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (1u64..=4, 1u32..=2, any::<bool>()).prop_map(|(client, count, wait)| Op::Checkout { client, count, wait }),
+        4 => any::<usize>().prop_map(|pick| Op::Checkin { pick }),
+        1 => (1u64..=4).prop_map(|client| Op::Close { client }),
+        1 => proptest::collection::vec(rule(), 0..5).prop_map(|rules| Op::Reload { rules }),
+        1 => Just(Op::Restart),
+    ]
+}
+
+fn policy_of(rules: &[String]) -> Policy {
+    let text = format!("{GROUPS}{}\n", rules.join("\n"));
+    Policy::parse("opts", &text).expect("generated policies parse")
+}
+
+proptest! {
+    #![proptest_config(crate::model::config())]
+
+    /// With random policies, reloads and restarts: seats never exceed the count; no
+    /// excluded client is granted; no grant leaves a `MAX` exceeded; a grant to a client
+    /// outside every reservation never eats into seats reserved for others; and a queued
+    /// checkout is granted past one waiting ahead of it only from seats reserved for it.
+    #[test]
+    fn policy_invariants_hold(
+        rules in proptest::collection::vec(rule(), 0..5),
+        ops in proptest::collection::vec(op(), 1..60),
+    ) {
+        const SEATS: u32 = 4;
+        let mut policy = policy_of(&rules);
+        let mut ledger = ledger(&[ent("cad", "2025", SEATS)]);
+        ledger.set_policy(policy.clone());
+        let mut now = T0;
+        let mut lease = 100u64;
+        for n in 1..=4 {
+            session(&mut ledger, n, now);
+        }
+        for op in ops {
+            now += 1000;
+            let mut changes = Vec::new();
+            let cmd = match op {
+                Op::Checkout { client, count, wait } => {
+                    if ledger.session(SessionId(client)).is_none() {
+                        ledger.apply(now, open_cmd(client), &mut changes).expect("fresh");
+                    }
+                    lease += 1;
+                    Command::Checkout {
+                        session: SessionId(client),
+                        lease_id: LeaseId(lease),
+                        feature: "cad".into(),
+                        version: String::new(),
+                        count,
+                        client_ref: lease,
+                        wait: if wait { Wait::Forever } else { Wait::No },
+                    }
+                }
+                Op::Checkin { pick } => {
+                    let leases: Vec<_> = ledger.leases().cloned().collect();
+                    if leases.is_empty() { continue; }
+                    let l = &leases[pick % leases.len()];
+                    Command::Checkin { session: l.session, lease_id: l.id }
+                }
+                Op::Close { client } => {
+                    if ledger.session(SessionId(client)).is_none() { continue; }
+                    Command::CloseSession { id: SessionId(client) }
+                }
+                Op::Reload { rules } => {
+                    policy = policy_of(&rules);
+                    ledger.set_policy(policy.clone());
+                    Command::Expire
+                }
+                Op::Restart => {
+                    let mut orphans = Vec::new();
+                    let sessions: Vec<_> = ledger.sessions().cloned().collect();
+                    let leases: Vec<_> = ledger.leases().cloned().collect();
+                    ledger = Ledger::restore(ledger.catalog().clone(), CONFIG, sessions, leases, now, &mut orphans);
+                    ledger.set_policy(policy.clone());
+                    prop_assert!(orphans.is_empty());
+                    continue;
+                }
+            };
+            let before: Vec<_> = ledger.leases().cloned().collect();
+            let waiting_before: Vec<_> = ledger.queued().map(|(r, _)| r.clone()).collect();
+            let result = ledger.apply(now, cmd.clone(), &mut changes);
+            prop_assert!(result.is_ok(), "{:?}: {:?}", cmd, result);
+            let held: u32 = ledger.leases().map(|l| l.count).sum();
+            for change in &changes {
+                let Change::LeaseGranted(granted) = change else { continue };
+                prop_assert!(held <= SEATS, "{} seats held of {}", held, SEATS);
+                let session = ledger.session(granted.session).expect("grantee lives");
+                let who = usher_core::Who::from(&session.client);
+                prop_assert!(!policy.excluded("cad", &who), "excluded {:?} granted", session.client.user);
+                for limit in policy.limits("cad") {
+                    if !policy.matches(&limit.target, &who) { continue; }
+                    let theirs: u32 = ledger
+                        .leases()
+                        .filter(|l| ledger.session(l.session).is_some_and(|s| policy.matches(&limit.target, &usher_core::Who::from(&s.client))))
+                        .map(|l| l.count)
+                        .sum();
+                    prop_assert!(theirs <= limit.number, "MAX {} {} exceeded: {}", limit.number, limit.target, theirs);
+                }
+                let member = policy.reservations("cad").any(|r| policy.matches(&r.target, &who));
+                if !member {
+                    // Seats held by clients in no reservation never exceed the seats nobody
+                    // reserved.
+                    let reserved: u32 = policy.reservations("cad").map(|r| r.number).sum();
+                    let outsiders: u32 = ledger
+                        .leases()
+                        .filter(|l| {
+                            let c = &ledger.session(l.session).expect("holder lives").client;
+                            !policy.reservations("cad").any(|r| policy.matches(&r.target, &usher_core::Who::from(c)))
+                        })
+                        .map(|l| l.count)
+                        .sum();
+                    prop_assert!(outsiders <= SEATS.saturating_sub(reserved), "outsiders hold {} with {} reserved of {}", outsiders, reserved, SEATS);
+                }
+                // Granted out of the queue past an earlier waiter: only from a reservation.
+                if let Some(pos) = waiting_before.iter().position(|r| r.lease_id == granted.id) {
+                    let overtaken = waiting_before[..pos]
+                        .iter()
+                        .any(|ahead| changes.iter().all(|c| !matches!(c, Change::Dequeued { request, .. } if request.lease_id == ahead.lease_id)));
+                    prop_assert!(!overtaken || member, "{:?} overtook the queue {:?}", granted, waiting_before);
+                }
+            }
+            let _ = before;
+        }
+    }
+}

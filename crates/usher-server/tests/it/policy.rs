@@ -1,0 +1,105 @@
+//! The policy file end to end: enforced from the start, reloaded by an administrator, a
+//! broken file refused with its line and column while the policy in force stays.
+
+use std::time::Duration;
+
+use usher_client::ClientError;
+use usher_client::admin::AdminConnection;
+use usher_proto::{DenyReason, ErrorCode, Reload, request, response};
+
+use crate::util::*;
+
+/// What a raw client named `user` is told when it asks for one seat of `feature`.
+async fn ask(conn: &mut RawConn, id: u64, feature: &str) -> response::Kind {
+    conn.call(id, checkout(feature, 1, id)).await
+}
+
+fn denial(kind: &response::Kind) -> Option<DenyReason> {
+    match kind {
+        response::Kind::Denied(d) => Some(d.reason()),
+        _ => None,
+    }
+}
+
+async fn reload(config: &usher_server::Config) -> Result<response::Kind, ClientError> {
+    let mut admin = AdminConnection::connect(&config.admin_socket(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    admin.call(request::Kind::Reload(Reload {})).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_policy_is_enforced_and_a_bad_reload_keeps_it_in_force() {
+    let lic = Licensed::new(LICENSE);
+    let policy = lic.tmp.path().join("usher.opt");
+    std::fs::write(&policy, "EXCLUDE cad USER mallory\nMAX 1 sim USER alice\n").unwrap();
+    let mut config = lic.config();
+    config.policy_file = Some(policy.clone());
+    let server = TestServer::start(config.clone()).await;
+
+    let mut mallory = RawConn::connect(server.addr).await;
+    mallory.hello("mallory").await;
+    let refused = ask(&mut mallory, 2, "cad").await;
+    assert_eq!(denial(&refused), Some(DenyReason::Excluded), "{refused:?}");
+    let mut alice = RawConn::connect(server.addr).await;
+    alice.hello("alice").await;
+    let first = ask(&mut alice, 2, "sim").await;
+    assert!(matches!(first, response::Kind::Granted(_)), "{first:?}");
+    let second = ask(&mut alice, 3, "sim").await;
+    assert_eq!(denial(&second), Some(DenyReason::MaxReached), "{second:?}");
+    let granted_cad = ask(&mut alice, 4, "cad").await;
+    assert!(
+        matches!(granted_cad, response::Kind::Granted(_)),
+        "{granted_cad:?}"
+    );
+
+    // A broken policy is refused with its line and column; the old one stays in force.
+    std::fs::write(&policy, "EXCLUDE cad USER mallory\nFROBNICATE cad\n").unwrap();
+    match reload(&config).await {
+        Err(ClientError::Server { code, message }) => {
+            assert_eq!(code, ErrorCode::BadRequest);
+            assert!(
+                message.contains("usher.opt:2:1: unknown keyword"),
+                "{message}"
+            );
+        }
+        other => panic!("expected the reload to be refused, got {other:?}"),
+    }
+    let still = ask(&mut mallory, 3, "cad").await;
+    assert_eq!(denial(&still), Some(DenyReason::Excluded), "{still:?}");
+
+    // A good one takes effect at once, and revokes nothing.
+    std::fs::write(&policy, "MAX 2 sim USER alice\n").unwrap();
+    let done = reload(&config).await.unwrap();
+    assert!(matches!(done, response::Kind::Reloaded(_)), "{done:?}");
+    let now_allowed = ask(&mut mallory, 4, "cad").await;
+    assert!(
+        matches!(now_allowed, response::Kind::Granted(_)),
+        "{now_allowed:?}"
+    );
+    let more = ask(&mut alice, 5, "sim").await;
+    assert!(matches!(more, response::Kind::Granted(_)), "{more:?}");
+    assert_eq!(in_use(&server.status().await, "cad"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broken_policy_file_keeps_the_server_from_starting() {
+    let lic = Licensed::new(LICENSE);
+    let policy = lic.tmp.path().join("usher.opt");
+    std::fs::write(
+        &policy,
+        "GROUP eng alice\nRESERVE 2 cad GROUP engineering\n",
+    )
+    .unwrap();
+    let mut config = lic.config();
+    config.policy_file = Some(policy);
+    let err = usher_server::Server::bind(config)
+        .await
+        .err()
+        .expect("a broken policy is refused")
+        .to_string();
+    assert!(
+        err.contains("usher.opt:2:21: GROUP engineering is not defined"),
+        "{err}"
+    );
+}
