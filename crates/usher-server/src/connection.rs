@@ -16,15 +16,20 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, instrument, warn};
+use tracing::{debug, instrument};
 use usher_core::{ClientInfo, Command, LeaseId, LedgerError, Outcome, SessionId};
 use usher_proto::{
     Bye, ErrorCode, FrameError, FrameReader, HeartbeatAck, Hello, Request, Response, Welcome,
     request, response,
 };
 
+use crate::admin::{self, AdminError};
 use crate::ledger_task::{Applied, LedgerGone, LedgerHandle, wall_clock_ms};
+use crate::metrics::{Metrics, RejectReason, RequestKind};
 use crate::reply;
+
+/// Who acted, in the usage log, for actions arriving on the admin socket.
+const ADMIN_SOCKET: &str = "admin socket";
 
 /// Most requests a connection may have waiting for answers.
 pub const MAX_IN_FLIGHT: usize = 64;
@@ -52,6 +57,8 @@ pub struct ConnContext {
     pub vendor_keys: Vec<PathBuf>,
     /// Cancelled by an administrator's `down`.
     pub down: CancellationToken,
+    /// Hot-path metrics.
+    pub metrics: Arc<Metrics>,
     /// The response queue of each connected session, for notices the server sends unasked
     /// (a removed lease). The lock is only ever held for a map operation, never across I/O.
     pub notices: Mutex<HashMap<SessionId, mpsc::Sender<PendingResponse>>>,
@@ -59,7 +66,7 @@ pub struct ConnContext {
 
 impl ConnContext {
     /// Tells a session's connection, if it has one, that a lease was taken away.
-    fn notify_lost(&self, session: SessionId, lease_id: u64, reason: &str) {
+    pub(crate) fn notify_lost(&self, session: SessionId, lease_id: u64, reason: &str) {
         let sender = self
             .notices
             .lock()
@@ -105,6 +112,7 @@ pub async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
+    let _counted = (!admin).then(|| ctx.metrics.connection_opened());
     let (rd, mut wr) = tokio::io::split(stream);
     let mut reader = FrameReader::new(rd);
 
@@ -116,10 +124,14 @@ pub async fn serve<S>(
     {
         Ok(Ok(session)) => session,
         Ok(Err(end)) => {
+            if !matches!(end, End::Eof) {
+                ctx.metrics.connection_rejected(RejectReason::Handshake);
+            }
             debug!(?end, "connection closed during handshake");
             return;
         }
         Err(_) => {
+            ctx.metrics.connection_rejected(RejectReason::Handshake);
             debug!("handshake timed out");
             return;
         }
@@ -201,6 +213,7 @@ async fn request_loop<R: AsyncRead + Unpin>(
             Ok(Err(e)) => {
                 let end = End::Protocol(e.to_string());
                 if !matches!(e, FrameError::Io(_) | FrameError::Truncated) {
+                    ctx.metrics.frame_rejected();
                     let msg = format!("protocol error: {e}");
                     let _ = out
                         .send(ready(Response::error(0, ErrorCode::BadRequest, msg)))
@@ -210,8 +223,21 @@ async fn request_loop<R: AsyncRead + Unpin>(
             }
         };
         let id = req.id;
+        let started = std::time::Instant::now();
+        let kind = request_kind(&req);
         let (pending, goodbye) = match dispatch(req, session, admin, ctx).await {
-            Ok(p) => p,
+            Ok((pending, goodbye)) => match kind {
+                Some(kind) => {
+                    let metrics = ctx.metrics.clone();
+                    let timed: PendingResponse = Box::pin(async move {
+                        let response = pending.await;
+                        metrics.request_done(kind, started.elapsed());
+                        response
+                    });
+                    (timed, goodbye)
+                }
+                None => (pending, goodbye),
+            },
             Err(LedgerGone) => {
                 let msg = "the server is shutting down";
                 let _ = out
@@ -227,6 +253,21 @@ async fn request_loop<R: AsyncRead + Unpin>(
             return End::Goodbye;
         }
     }
+}
+
+/// The metrics label of a request, if it is one this server knows.
+fn request_kind(req: &Request) -> Option<RequestKind> {
+    Some(match req.kind.as_ref()? {
+        request::Kind::Hello(_) => RequestKind::Hello,
+        request::Kind::Checkout(_) => RequestKind::Checkout,
+        request::Kind::Checkin(_) => RequestKind::Checkin,
+        request::Kind::Heartbeat(_) => RequestKind::Heartbeat,
+        request::Kind::Status(_) => RequestKind::Status,
+        request::Kind::Remove(_) => RequestKind::Remove,
+        request::Kind::Reload(_) => RequestKind::Reload,
+        request::Kind::Down(_) => RequestKind::Down,
+        request::Kind::Goodbye(_) => RequestKind::Goodbye,
+    })
 }
 
 fn ready(r: Response) -> PendingResponse {
@@ -329,17 +370,8 @@ async fn dispatch(
             ))
         }
         request::Kind::Remove(r) => {
-            let rx = ctx
-                .ledger
-                .submit(Command::Remove {
-                    lease_id: LeaseId(r.lease_id),
-                })
-                .await?;
             let ctx = ctx.clone();
             let fut = async move {
-                let Ok(applied) = rx.await else {
-                    return shutting_down(id);
-                };
                 let removed = |was_held, feature: String, count| {
                     let r = usher_proto::Removed {
                         lease_id: r.lease_id,
@@ -349,13 +381,10 @@ async fn dispatch(
                     };
                     reply::ok(id, response::Kind::Removed(r))
                 };
-                match applied.result {
-                    Ok(Outcome::Released(lease)) => {
-                        info!(lease = lease.id.0, feature = %lease.feature, "lease removed by an administrator");
-                        ctx.notify_lost(lease.session, lease.id.0, "removed by an administrator");
-                        removed(true, lease.feature, lease.count)
-                    }
-                    Ok(_) => removed(false, String::new(), 0),
+                match admin::remove(&ctx, r.lease_id, ADMIN_SOCKET).await {
+                    Ok(Some(lease)) => removed(true, lease.feature, lease.count),
+                    Ok(None) => removed(false, String::new(), 0),
+                    Err(AdminError::Gone(_)) => shutting_down(id),
                     Err(e) => Response::error(id, ErrorCode::NotPermitted, e.to_string()),
                 }
             };
@@ -363,11 +392,28 @@ async fn dispatch(
         }
         request::Kind::Reload(_) => {
             let ctx = ctx.clone();
-            Ok((Box::pin(async move { reload(id, &ctx).await }), false))
+            let fut = async move {
+                match admin::reload(&ctx, ADMIN_SOCKET).await {
+                    Ok(done) => {
+                        let done = usher_proto::Reloaded {
+                            entitlements: done.entitlements as u32,
+                            refused: done.refused,
+                            warnings: done.warnings,
+                        };
+                        reply::ok(id, response::Kind::Reloaded(done))
+                    }
+                    Err(e @ AdminError::ReloadRefused(_)) => {
+                        Response::error(id, ErrorCode::BadRequest, e.to_string())
+                    }
+                    Err(AdminError::Gone(_)) => shutting_down(id),
+                    Err(e) => Response::error(id, ErrorCode::Internal, e.to_string()),
+                }
+            };
+            Ok((Box::pin(fut), false))
         }
         request::Kind::Down(_) => {
-            info!("shutdown requested by an administrator");
-            ctx.down.cancel();
+            // Either way the server stops; a failed audit record means it is stopping already.
+            let _ = admin::down(ctx, ADMIN_SOCKET).await;
             Ok((ready(reply::ok(id, response::Kind::Bye(Bye {}))), true))
         }
         request::Kind::Goodbye(_) => match session {
@@ -408,53 +454,6 @@ fn answer(
     })
 }
 
-/// Re-reads license files and vendor keys and puts them in force. A file that fails to
-/// parse leaves the licenses in force unchanged and says why.
-async fn reload(id: u64, ctx: &ConnContext) -> Response {
-    let (files, keys) = (ctx.license_files.clone(), ctx.vendor_keys.clone());
-    let loaded = tokio::task::spawn_blocking(move || {
-        let keys = crate::licenses::load_keys(&keys)?;
-        let today = chrono::Utc::now().date_naive();
-        crate::licenses::load(&files, &keys, &usher_license::host_ids(), today)
-    })
-    .await;
-    let loaded = match loaded {
-        Ok(Ok(loaded)) => loaded,
-        Ok(Err(e)) => {
-            warn!("reload refused, the licenses in force are unchanged: {e}");
-            let msg = format!("reload refused, the licenses in force are unchanged: {e}");
-            return Response::error(id, ErrorCode::BadRequest, msg);
-        }
-        Err(e) => return Response::error(id, ErrorCode::Internal, e.to_string()),
-    };
-    for line in &loaded.refused {
-        warn!("entitlement refused: {line}");
-    }
-    let files = loaded
-        .files
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect();
-    let outcome = ctx
-        .ledger
-        .reload(loaded.catalog, files, loaded.vendors)
-        .await;
-    if outcome.is_err() {
-        return shutting_down(id);
-    }
-    info!(
-        entitlements = loaded.entitlements.len(),
-        refused = loaded.refused.len(),
-        "licenses reloaded"
-    );
-    let done = usher_proto::Reloaded {
-        entitlements: loaded.entitlements.len() as u32,
-        refused: loaded.refused,
-        warnings: loaded.warnings,
-    };
-    reply::ok(id, response::Kind::Reloaded(done))
-}
-
 /// Reads Hello, opens or resumes the session, and answers Welcome.
 async fn handshake<R, W>(
     reader: &mut FrameReader<R>,
@@ -470,8 +469,14 @@ where
         let req = match reader.read::<Request>().await {
             Ok(Some(req)) => req,
             Ok(None) => return Err(End::Eof),
-            Err(e) => return Err(End::Protocol(e.to_string())),
+            Err(e) => {
+                if !matches!(e, FrameError::Io(_) | FrameError::Truncated) {
+                    ctx.metrics.frame_rejected();
+                }
+                return Err(End::Protocol(e.to_string()));
+            }
         };
+        let started = std::time::Instant::now();
         let id = req.id;
         let hello = match req.kind {
             Some(request::Kind::Hello(h)) => h,
@@ -504,6 +509,8 @@ where
             ..Welcome::default()
         };
         if hello.query_only {
+            ctx.metrics
+                .request_done(RequestKind::Hello, started.elapsed());
             send(wr, &reply::ok(id, response::Kind::Welcome(welcome))).await?;
             return Ok(None);
         }
@@ -520,6 +527,8 @@ where
                     welcome.session_id = session.0;
                     welcome.resumed = true;
                     welcome.leases = leases.iter().map(|l| reply::granted(l, 0)).collect();
+                    ctx.metrics
+                        .request_done(RequestKind::Hello, started.elapsed());
                     send(wr, &reply::ok(id, response::Kind::Welcome(welcome))).await?;
                     debug!(session = %session, "session resumed");
                     return Ok(Some(session));
@@ -534,6 +543,8 @@ where
         let session = open_session(hello, peer, ctx).await?;
         welcome.session_id = session.0.0;
         welcome.session_secret = session.1.to_vec();
+        ctx.metrics
+            .request_done(RequestKind::Hello, started.elapsed());
         send(wr, &reply::ok(id, response::Kind::Welcome(welcome))).await?;
         return Ok(Some(session.0));
     }

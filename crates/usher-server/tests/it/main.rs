@@ -9,6 +9,7 @@ mod access;
 mod admin;
 mod compat;
 mod hostile;
+mod http;
 mod proxy;
 mod recovery;
 mod serve;
