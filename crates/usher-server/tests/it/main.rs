@@ -8,6 +8,7 @@
 mod access;
 mod admin;
 mod compat;
+mod dashboard;
 mod hostile;
 mod http;
 mod proxy;
