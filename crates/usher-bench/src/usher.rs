@@ -49,6 +49,7 @@ impl Usherd {
         let data_dir = dir.path().join("data");
         let child = Command::new(&exe)
             .args(["--listen", &format!("127.0.0.1:{port}"), "--log", "warn"])
+            .args(["--admin-listen", "off"])
             .arg("--data-dir")
             .arg(&data_dir)
             .arg("--license")

@@ -57,7 +57,13 @@ pub struct Config {
     pub allow: Vec<crate::access::Cidr>,
     /// Most connections one client address may hold open at once.
     pub max_connections_per_ip: usize,
+    /// Address of the admin HTTP listener (API, `/metrics`, dashboard); `None` disables it.
+    pub admin_listen: Option<SocketAddr>,
 }
+
+/// The admin HTTP port used by default (one above the client port), on loopback only.
+pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 1649);
 
 impl Config {
     /// Defaults for everything but the data directory.
@@ -77,6 +83,7 @@ impl Config {
             min_remove: Duration::from_secs(120),
             allow: Vec::new(),
             max_connections_per_ip: 1_000,
+            admin_listen: Some(DEFAULT_ADMIN_LISTEN),
         }
     }
 
@@ -85,6 +92,11 @@ impl Config {
     /// root) can administer it.
     pub fn admin_socket(&self) -> PathBuf {
         admin_socket_in(&self.data_dir)
+    }
+
+    /// Path of the admin API token: `DATA_DIR/admin/token`, beside the admin socket.
+    pub fn admin_token(&self) -> PathBuf {
+        self.data_dir.join("admin").join("token")
     }
 
     /// Path of the SQLite store inside the data directory.
@@ -181,6 +193,8 @@ pub struct FileConfig {
     pub allow: Option<Vec<String>>,
     /// See [`Config::max_connections_per_ip`].
     pub max_connections_per_ip: Option<usize>,
+    /// See [`Config::admin_listen`]: an address such as `"127.0.0.1:1649"`, or `"off"`.
+    pub admin_listen: Option<String>,
 }
 
 impl FileConfig {
@@ -270,6 +284,13 @@ impl FileConfig {
         if let Some(v) = self.max_connections_per_ip {
             config.max_connections_per_ip = v;
         }
+        if let Some(text) = self.admin_listen {
+            config.admin_listen =
+                parse_admin_listen(&text).map_err(|reason| ConfigError::Invalid {
+                    key: "admin_listen".into(),
+                    reason,
+                })?;
+        }
         if let Some(ranges) = self.allow {
             config.allow = ranges
                 .iter()
@@ -287,6 +308,17 @@ impl FileConfig {
 /// The administration socket of a data directory.
 pub fn admin_socket_in(data_dir: &Path) -> PathBuf {
     data_dir.join("admin").join("usherd.sock")
+}
+
+/// Parses an admin listen address: `HOST:PORT`, or `off` to disable the listener.
+pub fn parse_admin_listen(text: &str) -> Result<Option<SocketAddr>, String> {
+    let t = text.trim();
+    if t.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    t.parse()
+        .map(Some)
+        .map_err(|_| format!("must be an address such as 127.0.0.1:1649, or off, not {text:?}"))
 }
 
 /// Parses `"250ms"`, `"30s"`, `"2m"`, `"1h"` or a bare number of seconds.
@@ -320,6 +352,20 @@ mod tests {
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert!(parse_duration("2 weeks").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn admin_listen_is_an_address_or_off() {
+        assert_eq!(parse_admin_listen("off").unwrap(), None);
+        assert_eq!(
+            parse_admin_listen("127.0.0.1:9").unwrap(),
+            Some("127.0.0.1:9".parse().unwrap())
+        );
+        assert!(parse_admin_listen("loopback").is_err());
+        let mut c = Config::new("/tmp");
+        let file: FileConfig = toml::from_str("admin_listen = \"off\"").unwrap();
+        file.apply(&mut c).unwrap();
+        assert_eq!(c.admin_listen, None);
     }
 
     #[test]

@@ -13,17 +13,22 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, instrument, warn};
+use tracing::{debug, instrument};
 use usher_core::{ClientInfo, Command, LeaseId, LedgerError, Outcome, SessionId, Wait};
 use usher_proto::{
     Bye, ErrorCode, FrameError, FrameReader, HeartbeatAck, Hello, Request, Response, Welcome,
     request, response,
 };
 
+use crate::admin::{self, AdminError};
 use crate::ledger_task::{Applied, LedgerGone, LedgerHandle, wall_clock_ms};
+use crate::metrics::{Metrics, RejectReason, RequestKind};
 use crate::notices::Notices;
 pub use crate::notices::PendingResponse;
 use crate::reply;
+
+/// Who acted, in the usage log, for actions arriving on the admin socket.
+const ADMIN_SOCKET: &str = "admin socket";
 
 /// Most requests a connection may have waiting for answers.
 pub const MAX_IN_FLIGHT: usize = 64;
@@ -53,13 +58,15 @@ pub struct ConnContext {
     pub policy_file: Option<PathBuf>,
     /// Cancelled by an administrator's `down`.
     pub down: CancellationToken,
+    /// Hot-path metrics.
+    pub metrics: Arc<Metrics>,
     /// Where notices the server sends unasked go (a removed lease, a queued grant).
     pub notices: Arc<Notices>,
 }
 
 impl ConnContext {
     /// Tells a session's connection, if it has one, that a lease was taken away.
-    fn notify_lost(&self, session: SessionId, lease_id: u64, reason: &str) {
+    pub(crate) fn notify_lost(&self, session: SessionId, lease_id: u64, reason: &str) {
         let notice = response::Kind::LeaseLost(usher_proto::LeaseLost {
             lease_id,
             reason: reason.to_string(),
@@ -93,6 +100,7 @@ pub async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
+    let _counted = (!admin).then(|| ctx.metrics.connection_opened());
     let (rd, mut wr) = tokio::io::split(stream);
     let mut reader = FrameReader::new(rd);
 
@@ -104,10 +112,14 @@ pub async fn serve<S>(
     {
         Ok(Ok(session)) => session,
         Ok(Err(end)) => {
+            if !matches!(end, End::Eof) {
+                ctx.metrics.connection_rejected(RejectReason::Handshake);
+            }
             debug!(?end, "connection closed during handshake");
             return;
         }
         Err(_) => {
+            ctx.metrics.connection_rejected(RejectReason::Handshake);
             debug!("handshake timed out");
             return;
         }
@@ -174,6 +186,7 @@ async fn request_loop<R: AsyncRead + Unpin>(
             Ok(Err(e)) => {
                 let end = End::Protocol(e.to_string());
                 if !matches!(e, FrameError::Io(_) | FrameError::Truncated) {
+                    ctx.metrics.frame_rejected();
                     let msg = format!("protocol error: {e}");
                     let _ = out
                         .send(ready(Response::error(0, ErrorCode::BadRequest, msg)))
@@ -183,8 +196,21 @@ async fn request_loop<R: AsyncRead + Unpin>(
             }
         };
         let id = req.id;
+        let started = std::time::Instant::now();
+        let kind = request_kind(&req);
         let (pending, goodbye) = match dispatch(req, session, admin, ctx).await {
-            Ok(p) => p,
+            Ok((pending, goodbye)) => match kind {
+                Some(kind) => {
+                    let metrics = ctx.metrics.clone();
+                    let timed: PendingResponse = Box::pin(async move {
+                        let response = pending.await;
+                        metrics.request_done(kind, started.elapsed());
+                        response
+                    });
+                    (timed, goodbye)
+                }
+                None => (pending, goodbye),
+            },
             Err(LedgerGone) => {
                 let msg = "the server is shutting down";
                 let _ = out
@@ -200,6 +226,22 @@ async fn request_loop<R: AsyncRead + Unpin>(
             return End::Goodbye;
         }
     }
+}
+
+/// The metrics label of a request, if it is one this server knows.
+fn request_kind(req: &Request) -> Option<RequestKind> {
+    Some(match req.kind.as_ref()? {
+        request::Kind::Hello(_) => RequestKind::Hello,
+        request::Kind::Checkout(_) => RequestKind::Checkout,
+        request::Kind::Checkin(_) => RequestKind::Checkin,
+        request::Kind::Heartbeat(_) => RequestKind::Heartbeat,
+        request::Kind::Status(_) => RequestKind::Status,
+        request::Kind::Remove(_) => RequestKind::Remove,
+        request::Kind::Reload(_) => RequestKind::Reload,
+        request::Kind::Down(_) => RequestKind::Down,
+        request::Kind::Goodbye(_) => RequestKind::Goodbye,
+        request::Kind::Dequeue(_) => RequestKind::Dequeue,
+    })
 }
 
 fn ready(r: Response) -> PendingResponse {
@@ -322,17 +364,8 @@ async fn dispatch(
             ))
         }
         request::Kind::Remove(r) => {
-            let rx = ctx
-                .ledger
-                .submit(Command::Remove {
-                    lease_id: LeaseId(r.lease_id),
-                })
-                .await?;
             let ctx = ctx.clone();
             let fut = async move {
-                let Ok(applied) = rx.await else {
-                    return shutting_down(id);
-                };
                 let removed = |was_held, feature: String, count| {
                     let r = usher_proto::Removed {
                         lease_id: r.lease_id,
@@ -342,13 +375,10 @@ async fn dispatch(
                     };
                     reply::ok(id, response::Kind::Removed(r))
                 };
-                match applied.result {
-                    Ok(Outcome::Released(lease)) => {
-                        info!(lease = lease.id.0, feature = %lease.feature, "lease removed by an administrator");
-                        ctx.notify_lost(lease.session, lease.id.0, "removed by an administrator");
-                        removed(true, lease.feature, lease.count)
-                    }
-                    Ok(_) => removed(false, String::new(), 0),
+                match admin::remove(&ctx, r.lease_id, ADMIN_SOCKET).await {
+                    Ok(Some(lease)) => removed(true, lease.feature, lease.count),
+                    Ok(None) => removed(false, String::new(), 0),
+                    Err(AdminError::Gone(_)) => shutting_down(id),
                     Err(e) => Response::error(id, ErrorCode::NotPermitted, e.to_string()),
                 }
             };
@@ -356,11 +386,28 @@ async fn dispatch(
         }
         request::Kind::Reload(_) => {
             let ctx = ctx.clone();
-            Ok((Box::pin(async move { reload(id, &ctx).await }), false))
+            let fut = async move {
+                match admin::reload(&ctx, ADMIN_SOCKET).await {
+                    Ok(done) => {
+                        let done = usher_proto::Reloaded {
+                            entitlements: done.entitlements as u32,
+                            refused: done.refused,
+                            warnings: done.warnings,
+                        };
+                        reply::ok(id, response::Kind::Reloaded(done))
+                    }
+                    Err(e @ AdminError::ReloadRefused(_)) => {
+                        Response::error(id, ErrorCode::BadRequest, e.to_string())
+                    }
+                    Err(AdminError::Gone(_)) => shutting_down(id),
+                    Err(e) => Response::error(id, ErrorCode::Internal, e.to_string()),
+                }
+            };
+            Ok((Box::pin(fut), false))
         }
         request::Kind::Down(_) => {
-            info!("shutdown requested by an administrator");
-            ctx.down.cancel();
+            // Either way the server stops; a failed audit record means it is stopping already.
+            let _ = admin::down(ctx, ADMIN_SOCKET).await;
             Ok((ready(reply::ok(id, response::Kind::Bye(Bye {}))), true))
         }
         request::Kind::Goodbye(_) => match session {
@@ -401,57 +448,6 @@ fn answer(
     })
 }
 
-/// Re-reads license files and vendor keys and puts them in force. A file that fails to
-/// parse leaves the licenses in force unchanged and says why.
-async fn reload(id: u64, ctx: &ConnContext) -> Response {
-    let (files, keys) = (ctx.license_files.clone(), ctx.vendor_keys.clone());
-    let policy_file = ctx.policy_file.clone();
-    let loaded = tokio::task::spawn_blocking(move || {
-        let keys = crate::licenses::load_keys(&keys)?;
-        let today = chrono::Utc::now().date_naive();
-        let licenses = crate::licenses::load(&files, &keys, &usher_license::host_ids(), today)?;
-        let policy = crate::licenses::load_policy(policy_file.as_deref())?;
-        Ok::<_, crate::licenses::LoadError>((licenses, policy))
-    })
-    .await;
-    let (loaded, policy) = match loaded {
-        Ok(Ok(loaded)) => loaded,
-        Ok(Err(e)) => {
-            let msg =
-                format!("reload refused, the licenses and policy in force are unchanged: {e}");
-            warn!("{msg}");
-            return Response::error(id, ErrorCode::BadRequest, msg);
-        }
-        Err(e) => return Response::error(id, ErrorCode::Internal, e.to_string()),
-    };
-    for line in &loaded.refused {
-        warn!("entitlement refused: {line}");
-    }
-    let files = loaded
-        .files
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect();
-    let outcome = ctx
-        .ledger
-        .reload(loaded.catalog, policy, files, loaded.vendors)
-        .await;
-    if outcome.is_err() {
-        return shutting_down(id);
-    }
-    info!(
-        entitlements = loaded.entitlements.len(),
-        refused = loaded.refused.len(),
-        "licenses reloaded"
-    );
-    let done = usher_proto::Reloaded {
-        entitlements: loaded.entitlements.len() as u32,
-        refused: loaded.refused,
-        warnings: loaded.warnings,
-    };
-    reply::ok(id, response::Kind::Reloaded(done))
-}
-
 /// Reads Hello, opens or resumes the session, and answers Welcome.
 async fn handshake<R, W>(
     reader: &mut FrameReader<R>,
@@ -467,8 +463,14 @@ where
         let req = match reader.read::<Request>().await {
             Ok(Some(req)) => req,
             Ok(None) => return Err(End::Eof),
-            Err(e) => return Err(End::Protocol(e.to_string())),
+            Err(e) => {
+                if !matches!(e, FrameError::Io(_) | FrameError::Truncated) {
+                    ctx.metrics.frame_rejected();
+                }
+                return Err(End::Protocol(e.to_string()));
+            }
         };
+        let started = std::time::Instant::now();
         let id = req.id;
         let hello = match req.kind {
             Some(request::Kind::Hello(h)) => h,
@@ -501,6 +503,8 @@ where
             ..Welcome::default()
         };
         if hello.query_only {
+            ctx.metrics
+                .request_done(RequestKind::Hello, started.elapsed());
             send(wr, &reply::ok(id, response::Kind::Welcome(welcome))).await?;
             return Ok(None);
         }
@@ -517,6 +521,8 @@ where
                     welcome.session_id = session.0;
                     welcome.resumed = true;
                     welcome.leases = leases.iter().map(|l| reply::granted(l, 0)).collect();
+                    ctx.metrics
+                        .request_done(RequestKind::Hello, started.elapsed());
                     send(wr, &reply::ok(id, response::Kind::Welcome(welcome))).await?;
                     debug!(session = %session, "session resumed");
                     return Ok(Some(session));
@@ -531,6 +537,8 @@ where
         let session = open_session(hello, peer, ctx).await?;
         welcome.session_id = session.0.0;
         welcome.session_secret = session.1.to_vec();
+        ctx.metrics
+            .request_done(RequestKind::Hello, started.elapsed());
         send(wr, &reply::ok(id, response::Kind::Welcome(welcome))).await?;
         return Ok(Some(session.0));
     }

@@ -16,9 +16,10 @@
 //!
 //! A failed commit is fatal: the server stops rather than answer without durability.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -29,6 +30,7 @@ use usher_core::{
 use usher_proto::StatusReport;
 use usher_store::{LogEvent, SqliteStore, UsageEvent};
 
+use crate::metrics::Metrics;
 use crate::notices::Notices;
 use crate::reply;
 use crate::status::{self, ServerInfo};
@@ -67,6 +69,46 @@ pub enum LedgerMsg {
         /// Where the report goes.
         reply: oneshot::Sender<StatusReport>,
     },
+    /// Run a read-only query against the ledger (see [`LedgerHandle::query`]).
+    Query(Query),
+    /// Append an event of the server's own to the usage log, with the next batch.
+    Record {
+        /// The event.
+        event: LogEvent,
+        /// Completed once the event is durable.
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// A read-only query: runs on the ledger task against a [`View`] and returns the reply to
+/// release once the batch it ran in is committed.
+pub struct Query(Box<dyn FnOnce(&View<'_>) -> PendingReply + Send>);
+
+impl std::fmt::Debug for Query {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Query")
+    }
+}
+
+/// Checkouts refused since the server started, by feature and reason. The feature is the
+/// name asked for if the catalog knows it, else [`UNKNOWN_FEATURE`], so a client asking for
+/// random names cannot grow the table.
+pub type DenialTally = BTreeMap<(String, &'static str), u64>;
+
+/// The feature label of denials of a feature the catalog does not know.
+pub const UNKNOWN_FEATURE: &str = "?";
+
+/// What a query sees: the ledger as of its batch, that batch's time, and the task's tallies.
+#[derive(Debug)]
+pub struct View<'a> {
+    /// The ledger.
+    pub ledger: &'a Ledger,
+    /// The batch's time.
+    pub now: Millis,
+    /// Facts about the server.
+    pub info: &'a ServerInfo,
+    /// Refused checkouts so far.
+    pub denials: &'a DenialTally,
 }
 
 /// The result of a command, with what the connection needs to answer the client.
@@ -138,6 +180,37 @@ impl LedgerHandle {
             .map_err(|_| LedgerGone)?;
         Ok(rx)
     }
+
+    /// Runs `read` on the ledger task, between two batches, and returns its result once
+    /// every change applied before it is durable (so what it reports has happened). It
+    /// must be quick: the ledger serves nobody while it runs.
+    pub async fn query<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&View<'_>) -> T + Send + 'static,
+    ) -> Result<T, LedgerGone> {
+        let (reply, rx) = oneshot::channel();
+        let query = Query(Box::new(move |view: &View<'_>| {
+            let value = read(view);
+            Box::new(move || {
+                let _ = reply.send(value);
+            }) as PendingReply
+        }));
+        self.tx
+            .send(LedgerMsg::Query(query))
+            .await
+            .map_err(|_| LedgerGone)?;
+        rx.await.map_err(|_| LedgerGone)
+    }
+
+    /// Appends `event` to the usage log and waits until it is durable.
+    pub async fn record(&self, event: LogEvent) -> Result<(), LedgerGone> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(LedgerMsg::Record { event, reply })
+            .await
+            .map_err(|_| LedgerGone)?;
+        rx.await.map_err(|_| LedgerGone)
+    }
 }
 
 /// Milliseconds since the Unix epoch from the system clock.
@@ -166,9 +239,19 @@ pub struct LedgerService {
     committer: std::thread::JoinHandle<SqliteStore>,
 }
 
+/// What the ledger task and committer report to, besides their replies.
+#[derive(Debug, Clone)]
+pub struct Outlets {
+    /// Where queue grants and timeouts are sent (to the waiting clients).
+    pub notices: Arc<Notices>,
+    /// Store commit timings and batch sizes.
+    pub metrics: Arc<Metrics>,
+    /// Cancelled if the store fails, which stops the server.
+    pub failed: CancellationToken,
+}
+
 impl LedgerService {
-    /// Starts the ledger task and the committer thread. `failed` is cancelled if the
-    /// store fails, which stops the server.
+    /// Starts the ledger task and the committer thread.
     ///
     /// Lease handles are allocated here, from `first_lease_id` upwards, so that they are
     /// small, unique and never reused (the caller starts above every handle ever granted).
@@ -178,14 +261,18 @@ impl LedgerService {
         store: SqliteStore,
         info: ServerInfo,
         queue_depth: usize,
-        notices: Arc<Notices>,
-        failed: CancellationToken,
+        outlets: Outlets,
     ) -> std::io::Result<Self> {
+        let Outlets {
+            notices,
+            metrics,
+            failed,
+        } = outlets;
         let (tx, rx) = mpsc::channel(queue_depth);
         let (commit_tx, commit_rx) = std_mpsc::channel();
         let committer = std::thread::Builder::new()
             .name("usher-committer".into())
-            .spawn(move || committer(store, commit_rx, failed))?;
+            .spawn(move || committer(store, commit_rx, failed, &metrics))?;
         let task = tokio::spawn(ledger_loop(
             ledger,
             first_lease_id,
@@ -238,6 +325,7 @@ async fn ledger_loop(
     notices: Arc<Notices>,
 ) {
     let mut last_now: Millis = 0;
+    let mut denials = DenialTally::new();
     loop {
         let deadline = ledger.next_deadline();
         let first = tokio::select! {
@@ -277,6 +365,7 @@ async fn ledger_loop(
                 msg,
                 &mut job,
                 &mut info,
+                &mut denials,
             );
             taken += 1;
             next = if taken < MAX_BATCH {
@@ -305,6 +394,7 @@ fn handle_msg(
     msg: LedgerMsg,
     job: &mut CommitJob,
     info: &mut ServerInfo,
+    denials: &mut DenialTally,
 ) {
     match msg {
         LedgerMsg::Apply { mut cmd, reply } => {
@@ -329,6 +419,12 @@ fn handle_msg(
             {
                 // The session exists (the ledger refuses unknown sessions with an error,
                 // not a denial), so its identity is there to copy.
+                let label = if ledger.catalog().pools(&feature).is_some() {
+                    feature.clone()
+                } else {
+                    UNKNOWN_FEATURE.to_owned()
+                };
+                *denials.entry((label, denial_reason(denial))).or_default() += 1;
                 let client = ledger.session(session).map(|s| &s.client);
                 job.events.push(LogEvent {
                     event: UsageEvent::Denied,
@@ -378,6 +474,21 @@ fn handle_msg(
             let report = status::report(ledger, now, &feature, info);
             job.replies.push(Box::new(move || {
                 let _ = reply.send(report);
+            }));
+        }
+        LedgerMsg::Query(Query(read)) => {
+            let view = View {
+                ledger,
+                now,
+                info,
+                denials,
+            };
+            job.replies.push(read(&view));
+        }
+        LedgerMsg::Record { event, reply } => {
+            job.events.push(event);
+            job.replies.push(Box::new(move || {
+                let _ = reply.send(());
             }));
         }
     }
@@ -447,6 +558,7 @@ fn committer(
     mut store: SqliteStore,
     rx: std_mpsc::Receiver<CommitJob>,
     failed: CancellationToken,
+    metrics: &Metrics,
 ) -> SqliteStore {
     while let Ok(first) = rx.recv() {
         let mut at = first.at;
@@ -462,7 +574,11 @@ fn committer(
             events.extend(job.events);
             replies.extend(job.replies);
         }
-        if let Err(e) = store.commit_batch(at, &changes, &events) {
+        let started = Instant::now();
+        let committed = store.commit_batch(at, &changes, &events);
+        metrics.store_commit.observe_duration(started.elapsed());
+        metrics.store_batch.observe(replies.len() as f64);
+        if let Err(e) = committed {
             error!("store commit failed, stopping the server: {e}");
             // Dropping the replies tells every waiting connection that its request failed.
             failed.cancel();

@@ -5,11 +5,14 @@
 //! a future that completes on SIGTERM or ctrl-c) and by tests (which pass a oneshot).
 
 pub mod access;
+pub mod admin;
 pub mod config;
 pub mod connection;
 pub mod demo;
+pub mod http;
 pub mod ledger_task;
 pub mod licenses;
+pub mod metrics;
 pub mod notices;
 pub mod reply;
 pub mod server;

@@ -51,6 +51,9 @@ struct Args {
     /// Minimum age of a lease before `usher remove` may take it, e.g. 2m.
     #[arg(long, env = "USHERD_MIN_REMOVE", value_parser = parse_duration)]
     min_remove: Option<std::time::Duration>,
+    /// Admin HTTP listener (API, /metrics, dashboard), or `off` [default: 127.0.0.1:1649].
+    #[arg(long, env = "USHERD_ADMIN_LISTEN")]
+    admin_listen: Option<String>,
     /// Create (or reuse) a demo vendor key and license in the data directory and serve it.
     #[arg(long)]
     demo: bool,
@@ -99,6 +102,10 @@ fn build_config(args: &Args) -> anyhow::Result<Config> {
     }
     if let Some(v) = args.max_connections_per_ip {
         config.max_connections_per_ip = v;
+    }
+    if let Some(v) = &args.admin_listen {
+        config.admin_listen = usher_server::config::parse_admin_listen(v)
+            .map_err(|e| anyhow::anyhow!("--admin-listen {e}"))?;
     }
     config.validate()?;
     Ok(config)

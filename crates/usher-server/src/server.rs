@@ -13,8 +13,9 @@ use usher_store::{SqliteStore, UsageEvent};
 
 use crate::config::{Config, ConfigError};
 use crate::connection::{self, ConnContext};
-use crate::ledger_task::{LedgerService, wall_clock_ms};
+use crate::ledger_task::{LedgerService, Outlets, wall_clock_ms};
 use crate::licenses::{self, LoadError, LoadedLicenses};
+use crate::metrics::{Metrics, RejectReason};
 use crate::notices::Notices;
 use crate::status::ServerInfo;
 
@@ -65,6 +66,10 @@ pub struct Server {
     licenses: LoadedLicenses,
     /// The administration socket (see [`Config::admin_socket`]).
     admin: tokio::net::UnixListener,
+    /// The admin HTTP listener, unless disabled (see [`Config::admin_listen`]).
+    admin_http: Option<TcpListener>,
+    /// The bearer token the admin HTTP API accepts (`DATA_DIR/admin/token`).
+    admin_token: String,
     /// Held for the server's lifetime: one server per data directory.
     _lock: std::fs::File,
 }
@@ -139,6 +144,17 @@ impl Server {
             .await
             .map_err(io(format!("binding {}", config.listen)))?;
         let admin = bind_admin_socket(&config.admin_socket())?;
+        let admin_token = crate::http::load_or_create_token(&config.admin_token()).map_err(io(
+            format!("reading or creating {}", config.admin_token().display()),
+        ))?;
+        let admin_http = match config.admin_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(io(format!("binding the admin HTTP listener {addr}")))?,
+            ),
+            None => None,
+        };
         Ok(Server {
             config,
             listener,
@@ -147,8 +163,20 @@ impl Server {
             store,
             licenses,
             admin,
+            admin_http,
+            admin_token,
             _lock: lock,
         })
+    }
+
+    /// The admin HTTP address actually bound, if the listener is enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_http.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The bearer token of the admin HTTP API.
+    pub fn admin_token(&self) -> &str {
+        &self.admin_token
     }
 
     /// The address actually bound (useful with port 0).
@@ -169,8 +197,11 @@ impl Server {
             mut store,
             licenses,
             admin,
+            admin_http,
+            admin_token,
             _lock,
         } = self;
+        let metrics = Arc::new(Metrics::new());
         let addr = listener
             .local_addr()
             .map_err(io("reading the bound address"))?;
@@ -197,8 +228,11 @@ impl Server {
             store,
             info.clone(),
             LEDGER_QUEUE,
-            notices.clone(),
-            failed.clone(),
+            Outlets {
+                notices: notices.clone(),
+                metrics: metrics.clone(),
+                failed: failed.clone(),
+            },
         )
         .map_err(io("starting the store thread"))?;
         let ctx = Arc::new(ConnContext {
@@ -211,8 +245,27 @@ impl Server {
             vendor_keys: config.vendor_keys.clone(),
             policy_file: config.policy_file.clone(),
             down: down.clone(),
+            metrics: metrics.clone(),
             notices,
         });
+        let http_stop = CancellationToken::new();
+        let http = admin_http.map(|listener| {
+            let http_addr = listener.local_addr().ok();
+            let state = crate::http::ApiState::new(
+                ctx.clone(),
+                metrics.clone(),
+                &admin_token,
+                config.store_path(),
+                failed.clone(),
+            );
+            let app = crate::http::router(state);
+            if let Some(a) = http_addr {
+                // The token rides in the fragment, which browsers never send to a server.
+                info!("dashboard: http://{a}/#token={admin_token}");
+            }
+            tokio::spawn(crate::http::serve(listener, app, http_stop.clone()))
+        });
+        drop(admin_token);
         info!(%addr, admin = %config.admin_socket().display(), "serving");
 
         let stop = CancellationToken::new();
@@ -247,6 +300,12 @@ impl Server {
                         let admitted = match gate.admit(peer.ip()) {
                             Ok(a) => a,
                             Err(why) => {
+                                metrics.connection_rejected(match why {
+                                    crate::access::Refusal::NotAllowed => RejectReason::NotAllowed,
+                                    crate::access::Refusal::TooManyFromAddress => {
+                                        RejectReason::PerAddressLimit
+                                    }
+                                });
                                 // Close at once: the peer learns nothing about what is served.
                                 debug!(%peer, ?why, "connection refused");
                                 continue;
@@ -286,6 +345,17 @@ impl Server {
             );
             connections.abort_all();
             while connections.join_next().await.is_some() {}
+        }
+        // The HTTP listener holds a handle to the ledger too: stop it before the ledger.
+        http_stop.cancel();
+        if let Some(mut task) = http
+            && tokio::time::timeout(config.shutdown_timeout, &mut task)
+                .await
+                .is_err()
+        {
+            warn!("the admin HTTP listener did not stop in time; closing it");
+            task.abort();
+            let _ = task.await;
         }
         drop(ctx);
         let store = service.join().await;

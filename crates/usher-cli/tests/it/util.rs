@@ -319,7 +319,9 @@ impl Server {
                 .arg(SocketAddr::from((Ipv4Addr::LOCALHOST, port)).to_string())
                 .arg("--data-dir")
                 .arg(&data_dir)
-                .args(["--log", "info"]);
+                .args(["--log", "info"])
+                // Parallel tests would all want the default admin HTTP port.
+                .args(["--admin-listen", "off"]);
             configure(&mut cmd);
             cmd.stdout(File::create(&stdout).expect("creating usherd's stdout file"))
                 .stderr(File::create(&log).expect("creating usherd's log file"));

@@ -37,6 +37,7 @@ async fn start(license: &str) -> Fixture {
     config.license_files = vec![path.clone()];
     config.vendor_keys = vec![public];
     config.min_remove = Duration::ZERO;
+    config.admin_listen = Some("127.0.0.1:0".parse().unwrap());
     let admin_socket = config.admin_socket();
     let server = Server::bind(config).await.unwrap();
     let addr = server.local_addr();

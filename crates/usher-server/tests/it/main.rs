@@ -8,7 +8,9 @@
 mod access;
 mod admin;
 mod compat;
+mod dashboard;
 mod hostile;
+mod http;
 mod policy;
 mod proxy;
 mod queue;

@@ -106,6 +106,7 @@ fn free_port() -> u16 {
 fn spawn_usherd(lic: &Licensed, port: u16, log: &std::path::Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_usherd"))
         .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--admin-listen", "off"])
         .arg("--data-dir")
         .arg(lic.data_dir())
         .arg("--license")

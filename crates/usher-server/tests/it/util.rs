@@ -58,6 +58,7 @@ impl Licensed {
         config.reconnect_grace = Duration::from_millis(500);
         config.handshake_timeout = Duration::from_millis(500);
         config.min_remove = Duration::ZERO;
+        config.admin_listen = Some("127.0.0.1:0".parse().unwrap());
         config
     }
 }
@@ -65,6 +66,10 @@ impl Licensed {
 /// An in-process server.
 pub struct TestServer {
     pub addr: std::net::SocketAddr,
+    /// The admin HTTP address (the tests' configs bind it on port 0).
+    pub admin: Option<std::net::SocketAddr>,
+    /// The admin API's bearer token.
+    pub token: String,
     /// The configuration it runs with, `listen` set to the address actually bound, so a
     /// restart comes back on the same port and data directory.
     pub config: Config,
@@ -76,12 +81,16 @@ impl TestServer {
     pub async fn start(config: Config) -> TestServer {
         let server = bind(config.clone()).await;
         let addr = server.local_addr();
+        let admin = server.admin_addr();
+        let token = server.admin_token().to_string();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async {
             let _ = stopped.await;
         }));
         TestServer {
             addr,
+            admin,
+            token,
             config: Config {
                 listen: addr,
                 ..config
@@ -89,6 +98,20 @@ impl TestServer {
             stop: Some(stop),
             task: Some(task),
         }
+    }
+
+    /// Whether `run` has returned.
+    pub fn is_finished(&self) -> bool {
+        self.task.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Waits (at most 30 s) for `run` to return by itself, e.g. after an admin's down.
+    pub async fn stopped(mut self) -> Result<(), usher_server::ServerError> {
+        let task = self.task.take().unwrap();
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("the server stops within 30 s")
+            .unwrap()
     }
 
     /// Stops gracefully and returns what `run` returned.

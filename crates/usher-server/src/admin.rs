@@ -1,0 +1,157 @@
+//! The administrator's actions (remove, reload, down), shared by the admin socket and the
+//! admin HTTP API so that both go through the same ledger commands and leave the same
+//! trail: a log line and an `admin` record in the usage log naming who acted.
+
+use tracing::{info, warn};
+use usher_core::{Command, Lease, LeaseId, LedgerError, Outcome};
+use usher_store::{LogEvent, UsageEvent};
+
+use crate::connection::ConnContext;
+use crate::ledger_task::LedgerGone;
+
+/// The usage-log event name of an administrator's action. Its detail reads
+/// `ACTION ... by WHO`, e.g. `remove lease 17 by http 127.0.0.1:50412 (token)`.
+pub const ADMIN_EVENT: &str = "admin";
+
+/// Why an administrator's action was not carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The lease is younger than the minimum remove time.
+    #[error("the lease is too new to remove; try again in {wait_ms} ms")]
+    TooSoonToRemove {
+        /// How long until it may be removed.
+        wait_ms: u64,
+    },
+    /// The license files or the policy file could not be loaded; the licenses and policy
+    /// in force are unchanged.
+    #[error("reload refused, the licenses and policy in force are unchanged: {0}")]
+    ReloadRefused(String),
+    /// Something unexpected failed inside the server.
+    #[error("{0}")]
+    Internal(String),
+    /// The server is shutting down.
+    #[error(transparent)]
+    Gone(#[from] LedgerGone),
+}
+
+/// What a reload put in force.
+#[derive(Debug, Clone)]
+pub struct Reloaded {
+    /// Entitlements now served.
+    pub entitlements: usize,
+    /// Entitlements refused, one line each.
+    pub refused: Vec<String>,
+    /// Entitlements not usable today, one line each.
+    pub warnings: Vec<String>,
+}
+
+/// Appends the `admin` record of an action to the usage log.
+async fn audit(ctx: &ConnContext, what: String, lease: Option<&Lease>) -> Result<(), LedgerGone> {
+    let mut event = LogEvent::server(UsageEvent::Other(ADMIN_EVENT.into()), Some(&what));
+    if let Some(l) = lease {
+        event.lease = Some(l.id);
+        event.session = Some(l.session);
+        event.feature = Some(l.feature.clone());
+        event.vendor = Some(l.vendor.clone());
+        event.version = Some(l.pool_version.clone());
+        event.count = Some(l.count);
+    }
+    ctx.ledger.record(event).await
+}
+
+/// Removes a lease, tells its holder, and records who did it. `Ok(None)`: no such lease
+/// is held (removing twice is harmless).
+pub async fn remove(
+    ctx: &ConnContext,
+    lease_id: u64,
+    by: &str,
+) -> Result<Option<Lease>, AdminError> {
+    let applied = ctx
+        .ledger
+        .apply(Command::Remove {
+            lease_id: LeaseId(lease_id),
+        })
+        .await?;
+    match applied.result {
+        Ok(Outcome::Released(lease)) => {
+            info!(lease = lease.id.0, feature = %lease.feature, by, "lease removed by an administrator");
+            ctx.notify_lost(lease.session, lease.id.0, "removed by an administrator");
+            audit(
+                ctx,
+                format!("remove lease {lease_id} by {by}"),
+                Some(&lease),
+            )
+            .await?;
+            Ok(Some(lease))
+        }
+        Ok(_) => Ok(None),
+        Err(LedgerError::TooSoonToRemove { wait_ms }) => {
+            Err(AdminError::TooSoonToRemove { wait_ms })
+        }
+        Err(e) => Err(AdminError::Internal(e.to_string())),
+    }
+}
+
+/// Re-reads license files, vendor keys and the policy file and puts them in force. A file
+/// that fails to parse leaves the licenses and policy in force unchanged and says why.
+pub async fn reload(ctx: &ConnContext, by: &str) -> Result<Reloaded, AdminError> {
+    let (files, keys) = (ctx.license_files.clone(), ctx.vendor_keys.clone());
+    let policy_file = ctx.policy_file.clone();
+    let loaded = tokio::task::spawn_blocking(move || {
+        let keys = crate::licenses::load_keys(&keys)?;
+        let today = chrono::Utc::now().date_naive();
+        let licenses = crate::licenses::load(&files, &keys, &usher_license::host_ids(), today)?;
+        let policy = crate::licenses::load_policy(policy_file.as_deref())?;
+        Ok::<_, crate::licenses::LoadError>((licenses, policy))
+    })
+    .await;
+    let (loaded, policy) = match loaded {
+        Ok(Ok(loaded)) => loaded,
+        Ok(Err(e)) => {
+            warn!(
+                by,
+                "reload refused, the licenses and policy in force are unchanged: {e}"
+            );
+            return Err(AdminError::ReloadRefused(e.to_string()));
+        }
+        Err(e) => return Err(AdminError::Internal(e.to_string())),
+    };
+    for line in &loaded.refused {
+        warn!("entitlement refused: {line}");
+    }
+    let files = loaded
+        .files
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    ctx.ledger
+        .reload(loaded.catalog, policy, files, loaded.vendors)
+        .await?;
+    info!(
+        entitlements = loaded.entitlements.len(),
+        refused = loaded.refused.len(),
+        by,
+        "licenses reloaded"
+    );
+    let done = Reloaded {
+        entitlements: loaded.entitlements.len(),
+        refused: loaded.refused,
+        warnings: loaded.warnings,
+    };
+    audit(
+        ctx,
+        format!("reload ({} entitlements) by {by}", done.entitlements),
+        None,
+    )
+    .await?;
+    Ok(done)
+}
+
+/// Records who asked, then starts a graceful shutdown (as SIGTERM).
+pub async fn down(ctx: &ConnContext, by: &str) -> Result<(), AdminError> {
+    info!(by, "shutdown requested by an administrator");
+    // Recorded first: once `down` fires, the ledger may stop taking records.
+    let recorded = audit(ctx, format!("down by {by}"), None).await;
+    ctx.down.cancel();
+    Ok(recorded?)
+}

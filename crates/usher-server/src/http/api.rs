@@ -1,0 +1,753 @@
+//! The `/api/v1/` handlers. Shapes are described in `openapi.json`; times are Unix
+//! milliseconds.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use usher_core::{Lease, Ledger, Millis, PoolKey};
+use usher_store::{UsageEvent, UsageRecord};
+
+use super::{ApiError, ApiState, Caller};
+use crate::admin::{self, AdminError};
+use crate::ledger_task::{View, wall_clock_ms};
+
+/// One pool: a feature at one version.
+#[derive(Debug, Serialize)]
+pub struct FeatureJson {
+    pub(super) feature: String,
+    pub(super) vendor: String,
+    pub(super) version: String,
+    /// Seats licensed now (0 for a pool that left the catalog on a reload but is still held).
+    pub(super) total: u32,
+    pub(super) in_use: u32,
+    /// Seats that may be granted beyond `total` (`OVERDRAFT=`).
+    overdraft: u32,
+    /// Seats held beyond `total` now.
+    overdraft_in_use: u32,
+    /// When the pool's entitlements expire; `null` if permanent.
+    expires_at: Option<Millis>,
+    holders: usize,
+}
+
+/// One lease.
+#[derive(Debug, Serialize)]
+pub struct HolderJson {
+    id: u64,
+    session_id: String,
+    feature: String,
+    vendor: String,
+    version: String,
+    user: String,
+    host: String,
+    display: String,
+    pid: u32,
+    program: String,
+    since: Millis,
+    count: u32,
+    overdraft: bool,
+    connected: bool,
+}
+
+/// One client session.
+#[derive(Debug, Serialize)]
+pub struct SessionJson {
+    id: String,
+    user: String,
+    host: String,
+    display: String,
+    pid: u32,
+    program: String,
+    program_version: String,
+    address: String,
+    opened_at: Millis,
+    expires_at: Millis,
+    connected: bool,
+    leases: usize,
+}
+
+/// One checkout waiting in the queue.
+#[derive(Debug, Serialize)]
+pub struct QueueJson {
+    feature: String,
+    version: String,
+    position: u32,
+    /// `PRIORITY` rank from the policy (lower first), `null` if none.
+    priority: Option<u32>,
+    user: String,
+    host: String,
+    display: String,
+    count: u32,
+    since: Millis,
+    /// When it gives up (`null`: waits indefinitely).
+    deadline: Option<Millis>,
+    /// The handle the lease will carry.
+    id: u64,
+}
+
+/// One usage-log record.
+#[derive(Debug, Serialize)]
+pub struct EventJson {
+    seq: i64,
+    at: Millis,
+    event: String,
+    session_id: Option<String>,
+    lease_id: Option<u64>,
+    feature: Option<String>,
+    vendor: Option<String>,
+    version: Option<String>,
+    count: Option<u32>,
+    user: Option<String>,
+    host: Option<String>,
+    display: Option<String>,
+    detail: Option<String>,
+}
+
+impl From<UsageRecord> for EventJson {
+    fn from(r: UsageRecord) -> Self {
+        EventJson {
+            seq: r.seq,
+            at: r.at,
+            event: r.event.as_str().to_owned(),
+            // Session ids are 64-bit: as strings, so JavaScript does not round them.
+            session_id: r.session.map(|s| s.0.to_string()),
+            lease_id: r.lease.map(|l| l.0),
+            feature: r.feature,
+            vendor: r.vendor,
+            version: r.version,
+            count: r.count,
+            user: r.user,
+            host: r.host,
+            display: r.display,
+            detail: r.detail,
+        }
+    }
+}
+
+fn pool_key(lease: &Lease) -> PoolKey {
+    PoolKey {
+        feature: lease.feature.clone(),
+        vendor: lease.vendor.clone(),
+        version: lease.pool_version.clone(),
+    }
+}
+
+/// Every pool of the catalog, then pools that left it but are still held.
+pub(super) fn features_of(view: &View<'_>) -> Vec<FeatureJson> {
+    let ledger: &Ledger = view.ledger;
+    let mut held: BTreeMap<PoolKey, (usize, u32)> = BTreeMap::new();
+    for lease in ledger.leases() {
+        let entry = held.entry(pool_key(lease)).or_default();
+        entry.0 += 1;
+        if lease.overdraft {
+            entry.1 += lease.count;
+        }
+    }
+    let mut out = Vec::new();
+    for pool in ledger.catalog().all_pools() {
+        let (holders, overdraft_in_use) = held.remove(&pool.key).unwrap_or_default();
+        out.push(FeatureJson {
+            feature: pool.key.feature.clone(),
+            vendor: pool.key.vendor.clone(),
+            version: pool.version.to_string(),
+            total: pool.seats_at(view.now),
+            in_use: ledger.in_use(&pool.key),
+            overdraft: pool.overdraft_at(view.now),
+            overdraft_in_use,
+            expires_at: pool.expires_at(view.now),
+            holders,
+        });
+    }
+    for (key, (holders, overdraft_in_use)) in held {
+        out.push(FeatureJson {
+            in_use: ledger.in_use(&key),
+            feature: key.feature,
+            vendor: key.vendor,
+            version: key.version,
+            total: 0,
+            overdraft: 0,
+            overdraft_in_use,
+            expires_at: None,
+            holders,
+        });
+    }
+    out
+}
+
+pub(super) async fn features(
+    State(s): State<ApiState>,
+) -> Result<Json<Vec<FeatureJson>>, ApiError> {
+    Ok(Json(s.ctx.ledger.query(features_of).await?))
+}
+
+/// Optional `?feature=` filter.
+#[derive(Debug, Deserialize)]
+pub(super) struct FeatureFilter {
+    feature: Option<String>,
+}
+
+fn holders_of(ledger: &Ledger, feature: Option<&str>) -> Vec<HolderJson> {
+    let mut out: Vec<HolderJson> = ledger
+        .leases()
+        .filter(|l| feature.is_none_or(|f| l.feature == f))
+        .map(|l| {
+            let session = ledger.session(l.session);
+            let client = session.map(|s| s.client.clone()).unwrap_or_default();
+            HolderJson {
+                id: l.id.0,
+                session_id: l.session.0.to_string(),
+                feature: l.feature.clone(),
+                vendor: l.vendor.clone(),
+                version: l.pool_version.clone(),
+                user: client.user,
+                host: client.host,
+                display: client.display,
+                pid: client.pid,
+                program: client.program,
+                since: l.granted_at,
+                count: l.count,
+                overdraft: l.overdraft,
+                connected: session.is_some_and(|s| s.connected),
+            }
+        })
+        .collect();
+    out.sort_by_key(|h| (h.since, h.id));
+    out
+}
+
+pub(super) async fn holders(
+    State(s): State<ApiState>,
+    query: Result<Query<FeatureFilter>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<HolderJson>>, ApiError> {
+    let Query(filter) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
+    let list = s
+        .ctx
+        .ledger
+        .query(move |v| holders_of(v.ledger, filter.feature.as_deref()))
+        .await?;
+    Ok(Json(list))
+}
+
+/// `?limit=` for long lists.
+#[derive(Debug, Deserialize)]
+pub(super) struct Limit {
+    limit: Option<usize>,
+}
+
+pub(super) async fn sessions(
+    State(s): State<ApiState>,
+    query: Result<Query<Limit>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<SessionJson>>, ApiError> {
+    let Query(limit) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
+    let limit = limit.limit.unwrap_or(1000).min(100_000);
+    let list = s
+        .ctx
+        .ledger
+        .query(move |v| {
+            let mut out: Vec<SessionJson> = v
+                .ledger
+                .sessions()
+                .take(limit)
+                .map(|s| SessionJson {
+                    id: s.id.0.to_string(),
+                    user: s.client.user.clone(),
+                    host: s.client.host.clone(),
+                    display: s.client.display.clone(),
+                    pid: s.client.pid,
+                    program: s.client.program.clone(),
+                    program_version: s.client.program_version.clone(),
+                    address: s.client.address.clone(),
+                    opened_at: s.opened_at,
+                    expires_at: s.expires_at,
+                    connected: s.connected,
+                    leases: v.ledger.session_leases(s.id).count(),
+                })
+                .collect();
+            out.sort_by(|a, b| (a.opened_at, &a.id).cmp(&(b.opened_at, &b.id)));
+            out
+        })
+        .await?;
+    Ok(Json(list))
+}
+
+pub(super) async fn queue(State(s): State<ApiState>) -> Result<Json<Vec<QueueJson>>, ApiError> {
+    let list = s
+        .ctx
+        .ledger
+        .query(|v| {
+            v.ledger
+                .queued()
+                .map(|(r, position)| {
+                    let client = v
+                        .ledger
+                        .session(r.session)
+                        .map(|s| s.client.clone())
+                        .unwrap_or_default();
+                    QueueJson {
+                        feature: r.feature.clone(),
+                        version: r.version.clone(),
+                        position,
+                        priority: r.priority,
+                        user: client.user,
+                        host: client.host,
+                        display: client.display,
+                        count: r.count,
+                        since: r.queued_at,
+                        deadline: r.deadline,
+                        id: r.lease_id.0,
+                    }
+                })
+                .collect()
+        })
+        .await?;
+    Ok(Json(list))
+}
+
+/// `?since_seq=&limit=` for the usage log.
+#[derive(Debug, Deserialize)]
+pub(super) struct EventsQuery {
+    since_seq: Option<i64>,
+    limit: Option<usize>,
+}
+
+/// The answer of `/events`: records in `seq` order, and where to continue from.
+#[derive(Debug, Serialize)]
+pub struct EventsJson {
+    events: Vec<EventJson>,
+    /// Pass as `since_seq` to get the records after these.
+    next_since_seq: i64,
+}
+
+/// The highest `seq` in the log (0 if empty). Sequence numbers have no gaps, so an
+/// exponential then binary search over "is there a record after s?" finds it in a few
+/// dozen primary-key lookups, without reading the log.
+fn latest_seq(store: &usher_store::SqliteStore) -> Result<i64, usher_store::StoreError> {
+    let exists = |seq: i64| -> Result<bool, usher_store::StoreError> {
+        Ok(!store.usage_log(seq - 1, 1)?.is_empty())
+    };
+    if !exists(1)? {
+        return Ok(0);
+    }
+    let mut lo = 1i64; // exists
+    let mut hi = 2i64;
+    while exists(hi)? {
+        lo = hi;
+        hi = hi.saturating_mul(2);
+    }
+    // lo exists, hi does not.
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if exists(mid)? {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(lo)
+}
+
+pub(super) async fn events(
+    State(s): State<ApiState>,
+    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<EventsJson>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > 1000 {
+        return Err(ApiError::bad_request(
+            "bad_query",
+            "limit must be 1 to 1000",
+        ));
+    }
+    if q.since_seq.is_some_and(|s| s < 0) {
+        return Err(ApiError::bad_request(
+            "bad_query",
+            "since_seq must be 0 or more",
+        ));
+    }
+    let records = s
+        .with_store(move |store| {
+            // Without since_seq: the newest `limit` records.
+            let after = match q.since_seq {
+                Some(seq) => seq,
+                None => (latest_seq(store)? - limit as i64).max(0),
+            };
+            store.usage_log(after, limit).map(|r| (after, r))
+        })
+        .await?;
+    let (after, records) = records;
+    let next_since_seq = records.last().map_or(after, |r| r.seq);
+    Ok(Json(EventsJson {
+        events: records.into_iter().map(EventJson::from).collect(),
+        next_since_seq,
+    }))
+}
+
+/// `?feature=&window_s=` for the usage series.
+#[derive(Debug, Deserialize)]
+pub(super) struct UsageQuery {
+    feature: String,
+    window_s: Option<u64>,
+}
+
+/// Seats in use of one feature over a window, as steps.
+#[derive(Debug, Serialize)]
+pub struct UsageJson {
+    feature: String,
+    /// Seats licensed now, summed over the feature's pools.
+    total: u32,
+    from: Millis,
+    to: Millis,
+    /// `[at, in_use]` from `from` to `to`: the level changes at each point.
+    points: Vec<(Millis, u32)>,
+    /// The highest level in the window and when it was first reached.
+    peak: (Millis, u32),
+    /// When checkouts of the feature were refused.
+    denials: Vec<DenialJson>,
+    /// Whether the log was read back to `from` (false if the window reaches past the
+    /// records this endpoint reads, in which case the series starts later).
+    complete: bool,
+}
+
+/// One refused checkout.
+#[derive(Debug, Serialize)]
+pub struct DenialJson {
+    at: Millis,
+    user: Option<String>,
+    reason: Option<String>,
+}
+
+/// Most usage records one `/usage` request reads.
+const USAGE_MAX_RECORDS: usize = 50_000;
+
+pub(super) async fn usage(
+    State(s): State<ApiState>,
+    query: Result<Query<UsageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<UsageJson>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
+    let window = q.window_s.unwrap_or(3600).clamp(10, 31 * 86_400);
+    let feature = q.feature.clone();
+    let (known, total, level) = s
+        .ctx
+        .ledger
+        .query(move |v| {
+            let pools = v.ledger.catalog().pools(&feature);
+            let total = pools.map_or(0, |p| p.iter().map(|p| p.seats_at(v.now)).sum());
+            let level: u32 = v
+                .ledger
+                .leases()
+                .filter(|l| l.feature == feature)
+                .map(|l| l.count)
+                .sum();
+            (pools.is_some() || level > 0, total, level)
+        })
+        .await?;
+    if !known {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_feature",
+            format!("no feature {:?} is served or held", q.feature),
+        ));
+    }
+    let to = wall_clock_ms();
+    let from = to.saturating_sub(window * 1000);
+    let feature = q.feature.clone();
+    // Walk the log backwards from its end, undoing each change, so the series needs only
+    // the records inside the window and ends exactly at the level the ledger reports.
+    let (records, complete) = s
+        .with_store(move |store| {
+            const PAGE: usize = 1000;
+            let mut end = latest_seq(store)?;
+            let mut mine = Vec::new();
+            let mut read = 0;
+            while end > 0 && read < USAGE_MAX_RECORDS {
+                let start = (end - PAGE as i64).max(0);
+                let page = store.usage_log(start, (end - start) as usize)?;
+                read += page.len();
+                let older = page.first().is_none_or(|r| r.at < from);
+                mine.extend(
+                    page.into_iter()
+                        .rev()
+                        .filter(|r| r.at >= from && r.feature.as_deref() == Some(&feature)),
+                );
+                if older {
+                    return Ok((mine, true));
+                }
+                end = start;
+            }
+            Ok((mine, end == 0))
+        })
+        .await?;
+    let mut points = vec![(to, level)];
+    let mut denials = Vec::new();
+    let mut current = level;
+    for r in &records {
+        // `r` moved the level to `current`; before it, the level was this:
+        let count = r.count.unwrap_or(0);
+        let before = match r.event {
+            UsageEvent::Checkout => current.saturating_sub(count),
+            UsageEvent::Checkin | UsageEvent::Expire | UsageEvent::Remove => {
+                current.saturating_add(count)
+            }
+            UsageEvent::Denied => {
+                denials.push(DenialJson {
+                    at: r.at,
+                    user: r.user.clone(),
+                    reason: r.detail.clone(),
+                });
+                continue;
+            }
+            _ => continue,
+        };
+        points.push((r.at, current));
+        current = before;
+    }
+    points.push((from, current));
+    points.reverse();
+    denials.reverse();
+    let peak = points.iter().copied().fold(
+        (from, current),
+        |best, p| if p.1 > best.1 { p } else { best },
+    );
+    Ok(Json(UsageJson {
+        feature: q.feature,
+        total,
+        from,
+        to,
+        points,
+        peak,
+        denials,
+        complete,
+    }))
+}
+
+/// The answer of `/health`.
+#[derive(Debug, Serialize)]
+pub struct HealthJson {
+    status: &'static str,
+    version: &'static str,
+    server_name: String,
+    uptime_s: u64,
+    started_at: Millis,
+    store_ok: bool,
+    store_error: Option<String>,
+    usage_log_seq: i64,
+    connections: i64,
+    sessions: usize,
+    leases: usize,
+}
+
+pub(super) async fn health(State(s): State<ApiState>) -> Result<Json<HealthJson>, ApiError> {
+    let (server_name, started_at, sessions, leases) = s
+        .ctx
+        .ledger
+        .query(|v| {
+            (
+                v.info.server_name.clone(),
+                v.info.started_at_ms,
+                v.ledger.sessions().count(),
+                v.ledger.leases().count(),
+            )
+        })
+        .await?;
+    let store = s.with_store(latest_seq).await;
+    let store_ok = store.is_ok() && !s.failed.is_cancelled();
+    Ok(Json(HealthJson {
+        status: if store_ok { "ok" } else { "degraded" },
+        version: env!("CARGO_PKG_VERSION"),
+        server_name,
+        uptime_s: s.metrics.uptime().as_secs(),
+        started_at,
+        store_ok,
+        store_error: store.as_ref().err().map(|e| e.message.clone()),
+        usage_log_seq: store.unwrap_or(0),
+        connections: s.metrics.connections(),
+        sessions,
+        leases,
+    }))
+}
+
+pub(super) async fn healthz(State(s): State<ApiState>) -> Response {
+    if s.failed.is_cancelled() {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_failed",
+            "the store failed; the server is stopping",
+        )
+        .into_response();
+    }
+    Json(serde_json::json!({ "status": "ok" })).into_response()
+}
+
+/// The body of `POST /remove`: a lease id, or a holder's identity.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RemoveBody {
+    lease_id: Option<u64>,
+    feature: Option<String>,
+    user: Option<String>,
+    host: Option<String>,
+    display: Option<String>,
+}
+
+/// A removed lease.
+#[derive(Debug, Serialize)]
+pub struct RemovedJson {
+    id: u64,
+    feature: String,
+    user: String,
+    host: String,
+    count: u32,
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(
+            "bad_json",
+            format!("the body is not valid JSON for this request: {e}"),
+        )
+    })
+}
+
+pub(super) async fn remove(
+    State(s): State<ApiState>,
+    Caller(by): Caller,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let req: RemoveBody = parse_json(&body)?;
+    // Who held what, looked up before removing (the lease is gone afterwards).
+    let targets: Vec<(u64, String, String)> = match (&req.lease_id, &req.user, &req.host) {
+        (Some(id), None, None) if req.feature.is_none() && req.display.is_none() => {
+            let id = *id;
+            s.ctx
+                .ledger
+                .query(move |v| {
+                    v.ledger
+                        .lease(usher_core::LeaseId(id))
+                        .map(|l| {
+                            let c = v.ledger.session(l.session).map(|s| s.client.clone());
+                            let c = c.unwrap_or_default();
+                            vec![(id, c.user, c.host)]
+                        })
+                        .unwrap_or_default()
+                })
+                .await?
+        }
+        (None, Some(user), Some(host)) => {
+            let (user, host) = (user.clone(), host.clone());
+            let (feature, display) = (req.feature.clone(), req.display.clone());
+            s.ctx
+                .ledger
+                .query(move |v| {
+                    v.ledger
+                        .leases()
+                        .filter(|l| feature.as_ref().is_none_or(|f| &l.feature == f))
+                        .filter_map(|l| {
+                            let c = &v.ledger.session(l.session)?.client;
+                            let matches = c.user == user
+                                && c.host == host
+                                && display.as_ref().is_none_or(|d| &c.display == d);
+                            matches.then(|| (l.id.0, c.user.clone(), c.host.clone()))
+                        })
+                        .collect()
+                })
+                .await?
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "bad_request",
+                "give either lease_id, or user and host (with optional feature and display)",
+            ));
+        }
+    };
+    if targets.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_held",
+            "no lease matches; it may have been checked in already",
+        ));
+    }
+    let mut removed = Vec::new();
+    let mut too_soon: Option<u64> = None;
+    for (id, user, host) in targets {
+        match admin::remove(&s.ctx, id, &by).await {
+            Ok(Some(lease)) => removed.push(RemovedJson {
+                id,
+                feature: lease.feature,
+                user,
+                host,
+                count: lease.count,
+            }),
+            Ok(None) => {}
+            Err(AdminError::TooSoonToRemove { wait_ms }) => {
+                too_soon = Some(too_soon.map_or(wait_ms, |w| w.min(wait_ms)));
+            }
+            Err(AdminError::Gone(g)) => return Err(g.into()),
+            Err(e) => return Err(ApiError::internal(e.to_string())),
+        }
+    }
+    match (removed.is_empty(), too_soon) {
+        (true, Some(wait_ms)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "too_soon",
+            format!(
+                "the lease is younger than the minimum remove time; try again in {}",
+                human_ms(wait_ms)
+            ),
+        )
+        .with("wait_ms", wait_ms)),
+        (true, None) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_held",
+            "no lease matches; it may have been checked in already",
+        )),
+        (false, _) => Ok(Json(serde_json::json!({
+            "removed": removed,
+            "too_soon_wait_ms": too_soon,
+        }))),
+    }
+}
+
+fn human_ms(ms: u64) -> String {
+    let s = ms.div_ceil(1000);
+    if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+pub(super) async fn reload(
+    State(s): State<ApiState>,
+    Caller(by): Caller,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    match admin::reload(&s.ctx, &by).await {
+        Ok(done) => Ok(Json(serde_json::json!({
+            "entitlements": done.entitlements,
+            "refused": done.refused,
+            "warnings": done.warnings,
+        }))),
+        Err(AdminError::ReloadRefused(why)) => Err(ApiError::bad_request(
+            "reload_refused",
+            format!("reload refused, the licenses in force are unchanged: {why}"),
+        )),
+        Err(AdminError::Gone(g)) => Err(g.into()),
+        Err(e) => Err(ApiError::internal(e.to_string())),
+    }
+}
+
+pub(super) async fn down(
+    State(s): State<ApiState>,
+    Caller(by): Caller,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    match admin::down(&s.ctx, &by).await {
+        Ok(()) | Err(AdminError::Gone(_)) => Ok((
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({ "status": "stopping" })),
+        )),
+        Err(e) => Err(ApiError::internal(e.to_string())),
+    }
+}

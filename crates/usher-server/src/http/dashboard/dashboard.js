@@ -1,0 +1,319 @@
+// usherd dashboard: polls the admin API every 2 s and redraws in place (no page reload).
+// Everything that comes from the server is inserted as text, never as HTML.
+"use strict";
+
+const POLL_MS = 2000;
+const CHART_WINDOW_S = 3600;
+const TOKEN_KEY = "usherd-token";
+const SVG = "http://www.w3.org/2000/svg";
+
+let token = null;
+let timer = null;
+const cards = new Map(); // feature name -> card elements
+
+function $(id) { return document.getElementById(id); }
+
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") el.className = v;
+    else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else el.setAttribute(k, v);
+  }
+  for (const c of children) el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return el;
+}
+
+function s(tag, attrs) {
+  const el = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs || {})) el.setAttribute(k, v);
+  return el;
+}
+
+// --- token --------------------------------------------------------------------------
+
+function takeTokenFromFragment() {
+  const m = /(?:^#|&)token=([0-9a-fA-F]+)/.exec(location.hash);
+  if (m) {
+    sessionStorage.setItem(TOKEN_KEY, m[1]);
+    // Drop it from the address bar and history.
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  return sessionStorage.getItem(TOKEN_KEY);
+}
+
+function showLogin(message) {
+  clearTimeout(timer);
+  token = null;
+  sessionStorage.removeItem(TOKEN_KEY);
+  $("board").hidden = true;
+  $("login").hidden = false;
+  $("login-error").textContent = message || "";
+  $("token-input").focus();
+}
+
+function showBoard() {
+  $("login").hidden = true;
+  $("board").hidden = false;
+}
+
+class Unauthorized extends Error {}
+
+async function api(path, options) {
+  const res = await fetch("/api/v1/" + path, {
+    ...options,
+    headers: { "Authorization": "Bearer " + token, "Content-Type": "application/json" },
+    cache: "no-store",
+  });
+  let body = null;
+  try { body = await res.json(); } catch (_) { /* empty body */ }
+  if (res.status === 401) throw new Unauthorized(body && body.error ? body.error.message : "unauthorized");
+  if (!res.ok) {
+    const e = new Error(body && body.error ? body.error.message : res.statusText);
+    e.status = res.status;
+    e.body = body;
+    throw e;
+  }
+  return body;
+}
+
+// --- formatting ---------------------------------------------------------------------
+
+function ago(ms) {
+  const s = Math.max(0, Math.round((Date.now() - ms) / 1000));
+  if (s < 60) return s + " s";
+  if (s < 3600) return Math.floor(s / 60) + " min";
+  if (s < 86400) return Math.floor(s / 3600) + " h " + Math.floor((s % 3600) / 60) + " min";
+  return Math.floor(s / 86400) + " d";
+}
+
+function duration(s) {
+  if (s < 60) return s + " s";
+  if (s < 3600) return Math.floor(s / 60) + " min";
+  if (s < 86400) return Math.floor(s / 3600) + " h " + Math.floor((s % 3600) / 60) + " min";
+  return Math.floor(s / 86400) + " d " + Math.floor((s % 86400) / 3600) + " h";
+}
+
+function clock(ms) {
+  return new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+function toast(text) {
+  const t = $("toast");
+  t.textContent = text;
+  t.hidden = false;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => { t.hidden = true; }, 6000);
+}
+
+// --- rendering ----------------------------------------------------------------------
+
+function renderHealth(hl) {
+  const box = $("health");
+  box.replaceChildren(
+    h("span", {}, h("span", { class: "dot" + (hl.status === "ok" ? "" : " bad") }), h("b", {}, hl.status === "ok" ? "healthy" : "degraded")),
+    h("span", {}, "v", h("b", {}, hl.version)),
+    h("span", {}, "up ", h("b", {}, duration(hl.uptime_s))),
+    h("span", {}, h("b", { id: "health-connections" }, hl.connections), " connections"),
+    h("span", {}, h("b", {}, hl.sessions), " sessions"),
+    h("span", {}, "store ", h("b", {}, hl.store_ok ? "ok" : "failing")),
+  );
+  $("server-name").textContent = hl.server_name;
+}
+
+function card(name) {
+  let c = cards.get(name);
+  if (c) return c;
+  const count = h("span", { class: "inuse", "data-testid": "inuse" }, "0");
+  const total = h("span", { class: "total" }, "0");
+  const fill = h("span");
+  c = {
+    root: h("article", { class: "card", "data-feature": name }),
+    count, total, fill,
+    bar: h("div", { class: "bar" }, fill),
+    meta: h("div", { class: "meta" }),
+    holders: h("div"),
+    queue: h("div"),
+    chart: s("svg", { class: "chart", viewBox: "0 0 600 150", preserveAspectRatio: "none", role: "img" }),
+    chartNote: h("div", { class: "meta" }),
+    chartTitle: h("h3", {}, "Usage"),
+    shown: null,
+  };
+  c.root.append(
+    h("div", { class: "card-head" },
+      h("div", {}, h("h2", {}, name), c.meta),
+      h("div", { class: "count" }, count, h("span", { class: "of" }, " / ", total))),
+    c.bar,
+    c.chartTitle, c.chart, c.chartNote,
+    h("h3", {}, "Holders"), c.holders,
+    h("h3", {}, "Queue"), c.queue,
+  );
+  $("features").append(c.root);
+  cards.set(name, c);
+  return c;
+}
+
+function renderFeature(name, pools, holders, queue) {
+  const c = card(name);
+  const total = pools.reduce((a, p) => a + p.total, 0);
+  const inUse = pools.reduce((a, p) => a + p.in_use, 0);
+  c.count.textContent = inUse;
+  // A change redraws the chart at once rather than at its next turn.
+  if (c.shown !== null && c.shown !== inUse) chartsDue = 0;
+  c.shown = inUse;
+  c.total.textContent = total;
+  const pct = total > 0 ? Math.min(100, (inUse / total) * 100) : (inUse > 0 ? 100 : 0);
+  c.fill.style.width = pct + "%";
+  c.bar.className = "bar" + (inUse > total ? " over" : inUse === total && total > 0 ? " full" : "");
+  const expiry = pools.map(p => p.expires_at).filter(Boolean);
+  c.meta.textContent = pools.map(p => p.vendor + " v" + p.version).join(", ") +
+    (expiry.length ? " · expires " + new Date(Math.min(...expiry)).toLocaleDateString() : " · permanent") +
+    (pools.some(p => p.overdraft > 0) ? " · overdraft " + pools.reduce((a, p) => a + p.overdraft, 0) : "");
+
+  if (holders.length === 0) {
+    c.holders.replaceChildren(h("p", { class: "empty" }, "Nobody holds a seat."));
+  } else {
+    const rows = holders.map(x => h("tr", { "data-lease": x.id },
+      h("td", {}, x.user, x.overdraft ? h("span", { class: "tag", title: "granted beyond the count (OVERDRAFT)" }, "overdraft") : ""),
+      h("td", {}, x.host + (x.display ? " " + x.display : "")),
+      h("td", { class: "num" }, x.count),
+      h("td", { title: new Date(x.since).toLocaleString() }, ago(x.since)),
+      h("td", { class: "num" }, h("button", { type: "button", onclick: () => removeLease(x) }, "Remove")),
+    ));
+    c.holders.replaceChildren(h("table", {},
+      h("thead", {}, h("tr", {}, h("th", {}, "User"), h("th", {}, "Host"), h("th", { class: "num" }, "Seats"), h("th", {}, "For"), h("th", {}, ""))),
+      h("tbody", {}, ...rows)));
+  }
+
+  if (queue.length === 0) {
+    c.queue.replaceChildren(h("p", { class: "empty" }, "Nobody is waiting."));
+  } else {
+    c.queue.replaceChildren(h("table", {},
+      h("thead", {}, h("tr", {}, h("th", {}, "#"), h("th", {}, "User"), h("th", {}, "Host"), h("th", { class: "num" }, "Seats"), h("th", {}, "Waiting"))),
+      h("tbody", {}, ...queue.map(q => h("tr", {},
+        h("td", {}, q.position), h("td", {}, q.user), h("td", {}, q.host),
+        h("td", { class: "num" }, q.count), h("td", {}, ago(q.since)))))));
+  }
+}
+
+function renderChart(c, u) {
+  const W = 600, H = 150, top = 14, bottom = 18;
+  // Start shortly before the first change in the window (at least 5 minutes back), so a
+  // quiet hour does not squash the activity against the right edge.
+  const firstChange = u.points.length > 2 ? u.points[1][0] : u.to;
+  const start = Math.max(u.from, Math.min(u.to - 300000, firstChange - (u.to - firstChange) * 0.15));
+  const span = Math.max(1, u.to - start);
+  const max = Math.max(1, u.total, u.peak[1]);
+  const x = t => Math.min(W, Math.max(0, ((t - start) / span) * W));
+  const y = v => top + (1 - v / max) * (H - top - bottom);
+  c.chartTitle.textContent = "Usage since " + clock(start);
+  const kids = [];
+  for (const f of [0, 0.5, 1]) kids.push(s("line", { class: "grid", x1: 0, x2: W, y1: y(max * f), y2: y(max * f) }));
+  if (u.total > 0) kids.push(s("line", { class: "cap", x1: 0, x2: W, y1: y(u.total), y2: y(u.total) }));
+  // Steps: the level holds until the next point.
+  let d = "";
+  u.points.forEach(([t, v], i) => {
+    if (i === 0) d += `M0,${y(v)}`;
+    else d += `H${x(t)}V${y(v)}`;
+  });
+  d += `H${W}`;
+  kids.push(s("path", { class: "area", d: d + `V${y(0)}H0Z` }));
+  kids.push(s("path", { class: "line", d }));
+  if (u.peak[1] > 0) {
+    const px = Math.min(W - 4, Math.max(4, x(u.peak[0])));
+    kids.push(s("circle", { class: "peak", cx: px, cy: y(u.peak[1]), r: 4 }));
+    const left = px > 80;
+    const label = s("text", { x: left ? px - 6 : px + 6, y: Math.max(11, y(u.peak[1]) - 6), "text-anchor": left ? "end" : "start" });
+    label.textContent = "peak " + u.peak[1];
+    kids.push(label);
+  }
+  for (const dn of u.denials) {
+    const dx = Math.min(W - 5, Math.max(5, x(dn.at)));
+    kids.push(s("path", { class: "denial", d: `M${dx - 4},${H - 2}L${dx + 4},${H - 2}L${dx},${H - 10}Z` }));
+  }
+  const from = s("text", { x: 2, y: H - 4 }); from.textContent = clock(start);
+  const to = s("text", { x: W - 2, y: H - 4, "text-anchor": "end" }); to.textContent = clock(u.to);
+  kids.push(from, to);
+  c.chart.replaceChildren(...kids);
+  c.chartNote.textContent = `peak ${u.peak[1]} of ${u.total}` +
+    (u.peak[1] > 0 ? ` at ${clock(u.peak[0])}` : "") +
+    ` · ${u.denials.length} denial${u.denials.length === 1 ? "" : "s"}` +
+    (u.complete ? "" : " · older records not read");
+}
+
+// --- actions ------------------------------------------------------------------------
+
+async function removeLease(x) {
+  if (!confirm(`Remove ${x.user}'s ${x.count} seat(s) of ${x.feature} on ${x.host}? The application will be told it lost the license.`)) return;
+  try {
+    await api("remove", { method: "POST", body: JSON.stringify({ lease_id: x.id }) });
+    toast(`Removed lease ${x.id} (${x.feature}, ${x.user}).`);
+    refresh();
+  } catch (e) {
+    if (e instanceof Unauthorized) return showLogin(e.message);
+    toast("Not removed: " + e.message);
+  }
+}
+
+// --- polling ------------------------------------------------------------------------
+
+let chartsDue = 0;
+
+async function refresh() {
+  clearTimeout(timer);
+  try {
+    const [features, holders, queue, health] = await Promise.all([
+      api("features"), api("holders"), api("queue"), api("health"),
+    ]);
+    showBoard();
+    renderHealth(health);
+    const byName = new Map();
+    for (const p of features) {
+      if (!byName.has(p.feature)) byName.set(p.feature, []);
+      byName.get(p.feature).push(p);
+    }
+    for (const [name, c] of cards) {
+      if (!byName.has(name)) { c.root.remove(); cards.delete(name); }
+    }
+    for (const [name, pools] of byName) {
+      renderFeature(name, pools,
+        holders.filter(x => x.feature === name),
+        queue.filter(q => q.feature === name));
+    }
+    $("no-features").hidden = byName.size > 0;
+    // Charts read the usage log: every 10 s is plenty.
+    if (Date.now() >= chartsDue) {
+      chartsDue = Date.now() + 10000;
+      await Promise.all([...byName.keys()].map(async name => {
+        try {
+          const u = await api(`usage?feature=${encodeURIComponent(name)}&window_s=${CHART_WINDOW_S}`);
+          const c = cards.get(name);
+          if (c) renderChart(c, u);
+        } catch (e) {
+          if (e instanceof Unauthorized) throw e;
+        }
+      }));
+    }
+    $("updated").textContent = new Date().toLocaleTimeString();
+  } catch (e) {
+    if (e instanceof Unauthorized) return showLogin("That token was refused: " + e.message);
+    $("updated").textContent = "failed (" + e.message + "), retrying";
+  }
+  timer = setTimeout(refresh, POLL_MS);
+}
+
+function start() {
+  token = takeTokenFromFragment();
+  $("login-form").addEventListener("submit", ev => {
+    ev.preventDefault();
+    token = $("token-input").value.trim();
+    sessionStorage.setItem(TOKEN_KEY, token);
+    $("token-input").value = "";
+    chartsDue = 0;
+    refresh();
+  });
+  $("logout").addEventListener("click", () => showLogin("Token forgotten."));
+  if (token) refresh(); else showLogin();
+}
+
+start();

@@ -1,0 +1,382 @@
+//! Server metrics: counters and histograms the hot paths bump with relaxed atomics, and the
+//! Prometheus text exposition that `/metrics` serves.
+//!
+//! Why hand-written rather than a metrics crate: the hot paths (every request, every
+//! commit, every accept) must cost a few atomic adds and never a lock or a map lookup, and
+//! several servers run in one test process, so a process-global recorder (the `metrics`
+//! crate's model) would mix their figures. The seat gauges are not kept here at all: a
+//! scrape reads them from the ledger in one consistent view (see `http`), so they can
+//! never drift from the truth. The text format itself is small and stable (version 0.0.4).
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// A histogram with fixed bucket bounds, updated with atomics only.
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    /// Non-cumulative counts: `buckets[i]` counts observations in `(bounds[i-1], bounds[i]]`;
+    /// the last slot counts those above every bound.
+    buckets: Box<[AtomicU64]>,
+    count: AtomicU64,
+    /// Sum of the observations, in units of `1 / scale`.
+    sum: AtomicU64,
+    scale: f64,
+}
+
+/// Bucket bounds (seconds) for request and commit latencies: 50 µs to 10 s.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 10.0,
+];
+
+/// Bucket bounds for batch sizes (commands per commit).
+pub const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
+];
+
+impl Histogram {
+    /// A histogram over `bounds` (ascending) whose sum is kept to `1 / scale` precision.
+    pub fn new(bounds: &'static [f64], scale: f64) -> Self {
+        Histogram {
+            bounds,
+            buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            sum: AtomicU64::new(0),
+            scale,
+        }
+    }
+
+    /// A latency histogram in seconds (sum kept in nanoseconds).
+    pub fn latency() -> Self {
+        Histogram::new(LATENCY_BUCKETS, 1e9)
+    }
+
+    /// Records one observation.
+    pub fn observe(&self, value: f64) {
+        let slot = self
+            .bounds
+            .iter()
+            .position(|&b| value <= b)
+            .unwrap_or(self.bounds.len());
+        self.buckets[slot].fetch_add(1, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum
+            .fetch_add((value * self.scale) as u64, Ordering::Relaxed);
+    }
+
+    /// Records a duration in seconds.
+    pub fn observe_duration(&self, d: Duration) {
+        self.observe(d.as_secs_f64());
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut cumulative = 0;
+        for (i, bound) in self.bounds.iter().enumerate() {
+            cumulative += self.buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        cumulative += self.buckets[self.bounds.len()].load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cumulative}"
+        );
+        let braces = |s: &str| {
+            if s.is_empty() {
+                String::new()
+            } else {
+                format!("{{{s}}}")
+            }
+        };
+        let sum = self.sum.load(Ordering::Relaxed) as f64 / self.scale;
+        let _ = writeln!(out, "{name}_sum{} {sum}", braces(labels));
+        // The count is the +Inf bucket, read once, so the two always agree in one scrape.
+        let _ = writeln!(out, "{name}_count{} {cumulative}", braces(labels));
+    }
+}
+
+/// The kinds of protocol request, for per-kind latency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    /// Hello (opening or resuming a session).
+    Hello,
+    /// Checkout.
+    Checkout,
+    /// Checkin.
+    Checkin,
+    /// Heartbeat.
+    Heartbeat,
+    /// Status.
+    Status,
+    /// Remove (administration).
+    Remove,
+    /// Reload (administration).
+    Reload,
+    /// Down (administration).
+    Down,
+    /// Goodbye.
+    Goodbye,
+    /// Dequeue (withdrawing a waiting checkout).
+    Dequeue,
+}
+
+impl RequestKind {
+    /// Every kind, in label order.
+    pub const ALL: [RequestKind; 10] = [
+        RequestKind::Hello,
+        RequestKind::Checkout,
+        RequestKind::Checkin,
+        RequestKind::Heartbeat,
+        RequestKind::Status,
+        RequestKind::Remove,
+        RequestKind::Reload,
+        RequestKind::Down,
+        RequestKind::Goodbye,
+        RequestKind::Dequeue,
+    ];
+
+    /// The `kind` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestKind::Hello => "hello",
+            RequestKind::Checkout => "checkout",
+            RequestKind::Checkin => "checkin",
+            RequestKind::Heartbeat => "heartbeat",
+            RequestKind::Status => "status",
+            RequestKind::Remove => "remove",
+            RequestKind::Reload => "reload",
+            RequestKind::Down => "down",
+            RequestKind::Goodbye => "goodbye",
+            RequestKind::Dequeue => "dequeue",
+        }
+    }
+}
+
+/// Why a connection was refused right after `accept`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    /// The peer is outside the allow-list.
+    NotAllowed,
+    /// The peer's address already holds its maximum of connections.
+    PerAddressLimit,
+    /// The peer did not complete the handshake in time, or sent something else.
+    Handshake,
+}
+
+impl RejectReason {
+    const ALL: [RejectReason; 3] = [
+        RejectReason::NotAllowed,
+        RejectReason::PerAddressLimit,
+        RejectReason::Handshake,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::NotAllowed => "not_allowed",
+            RejectReason::PerAddressLimit => "per_address_limit",
+            RejectReason::Handshake => "handshake",
+        }
+    }
+}
+
+/// The server's hot-path metrics. One per server, shared by `Arc`.
+#[derive(Debug)]
+pub struct Metrics {
+    started: Instant,
+    requests: [Histogram; 9],
+    /// Time to write and fsync one group commit.
+    pub store_commit: Histogram,
+    /// Commands made durable by one commit (the group-commit factor).
+    pub store_batch: Histogram,
+    connections: AtomicI64,
+    rejected: [AtomicU64; 3],
+    frames_rejected: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Zeroed metrics; uptime counts from now.
+    pub fn new() -> Self {
+        Metrics {
+            started: Instant::now(),
+            requests: std::array::from_fn(|_| Histogram::latency()),
+            store_commit: Histogram::latency(),
+            store_batch: Histogram::new(BATCH_BUCKETS, 1.0),
+            connections: AtomicI64::new(0),
+            rejected: Default::default(),
+            frames_rejected: AtomicU64::new(0),
+        }
+    }
+
+    /// Time since the server started.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Records how long a request of `kind` took, from being read to its answer being ready.
+    pub fn request_done(&self, kind: RequestKind, took: Duration) {
+        let i = RequestKind::ALL
+            .iter()
+            .position(|&k| k == kind)
+            .expect("ALL lists every kind");
+        self.requests[i].observe_duration(took);
+    }
+
+    /// Counts a connection in; the guard counts it out when dropped.
+    pub fn connection_opened(self: &std::sync::Arc<Self>) -> ConnectionGuard {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        ConnectionGuard(self.clone())
+    }
+
+    /// Client connections open now.
+    pub fn connections(&self) -> i64 {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Counts a refused connection.
+    pub fn connection_rejected(&self, why: RejectReason) {
+        let i = RejectReason::ALL
+            .iter()
+            .position(|&r| r == why)
+            .expect("ALL lists every reason");
+        self.rejected[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a frame refused as too large or malformed.
+    pub fn frame_rejected(&self) {
+        self.frames_rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Appends this struct's families to `out` in the text exposition format.
+    pub fn render(&self, out: &mut String) {
+        family(
+            out,
+            "usher_request_duration_seconds",
+            "histogram",
+            "Time from reading a protocol request to its answer being ready (durable).",
+        );
+        for (kind, h) in RequestKind::ALL.iter().zip(&self.requests) {
+            h.render(
+                out,
+                "usher_request_duration_seconds",
+                &format!("kind=\"{}\"", kind.as_str()),
+            );
+        }
+        family(
+            out,
+            "usher_store_commit_duration_seconds",
+            "histogram",
+            "Time to write and fsync one group commit.",
+        );
+        self.store_commit
+            .render(out, "usher_store_commit_duration_seconds", "");
+        family(
+            out,
+            "usher_store_batch_size",
+            "histogram",
+            "Commands made durable by one commit.",
+        );
+        self.store_batch.render(out, "usher_store_batch_size", "");
+        family(
+            out,
+            "usher_connections",
+            "gauge",
+            "Client connections open now.",
+        );
+        let _ = writeln!(out, "usher_connections {}", self.connections());
+        family(
+            out,
+            "usher_connections_rejected_total",
+            "counter",
+            "Client connections refused, by reason.",
+        );
+        for (why, n) in RejectReason::ALL.iter().zip(&self.rejected) {
+            let _ = writeln!(
+                out,
+                "usher_connections_rejected_total{{reason=\"{}\"}} {}",
+                why.as_str(),
+                n.load(Ordering::Relaxed)
+            );
+        }
+        family(
+            out,
+            "usher_frames_rejected_total",
+            "counter",
+            "Frames refused as too large or malformed (each ends its connection).",
+        );
+        let _ = writeln!(
+            out,
+            "usher_frames_rejected_total {}",
+            self.frames_rejected.load(Ordering::Relaxed)
+        );
+    }
+}
+
+/// Counts one connection as open while it lives.
+#[derive(Debug)]
+pub struct ConnectionGuard(std::sync::Arc<Metrics>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Writes a family's `# HELP` and `# TYPE` lines.
+pub fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Escapes a label value: backslash, double quote and line feed, as the format requires.
+pub fn label(value: &str) -> String {
+    let mut s = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => s.push_str("\\\\"),
+            '"' => s.push_str("\\\""),
+            '\n' => s.push_str("\\n"),
+            c => s.push(c),
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_agree_with_the_count() {
+        let h = Histogram::new(&[1.0, 2.0], 1.0);
+        for v in [0.5, 1.0, 1.5, 3.0] {
+            h.observe(v);
+        }
+        let mut out = String::new();
+        h.render(&mut out, "x", "k=\"a\"");
+        assert!(out.contains("x_bucket{k=\"a\",le=\"1\"} 2\n"), "{out}");
+        assert!(out.contains("x_bucket{k=\"a\",le=\"2\"} 3\n"), "{out}");
+        assert!(out.contains("x_bucket{k=\"a\",le=\"+Inf\"} 4\n"), "{out}");
+        assert!(out.contains("x_count{k=\"a\"} 4\n"), "{out}");
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

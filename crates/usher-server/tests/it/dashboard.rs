@@ -1,0 +1,263 @@
+//! The dashboard in a real headless Chromium, driven through chromedriver (WebDriver):
+//! a real `usherd` process, the page opened with the token in its fragment, a seat checked
+//! out by a separate client, and the in-use count changing on the page without a reload.
+//!
+//! Chromium is required, not optional: CI installs it (`.ci/run`), so a missing browser is
+//! a failure with instructions, never a skip.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{ClientBuilder, Locator};
+use usher_client::{Client, ClientConfig, Identity, ServerAddr};
+
+use crate::util::{Licensed, eventually};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// Kills and reaps a child process when dropped, so a failing test leaves nothing behind.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn require(path: &str) {
+    assert!(
+        Path::new(path).exists(),
+        "{path} is missing: the dashboard test drives a real headless Chromium. Install it \
+         with `apt-get install -y chromium chromium-driver` (.ci/run does this)."
+    );
+}
+
+async fn wait_listening(addr: SocketAddr, what: &str, child: &mut Child, log: &Path) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            panic!("{what}: the process exited with {status}:\n{log}");
+        }
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what} to listen on {addr}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn client_as(port: u16, user: &str, host: &str) -> Client {
+    let mut config = ClientConfig::new(vec![ServerAddr {
+        host: "127.0.0.1".into(),
+        port,
+    }]);
+    config.identity = Identity {
+        user: user.into(),
+        host: host.into(),
+        display: ":0".into(),
+        ..Identity::current()
+    };
+    config.request_timeout = Duration::from_secs(20);
+    Client::connect(config).await.expect("client connects")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_shows_a_checkout_live_in_chromium() {
+    require(CHROMIUM);
+    require(CHROMEDRIVER);
+    let lic = Licensed::new(
+        "FEATURE cad acme 2025 permanent 3 HOSTID=ANY\nFEATURE sim acme 1.0 permanent 2 HOSTID=ANY\n",
+    );
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
+    std::fs::create_dir_all(&out).unwrap();
+
+    // A real usherd.
+    let (port, admin_port) = (free_port(), free_port());
+    let usherd_log = out.join("usherd.log");
+    let mut usherd = Reaped(
+        Command::new(env!("CARGO_BIN_EXE_usherd"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
+            .arg("--data-dir")
+            .arg(lic.data_dir())
+            .arg("--license")
+            .arg(&lic.license)
+            .arg("--vendor-key")
+            .arg(&lic.public)
+            .args(["--min-remove", "0s", "--log", "info"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&usherd_log).unwrap())
+            .spawn()
+            .expect("usherd starts"),
+    );
+    let admin = SocketAddr::from((Ipv4Addr::LOCALHOST, admin_port));
+    wait_listening(admin, "usherd's admin listener", &mut usherd.0, &usherd_log).await;
+    let token = std::fs::read_to_string(lic.data_dir().join("admin/token")).unwrap();
+    let token = token.trim();
+    let logged = std::fs::read_to_string(&usherd_log).unwrap();
+    assert!(
+        logged.contains(&format!("http://{admin}/#token={token}")),
+        "the dashboard URL is logged at start:\n{logged}"
+    );
+
+    // Someone already holds a seat, and someone was turned away, so the page has history.
+    let ana = client_as(port, "ana", "ws7").await;
+    let _held = ana.checkout("cad", "", 1).await.unwrap();
+    let _sim = ana.checkout("sim", "", 2).await.unwrap();
+    let _ = ana.checkout("sim", "", 1).await.unwrap_err();
+
+    // chromedriver, then Chromium through it.
+    let driver_port = free_port();
+    let driver_log = out.join("chromedriver.log");
+    let mut driver = Reaped(
+        Command::new(CHROMEDRIVER)
+            .arg(format!("--port={driver_port}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&driver_log).unwrap())
+            .spawn()
+            .expect("chromedriver starts"),
+    );
+    let driver_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, driver_port));
+    wait_listening(driver_addr, "chromedriver", &mut driver.0, &driver_log).await;
+    let profile = tempfile::tempdir().unwrap();
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": CHROMIUM,
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1280,900", "--force-prefers-reduced-motion",
+                format!("--user-data-dir={}", profile.path().display()),
+            ],
+        }),
+    );
+    let browser = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&format!("http://{driver_addr}"))
+        .await
+        .unwrap_or_else(|e| {
+            let log = std::fs::read_to_string(&driver_log).unwrap_or_default();
+            panic!("chromedriver could not start Chromium: {e}\n{log}")
+        });
+
+    let result = async {
+        browser
+            .goto(&format!("http://{admin}/#token={token}"))
+            .await
+            .unwrap();
+        let count = "article[data-feature=\"cad\"] .inuse";
+        let shown = |want: &'static str| {
+            let browser = browser.clone();
+            async move {
+                let el = browser.find(Locator::Css(count)).await.ok()?;
+                let text = el.text().await.ok()?;
+                (text == want).then_some(())
+            }
+        };
+        eventually(
+            Duration::from_secs(30),
+            "the page shows 1 cad seat in use",
+            || shown("1"),
+        )
+        .await;
+        let url = browser.current_url().await.unwrap();
+        assert!(
+            !url.as_str().contains("token="),
+            "the token is taken out of the address bar: {url}"
+        );
+        // A mark that a reload would erase.
+        browser
+            .execute("window.__sameDocument = 42; return null;", vec![])
+            .await
+            .unwrap();
+
+        // A separate client checks out a seat; the page follows without being reloaded.
+        let bob = client_as(port, "bob", "ws9").await;
+        let _seat = bob.checkout("cad", "", 1).await.unwrap();
+        eventually(
+            Duration::from_secs(30),
+            "the page shows 2 cad seats in use",
+            || shown("2"),
+        )
+        .await;
+        let mark = browser
+            .execute("return window.__sameDocument;", vec![])
+            .await
+            .unwrap();
+        assert_eq!(mark, serde_json::json!(42), "the page was reloaded");
+        let rows = browser
+            .find_all(Locator::Css("article[data-feature=\"cad\"] tr[data-lease]"))
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 2, "one holder row per lease");
+        let text = browser
+            .find(Locator::Css("article[data-feature=\"cad\"]"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(text.contains("bob") && text.contains("ws9"), "{text}");
+        // The chart has been drawn, with the peak marked, and sim's denial.
+        eventually(
+            Duration::from_secs(30),
+            "the usage charts are drawn",
+            || async {
+                let peaks = browser
+                    .find_all(Locator::Css("svg.chart circle.peak"))
+                    .await
+                    .ok()?;
+                let denials = browser
+                    .find_all(Locator::Css("svg.chart path.denial"))
+                    .await
+                    .ok()?;
+                let cad = browser
+                    .find(Locator::Css("article[data-feature=\"cad\"]"))
+                    .await
+                    .ok()?
+                    .text()
+                    .await
+                    .ok()?;
+                // The checkout redraws the chart at once: its peak is the new level.
+                (peaks.len() == 2 && !denials.is_empty() && cad.contains("peak 2 of 3"))
+                    .then_some(())
+            },
+        )
+        .await;
+        let health = browser
+            .find(Locator::Id("health"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(health.contains("healthy"), "{health}");
+
+        let png = browser.screenshot().await.unwrap();
+        assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
+        let shot = out.join("dashboard.png");
+        std::fs::write(&shot, &png).unwrap();
+        eprintln!("screenshot: {}", shot.display());
+    }
+    .await;
+    browser.close().await.unwrap();
+    drop((driver, usherd));
+    result
+}

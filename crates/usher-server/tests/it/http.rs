@@ -1,0 +1,802 @@
+//! The admin HTTP listener, over real loopback sockets: every endpoint, authentication,
+//! error bodies, the OpenAPI document against the router, and `/metrics` parsed after real
+//! checkouts.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use usher_client::ClientError;
+use usher_server::http::{OPENAPI, ROUTES};
+
+use crate::util::{Licensed, TestServer, eventually};
+
+/// A response: status, headers (lower-case names) and body.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: BTreeMap<String, String>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.status, self.body))
+    }
+
+    /// Asserts the status and the `{"error": {"code", "message"}}` body.
+    #[track_caller]
+    fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status, status, "{self:?}");
+        let v = self.json();
+        assert_eq!(v["error"]["code"], code, "{self:?}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{self:?}"
+        );
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection (`Connection: close`), read to the end.
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> HttpResponse {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    if !body.is_empty() || method == "POST" {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut raw))
+        .await
+        .expect("an answer within 30 s")
+        .unwrap();
+    let text = String::from_utf8(raw).expect("UTF-8 response");
+    let (head, rest) = text.split_once("\r\n\r\n").expect("a header block");
+    let mut lines = head.lines();
+    let status: u16 = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: BTreeMap<String, String> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let body = if headers
+        .get("transfer-encoding")
+        .is_some_and(|t| t == "chunked")
+    {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
+    HttpResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = s.split_once("\r\n").expect("chunk size line");
+        let n = usize::from_str_radix(size.trim(), 16).expect("hex chunk size");
+        if n == 0 {
+            return out;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+}
+
+async fn start() -> (Licensed, TestServer) {
+    let lic = Licensed::new(crate::util::LICENSE);
+    let server = TestServer::start(lic.config()).await;
+    (lic, server)
+}
+
+impl TestServer {
+    async fn get(&self, path: &str) -> HttpResponse {
+        http(self.admin.unwrap(), "GET", path, Some(&self.token), None).await
+    }
+
+    async fn post(&self, path: &str, body: &str) -> HttpResponse {
+        http(
+            self.admin.unwrap(),
+            "POST",
+            path,
+            Some(&self.token),
+            Some(body),
+        )
+        .await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_token_file_is_private_and_survives_a_restart() {
+    use std::os::unix::fs::PermissionsExt;
+    let (lic, server) = start().await;
+    let path = lic.data_dir().join("admin").join("token");
+    let meta = std::fs::metadata(&path).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text.trim(), server.token);
+    assert_eq!(server.token.len(), 64, "32 bytes in hex: {}", server.token);
+    assert!(server.token.bytes().all(|b| b.is_ascii_hexdigit()));
+    let mut config = server.config.clone();
+    config.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+    server.shutdown().await.unwrap();
+    let again = TestServer::start(config).await;
+    assert_eq!(again.token, text.trim(), "the token is kept, not redrawn");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_api_route_refuses_a_missing_or_wrong_token() {
+    let (_lic, server) = start().await;
+    let admin = server.admin.unwrap();
+    for (method, path) in ROUTES.iter().filter(|(_, p)| p.starts_with("/api/")) {
+        let method = method.to_ascii_uppercase();
+        let body = (method == "POST").then_some("{}");
+        let none = http(admin, &method, path, None, body).await;
+        none.assert_error(401, "unauthorized");
+        assert!(none.headers.contains_key("www-authenticate"), "{none:?}");
+        let wrong = http(admin, &method, path, Some("0123"), body).await;
+        wrong.assert_error(401, "unauthorized");
+        let almost = format!("{}0", &server.token[..63]);
+        http(admin, &method, path, Some(&almost), body)
+            .await
+            .assert_error(401, "unauthorized");
+    }
+    assert!(
+        !server.is_finished(),
+        "an unauthenticated down must not stop the server"
+    );
+    // The open endpoints need no token.
+    for path in [
+        "/healthz",
+        "/metrics",
+        "/openapi.json",
+        "/",
+        "/dashboard.js",
+    ] {
+        let r = http(admin, "GET", path, None, None).await;
+        assert_eq!(r.status, 200, "{path}: {r:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn read_endpoints_show_seats_holders_sessions_and_events() {
+    let (_lic, server) = start().await;
+    let ana = server.client().await;
+    let _a = ana.checkout("cad", "", 1).await.unwrap();
+    let _b = ana.checkout("cad", "", 1).await.unwrap();
+
+    let features = server.get("/api/v1/features").await;
+    assert_eq!(features.status, 200, "{features:?}");
+    let features = features.json();
+    let cad = features
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["feature"] == "cad")
+        .unwrap_or_else(|| panic!("{features}"));
+    assert_eq!(
+        (cad["total"].as_u64(), cad["in_use"].as_u64()),
+        (Some(3), Some(2)),
+        "{cad}"
+    );
+    assert_eq!(cad["vendor"], "acme");
+    assert_eq!(cad["holders"], 2);
+    assert!(cad["expires_at"].is_null(), "permanent: {cad}");
+
+    let holders = server.get("/api/v1/holders?feature=cad").await.json();
+    let holders = holders.as_array().unwrap();
+    assert_eq!(holders.len(), 2, "{holders:?}");
+    for h in holders {
+        assert_eq!(h["feature"], "cad");
+        assert_eq!(h["count"], 1);
+        assert_eq!(h["overdraft"], false);
+        assert!(
+            h["id"].as_u64().unwrap() > 0 && h["since"].as_u64().unwrap() > 0,
+            "{h}"
+        );
+        assert!(h["user"].as_str().is_some() && h["host"].as_str().is_some());
+    }
+    let none = server.get("/api/v1/holders?feature=sim").await.json();
+    assert_eq!(none, serde_json::json!([]));
+
+    let sessions = server.get("/api/v1/sessions").await.json();
+    let sessions = sessions.as_array().unwrap();
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert_eq!(sessions[0]["leases"], 2);
+    assert_eq!(sessions[0]["connected"], true);
+
+    assert_eq!(
+        server.get("/api/v1/queue").await.json(),
+        serde_json::json!([])
+    );
+
+    let events = server.get("/api/v1/events").await.json();
+    let list = events["events"].as_array().unwrap();
+    let kinds: Vec<&str> = list.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "checkout").count(),
+        2,
+        "{kinds:?}"
+    );
+    assert_eq!(kinds.first(), Some(&"server_start"), "{kinds:?}");
+    let last = list.last().unwrap()["seq"].as_i64().unwrap();
+    assert_eq!(events["next_since_seq"], last);
+    // Paging: after the last record there is nothing; a limit cuts from the oldest.
+    let after = server
+        .get(&format!("/api/v1/events?since_seq={last}"))
+        .await
+        .json();
+    assert_eq!(after["events"], serde_json::json!([]));
+    assert_eq!(after["next_since_seq"], last);
+    let first_two = server
+        .get("/api/v1/events?since_seq=0&limit=2")
+        .await
+        .json();
+    assert_eq!(first_two["events"].as_array().unwrap().len(), 2);
+    assert_eq!(first_two["events"][0]["seq"], 1);
+    let newest = server.get("/api/v1/events?limit=1").await.json();
+    assert_eq!(newest["events"][0]["seq"], last);
+
+    let usage = server.get("/api/v1/usage?feature=cad&window_s=600").await;
+    assert_eq!(usage.status, 200, "{usage:?}");
+    let usage = usage.json();
+    assert_eq!(usage["total"], 3);
+    let points = usage["points"].as_array().unwrap();
+    assert_eq!(points.first().unwrap()[1], 0, "{usage}");
+    assert_eq!(points.last().unwrap()[1], 2, "{usage}");
+    assert_eq!(usage["peak"][1], 2, "{usage}");
+    assert_eq!(usage["complete"], true);
+    server
+        .get("/api/v1/usage?feature=nope")
+        .await
+        .assert_error(404, "unknown_feature");
+    server
+        .get("/api/v1/usage")
+        .await
+        .assert_error(400, "bad_query");
+
+    let health = server.get("/api/v1/health").await.json();
+    assert_eq!(health["status"], "ok", "{health}");
+    assert_eq!(health["store_ok"], true);
+    assert_eq!(health["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(health["sessions"], 1);
+    assert_eq!(health["leases"], 2);
+    assert!(health["connections"].as_i64().unwrap() >= 1, "{health}");
+    assert_eq!(health["usage_log_seq"], last);
+    let healthz = http(server.admin.unwrap(), "GET", "/healthz", None, None).await;
+    assert_eq!(healthz.json()["status"], "ok");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn errors_are_json_with_proper_status_codes() {
+    let (_lic, server) = start().await;
+    server
+        .get("/api/v1/nope")
+        .await
+        .assert_error(404, "not_found");
+    server.get("/nope").await.assert_error(404, "not_found");
+    server
+        .post("/api/v1/features", "{}")
+        .await
+        .assert_error(405, "method_not_allowed");
+    server
+        .get("/api/v1/remove")
+        .await
+        .assert_error(405, "method_not_allowed");
+    server
+        .get("/api/v1/events?limit=abc")
+        .await
+        .assert_error(400, "bad_query");
+    server
+        .get("/api/v1/events?limit=0")
+        .await
+        .assert_error(400, "bad_query");
+    server
+        .get("/api/v1/events?since_seq=-1")
+        .await
+        .assert_error(400, "bad_query");
+    server
+        .get("/api/v1/sessions?limit=-5")
+        .await
+        .assert_error(400, "bad_query");
+    server
+        .post("/api/v1/remove", "{not json")
+        .await
+        .assert_error(400, "bad_json");
+    server
+        .post("/api/v1/remove", "")
+        .await
+        .assert_error(400, "bad_json");
+    server
+        .post("/api/v1/remove", "[1,2]")
+        .await
+        .assert_error(400, "bad_json");
+    server
+        .post("/api/v1/remove", r#"{"lease_id": "seven"}"#)
+        .await
+        .assert_error(400, "bad_json");
+    server
+        .post("/api/v1/remove", r#"{"lease": 7}"#)
+        .await
+        .assert_error(400, "bad_json");
+    server
+        .post("/api/v1/remove", "{}")
+        .await
+        .assert_error(400, "bad_request");
+    server
+        .post(
+            "/api/v1/remove",
+            r#"{"lease_id": 7, "user": "ana", "host": "h"}"#,
+        )
+        .await
+        .assert_error(400, "bad_request");
+    server
+        .post("/api/v1/remove", r#"{"lease_id": 123456}"#)
+        .await
+        .assert_error(404, "not_held");
+    // Still serving after all that.
+    assert_eq!(server.get("/api/v1/health").await.status, 200);
+    assert!(!server.is_finished());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn remove_by_id_or_holder_frees_seats_and_is_audited() {
+    let (_lic, server) = start().await;
+    let ana = server.client().await;
+    let by_id = ana.checkout("cad", "", 1).await.unwrap();
+    let by_holder = ana.checkout("sim", "", 2).await.unwrap();
+
+    let r = server
+        .post(
+            "/api/v1/remove",
+            &format!(r#"{{"lease_id": {}}}"#, by_id.lease_id()),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let removed = &r.json()["removed"];
+    assert_eq!(removed[0]["id"], by_id.lease_id());
+    assert_eq!(removed[0]["feature"], "cad");
+    let reason = tokio::time::timeout(Duration::from_secs(20), by_id.lost())
+        .await
+        .expect("the holder is told");
+    assert!(reason.contains("administrator"), "{reason}");
+
+    let holder = server.get("/api/v1/holders?feature=sim").await.json();
+    let (user, host) = (holder[0]["user"].clone(), holder[0]["host"].clone());
+    let body = serde_json::json!({ "feature": "sim", "user": user, "host": host });
+    let r = server.post("/api/v1/remove", &body.to_string()).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["removed"][0]["count"], 2);
+    tokio::time::timeout(Duration::from_secs(20), by_holder.lost())
+        .await
+        .expect("the holder is told");
+    let status = server.status().await;
+    assert_eq!(crate::util::holders(&status).len(), 0, "{status:?}");
+    // Removing again: nothing is held.
+    server
+        .post("/api/v1/remove", &body.to_string())
+        .await
+        .assert_error(404, "not_held");
+
+    let events = server.get("/api/v1/events?limit=100").await.json();
+    let audits: Vec<&Value> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "admin")
+        .collect();
+    assert_eq!(audits.len(), 2, "{events}");
+    for a in audits {
+        let detail = a["detail"].as_str().unwrap();
+        assert!(
+            detail.starts_with("remove lease ")
+                && detail.contains("by http 127.0.0.1:")
+                && detail.ends_with("(token)"),
+            "{detail}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn remove_too_soon_is_a_conflict_with_the_wait() {
+    let lic = Licensed::new(crate::util::LICENSE);
+    let mut config = lic.config();
+    config.min_remove = Duration::from_secs(3600);
+    let server = TestServer::start(config).await;
+    let ana = server.client().await;
+    let lease = ana.checkout("cad", "", 1).await.unwrap();
+    let r = server
+        .post(
+            "/api/v1/remove",
+            &format!(r#"{{"lease_id": {}}}"#, lease.lease_id()),
+        )
+        .await;
+    r.assert_error(409, "too_soon");
+    let wait = r.json()["error"]["wait_ms"].as_u64().unwrap();
+    assert!(wait > 3_500_000 && wait <= 3_600_000, "{r:?}");
+    assert!(lease.lost_reason().is_none());
+    assert_eq!(crate::util::in_use(&server.status().await, "cad"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reload_applies_new_licenses_and_refuses_broken_ones() {
+    let (lic, server) = start().await;
+    lic.write("FEATURE cad acme 2025 permanent 7 HOSTID=ANY\n");
+    let r = server.post("/api/v1/reload", "").await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["entitlements"], 1);
+    let features = server.get("/api/v1/features").await.json();
+    assert_eq!(features[0]["total"], 7, "{features}");
+
+    std::fs::write(&lic.license, "FEATURE cad acme\n").unwrap();
+    let r = server.post("/api/v1/reload", "").await;
+    r.assert_error(400, "reload_refused");
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("acme.lic:1:"),
+        "{r:?}"
+    );
+    let features = server.get("/api/v1/features").await.json();
+    assert_eq!(features[0]["total"], 7, "unchanged: {features}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn down_stops_the_server_gracefully() {
+    let (_lic, server) = start().await;
+    let r = server.post("/api/v1/down", "").await;
+    assert_eq!(r.status, 202, "{r:?}");
+    assert_eq!(r.json()["status"], "stopping");
+    server.stopped().await.expect("run returns Ok after down");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_listener_can_be_turned_off() {
+    let lic = Licensed::new(crate::util::LICENSE);
+    let mut config = lic.config();
+    config.admin_listen = None;
+    let server = TestServer::start(config).await;
+    assert_eq!(server.admin, None);
+    server.client().await.checkout("cad", "", 1).await.unwrap();
+}
+
+/// The OpenAPI document: valid 3.1 (parsed by `oas3`), every `$ref` resolves, and its
+/// paths are exactly the router's routes, each answering with a status it documents.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_openapi_document_describes_every_route() {
+    let spec = oas3::from_json(OPENAPI).expect("oas3 parses the document");
+    assert!(spec.openapi.starts_with("3.1"), "{}", spec.openapi);
+    let doc: Value = serde_json::from_str(OPENAPI).unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    for (method, path) in ROUTES {
+        let op = &paths
+            .get(*path)
+            .unwrap_or_else(|| panic!("{path} is not in the document"))[*method];
+        assert!(op.is_object(), "{method} {path} is not in the document");
+        assert!(
+            op["responses"].is_object(),
+            "{method} {path} has no responses"
+        );
+        assert!(op["summary"].is_string(), "{method} {path} has no summary");
+        // Authenticated exactly when it is an /api/ route.
+        assert_eq!(
+            op.get("security").is_some(),
+            path.starts_with("/api/"),
+            "{method} {path}"
+        );
+    }
+    for (path, item) in paths {
+        for method in item.as_object().unwrap().keys() {
+            assert!(
+                ROUTES.contains(&(method.as_str(), path.as_str())),
+                "the document describes {method} {path}, which the router does not serve"
+            );
+        }
+    }
+    // Every $ref points at a schema that exists.
+    fn refs(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(r)) = m.get("$ref") {
+                    out.push(r.clone());
+                }
+                m.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    refs(&doc, &mut all);
+    assert!(!all.is_empty());
+    for r in all {
+        let name = r.strip_prefix("#/components/schemas/").expect(&r);
+        assert!(
+            doc["components"]["schemas"][name].is_object(),
+            "dangling {r}"
+        );
+    }
+
+    // The router serves each documented route (the read-only ones, with the token), with a
+    // status the document lists, and the open document itself is this one.
+    let (_lic, server) = start().await;
+    let served = http(server.admin.unwrap(), "GET", "/openapi.json", None, None).await;
+    assert_eq!(served.json(), doc);
+    for (method, path) in ROUTES.iter().filter(|(m, _)| *m == "get") {
+        let path_q = if *path == "/api/v1/usage" {
+            "/api/v1/usage?feature=cad"
+        } else {
+            path
+        };
+        let r = server.get(path_q).await;
+        let documented = doc["paths"][*path][*method]["responses"]
+            .as_object()
+            .unwrap();
+        assert!(
+            documented.contains_key(&r.status.to_string()),
+            "{method} {path} answered {} which is not documented: {}",
+            r.status,
+            r.body
+        );
+        let _ = method;
+    }
+}
+
+/// A sample: metric name, labels, value.
+type Sample = (String, BTreeMap<String, String>, f64);
+
+/// Parses the Prometheus text format strictly enough to catch what a scraper would reject:
+/// every sample belongs to a family declared (`# TYPE`) just before it, families are not
+/// interleaved or repeated, and label values are properly quoted and escaped.
+fn parse_exposition(text: &str) -> (BTreeMap<String, String>, Vec<Sample>) {
+    let mut types = BTreeMap::new();
+    let mut samples = Vec::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
+            assert!(
+                types.insert(name.to_string(), kind.to_string()).is_none(),
+                "family {name} declared twice"
+            );
+            current = Some(name.to_string());
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        let (name_labels, value) = line.rsplit_once(' ').expect("sample value");
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        let (name, labels) = match name_labels.split_once('{') {
+            Some((n, rest)) => (n, parse_labels(rest.strip_suffix('}').expect(line))),
+            None => (name_labels, BTreeMap::new()),
+        };
+        let family = current
+            .as_deref()
+            .unwrap_or_else(|| panic!("{line:?} before any TYPE"));
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s).filter(|b| *b == family))
+            .unwrap_or(name);
+        assert_eq!(base, family, "sample {line:?} outside its family");
+        samples.push((name.to_string(), labels, value));
+    }
+    (types, samples)
+}
+
+fn parse_labels(s: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        let name: String = chars.by_ref().take_while(|&c| c != '=').collect();
+        if name.is_empty() {
+            return out;
+        }
+        assert_eq!(chars.next(), Some('"'), "label {name} not quoted in {s:?}");
+        let mut value = String::new();
+        loop {
+            match chars.next().expect("unterminated label value") {
+                '\\' => match chars.next() {
+                    Some('n') => value.push('\n'),
+                    Some(c @ ('\\' | '"')) => value.push(c),
+                    other => panic!("bad escape {other:?} in {s:?}"),
+                },
+                '"' => break,
+                c => value.push(c),
+            }
+        }
+        out.insert(name, value);
+        match chars.next() {
+            Some(',') | None => {}
+            other => panic!("unexpected {other:?} after a label in {s:?}"),
+        }
+        if chars.peek().is_none() {
+            return out;
+        }
+    }
+}
+
+fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .find(|(n, l, _)| {
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|s| s.2)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_real_checkouts_denials_and_rejections() {
+    let (_lic, server) = start().await;
+    let ana = server.client().await;
+    let bob = server.client().await;
+    let _a = ana.checkout("cad", "", 1).await.unwrap();
+    let _b = bob.checkout("cad", "", 1).await.unwrap();
+    assert!(matches!(
+        ana.checkout("cad", "", 2).await,
+        Err(ClientError::Denied(_))
+    ));
+    assert!(matches!(
+        ana.checkout("nosuch", "", 1).await,
+        Err(ClientError::Denied(_))
+    ));
+    // A frame far over the limit: refused from its prefix, and the connection closed.
+    let mut raw = crate::util::RawConn::connect(server.addr).await;
+    raw.hello("mallory").await;
+    raw.send_bytes(&u32::MAX.to_be_bytes()).await.unwrap();
+    while raw.recv().await.is_some() {}
+
+    let scrape = http(server.admin.unwrap(), "GET", "/metrics", None, None).await;
+    assert_eq!(scrape.status, 200);
+    assert!(
+        scrape.headers["content-type"].starts_with("text/plain; version=0.0.4"),
+        "{:?}",
+        scrape.headers
+    );
+    let (types, samples) = parse_exposition(&scrape.body);
+    let pool = [("feature", "cad"), ("vendor", "acme")];
+    assert_eq!(
+        value(&samples, "usher_seats_in_use", &pool),
+        Some(2.0),
+        "{}",
+        scrape.body
+    );
+    assert_eq!(value(&samples, "usher_seats_total", &pool), Some(3.0));
+    assert_eq!(
+        value(&samples, "usher_seats_queued", &[("feature", "cad")]),
+        Some(0.0)
+    );
+    assert_eq!(value(&samples, "usher_seats_borrowed", &pool), Some(0.0));
+    assert_eq!(
+        value(
+            &samples,
+            "usher_denials_total",
+            &[("feature", "cad"), ("reason", "all_in_use")]
+        ),
+        Some(1.0),
+        "{}",
+        scrape.body
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "usher_denials_total",
+            &[("feature", "?"), ("reason", "unknown_feature")]
+        ),
+        Some(1.0),
+        "unknown names share one label value: {}",
+        scrape.body
+    );
+    assert_eq!(
+        value(&samples, "usher_sessions", &[]),
+        Some(3.0),
+        "ana, bob, mallory"
+    );
+    assert!(value(&samples, "usher_frames_rejected_total", &[]).unwrap() >= 1.0);
+    let checkouts = value(
+        &samples,
+        "usher_request_duration_seconds_count",
+        &[("kind", "checkout")],
+    );
+    assert_eq!(checkouts, Some(4.0), "{}", scrape.body);
+    assert!(value(&samples, "usher_store_commit_duration_seconds_count", &[]).unwrap() >= 4.0);
+    assert!(value(&samples, "usher_store_batch_size_count", &[]).unwrap() >= 4.0);
+    assert!(value(&samples, "usher_connections", &[]).unwrap() >= 2.0);
+    for (family, kind) in [
+        ("usher_request_duration_seconds", "histogram"),
+        ("usher_store_commit_duration_seconds", "histogram"),
+        ("usher_store_batch_size", "histogram"),
+        ("usher_connections_rejected_total", "counter"),
+        ("flexlm_feature_issued", "gauge"),
+        ("flexlm_feature_used", "gauge"),
+    ] {
+        assert_eq!(
+            types.get(family).map(String::as_str),
+            Some(kind),
+            "{family}"
+        );
+    }
+    // flexlm_exporter's names and labels, app = vendor, name = feature.
+    let flex = [("app", "acme"), ("name", "cad")];
+    assert_eq!(value(&samples, "flexlm_feature_issued", &flex), Some(3.0));
+    assert_eq!(value(&samples, "flexlm_feature_used", &flex), Some(2.0));
+    for (n, l, _) in samples
+        .iter()
+        .filter(|s| s.0.starts_with("flexlm_feature_"))
+    {
+        assert_eq!(l.keys().collect::<Vec<_>>(), ["app", "name"], "{n}");
+    }
+
+    // Histogram buckets are cumulative and end at the count.
+    let buckets: Vec<f64> = samples
+        .iter()
+        .filter(|(n, l, _)| n == "usher_request_duration_seconds_bucket" && l["kind"] == "checkout")
+        .map(|s| s.2)
+        .collect();
+    assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{buckets:?}");
+    assert_eq!(buckets.last(), Some(&4.0));
+
+    // A refused address is counted by reason.
+    let lic = Licensed::new(crate::util::LICENSE);
+    let mut config = lic.config();
+    config.allow = vec!["10.0.0.0/8".parse().unwrap()];
+    let walled = TestServer::start(config).await;
+    let mut s = tokio::net::TcpStream::connect(walled.addr).await.unwrap();
+    let mut buf = [0u8; 1];
+    let _ = s.read(&mut buf).await;
+    let rejected = eventually(
+        Duration::from_secs(20),
+        "the refusal is counted",
+        || async {
+            let r = http(walled.admin.unwrap(), "GET", "/metrics", None, None).await;
+            let (_, samples) = parse_exposition(&r.body);
+            value(
+                &samples,
+                "usher_connections_rejected_total",
+                &[("reason", "not_allowed")],
+            )
+            .filter(|v| *v >= 1.0)
+        },
+    )
+    .await;
+    assert_eq!(rejected, 1.0);
+}
