@@ -117,6 +117,9 @@ struct Driver {
     /// Leases held, with the channel that reports their loss.
     leases: HashMap<u64, watch::Sender<Option<String>>>,
     last_heard: Instant,
+    /// What the application last said about its user's idleness; said again after every
+    /// reconnect, since a restarted server has forgotten it.
+    idle: bool,
 }
 
 /// Connects, opens a session and starts the driver.
@@ -134,6 +137,7 @@ pub async fn start(
         in_flight: BTreeMap::new(),
         leases: HashMap::new(),
         last_heard: Instant::now(),
+        idle: false,
     };
     let (reader, info) = driver.connect().await?;
     let (tx, rx) = mpsc::unbounded_channel();
@@ -171,6 +175,16 @@ impl Driver {
                     Ok((r, _)) => {
                         reader = Some(r);
                         disconnected_since = None;
+                        let repeats_idle = self
+                            .in_flight
+                            .values()
+                            .any(|f| matches!(f.kind, request::Kind::Activity(_)));
+                        if self.idle && !repeats_idle {
+                            let id = self.take_id();
+                            let kind =
+                                request::Kind::Activity(usher_proto::Activity { idle: true });
+                            self.in_flight.insert(id, InFlight::unowned(kind));
+                        }
                         backoff = Duration::from_millis(100);
                         heartbeat.reset();
                         if self.flush().await.is_err() {
@@ -286,6 +300,9 @@ impl Driver {
                 position,
             } => {
                 let mut kind = *kind;
+                if let request::Kind::Activity(a) = &kind {
+                    self.idle = a.idle;
+                }
                 let mut wait_until = None;
                 if let request::Kind::Checkout(c) = &mut kind {
                     c.client_ref = self.next_ref;

@@ -158,6 +158,18 @@ impl Client {
         }
     }
 
+    /// Tells the server whether the application's user is idle (`true`) or active again
+    /// (`false`). While idle, seats of features for which the server's policy sets a
+    /// `TIMEOUT` are reclaimed once it passes, and the [`License`] reports them lost. The
+    /// client repeats the last state after a reconnect.
+    pub async fn set_idle(&self, idle: bool) -> Result<(), ClientError> {
+        let kind = request::Kind::Activity(usher_proto::Activity { idle });
+        match self.call(kind, None).await? {
+            response::Kind::HeartbeatAck(_) => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Usage per feature (all features when `feature` is empty).
     pub async fn status(&self, feature: &str) -> Result<StatusReport, ClientError> {
         let kind = request::Kind::Status(StatusRequest {

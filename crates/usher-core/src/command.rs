@@ -38,6 +38,14 @@ pub enum Command {
         /// Session.
         id: SessionId,
     },
+    /// The application reports whether its user is idle. While a session is idle, its
+    /// seats of features with a policy `TIMEOUT` are reclaimed once the timeout passes.
+    Activity {
+        /// Session.
+        id: SessionId,
+        /// Idle (`true`) or active again (`false`).
+        idle: bool,
+    },
     /// The client said goodbye: release every seat and forget the session.
     CloseSession {
         /// Session.
@@ -203,6 +211,8 @@ pub enum ReleaseReason {
     Expired,
     /// An administrator removed the lease.
     Removed,
+    /// The client was idle for longer than the policy's `TIMEOUT` for the feature.
+    IdleTimeout,
 }
 
 /// A durable effect of a command. The store persists changes (not commands): after a

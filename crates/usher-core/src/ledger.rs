@@ -52,6 +52,12 @@ pub struct Ledger {
     queue: Queue,
     /// The administrator's rules.
     policy: Policy,
+    /// Sessions whose application reported its user idle, and since when. Soft state.
+    idle_since: HashMap<SessionId, Millis>,
+    /// When each lease of an idle session is reclaimed under the policy's `TIMEOUT`.
+    idle_deadlines: BTreeSet<(Millis, LeaseId)>,
+    /// The same deadlines by lease, to disarm them.
+    idle_deadline_of: HashMap<LeaseId, Millis>,
 }
 
 /// The pool chosen for a checkout.
@@ -90,6 +96,9 @@ impl Ledger {
             in_use: HashMap::new(),
             queue: Queue::default(),
             policy: Policy::default(),
+            idle_since: HashMap::new(),
+            idle_deadlines: BTreeSet::new(),
+            idle_deadline_of: HashMap::new(),
         }
     }
 
@@ -156,6 +165,13 @@ impl Ledger {
     /// held. Queued checkouts it newly allows are granted by the next `Expire`.
     pub fn set_policy(&mut self, policy: Policy) {
         self.policy = policy;
+        // Timeouts may have changed: re-arm every idle session's leases.
+        self.idle_deadlines.clear();
+        self.idle_deadline_of.clear();
+        let ids: Vec<LeaseId> = self.leases.keys().copied().collect();
+        for id in ids {
+            self.arm_idle(id);
+        }
     }
 
     /// Seats held from a pool.
@@ -208,11 +224,19 @@ impl Ledger {
 
     /// The earliest moment at which `Expire` would change something, if any.
     pub fn next_deadline(&self) -> Option<Millis> {
-        let session = self.expiries.first().map(|&(at, _)| at);
-        match (session, self.queue.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.expiries.first().map(|&(at, _)| at),
+            self.queue.next_deadline(),
+            self.idle_deadlines.first().map(|&(at, _)| at),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Whether a session's application has reported its user idle, and since when.
+    pub fn idle_since(&self, id: SessionId) -> Option<Millis> {
+        self.idle_since.get(&id).copied()
     }
 
     /// Applies one command at time `now`, appending its durable effects to `changes`.
@@ -280,6 +304,24 @@ impl Ledger {
                 let deadline = now.saturating_add(self.config.reconnect_grace);
                 if deadline < session.expires_at {
                     self.set_expiry(id, deadline);
+                }
+                Ok(Outcome::Done)
+            }
+            Command::Activity { id, idle } => {
+                self.require_session(id)?;
+                self.touch(id, now);
+                let was_idle = self.idle_since.contains_key(&id);
+                if idle && !was_idle {
+                    self.idle_since.insert(id, now);
+                } else if !idle && was_idle {
+                    self.idle_since.remove(&id);
+                }
+                if idle != was_idle {
+                    let leases: Vec<LeaseId> = self.session_leases(id).map(|l| l.id).collect();
+                    for lease in leases {
+                        self.disarm_idle(lease);
+                        self.arm_idle(lease);
+                    }
                 }
                 Ok(Outcome::Done)
             }
@@ -442,6 +484,16 @@ impl Ledger {
             Command::Expire => {
                 for id in self.queue.lapsed(now) {
                     self.dequeue(id, DequeueReason::TimedOut, changes);
+                }
+                while let Some(&(at, id)) = self.idle_deadlines.first() {
+                    if at > now {
+                        break;
+                    }
+                    let lease = self.remove_lease(id);
+                    changes.push(Change::LeaseReleased {
+                        lease,
+                        reason: ReleaseReason::IdleTimeout,
+                    });
                 }
                 let mut lapsed = Vec::new();
                 while let Some(&(at, id)) = self.expiries.first() {
@@ -732,6 +784,26 @@ impl Ledger {
         self.sessions.insert(session.id, session);
     }
 
+    /// Sets the idle deadline of a lease known to exist, if its session is idle and the
+    /// policy has a `TIMEOUT` for its feature.
+    fn arm_idle(&mut self, id: LeaseId) {
+        let lease = &self.leases[&id];
+        let Some(&since) = self.idle_since.get(&lease.session) else {
+            return;
+        };
+        if let Some(timeout) = self.policy.timeout(&lease.feature) {
+            let at = since.saturating_add(timeout);
+            self.idle_deadlines.insert((at, id));
+            self.idle_deadline_of.insert(id, at);
+        }
+    }
+
+    fn disarm_idle(&mut self, id: LeaseId) {
+        if let Some(at) = self.idle_deadline_of.remove(&id) {
+            self.idle_deadlines.remove(&(at, id));
+        }
+    }
+
     fn insert_lease(&mut self, lease: Lease) {
         let key = PoolKey {
             feature: lease.feature.clone(),
@@ -743,7 +815,9 @@ impl Ledger {
             .entry(lease.session)
             .or_default()
             .insert(lease.id);
-        self.leases.insert(lease.id, lease);
+        let id = lease.id;
+        self.leases.insert(id, lease);
+        self.arm_idle(id);
     }
 
     /// Removes a lease known to exist.
@@ -752,6 +826,7 @@ impl Ledger {
             .leases
             .remove(&id)
             .expect("caller checked the lease exists");
+        self.disarm_idle(id);
         let key = PoolKey {
             feature: lease.feature.clone(),
             vendor: lease.vendor.clone(),
@@ -787,6 +862,7 @@ impl Ledger {
             let lease = self.remove_lease(lease_id);
             changes.push(Change::LeaseReleased { lease, reason });
         }
+        self.idle_since.remove(&id);
         if let Some(s) = self.sessions.remove(&id) {
             self.expiries.remove(&(s.expires_at, id));
         }

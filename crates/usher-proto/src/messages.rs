@@ -14,7 +14,7 @@ pub struct Request {
     /// What is asked. `None` when the client sent a kind this server does not know.
     #[prost(
         oneof = "request::Kind",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20"
     )]
     pub kind: Option<request::Kind>,
 }
@@ -54,6 +54,9 @@ pub mod request {
         /// Withdraw a queued checkout.
         #[prost(message, tag = "19")]
         Dequeue(super::Dequeue),
+        /// Report whether the application's user is idle (for the policy's `TIMEOUT`).
+        #[prost(message, tag = "20")]
+        Activity(super::Activity),
     }
 }
 
@@ -234,6 +237,15 @@ pub struct Queued {
     /// Feature.
     #[prost(string, tag = "4")]
     pub feature: String,
+}
+
+/// Whether the application's user is idle. While idle, seats of features with a policy
+/// `TIMEOUT` are reclaimed once it passes. Answered with `HeartbeatAck`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Activity {
+    /// Idle (`true`) or active again (`false`).
+    #[prost(bool, tag = "1")]
+    pub idle: bool,
 }
 
 /// Withdraw a queued checkout.

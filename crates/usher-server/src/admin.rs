@@ -96,16 +96,16 @@ pub async fn remove(
 /// that fails to parse leaves the licenses and policy in force unchanged and says why.
 pub async fn reload(ctx: &ConnContext, by: &str) -> Result<Reloaded, AdminError> {
     let (files, keys) = (ctx.license_files.clone(), ctx.vendor_keys.clone());
-    let policy_file = ctx.policy_file.clone();
+    let (policy_file, min_timeout) = (ctx.policy_file.clone(), ctx.min_timeout);
     let loaded = tokio::task::spawn_blocking(move || {
         let keys = crate::licenses::load_keys(&keys)?;
         let today = chrono::Utc::now().date_naive();
         let licenses = crate::licenses::load(&files, &keys, &usher_license::host_ids(), today)?;
-        let policy = crate::licenses::load_policy(policy_file.as_deref())?;
+        let policy = crate::licenses::load_policy(policy_file.as_deref(), min_timeout)?;
         Ok::<_, crate::licenses::LoadError>((licenses, policy))
     })
     .await;
-    let (loaded, policy) = match loaded {
+    let (mut loaded, (policy, policy_warnings)) = match loaded {
         Ok(Ok(loaded)) => loaded,
         Ok(Err(e)) => {
             warn!(
@@ -119,6 +119,10 @@ pub async fn reload(ctx: &ConnContext, by: &str) -> Result<Reloaded, AdminError>
     for line in &loaded.refused {
         warn!("entitlement refused: {line}");
     }
+    for line in &policy_warnings {
+        warn!("{line}");
+    }
+    loaded.warnings.extend(policy_warnings);
     let files = loaded
         .files
         .iter()

@@ -52,6 +52,9 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// How old a lease must be before an administrator may remove it.
     pub min_remove: Duration,
+    /// The shortest `TIMEOUT` a policy may set; shorter ones are raised to it, with a
+    /// warning (FlexLM's minimum is 15 minutes too).
+    pub min_timeout: Duration,
     /// Client address ranges allowed to connect; empty allows everyone. Others are
     /// disconnected before a byte is exchanged.
     pub allow: Vec<crate::access::Cidr>,
@@ -81,6 +84,7 @@ impl Config {
             max_connections: 100_000,
             shutdown_timeout: Duration::from_secs(10),
             min_remove: Duration::from_secs(120),
+            min_timeout: Duration::from_secs(900),
             allow: Vec::new(),
             max_connections_per_ip: 1_000,
             admin_listen: Some(DEFAULT_ADMIN_LISTEN),
@@ -189,6 +193,8 @@ pub struct FileConfig {
     pub shutdown_timeout: Option<String>,
     /// See [`Config::min_remove`].
     pub min_remove: Option<String>,
+    /// See [`Config::min_timeout`].
+    pub min_timeout: Option<String>,
     /// See [`Config::allow`], e.g. `["10.0.0.0/8", "192.168.1.7"]`.
     pub allow: Option<Vec<String>>,
     /// See [`Config::max_connections_per_ip`].
@@ -269,6 +275,8 @@ impl FileConfig {
                 self.shutdown_timeout,
                 &mut config.shutdown_timeout,
             ),
+            ("min_remove", self.min_remove, &mut config.min_remove),
+            ("min_timeout", self.min_timeout, &mut config.min_timeout),
         ];
         for (key, value, slot) in durations {
             if let Some(text) = value {

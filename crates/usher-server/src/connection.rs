@@ -56,6 +56,8 @@ pub struct ConnContext {
     pub vendor_keys: Vec<PathBuf>,
     /// See `license_files`.
     pub policy_file: Option<PathBuf>,
+    /// See [`crate::Config::min_timeout`].
+    pub min_timeout: Duration,
     /// Cancelled by an administrator's `down`.
     pub down: CancellationToken,
     /// Hot-path metrics.
@@ -241,6 +243,7 @@ fn request_kind(req: &Request) -> Option<RequestKind> {
         request::Kind::Down(_) => RequestKind::Down,
         request::Kind::Goodbye(_) => RequestKind::Goodbye,
         request::Kind::Dequeue(_) => RequestKind::Dequeue,
+        request::Kind::Activity(_) => RequestKind::Activity,
     })
 }
 
@@ -327,6 +330,17 @@ async fn dispatch(
                 answer(id, rx, move |a| reply::dequeue(client_ref, a)),
                 false,
             ))
+        }
+        request::Kind::Activity(a) => {
+            let Some(session) = session else {
+                return Ok((need_session("activity"), false));
+            };
+            let cmd = Command::Activity {
+                id: session,
+                idle: a.idle,
+            };
+            let rx = ctx.ledger.submit(cmd).await?;
+            Ok((answer(id, rx, reply::heartbeat), false))
         }
         request::Kind::Heartbeat(_) => match session {
             Some(session) => {

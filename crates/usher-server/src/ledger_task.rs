@@ -26,8 +26,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info};
 use usher_core::{
     Change, Command, Denial, DequeueReason, LeaseId, Ledger, LedgerError, Millis, Outcome, PoolKey,
+    ReleaseReason,
 };
-use usher_proto::StatusReport;
+use usher_proto::{StatusReport, response};
 use usher_store::{LogEvent, SqliteStore, UsageEvent};
 
 use crate::metrics::Metrics;
@@ -494,11 +495,27 @@ fn handle_msg(
     }
 }
 
-/// Queued checkouts that left the queue in this batch and whose client waits to hear
-/// (granted, timed out, refused): their notices go out once the batch is durable, like
-/// replies.
+/// Notices for this batch, sent once it is durable, like replies: queued checkouts that
+/// left the queue and whose client waits to hear (granted, timed out, refused), and seats
+/// reclaimed from idle clients under the policy's `TIMEOUT`.
 fn queue_notices(ledger: &Ledger, now: Millis, job: &mut CommitJob, notices: &Arc<Notices>) {
     for change in &job.changes {
+        if let Change::LeaseReleased {
+            lease,
+            reason: ReleaseReason::IdleTimeout,
+        } = change
+        {
+            let notice = response::Kind::LeaseLost(usher_proto::LeaseLost {
+                lease_id: lease.id.0,
+                reason: "reclaimed: the application was idle for longer than the server's \
+                         TIMEOUT for this feature"
+                    .into(),
+            });
+            let (notices, session) = (notices.clone(), lease.session);
+            job.replies
+                .push(Box::new(move || notices.send(session, notice)));
+            continue;
+        }
         let Change::Dequeued { request, reason } = change else {
             continue;
         };

@@ -58,15 +58,33 @@ pub enum LoadError {
 }
 
 /// Reads and parses the policy file (none: the empty policy, which allows everything).
-pub fn load_policy(path: Option<&Path>) -> Result<Policy, LoadError> {
+/// `TIMEOUT`s shorter than `min_timeout` are raised to it; the warnings say so.
+pub fn load_policy(
+    path: Option<&Path>,
+    min_timeout: std::time::Duration,
+) -> Result<(Policy, Vec<String>), LoadError> {
     let Some(path) = path else {
-        return Ok(Policy::default());
+        return Ok((Policy::default(), Vec::new()));
     };
     let text = std::fs::read_to_string(path).map_err(|source| LoadError::ReadPolicy {
         path: path.to_path_buf(),
         source,
     })?;
-    Ok(Policy::parse(&path.display().to_string(), &text)?)
+    let mut policy = Policy::parse(&path.display().to_string(), &text)?;
+    let floor = min_timeout.as_millis() as u64;
+    let mut warnings = Vec::new();
+    for timeout in policy.timeouts_mut() {
+        if *timeout < floor {
+            warnings.push(format!(
+                "{}: a TIMEOUT of {} s is below the server's minimum; using {} s (min_timeout)",
+                path.display(),
+                *timeout / 1000,
+                floor / 1000
+            ));
+            *timeout = floor;
+        }
+    }
+    Ok((policy, warnings))
 }
 
 /// Reads vendor public keys.

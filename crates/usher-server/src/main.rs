@@ -51,6 +51,9 @@ struct Args {
     /// Minimum age of a lease before `usher remove` may take it, e.g. 2m.
     #[arg(long, env = "USHERD_MIN_REMOVE", value_parser = parse_duration)]
     min_remove: Option<std::time::Duration>,
+    /// Shortest idle TIMEOUT a policy may set; shorter ones are raised to it [default: 15m].
+    #[arg(long, env = "USHERD_MIN_TIMEOUT", value_parser = parse_duration)]
+    min_timeout: Option<std::time::Duration>,
     /// Admin HTTP listener (API, /metrics, dashboard), or `off` [default: 127.0.0.1:1649].
     #[arg(long, env = "USHERD_ADMIN_LISTEN")]
     admin_listen: Option<String>,
@@ -96,6 +99,9 @@ fn build_config(args: &Args) -> anyhow::Result<Config> {
     }
     if let Some(v) = args.min_remove {
         config.min_remove = v;
+    }
+    if let Some(v) = args.min_timeout {
+        config.min_timeout = v;
     }
     if !args.allow.is_empty() {
         config.allow = args.allow.clone();

@@ -128,11 +128,13 @@ pub enum RequestKind {
     Goodbye,
     /// Dequeue (withdrawing a waiting checkout).
     Dequeue,
+    /// Activity (idle or active again).
+    Activity,
 }
 
 impl RequestKind {
     /// Every kind, in label order.
-    pub const ALL: [RequestKind; 10] = [
+    pub const ALL: [RequestKind; 11] = [
         RequestKind::Hello,
         RequestKind::Checkout,
         RequestKind::Checkin,
@@ -143,6 +145,7 @@ impl RequestKind {
         RequestKind::Down,
         RequestKind::Goodbye,
         RequestKind::Dequeue,
+        RequestKind::Activity,
     ];
 
     /// The `kind` label.
@@ -158,6 +161,7 @@ impl RequestKind {
             RequestKind::Down => "down",
             RequestKind::Goodbye => "goodbye",
             RequestKind::Dequeue => "dequeue",
+            RequestKind::Activity => "activity",
         }
     }
 }
@@ -193,7 +197,7 @@ impl RejectReason {
 #[derive(Debug)]
 pub struct Metrics {
     started: Instant,
-    requests: [Histogram; 9],
+    requests: [Histogram; RequestKind::ALL.len()],
     /// Time to write and fsync one group commit.
     pub store_commit: Histogram,
     /// Commands made durable by one commit (the group-commit factor).

@@ -117,7 +117,11 @@ impl Server {
         let (sessions, leases) = (snapshot.sessions.len(), snapshot.leases.len());
         let first_lease_id = store.max_lease_id()?.saturating_add(1);
         let mut orphans = Vec::new();
-        let policy = licenses::load_policy(config.policy_file.as_deref())?;
+        let (policy, warnings) =
+            licenses::load_policy(config.policy_file.as_deref(), config.min_timeout)?;
+        for line in &warnings {
+            warn!("{line}");
+        }
         if let Some(path) = &config.policy_file {
             info!(policy = %path.display(), "policy loaded");
         }
@@ -244,6 +248,7 @@ impl Server {
             license_files: config.license_files.clone(),
             vendor_keys: config.vendor_keys.clone(),
             policy_file: config.policy_file.clone(),
+            min_timeout: config.min_timeout,
             down: down.clone(),
             metrics: metrics.clone(),
             notices,

@@ -53,7 +53,9 @@ pub use error::{Cause, StoreError};
 pub use memory::MemoryStore;
 pub use schema::SCHEMA_VERSION;
 pub use sqlite::{ChainReport, SqliteStore};
-pub use usage::{DETAIL_OVERDRAFT, DETAIL_SESSION_CLOSED, LogEvent, UsageEvent, UsageRecord};
+pub use usage::{
+    DETAIL_IDLE_TIMEOUT, DETAIL_OVERDRAFT, DETAIL_SESSION_CLOSED, LogEvent, UsageEvent, UsageRecord,
+};
 
 /// Everything a restarted server needs to rebuild its ledger.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

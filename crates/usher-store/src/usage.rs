@@ -24,7 +24,8 @@ pub enum UsageEvent {
     /// `checkin`: seats came back because the client checked them in or closed its
     /// session (the latter with detail [`DETAIL_SESSION_CLOSED`]).
     Checkin,
-    /// `expire`: seats came back because their session lapsed.
+    /// `expire`: seats came back because their session lapsed (or, with detail
+    /// [`DETAIL_IDLE_TIMEOUT`], because the client was idle past the policy's `TIMEOUT`).
     Expire,
     /// `remove`: an administrator took the seats away.
     Remove,
@@ -49,6 +50,10 @@ pub enum UsageEvent {
 /// The detail recorded with a `checkout` whose seats are beyond the pool's count
 /// (`OVERDRAFT=`).
 pub const DETAIL_OVERDRAFT: &str = "overdraft";
+
+/// The detail recorded with an `expire` caused by the policy's `TIMEOUT`: the client was
+/// idle for too long.
+pub const DETAIL_IDLE_TIMEOUT: &str = "idle timeout";
 
 /// The detail recorded with a `checkin` caused by the client closing its session.
 pub const DETAIL_SESSION_CLOSED: &str = "session closed";
@@ -253,6 +258,7 @@ impl<'a> Entry<'a> {
                         (UsageEvent::Checkin, Some(DETAIL_SESSION_CLOSED))
                     }
                     ReleaseReason::Expired => (UsageEvent::Expire, None),
+                    ReleaseReason::IdleTimeout => (UsageEvent::Expire, Some(DETAIL_IDLE_TIMEOUT)),
                     ReleaseReason::Removed => (UsageEvent::Remove, None),
                 };
                 Entry {

@@ -538,6 +538,13 @@ impl Model {
             }
             // Nothing ever waits in this model (every checkout is `Wait::No`; the queue
             // has its own properties in `queue.rs`), so there is never anything to withdraw.
+            // The model has no policy, so no TIMEOUT: idleness changes nothing observable
+            // but the session's expiry.
+            Command::Activity { id, .. } => {
+                live(self, id)?;
+                self.touch(*id, now);
+                Ok(Outcome::Done)
+            }
             Command::Dequeue { session, .. } => {
                 live(self, session)?;
                 self.touch(*session, now);

@@ -103,3 +103,62 @@ async fn a_broken_policy_file_keeps_the_server_from_starting() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_application_loses_its_seat_after_the_policy_timeout() {
+    let lic = Licensed::new(LICENSE);
+    let policy = lic.tmp.path().join("usher.opt");
+    std::fs::write(&policy, "TIMEOUT cad 1\n").unwrap();
+    let mut config = lic.config();
+    config.policy_file = Some(policy.clone());
+    // The default floor is 15 minutes; a test cannot wait that long.
+    config.min_timeout = Duration::ZERO;
+    let server = TestServer::start(config.clone()).await;
+
+    let idle = server.client().await;
+    let busy = server.client().await;
+    let idle_seat = idle.checkout("cad", "", 1).await.unwrap();
+    let busy_seat = busy.checkout("cad", "", 1).await.unwrap();
+    idle.set_idle(true).await.unwrap();
+    let reason = tokio::time::timeout(Duration::from_secs(20), idle_seat.lost())
+        .await
+        .expect("the idle client's seat is reclaimed");
+    assert!(reason.contains("TIMEOUT"), "{reason}");
+    eventually(
+        Duration::from_secs(20),
+        "the reclaimed seat to be free",
+        || async { (in_use(&server.status().await, "cad") == 1).then_some(()) },
+    )
+    .await;
+    assert!(
+        busy_seat.lost_reason().is_none(),
+        "the active client keeps its seat"
+    );
+
+    // Active again, it checks out anew and keeps the seat.
+    idle.set_idle(false).await.unwrap();
+    let again = idle.checkout("cad", "", 1).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(again.lost_reason().is_none(), "{:?}", again.lost_reason());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_timeout_below_the_floor_is_raised_with_a_warning() {
+    let lic = Licensed::new(LICENSE);
+    let policy = lic.tmp.path().join("usher.opt");
+    std::fs::write(&policy, "TIMEOUTALL 3600\n").unwrap();
+    let mut config = lic.config();
+    config.policy_file = Some(policy.clone());
+    let _server = TestServer::start(config.clone()).await;
+    std::fs::write(&policy, "TIMEOUT cad 60\n").unwrap();
+    let Ok(response::Kind::Reloaded(done)) = reload(&config).await else {
+        panic!("the reload is accepted");
+    };
+    assert!(
+        done.warnings
+            .iter()
+            .any(|w| w.contains("TIMEOUT of 60 s is below the server's minimum; using 900 s")),
+        "{:?}",
+        done.warnings
+    );
+}

@@ -77,8 +77,40 @@ pub struct TestServer {
     task: Option<tokio::task::JoinHandle<Result<(), usher_server::ServerError>>>,
 }
 
+/// The first panic on a runtime worker thread (a server or client task), if any. A task
+/// that panics only loses its connection, which a test might not notice, so every
+/// `TestServer` checks this when it is dropped.
+static TASK_PANIC: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+fn watch_task_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let thread = std::thread::current();
+            if thread.name().is_some_and(|n| n.starts_with("tokio-")) {
+                let mut first = TASK_PANIC.lock().unwrap_or_else(|e| e.into_inner());
+                first.get_or_insert_with(|| info.to_string());
+            }
+            default(info);
+        }));
+    });
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let panic = TASK_PANIC.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(what) = panic
+            && !std::thread::panicking()
+        {
+            panic!("a task panicked while tests ran (servers must never panic): {what}");
+        }
+    }
+}
+
 impl TestServer {
     pub async fn start(config: Config) -> TestServer {
+        watch_task_panics();
         let server = bind(config.clone()).await;
         let addr = server.local_addr();
         let admin = server.admin_addr();

@@ -5,7 +5,7 @@
 
 use usher_core::{Change, DequeueReason, LeaseId, QueuedRequest, ReleaseReason, SessionId};
 use usher_store::{
-    DETAIL_SESSION_CLOSED, LogEvent, Snapshot, Store, StoreError, UsageEvent,
+    DETAIL_IDLE_TIMEOUT, DETAIL_SESSION_CLOSED, LogEvent, Snapshot, Store, StoreError, UsageEvent,
     chain::{GENESIS, Head, Verifier, record_hash},
 };
 
@@ -403,11 +403,18 @@ fn usage_log_has_one_record_per_change<B: Backend>(b: &mut B) {
                 opened(1),
                 granted(10, 1),
                 granted(11, 1),
+                granted(12, 1),
                 opened(2),
                 granted(20, 2),
             ],
         ),
-        (200, vec![released(10, 1, ReleaseReason::Checkin)]),
+        (
+            200,
+            vec![
+                released(10, 1, ReleaseReason::Checkin),
+                released(12, 1, ReleaseReason::IdleTimeout),
+            ],
+        ),
         (
             300,
             vec![
@@ -450,6 +457,12 @@ fn usage_log_has_one_record_per_change<B: Backend>(b: &mut B) {
                 ),
                 ReleaseReason::Expired => (UsageEvent::Expire, lease.session, Some(lease.id), None),
                 ReleaseReason::Removed => (UsageEvent::Remove, lease.session, Some(lease.id), None),
+                ReleaseReason::IdleTimeout => (
+                    UsageEvent::Expire,
+                    lease.session,
+                    Some(lease.id),
+                    Some(DETAIL_IDLE_TIMEOUT.to_owned()),
+                ),
             },
         };
         assert_eq!(record.event, event, "{context}");
