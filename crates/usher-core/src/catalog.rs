@@ -40,6 +40,47 @@ impl Grant {
     }
 }
 
+/// Which checkouts of a pool share one seat (`DUP_GROUP=`): those whose user, host and
+/// display agree on the parts set here. With none set (`SITE`), every checkout shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DupGroup {
+    /// Same user (`U`).
+    pub user: bool,
+    /// Same host (`H`).
+    pub host: bool,
+    /// Same display (`D`).
+    pub display: bool,
+}
+
+impl DupGroup {
+    /// Parses a `DUP_GROUP=` value: `NONE` (no sharing: `Ok(None)`), `SITE`, or a
+    /// combination of `U`, `H` and `D`.
+    pub fn parse(text: &str) -> Result<Option<DupGroup>, String> {
+        let upper = text.to_ascii_uppercase();
+        match upper.as_str() {
+            "NONE" => return Ok(None),
+            "SITE" => {
+                return Ok(Some(DupGroup {
+                    user: false,
+                    host: false,
+                    display: false,
+                }));
+            }
+            _ => {}
+        }
+        if upper.is_empty() || !upper.chars().all(|c| matches!(c, 'U' | 'H' | 'D')) {
+            return Err(format!(
+                "DUP_GROUP={text:?} is not NONE, SITE or a combination of U, H and D"
+            ));
+        }
+        Ok(Some(DupGroup {
+            user: upper.contains('U'),
+            host: upper.contains('H'),
+            display: upper.contains('D'),
+        }))
+    }
+}
+
 /// The seats of one feature at one version, summed over its entitlements.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pool {
@@ -49,6 +90,8 @@ pub struct Pool {
     pub version: Version,
     /// Contributions, one per entitlement.
     pub grants: Vec<Grant>,
+    /// Duplicate checkouts that share a seat (`DUP_GROUP=`), if any.
+    pub dup_group: Option<DupGroup>,
 }
 
 impl Pool {
@@ -131,13 +174,34 @@ impl Catalog {
                 valid_until: e.valid_until_ms(),
                 overdraft,
             };
+            let dup_group = match e.attr("DUP_GROUP").map(DupGroup::parse) {
+                None => None,
+                Some(Ok(d)) => d,
+                Some(Err(why)) => {
+                    problems.push(format!(
+                        "line {}: feature {:?}: {why}; duplicates are not grouped",
+                        e.line, e.feature
+                    ));
+                    None
+                }
+            };
             let pools = features.entry(e.feature.clone()).or_default();
             match pools
                 .iter_mut()
                 .find(|p| p.key.vendor == e.vendor && p.version == e.version)
             {
-                Some(pool) => pool.grants.push(grant),
+                Some(pool) => {
+                    pool.grants.push(grant);
+                    if e.attr("DUP_GROUP").is_some() && pool.dup_group != dup_group {
+                        problems.push(format!(
+                            "line {}: feature {:?}: DUP_GROUP differs from an earlier line of \
+                             the same pool; the first one applies",
+                            e.line, e.feature
+                        ));
+                    }
+                }
                 None => pools.push(Pool {
+                    dup_group,
                     key: PoolKey {
                         feature: e.feature.clone(),
                         vendor: e.vendor.clone(),

@@ -58,6 +58,23 @@ pub struct Ledger {
     idle_deadlines: BTreeSet<(Millis, LeaseId)>,
     /// The same deadlines by lease, to disarm them.
     idle_deadline_of: HashMap<LeaseId, Millis>,
+    /// Leases grouped as duplicates under their pool's `DUP_GROUP`, with their seats.
+    dup_groups: HashMap<DupKey, BTreeMap<LeaseId, u32>>,
+    /// The group of each grouped lease.
+    lease_dup: HashMap<LeaseId, DupKey>,
+}
+
+/// A group of duplicate checkouts: the pool, and the user, host and display where the
+/// pool's `DUP_GROUP` compares them.
+type DupKey = (PoolKey, Option<String>, Option<String>, Option<String>);
+
+/// The pool a lease's seats come from.
+fn pool_key(lease: &Lease) -> PoolKey {
+    PoolKey {
+        feature: lease.feature.clone(),
+        vendor: lease.vendor.clone(),
+        version: lease.pool_version.clone(),
+    }
 }
 
 /// The pool chosen for a checkout.
@@ -99,6 +116,8 @@ impl Ledger {
             idle_since: HashMap::new(),
             idle_deadlines: BTreeSet::new(),
             idle_deadline_of: HashMap::new(),
+            dup_groups: HashMap::new(),
+            lease_dup: HashMap::new(),
         }
     }
 
@@ -153,6 +172,14 @@ impl Ledger {
     /// serve are granted by the next `Expire`.
     pub fn set_catalog(&mut self, catalog: Catalog) {
         self.catalog = catalog;
+        // `DUP_GROUP` may have changed: count every pool's seats again.
+        self.in_use.clear();
+        self.dup_groups.clear();
+        self.lease_dup.clear();
+        let leases: Vec<Lease> = self.leases.values().cloned().collect();
+        for lease in &leases {
+            self.account_add(lease);
+        }
     }
 
     /// The administrator's policy in force.
@@ -552,7 +579,11 @@ impl Ledger {
         for pool in &candidates {
             let pool_seats = pool.seats_at(now);
             let used = self.in_use(&pool.key);
-            if used.saturating_add(count) <= pool_seats && seats.fits_in_count {
+            let extra = self.extra_seats(&pool.key, who, count);
+            // A duplicate that needs no seat of its own shares one already held.
+            if extra == 0 && pool_seats > 0
+                || used.saturating_add(extra) <= pool_seats && seats.fits_in_count
+            {
                 return Ok(Choice {
                     pool: pool.key.clone(),
                     overdraft: false,
@@ -568,7 +599,8 @@ impl Ledger {
             for pool in &candidates {
                 // Seats reserved for others are not free for this client, overdraft or not.
                 let limit = pool.seats_at(now).saturating_add(pool.overdraft_at(now));
-                let wanted = self.in_use(&pool.key).saturating_add(count);
+                let extra = self.extra_seats(&pool.key, who, count);
+                let wanted = self.in_use(&pool.key).saturating_add(extra);
                 if wanted.saturating_add(seats.held_for_others) <= limit {
                     return Ok(Choice {
                         pool: pool.key.clone(),
@@ -804,13 +836,72 @@ impl Ledger {
         }
     }
 
-    fn insert_lease(&mut self, lease: Lease) {
-        let key = PoolKey {
-            feature: lease.feature.clone(),
-            vendor: lease.vendor.clone(),
-            version: lease.pool_version.clone(),
+    /// The `DUP_GROUP` a lease belongs to, if its pool groups duplicates.
+    fn dup_key(&self, pool: &PoolKey, client: Option<&ClientInfo>) -> Option<DupKey> {
+        let group = self.catalog.pool(pool)?.dup_group?;
+        let client = client?;
+        Some((
+            pool.clone(),
+            group.user.then(|| client.user.clone()),
+            group.host.then(|| client.host.clone()),
+            group.display.then(|| client.display.clone()),
+        ))
+    }
+
+    /// Counts a lease's seats into its pool. Under `DUP_GROUP`, a group of duplicates
+    /// holds as many seats as its largest lease.
+    fn account_add(&mut self, lease: &Lease) {
+        let key = pool_key(lease);
+        let added = match self.dup_key(&key, self.client_of(lease.session)) {
+            Some(dk) => {
+                let group = self.dup_groups.entry(dk.clone()).or_default();
+                let before = group.values().copied().max().unwrap_or(0);
+                group.insert(lease.id, lease.count);
+                self.lease_dup.insert(lease.id, dk);
+                lease.count.saturating_sub(before)
+            }
+            None => lease.count,
         };
-        *self.in_use.entry(key).or_default() += lease.count;
+        *self.in_use.entry(key).or_default() += added;
+    }
+
+    /// Takes a lease's seats out of its pool (see [`Ledger::account_add`]).
+    fn account_remove(&mut self, lease: &Lease) {
+        let removed = match self.lease_dup.remove(&lease.id) {
+            Some(dk) => {
+                let group = self.dup_groups.entry(dk.clone()).or_default();
+                let before = group.values().copied().max().unwrap_or(0);
+                group.remove(&lease.id);
+                let after = group.values().copied().max().unwrap_or(0);
+                if group.is_empty() {
+                    self.dup_groups.remove(&dk);
+                }
+                before - after
+            }
+            None => lease.count,
+        };
+        let key = pool_key(lease);
+        if let Some(n) = self.in_use.get_mut(&key) {
+            *n -= removed;
+            if *n == 0 {
+                self.in_use.remove(&key);
+            }
+        }
+    }
+
+    /// Seats a checkout of `count` by `who` would add to `pool`: fewer (or none) when it
+    /// duplicates a group already holding seats there (`DUP_GROUP=`).
+    fn extra_seats(&self, pool: &PoolKey, who: Option<&ClientInfo>, count: u32) -> u32 {
+        let held = self
+            .dup_key(pool, who)
+            .and_then(|dk| self.dup_groups.get(&dk))
+            .and_then(|g| g.values().copied().max())
+            .unwrap_or(0);
+        count.saturating_sub(held)
+    }
+
+    fn insert_lease(&mut self, lease: Lease) {
+        self.account_add(&lease);
         self.session_leases
             .entry(lease.session)
             .or_default()
@@ -827,17 +918,7 @@ impl Ledger {
             .remove(&id)
             .expect("caller checked the lease exists");
         self.disarm_idle(id);
-        let key = PoolKey {
-            feature: lease.feature.clone(),
-            vendor: lease.vendor.clone(),
-            version: lease.pool_version.clone(),
-        };
-        if let Some(n) = self.in_use.get_mut(&key) {
-            *n -= lease.count;
-            if *n == 0 {
-                self.in_use.remove(&key);
-            }
-        }
+        self.account_remove(&lease);
         if let Some(set) = self.session_leases.get_mut(&lease.session) {
             set.remove(&id);
             if set.is_empty() {

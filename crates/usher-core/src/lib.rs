@@ -20,7 +20,7 @@ pub mod policy;
 mod queue;
 mod session;
 
-pub use catalog::{Catalog, Pool, PoolKey, canonical_version};
+pub use catalog::{Catalog, DupGroup, Pool, PoolKey, canonical_version};
 pub use command::{Change, Command, Denial, LedgerError, Outcome, ReleaseReason};
 pub use ledger::{Ledger, LedgerConfig};
 pub use policy::{Policy, PolicyError, Who};

@@ -8,6 +8,7 @@
 mod catalog;
 mod checkout;
 mod determinism;
+mod dup_group;
 mod model;
 mod overdraft;
 mod policy;
