@@ -7,6 +7,7 @@
 mod cmd;
 mod exit;
 mod lmstat;
+mod report;
 mod status_table;
 
 use std::process::ExitCode;
@@ -54,6 +55,9 @@ enum Command {
     /// The server's usage log: verify its hash chain, export it.
     #[command(subcommand)]
     Log(cmd::log::LogCommand),
+    /// Usage per feature over a period (peak, utilisation, time at 100%, denials, queueing,
+    /// seat-hours), from the usage log, with a "do we need more seats?" verdict.
+    Report(cmd::report::ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -93,6 +97,7 @@ fn main() -> ExitCode {
         Command::Reload(target) => exit::finish(runtime().block_on(cmd::admin::reload(target))),
         Command::Down(target) => exit::finish(runtime().block_on(cmd::admin::down(target))),
         Command::Log(c) => exit::finish(cmd::log::run(c)),
+        Command::Report(args) => exit::finish(cmd::report::run(args)),
     }
 }
 

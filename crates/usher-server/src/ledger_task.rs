@@ -463,6 +463,7 @@ fn handle_msg(
         } => {
             ledger.set_catalog(catalog);
             ledger.set_policy(*policy);
+            job.events.extend(seat_events(ledger.catalog(), now));
             // The new catalog may serve queued checkouts at once.
             let _ = ledger.apply(now, Command::Expire, &mut job.changes);
             info.license_files = license_files;
@@ -529,6 +530,21 @@ fn queue_notices(ledger: &Ledger, now: Millis, job: &mut CommitJob, notices: &Ar
                 .push(Box::new(move || notices.send(session, kind)));
         }
     }
+}
+
+/// The `seats` records of every pool: what reports take as the totals from now on.
+pub fn seat_events(catalog: &usher_core::Catalog, now: Millis) -> Vec<LogEvent> {
+    catalog
+        .all_pools()
+        .map(|p| {
+            LogEvent::seats(
+                &p.key.feature,
+                &p.key.vendor,
+                &p.key.version,
+                p.seats_at(now),
+            )
+        })
+        .collect()
 }
 
 /// The reason a refusal is logged with: a stable snake_case name, for reports to group by.

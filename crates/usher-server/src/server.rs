@@ -210,7 +210,13 @@ impl Server {
             .local_addr()
             .map_err(io("reading the bound address"))?;
         let detail = format!("listening on {addr}");
-        store.log_event(wall_clock_ms(), UsageEvent::ServerStart, Some(&detail))?;
+        let now = wall_clock_ms();
+        store.log_event(now, UsageEvent::ServerStart, Some(&detail))?;
+        store.commit_batch(
+            now,
+            &[],
+            &crate::ledger_task::seat_events(ledger.catalog(), now),
+        )?;
         let info = ServerInfo {
             server_name: hostname(),
             server_version: env!("CARGO_PKG_VERSION").to_string(),

@@ -35,6 +35,10 @@ pub enum UsageEvent {
     ServerStop,
     /// `denied`: a checkout was refused; the detail says why (e.g. `all_in_use`).
     Denied,
+    /// `seats`: how many seats a pool offers from now on (`count`; `feature`, `vendor` and
+    /// `version` name the pool), written for every pool at start and on every reload, so
+    /// reports know the totals at each moment.
+    Seats,
     /// `queue`: a checkout joined the queue to wait for a seat. `lease` is the handle the
     /// grant will carry, `version` the version asked for.
     Queue,
@@ -71,6 +75,7 @@ impl UsageEvent {
             UsageEvent::ServerStart => "server_start",
             UsageEvent::ServerStop => "server_stop",
             UsageEvent::Denied => "denied",
+            UsageEvent::Seats => "seats",
             UsageEvent::Queue => "queue",
             UsageEvent::Dequeue => "dequeue",
             UsageEvent::Other(name) => name,
@@ -91,6 +96,7 @@ impl From<&str> for UsageEvent {
             "server_start" => UsageEvent::ServerStart,
             "server_stop" => UsageEvent::ServerStop,
             "denied" => UsageEvent::Denied,
+            "seats" => UsageEvent::Seats,
             "queue" => UsageEvent::Queue,
             "dequeue" => UsageEvent::Dequeue,
             other => UsageEvent::Other(other.to_owned()),
@@ -188,6 +194,17 @@ impl LogEvent {
             host: None,
             display: None,
             detail: detail.map(str::to_owned),
+        }
+    }
+
+    /// The `seats` record of a pool offering `seats` seats.
+    pub fn seats(feature: &str, vendor: &str, version: &str, seats: u32) -> Self {
+        LogEvent {
+            feature: Some(feature.to_owned()),
+            vendor: Some(vendor.to_owned()),
+            version: Some(version.to_owned()),
+            count: Some(seats),
+            ..LogEvent::server(UsageEvent::Seats, None)
         }
     }
 
@@ -363,6 +380,7 @@ mod tests {
             UsageEvent::ServerStart,
             UsageEvent::ServerStop,
             UsageEvent::Denied,
+            UsageEvent::Seats,
             UsageEvent::Queue,
             UsageEvent::Dequeue,
             UsageEvent::Other("license_reload".into()),

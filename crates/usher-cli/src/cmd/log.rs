@@ -55,7 +55,7 @@ pub enum Format {
 /// Runs a log subcommand.
 pub fn run(cmd: LogCommand) -> Result<u8, Failure> {
     match cmd {
-        LogCommand::Verify { data_dir } => verify(&open(data_dir)?),
+        LogCommand::Verify { data_dir } => verify(&open_store(data_dir)?),
         LogCommand::Export {
             data_dir,
             format,
@@ -67,7 +67,7 @@ pub fn run(cmd: LogCommand) -> Result<u8, Failure> {
             {
                 return Err(Failure::new(USAGE, "--from must be before --to"));
             }
-            let store = open(data_dir)?;
+            let store = open_store(data_dir)?;
             match export(&store, format, from, to, &mut io::stdout().lock()) {
                 // `usher log export | head` is fine.
                 Err(e) if is_broken_pipe(&e) => Ok(OK),
@@ -77,7 +77,8 @@ pub fn run(cmd: LogCommand) -> Result<u8, Failure> {
     }
 }
 
-fn open(data_dir: Option<PathBuf>) -> Result<SqliteStore, Failure> {
+/// Opens the store of a data directory read-only (beside a running server).
+pub fn open_store(data_dir: Option<PathBuf>) -> Result<SqliteStore, Failure> {
     let path = data_dir.unwrap_or_else(default_data_dir).join(STORE_FILE);
     if !path.is_file() {
         return Err(Failure::from(anyhow::anyhow!(
@@ -261,11 +262,13 @@ fn parse_date(text: &str, end_of_day: bool) -> Result<DateTime<Utc>, String> {
     Ok(day.and_time(chrono::NaiveTime::MIN).and_utc())
 }
 
-fn parse_from(text: &str) -> Result<DateTime<Utc>, String> {
+/// `--from`: YYYY-MM-DD (UTC midnight) or RFC 3339.
+pub fn parse_from(text: &str) -> Result<DateTime<Utc>, String> {
     parse_date(text, false)
 }
 
-fn parse_to(text: &str) -> Result<DateTime<Utc>, String> {
+/// `--to`: YYYY-MM-DD (the whole day) or RFC 3339.
+pub fn parse_to(text: &str) -> Result<DateTime<Utc>, String> {
     parse_date(text, true)
 }
 

@@ -5,6 +5,7 @@ pub mod hostid;
 pub mod license;
 pub mod lmstat;
 pub mod log;
+pub mod report;
 pub mod run;
 pub mod status;
 pub mod vendor;

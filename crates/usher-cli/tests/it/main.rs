@@ -9,6 +9,7 @@
 mod demo;
 mod lmstat;
 mod log;
+mod report;
 mod run;
 mod seats;
 mod status;

@@ -1,0 +1,434 @@
+//! Usage reports: the usage log replayed into seats in use over time, per feature.
+//!
+//! Pure: records in, figures out. The log is replayed from its first record (seats held
+//! when the period starts must be counted), and the state between two records is constant,
+//! so every figure is an exact integral over time, not a sample.
+
+use std::collections::{BTreeMap, HashMap};
+
+use usher_store::{UsageEvent, UsageRecord};
+
+/// Milliseconds since the epoch.
+pub type Ms = i64;
+
+/// How the period is cut into rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bucket {
+    /// The whole period as one row.
+    Whole,
+    /// UTC hours.
+    Hour,
+    /// UTC days.
+    Day,
+    /// UTC calendar months.
+    Month,
+}
+
+/// What a report covers.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Start (inclusive).
+    pub from: Ms,
+    /// End (exclusive).
+    pub to: Ms,
+    /// Rows.
+    pub by: Bucket,
+    /// Only this feature.
+    pub feature: Option<String>,
+}
+
+/// Figures for one feature over one stretch of time.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Figures {
+    /// Start of the stretch.
+    pub from: Ms,
+    /// End of the stretch (exclusive).
+    pub to: Ms,
+    /// Seats licensed at the end of the stretch (the most seen during it).
+    pub seats: u32,
+    /// Most seats in use at once.
+    pub peak: u32,
+    /// Seat-milliseconds used.
+    pub used_ms: u128,
+    /// Seat-milliseconds available.
+    pub available_ms: u128,
+    /// Milliseconds with every seat in use.
+    pub full_ms: u64,
+    /// Refused checkouts, by reason.
+    pub denials: BTreeMap<String, u64>,
+    /// Milliseconds spent waiting in the queue, summed over requests.
+    pub queued_ms: u64,
+}
+
+impl Figures {
+    /// Average utilisation: seat-time used over seat-time available (0 if none).
+    pub fn utilisation(&self) -> f64 {
+        if self.available_ms == 0 {
+            0.0
+        } else {
+            self.used_ms as f64 / self.available_ms as f64
+        }
+    }
+
+    /// Refused checkouts, all reasons.
+    pub fn denied(&self) -> u64 {
+        self.denials.values().sum()
+    }
+
+    /// Share of the stretch spent with every seat in use.
+    pub fn full_share(&self) -> f64 {
+        let span = (self.to - self.from).max(1) as f64;
+        self.full_ms as f64 / span
+    }
+}
+
+/// Everything reported about one feature.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FeatureReport {
+    /// Feature.
+    pub feature: String,
+    /// One row per bucket, in time order.
+    pub rows: Vec<Figures>,
+    /// The whole period.
+    pub total: Figures,
+    /// Seat-hours by user.
+    pub by_user: BTreeMap<String, f64>,
+    /// Seat-hours by host.
+    pub by_host: BTreeMap<String, f64>,
+    /// Most seats wanted at once: in use plus waiting in the queue, and one more at each
+    /// refusal.
+    pub peak_demand: u32,
+    /// Seats in use over the period: `(time, seats)` at every change, starting at `from`.
+    pub series: Vec<(Ms, u32)>,
+    /// When checkouts were refused.
+    pub denial_times: Vec<Ms>,
+}
+
+impl FeatureReport {
+    /// The plain-words answer to "do we need more seats?".
+    pub fn verdict(&self) -> String {
+        let t = &self.total;
+        let f = &self.feature;
+        if t.seats == 0 {
+            return format!("{f}: the log says nothing about how many seats it has");
+        }
+        let full = t.full_share() * 100.0;
+        let denied = t.denied();
+        if denied > 0 || full >= 10.0 {
+            let more = self.peak_demand.saturating_sub(t.seats).max(1);
+            let seats = if more == 1 { "seat" } else { "seats" };
+            return format!(
+                "{f}: all {} seats were in use {full:.0}% of the time and {denied} checkout(s) \
+                 were refused; consider {more} more {seats}",
+                t.seats
+            );
+        }
+        if t.peak < t.seats {
+            let idle = t.seats - t.peak;
+            return format!(
+                "{f}: at most {} of {} seats were in use and nobody was refused; {idle} \
+                 seat(s) stayed idle even at the peak",
+                t.peak, t.seats
+            );
+        }
+        format!(
+            "{f}: all {} seats were in use {full:.1}% of the time without refusing anyone; \
+             enough for now",
+            t.seats
+        )
+    }
+}
+
+/// One lease being replayed.
+struct Held {
+    feature: String,
+    count: u32,
+    user: String,
+    host: String,
+    since: Ms,
+}
+
+/// Per-feature replay state.
+#[derive(Default)]
+struct Live {
+    /// Seats per pool (`vendor`, `version`).
+    seats: HashMap<(String, String), u32>,
+    in_use: u32,
+    queued: u32,
+}
+
+impl Live {
+    fn total(&self) -> u32 {
+        self.seats.values().sum()
+    }
+}
+
+/// Replays `records` (in `seq` order) and reports on `req`.
+pub fn build(records: &[UsageRecord], req: &Request) -> Vec<FeatureReport> {
+    let wanted = |f: &str| req.feature.as_deref().is_none_or(|w| w == f);
+    let mut live: BTreeMap<String, Live> = BTreeMap::new();
+    let mut held: HashMap<u64, Held> = HashMap::new();
+    let mut waiting: HashMap<u64, (String, Ms, u32)> = HashMap::new();
+    let mut reports: BTreeMap<String, FeatureReport> = BTreeMap::new();
+    let mut last_at: Ms = req
+        .from
+        .min(records.first().map_or(req.from, |r| r.at as Ms));
+    let mut started = false;
+
+    for r in records {
+        let at = (r.at as Ms).max(last_at);
+        if !started && at >= req.from {
+            start_series(&mut reports, &live, req, wanted);
+            started = true;
+        }
+        // The state was constant from `last_at` to `at`: account for it.
+        for (feature, state) in &live {
+            if wanted(feature) {
+                let report = report_of(&mut reports, feature, req);
+                integrate(report, state, last_at, at, req);
+            }
+        }
+        last_at = at;
+        let Some(feature) = r.feature.clone() else {
+            continue;
+        };
+        let lease = r.lease.map(|l| l.0);
+        let count = r.count.unwrap_or(1);
+        let state = live.entry(feature.clone()).or_default();
+        let mut changed = false;
+        match &r.event {
+            UsageEvent::Seats => {
+                let pool = (
+                    r.vendor.clone().unwrap_or_default(),
+                    r.version.clone().unwrap_or_default(),
+                );
+                state.seats.insert(pool, count);
+            }
+            UsageEvent::Checkout => {
+                if let Some(id) = lease {
+                    state.in_use += count;
+                    changed = true;
+                    held.insert(
+                        id,
+                        Held {
+                            feature: feature.clone(),
+                            count,
+                            user: r.user.clone().unwrap_or_default(),
+                            host: r.host.clone().unwrap_or_default(),
+                            since: at,
+                        },
+                    );
+                }
+            }
+            UsageEvent::Checkin | UsageEvent::Expire | UsageEvent::Remove => {
+                if let Some(h) = lease.and_then(|id| held.remove(&id)) {
+                    state.in_use = state.in_use.saturating_sub(h.count);
+                    changed = true;
+                    if wanted(&h.feature) {
+                        let report = report_of(&mut reports, &h.feature, req);
+                        attribute(report, &h, at, req);
+                    }
+                }
+            }
+            UsageEvent::Denied if wanted(&feature) && at >= req.from && at < req.to => {
+                let report = report_of(&mut reports, &feature, req);
+                let reason = r.detail.clone().unwrap_or_else(|| "unknown".into());
+                *report.total.denials.entry(reason.clone()).or_default() += 1;
+                if let Some(row) = row_at(report, at) {
+                    *row.denials.entry(reason).or_default() += 1;
+                }
+                report.denial_times.push(at);
+                let demand = state.in_use + state.queued + 1;
+                report.peak_demand = report.peak_demand.max(demand);
+            }
+            UsageEvent::Queue => {
+                if let Some(id) = lease {
+                    state.queued += count;
+                    waiting.insert(id, (feature.clone(), at, count));
+                }
+            }
+            UsageEvent::Dequeue => {
+                if let Some((f, since, n)) = lease.and_then(|id| waiting.remove(&id)) {
+                    state.queued = state.queued.saturating_sub(n);
+                    if wanted(&f) {
+                        let report = report_of(&mut reports, &f, req);
+                        add_queued(report, since, at, req);
+                    }
+                }
+            }
+            _ => {}
+        }
+        if wanted(&feature) {
+            let state = &live[&feature];
+            let report = report_of(&mut reports, &feature, req);
+            let demand = state.in_use + state.queued;
+            if at < req.to {
+                report.peak_demand = report.peak_demand.max(demand);
+            }
+            if changed && at >= req.from && at < req.to {
+                report.series.push((at, state.in_use));
+            }
+            mark_peak(report, state, at, req);
+        }
+    }
+    if !started {
+        start_series(&mut reports, &live, req, wanted);
+    }
+    // Up to the end of the period, nothing changes any more.
+    let end = req.to.max(last_at);
+    for (feature, state) in &live {
+        if wanted(feature) {
+            let report = report_of(&mut reports, feature, req);
+            integrate(report, state, last_at, end, req);
+        }
+    }
+    for h in held.values() {
+        if wanted(&h.feature) {
+            let report = report_of(&mut reports, &h.feature, req);
+            attribute(report, h, end, req);
+        }
+    }
+    for (f, since, _) in waiting.values() {
+        if wanted(f) {
+            let report = report_of(&mut reports, f, req);
+            add_queued(report, *since, end, req);
+        }
+    }
+    reports.into_values().collect()
+}
+
+/// The level of every feature when the period starts: the first point of its series.
+fn start_series(
+    reports: &mut BTreeMap<String, FeatureReport>,
+    live: &BTreeMap<String, Live>,
+    req: &Request,
+    wanted: impl Fn(&str) -> bool,
+) {
+    for (feature, state) in live {
+        if wanted(feature) {
+            report_of(reports, feature, req)
+                .series
+                .push((req.from, state.in_use));
+        }
+    }
+}
+
+fn report_of<'a>(
+    reports: &'a mut BTreeMap<String, FeatureReport>,
+    feature: &str,
+    req: &Request,
+) -> &'a mut FeatureReport {
+    reports.entry(feature.to_string()).or_insert_with(|| {
+        let rows = buckets(req)
+            .into_iter()
+            .map(|(from, to)| Figures {
+                from,
+                to,
+                ..Figures::default()
+            })
+            .collect();
+        FeatureReport {
+            feature: feature.to_string(),
+            rows,
+            total: Figures {
+                from: req.from,
+                to: req.to,
+                ..Figures::default()
+            },
+            series: Vec::new(),
+            ..FeatureReport::default()
+        }
+    })
+}
+
+/// Accounts for `state` holding from `a` to `b` (clipped to the period and split by row).
+fn integrate(report: &mut FeatureReport, state: &Live, a: Ms, b: Ms, req: &Request) {
+    let (a, b) = (a.max(req.from), b.min(req.to));
+    if a >= b {
+        return;
+    }
+    let total = state.total();
+    let add = |f: &mut Figures, a: Ms, b: Ms| {
+        let span = (b - a) as u128;
+        f.used_ms += span * u128::from(state.in_use);
+        f.available_ms += span * u128::from(total);
+        if total > 0 && state.in_use >= total {
+            f.full_ms += span as u64;
+        }
+        f.peak = f.peak.max(state.in_use);
+        f.seats = f.seats.max(total);
+    };
+    add(&mut report.total, a, b);
+    for row in &mut report.rows {
+        let (ra, rb) = (a.max(row.from), b.min(row.to));
+        if ra < rb {
+            add(row, ra, rb);
+        }
+    }
+}
+
+/// A change at `at` may set a new peak even if it lasts no time at all.
+fn mark_peak(report: &mut FeatureReport, state: &Live, at: Ms, req: &Request) {
+    if at < req.from || at >= req.to {
+        return;
+    }
+    report.total.peak = report.total.peak.max(state.in_use);
+    if let Some(row) = row_at(report, at) {
+        row.peak = row.peak.max(state.in_use);
+    }
+}
+
+fn row_at(report: &mut FeatureReport, at: Ms) -> Option<&mut Figures> {
+    report.rows.iter_mut().find(|r| r.from <= at && at < r.to)
+}
+
+/// Seat-hours of a lease held from `h.since` to `until`, inside the period.
+fn attribute(report: &mut FeatureReport, h: &Held, until: Ms, req: &Request) {
+    let (a, b) = (h.since.max(req.from), until.min(req.to));
+    if a >= b {
+        return;
+    }
+    let hours = (b - a) as f64 / 3_600_000.0 * f64::from(h.count);
+    *report.by_user.entry(h.user.clone()).or_default() += hours;
+    *report.by_host.entry(h.host.clone()).or_default() += hours;
+}
+
+fn add_queued(report: &mut FeatureReport, since: Ms, until: Ms, req: &Request) {
+    let (a, b) = (since.max(req.from), until.min(req.to));
+    if a >= b {
+        return;
+    }
+    report.total.queued_ms += (b - a) as u64;
+    for row in &mut report.rows {
+        let (ra, rb) = (a.max(row.from), b.min(row.to));
+        if ra < rb {
+            row.queued_ms += (rb - ra) as u64;
+        }
+    }
+}
+
+/// The rows of the period.
+pub fn buckets(req: &Request) -> Vec<(Ms, Ms)> {
+    use chrono::{DateTime, Datelike, Months, NaiveDate, TimeZone, Utc};
+    let start = |ms: Ms| DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default();
+    let mut out = Vec::new();
+    let mut at = req.from;
+    while at < req.to && out.len() < 100_000 {
+        let t = start(at);
+        let next = match req.by {
+            Bucket::Whole => req.to,
+            Bucket::Hour => (at.div_euclid(3_600_000) + 1) * 3_600_000,
+            Bucket::Day => (at.div_euclid(86_400_000) + 1) * 86_400_000,
+            Bucket::Month => {
+                let first = NaiveDate::from_ymd_opt(t.year(), t.month(), 1).unwrap_or_default();
+                let next = first + Months::new(1);
+                Utc.from_utc_datetime(&next.and_hms_opt(0, 0, 0).unwrap_or_default())
+                    .timestamp_millis()
+            }
+        };
+        let end = next.min(req.to);
+        out.push((at, end));
+        at = end;
+    }
+    out
+}
