@@ -38,6 +38,9 @@ pub struct Config {
     pub vendor_keys: Vec<PathBuf>,
     /// The administrator's policy (options) file, if any; see docs/policy.md.
     pub policy_file: Option<PathBuf>,
+    /// Write user, host and display names into the usage log as pseudonyms (like
+    /// FlexLM's `HIDE_USER`).
+    pub hide_users: bool,
     /// Heartbeat interval announced to clients.
     pub heartbeat_interval: Duration,
     /// How long a session lives without being heard from.
@@ -77,6 +80,7 @@ impl Config {
             license_files: Vec::new(),
             vendor_keys: Vec::new(),
             policy_file: None,
+            hide_users: false,
             heartbeat_interval: Duration::from_secs(30),
             session_ttl: Duration::from_secs(120),
             reconnect_grace: Duration::from_secs(10),
@@ -179,6 +183,8 @@ pub struct FileConfig {
     pub vendor_keys: Option<Vec<PathBuf>>,
     /// See [`Config::policy_file`]. Relative to the config file.
     pub policy_file: Option<PathBuf>,
+    /// See [`Config::hide_users`].
+    pub hide_users: Option<bool>,
     /// See [`Config::heartbeat_interval`], e.g. `"30s"`.
     pub heartbeat_interval: Option<String>,
     /// See [`Config::session_ttl`], e.g. `"2m"`.
@@ -252,6 +258,9 @@ impl FileConfig {
         }
         if let Some(v) = self.policy_file {
             config.policy_file = Some(v);
+        }
+        if let Some(v) = self.hide_users {
+            config.hide_users = v;
         }
         let durations = [
             (

@@ -30,6 +30,9 @@ struct Args {
     /// Trusted vendor public key (repeatable; replaces the config file's list).
     #[arg(long = "vendor-key", env = "USHERD_VENDOR_KEY", value_delimiter = ',')]
     vendor_keys: Vec<PathBuf>,
+    /// Write user, host and display names into the usage log as pseudonyms (HIDE_USER).
+    #[arg(long, env = "USHERD_HIDE_USERS")]
+    hide_users: bool,
     /// Policy (options) file: INCLUDE, EXCLUDE, RESERVE, MAX, PRIORITY... (docs/policy.md).
     #[arg(long = "policy", env = "USHERD_POLICY")]
     policy: Option<PathBuf>,
@@ -84,6 +87,9 @@ fn build_config(args: &Args) -> anyhow::Result<Config> {
     }
     if !args.vendor_keys.is_empty() {
         config.vendor_keys = args.vendor_keys.clone();
+    }
+    if args.hide_users {
+        config.hide_users = true;
     }
     if let Some(v) = &args.policy {
         config.policy_file = Some(v.clone());

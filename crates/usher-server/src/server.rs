@@ -107,6 +107,9 @@ impl Server {
         );
 
         let mut store = SqliteStore::open(&config.store_path())?;
+        if config.hide_users {
+            store.hide_identities()?;
+        }
         let snapshot = store.load()?;
         let ledger_config = LedgerConfig {
             session_ttl: config.session_ttl.as_millis() as u64,

@@ -16,6 +16,9 @@ pub type Cause = Box<dyn StdError + Send + Sync + 'static>;
 /// `{:#}`, to see both).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The operating system's random number generator failed.
+    #[error("no randomness from the operating system: {0}")]
+    Random(String),
     /// The directory that should hold the store file could not be created.
     #[error("creating directory {} for the store", path.display())]
     CreateDir {

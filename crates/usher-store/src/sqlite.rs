@@ -37,6 +37,25 @@ pub struct SqliteStore {
     /// Where the next usage record chains from. Read once when the store is opened and
     /// advanced only after a commit succeeds, so a rolled-back batch leaves it alone.
     head: Head,
+    /// With [`SqliteStore::hide_identities`]: the key that turns user, host and display
+    /// names into pseudonyms in the usage log.
+    pseudonym_key: Option<[u8; 32]>,
+}
+
+/// The `meta` key of the pseudonym key.
+const PSEUDONYM_KEY: &str = "pseudonym_key";
+
+/// The pseudonym of a name under `key`: `anon-` and 16 hex digits of SHA-256 over the key
+/// and the name. The same name always gets the same pseudonym in one store, so reports
+/// still group by person, but the name cannot be read back (the key never leaves the
+/// store file, and names are too many to try without it).
+pub fn pseudonym(key: &[u8; 32], name: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(key)
+        .chain_update(name.as_bytes())
+        .finalize();
+    format!("anon-{}", hex::encode(&digest[..8]))
 }
 
 /// What [`SqliteStore::verify_usage_log`] found.
@@ -103,6 +122,7 @@ impl SqliteStore {
             conn,
             path: path.to_owned(),
             head,
+            pseudonym_key: None,
         })
     }
 
@@ -130,6 +150,7 @@ impl SqliteStore {
             conn,
             path: path.to_owned(),
             head,
+            pseudonym_key: None,
         })
     }
 
@@ -220,7 +241,7 @@ impl SqliteStore {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .context(|| format!("starting batch of {n} changes"))?;
         let head = {
-            let mut batch = Batch::prepare(&tx, self.head)
+            let mut batch = Batch::prepare(&tx, self.head, self.pseudonym_key)
                 .context(|| format!("preparing batch of {n} changes"))?;
             for (i, change) in changes.iter().enumerate() {
                 if let Err(e) = batch.apply(at, change) {
@@ -273,7 +294,7 @@ impl SqliteStore {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .context(what)?;
         let head = {
-            let mut batch = Batch::prepare(&tx, self.head).context(what)?;
+            let mut batch = Batch::prepare(&tx, self.head, self.pseudonym_key).context(what)?;
             batch
                 .append(entry.record(self.head.seq + 1, at))
                 .context(what)?;
@@ -282,6 +303,28 @@ impl SqliteStore {
         };
         tx.commit().context(what)?;
         self.head = head;
+        Ok(())
+    }
+
+    /// From now on, write user, host and display names into the usage log as pseudonyms
+    /// (see [`pseudonym`]), as FlexLM's `HIDE_USER` does. The key is made on first use and
+    /// kept in `meta`, so pseudonyms stay the same across restarts. Records already written
+    /// keep their names. (Live sessions keep theirs: administrators need them to act.)
+    pub fn hide_identities(&mut self) -> Result<(), StoreError> {
+        let key = match self.get_meta(PSEUDONYM_KEY)? {
+            Some(bytes) if bytes.len() == 32 => {
+                let mut key = [0u8; 32];
+                key.copy_from_slice(&bytes);
+                key
+            }
+            _ => {
+                let mut key = [0u8; 32];
+                getrandom::fill(&mut key).map_err(|e| StoreError::Random(e.to_string()))?;
+                self.set_meta(PSEUDONYM_KEY, &key)?;
+                key
+            }
+        };
+        self.pseudonym_key = Some(key);
         Ok(())
     }
 
@@ -452,10 +495,16 @@ struct Batch<'conn> {
     upsert_meta: CachedStatement<'conn>,
     /// The newest record written so far in this transaction.
     head: Head,
+    /// See [`SqliteStore::hide_identities`].
+    pseudonym_key: Option<[u8; 32]>,
 }
 
 impl<'conn> Batch<'conn> {
-    fn prepare(conn: &'conn Connection, head: Head) -> rusqlite::Result<Self> {
+    fn prepare(
+        conn: &'conn Connection,
+        head: Head,
+        pseudonym_key: Option<[u8; 32]>,
+    ) -> rusqlite::Result<Self> {
         Ok(Batch {
             upsert_session: conn.prepare_cached(UPSERT_SESSION)?,
             upsert_lease: conn.prepare_cached(UPSERT_LEASE)?,
@@ -466,6 +515,7 @@ impl<'conn> Batch<'conn> {
             session_identity: conn.prepare_cached(SESSION_IDENTITY)?,
             upsert_meta: conn.prepare_cached(UPSERT_META)?,
             head,
+            pseudonym_key,
         })
     }
 
@@ -542,6 +592,16 @@ impl<'conn> Batch<'conn> {
     /// Chains `record` (whose seq must be the head's + 1) after the head and appends it.
     fn append(&mut self, mut record: UsageRecord) -> rusqlite::Result<()> {
         debug_assert_eq!(record.seq, self.head.seq + 1);
+        if let Some(key) = &self.pseudonym_key {
+            for name in [&mut record.user, &mut record.host, &mut record.display]
+                .into_iter()
+                .flatten()
+            {
+                if !name.is_empty() {
+                    *name = pseudonym(key, name);
+                }
+            }
+        }
         record.hash = record_hash(&self.head.hash, &record);
         let r = &record;
         self.append_usage.execute(params![

@@ -209,3 +209,41 @@ fn two_handles_on_one_file_see_each_others_commits() {
     assert_eq!(ok(reader.load(), "loading").leases.len(), 1);
     assert_eq!(usage(&reader).len(), 2);
 }
+
+#[test]
+fn hidden_identities_are_pseudonyms_stable_across_restarts_and_the_chain_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("usher.db");
+    let mut store = SqliteStore::open(&path).unwrap();
+    store.commit(1, &[opened(1), granted(10, 1)]).unwrap();
+    store.hide_identities().unwrap();
+    store.commit(2, &[opened(2), granted(20, 2)]).unwrap();
+    drop(store);
+    let mut store = SqliteStore::open(&path).unwrap();
+    store.hide_identities().unwrap();
+    store.commit(3, &[released(20, 2, ReleaseReason::Checkin)]).unwrap();
+    let log = store.usage_log(0, 100).unwrap();
+    let users: Vec<&str> = log.iter().filter_map(|r| r.user.as_deref()).collect();
+    // Written before hiding: the name. After: the same pseudonym for user2 both times,
+    // across the restart.
+    assert_eq!(users[0], "user1");
+    let hidden: Vec<&&str> = users.iter().filter(|u| u.starts_with("anon-")).collect();
+    assert_eq!(hidden.len(), 3, "{users:?}");
+    assert!(hidden.iter().all(|u| **u == *hidden[0]), "{users:?}");
+    assert!(!users[2..].contains(&"user2"), "{users:?}");
+    let hosts: Vec<&str> = log.iter().filter_map(|r| r.host.as_deref()).collect();
+    assert!(hosts[2..].iter().all(|h| h.starts_with("anon-")), "{hosts:?}");
+    // The live session row keeps the name: administrators need it.
+    let name: String = raw(&path)
+        .query_row("SELECT user FROM sessions WHERE id = 2", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(name, "user2");
+    assert!(store.verify_usage_log().unwrap().broken.is_none());
+    // Another store gets another key, so pseudonyms cannot be compared across sites.
+    let other = dir.path().join("other.db");
+    let mut second = SqliteStore::open(&other).unwrap();
+    second.hide_identities().unwrap();
+    second.commit(1, &[opened(2)]).unwrap();
+    let theirs = second.usage_log(0, 10).unwrap()[0].user.clone().unwrap();
+    assert_ne!(&theirs, *hidden[0]);
+}
