@@ -41,6 +41,9 @@ pub struct Config {
     /// Write user, host and display names into the usage log as pseudonyms (like
     /// FlexLM's `HIDE_USER`).
     pub hide_users: bool,
+    /// Usage records older than this many days are removed (at start, then daily); 0 keeps
+    /// them forever.
+    pub log_retention_days: u32,
     /// Heartbeat interval announced to clients.
     pub heartbeat_interval: Duration,
     /// How long a session lives without being heard from.
@@ -81,6 +84,7 @@ impl Config {
             vendor_keys: Vec::new(),
             policy_file: None,
             hide_users: false,
+            log_retention_days: 0,
             heartbeat_interval: Duration::from_secs(30),
             session_ttl: Duration::from_secs(120),
             reconnect_grace: Duration::from_secs(10),
@@ -185,6 +189,8 @@ pub struct FileConfig {
     pub policy_file: Option<PathBuf>,
     /// See [`Config::hide_users`].
     pub hide_users: Option<bool>,
+    /// See [`Config::log_retention_days`].
+    pub log_retention_days: Option<u32>,
     /// See [`Config::heartbeat_interval`], e.g. `"30s"`.
     pub heartbeat_interval: Option<String>,
     /// See [`Config::session_ttl`], e.g. `"2m"`.
@@ -261,6 +267,9 @@ impl FileConfig {
         }
         if let Some(v) = self.hide_users {
             config.hide_users = v;
+        }
+        if let Some(v) = self.log_retention_days {
+            config.log_retention_days = v;
         }
         let durations = [
             (

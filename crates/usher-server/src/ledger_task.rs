@@ -79,6 +79,12 @@ pub enum LedgerMsg {
         /// Completed once the event is durable.
         reply: oneshot::Sender<()>,
     },
+    /// Retention: remove the usage records written before `before` (ms since the epoch)
+    /// with the next batch.
+    Prune {
+        /// The cut-off.
+        before: Millis,
+    },
 }
 
 /// A read-only query: runs on the ledger task against a [`View`] and returns the reply to
@@ -203,6 +209,14 @@ impl LedgerHandle {
         rx.await.map_err(|_| LedgerGone)
     }
 
+    /// Asks for the usage records written before `before` to be removed (retention).
+    pub async fn prune(&self, before: Millis) -> Result<(), LedgerGone> {
+        self.tx
+            .send(LedgerMsg::Prune { before })
+            .await
+            .map_err(|_| LedgerGone)
+    }
+
     /// Appends `event` to the usage log and waits until it is durable.
     pub async fn record(&self, event: LogEvent) -> Result<(), LedgerGone> {
         let (reply, rx) = oneshot::channel();
@@ -230,6 +244,8 @@ struct CommitJob {
     /// Usage records that are not changes (refused checkouts), logged after the changes.
     events: Vec<LogEvent>,
     replies: Vec<PendingReply>,
+    /// Retention: remove usage records older than this, after the batch commits.
+    prune_before: Option<Millis>,
 }
 
 /// The running ledger task and committer thread.
@@ -344,6 +360,7 @@ async fn ledger_loop(
             changes: Vec::new(),
             events: Vec::new(),
             replies: Vec::new(),
+            prune_before: None,
         };
         // Lapsed sessions are ended before anything else in the batch, so a session whose
         // TTL has run out can never act again.
@@ -376,7 +393,11 @@ async fn ledger_loop(
             };
         }
         queue_notices(&ledger, now, &mut job, &notices);
-        if job.changes.is_empty() && job.events.is_empty() && job.replies.is_empty() {
+        if job.changes.is_empty()
+            && job.events.is_empty()
+            && job.replies.is_empty()
+            && job.prune_before.is_none()
+        {
             continue;
         }
         if commit_tx.send(job).is_err() {
@@ -493,6 +514,7 @@ fn handle_msg(
                 let _ = reply.send(());
             }));
         }
+        LedgerMsg::Prune { before } => job.prune_before = Some(before),
     }
 }
 
@@ -598,6 +620,7 @@ fn committer(
         let mut changes = first.changes;
         let mut events = first.events;
         let mut replies = first.replies;
+        let mut prune_before = first.prune_before;
         // Everything that queued while the last commit was in flight shares this commit.
         // (Each job's events then follow all the changes, not just its own; they share one
         // `at` and one transaction, so nothing a report relies on moves.)
@@ -606,6 +629,7 @@ fn committer(
             changes.extend(job.changes);
             events.extend(job.events);
             replies.extend(job.replies);
+            prune_before = prune_before.max(job.prune_before);
         }
         let started = Instant::now();
         let committed = store.commit_batch(at, &changes, &events);
@@ -619,6 +643,13 @@ fn committer(
         }
         for reply in replies {
             reply();
+        }
+        if let Some(before) = prune_before {
+            match store.prune_usage_log(at, before) {
+                Ok(n) => info!(removed = n, "usage log retention applied"),
+                // Not fatal: the log only grows longer than the retention asks.
+                Err(e) => error!("usage log retention failed: {e}"),
+            }
         }
     }
     store

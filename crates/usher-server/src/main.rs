@@ -30,6 +30,9 @@ struct Args {
     /// Trusted vendor public key (repeatable; replaces the config file's list).
     #[arg(long = "vendor-key", env = "USHERD_VENDOR_KEY", value_delimiter = ',')]
     vendor_keys: Vec<PathBuf>,
+    /// Remove usage records older than this many days (0: keep forever) [default: 0].
+    #[arg(long, env = "USHERD_LOG_RETENTION_DAYS")]
+    log_retention_days: Option<u32>,
     /// Write user, host and display names into the usage log as pseudonyms (HIDE_USER).
     #[arg(long, env = "USHERD_HIDE_USERS")]
     hide_users: bool,
@@ -87,6 +90,9 @@ fn build_config(args: &Args) -> anyhow::Result<Config> {
     }
     if !args.vendor_keys.is_empty() {
         config.vendor_keys = args.vendor_keys.clone();
+    }
+    if let Some(v) = args.log_retention_days {
+        config.log_retention_days = v;
     }
     if args.hide_users {
         config.hide_users = true;

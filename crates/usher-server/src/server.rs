@@ -110,6 +110,14 @@ impl Server {
         if config.hide_users {
             store.hide_identities()?;
         }
+        if let Some(before) = retention_cutoff(&config, wall_clock_ms()) {
+            let removed = store.prune_usage_log(wall_clock_ms(), before)?;
+            info!(
+                removed,
+                days = config.log_retention_days,
+                "usage log retention applied"
+            );
+        }
         let snapshot = store.load()?;
         let ledger_config = LedgerConfig {
             session_ttl: config.session_ttl.as_millis() as u64,
@@ -283,6 +291,26 @@ impl Server {
         info!(%addr, admin = %config.admin_socket().display(), "serving");
 
         let stop = CancellationToken::new();
+        if config.log_retention_days > 0 {
+            // Retention runs daily after the pass at start; the task ends with the ledger.
+            let (handle, config) = (service.handle.clone(), config.clone());
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let day = std::time::Duration::from_secs(86_400);
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(day) => {}
+                        _ = stop.cancelled() => return,
+                    }
+                    let Some(before) = retention_cutoff(&config, wall_clock_ms()) else {
+                        return;
+                    };
+                    if handle.prune(before).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
         let mut connections = tokio::task::JoinSet::new();
         let limit = Arc::new(Semaphore::new(config.max_connections));
         let mut permit = None;
@@ -439,4 +467,10 @@ pub fn hostname() -> String {
         .ok()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// The cut-off of usage-log retention at `now`, if retention is on.
+fn retention_cutoff(config: &Config, now: u64) -> Option<u64> {
+    (config.log_retention_days > 0)
+        .then(|| now.saturating_sub(u64::from(config.log_retention_days) * 86_400_000))
 }

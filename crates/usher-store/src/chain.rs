@@ -29,6 +29,11 @@ pub const GENESIS: [u8; 32] = [0; 32];
 /// endian) followed by its hash (32 bytes).
 pub const HEAD_KEY: &str = "usage_log_head";
 
+/// The `meta` key of the chain's anchor: the `(seq, hash)` of the last record removed by
+/// retention ([`crate::SqliteStore::prune_usage_log`]). The oldest record kept chains from
+/// it, so a pruned log still verifies; absent, the chain starts from the genesis.
+pub const ANCHOR_KEY: &str = "usage_log_anchor";
+
 /// Domain separation, and a version for the encoding below.
 const DOMAIN: &[u8] = b"usher-usage-log-v1\0";
 
@@ -231,8 +236,14 @@ impl Default for Verifier {
 impl Verifier {
     /// A walk from the start of the log.
     pub fn new() -> Self {
+        Verifier::from_anchor(Head::EMPTY)
+    }
+
+    /// A walk of a log whose older records were removed by retention: the first record
+    /// must follow `anchor`.
+    pub fn from_anchor(anchor: Head) -> Self {
         Verifier {
-            head: Head::EMPTY,
+            head: anchor,
             records: 0,
         }
     }

@@ -12,7 +12,7 @@ use usher_core::{Change, ClientInfo, Lease, LeaseId, Millis, Session, SessionId}
 
 use crate::{
     Snapshot, Store, StoreError,
-    chain::{ChainBreak, HEAD_KEY, Head, Verifier, record_hash},
+    chain::{ANCHOR_KEY, ChainBreak, HEAD_KEY, Head, Verifier, record_hash},
     error::{Context, sqlite},
     schema,
     usage::{Entry, LogEvent, UsageEvent, UsageRecord, describe},
@@ -162,7 +162,12 @@ impl SqliteStore {
         let what = || "verifying the usage log".to_string();
         let tx = self.conn.unchecked_transaction().context(what)?;
         let head = read_head(&tx).context(what)?;
-        let mut verifier = Verifier::new();
+        let anchor = read_meta_head(&tx, ANCHOR_KEY)
+            .context(what)?
+            .ok()
+            .flatten()
+            .unwrap_or(Head::EMPTY);
+        let mut verifier = Verifier::from_anchor(anchor);
         let mut checked = 0;
         let mut after = 0;
         let mut st = tx.prepare_cached(SELECT_USAGE).context(what)?;
@@ -304,6 +309,54 @@ impl SqliteStore {
         tx.commit().context(what)?;
         self.head = head;
         Ok(())
+    }
+
+    /// Retention: removes the usage records written before `before`, except the newest
+    /// record, and records the removal as a `prune` event. The last removed record's
+    /// `(seq, hash)` becomes the chain's anchor (see [`ANCHOR_KEY`]), all in one
+    /// transaction, so the log that remains still verifies. Returns how many records went.
+    pub fn prune_usage_log(&mut self, at: Millis, before: Millis) -> Result<u64, StoreError> {
+        let what = || "pruning the usage log".to_string();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .context(what)?;
+        let last: Option<(i64, Vec<u8>)> = tx
+            .query_row(
+                "SELECT seq, hash FROM usage_log WHERE at < ?1 AND seq < ?2 \
+                 ORDER BY seq DESC LIMIT 1",
+                params![before as i64, self.head.seq],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .context(what)?;
+        let Some((seq, hash)) = last else {
+            return Ok(0);
+        };
+        let anchor = Head {
+            seq,
+            hash: <[u8; 32]>::try_from(hash.as_slice()).unwrap_or_default(),
+        };
+        let removed = tx
+            .execute("DELETE FROM usage_log WHERE seq <= ?1", [seq])
+            .context(what)?;
+        let head = {
+            let mut batch = Batch::prepare(&tx, self.head, self.pseudonym_key).context(what)?;
+            batch
+                .upsert_meta
+                .execute(params![ANCHOR_KEY, &anchor.to_bytes()[..]])
+                .context(what)?;
+            let detail = format!("{removed} records up to seq {seq} removed by retention");
+            let event = LogEvent::server(UsageEvent::Other("prune".into()), Some(&detail));
+            batch
+                .append(event.record(self.head.seq + 1, at))
+                .context(what)?;
+            batch.store_head().context(what)?;
+            batch.head
+        };
+        tx.commit().context(what)?;
+        self.head = head;
+        Ok(removed as u64)
     }
 
     /// From now on, write user, host and display names into the usage log as pseudonyms
@@ -638,10 +691,14 @@ impl<'conn> Batch<'conn> {
 
 /// The head stored in `meta`: `Ok(None)` if none, `Err(())` if it is malformed.
 fn read_head(conn: &Connection) -> rusqlite::Result<Result<Option<Head>, ()>> {
+    read_meta_head(conn, HEAD_KEY)
+}
+
+/// A `(seq, hash)` stored in `meta` under `key`: `Ok(None)` if none, `Err(())` if it is
+/// malformed.
+fn read_meta_head(conn: &Connection, key: &str) -> rusqlite::Result<Result<Option<Head>, ()>> {
     let bytes: Option<Vec<u8>> = conn
-        .query_row("SELECT value FROM meta WHERE key = ?1", [HEAD_KEY], |r| {
-            r.get(0)
-        })
+        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
         .optional()?;
     Ok(match bytes {
         None => Ok(None),

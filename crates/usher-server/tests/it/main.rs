@@ -17,4 +17,5 @@ mod queue;
 mod recovery;
 mod serve;
 mod sessions;
+mod usage_log;
 mod util;

@@ -221,7 +221,9 @@ fn hidden_identities_are_pseudonyms_stable_across_restarts_and_the_chain_holds()
     drop(store);
     let mut store = SqliteStore::open(&path).unwrap();
     store.hide_identities().unwrap();
-    store.commit(3, &[released(20, 2, ReleaseReason::Checkin)]).unwrap();
+    store
+        .commit(3, &[released(20, 2, ReleaseReason::Checkin)])
+        .unwrap();
     let log = store.usage_log(0, 100).unwrap();
     let users: Vec<&str> = log.iter().filter_map(|r| r.user.as_deref()).collect();
     // Written before hiding: the name. After: the same pseudonym for user2 both times,
@@ -232,7 +234,10 @@ fn hidden_identities_are_pseudonyms_stable_across_restarts_and_the_chain_holds()
     assert!(hidden.iter().all(|u| **u == *hidden[0]), "{users:?}");
     assert!(!users[2..].contains(&"user2"), "{users:?}");
     let hosts: Vec<&str> = log.iter().filter_map(|r| r.host.as_deref()).collect();
-    assert!(hosts[2..].iter().all(|h| h.starts_with("anon-")), "{hosts:?}");
+    assert!(
+        hosts[2..].iter().all(|h| h.starts_with("anon-")),
+        "{hosts:?}"
+    );
     // The live session row keeps the name: administrators need it.
     let name: String = raw(&path)
         .query_row("SELECT user FROM sessions WHERE id = 2", [], |r| r.get(0))
@@ -246,4 +251,49 @@ fn hidden_identities_are_pseudonyms_stable_across_restarts_and_the_chain_holds()
     second.commit(1, &[opened(2)]).unwrap();
     let theirs = second.usage_log(0, 10).unwrap()[0].user.clone().unwrap();
     assert_ne!(&theirs, *hidden[0]);
+}
+
+#[test]
+fn retention_removes_old_records_and_the_rest_still_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("usher.db");
+    let mut store = SqliteStore::open(&path).unwrap();
+    store.commit(100, &[opened(1)]).unwrap();
+    store.commit(200, &[granted(10, 1)]).unwrap();
+    store
+        .commit(300, &[released(10, 1, ReleaseReason::Checkin)])
+        .unwrap();
+    store.commit(400, &[granted(11, 1)]).unwrap();
+    let removed = store.prune_usage_log(500, 300).unwrap();
+    assert_eq!(removed, 2, "the records at 100 and 200");
+    let log = store.usage_log(0, 100).unwrap();
+    let seqs: Vec<i64> = log.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, vec![3, 4, 5], "seqs are never reused");
+    assert_eq!(log[2].event, UsageEvent::Other("prune".into()));
+    assert!(
+        log[2].detail.as_deref().unwrap().contains("2 records"),
+        "{log:#?}"
+    );
+    let report = store.verify_usage_log().unwrap();
+    assert!(report.broken.is_none(), "{report:?}");
+    assert_eq!(report.records, 3);
+    // Nothing older than the newest record goes, however far the cut-off.
+    assert_eq!(store.prune_usage_log(600, 10_000).unwrap(), 2);
+    assert_eq!(
+        store.usage_log(0, 100).unwrap().len(),
+        2,
+        "the newest and the prune event"
+    );
+    assert!(store.verify_usage_log().unwrap().broken.is_none());
+    store.commit(700, &[closed(1)]).unwrap_or(());
+    drop(store);
+    // An edited kept row is still caught.
+    raw(&path)
+        .execute(
+            "UPDATE usage_log SET user = 'mallory' WHERE seq = (SELECT max(seq) FROM usage_log)",
+            [],
+        )
+        .unwrap();
+    let store = SqliteStore::open_read_only(&path).unwrap();
+    assert!(store.verify_usage_log().unwrap().broken.is_some());
 }
