@@ -620,6 +620,11 @@ fn user_line<Tz: TimeZone>(
     if holder.count > 1 {
         let _ = write!(out, ", {} licenses", holder.count);
     }
+    if holder.lingering_until_ms > holder.since_ms {
+        // FlexLM marks held-after-checkin seats so: `(linger: SECONDS)`.
+        let secs = holder.lingering_until_ms.saturating_sub(holder.since_ms) / 1000;
+        let _ = write!(out, " (linger: {secs})");
+    }
     if show_pid && holder.pid != 0 {
         let _ = write!(out, ", PID: {}", holder.pid);
     }
@@ -751,6 +756,7 @@ mod tests {
             session_id: 99,
             connected: true,
             overdraft: false,
+            lingering_until_ms: 0,
         }
     }
 

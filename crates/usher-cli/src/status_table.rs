@@ -104,7 +104,8 @@ fn queue_row<Tz: TimeZone>(q: &QueueEntry, tz: &Tz) -> [String; 8] {
 ///       "holders": [
 ///         { "user": "alice", "host": "ws1", "display": "/dev/pts/0", "pid": 4242,
 ///           "program": "cad", "version": "2025", "since": "2026-03-01T09:39:00Z",
-///           "count": 1, "handle": "1234", "connected": true, "overdraft": false } ] } ],
+///           "count": 1, "handle": "1234", "connected": true, "overdraft": false,
+///           "lingering_until": null } ] } ],
 ///   "queue": [
 ///     { "feature": "cad", "version": "2025", "position": 1, "priority": 0, "count": 1,
 ///       "user": "bob", "host": "ws2", "display": ":0", "pid": 77, "program": "cad",
@@ -175,6 +176,7 @@ fn holder_json(holder: &Holder) -> Value {
         "handle": format_handle(holder.lease_id),
         "connected": holder.connected,
         "overdraft": holder.overdraft,
+        "lingering_until": rfc3339(holder.lingering_until_ms),
     })
 }
 
@@ -226,10 +228,14 @@ fn holder_row<Tz: TimeZone>(holder: &Holder, tz: &Tz) -> [String; 8] {
         },
         clean(&holder.version, "-").into_owned(),
         minutes(&instant(holder.since_ms, tz)),
-        if holder.overdraft {
-            format!("{} (overdraft)", holder.count.max(1))
-        } else {
-            holder.count.max(1).to_string()
+        match (holder.overdraft, holder.lingering_until_ms) {
+            (_, until) if until != 0 => format!(
+                "{} (linger to {})",
+                holder.count.max(1),
+                minutes(&instant(until, tz))
+            ),
+            (true, _) => format!("{} (overdraft)", holder.count.max(1)),
+            (false, _) => holder.count.max(1).to_string(),
         },
         format_handle(holder.lease_id),
     ]
@@ -293,6 +299,7 @@ mod tests {
             session_id: 7,
             connected: true,
             overdraft: false,
+            lingering_until_ms: 0,
         }
     }
 
@@ -424,6 +431,7 @@ sim v1.0 (demo)  0 of 1 seat in use  permanent
                             "since": "2026-03-01T07:39:00Z", "count": 1, "handle": "7",
                             "connected": true,
                             "overdraft": false,
+                            "lingering_until": null,
                         },
                         {
                             "user": "bartholomew", "host": "ws1", "display": "",
@@ -431,6 +439,7 @@ sim v1.0 (demo)  0 of 1 seat in use  permanent
                             "since": "2026-03-01T07:39:00Z", "count": 2,
                             "handle": "18446744073709551615", "connected": true,
                             "overdraft": false,
+                            "lingering_until": null,
                         },
                     ],
                 },

@@ -92,6 +92,12 @@ pub struct Pool {
     pub grants: Vec<Grant>,
     /// Duplicate checkouts that share a seat (`DUP_GROUP=`), if any.
     pub dup_group: Option<DupGroup>,
+    /// `LINGER=`: how long seats stay held after they are given back (the largest value
+    /// among the pool's entitlements).
+    pub linger: Millis,
+    /// `MIN_CHECKOUT=`: how long after the grant seats stay held at least, however early
+    /// they are given back (the largest value among the pool's entitlements).
+    pub min_checkout: Millis,
 }
 
 impl Pool {
@@ -174,6 +180,8 @@ impl Catalog {
                 valid_until: e.valid_until_ms(),
                 overdraft,
             };
+            let linger = seconds_attr(e, "LINGER", &mut problems);
+            let min_checkout = seconds_attr(e, "MIN_CHECKOUT", &mut problems);
             let dup_group = match e.attr("DUP_GROUP").map(DupGroup::parse) {
                 None => None,
                 Some(Ok(d)) => d,
@@ -192,6 +200,8 @@ impl Catalog {
             {
                 Some(pool) => {
                     pool.grants.push(grant);
+                    pool.linger = pool.linger.max(linger);
+                    pool.min_checkout = pool.min_checkout.max(min_checkout);
                     if e.attr("DUP_GROUP").is_some() && pool.dup_group != dup_group {
                         problems.push(format!(
                             "line {}: feature {:?}: DUP_GROUP differs from an earlier line of \
@@ -202,6 +212,8 @@ impl Catalog {
                 }
                 None => pools.push(Pool {
                     dup_group,
+                    linger,
+                    min_checkout,
                     key: PoolKey {
                         feature: e.feature.clone(),
                         vendor: e.vendor.clone(),
@@ -255,4 +267,28 @@ pub fn canonical_version(v: &Version) -> String {
         .map(u32::to_string)
         .collect::<Vec<_>>()
         .join(".")
+}
+
+/// The largest number of seconds `LINGER=` and `MIN_CHECKOUT=` may hold (one year).
+pub const MAX_HOLD_SECONDS: u64 = 366 * 86_400;
+
+/// A duration attribute in milliseconds: 0 when absent, and 0 with a problem recorded when
+/// it is not a whole number of seconds up to [`MAX_HOLD_SECONDS`].
+fn seconds_attr(e: &Entitlement, key: &str, problems: &mut Vec<String>) -> Millis {
+    let Some(text) = e.attr(key) else {
+        return 0;
+    };
+    match text.parse::<u64>() {
+        Ok(secs) if secs <= MAX_HOLD_SECONDS && text.bytes().all(|b| b.is_ascii_digit()) => {
+            secs * 1000
+        }
+        _ => {
+            problems.push(format!(
+                "line {}: feature {:?}: {key}={text:?} is not a number of seconds from 0 to \
+                 {MAX_HOLD_SECONDS}; ignored",
+                e.line, e.feature
+            ));
+            0
+        }
+    }
 }

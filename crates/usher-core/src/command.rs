@@ -213,6 +213,11 @@ pub enum ReleaseReason {
     Removed,
     /// The client was idle for longer than the policy's `TIMEOUT` for the feature.
     IdleTimeout,
+    /// The seats lingered after the client gave them back (`LINGER=`, `MIN_CHECKOUT=`),
+    /// and the linger is over.
+    LingerOver,
+    /// The lingering seats were taken over by a new checkout of the same user and host.
+    Reused,
 }
 
 /// A durable effect of a command. The store persists changes (not commands): after a
@@ -225,6 +230,9 @@ pub enum Change {
     SessionClosed(SessionId),
     /// Seats were granted.
     LeaseGranted(Lease),
+    /// The client gave a lease back but its seats linger: the stored lease becomes this
+    /// one (with `lingering_until` set). Its release follows when the linger ends.
+    LeaseLingering(Lease),
     /// Seats went back.
     LeaseReleased {
         /// The lease released.

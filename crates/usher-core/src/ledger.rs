@@ -62,6 +62,11 @@ pub struct Ledger {
     dup_groups: HashMap<DupKey, BTreeMap<LeaseId, u32>>,
     /// The group of each grouped lease.
     lease_dup: HashMap<LeaseId, DupKey>,
+    /// Sessions that ended (goodbye or expiry) while some of their seats linger. They
+    /// cannot be resumed or used; each is closed when its last lingering lease ends.
+    departed: HashMap<SessionId, Session>,
+    /// Every lingering lease by the end of its linger.
+    lingering: BTreeSet<(Millis, LeaseId)>,
 }
 
 /// A group of duplicate checkouts: the pool, and the user, host and display where the
@@ -118,6 +123,8 @@ impl Ledger {
             idle_deadline_of: HashMap::new(),
             dup_groups: HashMap::new(),
             lease_dup: HashMap::new(),
+            departed: HashMap::new(),
+            lingering: BTreeSet::new(),
         }
     }
 
@@ -216,6 +223,16 @@ impl Ledger {
         self.sessions.get(&id)
     }
 
+    /// Whoever holds a lease: a live session, or one that departed while its seats linger.
+    pub fn holder(&self, id: SessionId) -> Option<&Session> {
+        self.sessions.get(&id).or_else(|| self.departed.get(&id))
+    }
+
+    /// Sessions that ended while some of their seats linger.
+    pub fn departed_sessions(&self) -> impl Iterator<Item = &Session> {
+        self.departed.values()
+    }
+
     /// All leases, by id.
     pub fn leases(&self) -> impl Iterator<Item = &Lease> {
         self.leases.values()
@@ -255,6 +272,7 @@ impl Ledger {
             self.expiries.first().map(|&(at, _)| at),
             self.queue.next_deadline(),
             self.idle_deadlines.first().map(|&(at, _)| at),
+            self.lingering.first().map(|&(at, _)| at),
         ]
         .into_iter()
         .flatten()
@@ -281,7 +299,7 @@ impl Ledger {
                 secret_hash,
                 client,
             } => {
-                if self.sessions.contains_key(&id) {
+                if self.sessions.contains_key(&id) || self.departed.contains_key(&id) {
                     return Err(LedgerError::IdInUse);
                 }
                 let session = Session {
@@ -311,7 +329,12 @@ impl Ledger {
                 session.connected = true;
                 session.client.address = address;
                 self.touch(id, now);
-                let leases = self.session_leases(id).cloned().collect();
+                // Lingering seats are no longer the client's.
+                let leases = self
+                    .session_leases(id)
+                    .filter(|l| l.lingering_until.is_none())
+                    .cloned()
+                    .collect();
                 Ok(Outcome::Resumed { leases })
             }
             Command::Heartbeat { id } => {
@@ -354,7 +377,7 @@ impl Ledger {
             }
             Command::CloseSession { id } => {
                 self.require_session(id)?;
-                self.end_session(id, ReleaseReason::SessionClosed, changes);
+                self.end_session(id, now, ReleaseReason::SessionClosed, changes);
                 self.serve_queue(now, changes);
                 Ok(Outcome::Done)
             }
@@ -371,7 +394,7 @@ impl Ledger {
                 if client_ref != 0 {
                     let retried = self
                         .session_leases(session)
-                        .find(|l| l.client_ref == client_ref)
+                        .find(|l| l.client_ref == client_ref && l.lingering_until.is_none())
                         .cloned();
                     if let Some(existing) = retried {
                         self.touch(session, now);
@@ -397,6 +420,27 @@ impl Ledger {
                     Wait::Until(at) => Some(Some(at)),
                     Wait::Forever => Some(None),
                 };
+                if let Some(old) = self.lingering_for(session, &feature, &version, count) {
+                    // The same user on the same host comes back while their seats linger:
+                    // they take them over (FlexLM's linger reuse) instead of new ones.
+                    let old = self.release(old, ReleaseReason::Reused, changes);
+                    let lease = Lease {
+                        id: lease_id,
+                        session,
+                        feature,
+                        vendor: old.vendor,
+                        requested_version: version,
+                        pool_version: old.pool_version,
+                        count,
+                        granted_at: now,
+                        client_ref,
+                        overdraft: old.overdraft,
+                        lingering_until: None,
+                    };
+                    changes.push(Change::LeaseGranted(lease.clone()));
+                    self.insert_lease(lease.clone());
+                    return Ok(Outcome::Granted(lease));
+                }
                 let priority = self.priority(session, &feature);
                 let ahead = self
                     .queue
@@ -453,6 +497,7 @@ impl Ledger {
                             granted_at: now,
                             client_ref,
                             overdraft,
+                            lingering_until: None,
                         };
                         changes.push(Change::LeaseGranted(lease.clone()));
                         self.insert_lease(lease.clone());
@@ -464,12 +509,8 @@ impl Ledger {
                 self.require_session(session)?;
                 self.touch(session, now);
                 match self.leases.get(&lease_id) {
-                    Some(l) if l.session == session => {
-                        let lease = self.remove_lease(lease_id);
-                        changes.push(Change::LeaseReleased {
-                            lease: lease.clone(),
-                            reason: ReleaseReason::Checkin,
-                        });
+                    Some(l) if l.session == session && l.lingering_until.is_none() => {
+                        let lease = self.give_back(lease_id, now, ReleaseReason::Checkin, changes);
                         self.serve_queue(now, changes);
                         Ok(Outcome::Released(lease))
                     }
@@ -500,11 +541,7 @@ impl Ledger {
                         wait_ms: ready_at - now,
                     });
                 }
-                let lease = self.remove_lease(lease_id);
-                changes.push(Change::LeaseReleased {
-                    lease: lease.clone(),
-                    reason: ReleaseReason::Removed,
-                });
+                let lease = self.release(lease_id, ReleaseReason::Removed, changes);
                 self.serve_queue(now, changes);
                 Ok(Outcome::Released(lease))
             }
@@ -527,8 +564,14 @@ impl Ledger {
                     if at > now {
                         break;
                     }
-                    self.end_session(id, ReleaseReason::Expired, changes);
+                    self.end_session(id, now, ReleaseReason::Expired, changes);
                     lapsed.push(id);
+                }
+                while let Some(&(at, id)) = self.lingering.first() {
+                    if at > now {
+                        break;
+                    }
+                    self.release(id, ReleaseReason::LingerOver, changes);
                 }
                 self.serve_queue(now, changes);
                 Ok(Outcome::Expired { sessions: lapsed })
@@ -730,9 +773,36 @@ impl Ledger {
         self.policy.priority(feature, &Who::from(client))
     }
 
+    /// A lingering lease of `feature` that a checkout by `session` may take over: same
+    /// user and host, same version asked for, at least as many seats.
+    fn lingering_for(
+        &self,
+        session: SessionId,
+        feature: &str,
+        version: &str,
+        count: u32,
+    ) -> Option<LeaseId> {
+        if self.lingering.is_empty() {
+            return None;
+        }
+        let me = self.client_of(session)?;
+        self.lingering
+            .iter()
+            .map(|&(_, id)| &self.leases[&id])
+            .find(|l| {
+                l.feature == feature
+                    && l.requested_version == version
+                    && l.count >= count
+                    && self
+                        .client_of(l.session)
+                        .is_some_and(|c| c.user == me.user && c.host == me.host)
+            })
+            .map(|l| l.id)
+    }
+
     /// The identity behind a session, for the policy.
     fn client_of(&self, session: SessionId) -> Option<&ClientInfo> {
-        self.sessions.get(&session).map(|s| &s.client)
+        self.holder(session).map(|s| &s.client)
     }
 
     /// Grants queued checkouts, in order, while their heads can be served. A head that
@@ -770,6 +840,7 @@ impl Ledger {
                             granted_at: now,
                             client_ref: request.client_ref,
                             overdraft,
+                            lingering_until: None,
                         };
                         changes.push(Change::Dequeued {
                             request,
@@ -823,6 +894,9 @@ impl Ledger {
         let Some(&since) = self.idle_since.get(&lease.session) else {
             return;
         };
+        if lease.lingering_until.is_some() {
+            return;
+        }
         if let Some(timeout) = self.policy.timeout(&lease.feature) {
             let at = since.saturating_add(timeout);
             self.idle_deadlines.insert((at, id));
@@ -907,6 +981,9 @@ impl Ledger {
             .or_default()
             .insert(lease.id);
         let id = lease.id;
+        if let Some(until) = lease.lingering_until {
+            self.lingering.insert((until, id));
+        }
         self.leases.insert(id, lease);
         self.arm_idle(id);
     }
@@ -918,6 +995,9 @@ impl Ledger {
             .remove(&id)
             .expect("caller checked the lease exists");
         self.disarm_idle(id);
+        if let Some(until) = lease.lingering_until {
+            self.lingering.remove(&(until, id));
+        }
         self.account_remove(&lease);
         if let Some(set) = self.session_leases.get_mut(&lease.session) {
             set.remove(&id);
@@ -928,7 +1008,72 @@ impl Ledger {
         lease
     }
 
-    fn end_session(&mut self, id: SessionId, reason: ReleaseReason, changes: &mut Vec<Change>) {
+    /// How long the seats of `lease`, given back at `now`, stay held: until
+    /// `max(now + linger, granted_at + min_checkout)`, where the linger is the longer of the
+    /// license's `LINGER=` and the policy's `LINGER` (policy can lengthen, never shorten).
+    fn held_until(&self, lease: &Lease, now: Millis) -> Millis {
+        let Some(pool) = self.catalog.pool(&pool_key(lease)) else {
+            return now;
+        };
+        let linger = pool
+            .linger
+            .max(self.policy.linger(&lease.feature).unwrap_or(0));
+        now.saturating_add(linger)
+            .max(lease.granted_at.saturating_add(pool.min_checkout))
+    }
+
+    /// A lease known to exist and not lingering is given back by its client at `now`: it
+    /// lingers if its pool says so (the seats stay held), and is released otherwise.
+    fn give_back(
+        &mut self,
+        id: LeaseId,
+        now: Millis,
+        reason: ReleaseReason,
+        changes: &mut Vec<Change>,
+    ) -> Lease {
+        let until = self.held_until(&self.leases[&id], now);
+        if until <= now {
+            return self.release(id, reason, changes);
+        }
+        self.disarm_idle(id);
+        self.lingering.insert((until, id));
+        let lease = self
+            .leases
+            .get_mut(&id)
+            .expect("caller checked the lease exists");
+        lease.lingering_until = Some(until);
+        let lease = lease.clone();
+        changes.push(Change::LeaseLingering(lease.clone()));
+        lease
+    }
+
+    /// Releases a lease known to exist, recording why; closes its session if that had
+    /// departed and this was its last lease.
+    fn release(&mut self, id: LeaseId, reason: ReleaseReason, changes: &mut Vec<Change>) -> Lease {
+        let lease = self.remove_lease(id);
+        let owner = lease.session;
+        changes.push(Change::LeaseReleased {
+            lease: lease.clone(),
+            reason,
+        });
+        if self.departed.contains_key(&owner) && !self.session_leases.contains_key(&owner) {
+            self.departed.remove(&owner);
+            changes.push(Change::SessionClosed(owner));
+        }
+        lease
+    }
+
+    /// A session's seats are given back: at a goodbye they linger where their pools say
+    /// so; when it lapses (its client died or vanished) they go back at once, except those
+    /// already lingering. A session left with lingering seats departs: it can no longer be
+    /// used or resumed, and is closed with its last lingering seat.
+    fn end_session(
+        &mut self,
+        id: SessionId,
+        now: Millis,
+        reason: ReleaseReason,
+        changes: &mut Vec<Change>,
+    ) {
         if !self.queue.is_empty() {
             for waiting in self.queue.of_session(id) {
                 self.dequeue(waiting, DequeueReason::SessionEnded, changes);
@@ -940,14 +1085,27 @@ impl Ledger {
             .map(|s| s.iter().copied().collect())
             .unwrap_or_default();
         for lease_id in held {
-            let lease = self.remove_lease(lease_id);
-            changes.push(Change::LeaseReleased { lease, reason });
+            if self.leases[&lease_id].lingering_until.is_some() {
+                continue;
+            }
+            if reason == ReleaseReason::SessionClosed {
+                self.give_back(lease_id, now, reason, changes);
+            } else {
+                let lease = self.remove_lease(lease_id);
+                changes.push(Change::LeaseReleased { lease, reason });
+            }
         }
         self.idle_since.remove(&id);
-        if let Some(s) = self.sessions.remove(&id) {
-            self.expiries.remove(&(s.expires_at, id));
+        let Some(session) = self.sessions.remove(&id) else {
+            // Already departed (a restored departed session lapsing again).
+            return;
+        };
+        self.expiries.remove(&(session.expires_at, id));
+        if self.session_leases.contains_key(&id) {
+            self.departed.insert(id, session);
+        } else {
+            changes.push(Change::SessionClosed(id));
         }
-        changes.push(Change::SessionClosed(id));
     }
 }
 

@@ -90,4 +90,8 @@ pub struct Lease {
     /// Whether the seats were granted beyond the pool's count, under its `OVERDRAFT=`
     /// allowance. Flagged to the client, in status and in the usage log.
     pub overdraft: bool,
+    /// Set once the client has given the lease back while its pool's `LINGER=` or
+    /// `MIN_CHECKOUT=` keeps the seats held: until when they stay held. The client no
+    /// longer holds such a lease; the seats still count.
+    pub lingering_until: Option<crate::Millis>,
 }

@@ -540,6 +540,10 @@ pub struct Holder {
     /// The seats are beyond the pool's count (`OVERDRAFT=`).
     #[prost(bool, tag = "12")]
     pub overdraft: bool,
+    /// The client gave the seats back, but they stay held until then (ms since epoch;
+    /// `LINGER=`, `MIN_CHECKOUT=`). 0: not lingering.
+    #[prost(uint64, tag = "13")]
+    pub lingering_until_ms: u64,
 }
 
 /// End the session.

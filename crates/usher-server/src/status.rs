@@ -33,7 +33,7 @@ pub fn report(ledger: &Ledger, now: Millis, feature: &str, info: &ServerInfo) ->
             vendor: lease.vendor.clone(),
             version: lease.pool_version.clone(),
         };
-        let session = ledger.session(lease.session);
+        let session = ledger.holder(lease.session);
         let client = session.map(|s| s.client.clone()).unwrap_or_default();
         holders.entry(key).or_default().push(Holder {
             user: client.user,
@@ -48,6 +48,7 @@ pub fn report(ledger: &Ledger, now: Millis, feature: &str, info: &ServerInfo) ->
             session_id: lease.session.0,
             connected: session.is_some_and(|s| s.connected),
             overdraft: lease.overdraft,
+            lingering_until_ms: lease.lingering_until.unwrap_or(0),
         });
     }
     let mut features = Vec::new();

@@ -41,6 +41,7 @@ fn lease(id: u64, session: u64) -> Lease {
         granted_at: 0,
         client_ref: id,
         overdraft: false,
+        lingering_until: None,
     }
 }
 

@@ -54,7 +54,8 @@ pub use memory::MemoryStore;
 pub use schema::SCHEMA_VERSION;
 pub use sqlite::{ChainReport, SqliteStore};
 pub use usage::{
-    DETAIL_IDLE_TIMEOUT, DETAIL_OVERDRAFT, DETAIL_SESSION_CLOSED, LogEvent, UsageEvent, UsageRecord,
+    DETAIL_IDLE_TIMEOUT, DETAIL_LINGER_OVER, DETAIL_OVERDRAFT, DETAIL_REUSED,
+    DETAIL_SESSION_CLOSED, LogEvent, UsageEvent, UsageRecord,
 };
 
 /// Everything a restarted server needs to rebuild its ledger.

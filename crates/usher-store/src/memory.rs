@@ -80,6 +80,9 @@ impl Tables {
             Change::LeaseReleased { lease, .. } => {
                 self.leases.remove(&lease.id);
             }
+            Change::LeaseLingering(lease) => {
+                self.leases.insert(lease.id, lease.clone());
+            }
             // The queue is soft state: only its log records are kept.
             Change::Queued(_) | Change::Dequeued { .. } => {}
         }

@@ -40,6 +40,7 @@ const MIGRATIONS: &[Migration] = &[
     Migration::Sql(V1),
     Migration::SqlThen(V2, hash_existing_rows),
     Migration::Sql(V3),
+    Migration::Sql(V4),
 ];
 
 /// Version 1: sessions, leases, the usage log and the meta table.
@@ -110,6 +111,12 @@ ALTER TABLE usage_log ADD COLUMN hash BLOB;
 /// Version 3: leases granted beyond their pool's count under `OVERDRAFT=` are flagged.
 const V3: &str = "
 ALTER TABLE leases ADD COLUMN overdraft INTEGER NOT NULL DEFAULT 0 CHECK (overdraft IN (0, 1));
+";
+
+/// Version 4: seats given back but still held under `LINGER=`/`MIN_CHECKOUT=` keep their
+/// lease row, with the moment they go back (NULL: not lingering).
+const V4: &str = "
+ALTER TABLE leases ADD COLUMN lingering_until INTEGER;
 ";
 
 /// Chains every record already in the log, oldest first, and stores the head.

@@ -494,13 +494,13 @@ ON CONFLICT (id) DO UPDATE SET
 const UPSERT_LEASE: &str = "
 INSERT INTO leases
     (id, session, feature, vendor, requested_version, pool_version, count, granted_at, client_ref,
-     overdraft)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+     overdraft, lingering_until)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
 ON CONFLICT (id) DO UPDATE SET
     session = excluded.session, feature = excluded.feature, vendor = excluded.vendor,
     requested_version = excluded.requested_version, pool_version = excluded.pool_version,
     count = excluded.count, granted_at = excluded.granted_at, client_ref = excluded.client_ref,
-    overdraft = excluded.overdraft";
+    overdraft = excluded.overdraft, lingering_until = excluded.lingering_until";
 
 const DELETE_LEASE: &str = "DELETE FROM leases WHERE id = ?1";
 const DELETE_SESSION_LEASES: &str = "DELETE FROM leases WHERE session = ?1";
@@ -533,7 +533,7 @@ FROM sessions WHERE id BETWEEN ?1 AND ?2 ORDER BY id";
 
 const SELECT_LEASES: &str = "
 SELECT id, session, feature, vendor, requested_version, pool_version, count, granted_at, client_ref,
-       overdraft
+       overdraft, lingering_until
 FROM leases WHERE id BETWEEN ?1 AND ?2 ORDER BY id";
 
 /// The statements of one batch, prepared (or fetched from the connection's cache) once.
@@ -605,7 +605,7 @@ impl<'conn> Batch<'conn> {
                 self.delete_session.execute([id.0 as i64])?;
                 Ok(())
             }
-            Change::LeaseGranted(l) => {
+            Change::LeaseGranted(l) | Change::LeaseLingering(l) => {
                 self.upsert_lease.execute(params![
                     l.id.0 as i64,
                     l.session.0 as i64,
@@ -617,6 +617,7 @@ impl<'conn> Batch<'conn> {
                     l.granted_at as i64,
                     l.client_ref as i64,
                     l.overdraft,
+                    l.lingering_until.map(|t| t as i64),
                 ])?;
                 self.log(at, change)
             }
@@ -791,6 +792,7 @@ fn lease_from_row(r: &Row<'_>) -> rusqlite::Result<Lease> {
         granted_at: r.get::<_, i64>(7)? as u64,
         client_ref: r.get::<_, i64>(8)? as u64,
         overdraft: r.get(9)?,
+        lingering_until: r.get::<_, Option<i64>>(10)?.map(|t| t as u64),
     })
 }
 

@@ -39,6 +39,10 @@ pub enum UsageEvent {
     /// `version` name the pool), written for every pool at start and on every reload, so
     /// reports know the totals at each moment.
     Seats,
+    /// `linger`: the client gave a lease back, but its seats stay held until the linger
+    /// ends (`LINGER=`, `MIN_CHECKOUT=`); a `checkin` with detail [`DETAIL_LINGER_OVER`]
+    /// (or [`DETAIL_REUSED`]) follows when they go back.
+    Linger,
     /// `queue`: a checkout joined the queue to wait for a seat. `lease` is the handle the
     /// grant will carry, `version` the version asked for.
     Queue,
@@ -59,6 +63,13 @@ pub const DETAIL_OVERDRAFT: &str = "overdraft";
 /// idle for too long.
 pub const DETAIL_IDLE_TIMEOUT: &str = "idle timeout";
 
+/// The detail recorded with the `checkin` that ends a linger: the seats go back now.
+pub const DETAIL_LINGER_OVER: &str = "linger over";
+
+/// The detail recorded with the `checkin` of lingering seats taken over by a new checkout
+/// of the same user and host (the new lease's `checkout` follows).
+pub const DETAIL_REUSED: &str = "reused";
+
 /// The detail recorded with a `checkin` caused by the client closing its session.
 pub const DETAIL_SESSION_CLOSED: &str = "session closed";
 
@@ -76,6 +87,7 @@ impl UsageEvent {
             UsageEvent::ServerStop => "server_stop",
             UsageEvent::Denied => "denied",
             UsageEvent::Seats => "seats",
+            UsageEvent::Linger => "linger",
             UsageEvent::Queue => "queue",
             UsageEvent::Dequeue => "dequeue",
             UsageEvent::Other(name) => name,
@@ -97,6 +109,7 @@ impl From<&str> for UsageEvent {
             "server_stop" => UsageEvent::ServerStop,
             "denied" => UsageEvent::Denied,
             "seats" => UsageEvent::Seats,
+            "linger" => UsageEvent::Linger,
             "queue" => UsageEvent::Queue,
             "dequeue" => UsageEvent::Dequeue,
             other => UsageEvent::Other(other.to_owned()),
@@ -276,6 +289,8 @@ impl<'a> Entry<'a> {
                     }
                     ReleaseReason::Expired => (UsageEvent::Expire, None),
                     ReleaseReason::IdleTimeout => (UsageEvent::Expire, Some(DETAIL_IDLE_TIMEOUT)),
+                    ReleaseReason::LingerOver => (UsageEvent::Checkin, Some(DETAIL_LINGER_OVER)),
+                    ReleaseReason::Reused => (UsageEvent::Checkin, Some(DETAIL_REUSED)),
                     ReleaseReason::Removed => (UsageEvent::Remove, None),
                 };
                 Entry {
@@ -286,6 +301,13 @@ impl<'a> Entry<'a> {
                     detail,
                 }
             }
+            Change::LeaseLingering(l) => Entry {
+                event: UsageEvent::Linger,
+                session: Some(l.session),
+                lease: Some(l),
+                queued: None,
+                detail: None,
+            },
             Change::Queued(request) => Entry {
                 event: UsageEvent::Queue,
                 session: Some(request.session),
@@ -360,6 +382,7 @@ pub(crate) fn describe(change: &Change) -> String {
             )
         }
         Change::LeaseReleased { lease, .. } => format!("releasing lease {}", lease.id),
+        Change::LeaseLingering(l) => format!("lease {} lingering", l.id),
         Change::Queued(r) => format!("queueing request {} of {:?}", r.lease_id, r.feature),
         Change::Dequeued { request, .. } => format!("dequeueing request {}", request.lease_id),
     }
@@ -381,6 +404,7 @@ mod tests {
             UsageEvent::ServerStop,
             UsageEvent::Denied,
             UsageEvent::Seats,
+            UsageEvent::Linger,
             UsageEvent::Queue,
             UsageEvent::Dequeue,
             UsageEvent::Other("license_reload".into()),

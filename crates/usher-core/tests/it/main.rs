@@ -9,6 +9,7 @@ mod catalog;
 mod checkout;
 mod determinism;
 mod dup_group;
+mod linger;
 mod model;
 mod overdraft;
 mod policy;

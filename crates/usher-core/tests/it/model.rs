@@ -529,6 +529,7 @@ impl Model {
                             granted_at: now,
                             client_ref: *client_ref,
                             overdraft,
+                            lingering_until: None,
                         };
                         changes.push(Change::LeaseGranted(lease.clone()));
                         self.leases.insert(*lease_id, lease.clone());

@@ -760,6 +760,7 @@ fn ledger_lease(id: u64, session: SessionId) -> usher_core::Lease {
         granted_at: T0,
         client_ref: 0,
         overdraft: false,
+        lingering_until: None,
     }
 }
 

@@ -336,6 +336,13 @@ impl Durable {
                         return Err(format!("{change:?}: lease not held as recorded"));
                     }
                 }
+                Change::LeaseLingering(lease) => {
+                    let held = self.leases.get_mut(&lease.id);
+                    match held {
+                        Some(h) if h.lingering_until.is_none() => *h = lease.clone(),
+                        _ => return Err(format!("{change:?}: lease not held, or lingering")),
+                    }
+                }
             }
         }
         Ok(())

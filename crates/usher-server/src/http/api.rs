@@ -50,6 +50,8 @@ pub struct HolderJson {
     since: Millis,
     count: u32,
     overdraft: bool,
+    /// The client gave the seats back; they stay held until then (`LINGER=`).
+    lingering_until: Option<Millis>,
     connected: bool,
 }
 
@@ -195,7 +197,7 @@ fn holders_of(ledger: &Ledger, feature: Option<&str>) -> Vec<HolderJson> {
         .leases()
         .filter(|l| feature.is_none_or(|f| l.feature == f))
         .map(|l| {
-            let session = ledger.session(l.session);
+            let session = ledger.holder(l.session);
             let client = session.map(|s| s.client.clone()).unwrap_or_default();
             HolderJson {
                 id: l.id.0,
@@ -211,6 +213,7 @@ fn holders_of(ledger: &Ledger, feature: Option<&str>) -> Vec<HolderJson> {
                 since: l.granted_at,
                 count: l.count,
                 overdraft: l.overdraft,
+                lingering_until: l.lingering_until,
                 connected: session.is_some_and(|s| s.connected),
             }
         })

@@ -209,3 +209,28 @@ async fn pipelined_requests_are_all_answered_in_order() {
     let report = server.status().await;
     assert_eq!(in_use(&report, "sim"), 1, "{report:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lingering_seat_stays_held_after_checkin_then_comes_back() {
+    let lic = Licensed::new("FEATURE cad acme 2025 permanent 1 HOSTID=ANY LINGER=2\n");
+    let server = TestServer::start(lic.config()).await;
+    let client = server.client().await;
+    let license = client.checkout("cad", "", 1).await.unwrap();
+    let lease = license.lease_id();
+    drop(license);
+    let report = eventually(Duration::from_secs(20), "the seat to linger", || async {
+        let report = server.status().await;
+        holders(&report)
+            .first()
+            .is_some_and(|h| h.lingering_until_ms != 0)
+            .then_some(report)
+    })
+    .await;
+    assert_eq!(holders(&report)[0].lease_id, lease);
+    assert_eq!(in_use(&report, "cad"), 1, "still held: {report:#?}");
+    eventually(Duration::from_secs(20), "the linger to end", || async {
+        (in_use(&server.status().await, "cad") == 0).then_some(())
+    })
+    .await;
+    client.checkout("cad", "", 1).await.expect("free again");
+}

@@ -218,6 +218,7 @@ fn downgrade_to_v1(path: &Path) {
         .execute_batch(
             "ALTER TABLE usage_log DROP COLUMN hash;
              ALTER TABLE leases DROP COLUMN overdraft;
+             ALTER TABLE leases DROP COLUMN lingering_until;
              DELETE FROM meta WHERE key = 'usage_log_head';
              PRAGMA user_version = 1;",
         )

@@ -5,7 +5,8 @@
 
 use usher_core::{Change, DequeueReason, LeaseId, QueuedRequest, ReleaseReason, SessionId};
 use usher_store::{
-    DETAIL_IDLE_TIMEOUT, DETAIL_SESSION_CLOSED, LogEvent, Snapshot, Store, StoreError, UsageEvent,
+    DETAIL_IDLE_TIMEOUT, DETAIL_LINGER_OVER, DETAIL_REUSED, DETAIL_SESSION_CLOSED, LogEvent,
+    Snapshot, Store, StoreError, UsageEvent,
     chain::{GENESIS, Head, Verifier, record_hash},
 };
 
@@ -413,6 +414,10 @@ fn usage_log_has_one_record_per_change<B: Backend>(b: &mut B) {
             vec![
                 released(10, 1, ReleaseReason::Checkin),
                 released(12, 1, ReleaseReason::IdleTimeout),
+                Change::LeaseLingering(usher_core::Lease {
+                    lingering_until: Some(250),
+                    ..lease(20, 2)
+                }),
             ],
         ),
         (
@@ -445,6 +450,7 @@ fn usage_log_has_one_record_per_change<B: Backend>(b: &mut B) {
             Change::Queued(_) | Change::Dequeued { .. } => {
                 unreachable!("no queue changes in this test")
             }
+            Change::LeaseLingering(l) => (UsageEvent::Linger, l.session, Some(l.id), None),
             Change::LeaseReleased { lease, reason } => match reason {
                 ReleaseReason::Checkin => {
                     (UsageEvent::Checkin, lease.session, Some(lease.id), None)
@@ -457,6 +463,18 @@ fn usage_log_has_one_record_per_change<B: Backend>(b: &mut B) {
                 ),
                 ReleaseReason::Expired => (UsageEvent::Expire, lease.session, Some(lease.id), None),
                 ReleaseReason::Removed => (UsageEvent::Remove, lease.session, Some(lease.id), None),
+                ReleaseReason::LingerOver => (
+                    UsageEvent::Checkin,
+                    lease.session,
+                    Some(lease.id),
+                    Some(DETAIL_LINGER_OVER.to_owned()),
+                ),
+                ReleaseReason::Reused => (
+                    UsageEvent::Checkin,
+                    lease.session,
+                    Some(lease.id),
+                    Some(DETAIL_REUSED.to_owned()),
+                ),
                 ReleaseReason::IdleTimeout => (
                     UsageEvent::Expire,
                     lease.session,

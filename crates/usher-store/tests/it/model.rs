@@ -217,6 +217,7 @@ impl Model {
                     client_ref,
                     // Some grants are flagged, so the flag's round trip is checked too.
                     overdraft: client_ref % 3 == 0,
+                    lingering_until: None,
                 };
                 self.leases.insert(id, lease.clone());
                 out.push(Change::LeaseGranted(lease));
@@ -244,6 +245,7 @@ impl Model {
                     granted_at: 0,
                     client_ref: 0,
                     overdraft: false,
+                    lingering_until: None,
                 };
                 out.push(Change::LeaseReleased {
                     lease,

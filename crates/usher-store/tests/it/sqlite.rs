@@ -297,3 +297,28 @@ fn retention_removes_old_records_and_the_rest_still_verifies() {
     let store = SqliteStore::open_read_only(&path).unwrap();
     assert!(store.verify_usage_log().unwrap().broken.is_some());
 }
+
+#[test]
+fn migration_to_version_4_keeps_leases_and_stores_lingers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("usher.db");
+    let mut store = SqliteStore::open(&path).unwrap();
+    store.commit(1, &[opened(1), granted(10, 1)]).unwrap();
+    drop(store);
+    raw(&path)
+        .execute_batch("ALTER TABLE leases DROP COLUMN lingering_until; PRAGMA user_version = 3;")
+        .unwrap();
+    let mut store = SqliteStore::open(&path).unwrap();
+    let loaded = store.load().unwrap();
+    assert_eq!(loaded.leases.len(), 1);
+    assert_eq!(loaded.leases[0].lingering_until, None);
+    let mut lingering = loaded.leases[0].clone();
+    lingering.lingering_until = Some(5_000);
+    store
+        .commit(2, &[Change::LeaseLingering(lingering.clone())])
+        .unwrap();
+    assert_eq!(store.load().unwrap().leases, vec![lingering]);
+    assert_eq!(pragma_i64(&raw(&path), "user_version"), SCHEMA_VERSION);
+    let log = store.usage_log(0, 10).unwrap();
+    assert_eq!(log.last().unwrap().event, UsageEvent::Linger);
+}

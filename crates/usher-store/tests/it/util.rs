@@ -152,6 +152,7 @@ pub fn lease(id: u64, session: u64) -> Lease {
         granted_at: 1_700_000_001_000u64.wrapping_add(id),
         client_ref: id.wrapping_mul(31),
         overdraft: false,
+        lingering_until: None,
     }
 }
 
