@@ -98,6 +98,9 @@ pub struct Pool {
     /// `MIN_CHECKOUT=`: how long after the grant seats stay held at least, however early
     /// they are given back (the largest value among the pool's entitlements).
     pub min_checkout: Millis,
+    /// `USER_BASED[=n]`: only the first n users the policy names (`INCLUDE`) may use the
+    /// pool; `Some(None)` for a bare `USER_BASED` (n is the pool's seat count).
+    pub user_based: Option<Option<u32>>,
 }
 
 impl Pool {
@@ -180,6 +183,19 @@ impl Catalog {
                 valid_until: e.valid_until_ms(),
                 overdraft,
             };
+            let user_based = e.attr("USER_BASED").map(|v| {
+                if v.is_empty() {
+                    return None;
+                }
+                v.parse::<u32>().ok().or_else(|| {
+                    problems.push(format!(
+                        "line {}: feature {:?}: USER_BASED={v:?} is not a number of users; \
+                         the seat count applies",
+                        e.line, e.feature
+                    ));
+                    None
+                })
+            });
             let linger = seconds_attr(e, "LINGER", &mut problems);
             let min_checkout = seconds_attr(e, "MIN_CHECKOUT", &mut problems);
             let dup_group = match e.attr("DUP_GROUP").map(DupGroup::parse) {
@@ -202,6 +218,7 @@ impl Catalog {
                     pool.grants.push(grant);
                     pool.linger = pool.linger.max(linger);
                     pool.min_checkout = pool.min_checkout.max(min_checkout);
+                    pool.user_based = pool.user_based.or(user_based);
                     if e.attr("DUP_GROUP").is_some() && pool.dup_group != dup_group {
                         problems.push(format!(
                             "line {}: feature {:?}: DUP_GROUP differs from an earlier line of \
@@ -214,6 +231,7 @@ impl Catalog {
                     dup_group,
                     linger,
                     min_checkout,
+                    user_based,
                     key: PoolKey {
                         feature: e.feature.clone(),
                         vendor: e.vendor.clone(),

@@ -130,6 +130,12 @@ pub enum Denial {
     },
     /// The policy keeps this client from the feature (`EXCLUDE`, or not `INCLUDE`d).
     Excluded,
+    /// The license is `USER_BASED` and this user is not one of its named users (the first
+    /// `limit` users the policy `INCLUDE`s for the feature).
+    NotNamedUser {
+        /// How many named users the license allows.
+        limit: u32,
+    },
     /// The client (or its group, host...) already holds as many seats as a `MAX` rule
     /// allows.
     MaxReached {

@@ -617,6 +617,14 @@ impl Ledger {
                 .unwrap_or_default();
             return Err(Denial::VersionTooNew { highest });
         }
+        if let Some(named) = candidates.iter().find_map(|p| p.user_based) {
+            let limit = named.unwrap_or_else(|| candidates.iter().map(|p| p.seats_at(now)).sum());
+            let user = who.map(|c| c.user.as_str());
+            let listed = self.policy.named_users(feature);
+            if !listed.iter().take(limit as usize).any(|n| Some(*n) == user) {
+                return Err(Denial::NotNamedUser { limit });
+            }
+        }
         let seats = self.policy_seats(now, feature, count, who)?;
         let (mut in_use, mut total) = (0u32, 0u32);
         for pool in &candidates {

@@ -419,6 +419,33 @@ impl Policy {
         !(included || reserved)
     }
 
+    /// The users the policy names for a feature, in file order and without repeats: the
+    /// `USER`s of its `INCLUDE` and `INCLUDEALL` lines and the members of their `GROUP`s.
+    /// These are the named users of a `USER_BASED` license.
+    pub fn named_users(&self, feature: &str) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for (scope, target) in &self.includes {
+            if !scope.covers(feature) {
+                continue;
+            }
+            let names: Vec<&str> = match target {
+                Target::User(u) => vec![u.as_str()],
+                Target::Group(g) => self
+                    .groups
+                    .get(g)
+                    .map(|m| m.iter().map(String::as_str).collect())
+                    .unwrap_or_default(),
+                _ => Vec::new(),
+            };
+            for n in names {
+                if !out.contains(&n) {
+                    out.push(n);
+                }
+            }
+        }
+        out
+    }
+
     /// The `RESERVE` rules for a feature, in file order.
     pub fn reservations<'s>(&'s self, feature: &'s str) -> impl Iterator<Item = &'s Counted> {
         self.reserves.iter().filter(move |r| r.feature == feature)

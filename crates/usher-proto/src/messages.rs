@@ -328,6 +328,9 @@ pub enum DenyReason {
     MaxReached = 10,
     /// The free seats are reserved for others by policy (`RESERVE`).
     Reserved = 11,
+    /// The license is `USER_BASED` and this user is not one of its named users; `total` is
+    /// how many named users it allows.
+    NotNamedUser = 12,
 }
 
 /// Seats refused.

@@ -579,6 +579,7 @@ pub fn denial_reason(denial: &Denial) -> &'static str {
         Denial::AllInUse { .. } => "all_in_use",
         Denial::QueuedAhead { .. } => "queued_ahead",
         Denial::Excluded => "excluded",
+        Denial::NotNamedUser { .. } => "not_named_user",
         Denial::MaxReached { .. } => "max_reached",
         Denial::Reserved { .. } => "reserved",
         Denial::BadRequest(_) => "bad_request",

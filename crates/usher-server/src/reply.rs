@@ -188,6 +188,16 @@ pub fn denied(feature: &str, version: &str, denial: &Denial) -> Denied {
             DenyReason::Excluded,
             format!("the server's policy does not allow you to use \"{feature}\""),
         ),
+        Denial::NotNamedUser { limit } => {
+            d.total = *limit;
+            (
+                DenyReason::NotNamedUser,
+                format!(
+                    "the license for \"{feature}\" is for {limit} named user(s), and you are \
+                     not one of them (the server's policy INCLUDEs its named users)"
+                ),
+            )
+        }
         Denial::MaxReached { limit, rule } => {
             d.total = *limit;
             (

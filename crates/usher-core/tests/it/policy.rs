@@ -776,3 +776,57 @@ fn a_new_policy_re_arms_the_timeouts_of_idle_clients() {
     ledger.set_policy(Policy::default());
     assert_eq!(ledger.next_deadline(), Some(T0 + TTL));
 }
+
+// ----- USER_BASED -----
+
+#[test]
+fn a_user_based_license_serves_only_its_first_named_users() {
+    // (USER_BASED value, policy, client, granted?)
+    let cases: &[(&str, &str, u64, bool)] = &[
+        (
+            "2",
+            "INCLUDE cad USER user1\nINCLUDE cad USER user2",
+            2,
+            true,
+        ),
+        (
+            "1",
+            "INCLUDE cad USER user1\nINCLUDE cad USER user2",
+            2,
+            false,
+        ),
+        (
+            "2",
+            "GROUP team user3 user1\nINCLUDE cad GROUP team",
+            3,
+            true,
+        ),
+        ("2", "", 1, false),
+        (
+            "",
+            "INCLUDE cad USER user1\nINCLUDE cad USER user2\nINCLUDE cad USER user3",
+            3,
+            true,
+        ),
+        ("", "INCLUDEALL USER user4", 4, true),
+    ];
+    for (value, rules, client, granted) in cases {
+        let mut e = ent("cad", "2025", 3);
+        e.attrs.push(("USER_BASED".into(), (*value).into()));
+        let mut ledger = ledger(&[e]);
+        ledger.set_policy(Policy::parse("opts", rules).unwrap());
+        let s = session(&mut ledger, *client, T0);
+        let (result, _) = apply(&mut ledger, T0, checkout_cmd(s, 10, "cad", "", 1));
+        let got = matches!(result, Ok(Outcome::Granted(_)));
+        assert_eq!(
+            got, *granted,
+            "USER_BASED={value:?} with {rules:?} for user{client}: {result:?}"
+        );
+        if !granted {
+            assert!(
+                matches!(result, Ok(Outcome::Denied(Denial::NotNamedUser { .. }))),
+                "{result:?}"
+            );
+        }
+    }
+}
