@@ -18,6 +18,7 @@ pub mod admin;
 pub mod blocking;
 mod driver;
 mod error;
+pub mod node_locked;
 mod servers;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
