@@ -50,6 +50,8 @@ impl Usherd {
         let child = Command::new(&exe)
             .args(["--listen", &format!("127.0.0.1:{port}"), "--log", "warn"])
             .args(["--admin-listen", "off"])
+            // The harness measures the server's capacity, not the per-client rate limit.
+            .args(["--max-request-rate", "0"])
             .arg("--data-dir")
             .arg(&data_dir)
             .arg("--license")

@@ -17,8 +17,8 @@
 
 use chrono::NaiveDate;
 use usher_license::{
-    Expiry, ParseError, SeatCount, Status, Version, VendorPublicKey, check as check_file,
-    host_ids, matches_host, parse,
+    Expiry, ParseError, SeatCount, Status, VendorPublicKey, Version, check as check_file, host_ids,
+    matches_host, parse,
 };
 
 /// A node-locked entitlement that covers this machine today.
@@ -165,7 +165,15 @@ FEATURE old acme 2025 31-dec-2020 uncounted HOSTID=ID=ws7
     fn a_signed_entitlement_for_this_host_is_granted_without_a_server() {
         let (text, key) = signed(LICENSE);
         let ids = vec!["ID=ws7".to_string()];
-        let ok = check_for("node.lic", &text, &[key], "cad", "2025", &ids, day(2026, 1, 1));
+        let ok = check_for(
+            "node.lic",
+            &text,
+            &[key],
+            "cad",
+            "2025",
+            &ids,
+            day(2026, 1, 1),
+        );
         let ok = ok.expect("licensed");
         assert_eq!(ok.expires, Some(day(2027, 12, 31)));
         assert_eq!(ok.line, 1);
@@ -198,9 +206,17 @@ FEATURE old acme 2025 31-dec-2020 uncounted HOSTID=ID=ws7
         let (text, key) = signed(LICENSE);
         let edited = text.replace("31-dec-2027", "31-dec-2099");
         let ids = vec!["ID=ws7".to_string()];
-        let err = check_for("node.lic", &edited, &[key], "cad", "", &ids, day(2026, 1, 1))
-            .expect_err("tampered")
-            .to_string();
+        let err = check_for(
+            "node.lic",
+            &edited,
+            &[key],
+            "cad",
+            "",
+            &ids,
+            day(2026, 1, 1),
+        )
+        .expect_err("tampered")
+        .to_string();
         assert!(err.contains("signature"), "{err}");
     }
 }

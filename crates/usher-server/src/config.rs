@@ -44,6 +44,9 @@ pub struct Config {
     /// Usage records older than this many days are removed (at start, then daily); 0 keeps
     /// them forever.
     pub log_retention_days: u32,
+    /// Most requests per second one client connection may send, with a burst of as many;
+    /// faster senders are read more slowly (0: no limit).
+    pub max_request_rate: u32,
     /// Heartbeat interval announced to clients.
     pub heartbeat_interval: Duration,
     /// How long a session lives without being heard from.
@@ -85,6 +88,7 @@ impl Config {
             policy_file: None,
             hide_users: false,
             log_retention_days: 0,
+            max_request_rate: 1_000,
             heartbeat_interval: Duration::from_secs(30),
             session_ttl: Duration::from_secs(120),
             reconnect_grace: Duration::from_secs(10),
@@ -191,6 +195,8 @@ pub struct FileConfig {
     pub hide_users: Option<bool>,
     /// See [`Config::log_retention_days`].
     pub log_retention_days: Option<u32>,
+    /// See [`Config::max_request_rate`].
+    pub max_request_rate: Option<u32>,
     /// See [`Config::heartbeat_interval`], e.g. `"30s"`.
     pub heartbeat_interval: Option<String>,
     /// See [`Config::session_ttl`], e.g. `"2m"`.
@@ -270,6 +276,9 @@ impl FileConfig {
         }
         if let Some(v) = self.log_retention_days {
             config.log_retention_days = v;
+        }
+        if let Some(v) = self.max_request_rate {
+            config.max_request_rate = v;
         }
         let durations = [
             (

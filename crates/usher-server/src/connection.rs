@@ -62,6 +62,9 @@ pub struct ConnContext {
     pub down: CancellationToken,
     /// Hot-path metrics.
     pub metrics: Arc<Metrics>,
+    /// Most requests per second one connection may send (with a burst of as many); 0: no
+    /// limit.
+    pub max_request_rate: u32,
     /// Where notices the server sends unasked go (a removed lease, a queued grant).
     pub notices: Arc<Notices>,
 }
@@ -176,7 +179,17 @@ async fn request_loop<R: AsyncRead + Unpin>(
     // A connection silent for a whole TTL is dead (or half-open); the session itself is
     // ended by the ledger's own timer, this only frees the socket.
     let idle = ctx.session_ttl;
+    let mut bucket = TokenBucket::new(ctx.max_request_rate);
     loop {
+        // Over its rate, a connection is simply not read for a while: TCP flow control
+        // pushes back on the sender, and nothing it sends is lost or refused.
+        if let Some(wait) = bucket.take(tokio::time::Instant::now()) {
+            ctx.metrics.request_throttled();
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.cancelled() => return End::Shutdown,
+            }
+        }
         let read = tokio::select! {
             r = tokio::time::timeout(idle, reader.read::<Request>()) => r,
             _ = stop.cancelled() => return End::Shutdown,
@@ -624,5 +637,53 @@ pub fn random_id() -> u64 {
         if id != 0 {
             return id;
         }
+    }
+}
+
+/// A token bucket holding up to `rate` tokens, refilled at `rate` per second.
+struct TokenBucket {
+    rate: f64,
+    tokens: f64,
+    at: tokio::time::Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: u32) -> Self {
+        TokenBucket {
+            rate: f64::from(rate),
+            tokens: f64::from(rate),
+            at: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Takes a token for a request read at `now`; returns how long to wait first if none
+    /// is left (the token is then spent in advance).
+    fn take(&mut self, now: tokio::time::Instant) -> Option<Duration> {
+        if self.rate <= 0.0 {
+            return None;
+        }
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate) - 1.0;
+        (self.tokens < 0.0).then(|| Duration::from_secs_f64(-self.tokens / self.rate))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bucket_allows_a_burst_then_the_rate() {
+        let t0 = tokio::time::Instant::now();
+        let mut bucket = TokenBucket::new(10);
+        for _ in 0..10 {
+            assert_eq!(bucket.take(t0), None, "the burst");
+        }
+        let wait = bucket.take(t0).expect("the 11th waits");
+        assert!((wait.as_secs_f64() - 0.1).abs() < 1e-9, "{wait:?}");
+        // A second later the bucket is full again (the early token was already spent).
+        assert_eq!(bucket.take(t0 + Duration::from_secs(1)), None);
+        assert!(TokenBucket::new(0).take(t0).is_none(), "0 is no limit");
     }
 }

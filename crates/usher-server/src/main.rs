@@ -30,6 +30,9 @@ struct Args {
     /// Trusted vendor public key (repeatable; replaces the config file's list).
     #[arg(long = "vendor-key", env = "USHERD_VENDOR_KEY", value_delimiter = ',')]
     vendor_keys: Vec<PathBuf>,
+    /// Most requests per second one client connection may send (0: no limit) [default: 1000].
+    #[arg(long, env = "USHERD_MAX_REQUEST_RATE")]
+    max_request_rate: Option<u32>,
     /// Remove usage records older than this many days (0: keep forever) [default: 0].
     #[arg(long, env = "USHERD_LOG_RETENTION_DAYS")]
     log_retention_days: Option<u32>,
@@ -90,6 +93,9 @@ fn build_config(args: &Args) -> anyhow::Result<Config> {
     }
     if !args.vendor_keys.is_empty() {
         config.vendor_keys = args.vendor_keys.clone();
+    }
+    if let Some(v) = args.max_request_rate {
+        config.max_request_rate = v;
     }
     if let Some(v) = args.log_retention_days {
         config.log_retention_days = v;

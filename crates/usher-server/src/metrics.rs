@@ -205,6 +205,7 @@ pub struct Metrics {
     connections: AtomicI64,
     rejected: [AtomicU64; 3],
     frames_rejected: AtomicU64,
+    requests_throttled: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -224,6 +225,7 @@ impl Metrics {
             connections: AtomicI64::new(0),
             rejected: Default::default(),
             frames_rejected: AtomicU64::new(0),
+            requests_throttled: AtomicU64::new(0),
         }
     }
 
@@ -259,6 +261,11 @@ impl Metrics {
             .position(|&r| r == why)
             .expect("ALL lists every reason");
         self.rejected[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request held back by its connection's rate limit.
+    pub fn request_throttled(&self) {
+        self.requests_throttled.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a frame refused as too large or malformed.
@@ -327,6 +334,17 @@ impl Metrics {
             out,
             "usher_frames_rejected_total {}",
             self.frames_rejected.load(Ordering::Relaxed)
+        );
+        family(
+            out,
+            "usher_requests_throttled_total",
+            "counter",
+            "Requests a connection sent faster than its rate limit, held back until allowed.",
+        );
+        let _ = writeln!(
+            out,
+            "usher_requests_throttled_total {}",
+            self.requests_throttled.load(Ordering::Relaxed)
         );
     }
 }

@@ -268,6 +268,7 @@ impl Server {
             min_timeout: config.min_timeout,
             down: down.clone(),
             metrics: metrics.clone(),
+            max_request_rate: config.max_request_rate,
             notices,
         });
         let http_stop = CancellationToken::new();

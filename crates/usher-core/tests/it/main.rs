@@ -7,6 +7,7 @@
 
 mod catalog;
 mod checkout;
+mod corpus;
 mod determinism;
 mod dup_group;
 mod linger;

@@ -201,3 +201,34 @@ async fn a_peer_cannot_take_over_or_release_another_sessions_seats() {
         "the victim still holds its seat: {report:#?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_over_its_request_rate_is_slowed_and_loses_nothing() {
+    let lic = Licensed::new(LICENSE);
+    let mut config = lic.config();
+    config.max_request_rate = 20;
+    let server = TestServer::start(config).await;
+    let mut raw = RawConn::connect(server.addr).await;
+    raw.hello("busy").await;
+    // Sixty pipelined heartbeats: three times the burst.
+    for id in 2..62 {
+        raw.send(id, request::Kind::Heartbeat(usher_proto::Heartbeat {}))
+            .await;
+    }
+    for id in 2..62 {
+        let r = raw.recv().await.expect("every request is answered");
+        assert_eq!(r.id, id);
+        assert!(
+            matches!(r.kind, Some(response::Kind::HeartbeatAck(_))),
+            "{r:?}"
+        );
+    }
+    let metrics = crate::http::http(server.admin.unwrap(), "GET", "/metrics", None, None).await;
+    let throttled = metrics
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix("usher_requests_throttled_total "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .expect("the counter is exported");
+    assert!(throttled >= 30, "held back: {throttled}");
+}
