@@ -67,3 +67,109 @@ async fn hidden_users_never_reach_the_log() {
         }
     }
 }
+
+/// Every kind of event the server records, produced by real requests, shows up in the log
+/// with what a report needs.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_event_kind_shows_up_in_the_log() {
+    use std::time::Duration;
+
+    use usher_client::admin::AdminConnection;
+    use usher_client::{ClientError, QueueWait};
+    use usher_proto::{Reload, Remove, request};
+
+    let lic = Licensed::new(
+        "FEATURE cad acme 2025 permanent 1 HOSTID=ANY OVERDRAFT=1\n\
+         FEATURE sim acme 1.0 permanent 1 HOSTID=ANY LINGER=1\n",
+    );
+    let mut config = lic.config();
+    config.min_remove = Duration::ZERO;
+    let server = TestServer::start(config.clone()).await;
+    let admin_socket = config.admin_socket();
+
+    let a = server.client().await;
+    let b = server.client().await;
+    let first = a.checkout("cad", "", 1).await.unwrap(); // checkout
+    let over = b.checkout("cad", "", 1).await.unwrap(); // checkout (overdraft)
+    assert!(over.overdraft());
+    // denied
+    assert!(matches!(
+        b.checkout("nosuch", "", 1).await,
+        Err(ClientError::Denied(_))
+    ));
+    // queue, then dequeue (timed out)
+    let waited = b
+        .checkout_waiting(
+            "cad",
+            "",
+            1,
+            QueueWait::For(Duration::from_millis(300)),
+            None,
+        )
+        .await;
+    assert!(matches!(waited, Err(ClientError::Denied(_))), "{waited:?}");
+    // linger, then checkin (linger over)
+    let lingering = a.checkout("sim", "", 1).await.unwrap();
+    drop(lingering);
+    // remove (by the admin) and admin (reload)
+    let mut admin = AdminConnection::connect(&admin_socket, Duration::from_secs(10))
+        .await
+        .unwrap();
+    admin
+        .call(request::Kind::Remove(Remove {
+            lease_id: over.lease_id(),
+        }))
+        .await
+        .unwrap();
+    admin.call(request::Kind::Reload(Reload {})).await.unwrap();
+    drop(first);
+    // expire: a client that vanishes without a goodbye
+    let mut raw = RawConn::connect(server.addr).await;
+    raw.hello("vanishing").await;
+    let granted = raw.call(2, checkout("cad", 1, 1)).await;
+    assert!(matches!(granted, response::Kind::Granted(_)), "{granted:?}");
+    drop(raw);
+    eventually(
+        Duration::from_secs(20),
+        "the vanished client's seat to expire",
+        || async {
+            (in_use(&server.status().await, "cad") == 0
+                && in_use(&server.status().await, "sim") == 0)
+                .then_some(())
+        },
+    )
+    .await;
+    a.close().await;
+    b.close().await;
+    server.shutdown().await.unwrap();
+
+    let store = SqliteStore::open_read_only(&config.store_path()).unwrap();
+    let log = store.usage_log(0, 10_000).unwrap();
+    let has = |event: &str, detail: Option<&str>| {
+        log.iter().any(|r| {
+            r.event.as_str() == event
+                && detail.is_none_or(|d| r.detail.as_deref().is_some_and(|x| x.contains(d)))
+        })
+    };
+    for (event, detail) in [
+        ("server_start", None),
+        ("seats", None),
+        ("session_open", None),
+        ("checkout", None),
+        ("checkout", Some("overdraft")),
+        ("denied", Some("unknown_feature")),
+        ("queue", None),
+        ("dequeue", Some("timed_out")),
+        ("linger", None),
+        ("checkin", Some("linger over")),
+        ("remove", None),
+        ("admin", Some("reload")),
+        ("checkin", None),
+        ("expire", None),
+        ("session_close", None),
+        ("server_stop", None),
+    ] {
+        assert!(has(event, detail), "no {event} {detail:?} in {log:#?}");
+    }
+    assert!(store.verify_usage_log().unwrap().broken.is_none());
+}
