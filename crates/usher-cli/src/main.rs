@@ -34,7 +34,7 @@ enum Command {
     #[command(subcommand)]
     License(cmd::license::LicenseCommand),
     /// Print this machine's host ids (for HOSTID= bindings).
-    Hostid,
+    Hostid(cmd::hostid::HostidArgs),
     /// Show usage per feature: totals and who holds what.
     Status(cmd::status::StatusArgs),
     /// FlexLM-compatible `lmstat` (same arguments, same text).
@@ -89,7 +89,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Vendor(c) => exit::finish(cmd::vendor::run(c)),
         Command::License(c) => exit::finish(cmd::license::run(c)),
-        Command::Hostid => exit::finish(cmd::hostid::run()),
+        Command::Hostid(args) => exit::finish(cmd::hostid::run(args)),
         Command::Status(args) => exit::finish(runtime().block_on(cmd::status::run(server, args))),
         Command::Lmstat { args } => cmd::lmstat::main(&args, server),
         Command::Run(args) => exit::finish(runtime().block_on(cmd::run::run(server, args))),

@@ -97,10 +97,12 @@ pub async fn remove(
 pub async fn reload(ctx: &ConnContext, by: &str) -> Result<Reloaded, AdminError> {
     let (files, keys) = (ctx.license_files.clone(), ctx.vendor_keys.clone());
     let (policy_file, min_timeout) = (ctx.policy_file.clone(), ctx.min_timeout);
+    let server_host_id = ctx.server_host_id.clone();
     let loaded = tokio::task::spawn_blocking(move || {
         let keys = crate::licenses::load_keys(&keys)?;
         let today = chrono::Utc::now().date_naive();
-        let licenses = crate::licenses::load(&files, &keys, &usher_license::host_ids(), today)?;
+        let ids = crate::licenses::served_host_ids(&server_host_id);
+        let licenses = crate::licenses::load(&files, &keys, &ids, today)?;
         let policy = crate::licenses::load_policy(policy_file.as_deref(), min_timeout)?;
         Ok::<_, crate::licenses::LoadError>((licenses, policy))
     })

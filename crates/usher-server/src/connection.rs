@@ -58,6 +58,8 @@ pub struct ConnContext {
     pub policy_file: Option<PathBuf>,
     /// See [`crate::Config::min_timeout`].
     pub min_timeout: Duration,
+    /// This server's `USHER_ID=` host id (licenses may be bound to it).
+    pub server_host_id: String,
     /// Cancelled by an administrator's `down`.
     pub down: CancellationToken,
     /// Hot-path metrics.

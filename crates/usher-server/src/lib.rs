@@ -10,6 +10,7 @@ pub mod config;
 pub mod connection;
 pub mod demo;
 pub mod http;
+pub mod identity;
 pub mod ledger_task;
 pub mod licenses;
 pub mod metrics;

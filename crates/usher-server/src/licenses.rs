@@ -57,6 +57,14 @@ pub enum LoadError {
     },
 }
 
+/// The host ids a license may be bound to on this server: the machine's, and the server's
+/// own identity (`USHER_ID=`, see [`crate::identity`]).
+pub fn served_host_ids(server_host_id: &str) -> Vec<String> {
+    let mut ids = usher_license::host_ids();
+    ids.push(server_host_id.to_string());
+    ids
+}
+
 /// Reads and parses the policy file (none: the empty policy, which allows everything).
 /// `TIMEOUT`s shorter than `min_timeout` are raised to it; the warnings say so.
 pub fn load_policy(

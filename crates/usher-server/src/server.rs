@@ -70,6 +70,8 @@ pub struct Server {
     admin_http: Option<TcpListener>,
     /// The bearer token the admin HTTP API accepts (`DATA_DIR/admin/token`).
     admin_token: String,
+    /// This server's `USHER_ID=` host id.
+    server_host_id: String,
     /// Held for the server's lifetime: one server per data directory.
     _lock: std::fs::File,
 }
@@ -85,12 +87,16 @@ impl Server {
 
         let lock = lock_data_dir(&config.data_dir)?;
 
+        let identity = crate::identity::Identity::load_or_create(&config.data_dir)
+            .map_err(io("reading or making the server identity key"))?;
+        let server_host_id = identity.host_id();
+        info!(host_id = %server_host_id, "server identity");
         let keys = licenses::load_keys(&config.vendor_keys)?;
         let today = chrono::Utc::now().date_naive();
         let licenses = licenses::load(
             &config.license_files,
             &keys,
-            &usher_license::host_ids(),
+            &licenses::served_host_ids(&server_host_id),
             today,
         )?;
         for line in &licenses.refused {
@@ -180,6 +186,7 @@ impl Server {
             admin,
             admin_http,
             admin_token,
+            server_host_id,
             _lock: lock,
         })
     }
@@ -214,6 +221,7 @@ impl Server {
             admin,
             admin_http,
             admin_token,
+            server_host_id,
             _lock,
         } = self;
         let metrics = Arc::new(Metrics::new());
@@ -266,6 +274,7 @@ impl Server {
             vendor_keys: config.vendor_keys.clone(),
             policy_file: config.policy_file.clone(),
             min_timeout: config.min_timeout,
+            server_host_id,
             down: down.clone(),
             metrics: metrics.clone(),
             max_request_rate: config.max_request_rate,

@@ -118,3 +118,15 @@ fn hostid_prints_key_value_lines() {
     let id = Regex::new(r"^[A-Z][A-Z0-9_]*=\S+$").unwrap();
     assert!(outcome.stdout.lines().any(|l| id.is_match(l)), "{outcome}");
 }
+
+#[test]
+fn hostid_prints_the_server_identity_of_a_data_directory() {
+    let fixture = crate::util::Licensed::start(crate::util::Timings::SHORT);
+    let data = fixture.server.scratch.path().join("data");
+    let out = run_usher(&["hostid", "--data-dir", data.to_str().unwrap()]).ok();
+    let first = out.stdout.lines().next().unwrap_or_default().to_string();
+    assert!(first.starts_with("USHER_ID="), "{out}");
+    assert_eq!(first.len(), "USHER_ID=".len() + 40, "{first}");
+    let empty = tempfile::tempdir().unwrap();
+    run_usher(&["hostid", "--data-dir", empty.path().to_str().unwrap()]).expect_code(1);
+}

@@ -276,3 +276,36 @@ async fn down_stops_the_server_gracefully() {
         "the socket is removed on the way out"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_license_bound_to_the_server_identity_is_served_by_that_server_only() {
+    let lic = crate::util::Licensed::new(crate::util::LICENSE);
+    let server = crate::util::TestServer::start(lic.config()).await;
+    let id = usher_server::identity::host_id_in(&lic.data_dir()).expect("made at start");
+    assert!(id.starts_with("USHER_ID="), "{id}");
+    server.shutdown().await.unwrap();
+
+    let bound = format!("FEATURE bound acme 2025 permanent 1 HOSTID={id}\n");
+    lic.write(&bound);
+    let server = crate::util::TestServer::start(lic.config()).await;
+    let client = server.client().await;
+    client
+        .checkout("bound", "", 1)
+        .await
+        .expect("served by the server it is bound to");
+    drop(client);
+
+    // The same file on another server (another data directory, another identity).
+    let other = crate::util::Licensed::new(crate::util::LICENSE);
+    std::fs::copy(&lic.license, &other.license).unwrap();
+    let mut config = other.config();
+    config.vendor_keys = vec![lic.public.clone()];
+    let elsewhere = crate::util::TestServer::start(config).await;
+    let client = elsewhere.client().await;
+    match client.checkout("bound", "", 1).await {
+        Err(ClientError::Denied(d)) => {
+            assert_eq!(d.reason, usher_proto::DenyReason::UnknownFeature)
+        }
+        other => panic!("another server must not serve it: {other:?}"),
+    }
+}
