@@ -47,6 +47,9 @@ pub struct Config {
     /// Most requests per second one client connection may send, with a burst of as many;
     /// faster senders are read more slowly (0: no limit).
     pub max_request_rate: u32,
+    /// How much a status query on the client port shows (the admin socket always shows
+    /// everything).
+    pub status_detail: StatusDetail,
     /// Heartbeat interval announced to clients.
     pub heartbeat_interval: Duration,
     /// How long a session lives without being heard from.
@@ -89,6 +92,7 @@ impl Config {
             hide_users: false,
             log_retention_days: 0,
             max_request_rate: 1_000,
+            status_detail: StatusDetail::Full,
             heartbeat_interval: Duration::from_secs(30),
             session_ttl: Duration::from_secs(120),
             reconnect_grace: Duration::from_secs(10),
@@ -197,6 +201,8 @@ pub struct FileConfig {
     pub log_retention_days: Option<u32>,
     /// See [`Config::max_request_rate`].
     pub max_request_rate: Option<u32>,
+    /// See [`Config::status_detail`]: `"full"`, `"totals"` or `"none"`.
+    pub status_detail: Option<String>,
     /// See [`Config::heartbeat_interval`], e.g. `"30s"`.
     pub heartbeat_interval: Option<String>,
     /// See [`Config::session_ttl`], e.g. `"2m"`.
@@ -280,6 +286,12 @@ impl FileConfig {
         if let Some(v) = self.max_request_rate {
             config.max_request_rate = v;
         }
+        if let Some(text) = self.status_detail {
+            config.status_detail = text.parse().map_err(|reason| ConfigError::Invalid {
+                key: "status_detail".into(),
+                reason,
+            })?;
+        }
         let durations = [
             (
                 "heartbeat_interval",
@@ -343,6 +355,30 @@ impl FileConfig {
 /// The administration socket of a data directory.
 pub fn admin_socket_in(data_dir: &Path) -> PathBuf {
     data_dir.join("admin").join("usherd.sock")
+}
+
+/// How much a status query on the client port shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusDetail {
+    /// Everything, holders included, as `lmstat -a` expects (the default).
+    Full,
+    /// Seat totals per feature, without who holds or waits for them.
+    Totals,
+    /// Nothing: status is for administrators (the admin socket and API) only.
+    None,
+}
+
+impl std::str::FromStr for StatusDetail {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "full" => Ok(StatusDetail::Full),
+            "totals" => Ok(StatusDetail::Totals),
+            "none" => Ok(StatusDetail::None),
+            _ => Err(format!("must be full, totals or none, not {s:?}")),
+        }
+    }
 }
 
 /// Parses an admin listen address: `HOST:PORT`, or `off` to disable the listener.

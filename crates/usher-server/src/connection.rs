@@ -21,6 +21,7 @@ use usher_proto::{
 };
 
 use crate::admin::{self, AdminError};
+use crate::config::StatusDetail;
 use crate::ledger_task::{Applied, LedgerGone, LedgerHandle, wall_clock_ms};
 use crate::metrics::{Metrics, RejectReason, RequestKind};
 use crate::notices::Notices;
@@ -58,6 +59,8 @@ pub struct ConnContext {
     pub policy_file: Option<PathBuf>,
     /// See [`crate::Config::min_timeout`].
     pub min_timeout: Duration,
+    /// See [`crate::Config::status_detail`].
+    pub status_detail: StatusDetail,
     /// This server's `USHER_ID=` host id (licenses may be bound to it).
     pub server_host_id: String,
     /// Cancelled by an administrator's `down`.
@@ -376,10 +379,31 @@ async fn dispatch(
             }
         },
         request::Kind::Status(s) => {
+            let detail = if admin {
+                StatusDetail::Full
+            } else {
+                ctx.status_detail
+            };
+            if detail == StatusDetail::None {
+                let msg = "status is available to administrators only on this server";
+                return Ok((
+                    ready(Response::error(id, ErrorCode::NotPermitted, msg)),
+                    false,
+                ));
+            }
             let rx = ctx.ledger.status(s.feature).await?;
             let fut = async move {
                 match rx.await {
-                    Ok(report) => reply::ok(id, response::Kind::Status(report)),
+                    Ok(mut report) => {
+                        if detail == StatusDetail::Totals {
+                            // Counts only: nobody's name, host or program.
+                            for f in &mut report.features {
+                                f.holders.clear();
+                            }
+                            report.queue.clear();
+                        }
+                        reply::ok(id, response::Kind::Status(report))
+                    }
                     Err(_) => shutting_down(id),
                 }
             };

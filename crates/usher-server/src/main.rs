@@ -30,6 +30,9 @@ struct Args {
     /// Trusted vendor public key (repeatable; replaces the config file's list).
     #[arg(long = "vendor-key", env = "USHERD_VENDOR_KEY", value_delimiter = ',')]
     vendor_keys: Vec<PathBuf>,
+    /// How much a status query on the client port shows: full, totals or none [default: full].
+    #[arg(long, env = "USHERD_STATUS_DETAIL")]
+    status_detail: Option<usher_server::config::StatusDetail>,
     /// Most requests per second one client connection may send (0: no limit) [default: 1000].
     #[arg(long, env = "USHERD_MAX_REQUEST_RATE")]
     max_request_rate: Option<u32>,
@@ -93,6 +96,9 @@ fn build_config(args: &Args) -> anyhow::Result<Config> {
     }
     if !args.vendor_keys.is_empty() {
         config.vendor_keys = args.vendor_keys.clone();
+    }
+    if let Some(v) = args.status_detail {
+        config.status_detail = v;
     }
     if let Some(v) = args.max_request_rate {
         config.max_request_rate = v;

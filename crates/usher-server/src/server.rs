@@ -274,6 +274,7 @@ impl Server {
             vendor_keys: config.vendor_keys.clone(),
             policy_file: config.policy_file.clone(),
             min_timeout: config.min_timeout,
+            status_detail: config.status_detail,
             server_host_id,
             down: down.clone(),
             metrics: metrics.clone(),

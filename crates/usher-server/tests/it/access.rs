@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpSocket, TcpStream};
-use usher_proto::response;
+use usher_proto::{ErrorCode, request, response};
 
 use crate::util::*;
 
@@ -107,4 +107,58 @@ async fn one_address_cannot_take_every_connection() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(again.is_some(), "the freed slot is usable again");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_on_the_client_port_shows_only_what_the_administrator_allows() {
+    use usher_server::config::StatusDetail;
+    for detail in [StatusDetail::Full, StatusDetail::Totals, StatusDetail::None] {
+        let lic = Licensed::new(LICENSE);
+        let mut config = lic.config();
+        config.status_detail = detail;
+        let server = TestServer::start(config.clone()).await;
+        let mut holder = RawConn::connect(server.addr).await;
+        holder.hello("alice").await;
+        let granted = holder.call(2, checkout("cad", 1, 1)).await;
+        assert!(matches!(granted, response::Kind::Granted(_)), "{granted:?}");
+
+        let mut peer = RawConn::connect(server.addr).await;
+        let mut hello = hello("peer");
+        hello.query_only = true;
+        peer.welcome(hello).await;
+        let answer = peer
+            .call(
+                2,
+                request::Kind::Status(usher_proto::StatusRequest::default()),
+            )
+            .await;
+        match (detail, answer) {
+            (StatusDetail::Full, response::Kind::Status(r)) => {
+                assert_eq!(holders(&r)[0].user, "alice");
+            }
+            (StatusDetail::Totals, response::Kind::Status(r)) => {
+                assert_eq!(in_use(&r, "cad"), 1, "the totals are there");
+                assert!(holders(&r).is_empty(), "but nobody's name: {r:#?}");
+            }
+            (StatusDetail::None, response::Kind::Error(e)) => {
+                assert_eq!(e.code(), ErrorCode::NotPermitted, "{e:?}");
+            }
+            (detail, other) => panic!("{detail:?}: {other:?}"),
+        }
+        // The administrator always sees everything.
+        let mut admin = usher_client::admin::AdminConnection::connect(
+            &config.admin_socket(),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+        let full = admin
+            .call(request::Kind::Status(usher_proto::StatusRequest::default()))
+            .await
+            .unwrap();
+        let response::Kind::Status(r) = full else {
+            panic!("{full:?}")
+        };
+        assert_eq!(holders(&r)[0].user, "alice", "{detail:?}");
+    }
 }
