@@ -114,9 +114,12 @@ pub async fn serve<S>(
     let (rd, mut wr) = tokio::io::split(stream);
     let mut reader = FrameReader::new(rd);
 
+    // The response queue exists before the handshake: a session's notices must come to
+    // this connection from the moment its Welcome is sent (see `handshake`).
+    let (out_tx, mut out_rx) = mpsc::channel::<PendingResponse>(MAX_IN_FLIGHT);
     let session = match tokio::time::timeout(
         ctx.handshake_timeout,
-        handshake(&mut reader, &mut wr, &peer, &ctx),
+        handshake(&mut reader, &mut wr, &peer, &ctx, &out_tx),
     )
     .await
     {
@@ -135,7 +138,6 @@ pub async fn serve<S>(
         }
     };
 
-    let (out_tx, mut out_rx) = mpsc::channel::<PendingResponse>(MAX_IN_FLIGHT);
     let writer = tokio::spawn(async move {
         while let Some(pending) = out_rx.recv().await {
             let response = pending.await;
@@ -145,9 +147,6 @@ pub async fn serve<S>(
         }
     });
 
-    if let Some(id) = session {
-        ctx.notices.register(id, out_tx.clone());
-    }
     let end = request_loop(&mut reader, session, admin, &ctx, &stop, &out_tx).await;
     // Whether this connection still carries its session. A client that gave up on it (a
     // half-open connection the server only drops after a silent TTL) may have resumed the
@@ -507,6 +506,7 @@ async fn handshake<R, W>(
     wr: &mut W,
     peer: &str,
     ctx: &ConnContext,
+    out: &mpsc::Sender<PendingResponse>,
 ) -> Result<Option<SessionId>, End>
 where
     R: AsyncRead + Unpin,
@@ -576,7 +576,14 @@ where
                     welcome.leases = leases.iter().map(|l| reply::granted(l, 0)).collect();
                     ctx.metrics
                         .request_done(RequestKind::Hello, started.elapsed());
-                    send(wr, &reply::ok(id, response::Kind::Welcome(welcome))).await?;
+                    welcomed(
+                        wr,
+                        ctx,
+                        out,
+                        session,
+                        reply::ok(id, response::Kind::Welcome(welcome)),
+                    )
+                    .await?;
                     debug!(session = %session, "session resumed");
                     return Ok(Some(session));
                 }
@@ -592,10 +599,30 @@ where
         welcome.session_secret = session.1.to_vec();
         ctx.metrics
             .request_done(RequestKind::Hello, started.elapsed());
-        send(wr, &reply::ok(id, response::Kind::Welcome(welcome))).await?;
+        let welcome = reply::ok(id, response::Kind::Welcome(welcome));
+        welcomed(wr, ctx, out, session.0, welcome).await?;
         return Ok(Some(session.0));
     }
     Err(End::Protocol("too many handshakes".into()))
+}
+
+/// Makes this connection the carrier of `session` and only then sends the Welcome: once
+/// the client has it, it may drop an older connection of the same session, and that one's
+/// closing must already see that it no longer carries the session (or it would cut the
+/// session to the reconnect grace).
+async fn welcomed<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    ctx: &ConnContext,
+    out: &mpsc::Sender<PendingResponse>,
+    session: SessionId,
+    welcome: Response,
+) -> Result<(), End> {
+    ctx.notices.register(session, out.clone());
+    if let Err(end) = send(wr, &welcome).await {
+        ctx.notices.unregister(session, out);
+        return Err(end);
+    }
+    Ok(())
 }
 
 async fn open_session(
