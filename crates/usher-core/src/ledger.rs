@@ -92,6 +92,16 @@ struct Choice {
     reserved: bool,
 }
 
+/// A checkout that may take over lingering seats (see [`Ledger::reuse_lingering`]).
+struct Reuse<'a> {
+    session: SessionId,
+    lease_id: LeaseId,
+    feature: &'a str,
+    version: &'a str,
+    count: u32,
+    client_ref: u64,
+}
+
 /// What the policy leaves a client for one checkout.
 struct PolicySeats {
     /// The seats fit within the feature's count once the seats reserved for others are
@@ -159,6 +169,27 @@ impl Ledger {
                     reason: ReleaseReason::Expired,
                 });
             }
+        }
+        // A session whose every lease lingers had departed (said goodbye, or lapsed, with
+        // seats still held): it stays departed, not resumable, and is closed with its last
+        // lingering seat, exactly as without the restart. The store does not say whether
+        // such a session had departed or was still live with all its seats given back; a
+        // live one is treated as departed too, which costs its client nothing: the resume
+        // is refused, the client opens a new session (it held no seat to lose), and the
+        // same user and host can still take the lingering seats over.
+        let departed: Vec<SessionId> = ledger
+            .sessions
+            .keys()
+            .copied()
+            .filter(|&id| {
+                let mut leases = ledger.session_leases(id).peekable();
+                leases.peek().is_some() && leases.all(|l| l.lingering_until.is_some())
+            })
+            .collect();
+        for id in departed {
+            let session = ledger.sessions.remove(&id).expect("listed just now");
+            ledger.expiries.remove(&(session.expires_at, id));
+            ledger.departed.insert(id, session);
         }
         ledger
     }
@@ -420,25 +451,15 @@ impl Ledger {
                     Wait::Until(at) => Some(Some(at)),
                     Wait::Forever => Some(None),
                 };
-                if let Some(old) = self.lingering_for(session, &feature, &version, count) {
-                    // The same user on the same host comes back while their seats linger:
-                    // they take them over (FlexLM's linger reuse) instead of new ones.
-                    let old = self.release(old, ReleaseReason::Reused, changes);
-                    let lease = Lease {
-                        id: lease_id,
-                        session,
-                        feature,
-                        vendor: old.vendor,
-                        requested_version: version,
-                        pool_version: old.pool_version,
-                        count,
-                        granted_at: now,
-                        client_ref,
-                        overdraft: old.overdraft,
-                        lingering_until: None,
-                    };
-                    changes.push(Change::LeaseGranted(lease.clone()));
-                    self.insert_lease(lease.clone());
+                let request = Reuse {
+                    session,
+                    lease_id,
+                    feature: &feature,
+                    version: &version,
+                    count,
+                    client_ref,
+                };
+                if let Some(lease) = self.reuse_lingering(now, request, changes) {
                     return Ok(Outcome::Granted(lease));
                 }
                 let priority = self.priority(session, &feature);
@@ -712,7 +733,8 @@ impl Ledger {
             if lease.overdraft {
                 overdraft_held = overdraft_held.saturating_add(lease.count);
             }
-            if let Some(s) = self.sessions.get(&lease.session) {
+            // Lingering seats count for whoever gave them back, departed or not.
+            if let Some(s) = self.holder(lease.session) {
                 holders.push((&s.client, lease.count));
             }
         }
@@ -781,31 +803,77 @@ impl Ledger {
         self.policy.priority(feature, &Who::from(client))
     }
 
-    /// A lingering lease of `feature` that a checkout by `session` may take over: same
-    /// user and host, same version asked for, at least as many seats.
-    fn lingering_for(
-        &self,
-        session: SessionId,
-        feature: &str,
-        version: &str,
-        count: u32,
-    ) -> Option<LeaseId> {
+    /// FlexLM's linger reuse: the same user on the same host checks out again while seats
+    /// of theirs linger. A lingering lease of the feature, of at least as many seats, is
+    /// set aside; if the checkout would then be granted from that lease's pool, it takes
+    /// the seats over: the lingering lease is released (`Reused`) and the new one granted
+    /// in the same command, so the count never rises. Every rule of an ordinary grant
+    /// applies (a valid request, dates, named users, policy), except that the queue does
+    /// not come first: the seats were never free. Otherwise the lease is put back as it
+    /// was and `None` returned.
+    fn reuse_lingering(
+        &mut self,
+        now: Millis,
+        request: Reuse<'_>,
+        changes: &mut Vec<Change>,
+    ) -> Option<Lease> {
         if self.lingering.is_empty() {
             return None;
         }
-        let me = self.client_of(session)?;
-        self.lingering
+        let me = self.client_of(request.session)?;
+        let candidates: Vec<LeaseId> = self
+            .lingering
             .iter()
             .map(|&(_, id)| &self.leases[&id])
-            .find(|l| {
-                l.feature == feature
-                    && l.requested_version == version
-                    && l.count >= count
+            .filter(|l| {
+                l.feature == request.feature
+                    && l.count >= request.count
                     && self
                         .client_of(l.session)
                         .is_some_and(|c| c.user == me.user && c.host == me.host)
             })
             .map(|l| l.id)
+            .collect();
+        for id in candidates {
+            let old = self.remove_lease(id);
+            let choice = self.choose_pool(
+                now,
+                request.feature,
+                request.version,
+                request.count,
+                self.client_of(request.session),
+            );
+            match choice {
+                Ok(Choice {
+                    pool, overdraft, ..
+                }) if pool == pool_key(&old) => {
+                    let owner = old.session;
+                    changes.push(Change::LeaseReleased {
+                        lease: old,
+                        reason: ReleaseReason::Reused,
+                    });
+                    self.close_if_departed(owner, changes);
+                    let lease = Lease {
+                        id: request.lease_id,
+                        session: request.session,
+                        feature: request.feature.to_owned(),
+                        vendor: pool.vendor,
+                        requested_version: request.version.to_owned(),
+                        pool_version: pool.version,
+                        count: request.count,
+                        granted_at: now,
+                        client_ref: request.client_ref,
+                        overdraft,
+                        lingering_until: None,
+                    };
+                    changes.push(Change::LeaseGranted(lease.clone()));
+                    self.insert_lease(lease.clone());
+                    return Some(lease);
+                }
+                _ => self.insert_lease(old),
+            }
+        }
+        None
     }
 
     /// The identity behind a session, for the policy.
@@ -1059,16 +1127,20 @@ impl Ledger {
     /// departed and this was its last lease.
     fn release(&mut self, id: LeaseId, reason: ReleaseReason, changes: &mut Vec<Change>) -> Lease {
         let lease = self.remove_lease(id);
-        let owner = lease.session;
         changes.push(Change::LeaseReleased {
             lease: lease.clone(),
             reason,
         });
-        if self.departed.contains_key(&owner) && !self.session_leases.contains_key(&owner) {
-            self.departed.remove(&owner);
-            changes.push(Change::SessionClosed(owner));
-        }
+        self.close_if_departed(lease.session, changes);
         lease
+    }
+
+    /// Closes a departed session once its last lingering lease is gone.
+    fn close_if_departed(&mut self, id: SessionId, changes: &mut Vec<Change>) {
+        if self.departed.contains_key(&id) && !self.session_leases.contains_key(&id) {
+            self.departed.remove(&id);
+            changes.push(Change::SessionClosed(id));
+        }
     }
 
     /// A session's seats are given back: at a goodbye they linger where their pools say
@@ -1105,7 +1177,6 @@ impl Ledger {
         }
         self.idle_since.remove(&id);
         let Some(session) = self.sessions.remove(&id) else {
-            // Already departed (a restored departed session lapsing again).
             return;
         };
         self.expiries.remove(&(session.expires_at, id));

@@ -362,7 +362,14 @@ impl Durable {
             (s.id, s.secret_hash, client, s.opened_at)
         };
         let recorded: Vec<_> = self.sessions.values().map(durable_part).collect();
-        let held: Vec<_> = live.sessions.values().map(durable_part).collect();
+        // Sessions that departed while their seats linger are still stored.
+        let mut held: Vec<_> = live
+            .sessions
+            .values()
+            .chain(ledger.departed_sessions())
+            .map(durable_part)
+            .collect();
+        held.sort_by_key(|s| s.0);
         if recorded != held {
             return Err(format!(
                 "sessions differ:\n recorded {recorded:?}\n in ledger {held:?}"
