@@ -3,7 +3,8 @@
 //! `util` builds entitlements, catalogs and sessions; the other modules are table-driven
 //! tests of one behaviour each, a model-based property test (`model`) that runs random
 //! command sequences (restarts and license reloads included) against a reference
-//! implementation, and a determinism check.
+//! implementation, a property test of lingering seats (`linger_props`) that drives the
+//! ledger through time as the server does, and a determinism check.
 
 mod catalog;
 mod checkout;
@@ -11,6 +12,7 @@ mod corpus;
 mod determinism;
 mod dup_group;
 mod linger;
+mod linger_props;
 mod model;
 mod overdraft;
 mod policy;
