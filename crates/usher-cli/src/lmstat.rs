@@ -1230,6 +1230,31 @@ Users of sim:";
         assert!(!status(&["-a"]).contains("PID"));
     }
 
+    /// A seat given back but still held (`LINGER=`, `MIN_CHECKOUT=`) is marked as FlexLM
+    /// marks it, `(linger: SECONDS)`, counted from the start shown on the line.
+    #[test]
+    fn user_line_of_a_lingering_seat_says_how_long_it_is_held() {
+        let mut lingering = report();
+        let bob = lingering
+            .features
+            .iter_mut()
+            .flat_map(|f| f.holders.iter_mut())
+            .find(|h| h.user == "bob")
+            .expect("bob holds a seat");
+        bob.lingering_until_ms = bob.since_ms + 300_000;
+        let out = render_status(
+            &lingering,
+            "1648@lic1",
+            &args(&["-a"]),
+            local(2023, 8, 20, 12, 25),
+            &tz(),
+        );
+        assert_eq!(
+            line_starting(&out, "    bob"),
+            "    bob ws2 ws2 (v2025) (lic1/1648 4002), start Sun 8/20 0:05 (linger: 300)"
+        );
+    }
+
     #[test]
     fn user_line_fields_cannot_forge_lines() {
         let mut r = report();

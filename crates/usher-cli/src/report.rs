@@ -432,3 +432,65 @@ pub fn buckets(req: &Request) -> Vec<(Ms, Ms)> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use usher_core::{LeaseId, SessionId};
+    use usher_store::{DETAIL_LINGER_OVER, DETAIL_REUSED, UsageEvent, UsageRecord};
+
+    use super::*;
+
+    /// One second, in the store's milliseconds.
+    const S: u64 = 1_000;
+
+    fn record(at: u64, event: UsageEvent, lease: u64, detail: Option<&str>) -> UsageRecord {
+        UsageRecord {
+            seq: 0,
+            at,
+            event,
+            session: Some(SessionId(lease)),
+            lease: Some(LeaseId(lease)),
+            feature: Some("cad".into()),
+            vendor: Some("acme".into()),
+            version: Some("2025".into()),
+            count: Some(1),
+            user: Some("alice".into()),
+            host: Some("ws1".into()),
+            display: None,
+            detail: detail.map(str::to_owned),
+            hash: [0; 32],
+        }
+    }
+
+    /// A lingering seat is in use until it really goes back: the `linger` record (the
+    /// client's checkin) ends nothing; the `checkin` with detail `linger over` or `reused`
+    /// does.
+    #[test]
+    fn lingering_time_counts_as_use() {
+        let mut seats = record(0, UsageEvent::Seats, 0, None);
+        (seats.session, seats.lease, seats.user, seats.host) = (None, None, None, None);
+        let records = [
+            seats,
+            record(10 * S, UsageEvent::Checkout, 1, None),
+            record(20 * S, UsageEvent::Linger, 1, None),
+            record(70 * S, UsageEvent::Checkin, 1, Some(DETAIL_LINGER_OVER)),
+            record(80 * S, UsageEvent::Checkout, 2, None),
+            record(85 * S, UsageEvent::Linger, 2, None),
+            record(90 * S, UsageEvent::Checkin, 2, Some(DETAIL_REUSED)),
+            record(90 * S, UsageEvent::Checkout, 3, None),
+            record(95 * S, UsageEvent::Checkin, 3, None),
+        ];
+        let req = Request {
+            from: 0,
+            to: 100_000,
+            by: Bucket::Whole,
+            feature: None,
+        };
+        let reports = build(&records, &req);
+        assert_eq!(reports.len(), 1, "{reports:?}");
+        assert_eq!(reports[0].total.used_ms, u128::from((60 + 10 + 5) * S));
+        assert_eq!(reports[0].total.peak, 1, "a takeover never counts twice");
+        let hours = reports[0].by_user["alice"];
+        assert!((hours - 75.0 / 3600.0).abs() < 1e-9, "{hours} hours");
+    }
+}
