@@ -493,13 +493,7 @@ impl Ledger {
                             priority,
                             seq: 0,
                         };
-                        let position = self.queue.push(request);
-                        let request = self
-                            .queue
-                            .iter()
-                            .find(|r| r.lease_id == lease_id)
-                            .cloned()
-                            .expect("pushed just now");
+                        let (position, request) = self.queue.push(request);
                         changes.push(Change::Queued(request.clone()));
                         Ok(Outcome::Queued { request, position })
                     }

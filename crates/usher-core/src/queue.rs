@@ -101,8 +101,9 @@ impl Queue {
             .map_or(0, |q| q.range(..slot).count())
     }
 
-    /// Adds a request; returns its 1-based position.
-    pub(crate) fn push(&mut self, mut request: QueuedRequest) -> u32 {
+    /// Adds a request; returns its 1-based position and the request as stored (with its
+    /// arrival number).
+    pub(crate) fn push(&mut self, mut request: QueuedRequest) -> (u32, QueuedRequest) {
         request.seq = self.next_seq;
         self.next_seq += 1;
         let slot = (rank(request.priority), request.seq);
@@ -111,12 +112,12 @@ impl Queue {
         }
         self.by_lease
             .insert(request.lease_id, (request.feature.clone(), slot));
-        let feature = request.feature.clone();
+        let stored = request.clone();
         self.by_feature
-            .entry(feature.clone())
+            .entry(request.feature.clone())
             .or_default()
             .insert(slot, request);
-        self.ahead_of(&feature, slot) as u32 + 1
+        (self.ahead_of(&stored.feature, slot) as u32 + 1, stored)
     }
 
     /// Removes a request known by its lease id.
