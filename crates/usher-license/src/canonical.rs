@@ -77,6 +77,65 @@ impl Entitlement {
     }
 }
 
+impl Entitlement {
+    /// The entitlement as one license-file line (`FEATURE cad acme 2025 2027-12-31 10
+    /// ... SIGN="..."`), which [`crate::parse`] reads back into an entitlement with the
+    /// same canonical bytes and signature. Used to hand a client the vendor-signed line a
+    /// borrowed seat was drawn from, so it can verify it with the vendor's key alone.
+    ///
+    /// Every attribute value is written in double quotes (which the parser removes), an
+    /// empty one as a bare key; parsed values never hold a quote, so this always
+    /// round-trips for entitlements that came from a file.
+    pub fn to_line(&self) -> String {
+        let kind = match self.kind {
+            LineKind::Feature => "FEATURE",
+            LineKind::Increment => "INCREMENT",
+        };
+        let expiry = match self.expiry {
+            Expiry::On(date) => iso(date),
+            Expiry::Permanent => "permanent".to_string(),
+        };
+        let count = match self.count {
+            SeatCount::Counted(n) => n.to_string(),
+            SeatCount::Uncounted => "uncounted".to_string(),
+        };
+        let mut line = format!(
+            "{kind} {} {} {} {expiry} {count}",
+            self.feature,
+            self.vendor,
+            self.version.as_str()
+        );
+        let mut attr = |key: &str, value: &str| {
+            line.push(' ');
+            line.push_str(key);
+            if !value.is_empty() {
+                line.push_str("=\"");
+                line.push_str(value);
+                line.push('"');
+            }
+        };
+        if let Some(start) = self.start {
+            attr("START", &iso(start));
+        }
+        if let Some(issued) = self.issued {
+            attr("ISSUED", &iso(issued));
+        }
+        if let Some(notice) = &self.notice {
+            attr("NOTICE", notice);
+        }
+        if let HostId::Id(id) = &self.hostid {
+            attr("HOSTID", id);
+        }
+        for (key, value) in &self.attrs {
+            attr(key, value);
+        }
+        if let Some(signature) = self.signature {
+            attr("SIGN", &hex::encode_upper(signature));
+        }
+        line
+    }
+}
+
 fn iso(date: NaiveDate) -> String {
     date.format("%Y-%m-%d").to_string()
 }

@@ -77,6 +77,15 @@ fn mac_hex(address: &str) -> Option<String> {
     (valid && hex.bytes().any(|b| b != b'0')).then_some(hex)
 }
 
+/// The host id of a usher server: `USHER_ID=` and 40 hex digits of SHA-256 over its
+/// identity public key (the key in its certificate and its signed statements). Binding a
+/// license with `HOSTID=USHER_ID=...` binds it to whoever holds that key.
+pub fn usher_id(public_key: &[u8; 32]) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(public_key);
+    format!("USHER_ID={}", hex::encode(&digest[..20]))
+}
+
 /// Whether `hostid` accepts a machine with host ids `ids` (as from [`host_ids`]).
 ///
 /// `ANY` always matches. Otherwise any one of the space-separated ids in `hostid` must

@@ -26,6 +26,7 @@ mod keys;
 mod lex;
 mod parse;
 mod sign;
+mod statement;
 mod version;
 
 pub use canonical::CANONICAL_DOMAIN;
@@ -33,9 +34,13 @@ pub use check::{Checked, SignatureError, Status, check, verify};
 pub use entitlement::{
     Entitlement, Expiry, HostId, KNOWN_ATTRIBUTES, LineKind, MAX_NAME_LEN, SeatCount,
 };
-pub use hostid::{host_ids, matches_host};
+pub use hostid::{host_ids, matches_host, usher_id};
 pub use keys::{KeyError, VendorPublicKey, VendorSigningKey, WriteMode, keygen};
 pub use lex::{LexError, LogicalLine, Pos, Token, logical_lines};
 pub use parse::{LicenseFile, ParseError, ServerLine, UserAttribute, parse};
 pub use sign::{SignError, SignOutcome, sign_text};
+pub use statement::{
+    BorrowToken, Borrowed, CLOCK_SKEW_MS, STATEMENT_DOMAIN, Statement, StatementKind, TOKEN_HEADER,
+    TokenError, binding_ids,
+};
 pub use version::{Version, VersionError};

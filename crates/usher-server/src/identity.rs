@@ -17,7 +17,6 @@ use std::path::Path;
 use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, KeypairBytes};
-use sha2::{Digest, Sha256};
 
 /// The secret key file in the data directory.
 pub const IDENTITY_KEY: &str = "identity.key";
@@ -79,10 +78,19 @@ impl Identity {
         Ok(identity)
     }
 
+    /// The signing key, for statements the server signs (borrow tokens).
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.key
+    }
+
+    /// The public key, as published in signed statements.
+    pub fn public_key(&self) -> [u8; 32] {
+        self.key.verifying_key().to_bytes()
+    }
+
     /// `USHER_ID=` and 40 hex digits of SHA-256 over the public key.
     pub fn host_id(&self) -> String {
-        let digest = Sha256::digest(self.key.verifying_key().as_bytes());
-        format!("USHER_ID={}", hex::encode(&digest[..20]))
+        usher_license::usher_id(self.key.verifying_key().as_bytes())
     }
 }
 

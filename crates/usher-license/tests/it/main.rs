@@ -7,4 +7,5 @@ mod no_panic;
 mod parse_errors;
 mod parse_ok;
 mod sign;
+mod statement;
 mod util;
