@@ -620,9 +620,10 @@ fn user_line<Tz: TimeZone>(
     if holder.count > 1 {
         let _ = write!(out, ", {} licenses", holder.count);
     }
-    if holder.lingering_until_ms > holder.since_ms {
-        // FlexLM marks held-after-checkin seats so: `(linger: SECONDS)`.
-        let secs = holder.lingering_until_ms.saturating_sub(holder.since_ms) / 1000;
+    // FlexLM marks held-after-checkin seats, and borrowed ones, so: `(linger: SECONDS)`.
+    let held_until = holder.lingering_until_ms.max(holder.borrowed_until_ms);
+    if held_until > holder.since_ms {
+        let secs = held_until.saturating_sub(holder.since_ms) / 1000;
         let _ = write!(out, " (linger: {secs})");
     }
     if show_pid && holder.pid != 0 {
@@ -757,6 +758,7 @@ mod tests {
             connected: true,
             overdraft: false,
             lingering_until_ms: 0,
+            borrowed_until_ms: 0,
         }
     }
 

@@ -204,7 +204,7 @@ pub fn build(records: &[UsageRecord], req: &Request) -> Vec<FeatureReport> {
                 );
                 state.seats.insert(pool, count);
             }
-            UsageEvent::Checkout => {
+            UsageEvent::Checkout | UsageEvent::Borrow => {
                 if let Some(id) = lease {
                     state.in_use += count;
                     changed = true;
@@ -220,7 +220,7 @@ pub fn build(records: &[UsageRecord], req: &Request) -> Vec<FeatureReport> {
                     );
                 }
             }
-            UsageEvent::Checkin | UsageEvent::Expire | UsageEvent::Remove => {
+            UsageEvent::Checkin | UsageEvent::Expire | UsageEvent::Remove | UsageEvent::Return => {
                 if let Some(h) = lease.and_then(|id| held.remove(&id)) {
                     state.in_use = state.in_use.saturating_sub(h.count);
                     changed = true;

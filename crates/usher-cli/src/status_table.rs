@@ -105,7 +105,7 @@ fn queue_row<Tz: TimeZone>(q: &QueueEntry, tz: &Tz) -> [String; 8] {
 ///         { "user": "alice", "host": "ws1", "display": "/dev/pts/0", "pid": 4242,
 ///           "program": "cad", "version": "2025", "since": "2026-03-01T09:39:00Z",
 ///           "count": 1, "handle": "1234", "connected": true, "overdraft": false,
-///           "lingering_until": null } ] } ],
+///           "lingering_until": null, "borrowed_until": null } ] } ],
 ///   "queue": [
 ///     { "feature": "cad", "version": "2025", "position": 1, "priority": 0, "count": 1,
 ///       "user": "bob", "host": "ws2", "display": ":0", "pid": 77, "program": "cad",
@@ -177,6 +177,7 @@ fn holder_json(holder: &Holder) -> Value {
         "connected": holder.connected,
         "overdraft": holder.overdraft,
         "lingering_until": rfc3339(holder.lingering_until_ms),
+        "borrowed_until": rfc3339(holder.borrowed_until_ms),
     })
 }
 
@@ -229,6 +230,11 @@ fn holder_row<Tz: TimeZone>(holder: &Holder, tz: &Tz) -> [String; 8] {
         clean(&holder.version, "-").into_owned(),
         minutes(&instant(holder.since_ms, tz)),
         match (holder.overdraft, holder.lingering_until_ms) {
+            _ if holder.borrowed_until_ms != 0 => format!(
+                "{} (borrowed to {})",
+                holder.count.max(1),
+                minutes(&instant(holder.borrowed_until_ms, tz))
+            ),
             (_, until) if until != 0 => format!(
                 "{} (linger to {})",
                 holder.count.max(1),
@@ -300,6 +306,7 @@ mod tests {
             connected: true,
             overdraft: false,
             lingering_until_ms: 0,
+            borrowed_until_ms: 0,
         }
     }
 
@@ -432,6 +439,7 @@ sim v1.0 (demo)  0 of 1 seat in use  permanent
                             "connected": true,
                             "overdraft": false,
                             "lingering_until": null,
+                            "borrowed_until": null,
                         },
                         {
                             "user": "bartholomew", "host": "ws1", "display": "",
@@ -440,6 +448,7 @@ sim v1.0 (demo)  0 of 1 seat in use  permanent
                             "handle": "18446744073709551615", "connected": true,
                             "overdraft": false,
                             "lingering_until": null,
+                            "borrowed_until": null,
                         },
                     ],
                 },

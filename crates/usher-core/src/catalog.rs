@@ -101,6 +101,13 @@ pub struct Pool {
     /// `USER_BASED[=n]`: only the first n users the policy names (`INCLUDE`) may use the
     /// pool; `Some(None)` for a bare `USER_BASED` (n is the pool's seat count).
     pub user_based: Option<Option<u32>>,
+    /// `BORROW[=hours]`: the longest borrow the license allows (the largest among the
+    /// pool's entitlements; a bare `BORROW` allows [`DEFAULT_BORROW_HOURS`]). `None`: the
+    /// seats cannot be borrowed.
+    pub borrow: Option<Millis>,
+    /// The vendor-signed entitlements behind `grants`, in the same order: a borrow token
+    /// carries one, so the borrower can check it with the vendor's key.
+    pub sources: Vec<Entitlement>,
 }
 
 impl Pool {
@@ -136,6 +143,17 @@ impl Pool {
             .filter_map(|g| g.valid_until)
             .filter(|&e| e <= now)
             .max()
+    }
+
+    /// The entitlement a borrow at `now` is drawn from: among those valid at `now`, the
+    /// one valid longest.
+    pub fn source_at(&self, now: Millis) -> Option<&Entitlement> {
+        self.grants
+            .iter()
+            .zip(&self.sources)
+            .filter(|(g, _)| g.is_valid_at(now))
+            .max_by_key(|(g, _)| g.valid_until.unwrap_or(Millis::MAX))
+            .map(|(_, e)| e)
     }
 
     /// When the pool's current seats run out: the earliest end among grants valid at `now`.
@@ -196,6 +214,7 @@ impl Catalog {
                     None
                 })
             });
+            let borrow = borrow_attr(e, &mut problems);
             let linger = seconds_attr(e, "LINGER", &mut problems);
             let min_checkout = seconds_attr(e, "MIN_CHECKOUT", &mut problems);
             let dup_group = match e.attr("DUP_GROUP").map(DupGroup::parse) {
@@ -216,6 +235,8 @@ impl Catalog {
             {
                 Some(pool) => {
                     pool.grants.push(grant);
+                    pool.sources.push(e.clone());
+                    pool.borrow = pool.borrow.max(borrow);
                     pool.linger = pool.linger.max(linger);
                     pool.min_checkout = pool.min_checkout.max(min_checkout);
                     pool.user_based = pool.user_based.or(user_based);
@@ -228,6 +249,8 @@ impl Catalog {
                     }
                 }
                 None => pools.push(Pool {
+                    borrow,
+                    sources: vec![e.clone()],
                     dup_group,
                     linger,
                     min_checkout,
@@ -289,6 +312,37 @@ pub fn canonical_version(v: &Version) -> String {
 
 /// The largest number of seconds `LINGER=` and `MIN_CHECKOUT=` may hold (one year).
 pub const MAX_HOLD_SECONDS: u64 = 366 * 86_400;
+
+/// How long a bare `BORROW` lets seats be borrowed, in hours (one week, as in FlexLM).
+pub const DEFAULT_BORROW_HOURS: u64 = 168;
+
+/// The longest `BORROW=` honoured, in hours (one year).
+pub const MAX_BORROW_HOURS: u64 = 366 * 24;
+
+/// `BORROW[=hours]` in milliseconds: `None` when absent, or (with a problem recorded)
+/// when not a whole number of hours from 1 to [`MAX_BORROW_HOURS`].
+fn borrow_attr(e: &Entitlement, problems: &mut Vec<String>) -> Option<Millis> {
+    let text = e.attr("BORROW")?;
+    if text.is_empty() {
+        return Some(DEFAULT_BORROW_HOURS * 3_600_000);
+    }
+    match text.parse::<u64>() {
+        Ok(hours)
+            if (1..=MAX_BORROW_HOURS).contains(&hours)
+                && text.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            Some(hours * 3_600_000)
+        }
+        _ => {
+            problems.push(format!(
+                "line {}: feature {:?}: BORROW={text:?} is not a number of hours from 1 to \
+                 {MAX_BORROW_HOURS}; the seats cannot be borrowed",
+                e.line, e.feature
+            ));
+            None
+        }
+    }
+}
 
 /// A duration attribute in milliseconds: 0 when absent, and 0 with a problem recorded when
 /// it is not a whole number of seconds up to [`MAX_HOLD_SECONDS`].

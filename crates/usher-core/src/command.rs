@@ -68,6 +68,37 @@ pub enum Command {
         /// Whether to wait in the queue when no seat is free.
         wait: Wait,
     },
+    /// Borrow seats for offline use until `until` (`usher borrow`). Granted like a checkout
+    /// that does not wait, from a pool whose license allows borrowing (`BORROW`), for no
+    /// longer than the license and the policy's `MAX_BORROW_HOURS` allow, and never below
+    /// the policy's `BORROW_LOWWATER`. The seats are held until `until` (or the license's
+    /// end, if sooner) whether or not the session lives on.
+    Borrow {
+        /// Requesting session.
+        session: SessionId,
+        /// Fresh id for the lease.
+        lease_id: LeaseId,
+        /// Feature name.
+        feature: String,
+        /// Minimum version needed.
+        version: String,
+        /// Seats wanted (at least 1).
+        count: u32,
+        /// Client idempotency key; a retry returns the same borrow.
+        client_ref: u64,
+        /// When the borrow should end.
+        until: Millis,
+    },
+    /// Return borrowed seats early (`usher borrow --return`): the borrow of `feature` (the
+    /// one with `lease_id`, if given) made by the same user on the same host.
+    Return {
+        /// Requesting session (whose user and host must be the borrower's).
+        session: SessionId,
+        /// Feature borrowed.
+        feature: String,
+        /// The borrow's lease, if the client knows it.
+        lease_id: Option<LeaseId>,
+    },
     /// Withdraw a queued checkout (the client gave up waiting).
     Dequeue {
         /// Owning session.
@@ -149,6 +180,20 @@ pub enum Denial {
         /// Seats free in the pools that could serve the request.
         free: u32,
     },
+    /// No license for the feature allows borrowing (`BORROW`).
+    NotBorrowable,
+    /// The borrow asks for longer than the license's `BORROW=` or the policy's
+    /// `MAX_BORROW_HOURS` allows.
+    BorrowTooLong {
+        /// The longest borrow allowed.
+        max: Millis,
+    },
+    /// The policy keeps this many seats from being borrowed (`BORROW_LOWWATER`), and the
+    /// borrow would take one of them.
+    BorrowLowWater {
+        /// Seats kept for use on the network.
+        keep: u32,
+    },
     /// The request itself is malformed (empty feature name, zero count, bad version...).
     BadRequest(String),
 }
@@ -165,6 +210,14 @@ pub enum LedgerError {
     /// A fresh id collided with a live one (the caller should draw another).
     #[error("id already in use")]
     IdInUse,
+    /// The seats are borrowed for offline use: the borrower's token stays valid, so taking
+    /// the seats back would let one more copy run than the license allows. They come back
+    /// when the borrower returns them or the borrow ends.
+    #[error("the seats are borrowed for offline use until {until} (ms since the epoch)")]
+    Borrowed {
+        /// When the borrow ends.
+        until: Millis,
+    },
     /// The lease is younger than the minimum remove time.
     #[error("the lease is too new to remove; try again in {wait_ms} ms")]
     TooSoonToRemove {
@@ -224,6 +277,10 @@ pub enum ReleaseReason {
     LingerOver,
     /// The lingering seats were taken over by a new checkout of the same user and host.
     Reused,
+    /// The borrower returned borrowed seats early.
+    Returned,
+    /// The borrow period ended.
+    BorrowEnded,
 }
 
 /// A durable effect of a command. The store persists changes (not commands): after a

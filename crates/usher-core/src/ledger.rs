@@ -67,6 +67,8 @@ pub struct Ledger {
     departed: HashMap<SessionId, Session>,
     /// Every lingering lease by the end of its linger.
     lingering: BTreeSet<(Millis, LeaseId)>,
+    /// Every borrowed lease by the end of its borrow.
+    borrowed: BTreeSet<(Millis, LeaseId)>,
 }
 
 /// A group of duplicate checkouts: the pool, and the user, host and display where the
@@ -135,6 +137,7 @@ impl Ledger {
             lease_dup: HashMap::new(),
             departed: HashMap::new(),
             lingering: BTreeSet::new(),
+            borrowed: BTreeSet::new(),
         }
     }
 
@@ -183,7 +186,7 @@ impl Ledger {
             .copied()
             .filter(|&id| {
                 let mut leases = ledger.session_leases(id).peekable();
-                leases.peek().is_some() && leases.all(|l| l.lingering_until.is_some())
+                leases.peek().is_some() && leases.all(Lease::detached)
             })
             .collect();
         for id in departed {
@@ -304,6 +307,7 @@ impl Ledger {
             self.queue.next_deadline(),
             self.idle_deadlines.first().map(|&(at, _)| at),
             self.lingering.first().map(|&(at, _)| at),
+            self.borrowed.first().map(|&(at, _)| at),
         ]
         .into_iter()
         .flatten()
@@ -363,7 +367,7 @@ impl Ledger {
                 // Lingering seats are no longer the client's.
                 let leases = self
                     .session_leases(id)
-                    .filter(|l| l.lingering_until.is_none())
+                    .filter(|l| !l.detached())
                     .cloned()
                     .collect();
                 Ok(Outcome::Resumed { leases })
@@ -425,7 +429,7 @@ impl Ledger {
                 if client_ref != 0 {
                     let retried = self
                         .session_leases(session)
-                        .find(|l| l.client_ref == client_ref && l.lingering_until.is_none())
+                        .find(|l| l.client_ref == client_ref && !l.detached())
                         .cloned();
                     if let Some(existing) = retried {
                         self.touch(session, now);
@@ -467,7 +471,7 @@ impl Ledger {
                     .queue
                     .ahead_of(&feature, self.queue.next_slot(priority));
                 let who = self.client_of(session);
-                let chosen = match self.choose_pool(now, &feature, &version, count, who) {
+                let chosen = match self.choose_pool(now, &feature, &version, count, who, false) {
                     // Others wait ahead: the seats that are free are theirs (unless these
                     // are reserved for this client).
                     Ok(choice) if ahead > 0 && !choice.reserved => Err(Denial::QueuedAhead {
@@ -513,6 +517,7 @@ impl Ledger {
                             client_ref,
                             overdraft,
                             lingering_until: None,
+                            borrowed_until: None,
                         };
                         changes.push(Change::LeaseGranted(lease.clone()));
                         self.insert_lease(lease.clone());
@@ -520,11 +525,85 @@ impl Ledger {
                     }
                 }
             }
+            Command::Borrow {
+                session,
+                lease_id,
+                feature,
+                version,
+                count,
+                client_ref,
+                until,
+            } => {
+                self.require_session(session)?;
+                if client_ref != 0 {
+                    let retried = self
+                        .session_leases(session)
+                        .find(|l| l.client_ref == client_ref && l.borrowed_until.is_some())
+                        .cloned();
+                    if let Some(existing) = retried {
+                        self.touch(session, now);
+                        return Ok(Outcome::Granted(existing));
+                    }
+                }
+                if self.leases.contains_key(&lease_id) || self.queue.position(lease_id).is_some() {
+                    return Err(LedgerError::IdInUse);
+                }
+                self.touch(session, now);
+                match self.borrow(now, session, &feature, &version, count, until) {
+                    Err(denial) => Ok(Outcome::Denied(denial)),
+                    Ok((pool, until)) => {
+                        let lease = Lease {
+                            id: lease_id,
+                            session,
+                            feature,
+                            vendor: pool.vendor,
+                            requested_version: version,
+                            pool_version: pool.version,
+                            count,
+                            granted_at: now,
+                            client_ref,
+                            overdraft: false,
+                            lingering_until: None,
+                            borrowed_until: Some(until),
+                        };
+                        changes.push(Change::LeaseGranted(lease.clone()));
+                        self.insert_lease(lease.clone());
+                        Ok(Outcome::Granted(lease))
+                    }
+                }
+            }
+            Command::Return {
+                session,
+                feature,
+                lease_id,
+            } => {
+                self.require_session(session)?;
+                self.touch(session, now);
+                let me = self.client_of(session).cloned().unwrap_or_default();
+                let found = self
+                    .borrowed
+                    .iter()
+                    .map(|&(_, id)| &self.leases[&id])
+                    .find(|l| {
+                        l.feature == feature
+                            && lease_id.is_none_or(|id| id == l.id)
+                            && self
+                                .client_of(l.session)
+                                .is_some_and(|c| c.user == me.user && c.host == me.host)
+                    })
+                    .map(|l| l.id);
+                let Some(id) = found else {
+                    return Ok(Outcome::NotHeld);
+                };
+                let lease = self.release(id, ReleaseReason::Returned, changes);
+                self.serve_queue(now, changes);
+                Ok(Outcome::Released(lease))
+            }
             Command::Checkin { session, lease_id } => {
                 self.require_session(session)?;
                 self.touch(session, now);
                 match self.leases.get(&lease_id) {
-                    Some(l) if l.session == session && l.lingering_until.is_none() => {
+                    Some(l) if l.session == session && !l.detached() => {
                         let lease = self.give_back(lease_id, now, ReleaseReason::Checkin, changes);
                         self.serve_queue(now, changes);
                         Ok(Outcome::Released(lease))
@@ -550,6 +629,9 @@ impl Ledger {
                 let Some(lease) = self.leases.get(&lease_id) else {
                     return Ok(Outcome::NotHeld);
                 };
+                if let Some(until) = lease.borrowed_until {
+                    return Err(LedgerError::Borrowed { until });
+                }
                 let ready_at = lease.granted_at.saturating_add(self.config.min_remove);
                 if now < ready_at {
                     return Err(LedgerError::TooSoonToRemove {
@@ -588,6 +670,12 @@ impl Ledger {
                     }
                     self.release(id, ReleaseReason::LingerOver, changes);
                 }
+                while let Some(&(at, id)) = self.borrowed.first() {
+                    if at > now {
+                        break;
+                    }
+                    self.release(id, ReleaseReason::BorrowEnded, changes);
+                }
                 self.serve_queue(now, changes);
                 Ok(Outcome::Expired { sessions: lapsed })
             }
@@ -606,6 +694,7 @@ impl Ledger {
         version: &str,
         count: u32,
         who: Option<&ClientInfo>,
+        borrowing: bool,
     ) -> Result<Choice, Denial> {
         if feature.is_empty() {
             return Err(Denial::BadRequest("empty feature name".into()));
@@ -624,13 +713,19 @@ impl Ledger {
                 .map_err(|e: usher_license::VersionError| Denial::BadRequest(e.to_string()))?
         };
         let pools = self.catalog.pools(feature).ok_or(Denial::UnknownFeature)?;
-        let candidates: Vec<_> = pools.iter().filter(|p| p.version >= wanted).collect();
+        let mut candidates: Vec<_> = pools.iter().filter(|p| p.version >= wanted).collect();
         if candidates.is_empty() {
             let highest = pools
                 .last()
                 .map(|p| p.key.version.clone())
                 .unwrap_or_default();
             return Err(Denial::VersionTooNew { highest });
+        }
+        if borrowing {
+            candidates.retain(|p| p.borrow.is_some());
+            if candidates.is_empty() {
+                return Err(Denial::NotBorrowable);
+            }
         }
         if let Some(named) = candidates.iter().find_map(|p| p.user_based) {
             let limit = named.unwrap_or_else(|| candidates.iter().map(|p| p.seats_at(now)).sum());
@@ -661,7 +756,8 @@ impl Ledger {
         }
         // Only when no pool has room within its count does an OVERDRAFT allowance serve,
         // so overdraft seats are used last and each one is flagged.
-        if seats.overdraft_left >= count {
+        // Overdraft seats are never lent out: each must stay visible and reclaimable.
+        if seats.overdraft_left >= count && !borrowing {
             for pool in &candidates {
                 // Seats reserved for others are not free for this client, overdraft or not.
                 let limit = pool.seats_at(now).saturating_add(pool.overdraft_at(now));
@@ -690,6 +786,70 @@ impl Ledger {
             });
         }
         Err(Denial::AllInUse { in_use, total })
+    }
+
+    /// Where a borrow of `count` seats of `feature` until `until` comes from, and until when
+    /// it really lasts: the license's end, if that comes first. The seats must be free for
+    /// an ordinary checkout that does not wait (policy, queue and reservations included),
+    /// the borrow no longer than the license's `BORROW=` and the policy's
+    /// `MAX_BORROW_HOURS`, and at least `BORROW_LOWWATER` seats must stay unborrowed.
+    fn borrow(
+        &self,
+        now: Millis,
+        session: SessionId,
+        feature: &str,
+        version: &str,
+        count: u32,
+        until: Millis,
+    ) -> Result<(PoolKey, Millis), Denial> {
+        if until <= now {
+            return Err(Denial::BadRequest("a borrow must end in the future".into()));
+        }
+        let who = self.client_of(session);
+        let choice = self.choose_pool(now, feature, version, count, who, true)?;
+        let ahead = self.queue.ahead_of(
+            feature,
+            self.queue.next_slot(self.priority(session, feature)),
+        );
+        if ahead > 0 && !choice.reserved {
+            return Err(Denial::QueuedAhead {
+                waiting: ahead as u32,
+            });
+        }
+        let pool = self
+            .catalog
+            .pool(&choice.pool)
+            .expect("chosen from the catalog");
+        let hours = |h: u32| Millis::from(h).saturating_mul(3_600_000);
+        let max = pool.borrow.unwrap_or(0).min(
+            self.policy
+                .max_borrow_hours(feature)
+                .map_or(Millis::MAX, hours),
+        );
+        if until - now > max {
+            return Err(Denial::BorrowTooLong { max });
+        }
+        if let Some(keep) = self.policy.borrow_lowwater(feature) {
+            let total: u32 = self
+                .catalog
+                .pools(feature)
+                .into_iter()
+                .flatten()
+                .map(|p| p.seats_at(now))
+                .fold(0, u32::saturating_add);
+            let borrowed: u32 = self
+                .borrowed
+                .iter()
+                .map(|&(_, id)| &self.leases[&id])
+                .filter(|l| l.feature == feature)
+                .map(|l| l.count)
+                .fold(0, u32::saturating_add);
+            if borrowed.saturating_add(count).saturating_add(keep) > total {
+                return Err(Denial::BorrowLowWater { keep });
+            }
+        }
+        let until = pool.expires_at(now).map_or(until, |end| until.min(end));
+        Ok((choice.pool, until))
     }
 
     /// What the policy allows `who` for a checkout of `count` seats of `feature`.
@@ -836,6 +996,7 @@ impl Ledger {
                 request.version,
                 request.count,
                 self.client_of(request.session),
+                false,
             );
             match choice {
                 Ok(Choice {
@@ -859,6 +1020,7 @@ impl Ledger {
                         client_ref: request.client_ref,
                         overdraft,
                         lingering_until: None,
+                        borrowed_until: None,
                     };
                     changes.push(Change::LeaseGranted(lease.clone()));
                     self.insert_lease(lease.clone());
@@ -891,7 +1053,7 @@ impl Ledger {
                 let who = self.client_of(request.session).cloned();
                 let id = request.lease_id;
                 let (version, count) = (&request.version, request.count);
-                match self.choose_pool(now, &feature, version, count, who.as_ref()) {
+                match self.choose_pool(now, &feature, version, count, who.as_ref(), false) {
                     Err(Denial::AllInUse { .. } | Denial::Reserved { .. }) => blocked = true,
                     Err(denial) => self.dequeue(id, DequeueReason::Refused(denial), changes),
                     Ok(choice) if blocked && !choice.reserved => {}
@@ -911,6 +1073,7 @@ impl Ledger {
                             client_ref: request.client_ref,
                             overdraft,
                             lingering_until: None,
+                            borrowed_until: None,
                         };
                         changes.push(Change::Dequeued {
                             request,
@@ -964,7 +1127,7 @@ impl Ledger {
         let Some(&since) = self.idle_since.get(&lease.session) else {
             return;
         };
-        if lease.lingering_until.is_some() {
+        if lease.detached() {
             return;
         }
         if let Some(timeout) = self.policy.timeout(&lease.feature) {
@@ -1054,6 +1217,9 @@ impl Ledger {
         if let Some(until) = lease.lingering_until {
             self.lingering.insert((until, id));
         }
+        if let Some(until) = lease.borrowed_until {
+            self.borrowed.insert((until, id));
+        }
         self.leases.insert(id, lease);
         self.arm_idle(id);
     }
@@ -1067,6 +1233,9 @@ impl Ledger {
         self.disarm_idle(id);
         if let Some(until) = lease.lingering_until {
             self.lingering.remove(&(until, id));
+        }
+        if let Some(until) = lease.borrowed_until {
+            self.borrowed.remove(&(until, id));
         }
         self.account_remove(&lease);
         if let Some(set) = self.session_leases.get_mut(&lease.session) {
@@ -1159,7 +1328,7 @@ impl Ledger {
             .map(|s| s.iter().copied().collect())
             .unwrap_or_default();
         for lease_id in held {
-            if self.leases[&lease_id].lingering_until.is_some() {
+            if self.leases[&lease_id].detached() {
                 continue;
             }
             if reason == ReleaseReason::SessionClosed {

@@ -20,7 +20,9 @@ pub mod policy;
 mod queue;
 mod session;
 
-pub use catalog::{Catalog, DupGroup, Pool, PoolKey, canonical_version};
+pub use catalog::{
+    Catalog, DEFAULT_BORROW_HOURS, DupGroup, MAX_BORROW_HOURS, Pool, PoolKey, canonical_version,
+};
 pub use command::{Change, Command, Denial, LedgerError, Outcome, ReleaseReason};
 pub use ledger::{Ledger, LedgerConfig};
 pub use policy::{Policy, PolicyError, Who};

@@ -94,4 +94,17 @@ pub struct Lease {
     /// `MIN_CHECKOUT=` keeps the seats held: until when they stay held. The client no
     /// longer holds such a lease; the seats still count.
     pub lingering_until: Option<crate::Millis>,
+    /// Set when the seats were borrowed for offline use (`usher borrow`): until when the
+    /// borrower holds them, with or without a session. They come back when the borrow
+    /// ends or the borrower returns them early.
+    pub borrowed_until: Option<crate::Millis>,
+}
+
+impl Lease {
+    /// Whether the seats are held apart from any client session: lingering after they
+    /// were given back, or borrowed. Such a lease outlives its session, is not handed back
+    /// on a resume, and cannot be checked in.
+    pub fn detached(&self) -> bool {
+        self.lingering_until.is_some() || self.borrowed_until.is_some()
+    }
 }

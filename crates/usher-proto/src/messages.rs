@@ -14,7 +14,7 @@ pub struct Request {
     /// What is asked. `None` when the client sent a kind this server does not know.
     #[prost(
         oneof = "request::Kind",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22"
     )]
     pub kind: Option<request::Kind>,
 }
@@ -57,6 +57,12 @@ pub mod request {
         /// Report whether the application's user is idle (for the policy's `TIMEOUT`).
         #[prost(message, tag = "20")]
         Activity(super::Activity),
+        /// Borrow seats for offline use; answered `Granted` with a borrow token.
+        #[prost(message, tag = "21")]
+        Borrow(super::Borrow),
+        /// Return borrowed seats early.
+        #[prost(message, tag = "22")]
+        Return(super::Return),
     }
 }
 
@@ -70,7 +76,7 @@ pub struct Response {
     /// know; clients ignore such responses.
     #[prost(
         oneof = "response::Kind",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23"
     )]
     pub kind: Option<response::Kind>,
 }
@@ -120,6 +126,9 @@ pub mod response {
         /// A queued checkout was withdrawn.
         #[prost(message, tag = "22")]
         Dequeued(super::Dequeued),
+        /// The answer to a `Return`.
+        #[prost(message, tag = "23")]
+        Returned(super::Returned),
     }
 }
 
@@ -222,6 +231,56 @@ pub struct Checkout {
     pub wait_ms: u64,
 }
 
+/// Borrow seats for offline use (`usher borrow`). Granted like a checkout that does not
+/// wait; the `Granted` answer carries `borrowed_until_ms` and the signed `borrow_token`.
+/// The seats stay held on the server until then, whether or not the session lives on.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Borrow {
+    /// Feature name.
+    #[prost(string, tag = "1")]
+    pub feature: String,
+    /// Minimum version needed (empty: any).
+    #[prost(string, tag = "2")]
+    pub version: String,
+    /// Seats wanted (0 is read as 1).
+    #[prost(uint32, tag = "3")]
+    pub count: u32,
+    /// Client idempotency key, as for `Checkout`.
+    #[prost(uint64, tag = "4")]
+    pub client_ref: u64,
+    /// How long to borrow for, in milliseconds.
+    #[prost(uint64, tag = "5")]
+    pub duration_ms: u64,
+    /// The borrowing machine's host ids, which the token is bound to.
+    #[prost(string, repeated, tag = "6")]
+    pub host_ids: Vec<String>,
+}
+
+/// Return borrowed seats before the borrow ends.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Return {
+    /// Feature borrowed.
+    #[prost(string, tag = "1")]
+    pub feature: String,
+    /// The borrow's lease handle, from the token (0: the borrower's borrow of `feature`).
+    #[prost(fixed64, tag = "2")]
+    pub lease_id: u64,
+}
+
+/// Borrowed seats came back (or there were none to return).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Returned {
+    /// The lease returned (0 if none).
+    #[prost(fixed64, tag = "1")]
+    pub lease_id: u64,
+    /// False if this user on this host had no such borrow (returning is idempotent).
+    #[prost(bool, tag = "2")]
+    pub was_borrowed: bool,
+    /// Seats returned.
+    #[prost(uint32, tag = "3")]
+    pub count: u32,
+}
+
 /// The checkout waits for a seat.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Queued {
@@ -297,6 +356,13 @@ pub struct Granted {
     /// The seats are beyond the pool's count, granted under its `OVERDRAFT=` allowance.
     #[prost(bool, tag = "9")]
     pub overdraft: bool,
+    /// For a borrow: when it ends (ms since epoch). 0: not borrowed.
+    #[prost(uint64, tag = "10")]
+    pub borrowed_until_ms: u64,
+    /// For a borrow: the server-signed borrow token (its text form), which lets the
+    /// client library grant the feature on this host with no server until the borrow ends.
+    #[prost(string, tag = "11")]
+    pub borrow_token: String,
 }
 
 /// Why seats were refused. Unknown values (from newer servers) read as `Unspecified`.
@@ -331,6 +397,14 @@ pub enum DenyReason {
     /// The license is `USER_BASED` and this user is not one of its named users; `total` is
     /// how many named users it allows.
     NotNamedUser = 12,
+    /// No license for the feature allows borrowing.
+    NotBorrowable = 13,
+    /// The borrow is longer than the license or policy allows; `at_ms` is the longest
+    /// borrow allowed, in milliseconds.
+    BorrowTooLong = 14,
+    /// The policy keeps the remaining seats from being borrowed (`BORROW_LOWWATER`);
+    /// `total` is how many it keeps.
+    BorrowLowWater = 15,
 }
 
 /// Seats refused.
@@ -547,6 +621,10 @@ pub struct Holder {
     /// `LINGER=`, `MIN_CHECKOUT=`). 0: not lingering.
     #[prost(uint64, tag = "13")]
     pub lingering_until_ms: u64,
+    /// The seats are borrowed for offline use until then (ms since epoch). 0: not
+    /// borrowed.
+    #[prost(uint64, tag = "14")]
+    pub borrowed_until_ms: u64,
 }
 
 /// End the session.

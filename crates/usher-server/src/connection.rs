@@ -63,6 +63,8 @@ pub struct ConnContext {
     pub status_detail: StatusDetail,
     /// This server's `USHER_ID=` host id (licenses may be bound to it).
     pub server_host_id: String,
+    /// This server's identity key, which signs borrow tokens.
+    pub identity: Arc<crate::identity::Identity>,
     /// Cancelled by an administrator's `down`.
     pub down: CancellationToken,
     /// Hot-path metrics.
@@ -261,6 +263,8 @@ fn request_kind(req: &Request) -> Option<RequestKind> {
         request::Kind::Goodbye(_) => RequestKind::Goodbye,
         request::Kind::Dequeue(_) => RequestKind::Dequeue,
         request::Kind::Activity(_) => RequestKind::Activity,
+        request::Kind::Borrow(_) => RequestKind::Borrow,
+        request::Kind::Return(_) => RequestKind::Return,
     })
 }
 
@@ -320,6 +324,42 @@ async fn dispatch(
                 answer(id, rx, move |a| reply::checkout(&feature, &version, a)),
                 false,
             ))
+        }
+        request::Kind::Borrow(b) => {
+            let Some(session) = session else {
+                return Ok((need_session("borrow"), false));
+            };
+            let (feature, version) = (b.feature.clone(), b.version.clone());
+            let cmd = Command::Borrow {
+                session,
+                // The ledger task allocates the handle.
+                lease_id: LeaseId(0),
+                feature: b.feature,
+                version: b.version,
+                count: b.count.max(1),
+                client_ref: b.client_ref,
+                until: wall_clock_ms().saturating_add(b.duration_ms),
+            };
+            let rx = ctx.ledger.submit(cmd).await?;
+            let (identity, host_ids) = (ctx.identity.clone(), b.host_ids);
+            Ok((
+                answer(id, rx, move |a| {
+                    reply::borrow(&feature, &version, a, &identity, host_ids)
+                }),
+                false,
+            ))
+        }
+        request::Kind::Return(r) => {
+            let Some(session) = session else {
+                return Ok((need_session("return"), false));
+            };
+            let cmd = Command::Return {
+                session,
+                feature: r.feature,
+                lease_id: (r.lease_id != 0).then_some(LeaseId(r.lease_id)),
+            };
+            let rx = ctx.ledger.submit(cmd).await?;
+            Ok((answer(id, rx, reply::returned), false))
         }
         request::Kind::Checkin(c) => {
             let Some(session) = session else {

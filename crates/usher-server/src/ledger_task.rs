@@ -28,6 +28,7 @@ use usher_core::{
     Change, Command, Denial, DequeueReason, LeaseId, Ledger, LedgerError, Millis, Outcome, PoolKey,
     ReleaseReason,
 };
+use usher_license::Entitlement;
 use usher_proto::{StatusReport, response};
 use usher_store::{LogEvent, SqliteStore, UsageEvent};
 
@@ -125,6 +126,11 @@ pub struct Applied {
     pub result: Result<Outcome, LedgerError>,
     /// For a grant: when the pool's current entitlements expire (0: permanent).
     pub expires_at_ms: u64,
+    /// For a borrow: the entitlement the seats were drawn from, which the borrow token
+    /// carries.
+    pub borrow_source: Option<Entitlement>,
+    /// For a borrow: the borrower's user name, which the token names.
+    pub user: String,
 }
 
 /// The ledger task went away (the server is shutting down or failed).
@@ -429,6 +435,14 @@ fn handle_msg(
                 version,
                 count,
                 ..
+            }
+            | Command::Borrow {
+                lease_id,
+                session,
+                feature,
+                version,
+                count,
+                ..
             } = &mut cmd
             {
                 *lease_id = LeaseId(*next_lease_id);
@@ -462,13 +476,26 @@ fn handle_msg(
                     detail: Some(denial_reason(denial).to_owned()),
                 });
             }
-            let expires_at_ms = match &result {
-                Ok(Outcome::Granted(lease)) => pool_expiry(ledger, lease, now),
-                _ => 0,
-            };
+            let (mut expires_at_ms, mut borrow_source, mut user) = (0, None, String::new());
+            if let Ok(Outcome::Granted(lease)) = &result {
+                expires_at_ms = pool_expiry(ledger, lease, now);
+                if lease.borrowed_until.is_some() {
+                    borrow_source = ledger
+                        .catalog()
+                        .pool(&pool_key(lease))
+                        .and_then(|p| p.source_at(now))
+                        .cloned();
+                    user = ledger
+                        .holder(lease.session)
+                        .map(|s| s.client.user.clone())
+                        .unwrap_or_default();
+                }
+            }
             let applied = Applied {
                 result,
                 expires_at_ms,
+                borrow_source,
+                user,
             };
             job.replies.push(Box::new(move || {
                 // The connection may have gone; then nobody is waiting for the answer.
@@ -582,19 +609,25 @@ pub fn denial_reason(denial: &Denial) -> &'static str {
         Denial::NotNamedUser { .. } => "not_named_user",
         Denial::MaxReached { .. } => "max_reached",
         Denial::Reserved { .. } => "reserved",
+        Denial::NotBorrowable => "not_borrowable",
+        Denial::BorrowTooLong { .. } => "borrow_too_long",
+        Denial::BorrowLowWater { .. } => "borrow_lowwater",
         Denial::BadRequest(_) => "bad_request",
     }
 }
 
-fn pool_expiry(ledger: &Ledger, lease: &usher_core::Lease, now: Millis) -> u64 {
-    let key = PoolKey {
+fn pool_key(lease: &usher_core::Lease) -> PoolKey {
+    PoolKey {
         feature: lease.feature.clone(),
         vendor: lease.vendor.clone(),
         version: lease.pool_version.clone(),
-    };
+    }
+}
+
+fn pool_expiry(ledger: &Ledger, lease: &usher_core::Lease, now: Millis) -> u64 {
     ledger
         .catalog()
-        .pool(&key)
+        .pool(&pool_key(lease))
         .and_then(|p| p.expires_at(now))
         .unwrap_or(0)
 }

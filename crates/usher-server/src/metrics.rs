@@ -130,11 +130,15 @@ pub enum RequestKind {
     Dequeue,
     /// Activity (idle or active again).
     Activity,
+    /// Borrow (seats for offline use).
+    Borrow,
+    /// Return (borrowed seats, early).
+    Return,
 }
 
 impl RequestKind {
     /// Every kind, in label order.
-    pub const ALL: [RequestKind; 11] = [
+    pub const ALL: [RequestKind; 13] = [
         RequestKind::Hello,
         RequestKind::Checkout,
         RequestKind::Checkin,
@@ -146,6 +150,8 @@ impl RequestKind {
         RequestKind::Goodbye,
         RequestKind::Dequeue,
         RequestKind::Activity,
+        RequestKind::Borrow,
+        RequestKind::Return,
     ];
 
     /// The `kind` label.
@@ -162,6 +168,8 @@ impl RequestKind {
             RequestKind::Goodbye => "goodbye",
             RequestKind::Dequeue => "dequeue",
             RequestKind::Activity => "activity",
+            RequestKind::Borrow => "borrow",
+            RequestKind::Return => "return",
         }
     }
 }

@@ -2,11 +2,13 @@
 
 use chrono::DateTime;
 use usher_core::{Denial, DequeueReason, Lease, Outcome, QueuedRequest};
+use usher_license::{Statement, StatementKind, binding_ids};
 use usher_proto::{
     CheckedIn, Denied, DenyReason, Dequeued, ErrorCode, Granted, HeartbeatAck, Queued, Response,
-    response,
+    Returned, response,
 };
 
+use crate::identity::Identity;
 use crate::ledger_task::{Applied, wall_clock_ms};
 
 /// A successful response.
@@ -29,6 +31,56 @@ pub fn granted(lease: &Lease, expires_at_ms: u64) -> Granted {
         granted_at_ms: lease.granted_at,
         client_ref: lease.client_ref,
         overdraft: lease.overdraft,
+        borrowed_until_ms: lease.borrowed_until.unwrap_or(0),
+        borrow_token: String::new(),
+    }
+}
+
+/// The answer to a borrow: the grant, with the borrow token the server signs for the
+/// borrowing host over the entitlement the seats came from.
+pub fn borrow(
+    feature: &str,
+    version: &str,
+    applied: Applied,
+    identity: &Identity,
+    host_ids: Vec<String>,
+) -> response::Kind {
+    match (applied.result, applied.borrow_source) {
+        (Ok(Outcome::Granted(lease)), Some(source)) => {
+            let mut g = granted(&lease, applied.expires_at_ms);
+            let statement = Statement {
+                kind: StatementKind::Borrow,
+                server_key: identity.public_key(),
+                lease_id: lease.id.0,
+                feature: lease.feature.clone(),
+                version: lease.pool_version.clone(),
+                count: lease.count,
+                user: applied.user,
+                host_ids: binding_ids(&host_ids),
+                issued_at_ms: wall_clock_ms(),
+                valid_until_ms: g.borrowed_until_ms,
+                entitlement: source.to_line(),
+            };
+            g.borrow_token = statement.sign(identity.signing_key()).to_text();
+            response::Kind::Granted(g)
+        }
+        (Ok(Outcome::Denied(denial)), _) => {
+            response::Kind::Denied(denied(feature, version, &denial))
+        }
+        (other, _) => internal(&other),
+    }
+}
+
+/// The answer to a return.
+pub fn returned(applied: Applied) -> response::Kind {
+    match applied.result {
+        Ok(Outcome::Released(lease)) => response::Kind::Returned(Returned {
+            lease_id: lease.id.0,
+            was_borrowed: true,
+            count: lease.count,
+        }),
+        Ok(Outcome::NotHeld) => response::Kind::Returned(Returned::default()),
+        other => internal(&other),
     }
 }
 
@@ -212,11 +264,44 @@ pub fn denied(feature: &str, version: &str, denial: &Denial) -> Denied {
                 format!("the {free} free {seats} of \"{feature}\" are reserved for others"),
             )
         }
+        Denial::NotBorrowable => (
+            DenyReason::NotBorrowable,
+            format!("the license for \"{feature}\" does not allow borrowing"),
+        ),
+        Denial::BorrowTooLong { max } => {
+            d.at_ms = *max;
+            (
+                DenyReason::BorrowTooLong,
+                format!(
+                    "\"{feature}\" may be borrowed for at most {}",
+                    hours_text(*max)
+                ),
+            )
+        }
+        Denial::BorrowLowWater { keep } => {
+            d.total = *keep;
+            (
+                DenyReason::BorrowLowWater,
+                format!(
+                    "the policy keeps the last {keep} seat(s) of \"{feature}\" from being \
+                     borrowed (BORROW_LOWWATER)"
+                ),
+            )
+        }
         Denial::BadRequest(why) => (DenyReason::BadRequest, format!("bad request: {why}")),
     };
     d.reason = reason as i32;
     d.message = message;
     d
+}
+
+/// A duration as whole hours (`168 hours`), or minutes when under an hour.
+fn hours_text(ms: u64) -> String {
+    if ms >= 3_600_000 {
+        format!("{} hours", ms / 3_600_000)
+    } else {
+        format!("{} minutes", ms / 60_000)
+    }
 }
 
 fn date(ms: u64) -> String {

@@ -70,8 +70,9 @@ pub struct Server {
     admin_http: Option<TcpListener>,
     /// The bearer token the admin HTTP API accepts (`DATA_DIR/admin/token`).
     admin_token: String,
-    /// This server's `USHER_ID=` host id.
-    server_host_id: String,
+    /// This server's identity key (its `USHER_ID=` host id, the key that signs borrow
+    /// tokens).
+    identity: Arc<crate::identity::Identity>,
     /// Held for the server's lifetime: one server per data directory.
     _lock: std::fs::File,
 }
@@ -186,7 +187,7 @@ impl Server {
             admin,
             admin_http,
             admin_token,
-            server_host_id,
+            identity: Arc::new(identity),
             _lock: lock,
         })
     }
@@ -221,9 +222,10 @@ impl Server {
             admin,
             admin_http,
             admin_token,
-            server_host_id,
+            identity,
             _lock,
         } = self;
+        let server_host_id = identity.host_id();
         let metrics = Arc::new(Metrics::new());
         let addr = listener
             .local_addr()
@@ -276,6 +278,7 @@ impl Server {
             min_timeout: config.min_timeout,
             status_detail: config.status_detail,
             server_host_id,
+            identity,
             down: down.clone(),
             metrics: metrics.clone(),
             max_request_rate: config.max_request_rate,

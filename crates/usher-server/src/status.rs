@@ -49,6 +49,7 @@ pub fn report(ledger: &Ledger, now: Millis, feature: &str, info: &ServerInfo) ->
             connected: session.is_some_and(|s| s.connected),
             overdraft: lease.overdraft,
             lingering_until_ms: lease.lingering_until.unwrap_or(0),
+            borrowed_until_ms: lease.borrowed_until.unwrap_or(0),
         });
     }
     let mut features = Vec::new();

@@ -42,6 +42,7 @@ fn lease(id: u64, session: u64) -> Lease {
         client_ref: id,
         overdraft: false,
         lingering_until: None,
+        borrowed_until: None,
     }
 }
 

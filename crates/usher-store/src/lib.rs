@@ -54,7 +54,7 @@ pub use memory::MemoryStore;
 pub use schema::SCHEMA_VERSION;
 pub use sqlite::{ChainReport, SqliteStore};
 pub use usage::{
-    DETAIL_IDLE_TIMEOUT, DETAIL_LINGER_OVER, DETAIL_OVERDRAFT, DETAIL_REUSED,
+    DETAIL_BORROW_ENDED, DETAIL_IDLE_TIMEOUT, DETAIL_LINGER_OVER, DETAIL_OVERDRAFT, DETAIL_REUSED,
     DETAIL_SESSION_CLOSED, LogEvent, UsageEvent, UsageRecord,
 };
 

@@ -41,6 +41,7 @@ const MIGRATIONS: &[Migration] = &[
     Migration::SqlThen(V2, hash_existing_rows),
     Migration::Sql(V3),
     Migration::Sql(V4),
+    Migration::Sql(V5),
 ];
 
 /// Version 1: sessions, leases, the usage log and the meta table.
@@ -117,6 +118,12 @@ ALTER TABLE leases ADD COLUMN overdraft INTEGER NOT NULL DEFAULT 0 CHECK (overdr
 /// lease row, with the moment they go back (NULL: not lingering).
 const V4: &str = "
 ALTER TABLE leases ADD COLUMN lingering_until INTEGER;
+";
+
+/// Version 5: seats borrowed for offline use carry the end of their borrow (NULL: not
+/// borrowed).
+const V5: &str = "
+ALTER TABLE leases ADD COLUMN borrowed_until INTEGER;
 ";
 
 /// Chains every record already in the log, oldest first, and stores the head.

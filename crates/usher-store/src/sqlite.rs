@@ -494,13 +494,14 @@ ON CONFLICT (id) DO UPDATE SET
 const UPSERT_LEASE: &str = "
 INSERT INTO leases
     (id, session, feature, vendor, requested_version, pool_version, count, granted_at, client_ref,
-     overdraft, lingering_until)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+     overdraft, lingering_until, borrowed_until)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
 ON CONFLICT (id) DO UPDATE SET
     session = excluded.session, feature = excluded.feature, vendor = excluded.vendor,
     requested_version = excluded.requested_version, pool_version = excluded.pool_version,
     count = excluded.count, granted_at = excluded.granted_at, client_ref = excluded.client_ref,
-    overdraft = excluded.overdraft, lingering_until = excluded.lingering_until";
+    overdraft = excluded.overdraft, lingering_until = excluded.lingering_until,
+    borrowed_until = excluded.borrowed_until";
 
 const DELETE_LEASE: &str = "DELETE FROM leases WHERE id = ?1";
 const DELETE_SESSION_LEASES: &str = "DELETE FROM leases WHERE session = ?1";
@@ -533,7 +534,7 @@ FROM sessions WHERE id BETWEEN ?1 AND ?2 ORDER BY id";
 
 const SELECT_LEASES: &str = "
 SELECT id, session, feature, vendor, requested_version, pool_version, count, granted_at, client_ref,
-       overdraft, lingering_until
+       overdraft, lingering_until, borrowed_until
 FROM leases WHERE id BETWEEN ?1 AND ?2 ORDER BY id";
 
 /// The statements of one batch, prepared (or fetched from the connection's cache) once.
@@ -618,6 +619,7 @@ impl<'conn> Batch<'conn> {
                     l.client_ref as i64,
                     l.overdraft,
                     l.lingering_until.map(|t| t as i64),
+                    l.borrowed_until.map(|t| t as i64),
                 ])?;
                 self.log(at, change)
             }
@@ -793,6 +795,7 @@ fn lease_from_row(r: &Row<'_>) -> rusqlite::Result<Lease> {
         client_ref: r.get::<_, i64>(8)? as u64,
         overdraft: r.get(9)?,
         lingering_until: r.get::<_, Option<i64>>(10)?.map(|t| t as u64),
+        borrowed_until: r.get::<_, Option<i64>>(11)?.map(|t| t as u64),
     })
 }
 

@@ -50,6 +50,12 @@ pub enum UsageEvent {
     /// `cancelled`, `session_ended` or `refused`). A `granted` one is followed by the
     /// `checkout` of the same lease.
     Dequeue,
+    /// `borrow`: seats were borrowed for offline use (`usher borrow`); held until the
+    /// matching `return`.
+    Borrow,
+    /// `return`: borrowed seats came back, returned early by the borrower or (with detail
+    /// [`DETAIL_BORROW_ENDED`]) at the end of the borrow.
+    Return,
     /// Any other name: events the server invents later, or names written by a newer usher.
     /// [`UsageEvent::from`] never puts one of the names above in here.
     Other(String),
@@ -69,6 +75,9 @@ pub const DETAIL_LINGER_OVER: &str = "linger over";
 /// The detail recorded with the `checkin` of lingering seats taken over by a new checkout
 /// of the same user and host (the new lease's `checkout` follows).
 pub const DETAIL_REUSED: &str = "reused";
+
+/// The detail recorded with the `return` of borrowed seats whose borrow period ended.
+pub const DETAIL_BORROW_ENDED: &str = "borrow ended";
 
 /// The detail recorded with a `checkin` caused by the client closing its session.
 pub const DETAIL_SESSION_CLOSED: &str = "session closed";
@@ -90,6 +99,8 @@ impl UsageEvent {
             UsageEvent::Linger => "linger",
             UsageEvent::Queue => "queue",
             UsageEvent::Dequeue => "dequeue",
+            UsageEvent::Borrow => "borrow",
+            UsageEvent::Return => "return",
             UsageEvent::Other(name) => name,
         }
     }
@@ -112,6 +123,8 @@ impl From<&str> for UsageEvent {
             "linger" => UsageEvent::Linger,
             "queue" => UsageEvent::Queue,
             "dequeue" => UsageEvent::Dequeue,
+            "borrow" => UsageEvent::Borrow,
+            "return" => UsageEvent::Return,
             other => UsageEvent::Other(other.to_owned()),
         }
     }
@@ -275,7 +288,11 @@ impl<'a> Entry<'a> {
                 detail: None,
             },
             Change::LeaseGranted(l) => Entry {
-                event: UsageEvent::Checkout,
+                event: if l.borrowed_until.is_some() {
+                    UsageEvent::Borrow
+                } else {
+                    UsageEvent::Checkout
+                },
                 session: Some(l.session),
                 lease: Some(l),
                 queued: None,
@@ -292,6 +309,8 @@ impl<'a> Entry<'a> {
                     ReleaseReason::LingerOver => (UsageEvent::Checkin, Some(DETAIL_LINGER_OVER)),
                     ReleaseReason::Reused => (UsageEvent::Checkin, Some(DETAIL_REUSED)),
                     ReleaseReason::Removed => (UsageEvent::Remove, None),
+                    ReleaseReason::Returned => (UsageEvent::Return, None),
+                    ReleaseReason::BorrowEnded => (UsageEvent::Return, Some(DETAIL_BORROW_ENDED)),
                 };
                 Entry {
                     event,

@@ -1,7 +1,8 @@
-//! Property test for `LINGER=` and `MIN_CHECKOUT=`: random sessions, checkouts (waiting
-//! ones included), checkins, goodbyes, dropped connections, removals and restarts against
-//! one pool whose license lines hold seats back, driven through time the way the server
-//! drives the ledger (an `Expire` at every deadline it reports).
+//! Property test for seats held apart from their client, lingering (`LINGER=`,
+//! `MIN_CHECKOUT=`) or borrowed (`BORROW=`): random sessions, checkouts (waiting ones
+//! included), checkins, borrows, returns, goodbyes, dropped connections, removals and
+//! restarts against one pool whose license lines hold seats back, driven through time the
+//! way the server drives the ledger (an `Expire` at every deadline it reports).
 //!
 //! After every step it checks that
 //! - the seats in use equal the leases' seats and never exceed the pool's count plus its
@@ -11,7 +12,10 @@
 //! - a lingering seat is released exactly at its deadline, by the `Expire` at that moment,
 //!   unless it was taken over first (which never raises the count) or removed; a lapsed
 //!   session never releases one;
-//! - the next deadline is no later than any linger's end;
+//! - a borrowed seat is held until exactly the end of its borrow, which is no later than the
+//!   license's `BORROW=` allows, unless its borrower returns it; nothing else (a goodbye, a
+//!   lapse, an administrator's remove) gives it back, and it is never an overdraft seat;
+//! - the next deadline is no later than any linger's or borrow's end;
 //! - the durable state rebuilt from nothing but the changes matches the ledger, so a
 //!   restart (which rebuilds the ledger from it) keeps every linger to the millisecond.
 
@@ -29,14 +33,15 @@ use crate::util::{CONFIG, Durable, T0, VENDOR, catalog, client, increment, key, 
 /// shorter than the session TTL, and longer than it.
 const HOLDS: [u64; 4] = [0, 1, 30, 200];
 
-/// One license line of the pool: seats, overdraft, and `LINGER=`/`MIN_CHECKOUT=` seconds
-/// (`None`: absent).
+/// One license line of the pool: seats, overdraft, `LINGER=`/`MIN_CHECKOUT=` seconds and
+/// `BORROW=` hours (`None`: absent).
 #[derive(Debug, Clone)]
 struct Line {
     seats: u32,
     overdraft: Option<u32>,
     linger: Option<u64>,
     min_checkout: Option<u64>,
+    borrow: Option<u64>,
 }
 
 impl Line {
@@ -46,6 +51,7 @@ impl Line {
             ("OVERDRAFT", self.overdraft.map(u64::from)),
             ("LINGER", self.linger),
             ("MIN_CHECKOUT", self.min_checkout),
+            ("BORROW", self.borrow),
         ];
         for (name, value) in attrs {
             if let Some(v) = value {
@@ -63,12 +69,14 @@ fn lines() -> impl Strategy<Value = Vec<Line>> {
         prop::option::weighted(0.3, 0u32..=1),
         hold.clone(),
         hold,
+        prop::option::weighted(0.6, 1u64..=2),
     )
-        .prop_map(|(seats, overdraft, linger, min_checkout)| Line {
+        .prop_map(|(seats, overdraft, linger, min_checkout, borrow)| Line {
             seats,
             overdraft,
             linger,
             min_checkout,
+            borrow,
         });
     prop::collection::vec(line, 1..=2)
 }
@@ -91,6 +99,14 @@ enum Op {
         session: u64,
         pick: usize,
     },
+    /// Borrows for `minutes` (a borrow of up to two hours may exceed the license's limit).
+    Borrow {
+        session: u64,
+        count: u32,
+        minutes: u64,
+    },
+    /// Returns the session's user's borrow, on its host.
+    Return(u64),
     Close(u64),
     Disconnect(u64),
     Heartbeat(u64),
@@ -109,11 +125,15 @@ fn ops() -> impl Strategy<Value = Vec<Op>> {
         5 => (session.clone(), 1u32..=2, prop::bool::weighted(0.3))
             .prop_map(|(session, count, wait)| Op::Checkout { session, count, wait }),
         4 => (session.clone(), 0usize..3).prop_map(|(session, pick)| Op::Checkin { session, pick }),
+        3 => (session.clone(), 1u32..=2, 1u64..=150)
+            .prop_map(|(session, count, minutes)| Op::Borrow { session, count, minutes }),
+        1 => session.clone().prop_map(Op::Return),
         1 => session.clone().prop_map(Op::Close),
         1 => session.clone().prop_map(Op::Disconnect),
         1 => session.prop_map(Op::Heartbeat),
         1 => (0usize..4).prop_map(|pick| Op::Remove { pick }),
-        3 => prop_oneof![0u64..=2_000, 0u64..=250_000].prop_map(Op::Advance),
+        3 => prop_oneof![4 => 0u64..=2_000, 4 => 0u64..=250_000, 1 => 0u64..=7_200_000]
+            .prop_map(Op::Advance),
         1 => Just(Op::Restart),
     ];
     prop::collection::vec(op, 1..=60)
@@ -130,6 +150,8 @@ struct Harness {
     /// The largest `LINGER=` and `MIN_CHECKOUT=`, in milliseconds.
     linger: Millis,
     min_checkout: Millis,
+    /// The longest borrow any line allows (0: none may be borrowed).
+    borrow: Millis,
 }
 
 impl Harness {
@@ -150,6 +172,7 @@ impl Harness {
                 .sum(),
             linger: most(|l| l.linger),
             min_checkout: most(|l| l.min_checkout),
+            borrow: most(|l| l.borrow) * 3600,
         }
     }
 
@@ -188,7 +211,7 @@ impl Harness {
                 let held: Vec<LeaseId> = self
                     .ledger
                     .session_leases(SessionId(session))
-                    .filter(|l| l.lingering_until.is_none())
+                    .filter(|l| !l.detached())
                     .map(|l| l.id)
                     .collect();
                 Command::Checkin {
@@ -196,6 +219,27 @@ impl Harness {
                     lease_id: held.get(pick).copied().unwrap_or(LeaseId(u64::MAX)),
                 }
             }
+            Op::Borrow {
+                session,
+                count,
+                minutes,
+            } => {
+                self.next_lease += 1;
+                Command::Borrow {
+                    session: SessionId(session),
+                    lease_id: LeaseId(self.next_lease),
+                    feature: "cad".into(),
+                    version: String::new(),
+                    count,
+                    client_ref: 0,
+                    until: self.now + minutes * 60_000,
+                }
+            }
+            Op::Return(session) => Command::Return {
+                session: SessionId(session),
+                feature: "cad".into(),
+                lease_id: None,
+            },
             Op::Close(id) => Command::CloseSession { id: SessionId(id) },
             Op::Disconnect(id) => Command::Disconnected { id: SessionId(id) },
             Op::Heartbeat(id) => Command::Heartbeat { id: SessionId(id) },
@@ -239,7 +283,28 @@ impl Harness {
     fn apply(&mut self, command: Command) -> Result<(), String> {
         let before = self.in_use();
         let mut changes = Vec::new();
+        let borrowed = match &command {
+            Command::Remove { lease_id } => {
+                self.ledger.lease(*lease_id).and_then(|l| l.borrowed_until)
+            }
+            _ => None,
+        };
         let outcome = self.ledger.apply(self.now, command.clone(), &mut changes);
+        if let Some(until) = borrowed
+            && outcome != Err(usher_core::LedgerError::Borrowed { until })
+        {
+            return Err(format!(
+                "{command:?}: removing a borrowed seat gave {outcome:?}"
+            ));
+        }
+        if let (Command::Borrow { until, .. }, Ok(Outcome::Granted(lease))) = (&command, &outcome) {
+            let ok = lease.borrowed_until == Some(*until)
+                && *until - self.now <= self.borrow
+                && !lease.overdraft;
+            if !ok {
+                return Err(format!("{command:?}: granted {lease:?}"));
+            }
+        }
         let reused = changes.iter().any(|c| {
             matches!(
                 c,
@@ -302,6 +367,13 @@ impl Harness {
                     {
                         return Err(format!("{change:?}: a lingering seat went back early"));
                     }
+                    ReleaseReason::BorrowEnded if lease.borrowed_until != Some(now) => {
+                        return Err(format!("{change:?}: borrow ended at T0+{}", now - T0));
+                    }
+                    ReleaseReason::Returned | ReleaseReason::BorrowEnded => {}
+                    _ if lease.borrowed_until.is_some() => {
+                        return Err(format!("{change:?}: a borrowed seat went back early"));
+                    }
                     _ => {}
                 },
                 _ => {}
@@ -320,7 +392,10 @@ impl Harness {
                 self.limit
             ));
         }
-        let lingering_end = leases.iter().filter_map(|l| l.lingering_until).min();
+        let lingering_end = leases
+            .iter()
+            .filter_map(|l| l.lingering_until.or(l.borrowed_until))
+            .min();
         if let Some(end) = lingering_end {
             if end <= now {
                 return Err(format!(

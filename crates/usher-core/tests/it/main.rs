@@ -6,6 +6,7 @@
 //! implementation, a property test of lingering seats (`linger_props`) that drives the
 //! ledger through time as the server does, and a determinism check.
 
+mod borrow;
 mod catalog;
 mod checkout;
 mod corpus;

@@ -530,6 +530,7 @@ impl Model {
                             client_ref: *client_ref,
                             overdraft,
                             lingering_until: None,
+                            borrowed_until: None,
                         };
                         changes.push(Change::LeaseGranted(lease.clone()));
                         self.leases.insert(*lease_id, lease.clone());
@@ -547,6 +548,18 @@ impl Model {
                 Ok(Outcome::Done)
             }
             Command::Dequeue { session, .. } => {
+                live(self, session)?;
+                self.touch(*session, now);
+                Ok(Outcome::NotHeld)
+            }
+            // Borrowing has its own property test (`borrow.rs`); this model's catalogs
+            // allow none, so every borrow is refused and nothing is ever returned.
+            Command::Borrow { session, .. } => {
+                live(self, session)?;
+                self.touch(*session, now);
+                Ok(Outcome::Denied(Denial::NotBorrowable))
+            }
+            Command::Return { session, .. } => {
                 live(self, session)?;
                 self.touch(*session, now);
                 Ok(Outcome::NotHeld)

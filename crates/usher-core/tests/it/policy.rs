@@ -761,6 +761,7 @@ fn ledger_lease(id: u64, session: SessionId) -> usher_core::Lease {
         client_ref: 0,
         overdraft: false,
         lingering_until: None,
+        borrowed_until: None,
     }
 }
 

@@ -491,8 +491,8 @@ pub(super) async fn usage(
         // `r` moved the level to `current`; before it, the level was this:
         let count = r.count.unwrap_or(0);
         let before = match r.event {
-            UsageEvent::Checkout => current.saturating_sub(count),
-            UsageEvent::Checkin | UsageEvent::Expire | UsageEvent::Remove => {
+            UsageEvent::Checkout | UsageEvent::Borrow => current.saturating_sub(count),
+            UsageEvent::Checkin | UsageEvent::Expire | UsageEvent::Remove | UsageEvent::Return => {
                 current.saturating_add(count)
             }
             UsageEvent::Denied => {

@@ -219,6 +219,7 @@ fn downgrade_to_v1(path: &Path) {
             "ALTER TABLE usage_log DROP COLUMN hash;
              ALTER TABLE leases DROP COLUMN overdraft;
              ALTER TABLE leases DROP COLUMN lingering_until;
+             ALTER TABLE leases DROP COLUMN borrowed_until;
              DELETE FROM meta WHERE key = 'usage_log_head';
              PRAGMA user_version = 1;",
         )

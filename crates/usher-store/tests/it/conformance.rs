@@ -5,8 +5,8 @@
 
 use usher_core::{Change, DequeueReason, LeaseId, QueuedRequest, ReleaseReason, SessionId};
 use usher_store::{
-    DETAIL_IDLE_TIMEOUT, DETAIL_LINGER_OVER, DETAIL_REUSED, DETAIL_SESSION_CLOSED, LogEvent,
-    Snapshot, Store, StoreError, UsageEvent,
+    DETAIL_BORROW_ENDED, DETAIL_IDLE_TIMEOUT, DETAIL_LINGER_OVER, DETAIL_REUSED,
+    DETAIL_SESSION_CLOSED, LogEvent, Snapshot, Store, StoreError, UsageEvent,
     chain::{GENESIS, Head, Verifier, record_hash},
 };
 
@@ -93,6 +93,7 @@ fn committed_rows_load_back_exactly<B: Backend>(b: &mut B) {
     big.count = u32::MAX;
     big.granted_at = u64::MAX;
     big.client_ref = u64::MAX;
+    big.borrowed_until = Some(u64::MAX);
     big.feature = "f\u{0}null-and-ünïcode ✓".into();
     commit(
         &mut store,
@@ -395,6 +396,14 @@ fn queue_changes_are_logged_and_not_stored<B: Backend>(b: &mut B) {
     );
 }
 
+/// A lease borrowed for offline use.
+fn borrowed(id: u64, session: u64) -> usher_core::Lease {
+    usher_core::Lease {
+        borrowed_until: Some(1_000_000),
+        ..lease(id, session)
+    }
+}
+
 fn usage_log_has_one_record_per_change<B: Backend>(b: &mut B) {
     let mut store = b.create();
     let batches: [(u64, Vec<Change>); 3] = [
@@ -407,12 +416,22 @@ fn usage_log_has_one_record_per_change<B: Backend>(b: &mut B) {
                 granted(12, 1),
                 opened(2),
                 granted(20, 2),
+                Change::LeaseGranted(borrowed(13, 1)),
+                Change::LeaseGranted(borrowed(14, 1)),
             ],
         ),
         (
             200,
             vec![
                 released(10, 1, ReleaseReason::Checkin),
+                Change::LeaseReleased {
+                    lease: borrowed(13, 1),
+                    reason: ReleaseReason::Returned,
+                },
+                Change::LeaseReleased {
+                    lease: borrowed(14, 1),
+                    reason: ReleaseReason::BorrowEnded,
+                },
                 released(12, 1, ReleaseReason::IdleTimeout),
                 Change::LeaseLingering(usher_core::Lease {
                     lingering_until: Some(250),
@@ -446,6 +465,9 @@ fn usage_log_has_one_record_per_change<B: Backend>(b: &mut B) {
         let (event, sid, lease_id, detail) = match change {
             Change::SessionOpened(s) => (UsageEvent::SessionOpen, s.id, None, None),
             Change::SessionClosed(id) => (UsageEvent::SessionClose, *id, None, None),
+            Change::LeaseGranted(l) if l.borrowed_until.is_some() => {
+                (UsageEvent::Borrow, l.session, Some(l.id), None)
+            }
             Change::LeaseGranted(l) => (UsageEvent::Checkout, l.session, Some(l.id), None),
             Change::Queued(_) | Change::Dequeued { .. } => {
                 unreachable!("no queue changes in this test")
@@ -474,6 +496,15 @@ fn usage_log_has_one_record_per_change<B: Backend>(b: &mut B) {
                     lease.session,
                     Some(lease.id),
                     Some(DETAIL_REUSED.to_owned()),
+                ),
+                ReleaseReason::Returned => {
+                    (UsageEvent::Return, lease.session, Some(lease.id), None)
+                }
+                ReleaseReason::BorrowEnded => (
+                    UsageEvent::Return,
+                    lease.session,
+                    Some(lease.id),
+                    Some(DETAIL_BORROW_ENDED.to_owned()),
                 ),
                 ReleaseReason::IdleTimeout => (
                     UsageEvent::Expire,

@@ -218,6 +218,7 @@ impl Model {
                     // Some grants are flagged, so the flag's round trip is checked too.
                     overdraft: client_ref % 3 == 0,
                     lingering_until: None,
+                    borrowed_until: None,
                 };
                 self.leases.insert(id, lease.clone());
                 out.push(Change::LeaseGranted(lease));
@@ -246,6 +247,7 @@ impl Model {
                     client_ref: 0,
                     overdraft: false,
                     lingering_until: None,
+                    borrowed_until: None,
                 };
                 out.push(Change::LeaseReleased {
                     lease,

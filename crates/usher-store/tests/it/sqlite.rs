@@ -299,14 +299,18 @@ fn retention_removes_old_records_and_the_rest_still_verifies() {
 }
 
 #[test]
-fn migration_to_version_4_keeps_leases_and_stores_lingers() {
+fn migrations_to_versions_4_and_5_keep_leases_and_store_lingers_and_borrows() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("usher.db");
     let mut store = SqliteStore::open(&path).unwrap();
     store.commit(1, &[opened(1), granted(10, 1)]).unwrap();
     drop(store);
     raw(&path)
-        .execute_batch("ALTER TABLE leases DROP COLUMN lingering_until; PRAGMA user_version = 3;")
+        .execute_batch(
+            "ALTER TABLE leases DROP COLUMN lingering_until;
+             ALTER TABLE leases DROP COLUMN borrowed_until;
+             PRAGMA user_version = 3;",
+        )
         .unwrap();
     let mut store = SqliteStore::open(&path).unwrap();
     let loaded = store.load().unwrap();
@@ -317,8 +321,15 @@ fn migration_to_version_4_keeps_leases_and_stores_lingers() {
     store
         .commit(2, &[Change::LeaseLingering(lingering.clone())])
         .unwrap();
-    assert_eq!(store.load().unwrap().leases, vec![lingering]);
+    assert_eq!(store.load().unwrap().leases, vec![lingering.clone()]);
+    let mut borrowed = crate::util::lease(11, 1);
+    borrowed.borrowed_until = Some(9_000);
+    store
+        .commit(3, &[Change::LeaseGranted(borrowed.clone())])
+        .unwrap();
+    assert_eq!(store.load().unwrap().leases, vec![lingering, borrowed]);
     assert_eq!(pragma_i64(&raw(&path), "user_version"), SCHEMA_VERSION);
     let log = store.usage_log(0, 10).unwrap();
-    assert_eq!(log.last().unwrap().event, UsageEvent::Linger);
+    let events: Vec<_> = log.iter().rev().take(2).map(|r| r.event.clone()).collect();
+    assert_eq!(events, [UsageEvent::Borrow, UsageEvent::Linger]);
 }

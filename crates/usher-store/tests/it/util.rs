@@ -153,6 +153,7 @@ pub fn lease(id: u64, session: u64) -> Lease {
         client_ref: id.wrapping_mul(31),
         overdraft: false,
         lingering_until: None,
+        borrowed_until: None,
     }
 }
 
