@@ -61,7 +61,8 @@ impl From<ClientError> for Failure {
                 | DenyReason::QueuedAhead
                 | DenyReason::WaitTimedOut
                 | DenyReason::MaxReached
-                | DenyReason::Reserved => ALL_IN_USE,
+                | DenyReason::Reserved
+                | DenyReason::BorrowLowWater => ALL_IN_USE,
                 DenyReason::BadRequest | DenyReason::Unspecified => FAILURE,
                 _ => NOT_LICENSED,
             },

@@ -46,6 +46,9 @@ enum Command {
     },
     /// Run a command while holding a license seat; exits with the command's status.
     Run(cmd::run::RunArgs),
+    /// Borrow seats for use away from the network (like lmborrow), list them, or give them
+    /// back early.
+    Borrow(cmd::borrow::BorrowArgs),
     /// Administrator: free a holder's seats (like lmremove).
     Remove(cmd::admin::RemoveArgs),
     /// Administrator: re-read license files without dropping any lease (like lmreread).
@@ -93,6 +96,7 @@ fn main() -> ExitCode {
         Command::Status(args) => exit::finish(runtime().block_on(cmd::status::run(server, args))),
         Command::Lmstat { args } => cmd::lmstat::main(&args, server),
         Command::Run(args) => exit::finish(runtime().block_on(cmd::run::run(server, args))),
+        Command::Borrow(args) => exit::finish(runtime().block_on(cmd::borrow::run(server, args))),
         Command::Remove(args) => exit::finish(runtime().block_on(cmd::admin::remove(args))),
         Command::Reload(target) => exit::finish(runtime().block_on(cmd::admin::reload(target))),
         Command::Down(target) => exit::finish(runtime().block_on(cmd::admin::down(target))),

@@ -304,6 +304,10 @@ impl Driver {
                     self.idle = a.idle;
                 }
                 let mut wait_until = None;
+                if let request::Kind::Borrow(b) = &mut kind {
+                    b.client_ref = self.next_ref;
+                    self.next_ref += 1;
+                }
                 if let request::Kind::Checkout(c) = &mut kind {
                     c.client_ref = self.next_ref;
                     self.next_ref += 1;
@@ -448,7 +452,9 @@ impl Driver {
             self.writer = None;
             return;
         }
-        if let response::Kind::Granted(g) = &kind {
+        if let response::Kind::Granted(g) = &kind
+            && g.borrowed_until_ms == 0
+        {
             let watch = flight.lease_watch.unwrap_or_else(|| watch::channel(None).0);
             let delivered = match flight.reply {
                 Some(reply) => reply.send(Ok(kind.clone())).is_ok(),

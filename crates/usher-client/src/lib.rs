@@ -16,6 +16,7 @@
 
 pub mod admin;
 pub mod blocking;
+pub mod borrow;
 mod driver;
 mod error;
 pub mod node_locked;
@@ -149,12 +150,59 @@ impl Client {
                 lost: lost_rx,
                 calls: self.calls.clone(),
             }),
-            response::Kind::Denied(d) => Err(ClientError::Denied(Denial {
-                reason: d.reason(),
-                message: d.message,
-                in_use: d.in_use,
-                total: d.total,
-            })),
+            response::Kind::Denied(d) => Err(denial(d)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Borrows `count` seats of `feature` (version `version` or newer; empty: any) for
+    /// `duration`, for use on this host with no server. The server holds the seats until
+    /// the borrow ends (or [`Client::return_borrow`]) whatever becomes of this session, and
+    /// signs the returned token, bound to this machine's host ids. Keep it with
+    /// [`borrow::BorrowStore::save`]; [`borrow::check`] then grants the feature offline.
+    ///
+    /// Refused (as a checkout is) if no seat is free, or if the license does not allow
+    /// borrowing (`BORROW`) for that long.
+    pub async fn borrow(
+        &self,
+        feature: &str,
+        version: &str,
+        count: u32,
+        duration: Duration,
+    ) -> Result<borrow::BorrowToken, ClientError> {
+        let kind = request::Kind::Borrow(usher_proto::Borrow {
+            feature: feature.to_string(),
+            version: version.to_string(),
+            count: count.max(1),
+            client_ref: 0, // assigned by the driver
+            duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+            host_ids: usher_license::host_ids(),
+        });
+        match self.call(kind, None).await? {
+            response::Kind::Granted(g) if g.borrowed_until_ms != 0 => {
+                borrow::BorrowToken::from_text(&g.borrow_token).map_err(|e| {
+                    ClientError::Protocol(format!("the server sent a bad borrow token: {e}"))
+                })
+            }
+            response::Kind::Denied(d) => Err(denial(d)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Returns seats of `feature` borrowed by this user on this host before the borrow
+    /// ends: the borrow with handle `lease_id` (from its token) if given, else any. Returns
+    /// the seats given back, or `None` if there was no such borrow.
+    pub async fn return_borrow(
+        &self,
+        feature: &str,
+        lease_id: Option<u64>,
+    ) -> Result<Option<u32>, ClientError> {
+        let kind = request::Kind::Return(usher_proto::Return {
+            feature: feature.to_string(),
+            lease_id: lease_id.unwrap_or(0),
+        });
+        match self.call(kind, None).await? {
+            response::Kind::Returned(r) => Ok(r.was_borrowed.then_some(r.count)),
             other => Err(unexpected(other)),
         }
     }
@@ -318,4 +366,13 @@ impl Drop for License {
             lease_id: self.lease_id,
         });
     }
+}
+
+fn denial(d: usher_proto::Denied) -> ClientError {
+    ClientError::Denied(Denial {
+        reason: d.reason(),
+        message: d.message,
+        in_use: d.in_use,
+        total: d.total,
+    })
 }

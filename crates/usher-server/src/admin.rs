@@ -22,6 +22,15 @@ pub enum AdminError {
         /// How long until it may be removed.
         wait_ms: u64,
     },
+    /// The seats are borrowed for offline use: they cannot be taken back.
+    #[error(
+        "the seats are borrowed for offline use until {until} (ms since the epoch); they come \
+         back when the borrower returns them (`usher borrow --return`) or the borrow ends"
+    )]
+    Borrowed {
+        /// When the borrow ends.
+        until: u64,
+    },
     /// The license files or the policy file could not be loaded; the licenses and policy
     /// in force are unchanged.
     #[error("reload refused, the licenses and policy in force are unchanged: {0}")]
@@ -88,6 +97,7 @@ pub async fn remove(
         Err(LedgerError::TooSoonToRemove { wait_ms }) => {
             Err(AdminError::TooSoonToRemove { wait_ms })
         }
+        Err(LedgerError::Borrowed { until }) => Err(AdminError::Borrowed { until }),
         Err(e) => Err(AdminError::Internal(e.to_string())),
     }
 }

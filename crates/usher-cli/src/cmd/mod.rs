@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod admin;
+pub mod borrow;
 pub mod hostid;
 pub mod license;
 pub mod lmstat;

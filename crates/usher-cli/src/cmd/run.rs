@@ -25,6 +25,10 @@ pub struct RunArgs {
     /// as it takes) instead of failing.
     #[arg(long, value_name = "SECONDS")]
     pub wait: Option<u64>,
+    /// The vendor's public key file (repeatable). With it, a seat of FEATURE borrowed on
+    /// this host (`usher borrow`) is used first, offline, once its token verifies.
+    #[arg(long = "vendor-key", value_name = "FILE")]
+    pub vendor_keys: Vec<std::path::PathBuf>,
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
@@ -33,6 +37,9 @@ pub struct RunArgs {
 /// Checks out, runs the command, checks in, and returns the command's exit status
 /// (128 + N if it was killed by signal N).
 pub async fn run(server: Option<String>, args: RunArgs) -> Result<u8, Failure> {
+    if let Some(code) = run_borrowed(&args).await? {
+        return Ok(code);
+    }
     let mut config = super::client_config(server.as_deref())?;
     config.identity.program = args.command[0].clone();
     let client = Client::connect(config).await?;
@@ -82,12 +89,51 @@ pub async fn run(server: Option<String>, args: RunArgs) -> Result<u8, Failure> {
     .map_err(|e| Failure::new(FAILURE, format!("waiting for {:?}: {e}", args.command[0])))?;
     drop(license);
     client.close().await;
-    let code = match (status.code(), status.signal()) {
+    Ok(exit_code(status))
+}
+
+/// The exit code that reports a child's status: its own, or 128 + N if signal N killed it.
+fn exit_code(status: std::process::ExitStatus) -> u8 {
+    match (status.code(), status.signal()) {
         (Some(code), _) => code as u8,
         (None, Some(sig)) => 128u8.saturating_add(sig as u8),
         _ => FAILURE,
+    }
+}
+
+/// Runs the command on a seat borrowed on this host, if vendor keys were given and its
+/// token verifies; `None` to go to the server instead.
+async fn run_borrowed(args: &RunArgs) -> Result<Option<u8>, Failure> {
+    if args.vendor_keys.is_empty() {
+        return Ok(None);
+    }
+    let keys = args
+        .vendor_keys
+        .iter()
+        .map(|p| {
+            usher_license::VendorPublicKey::read_from(p)
+                .map_err(|e| Failure::new(FAILURE, format!("{}: {e}", p.display())))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let store = usher_client::borrow::BorrowStore::user_default();
+    let borrowed = match store.check(&args.feature, &args.version, &keys) {
+        Ok(b) if b.count >= args.count => b,
+        Ok(_) | Err(usher_client::borrow::BorrowError::NotBorrowed { .. }) => return Ok(None),
+        Err(e) => {
+            eprintln!("usher: warning: {e}; asking the server instead");
+            return Ok(None);
+        }
     };
-    Ok(code)
+    eprintln!(
+        "usher: using the seat of {:?} borrowed from {} (lease {:x})",
+        borrowed.feature, borrowed.server, borrowed.lease_id
+    );
+    let status = tokio::process::Command::new(&args.command[0])
+        .args(&args.command[1..])
+        .status()
+        .await
+        .map_err(|e| Failure::new(FAILURE, format!("cannot run {:?}: {e}", args.command[0])))?;
+    Ok(Some(exit_code(status)))
 }
 
 /// Awaits a checkout, saying on stderr whenever the server reports its queue position.

@@ -6,6 +6,7 @@
 //! of `lmstat`, the JSON of `usher status`. Waits are bounded polls that print the server's
 //! state and log when they give up; nothing asserts on speed.
 
+mod borrow;
 mod demo;
 mod lmstat;
 mod log;

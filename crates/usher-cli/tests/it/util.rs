@@ -286,15 +286,18 @@ impl Server {
     pub fn start(vendor: &Vendor, license: &Path, timings: Timings) -> Server {
         let scratch = tempfile::tempdir().expect("creating a temporary directory");
         let data_dir = scratch.path().join("data");
-        Server::spawn(scratch, data_dir, |cmd| {
-            cmd.arg("--license")
-                .arg(license)
-                .arg("--vendor-key")
-                .arg(vendor.public_key())
-                .args(["--heartbeat-interval", timings.heartbeat])
-                .args(["--session-ttl", timings.session_ttl])
-                .args(["--reconnect-grace", timings.reconnect_grace]);
-        })
+        Server::spawn(scratch, data_dir, licensed(vendor, license, timings))
+    }
+
+    /// Serves `license`, trusting `vendor`'s key, from `data_dir` (which outlives the
+    /// server, so a later server can start where this one stopped).
+    pub fn start_in(vendor: &Vendor, license: &Path, timings: Timings, data_dir: &Path) -> Server {
+        let scratch = tempfile::tempdir().expect("creating a temporary directory");
+        Server::spawn(
+            scratch,
+            data_dir.to_owned(),
+            licensed(vendor, license, timings),
+        )
     }
 
     /// `usherd --demo` on `data_dir`.
@@ -436,6 +439,23 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// The flags that make usherd serve `license` with `vendor`'s key and `timings`.
+fn licensed<'a>(
+    vendor: &'a Vendor,
+    license: &'a Path,
+    timings: Timings,
+) -> impl Fn(&mut Command) + 'a {
+    move |cmd| {
+        cmd.arg("--license")
+            .arg(license)
+            .arg("--vendor-key")
+            .arg(vendor.public_key())
+            .args(["--heartbeat-interval", timings.heartbeat])
+            .args(["--session-ttl", timings.session_ttl])
+            .args(["--reconnect-grace", timings.reconnect_grace]);
     }
 }
 

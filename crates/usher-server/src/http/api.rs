@@ -29,6 +29,8 @@ pub struct FeatureJson {
     overdraft: u32,
     /// Seats held beyond `total` now.
     overdraft_in_use: u32,
+    /// Seats of `in_use` borrowed for offline use.
+    pub(super) borrowed: u32,
     /// When the pool's entitlements expire; `null` if permanent.
     expires_at: Option<Millis>,
     holders: usize,
@@ -52,6 +54,8 @@ pub struct HolderJson {
     overdraft: bool,
     /// The client gave the seats back; they stay held until then (`LINGER=`).
     lingering_until: Option<Millis>,
+    /// Borrowed for offline use until then.
+    borrowed_until: Option<Millis>,
     connected: bool,
 }
 
@@ -141,17 +145,20 @@ fn pool_key(lease: &Lease) -> PoolKey {
 /// Every pool of the catalog, then pools that left it but are still held.
 pub(super) fn features_of(view: &View<'_>) -> Vec<FeatureJson> {
     let ledger: &Ledger = view.ledger;
-    let mut held: BTreeMap<PoolKey, (usize, u32)> = BTreeMap::new();
+    let mut held: BTreeMap<PoolKey, (usize, u32, u32)> = BTreeMap::new();
     for lease in ledger.leases() {
         let entry = held.entry(pool_key(lease)).or_default();
         entry.0 += 1;
         if lease.overdraft {
             entry.1 += lease.count;
         }
+        if lease.borrowed_until.is_some() {
+            entry.2 += lease.count;
+        }
     }
     let mut out = Vec::new();
     for pool in ledger.catalog().all_pools() {
-        let (holders, overdraft_in_use) = held.remove(&pool.key).unwrap_or_default();
+        let (holders, overdraft_in_use, borrowed) = held.remove(&pool.key).unwrap_or_default();
         out.push(FeatureJson {
             feature: pool.key.feature.clone(),
             vendor: pool.key.vendor.clone(),
@@ -160,11 +167,12 @@ pub(super) fn features_of(view: &View<'_>) -> Vec<FeatureJson> {
             in_use: ledger.in_use(&pool.key),
             overdraft: pool.overdraft_at(view.now),
             overdraft_in_use,
+            borrowed,
             expires_at: pool.expires_at(view.now),
             holders,
         });
     }
-    for (key, (holders, overdraft_in_use)) in held {
+    for (key, (holders, overdraft_in_use, borrowed)) in held {
         out.push(FeatureJson {
             in_use: ledger.in_use(&key),
             feature: key.feature,
@@ -173,6 +181,7 @@ pub(super) fn features_of(view: &View<'_>) -> Vec<FeatureJson> {
             total: 0,
             overdraft: 0,
             overdraft_in_use,
+            borrowed,
             expires_at: None,
             holders,
         });
@@ -214,6 +223,7 @@ fn holders_of(ledger: &Ledger, feature: Option<&str>) -> Vec<HolderJson> {
                 count: l.count,
                 overdraft: l.overdraft,
                 lingering_until: l.lingering_until,
+                borrowed_until: l.borrowed_until,
                 connected: session.is_some_and(|s| s.connected),
             }
         })
@@ -675,6 +685,7 @@ pub(super) async fn remove(
     }
     let mut removed = Vec::new();
     let mut too_soon: Option<u64> = None;
+    let mut borrowed_until: Option<u64> = None;
     for (id, user, host) in targets {
         match admin::remove(&s.ctx, id, &by).await {
             Ok(Some(lease)) => removed.push(RemovedJson {
@@ -688,6 +699,7 @@ pub(super) async fn remove(
             Err(AdminError::TooSoonToRemove { wait_ms }) => {
                 too_soon = Some(too_soon.map_or(wait_ms, |w| w.min(wait_ms)));
             }
+            Err(AdminError::Borrowed { until }) => borrowed_until = Some(until),
             Err(AdminError::Gone(g)) => return Err(g.into()),
             Err(e) => return Err(ApiError::internal(e.to_string())),
         }
@@ -702,6 +714,13 @@ pub(super) async fn remove(
             ),
         )
         .with("wait_ms", wait_ms)),
+        (true, None) if let Some(until) = borrowed_until => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "borrowed",
+            "the seats are borrowed for offline use; they come back when the borrower \
+             returns them or the borrow ends",
+        )
+        .with("borrowed_until", until)),
         (true, None) => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_held",

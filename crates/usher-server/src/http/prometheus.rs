@@ -19,8 +19,8 @@ use crate::metrics::{family, label};
 
 /// What one scrape needs from the ledger.
 struct Seats {
-    /// `(feature, vendor, version) -> (total, in_use)`.
-    pools: BTreeMap<(String, String, String), (u32, u32)>,
+    /// `(feature, vendor, version) -> (total, in_use, borrowed)`.
+    pools: BTreeMap<(String, String, String), (u32, u32, u32)>,
     /// Seats asked for by waiting checkouts, per feature.
     queued: BTreeMap<String, u32>,
     sessions: usize,
@@ -39,9 +39,10 @@ pub(super) async fn metrics(State(s): State<ApiState>) -> Result<Response, ApiEr
             for f in super::api::features_of(v) {
                 let e = pools
                     .entry((f.feature, f.vendor, f.version))
-                    .or_insert((0, 0));
+                    .or_insert((0, 0, 0));
                 e.0 += f.total;
                 e.1 += f.in_use;
+                e.2 += f.borrowed;
             }
             let mut queued = BTreeMap::new();
             for (r, _) in v.ledger.queued() {
@@ -87,7 +88,7 @@ fn render_seats(out: &mut String, seats: &Seats) {
             label(ver)
         )
     };
-    type Pick = fn(&(u32, u32)) -> u32;
+    type Pick = fn(&(u32, u32, u32)) -> u32;
     let gauges: [(&str, &str, Pick); 3] = [
         ("usher_seats_total", "Seats licensed now, per pool.", |p| {
             p.0
@@ -95,8 +96,8 @@ fn render_seats(out: &mut String, seats: &Seats) {
         ("usher_seats_in_use", "Seats held now, per pool.", |p| p.1),
         (
             "usher_seats_borrowed",
-            "Seats borrowed for offline use (borrowing is not served yet: 0).",
-            |_| 0,
+            "Seats borrowed for offline use (part of usher_seats_in_use).",
+            |p| p.2,
         ),
     ];
     for (name, help, value) in gauges {

@@ -455,6 +455,51 @@ async fn remove_too_soon_is_a_conflict_with_the_wait() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_borrowed_seat_shows_as_borrowed_and_cannot_be_removed() {
+    let lic = Licensed::new("FEATURE cad acme 2025 permanent 3 HOSTID=ANY BORROW=24\n");
+    let mut config = lic.config();
+    config.min_remove = Duration::ZERO;
+    let server = TestServer::start(config).await;
+    let ana = server.client().await;
+    let token = ana
+        .borrow("cad", "", 2, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let _held = ana.checkout("cad", "", 1).await.unwrap();
+
+    let holders = server.get("/api/v1/holders").await.json();
+    let borrowed: Vec<_> = holders
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["borrowed_until"].is_u64())
+        .collect();
+    assert_eq!(borrowed.len(), 1, "{holders:#}");
+    assert_eq!(borrowed[0]["id"], token.statement.lease_id);
+    assert_eq!(
+        borrowed[0]["borrowed_until"].as_u64(),
+        Some(token.statement.valid_until_ms)
+    );
+    let features = server.get("/api/v1/features").await.json();
+    assert_eq!(features[0]["borrowed"], 2, "{features:#}");
+    assert_eq!(features[0]["in_use"], 3, "{features:#}");
+
+    let scrape = http(server.admin.unwrap(), "GET", "/metrics", None, None).await;
+    let (_, samples) = parse_exposition(&scrape.body);
+    let pool = [("feature", "cad"), ("vendor", "acme")];
+    assert_eq!(value(&samples, "usher_seats_borrowed", &pool), Some(2.0));
+
+    let r = server
+        .post(
+            "/api/v1/remove",
+            &format!(r#"{{"lease_id": {}}}"#, token.statement.lease_id),
+        )
+        .await;
+    r.assert_error(409, "borrowed");
+    assert_eq!(crate::util::in_use(&server.status().await, "cad"), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn reload_applies_new_licenses_and_refuses_broken_ones() {
     let (lic, server) = start().await;
     lic.write("FEATURE cad acme 2025 permanent 7 HOSTID=ANY\n");

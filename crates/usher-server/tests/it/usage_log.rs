@@ -80,7 +80,8 @@ async fn every_event_kind_shows_up_in_the_log() {
 
     let lic = Licensed::new(
         "FEATURE cad acme 2025 permanent 1 HOSTID=ANY OVERDRAFT=1\n\
-         FEATURE sim acme 1.0 permanent 1 HOSTID=ANY LINGER=1\n",
+         FEATURE sim acme 1.0 permanent 1 HOSTID=ANY LINGER=1\n\
+         FEATURE solver acme 3 permanent 1 HOSTID=ANY BORROW=24\n",
     );
     let mut config = lic.config();
     config.min_remove = Duration::ZERO;
@@ -111,6 +112,11 @@ async fn every_event_kind_shows_up_in_the_log() {
     // linger, then checkin (linger over)
     let lingering = a.checkout("sim", "", 1).await.unwrap();
     drop(lingering);
+    // borrow, then return (early)
+    a.borrow("solver", "", 1, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert_eq!(a.return_borrow("solver", None).await.unwrap(), Some(1));
     // remove (by the admin) and admin (reload)
     let mut admin = AdminConnection::connect(&admin_socket, Duration::from_secs(10))
         .await
@@ -162,6 +168,8 @@ async fn every_event_kind_shows_up_in_the_log() {
         ("dequeue", Some("timed_out")),
         ("linger", None),
         ("checkin", Some("linger over")),
+        ("borrow", None),
+        ("return", None),
         ("remove", None),
         ("admin", Some("reload")),
         ("checkin", None),
