@@ -174,11 +174,14 @@ function renderFeature(name, pools, holders, queue) {
     c.holders.replaceChildren(h("p", { class: "empty" }, "Nobody holds a seat."));
   } else {
     const rows = holders.map(x => h("tr", { "data-lease": x.id },
-      h("td", {}, x.user, x.overdraft ? h("span", { class: "tag", title: "granted beyond the count (OVERDRAFT)" }, "overdraft") : ""),
+      h("td", {}, x.user,
+        x.overdraft ? h("span", { class: "tag", title: "granted beyond the count (OVERDRAFT)" }, "overdraft") : "",
+        x.borrowed_until ? h("span", { class: "tag", title: "borrowed for offline use until " + new Date(x.borrowed_until).toLocaleString() }, "borrowed") : "",
+        x.lingering_until ? h("span", { class: "tag", title: "given back; held until " + new Date(x.lingering_until).toLocaleString() + " (LINGER)" }, "lingering") : ""),
       h("td", {}, x.host + (x.display ? " " + x.display : "")),
       h("td", { class: "num" }, x.count),
       h("td", { title: new Date(x.since).toLocaleString() }, ago(x.since)),
-      h("td", { class: "num" }, h("button", { type: "button", onclick: () => removeLease(x) }, "Remove")),
+      h("td", { class: "num" }, x.borrowed_until ? "" : h("button", { type: "button", onclick: () => removeLease(x) }, "Remove")),
     ));
     c.holders.replaceChildren(h("table", {},
       h("thead", {}, h("tr", {}, h("th", {}, "User"), h("th", {}, "Host"), h("th", { class: "num" }, "Seats"), h("th", {}, "For"), h("th", {}, ""))),
