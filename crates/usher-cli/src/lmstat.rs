@@ -759,6 +759,7 @@ mod tests {
             overdraft: false,
             lingering_until_ms: 0,
             borrowed_until_ms: 0,
+            token_for: String::new(),
         }
     }
 

@@ -105,7 +105,7 @@ fn queue_row<Tz: TimeZone>(q: &QueueEntry, tz: &Tz) -> [String; 8] {
 ///         { "user": "alice", "host": "ws1", "display": "/dev/pts/0", "pid": 4242,
 ///           "program": "cad", "version": "2025", "since": "2026-03-01T09:39:00Z",
 ///           "count": 1, "handle": "1234", "connected": true, "overdraft": false,
-///           "lingering_until": null, "borrowed_until": null } ] } ],
+///           "lingering_until": null, "borrowed_until": null, "token_for": null } ] } ],
 ///   "queue": [
 ///     { "feature": "cad", "version": "2025", "position": 1, "priority": 0, "count": 1,
 ///       "user": "bob", "host": "ws2", "display": ":0", "pid": 77, "program": "cad",
@@ -178,6 +178,7 @@ fn holder_json(holder: &Holder) -> Value {
         "overdraft": holder.overdraft,
         "lingering_until": rfc3339(holder.lingering_until_ms),
         "borrowed_until": rfc3339(holder.borrowed_until_ms),
+        "token_for": (!holder.token_for.is_empty()).then_some(&holder.token_for),
     })
 }
 
@@ -230,6 +231,11 @@ fn holder_row<Tz: TimeZone>(holder: &Holder, tz: &Tz) -> [String; 8] {
         clean(&holder.version, "-").into_owned(),
         minutes(&instant(holder.since_ms, tz)),
         match (holder.overdraft, holder.lingering_until_ms) {
+            _ if !holder.token_for.is_empty() => format!(
+                "{} (tokens for {})",
+                holder.count.max(1),
+                clean(&holder.token_for, "?")
+            ),
             _ if holder.borrowed_until_ms != 0 => format!(
                 "{} (borrowed to {})",
                 holder.count.max(1),
@@ -307,6 +313,7 @@ mod tests {
             overdraft: false,
             lingering_until_ms: 0,
             borrowed_until_ms: 0,
+            token_for: String::new(),
         }
     }
 
@@ -440,6 +447,7 @@ sim v1.0 (demo)  0 of 1 seat in use  permanent
                             "overdraft": false,
                             "lingering_until": null,
                             "borrowed_until": null,
+                            "token_for": null,
                         },
                         {
                             "user": "bartholomew", "host": "ws1", "display": "",
@@ -449,6 +457,7 @@ sim v1.0 (demo)  0 of 1 seat in use  permanent
                             "overdraft": false,
                             "lingering_until": null,
                             "borrowed_until": null,
+                            "token_for": null,
                         },
                     ],
                 },

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use usher_license::{Entitlement, SeatCount, Version};
+use usher_license::{Entitlement, SeatCount, TokenAlternative, Version};
 
 use crate::Millis;
 
@@ -166,10 +166,33 @@ impl Pool {
     }
 }
 
+/// A token-based feature (`count` = `token`, RLM's `token=`): it has no seats of its own;
+/// each checkout draws tokens from another pool, trying `alternatives` in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenFeature {
+    /// Vendor.
+    pub vendor: String,
+    /// Highest version it serves.
+    pub version: Version,
+    /// When it is valid (`seats` and `overdraft` are 0).
+    pub validity: Grant,
+    /// How a checkout is paid for, in the order tried.
+    pub alternatives: Vec<TokenAlternative>,
+}
+
+impl TokenFeature {
+    /// Whether the entitlement is valid at `now`.
+    pub fn is_valid_at(&self, now: Millis) -> bool {
+        self.validity.is_valid_at(now)
+    }
+}
+
 /// Every pool the server offers, by feature, each feature's pools in ascending version.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Catalog {
     features: BTreeMap<String, Vec<Pool>>,
+    /// Token-based features, by name, in file order.
+    tokens: BTreeMap<String, Vec<TokenFeature>>,
     problems: Vec<String>,
 }
 
@@ -180,8 +203,26 @@ impl Catalog {
     /// host and are not served by the server, so they contribute no pool.
     pub fn from_entitlements<'a>(entitlements: impl IntoIterator<Item = &'a Entitlement>) -> Self {
         let mut features: BTreeMap<String, Vec<Pool>> = BTreeMap::new();
+        let mut tokens: BTreeMap<String, Vec<TokenFeature>> = BTreeMap::new();
         let mut problems = Vec::new();
         for e in entitlements {
+            if let Some(alternatives) = e.token_alternatives() {
+                tokens
+                    .entry(e.feature.clone())
+                    .or_default()
+                    .push(TokenFeature {
+                        vendor: e.vendor.clone(),
+                        version: e.version.clone(),
+                        validity: Grant {
+                            seats: 0,
+                            valid_from: e.valid_from_ms(),
+                            valid_until: e.valid_until_ms(),
+                            overdraft: 0,
+                        },
+                        alternatives,
+                    });
+                continue;
+            }
             let SeatCount::Counted(seats) = e.count else {
                 continue;
             };
@@ -268,7 +309,21 @@ impl Catalog {
         for pools in features.values_mut() {
             pools.sort_by(|a, b| a.version.cmp(&b.version).then_with(|| a.key.cmp(&b.key)));
         }
-        Catalog { features, problems }
+        tokens.retain(|name, _| {
+            let counted = features.contains_key(name);
+            if counted {
+                problems.push(format!(
+                    "feature {name:?} has both counted and token-based licenses; only the \
+                     counted seats are served"
+                ));
+            }
+            !counted
+        });
+        Catalog {
+            features,
+            tokens,
+            problems,
+        }
     }
 
     /// Licensing attributes that could not be honoured (one line each, naming the license
@@ -280,6 +335,16 @@ impl Catalog {
     /// The pools of a feature, in ascending version, or `None` if the feature is unknown.
     pub fn pools(&self, feature: &str) -> Option<&[Pool]> {
         self.features.get(feature).map(Vec::as_slice)
+    }
+
+    /// The token-based definitions of a feature, in file order, or `None` if it has none.
+    pub fn token_feature(&self, feature: &str) -> Option<&[TokenFeature]> {
+        self.tokens.get(feature).map(Vec::as_slice)
+    }
+
+    /// Whether any license names the feature (counted or token-based).
+    pub fn knows(&self, feature: &str) -> bool {
+        self.features.contains_key(feature) || self.tokens.contains_key(feature)
     }
 
     /// Every pool, grouped by feature name in lexical order.

@@ -87,6 +87,11 @@ fn pool_key(lease: &Lease) -> PoolKey {
 /// The pool chosen for a checkout.
 struct Choice {
     pool: PoolKey,
+    /// Seats taken from the pool: the seats asked for, or for a token-based feature the
+    /// tokens they cost.
+    seats: u32,
+    /// The token-based feature asked for, when the seats are tokens of another pool.
+    token_for: Option<String>,
     /// The seats are beyond the pool's count.
     overdraft: bool,
     /// The seats are covered by free seats reserved for the client, so they may be granted
@@ -471,12 +476,19 @@ impl Ledger {
                     .queue
                     .ahead_of(&feature, self.queue.next_slot(priority));
                 let who = self.client_of(session);
-                let chosen = match self.choose_pool(now, &feature, &version, count, who, false) {
+                let chosen = match self.resolve(now, &feature, &version, count, who, false) {
                     // Others wait ahead: the seats that are free are theirs (unless these
                     // are reserved for this client).
                     Ok(choice) if ahead > 0 && !choice.reserved => Err(Denial::QueuedAhead {
                         waiting: ahead as u32,
                     }),
+                    // Tokens are seats of their pool: checkouts waiting for the pool
+                    // itself come first.
+                    Ok(choice) if self.pool_queue_ahead(&choice, priority) > 0 => {
+                        Err(Denial::QueuedAhead {
+                            waiting: self.pool_queue_ahead(&choice, priority) as u32,
+                        })
+                    }
                     chosen => chosen,
                 };
                 match chosen {
@@ -502,23 +514,8 @@ impl Ledger {
                         Ok(Outcome::Queued { request, position })
                     }
                     Err(denial) => Ok(Outcome::Denied(denial)),
-                    Ok(Choice {
-                        pool, overdraft, ..
-                    }) => {
-                        let lease = Lease {
-                            id: lease_id,
-                            session,
-                            feature,
-                            vendor: pool.vendor,
-                            requested_version: version,
-                            pool_version: pool.version,
-                            count,
-                            granted_at: now,
-                            client_ref,
-                            overdraft,
-                            lingering_until: None,
-                            borrowed_until: None,
-                        };
+                    Ok(choice) => {
+                        let lease = new_lease(lease_id, session, version, client_ref, now, choice);
                         changes.push(Change::LeaseGranted(lease.clone()));
                         self.insert_lease(lease.clone());
                         Ok(Outcome::Granted(lease))
@@ -565,6 +562,7 @@ impl Ledger {
                             overdraft: false,
                             lingering_until: None,
                             borrowed_until: Some(until),
+                            token_for: None,
                         };
                         changes.push(Change::LeaseGranted(lease.clone()));
                         self.insert_lease(lease.clone());
@@ -747,6 +745,8 @@ impl Ledger {
             {
                 return Ok(Choice {
                     pool: pool.key.clone(),
+                    seats: count,
+                    token_for: None,
                     overdraft: false,
                     reserved: seats.reserved,
                 });
@@ -766,6 +766,8 @@ impl Ledger {
                 if wanted.saturating_add(seats.held_for_others) <= limit {
                     return Ok(Choice {
                         pool: pool.key.clone(),
+                        seats: count,
+                        token_for: None,
                         overdraft: true,
                         reserved: false,
                     });
@@ -806,7 +808,7 @@ impl Ledger {
             return Err(Denial::BadRequest("a borrow must end in the future".into()));
         }
         let who = self.client_of(session);
-        let choice = self.choose_pool(now, feature, version, count, who, true)?;
+        let choice = self.resolve(now, feature, version, count, who, true)?;
         let ahead = self.queue.ahead_of(
             feature,
             self.queue.next_slot(self.priority(session, feature)),
@@ -850,6 +852,99 @@ impl Ledger {
         }
         let until = pool.expires_at(now).map_or(until, |end| until.min(end));
         Ok((choice.pool, until))
+    }
+
+    /// Picks where a checkout of `feature` is served from: its own pools
+    /// ([`Ledger::choose_pool`]), or for a token-based feature (`count` = `token`) the
+    /// first of its `TOKEN=` alternatives, in file order, whose pool can pay `count` times
+    /// its tokens. The policy's `EXCLUDE`/`INCLUDE` may name the token-based feature; `MAX`
+    /// and `RESERVE` count the tokens, on their pool. Token-based features cannot be
+    /// borrowed.
+    fn resolve(
+        &self,
+        now: Millis,
+        feature: &str,
+        version: &str,
+        count: u32,
+        who: Option<&ClientInfo>,
+        borrowing: bool,
+    ) -> Result<Choice, Denial> {
+        let Some(defs) = self.catalog.token_feature(feature) else {
+            return self.choose_pool(now, feature, version, count, who, borrowing);
+        };
+        if count == 0 || count > MAX_SEATS_PER_REQUEST {
+            return Err(Denial::BadRequest(format!(
+                "seat count must be between 1 and {MAX_SEATS_PER_REQUEST}, not {count}"
+            )));
+        }
+        let wanted: Version = if version.is_empty() { "0" } else { version }
+            .parse()
+            .map_err(|e: usher_license::VersionError| Denial::BadRequest(e.to_string()))?;
+        let candidates: Vec<_> = defs.iter().filter(|d| d.version >= wanted).collect();
+        if candidates.is_empty() {
+            let highest = defs.iter().map(|d| &d.version).max();
+            return Err(Denial::VersionTooNew {
+                highest: highest.map(|v| v.to_string()).unwrap_or_default(),
+            });
+        }
+        if borrowing {
+            return Err(Denial::NotBorrowable);
+        }
+        let valid: Vec<_> = candidates.iter().filter(|d| d.is_valid_at(now)).collect();
+        if valid.is_empty() {
+            let starts = candidates.iter().map(|d| d.validity.valid_from);
+            if let Some(at) = starts.filter(|&s| s > now).min() {
+                return Err(Denial::NotYetStarted { at });
+            }
+            let end = candidates
+                .iter()
+                .filter_map(|d| d.validity.valid_until)
+                .max();
+            return Err(Denial::Expired {
+                at: end.unwrap_or(now),
+            });
+        }
+        if let Some(client) = who
+            && self.policy.excluded(feature, &Who::from(client))
+        {
+            return Err(Denial::Excluded);
+        }
+        // The first alternative that can pay wins; otherwise the first refusal for want of
+        // seats (so the checkout may queue), else the first refusal.
+        let (mut short, mut other) = (None, None);
+        for alt in valid.iter().flat_map(|d| &d.alternatives) {
+            let tokens = count.saturating_mul(alt.tokens);
+            match self.choose_pool(now, &alt.feature, alt.version.as_str(), tokens, who, false) {
+                Ok(choice) => {
+                    return Ok(Choice {
+                        seats: tokens,
+                        token_for: Some(feature.to_owned()),
+                        ..choice
+                    });
+                }
+                Err(
+                    d @ (Denial::AllInUse { .. }
+                    | Denial::Reserved { .. }
+                    | Denial::MaxReached { .. }),
+                ) => {
+                    short.get_or_insert(d);
+                }
+                Err(d) => {
+                    other.get_or_insert(d);
+                }
+            }
+        }
+        Err(short.or(other).unwrap_or(Denial::UnknownFeature))
+    }
+
+    /// For tokens of another pool: how many checkouts queued for that pool itself are
+    /// ahead of a request of rank `priority` (0 for ordinary checkouts).
+    fn pool_queue_ahead(&self, choice: &Choice, priority: Option<u32>) -> usize {
+        if choice.token_for.is_none() || choice.reserved {
+            return 0;
+        }
+        self.queue
+            .ahead_of(&choice.pool.feature, self.queue.next_slot(priority))
     }
 
     /// What the policy allows `who` for a checkout of `count` seats of `feature`.
@@ -999,29 +1094,21 @@ impl Ledger {
                 false,
             );
             match choice {
-                Ok(Choice {
-                    pool, overdraft, ..
-                }) if pool == pool_key(&old) => {
+                Ok(choice) if choice.pool == pool_key(&old) => {
                     let owner = old.session;
                     changes.push(Change::LeaseReleased {
                         lease: old,
                         reason: ReleaseReason::Reused,
                     });
                     self.close_if_departed(owner, changes);
-                    let lease = Lease {
-                        id: request.lease_id,
-                        session: request.session,
-                        feature: request.feature.to_owned(),
-                        vendor: pool.vendor,
-                        requested_version: request.version.to_owned(),
-                        pool_version: pool.version,
-                        count: request.count,
-                        granted_at: now,
-                        client_ref: request.client_ref,
-                        overdraft,
-                        lingering_until: None,
-                        borrowed_until: None,
-                    };
+                    let lease = new_lease(
+                        request.lease_id,
+                        request.session,
+                        request.version.to_owned(),
+                        request.client_ref,
+                        now,
+                        choice,
+                    );
                     changes.push(Change::LeaseGranted(lease.clone()));
                     self.insert_lease(lease.clone());
                     return Some(lease);
@@ -1053,28 +1140,24 @@ impl Ledger {
                 let who = self.client_of(request.session).cloned();
                 let id = request.lease_id;
                 let (version, count) = (&request.version, request.count);
-                match self.choose_pool(now, &feature, version, count, who.as_ref(), false) {
+                match self.resolve(now, &feature, version, count, who.as_ref(), false) {
                     Err(Denial::AllInUse { .. } | Denial::Reserved { .. }) => blocked = true,
                     Err(denial) => self.dequeue(id, DequeueReason::Refused(denial), changes),
                     Ok(choice) if blocked && !choice.reserved => {}
-                    Ok(Choice {
-                        pool, overdraft, ..
-                    }) => {
+                    // Tokens wait behind the checkouts queued for their pool itself.
+                    Ok(choice) if self.pool_queue_ahead(&choice, request.priority) > 0 => {
+                        blocked = true;
+                    }
+                    Ok(choice) => {
                         let request = self.queue.remove(id).expect("listed as waiting");
-                        let lease = Lease {
+                        let lease = new_lease(
                             id,
-                            session: request.session,
-                            feature: request.feature.clone(),
-                            vendor: pool.vendor,
-                            requested_version: request.version.clone(),
-                            pool_version: pool.version,
-                            count: request.count,
-                            granted_at: now,
-                            client_ref: request.client_ref,
-                            overdraft,
-                            lingering_until: None,
-                            borrowed_until: None,
-                        };
+                            request.session,
+                            request.version.clone(),
+                            request.client_ref,
+                            now,
+                            choice,
+                        );
                         changes.push(Change::Dequeued {
                             request,
                             reason: DequeueReason::Granted(lease.clone()),
@@ -1354,4 +1437,31 @@ impl Ledger {
 /// Compares secrets without an early exit, so timing does not reveal how much matched.
 fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The lease a grant of `choice` makes: `choice.seats` seats of its pool, named after the
+/// pool's feature (for tokens, the token-based feature asked for is kept beside it).
+fn new_lease(
+    id: LeaseId,
+    session: SessionId,
+    requested_version: String,
+    client_ref: u64,
+    now: Millis,
+    choice: Choice,
+) -> Lease {
+    Lease {
+        id,
+        session,
+        feature: choice.pool.feature,
+        vendor: choice.pool.vendor,
+        requested_version,
+        pool_version: choice.pool.version,
+        count: choice.seats,
+        granted_at: now,
+        client_ref,
+        overdraft: choice.overdraft,
+        lingering_until: None,
+        borrowed_until: None,
+        token_for: choice.token_for,
+    }
 }

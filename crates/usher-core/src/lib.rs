@@ -21,7 +21,8 @@ mod queue;
 mod session;
 
 pub use catalog::{
-    Catalog, DEFAULT_BORROW_HOURS, DupGroup, MAX_BORROW_HOURS, Pool, PoolKey, canonical_version,
+    Catalog, DEFAULT_BORROW_HOURS, DupGroup, MAX_BORROW_HOURS, Pool, PoolKey, TokenFeature,
+    canonical_version,
 };
 pub use command::{Change, Command, Denial, LedgerError, Outcome, ReleaseReason};
 pub use ledger::{Ledger, LedgerConfig};

@@ -98,6 +98,9 @@ pub struct Lease {
     /// borrower holds them, with or without a session. They come back when the borrow
     /// ends or the borrower returns them early.
     pub borrowed_until: Option<crate::Millis>,
+    /// Set when the checkout asked for a token-based feature (`count` = `token`): its
+    /// name. The lease then holds `count` tokens of `feature`, the pool that paid.
+    pub token_for: Option<String>,
 }
 
 impl Lease {

@@ -44,6 +44,7 @@ impl Entitlement {
         let count = match self.count {
             SeatCount::Counted(n) => n.to_string(),
             SeatCount::Uncounted => "uncounted".to_string(),
+            SeatCount::Token => "token".to_string(),
         };
         let hostid = match &self.hostid {
             HostId::Any => "ANY",
@@ -98,6 +99,7 @@ impl Entitlement {
         let count = match self.count {
             SeatCount::Counted(n) => n.to_string(),
             SeatCount::Uncounted => "uncounted".to_string(),
+            SeatCount::Token => "token".to_string(),
         };
         let mut line = format!(
             "{kind} {} {} {} {expiry} {count}",

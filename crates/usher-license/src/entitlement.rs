@@ -62,6 +62,68 @@ pub enum SeatCount {
     Counted(u32),
     /// `uncounted`: node-locked to `HOSTID`, validated by the client with no server.
     Uncounted,
+    /// `token`: the feature has no seats of its own; each checkout draws tokens from
+    /// other pools, as its `TOKEN=` attribute says (see [`TokenAlternative`]).
+    Token,
+}
+
+/// One way a token-based feature (`count` = `token`) is paid for: `tokens` seats of the
+/// pool `feature` at version `version` or newer, per seat checked out. A `TOKEN=` value
+/// lists alternatives in the order they are tried, RLM-style:
+/// `TOKEN="<units 2.0 5> <office 1 1>"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenAlternative {
+    /// The pool's feature.
+    pub feature: String,
+    /// Minimum version of the pool.
+    pub version: Version,
+    /// Tokens per seat.
+    pub tokens: u32,
+}
+
+/// Parses a `TOKEN=` value: one or more `<feature version tokens>` groups.
+pub fn parse_token_alternatives(text: &str) -> Result<Vec<TokenAlternative>, String> {
+    let expected = "TOKEN=\"<feature version tokens> ...\", e.g. TOKEN=\"<units 2.0 5>\"";
+    let mut out = Vec::new();
+    let mut rest = text.trim();
+    while !rest.is_empty() {
+        let inner = rest
+            .strip_prefix('<')
+            .and_then(|r| r.split_once('>'))
+            .ok_or_else(|| format!("expected {expected}, found {text:?}"))?;
+        let (group, after) = inner;
+        let parts: Vec<&str> = group.split_whitespace().collect();
+        let [feature, version, tokens] = parts.as_slice() else {
+            return Err(format!(
+                "expected <feature version tokens> in {expected}, found <{group}>"
+            ));
+        };
+        let name_ok = feature.len() <= MAX_NAME_LEN
+            && feature
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !name_ok {
+            return Err(format!("{feature:?} is not a feature name (in TOKEN=)"));
+        }
+        let version: Version = version
+            .parse()
+            .map_err(|_| format!("{version:?} is not a version (in TOKEN=)"))?;
+        let tokens = tokens
+            .parse::<u32>()
+            .ok()
+            .filter(|&n| n >= 1 && tokens.bytes().all(|b| b.is_ascii_digit()))
+            .ok_or_else(|| format!("{tokens:?} is not a token count of 1 or more (in TOKEN=)"))?;
+        out.push(TokenAlternative {
+            feature: (*feature).to_string(),
+            version,
+            tokens,
+        });
+        rest = after.trim_start();
+    }
+    if out.is_empty() {
+        return Err(format!("expected {expected}, found an empty value"));
+    }
+    Ok(out)
 }
 
 /// The server (or, for uncounted entitlements, client) an entitlement is bound to.
@@ -134,12 +196,21 @@ impl Entitlement {
         }
     }
 
-    /// Seats granted, or `None` for uncounted entitlements.
+    /// Seats granted, or `None` for uncounted and token-based entitlements.
     pub fn seats(&self) -> Option<u32> {
         match self.count {
             SeatCount::Counted(n) => Some(n),
-            SeatCount::Uncounted => None,
+            SeatCount::Uncounted | SeatCount::Token => None,
         }
+    }
+
+    /// For a token-based entitlement: how its checkouts are paid for, in the order tried.
+    /// `None` for others, or if `TOKEN=` is missing or malformed (the parser refuses both).
+    pub fn token_alternatives(&self) -> Option<Vec<TokenAlternative>> {
+        if self.count != SeatCount::Token {
+            return None;
+        }
+        parse_token_alternatives(self.attr("TOKEN")?).ok()
     }
 }
 

@@ -33,6 +33,7 @@ pub use canonical::CANONICAL_DOMAIN;
 pub use check::{Checked, SignatureError, Status, check, verify};
 pub use entitlement::{
     Entitlement, Expiry, HostId, KNOWN_ATTRIBUTES, LineKind, MAX_NAME_LEN, SeatCount,
+    TokenAlternative, parse_token_alternatives,
 };
 pub use hostid::{host_ids, matches_host, usher_id};
 pub use keys::{KeyError, VendorPublicKey, VendorSigningKey, WriteMode, keygen};

@@ -292,7 +292,7 @@ fn check_name(name: &str, at: Pos, what: &str) -> Result<String, LexError> {
 }
 
 const EXPIRY_EXPECTED: &str = "an expiry date (dd-mmm-yyyy, yyyy-mm-dd or permanent)";
-const COUNT_EXPECTED: &str = "a seat count (a positive number, or uncounted)";
+const COUNT_EXPECTED: &str = "a seat count (a positive number, uncounted or token)";
 
 type UserAttrs = Vec<(String, String)>;
 
@@ -371,6 +371,29 @@ fn parse_entitlement(
             "an uncounted entitlement must be locked to a host: add HOSTID=<host id> \
              (HOSTID=ANY is not allowed)",
         ));
+    }
+    match (
+        entitlement.count,
+        entitlement.attr("TOKEN"),
+        seen.get("TOKEN"),
+    ) {
+        (SeatCount::Token, None, _) => {
+            return Err(error(
+                count_at,
+                "a token-based entitlement needs TOKEN=\"<feature version tokens> ...\" to \
+                 say which pools pay for it",
+            ));
+        }
+        (SeatCount::Token, Some(text), Some(&at)) => {
+            crate::entitlement::parse_token_alternatives(text).map_err(|why| error(at, why))?;
+        }
+        (_, Some(_), Some(&at)) => {
+            return Err(error(
+                at,
+                "TOKEN= applies only to a token-based entitlement (count `token`)",
+            ));
+        }
+        _ => {}
     }
     entitlement.attrs.sort();
     Ok((entitlement, user_attrs))
@@ -542,6 +565,9 @@ fn parse_signature(text: &str, at: Pos) -> Result<[u8; 64], LexError> {
 fn parse_count(text: &str) -> Option<SeatCount> {
     if text.eq_ignore_ascii_case("uncounted") {
         return Some(SeatCount::Uncounted);
+    }
+    if text.eq_ignore_ascii_case("token") {
+        return Some(SeatCount::Token);
     }
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
         return None;

@@ -363,6 +363,10 @@ pub struct Granted {
     /// client library grant the feature on this host with no server until the borrow ends.
     #[prost(string, tag = "11")]
     pub borrow_token: String,
+    /// For a token-based feature (`feature` is the one asked for): the pool that paid,
+    /// and `count` is the tokens drawn from it. Empty otherwise.
+    #[prost(string, tag = "12")]
+    pub token_pool: String,
 }
 
 /// Why seats were refused. Unknown values (from newer servers) read as `Unspecified`.
@@ -625,6 +629,10 @@ pub struct Holder {
     /// borrowed.
     #[prost(uint64, tag = "14")]
     pub borrowed_until_ms: u64,
+    /// The lease holds tokens of this pool for the token-based feature named here
+    /// (`count` is the tokens). Empty: an ordinary lease.
+    #[prost(string, tag = "15")]
+    pub token_for: String,
 }
 
 /// End the session.

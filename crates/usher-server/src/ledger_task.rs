@@ -455,7 +455,7 @@ fn handle_msg(
             {
                 // The session exists (the ledger refuses unknown sessions with an error,
                 // not a denial), so its identity is there to copy.
-                let label = if ledger.catalog().pools(&feature).is_some() {
+                let label = if ledger.catalog().knows(&feature) {
                     feature.clone()
                 } else {
                     UNKNOWN_FEATURE.to_owned()

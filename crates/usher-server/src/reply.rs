@@ -23,7 +23,10 @@ pub fn ok(id: u64, kind: response::Kind) -> Response {
 pub fn granted(lease: &Lease, expires_at_ms: u64) -> Granted {
     Granted {
         lease_id: lease.id.0,
-        feature: lease.feature.clone(),
+        feature: lease
+            .token_for
+            .clone()
+            .unwrap_or_else(|| lease.feature.clone()),
         version: lease.pool_version.clone(),
         count: lease.count,
         vendor: lease.vendor.clone(),
@@ -33,6 +36,11 @@ pub fn granted(lease: &Lease, expires_at_ms: u64) -> Granted {
         overdraft: lease.overdraft,
         borrowed_until_ms: lease.borrowed_until.unwrap_or(0),
         borrow_token: String::new(),
+        token_pool: lease
+            .token_for
+            .as_ref()
+            .map(|_| lease.feature.clone())
+            .unwrap_or_default(),
     }
 }
 

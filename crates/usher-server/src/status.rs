@@ -50,6 +50,7 @@ pub fn report(ledger: &Ledger, now: Millis, feature: &str, info: &ServerInfo) ->
             overdraft: lease.overdraft,
             lingering_until_ms: lease.lingering_until.unwrap_or(0),
             borrowed_until_ms: lease.borrowed_until.unwrap_or(0),
+            token_for: lease.token_for.clone().unwrap_or_default(),
         });
     }
     let mut features = Vec::new();

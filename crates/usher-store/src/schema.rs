@@ -42,6 +42,7 @@ const MIGRATIONS: &[Migration] = &[
     Migration::Sql(V3),
     Migration::Sql(V4),
     Migration::Sql(V5),
+    Migration::Sql(V6),
 ];
 
 /// Version 1: sessions, leases, the usage log and the meta table.
@@ -124,6 +125,12 @@ ALTER TABLE leases ADD COLUMN lingering_until INTEGER;
 /// borrowed).
 const V5: &str = "
 ALTER TABLE leases ADD COLUMN borrowed_until INTEGER;
+";
+
+/// Version 6: a lease of tokens names the token-based feature it was checked out for
+/// (NULL: an ordinary lease).
+const V6: &str = "
+ALTER TABLE leases ADD COLUMN token_for TEXT;
 ";
 
 /// Chains every record already in the log, oldest first, and stores the head.

@@ -494,14 +494,14 @@ ON CONFLICT (id) DO UPDATE SET
 const UPSERT_LEASE: &str = "
 INSERT INTO leases
     (id, session, feature, vendor, requested_version, pool_version, count, granted_at, client_ref,
-     overdraft, lingering_until, borrowed_until)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+     overdraft, lingering_until, borrowed_until, token_for)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
 ON CONFLICT (id) DO UPDATE SET
     session = excluded.session, feature = excluded.feature, vendor = excluded.vendor,
     requested_version = excluded.requested_version, pool_version = excluded.pool_version,
     count = excluded.count, granted_at = excluded.granted_at, client_ref = excluded.client_ref,
     overdraft = excluded.overdraft, lingering_until = excluded.lingering_until,
-    borrowed_until = excluded.borrowed_until";
+    borrowed_until = excluded.borrowed_until, token_for = excluded.token_for";
 
 const DELETE_LEASE: &str = "DELETE FROM leases WHERE id = ?1";
 const DELETE_SESSION_LEASES: &str = "DELETE FROM leases WHERE session = ?1";
@@ -534,7 +534,7 @@ FROM sessions WHERE id BETWEEN ?1 AND ?2 ORDER BY id";
 
 const SELECT_LEASES: &str = "
 SELECT id, session, feature, vendor, requested_version, pool_version, count, granted_at, client_ref,
-       overdraft, lingering_until, borrowed_until
+       overdraft, lingering_until, borrowed_until, token_for
 FROM leases WHERE id BETWEEN ?1 AND ?2 ORDER BY id";
 
 /// The statements of one batch, prepared (or fetched from the connection's cache) once.
@@ -620,6 +620,7 @@ impl<'conn> Batch<'conn> {
                     l.overdraft,
                     l.lingering_until.map(|t| t as i64),
                     l.borrowed_until.map(|t| t as i64),
+                    l.token_for,
                 ])?;
                 self.log(at, change)
             }
@@ -796,6 +797,7 @@ fn lease_from_row(r: &Row<'_>) -> rusqlite::Result<Lease> {
         overdraft: r.get(9)?,
         lingering_until: r.get::<_, Option<i64>>(10)?.map(|t| t as u64),
         borrowed_until: r.get::<_, Option<i64>>(11)?.map(|t| t as u64),
+        token_for: r.get(12)?,
     })
 }
 

@@ -44,6 +44,7 @@ pub fn run(cmd: LicenseCommand) -> Result<u8, Failure> {
         let count = match e.count {
             SeatCount::Counted(n) => format!("{n} seat{}", if n == 1 { "" } else { "s" }),
             SeatCount::Uncounted => "uncounted (node-locked)".to_string(),
+            SeatCount::Token => format!("token-based ({})", e.attr("TOKEN").unwrap_or("")),
         };
         let expiry = match e.expiry {
             Expiry::Permanent => "permanent".to_string(),

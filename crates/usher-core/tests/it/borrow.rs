@@ -181,14 +181,7 @@ fn borrows_obey_the_policy_and_the_queue() {
         },
     );
     assert!(matches!(result, Ok(Outcome::Queued { .. })), "{result:?}");
-    let (result, changes) = apply(
-        &mut ledger,
-        T0,
-        Command::Checkin {
-            session: a,
-            lease_id: LeaseId(10),
-        },
-    );
+    let (result, changes) = apply(&mut ledger, T0, checkin_cmd(a, 10));
     assert!(matches!(result, Ok(Outcome::Released(_))));
     assert!(
         changes
@@ -303,14 +296,7 @@ fn a_borrowed_seat_cannot_be_removed_or_checked_in() {
             until: T0 + 24 * HOUR
         })
     );
-    let (result, _) = apply(
-        &mut ledger,
-        T0 + HOUR,
-        Command::Checkin {
-            session: a,
-            lease_id: LeaseId(10),
-        },
-    );
+    let (result, _) = apply(&mut ledger, T0 + HOUR, checkin_cmd(a, 10));
     assert_eq!(result, Ok(Outcome::NotHeld));
     assert_eq!(in_use(&ledger), 1);
 }

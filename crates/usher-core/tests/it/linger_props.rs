@@ -1,6 +1,7 @@
 //! Property test for seats held apart from their client, lingering (`LINGER=`,
 //! `MIN_CHECKOUT=`) or borrowed (`BORROW=`): random sessions, checkouts (waiting ones
-//! included), checkins, borrows, returns, goodbyes, dropped connections, removals and
+//! included, and checkouts of a token-based feature that costs two of the pool's seats),
+//! checkins, borrows, returns, goodbyes, dropped connections, removals and
 //! restarts against one pool whose license lines hold seats back, driven through time the
 //! way the server drives the ledger (an `Expire` at every deadline it reports).
 //!
@@ -93,6 +94,8 @@ enum Op {
         session: u64,
         count: u32,
         wait: bool,
+        /// Of the token-based feature `tok` (two tokens of the pool per seat).
+        token: bool,
     },
     /// Checks in the session's `pick`-th lease it still holds (or one it does not).
     Checkin {
@@ -122,8 +125,8 @@ fn ops() -> impl Strategy<Value = Vec<Op>> {
     let session = 1u64..=4;
     let op = prop_oneof![
         3 => (session.clone(), 1u64..=2).prop_map(|(id, who)| Op::Open { id, who }),
-        5 => (session.clone(), 1u32..=2, prop::bool::weighted(0.3))
-            .prop_map(|(session, count, wait)| Op::Checkout { session, count, wait }),
+        5 => (session.clone(), 1u32..=2, prop::bool::weighted(0.3), prop::bool::weighted(0.25))
+            .prop_map(|(session, count, wait, token)| Op::Checkout { session, count, wait, token }),
         4 => (session.clone(), 0usize..3).prop_map(|(session, pick)| Op::Checkin { session, pick }),
         3 => (session.clone(), 1u32..=2, 1u64..=150)
             .prop_map(|(session, count, minutes)| Op::Borrow { session, count, minutes }),
@@ -156,7 +159,11 @@ struct Harness {
 
 impl Harness {
     fn new(lines: &[Line]) -> Self {
-        let ents: Vec<Entitlement> = lines.iter().map(Line::entitlement).collect();
+        let mut ents: Vec<Entitlement> = lines.iter().map(Line::entitlement).collect();
+        let mut tok = increment("tok", "1", 0);
+        tok.count = usher_license::SeatCount::Token;
+        tok.attrs.push(("TOKEN".into(), "<cad 2025 2>".into()));
+        ents.push(tok);
         let catalog = catalog(&ents);
         let most =
             |f: fn(&Line) -> Option<u64>| lines.iter().filter_map(f).max().unwrap_or(0) * 1000;
@@ -195,12 +202,13 @@ impl Harness {
                 session,
                 count,
                 wait,
+                token,
             } => {
                 self.next_lease += 1;
                 Command::Checkout {
                     session: SessionId(session),
                     lease_id: LeaseId(self.next_lease),
-                    feature: "cad".into(),
+                    feature: if token { "tok" } else { "cad" }.into(),
                     version: String::new(),
                     count,
                     client_ref: 0,

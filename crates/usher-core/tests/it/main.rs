@@ -22,4 +22,5 @@ mod reload;
 mod remove;
 mod restore;
 mod session;
+mod tokens;
 mod util;

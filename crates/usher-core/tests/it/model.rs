@@ -531,6 +531,7 @@ impl Model {
                             overdraft,
                             lingering_until: None,
                             borrowed_until: None,
+                            token_for: None,
                         };
                         changes.push(Change::LeaseGranted(lease.clone()));
                         self.leases.insert(*lease_id, lease.clone());

@@ -762,6 +762,7 @@ fn ledger_lease(id: u64, session: SessionId) -> usher_core::Lease {
         overdraft: false,
         lingering_until: None,
         borrowed_until: None,
+        token_for: None,
     }
 }
 

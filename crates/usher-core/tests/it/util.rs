@@ -190,6 +190,14 @@ pub fn session(ledger: &mut Ledger, id: u64, now: Millis) -> SessionId {
     SessionId(id)
 }
 
+/// A checkin of lease `lease` by `session`.
+pub fn checkin_cmd(session: SessionId, lease: u64) -> Command {
+    Command::Checkin {
+        session,
+        lease_id: LeaseId(lease),
+    }
+}
+
 /// A checkout of `count` seats with no idempotency key.
 pub fn checkout_cmd(
     session: SessionId,

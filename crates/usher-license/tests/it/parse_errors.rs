@@ -4,7 +4,7 @@
 use usher_license::parse;
 
 const EXPIRY: &str = "expected an expiry date (dd-mmm-yyyy, yyyy-mm-dd or permanent)";
-const COUNT: &str = "expected a seat count (a positive number, or uncounted)";
+const COUNT: &str = "expected a seat count (a positive number, uncounted or token)";
 
 /// (text, line, column, exact message)
 const CASES: &[(&str, usize, usize, &str)] = &[
@@ -258,6 +258,30 @@ const CASES: &[(&str, usize, usize, &str)] = &[
         2,
         32,
         "COUNT, found \"x\"",
+    ),
+    (
+        "FEATURE s acme 1 permanent token\n",
+        1,
+        28,
+        "a token-based entitlement needs TOKEN=\"<feature version tokens> ...\" to say which pools pay for it",
+    ),
+    (
+        "FEATURE s acme 1 permanent token TOKEN=\"<units 2.0>\"\n",
+        1,
+        34,
+        "expected <feature version tokens> in TOKEN=\"<feature version tokens> ...\", e.g. TOKEN=\"<units 2.0 5>\", found <units 2.0>",
+    ),
+    (
+        "FEATURE s acme 1 permanent token TOKEN=\"<units 2.0 0>\"\n",
+        1,
+        34,
+        "\"0\" is not a token count of 1 or more (in TOKEN=)",
+    ),
+    (
+        "FEATURE s acme 1 permanent 5 TOKEN=\"<units 1 2>\"\n",
+        1,
+        30,
+        "TOKEN= applies only to a token-based entitlement (count `token`)",
     ),
 ];
 

@@ -56,6 +56,8 @@ pub struct HolderJson {
     lingering_until: Option<Millis>,
     /// Borrowed for offline use until then.
     borrowed_until: Option<Millis>,
+    /// The token-based feature these seats (tokens) were checked out for.
+    token_for: Option<String>,
     connected: bool,
 }
 
@@ -224,6 +226,7 @@ fn holders_of(ledger: &Ledger, feature: Option<&str>) -> Vec<HolderJson> {
                 overdraft: l.overdraft,
                 lingering_until: l.lingering_until,
                 borrowed_until: l.borrowed_until,
+                token_for: l.token_for.clone(),
                 connected: session.is_some_and(|s| s.connected),
             }
         })

@@ -234,3 +234,31 @@ async fn a_lingering_seat_stays_held_after_checkin_then_comes_back() {
     .await;
     client.checkout("cad", "", 1).await.expect("free again");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_based_feature_draws_tokens_from_its_pool_on_a_real_server() {
+    let lic = Licensed::new(
+        "FEATURE units acme 2 permanent 6 HOSTID=ANY\n\
+         FEATURE sample acme 1 permanent token HOSTID=ANY TOKEN=\"<units 2 5>\"\n",
+    );
+    let server = TestServer::start(lic.config()).await;
+    let client = server.client().await;
+    let license = client.checkout("sample", "", 1).await.unwrap();
+    assert_eq!((license.feature(), license.count()), ("sample", 5));
+    let report = server.status().await;
+    assert_eq!(in_use(&report, "units"), 5, "{report:?}");
+    let holder = holders(&report)[0];
+    assert_eq!((holder.count, holder.token_for.as_str()), (5, "sample"));
+    // One unit is left: a second sample is refused, with the pool's figures.
+    match client.checkout("sample", "", 1).await {
+        Err(ClientError::Denied(d)) => {
+            assert_eq!((d.reason, d.in_use, d.total), (DenyReason::AllInUse, 5, 6))
+        }
+        other => panic!("expected a refusal: {other:?}"),
+    }
+    drop(license);
+    eventually(WAIT, "the tokens to come back", || async {
+        (in_use(&server.status().await, "units") == 0).then_some(())
+    })
+    .await;
+}

@@ -220,6 +220,7 @@ fn downgrade_to_v1(path: &Path) {
              ALTER TABLE leases DROP COLUMN overdraft;
              ALTER TABLE leases DROP COLUMN lingering_until;
              ALTER TABLE leases DROP COLUMN borrowed_until;
+             ALTER TABLE leases DROP COLUMN token_for;
              DELETE FROM meta WHERE key = 'usage_log_head';
              PRAGMA user_version = 1;",
         )

@@ -219,6 +219,7 @@ impl Model {
                     overdraft: client_ref % 3 == 0,
                     lingering_until: None,
                     borrowed_until: None,
+                    token_for: None,
                 };
                 self.leases.insert(id, lease.clone());
                 out.push(Change::LeaseGranted(lease));
@@ -248,6 +249,7 @@ impl Model {
                     overdraft: false,
                     lingering_until: None,
                     borrowed_until: None,
+                    token_for: None,
                 };
                 out.push(Change::LeaseReleased {
                     lease,

@@ -299,7 +299,7 @@ fn retention_removes_old_records_and_the_rest_still_verifies() {
 }
 
 #[test]
-fn migrations_to_versions_4_and_5_keep_leases_and_store_lingers_and_borrows() {
+fn migrations_to_versions_4_to_6_keep_leases_and_store_lingers_borrows_and_tokens() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("usher.db");
     let mut store = SqliteStore::open(&path).unwrap();
@@ -309,6 +309,7 @@ fn migrations_to_versions_4_and_5_keep_leases_and_store_lingers_and_borrows() {
         .execute_batch(
             "ALTER TABLE leases DROP COLUMN lingering_until;
              ALTER TABLE leases DROP COLUMN borrowed_until;
+             ALTER TABLE leases DROP COLUMN token_for;
              PRAGMA user_version = 3;",
         )
         .unwrap();
@@ -324,6 +325,7 @@ fn migrations_to_versions_4_and_5_keep_leases_and_store_lingers_and_borrows() {
     assert_eq!(store.load().unwrap().leases, vec![lingering.clone()]);
     let mut borrowed = crate::util::lease(11, 1);
     borrowed.borrowed_until = Some(9_000);
+    borrowed.token_for = Some("sample".into());
     store
         .commit(3, &[Change::LeaseGranted(borrowed.clone())])
         .unwrap();

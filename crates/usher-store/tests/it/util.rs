@@ -154,6 +154,7 @@ pub fn lease(id: u64, session: u64) -> Lease {
         overdraft: false,
         lingering_until: None,
         borrowed_until: None,
+        token_for: None,
     }
 }
 
