@@ -66,6 +66,7 @@ impl From<ClientError> for Failure {
                 DenyReason::BadRequest | DenyReason::Unspecified => FAILURE,
                 _ => NOT_LICENSED,
             },
+            ClientError::Untrusted(_) => NOT_LICENSED,
             _ => FAILURE,
         };
         Failure::new(code, e.to_string())

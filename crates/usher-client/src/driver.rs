@@ -383,6 +383,16 @@ impl Driver {
                 _ => None,
             };
             match waited.and_then(|r| self.queued_flight(r)) {
+                // A grant notice carries no statement: a checkout that asked for one (with
+                // a nonce) asks again, and the idempotent retry answers with the grant
+                // and its statement.
+                Some(id) if self.wants_statement(id, &response) => {
+                    if let Some(f) = self.in_flight.get_mut(&id) {
+                        f.queued = false;
+                        f.sent = false;
+                    }
+                    return;
+                }
                 Some(id) => response.id = id,
                 None => {
                     match response.kind {
@@ -476,6 +486,17 @@ impl Driver {
         if let Some(reply) = flight.reply {
             let _ = reply.send(Ok(kind));
         }
+    }
+
+    /// Whether `response` grants the checkout in flight as `id` without the signed
+    /// statement its nonce asked for.
+    fn wants_statement(&self, id: u64, response: &Response) -> bool {
+        let asked = self
+            .in_flight
+            .get(&id)
+            .is_some_and(|f| matches!(&f.kind, request::Kind::Checkout(c) if !c.nonce.is_empty()));
+        asked
+            && matches!(&response.kind, Some(response::Kind::Granted(g)) if g.statement.is_empty())
     }
 
     /// The request id of the queued checkout with this idempotency key.

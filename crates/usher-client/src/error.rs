@@ -43,6 +43,12 @@ pub enum ClientError {
     /// No answer within the request timeout.
     #[error("the license server did not answer in time")]
     Timeout,
+    /// The grant's signed statement did not verify against the vendor keys the
+    /// application trusts: the server is not one a genuine license of the vendor lets
+    /// serve this seat (an emulator), or the answer was tampered with or replayed. The
+    /// seat, if any, is given back.
+    #[error("the license server's grant could not be verified: {0}")]
+    Untrusted(usher_license::TokenError),
     /// The client has been closed.
     #[error("the license client is closed")]
     Closed,

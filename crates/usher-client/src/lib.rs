@@ -44,6 +44,8 @@ pub struct Client {
     calls: mpsc::UnboundedSender<Call>,
     info: SessionInfo,
     request_timeout: Duration,
+    /// Vendor keys grants are verified against (none: not verified).
+    vendor_keys: std::sync::Arc<[usher_license::VendorPublicKey]>,
 }
 
 /// How long a checkout waits in the queue when every seat is taken.
@@ -77,11 +79,13 @@ impl Client {
     /// configured connect timeout per server if none answers.
     pub async fn connect(config: ClientConfig) -> Result<Client, ClientError> {
         let request_timeout = config.request_timeout;
+        let vendor_keys = config.vendor_keys.clone().into();
         let (calls, info) = driver::start(config).await?;
         Ok(Client {
             calls,
             info,
             request_timeout,
+            vendor_keys,
         })
     }
 
@@ -133,26 +137,41 @@ impl Client {
             client_ref: 0, // assigned by the driver
             wait,
             wait_ms,
+            nonce: self.nonce(),
         });
-        match self
+        let nonce = match &kind {
+            request::Kind::Checkout(c) => c.nonce.clone(),
+            _ => Vec::new(),
+        };
+        let g = match self
             .call_for(kind, Some(lost_tx), position, timeout)
             .await?
         {
-            response::Kind::Granted(g) => Ok(License {
+            response::Kind::Granted(g) => g,
+            response::Kind::Denied(d) => return Err(denial(d)),
+            other => return Err(unexpected(other)),
+        };
+        if !nonce.is_empty()
+            && let Err(why) = self.verify(&g, &nonce)
+        {
+            // Whoever answered gets the seat back; the application gets no license.
+            let _ = self.calls.send(Call::Release {
                 lease_id: g.lease_id,
-                feature: g.feature,
-                version: g.version,
-                vendor: g.vendor,
-                count: g.count,
-                expires: (g.expires_at_ms != 0)
-                    .then(|| UNIX_EPOCH + Duration::from_millis(g.expires_at_ms)),
-                overdraft: g.overdraft,
-                lost: lost_rx,
-                calls: self.calls.clone(),
-            }),
-            response::Kind::Denied(d) => Err(denial(d)),
-            other => Err(unexpected(other)),
+            });
+            return Err(ClientError::Untrusted(why));
         }
+        Ok(License {
+            lease_id: g.lease_id,
+            feature: g.feature,
+            version: g.version,
+            vendor: g.vendor,
+            count: g.count,
+            expires: (g.expires_at_ms != 0)
+                .then(|| UNIX_EPOCH + Duration::from_millis(g.expires_at_ms)),
+            overdraft: g.overdraft,
+            lost: lost_rx,
+            calls: self.calls.clone(),
+        })
     }
 
     /// Borrows `count` seats of `feature` (version `version` or newer; empty: any) for
@@ -180,9 +199,23 @@ impl Client {
         });
         match self.call(kind, None).await? {
             response::Kind::Granted(g) if g.borrowed_until_ms != 0 => {
-                borrow::BorrowToken::from_text(&g.borrow_token).map_err(|e| {
+                let token = borrow::BorrowToken::from_text(&g.borrow_token).map_err(|e| {
                     ClientError::Protocol(format!("the server sent a bad borrow token: {e}"))
-                })
+                })?;
+                if !self.vendor_keys.is_empty()
+                    && let Err(why) = token.verify(
+                        &self.vendor_keys,
+                        feature,
+                        version,
+                        &usher_license::host_ids(),
+                        borrow::now_ms(),
+                    )
+                {
+                    // A token this host would refuse offline is no borrow: give it back.
+                    let _ = self.return_borrow(feature, Some(g.lease_id)).await;
+                    return Err(ClientError::Untrusted(why));
+                }
+                Ok(token)
             }
             response::Kind::Denied(d) => Err(denial(d)),
             other => Err(unexpected(other)),
@@ -205,6 +238,40 @@ impl Client {
             response::Kind::Returned(r) => Ok(r.was_borrowed.then_some(r.count)),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// A fresh nonce for a checkout whose grant is to be verified, or none.
+    fn nonce(&self) -> Vec<u8> {
+        if self.vendor_keys.is_empty() {
+            return Vec::new();
+        }
+        let mut nonce = vec![0u8; 16];
+        // Without randomness a fixed nonce still binds the answer to this server's key
+        // and license; only replays within this process would go unnoticed.
+        let _ = getrandom::fill(&mut nonce);
+        nonce
+    }
+
+    /// Checks a grant's signed statement against the trusted vendor keys and `nonce`.
+    fn verify(
+        &self,
+        g: &usher_proto::Granted,
+        nonce: &[u8],
+    ) -> Result<usher_license::VerifiedGrant, usher_license::TokenError> {
+        let statement = usher_license::SignedStatement::from_text(&g.statement)?;
+        let pool = if g.token_pool.is_empty() {
+            &g.feature
+        } else {
+            &g.token_pool
+        };
+        statement.verify_grant(
+            &self.vendor_keys,
+            nonce,
+            g.lease_id,
+            pool,
+            g.count,
+            borrow::now_ms(),
+        )
     }
 
     /// Tells the server whether the application's user is idle (`true`) or active again

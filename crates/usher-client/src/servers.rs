@@ -173,6 +173,12 @@ pub struct ClientConfig {
     pub identity: Identity,
     /// Open no session: the client will only read status.
     pub query_only: bool,
+    /// The vendor public keys the application trusts (compiled into it). When any are
+    /// set, every checkout asks the server for a signed statement about its grant and
+    /// accepts the seat only if the statement verifies against these keys: a genuine
+    /// license, bound to the server that granted it (when the license names one with
+    /// `HOSTID=USHER_ID=`), answering this very checkout. Empty: grants are not verified.
+    pub vendor_keys: Vec<usher_license::VendorPublicKey>,
 }
 
 impl ClientConfig {
@@ -189,6 +195,7 @@ impl ClientConfig {
             request_timeout: Duration::from_secs(30),
             identity: Identity::current(),
             query_only: false,
+            vendor_keys: Vec::new(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The catalog: what the licenses offer, grouped into pools.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use usher_license::{Entitlement, SeatCount, TokenAlternative, Version};
 
@@ -105,9 +106,10 @@ pub struct Pool {
     /// pool's entitlements; a bare `BORROW` allows [`DEFAULT_BORROW_HOURS`]). `None`: the
     /// seats cannot be borrowed.
     pub borrow: Option<Millis>,
-    /// The vendor-signed entitlements behind `grants`, in the same order: a borrow token
-    /// carries one, so the borrower can check it with the vendor's key.
-    pub sources: Vec<Entitlement>,
+    /// The vendor-signed entitlements behind `grants`, in the same order: a grant's or
+    /// borrow's signed statement carries one, so the client can check it with the
+    /// vendor's key.
+    pub sources: Vec<Arc<Entitlement>>,
 }
 
 impl Pool {
@@ -147,7 +149,7 @@ impl Pool {
 
     /// The entitlement a borrow at `now` is drawn from: among those valid at `now`, the
     /// one valid longest.
-    pub fn source_at(&self, now: Millis) -> Option<&Entitlement> {
+    pub fn source_at(&self, now: Millis) -> Option<&Arc<Entitlement>> {
         self.grants
             .iter()
             .zip(&self.sources)
@@ -276,7 +278,7 @@ impl Catalog {
             {
                 Some(pool) => {
                     pool.grants.push(grant);
-                    pool.sources.push(e.clone());
+                    pool.sources.push(Arc::new(e.clone()));
                     pool.borrow = pool.borrow.max(borrow);
                     pool.linger = pool.linger.max(linger);
                     pool.min_checkout = pool.min_checkout.max(min_checkout);
@@ -291,7 +293,7 @@ impl Catalog {
                 }
                 None => pools.push(Pool {
                     borrow,
-                    sources: vec![e.clone()],
+                    sources: vec![Arc::new(e.clone())],
                     dup_group,
                     linger,
                     min_checkout,

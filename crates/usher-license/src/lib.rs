@@ -41,7 +41,7 @@ pub use lex::{LexError, LogicalLine, Pos, Token, logical_lines};
 pub use parse::{LicenseFile, ParseError, ServerLine, UserAttribute, parse};
 pub use sign::{SignError, SignOutcome, sign_text};
 pub use statement::{
-    BorrowToken, Borrowed, CLOCK_SKEW_MS, STATEMENT_DOMAIN, Statement, StatementKind, TOKEN_HEADER,
-    TokenError, binding_ids,
+    BorrowToken, Borrowed, CLOCK_SKEW_MS, STATEMENT_DOMAIN, SignedStatement, Statement,
+    StatementKind, TOKEN_HEADER, TokenError, VerifiedGrant, binding_ids,
 };
 pub use version::{Version, VersionError};

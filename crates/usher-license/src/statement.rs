@@ -12,9 +12,11 @@
 //! 3. the server's public key, whose [`usher_id`] must be one the entitlement's
 //!    `HOSTID=USHER_ID=...` names, so the server is the one the vendor licensed.
 //!
-//! A [`BorrowToken`] is exactly that, kept in a file on the borrowing host, and
-//! [`BorrowToken::verify`] is what the client library runs to grant a borrowed feature
-//! with no server in reach.
+//! A [`SignedStatement`] is exactly that. As a [`BorrowToken`] it is kept in a file on the
+//! borrowing host, and [`SignedStatement::verify`] is what the client library runs to
+//! grant a borrowed feature with no server in reach. With an ordinary grant it answers a
+//! nonce the client sent with its checkout, and [`SignedStatement::verify_grant`] shows the
+//! seat comes from a genuine license, on the server it binds, just now.
 //!
 //! **Invariant:** the statement's encoding is injective (every field length-prefixed, in a
 //! fixed order, after a domain prefix that no other usher signature uses), so a signature
@@ -41,12 +43,15 @@ pub const CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
 pub enum StatementKind {
     /// Seats borrowed for offline use by one host until `valid_until_ms`.
     Borrow,
+    /// Seats granted to a checkout that carried `nonce`.
+    Grant,
 }
 
 impl StatementKind {
     fn as_str(self) -> &'static str {
         match self {
             StatementKind::Borrow => "borrow",
+            StatementKind::Grant => "grant",
         }
     }
 }
@@ -60,6 +65,8 @@ pub struct Statement {
     pub server_key: [u8; 32],
     /// The lease handle on that server.
     pub lease_id: u64,
+    /// The session the lease was granted to (0: none, as for a borrow).
+    pub session: u64,
     /// Feature.
     pub feature: String,
     /// Version of the pool the seats came from.
@@ -76,6 +83,8 @@ pub struct Statement {
     pub valid_until_ms: u64,
     /// The vendor-signed entitlement the seats were drawn from, as one license line.
     pub entitlement: String,
+    /// For a grant: the nonce the client sent with its checkout (empty for a borrow).
+    pub nonce: Vec<u8>,
 }
 
 impl Statement {
@@ -88,6 +97,7 @@ impl Statement {
         field(&mut out, self.kind.as_str().as_bytes());
         field(&mut out, &self.server_key);
         out.extend_from_slice(&self.lease_id.to_be_bytes());
+        out.extend_from_slice(&self.session.to_be_bytes());
         field(&mut out, self.feature.as_bytes());
         field(&mut out, self.version.as_bytes());
         out.extend_from_slice(&u64::from(self.count).to_be_bytes());
@@ -99,15 +109,16 @@ impl Statement {
         out.extend_from_slice(&self.issued_at_ms.to_be_bytes());
         out.extend_from_slice(&self.valid_until_ms.to_be_bytes());
         field(&mut out, self.entitlement.as_bytes());
+        field(&mut out, &self.nonce);
         out
     }
 
     /// Signs the statement with the server's identity key, which must be the one named in
     /// `server_key`.
-    pub fn sign(self, key: &SigningKey) -> BorrowToken {
+    pub fn sign(self, key: &SigningKey) -> SignedStatement {
         debug_assert_eq!(key.verifying_key().to_bytes(), self.server_key);
         let signature = key.sign(&self.signed_bytes()).to_bytes();
-        BorrowToken {
+        SignedStatement {
             statement: self,
             signature,
         }
@@ -120,13 +131,31 @@ fn field(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-/// A server-signed, host-bound, time-limited permission to use borrowed seats offline.
+/// A statement with the server's signature.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BorrowToken {
+pub struct SignedStatement {
     /// What the server vouches for.
     pub statement: Statement,
     /// The server's Ed25519 signature over [`Statement::signed_bytes`].
     pub signature: [u8; 64],
+}
+
+/// A server-signed, host-bound, time-limited permission to use borrowed seats offline.
+pub type BorrowToken = SignedStatement;
+
+/// A grant whose statement verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedGrant {
+    /// Vendor of the license the seats come from.
+    pub vendor: String,
+    /// The granting server's host id (`USHER_ID=...`).
+    pub server: String,
+    /// Whether the license binds its seats to servers (`HOSTID=USHER_ID=...`), which the
+    /// signer then is one of: only then does the grant prove the server is the licensed
+    /// one, not merely a server with a copy of a genuine license.
+    pub bound: bool,
+    /// The session the server says it granted the seats to.
+    pub session: u64,
 }
 
 /// A borrow token that verified: the feature may be used on this host until `until_ms`.
@@ -197,8 +226,21 @@ pub enum TokenError {
     },
     /// The token claims to be issued in the future: this machine's clock is wrong, or the
     /// token is not genuine.
-    #[error("the borrow token is dated in the future; check this machine's clock")]
+    #[error("the server's statement is dated in the future; check this machine's clock")]
     NotYetValid,
+    /// The statement vouches for something else (a grant offered as a borrow token, or
+    /// the other way round).
+    #[error("the server's statement is a {found} statement, not a {wanted} one")]
+    WrongKind {
+        /// What was needed.
+        wanted: &'static str,
+        /// What it is.
+        found: &'static str,
+    },
+    /// The grant does not answer this checkout: another nonce (a replayed grant), another
+    /// lease, or other seats than the answer claims.
+    #[error("the grant's statement does not answer this checkout: {0}")]
+    NotThisCheckout(String),
 }
 
 /// The host ids a token binds to: among `ids` (a machine's [`crate::host_ids`]), those of
@@ -218,28 +260,31 @@ pub fn binding_ids(ids: &[String]) -> Vec<String> {
     ids.to_vec()
 }
 
-impl BorrowToken {
-    /// Checks the token for `feature` at `version` or newer (empty: any), on a machine
-    /// with host ids `ids`, at `now_ms`, trusting only `keys` (the vendor keys compiled
-    /// into the application): the server's signature, the vendor's signature on the
-    /// entitlement, the entitlement's binding to that server, the match between the two,
-    /// the host, and the dates.
-    pub fn verify(
+impl SignedStatement {
+    /// Checks what every statement must show, trusting only `keys` (the vendor keys
+    /// compiled into the application): its kind, the server's signature, the vendor's
+    /// signature on the entitlement, the entitlement's binding to that server, and the
+    /// match between the two. Returns the entitlement, the signer's host id and whether
+    /// the entitlement names the servers it may be served by.
+    fn verify_origin(
         &self,
+        kind: StatementKind,
         keys: &[VendorPublicKey],
-        feature: &str,
-        version: &str,
-        ids: &[String],
-        now_ms: u64,
-    ) -> Result<Borrowed, TokenError> {
+    ) -> Result<(Entitlement, String, bool), TokenError> {
         let s = &self.statement;
+        if s.kind != kind {
+            return Err(TokenError::WrongKind {
+                wanted: kind.as_str(),
+                found: s.kind.as_str(),
+            });
+        }
         let server =
             VerifyingKey::from_bytes(&s.server_key).map_err(|_| TokenError::BadServerSignature)?;
         server
             .verify_strict(&s.signed_bytes(), &Signature::from_bytes(&self.signature))
             .map_err(|_| TokenError::BadServerSignature)?;
 
-        let file = parse("borrow token", &format!("{}\n", s.entitlement))
+        let file = parse("server statement", &format!("{}\n", s.entitlement))
             .map_err(|e| TokenError::BadEntitlement(e.to_string()))?;
         let [e] = file.entitlements.as_slice() else {
             return Err(TokenError::BadEntitlement(
@@ -253,8 +298,9 @@ impl BorrowToken {
         verify(e, key).map_err(TokenError::BadLicenseSignature)?;
 
         let signer = usher_id(&s.server_key);
+        let mut names_servers = false;
         if let HostId::Id(bound) = &e.hostid {
-            let names_servers = bound.split(' ').any(|id| id.starts_with("USHER_ID="));
+            names_servers = bound.split(' ').any(|id| id.starts_with("USHER_ID="));
             if names_servers && !matches_host(&e.hostid, std::slice::from_ref(&signer)) {
                 return Err(TokenError::ServerNotBound {
                     bound: bound.clone(),
@@ -263,6 +309,65 @@ impl BorrowToken {
             }
         }
         check_match(s, e)?;
+        Ok((e.clone(), signer, names_servers))
+    }
+
+    /// Checks a grant: the statement's origin (see the module docs), and that it answers
+    /// this checkout: the `nonce` the client sent, and the lease `lease_id` with `count`
+    /// seats of `pool_feature` that the answer claims, issued no later than `now_ms` (give
+    /// or take [`CLOCK_SKEW_MS`]).
+    pub fn verify_grant(
+        &self,
+        keys: &[VendorPublicKey],
+        nonce: &[u8],
+        lease_id: u64,
+        pool_feature: &str,
+        count: u32,
+        now_ms: u64,
+    ) -> Result<VerifiedGrant, TokenError> {
+        let (e, server, bound) = self.verify_origin(StatementKind::Grant, keys)?;
+        let s = &self.statement;
+        if s.nonce != nonce {
+            return Err(TokenError::NotThisCheckout(
+                "it answers another nonce (a replayed grant)".into(),
+            ));
+        }
+        if s.lease_id != lease_id || s.feature != pool_feature || s.count != count {
+            return Err(TokenError::NotThisCheckout(format!(
+                "it vouches for lease {:x}, {} seat(s) of {}",
+                s.lease_id, s.count, s.feature
+            )));
+        }
+        if now_ms.saturating_add(CLOCK_SKEW_MS) < s.issued_at_ms {
+            return Err(TokenError::NotYetValid);
+        }
+        if now_ms >= s.valid_until_ms {
+            return Err(TokenError::Ended {
+                until_ms: s.valid_until_ms,
+            });
+        }
+        Ok(VerifiedGrant {
+            vendor: e.vendor,
+            server,
+            bound,
+            session: s.session,
+        })
+    }
+
+    /// Checks the borrow token for `feature` at `version` or newer (empty: any), on a
+    /// machine with host ids `ids`, at `now_ms`, trusting only `keys` (the vendor keys
+    /// compiled into the application): its origin (see the module docs), the host, and
+    /// the dates.
+    pub fn verify(
+        &self,
+        keys: &[VendorPublicKey],
+        feature: &str,
+        version: &str,
+        ids: &[String],
+        now_ms: u64,
+    ) -> Result<Borrowed, TokenError> {
+        let (e, signer, _) = self.verify_origin(StatementKind::Borrow, keys)?;
+        let s = &self.statement;
 
         let wanted: Version = if version.is_empty() { "0" } else { version }
             .parse()
@@ -318,6 +423,9 @@ impl BorrowToken {
         line("kind", s.kind.as_str());
         line("server-key", &hex::encode(s.server_key));
         line("lease", &format!("{:x}", s.lease_id));
+        if s.session != 0 {
+            line("session", &format!("{:x}", s.session));
+        }
         line("feature", &s.feature);
         line("version", &s.version);
         line("count", &s.count.to_string());
@@ -328,13 +436,16 @@ impl BorrowToken {
         line("issued-ms", &s.issued_at_ms.to_string());
         line("until-ms", &s.valid_until_ms.to_string());
         line("entitlement", &s.entitlement);
+        if !s.nonce.is_empty() {
+            line("nonce", &hex::encode(&s.nonce));
+        }
         line("signature", &hex::encode(self.signature));
         out
     }
 
     /// Reads a token written by [`BorrowToken::to_text`]. Comments (`#`) and blank lines
     /// are ignored; every other line is `key value`, each key once (`host-id` may repeat).
-    pub fn from_text(text: &str) -> Result<BorrowToken, TokenError> {
+    pub fn from_text(text: &str) -> Result<SignedStatement, TokenError> {
         let mut lines = text.lines().enumerate().filter(|(_, l)| {
             let l = l.trim();
             !l.is_empty() && !l.starts_with('#')
@@ -354,15 +465,18 @@ impl BorrowToken {
             })?;
             fields.push((index + 1, key, value.trim()));
         }
-        let one = |key: &str| -> Result<(usize, &str), TokenError> {
+        let optional = |key: &str| -> Result<Option<(usize, &str)>, TokenError> {
             let mut found = fields.iter().filter(|(_, k, _)| *k == key);
-            match (found.next(), found.next()) {
-                (Some(&(n, _, v)), None) => Ok((n, v)),
-                (None, _) => Err(TokenError::Malformed(format!("no {key} line"))),
-                (Some(_), Some(&(n, _, _))) => Err(TokenError::Malformed(format!(
+            let first = found.next().map(|&(n, _, v)| (n, v));
+            match found.next() {
+                Some(&(n, _, _)) => Err(TokenError::Malformed(format!(
                     "line {n}: a second {key} line"
                 ))),
+                None => Ok(first),
             }
+        };
+        let one = |key: &str| -> Result<(usize, &str), TokenError> {
+            optional(key)?.ok_or_else(|| TokenError::Malformed(format!("no {key} line")))
         };
         let bad = |n: usize, what: &str| TokenError::Malformed(format!("line {n}: bad {what}"));
         let number = |key: &str| -> Result<u64, TokenError> {
@@ -372,13 +486,22 @@ impl BorrowToken {
         let (n, kind) = one("kind")?;
         let kind = match kind {
             "borrow" => StatementKind::Borrow,
+            "grant" => StatementKind::Grant,
             _ => return Err(bad(n, "kind")),
+        };
+        let nonce = match optional("nonce")? {
+            Some((n, v)) => hex::decode(v).map_err(|_| bad(n, "nonce"))?,
+            None => Vec::new(),
         };
         let (n, key) = one("server-key")?;
         let mut server_key = [0u8; 32];
         hex::decode_to_slice(key, &mut server_key).map_err(|_| bad(n, "server-key"))?;
         let (n, lease) = one("lease")?;
         let lease_id = u64::from_str_radix(lease, 16).map_err(|_| bad(n, "lease"))?;
+        let session = match optional("session")? {
+            Some((n, v)) => u64::from_str_radix(v, 16).map_err(|_| bad(n, "session"))?,
+            None => 0,
+        };
         let (n, count) = one("count")?;
         let count = count.parse().map_err(|_| bad(n, "count"))?;
         let (n, sig) = one("signature")?;
@@ -388,6 +511,7 @@ impl BorrowToken {
             kind,
             server_key,
             lease_id,
+            session,
             feature: one("feature")?.1.to_string(),
             version: one("version")?.1.to_string(),
             count,
@@ -400,8 +524,9 @@ impl BorrowToken {
             issued_at_ms: number("issued-ms")?,
             valid_until_ms: number("until-ms")?,
             entitlement: one("entitlement")?.1.to_string(),
+            nonce,
         };
-        Ok(BorrowToken {
+        Ok(SignedStatement {
             statement,
             signature,
         })
@@ -411,7 +536,7 @@ impl BorrowToken {
 /// The first line of every borrow token file.
 pub const TOKEN_HEADER: &str = "usher-borrow-token 1";
 
-impl fmt::Display for BorrowToken {
+impl fmt::Display for SignedStatement {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_text())
     }
@@ -445,7 +570,7 @@ fn check_match(s: &Statement, e: &Entitlement) -> Result<(), TokenError> {
         && s.valid_until_ms > end
     {
         return Err(TokenError::Mismatch(
-            "the borrow outlasts the license".into(),
+            "the statement outlasts the license".into(),
         ));
     }
     Ok(())

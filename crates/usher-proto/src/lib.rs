@@ -31,3 +31,6 @@ pub const MAGIC: &str = "usher";
 
 /// The IANA-registered port for `concurrent-lm`, tcp and udp.
 pub const DEFAULT_PORT: u16 = 1648;
+
+/// The longest `Checkout.nonce` a server accepts (a longer one is a bad request).
+pub const MAX_NONCE_LEN: usize = 64;

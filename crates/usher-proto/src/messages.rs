@@ -229,6 +229,11 @@ pub struct Checkout {
     /// With `wait`: give up after this many milliseconds (0: wait indefinitely).
     #[prost(uint64, tag = "6")]
     pub wait_ms: u64,
+    /// A fresh random value: when set, the `Granted` answer carries a statement signed by
+    /// the server's identity key that answers it (see `Granted::statement`). Empty: no
+    /// statement is wanted.
+    #[prost(bytes = "vec", tag = "7")]
+    pub nonce: Vec<u8>,
 }
 
 /// Borrow seats for offline use (`usher borrow`). Granted like a checkout that does not
@@ -367,6 +372,12 @@ pub struct Granted {
     /// and `count` is the tokens drawn from it. Empty otherwise.
     #[prost(string, tag = "12")]
     pub token_pool: String,
+    /// When the checkout carried a nonce: the text of a statement signed by the server's
+    /// identity key covering this lease, its pool, seats and validity, the nonce, and the
+    /// vendor-signed license line the seats come from, for the client to verify with the
+    /// vendor's public key. Empty otherwise.
+    #[prost(string, tag = "13")]
+    pub statement: String,
 }
 
 /// Why seats were refused. Unknown values (from newer servers) read as `Unspecified`.

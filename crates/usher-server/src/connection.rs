@@ -304,6 +304,16 @@ async fn dispatch(
             let Some(session) = session else {
                 return Ok((need_session("checkout"), false));
             };
+            if c.nonce.len() > usher_proto::MAX_NONCE_LEN {
+                let msg = format!(
+                    "a checkout nonce is at most {} bytes",
+                    usher_proto::MAX_NONCE_LEN
+                );
+                return Ok((
+                    ready(Response::error(id, ErrorCode::BadRequest, msg)),
+                    false,
+                ));
+            }
             let (feature, version) = (c.feature.clone(), c.version.clone());
             let cmd = Command::Checkout {
                 session,
@@ -320,8 +330,11 @@ async fn dispatch(
                 },
             };
             let rx = ctx.ledger.submit(cmd).await?;
+            let (identity, nonce) = (ctx.identity.clone(), c.nonce);
             Ok((
-                answer(id, rx, move |a| reply::checkout(&feature, &version, a)),
+                answer(id, rx, move |a| {
+                    reply::checkout(&feature, &version, a, nonce, &identity)
+                }),
                 false,
             ))
         }

@@ -126,10 +126,10 @@ pub struct Applied {
     pub result: Result<Outcome, LedgerError>,
     /// For a grant: when the pool's current entitlements expire (0: permanent).
     pub expires_at_ms: u64,
-    /// For a borrow: the entitlement the seats were drawn from, which the borrow token
-    /// carries.
-    pub borrow_source: Option<Entitlement>,
-    /// For a borrow: the borrower's user name, which the token names.
+    /// For a grant: the entitlement the seats were drawn from, which a signed statement
+    /// (a borrow token, or a grant's answer to a nonce) carries.
+    pub source: Option<Arc<Entitlement>>,
+    /// For a grant: the holder's user name, which a signed statement names.
     pub user: String,
 }
 
@@ -476,25 +476,20 @@ fn handle_msg(
                     detail: Some(denial_reason(denial).to_owned()),
                 });
             }
-            let (mut expires_at_ms, mut borrow_source, mut user) = (0, None, String::new());
+            let (mut expires_at_ms, mut source, mut user) = (0, None, String::new());
             if let Ok(Outcome::Granted(lease)) = &result {
-                expires_at_ms = pool_expiry(ledger, lease, now);
-                if lease.borrowed_until.is_some() {
-                    borrow_source = ledger
-                        .catalog()
-                        .pool(&pool_key(lease))
-                        .and_then(|p| p.source_at(now))
-                        .cloned();
-                    user = ledger
-                        .holder(lease.session)
-                        .map(|s| s.client.user.clone())
-                        .unwrap_or_default();
-                }
+                let pool = ledger.catalog().pool(&pool_key(lease));
+                expires_at_ms = pool.and_then(|p| p.expires_at(now)).unwrap_or(0);
+                source = pool.and_then(|p| p.source_at(now)).cloned();
+                user = ledger
+                    .holder(lease.session)
+                    .map(|s| s.client.user.clone())
+                    .unwrap_or_default();
             }
             let applied = Applied {
                 result,
                 expires_at_ms,
-                borrow_source,
+                source,
                 user,
             };
             job.replies.push(Box::new(move || {

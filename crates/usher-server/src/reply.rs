@@ -41,6 +41,43 @@ pub fn granted(lease: &Lease, expires_at_ms: u64) -> Granted {
             .as_ref()
             .map(|_| lease.feature.clone())
             .unwrap_or_default(),
+        statement: String::new(),
+    }
+}
+
+/// The statement the server signs about a grant (a borrow, or an answer to a checkout's
+/// nonce): the lease, its pool, seats and validity, the holder, and the vendor-signed
+/// license line the seats come from.
+fn statement(
+    kind: StatementKind,
+    g: &Granted,
+    lease: &Lease,
+    applied: &Applied,
+    source: &usher_license::Entitlement,
+    identity: &Identity,
+) -> Statement {
+    Statement {
+        kind,
+        server_key: identity.public_key(),
+        lease_id: lease.id.0,
+        session: match kind {
+            StatementKind::Grant => lease.session.0,
+            StatementKind::Borrow => 0,
+        },
+        feature: lease.feature.clone(),
+        version: lease.pool_version.clone(),
+        count: lease.count,
+        user: applied.user.clone(),
+        host_ids: Vec::new(),
+        issued_at_ms: wall_clock_ms(),
+        valid_until_ms: match (g.borrowed_until_ms, g.expires_at_ms) {
+            (0, 0) => u64::MAX,
+            (0, end) => end,
+            (until, _) => until,
+        }
+        .min(source.valid_until_ms().unwrap_or(u64::MAX)),
+        entitlement: source.to_line(),
+        nonce: Vec::new(),
     }
 }
 
@@ -53,29 +90,20 @@ pub fn borrow(
     identity: &Identity,
     host_ids: Vec<String>,
 ) -> response::Kind {
-    match (applied.result, applied.borrow_source) {
+    match (&applied.result, &applied.source) {
         (Ok(Outcome::Granted(lease)), Some(source)) => {
-            let mut g = granted(&lease, applied.expires_at_ms);
-            let statement = Statement {
-                kind: StatementKind::Borrow,
-                server_key: identity.public_key(),
-                lease_id: lease.id.0,
-                feature: lease.feature.clone(),
-                version: lease.pool_version.clone(),
-                count: lease.count,
-                user: applied.user,
+            let mut g = granted(lease, applied.expires_at_ms);
+            let s = Statement {
                 host_ids: binding_ids(&host_ids),
-                issued_at_ms: wall_clock_ms(),
-                valid_until_ms: g.borrowed_until_ms,
-                entitlement: source.to_line(),
+                ..statement(StatementKind::Borrow, &g, lease, &applied, source, identity)
             };
-            g.borrow_token = statement.sign(identity.signing_key()).to_text();
+            g.borrow_token = s.sign(identity.signing_key()).to_text();
             response::Kind::Granted(g)
         }
         (Ok(Outcome::Denied(denial)), _) => {
-            response::Kind::Denied(denied(feature, version, &denial))
+            response::Kind::Denied(denied(feature, version, denial))
         }
-        (other, _) => internal(&other),
+        (other, _) => internal(other),
     }
 }
 
@@ -92,20 +120,37 @@ pub fn returned(applied: Applied) -> response::Kind {
     }
 }
 
-/// The answer to a checkout.
-pub fn checkout(feature: &str, version: &str, applied: Applied) -> response::Kind {
-    match applied.result {
+/// The answer to a checkout. With a `nonce` from the client, a grant carries the
+/// statement the server signs for it with `identity`.
+pub fn checkout(
+    feature: &str,
+    version: &str,
+    applied: Applied,
+    nonce: Vec<u8>,
+    identity: &Identity,
+) -> response::Kind {
+    match &applied.result {
         Ok(Outcome::Granted(lease)) => {
-            response::Kind::Granted(granted(&lease, applied.expires_at_ms))
+            let mut g = granted(lease, applied.expires_at_ms);
+            if !nonce.is_empty()
+                && let Some(source) = &applied.source
+            {
+                let s = Statement {
+                    nonce,
+                    ..statement(StatementKind::Grant, &g, lease, &applied, source, identity)
+                };
+                g.statement = s.sign(identity.signing_key()).to_text();
+            }
+            response::Kind::Granted(g)
         }
-        Ok(Outcome::Denied(denial)) => response::Kind::Denied(denied(feature, version, &denial)),
+        Ok(Outcome::Denied(denial)) => response::Kind::Denied(denied(feature, version, denial)),
         Ok(Outcome::Queued { request, position }) => response::Kind::Queued(Queued {
             client_ref: request.client_ref,
             lease_id: request.lease_id.0,
-            position,
-            feature: request.feature,
+            position: *position,
+            feature: request.feature.clone(),
         }),
-        other => internal(&other),
+        other => internal(other),
     }
 }
 

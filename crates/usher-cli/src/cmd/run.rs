@@ -26,7 +26,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECONDS")]
     pub wait: Option<u64>,
     /// The vendor's public key file (repeatable). With it, a seat of FEATURE borrowed on
-    /// this host (`usher borrow`) is used first, offline, once its token verifies.
+    /// this host (`usher borrow`) is used first, offline, once its token verifies; and a
+    /// seat from the server is accepted only with a statement, signed by the server, that
+    /// verifies against these keys (a genuine license, bound to that server, answering
+    /// this checkout).
     #[arg(long = "vendor-key", value_name = "FILE")]
     pub vendor_keys: Vec<std::path::PathBuf>,
     /// The command and its arguments.
@@ -37,11 +40,20 @@ pub struct RunArgs {
 /// Checks out, runs the command, checks in, and returns the command's exit status
 /// (128 + N if it was killed by signal N).
 pub async fn run(server: Option<String>, args: RunArgs) -> Result<u8, Failure> {
-    if let Some(code) = run_borrowed(&args).await? {
+    let keys = args
+        .vendor_keys
+        .iter()
+        .map(|p| {
+            usher_license::VendorPublicKey::read_from(p)
+                .map_err(|e| Failure::new(FAILURE, format!("{}: {e}", p.display())))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(code) = run_borrowed(&args, &keys).await? {
         return Ok(code);
     }
     let mut config = super::client_config(server.as_deref())?;
     config.identity.program = args.command[0].clone();
+    config.vendor_keys = keys;
     let client = Client::connect(config).await?;
     let wait = match args.wait {
         None => QueueWait::No,
@@ -103,20 +115,15 @@ fn exit_code(status: std::process::ExitStatus) -> u8 {
 
 /// Runs the command on a seat borrowed on this host, if vendor keys were given and its
 /// token verifies; `None` to go to the server instead.
-async fn run_borrowed(args: &RunArgs) -> Result<Option<u8>, Failure> {
-    if args.vendor_keys.is_empty() {
+async fn run_borrowed(
+    args: &RunArgs,
+    keys: &[usher_license::VendorPublicKey],
+) -> Result<Option<u8>, Failure> {
+    if keys.is_empty() {
         return Ok(None);
     }
-    let keys = args
-        .vendor_keys
-        .iter()
-        .map(|p| {
-            usher_license::VendorPublicKey::read_from(p)
-                .map_err(|e| Failure::new(FAILURE, format!("{}: {e}", p.display())))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
     let store = usher_client::borrow::BorrowStore::user_default();
-    let borrowed = match store.check(&args.feature, &args.version, &keys) {
+    let borrowed = match store.check(&args.feature, &args.version, keys) {
         Ok(b) if b.count >= args.count => b,
         Ok(_) | Err(usher_client::borrow::BorrowError::NotBorrowed { .. }) => return Ok(None),
         Err(e) => {

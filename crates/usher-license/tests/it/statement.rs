@@ -81,6 +81,7 @@ fn token_from(server: &SigningKey, entitlement: String) -> BorrowToken {
         kind: StatementKind::Borrow,
         server_key: server.verifying_key().to_bytes(),
         lease_id: 0x2a,
+        session: 0,
         feature: "cad".into(),
         version: "2025".into(),
         count: 1,
@@ -89,6 +90,7 @@ fn token_from(server: &SigningKey, entitlement: String) -> BorrowToken {
         issued_at_ms: NOW,
         valid_until_ms: NOW + 24 * HOUR,
         entitlement,
+        nonce: Vec::new(),
     }
     .sign(server)
 }
@@ -215,4 +217,124 @@ fn malformed_token_files_name_the_problem() {
         let err = BorrowToken::from_text(text).unwrap_err().to_string();
         assert!(err.contains(needle), "{err:?} lacks {needle:?}");
     }
+}
+
+const NONCE: &[u8] = b"0123456789abcdef";
+
+/// The statement server `signer` makes for a checkout that sent [`NONCE`] and was granted
+/// lease 0x2a with one seat drawn from `entitlement`.
+fn grant_from(signer: &SigningKey, entitlement: String) -> usher_license::SignedStatement {
+    Statement {
+        kind: StatementKind::Grant,
+        session: 7,
+        host_ids: Vec::new(),
+        nonce: NONCE.to_vec(),
+        ..token_from(signer, entitlement).statement
+    }
+    .sign(signer)
+}
+
+fn check_grant(
+    grant: &usher_license::SignedStatement,
+    nonce: &[u8],
+) -> Result<usher_license::VerifiedGrant, TokenError> {
+    grant.verify_grant(&[acme_key().public_key()], nonce, 0x2a, "cad", 1, NOW)
+}
+
+#[test]
+fn a_genuine_grant_verifies_against_its_nonce_and_lease() {
+    let grant = grant_from(&server(1), license_for(&server(1), &acme_key()));
+    let text = grant.to_text();
+    assert!(
+        text.contains("\nsession 7\n") && text.contains("\nnonce "),
+        "{text}"
+    );
+    let back = usher_license::SignedStatement::from_text(&text).unwrap();
+    assert_eq!(back, grant);
+    let ok = check_grant(&back, NONCE).unwrap();
+    assert_eq!(ok.vendor, "acme");
+    assert_eq!(ok.server, usher_id(server(1).verifying_key().as_bytes()));
+    assert!(ok.bound);
+    assert_eq!(ok.session, 7);
+}
+
+#[test]
+fn a_replayed_grant_is_refused() {
+    let grant = grant_from(&server(1), license_for(&server(1), &acme_key()));
+    let err = check_grant(&grant, b"another checkout").unwrap_err();
+    assert!(matches!(err, TokenError::NotThisCheckout(_)), "{err}");
+    assert!(err.to_string().contains("replayed"), "{err}");
+    // The same statement offered for another lease or more seats.
+    for (lease, feature, count) in [(0x2b, "cad", 1), (0x2a, "cae", 1), (0x2a, "cad", 2)] {
+        let err = grant
+            .verify_grant(
+                &[acme_key().public_key()],
+                NONCE,
+                lease,
+                feature,
+                count,
+                NOW,
+            )
+            .unwrap_err();
+        assert!(matches!(err, TokenError::NotThisCheckout(_)), "{err}");
+    }
+}
+
+#[test]
+fn a_tampered_grant_is_refused() {
+    let text = grant_from(&server(1), license_for(&server(1), &acme_key())).to_text();
+    for (from, to) in [
+        ("session 7", "session 8"),
+        ("nonce 30", "nonce 31"),
+        ("kind grant", "kind borrow"),
+    ] {
+        let edited = text.replacen(from, to, 1);
+        assert_ne!(edited, text, "{from}");
+        let grant = usher_license::SignedStatement::from_text(&edited).unwrap();
+        let err = grant
+            .verify_grant(&[acme_key().public_key()], NONCE, 0x2a, "cad", 1, NOW)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                TokenError::BadServerSignature | TokenError::WrongKind { .. }
+            ),
+            "{from} -> {to}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_grant_from_a_rogue_or_unbound_server_is_refused() {
+    let rogue_vendor = VendorSigningKey::from_seed("acme", [99; 32]).unwrap();
+    let rogue = grant_from(&server(2), license_for(&server(2), &rogue_vendor));
+    assert!(matches!(
+        check_grant(&rogue, NONCE),
+        Err(TokenError::BadLicenseSignature(_))
+    ));
+    let emulator = grant_from(&server(2), license_for(&server(1), &acme_key()));
+    assert!(matches!(
+        check_grant(&emulator, NONCE),
+        Err(TokenError::ServerNotBound { .. })
+    ));
+}
+
+#[test]
+fn a_borrow_token_is_not_a_grant_nor_a_grant_a_borrow_token() {
+    let token = good_token();
+    assert!(matches!(
+        check_grant(&token, b""),
+        Err(TokenError::WrongKind {
+            wanted: "grant",
+            ..
+        })
+    ));
+    let grant = grant_from(&server(1), license_for(&server(1), &acme_key()));
+    assert!(matches!(
+        check(&grant, NOW),
+        Err(TokenError::WrongKind {
+            wanted: "borrow",
+            ..
+        })
+    ));
 }

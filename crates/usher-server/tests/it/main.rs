@@ -20,3 +20,4 @@ mod serve;
 mod sessions;
 mod usage_log;
 mod util;
+mod verify;
