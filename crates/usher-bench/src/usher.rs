@@ -52,6 +52,9 @@ impl Usherd {
             .args(["--admin-listen", "off"])
             // The harness measures the server's capacity, not the per-client rate limit.
             .args(["--max-request-rate", "0"])
+            // The same framing as the echo floor, without TLS on either side, so the
+            // ratio measures the server's work (TLS's cost is for a separate figure).
+            .arg("--insecure-plaintext")
             .arg("--data-dir")
             .arg(&data_dir)
             .arg("--license")

@@ -21,6 +21,19 @@ struct Cli {
     /// License servers, e.g. 1648@host1,1648@host2 [default: $USHER_LICENSE, else 1648@localhost].
     #[arg(short = 'c', long = "server", global = true, env = "USHER_LICENSE")]
     server: Option<String>,
+    /// Accept only servers with these ids (USHER_ID=..., as `usher hostid` prints on the
+    /// server), comma-separated.
+    #[arg(
+        long = "server-id",
+        global = true,
+        env = "USHER_SERVER_ID",
+        value_delimiter = ','
+    )]
+    server_ids: Vec<String>,
+    /// Talk to the server without TLS (it must allow it too; anyone on the network can
+    /// then read and change the traffic).
+    #[arg(long, global = true, env = "USHER_INSECURE_PLAINTEXT")]
+    insecure_plaintext: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -72,11 +85,11 @@ fn main() -> ExitCode {
         .unwrap_or_default();
     // Called as `lmstat ARGS` or `lmutil lmstat ARGS`: behave as FlexLM's tool.
     if name == "lmstat" {
-        return cmd::lmstat::main(&argv[1..], None);
+        return cmd::lmstat::main(&argv[1..], cmd::Target::from_env());
     }
     if name == "lmutil" {
         return match argv.get(1).map(String::as_str) {
-            Some("lmstat") => cmd::lmstat::main(&argv[2..], None),
+            Some("lmstat") => cmd::lmstat::main(&argv[2..], cmd::Target::from_env()),
             other => {
                 eprintln!(
                     "lmutil: usher implements the lmstat utility only (got {:?})",
@@ -88,7 +101,11 @@ fn main() -> ExitCode {
     }
     init_tracing();
     let cli = Cli::parse();
-    let server = cli.server;
+    let server = cmd::Target {
+        server: cli.server,
+        server_ids: cli.server_ids,
+        insecure_plaintext: cli.insecure_plaintext,
+    };
     match cli.command {
         Command::Vendor(c) => exit::finish(cmd::vendor::run(c)),
         Command::License(c) => exit::finish(cmd::license::run(c)),

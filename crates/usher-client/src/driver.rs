@@ -9,8 +9,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -105,9 +105,17 @@ struct Session {
     secret: Vec<u8>,
 }
 
+/// The writing half of a connection, over TLS or (when configured) in plaintext.
+type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+
 struct Driver {
     config: ClientConfig,
-    writer: Option<OwnedWriteHalf>,
+    /// TLS to servers (`None` with `insecure_plaintext`).
+    tls: Option<tokio_rustls::TlsConnector>,
+    /// The identity key of the server connected to (over TLS), for the API to check
+    /// grants' statements against.
+    server_key: std::sync::Arc<std::sync::Mutex<Option<[u8; 32]>>>,
+    writer: Option<Writer>,
     session: Option<Session>,
     heartbeat: Duration,
     ttl: Duration,
@@ -125,11 +133,22 @@ struct Driver {
 /// Connects, opens a session and starts the driver.
 pub async fn start(
     config: ClientConfig,
+    server_key: std::sync::Arc<std::sync::Mutex<Option<[u8; 32]>>>,
 ) -> Result<(mpsc::UnboundedSender<Call>, SessionInfo), ClientError> {
+    let tls = if config.insecure_plaintext {
+        None
+    } else {
+        Some(
+            crate::tls::connector(&config.server_ids)
+                .map_err(|e| ClientError::Protocol(format!("setting up TLS: {e}")))?,
+        )
+    };
     let mut driver = Driver {
         heartbeat: Duration::from_secs(30),
         ttl: Duration::from_secs(120),
         config,
+        tls,
+        server_key,
         writer: None,
         session: None,
         next_id: 1,
@@ -145,7 +164,7 @@ pub async fn start(
     Ok((tx, info))
 }
 
-type Reader = FrameReader<OwnedReadHalf>;
+type Reader = FrameReader<Box<dyn AsyncRead + Send + Unpin>>;
 
 async fn read_next(
     reader: &mut Option<Reader>,
@@ -603,7 +622,23 @@ impl Driver {
             .await
             .map_err(unreachable)?;
         let _ = stream.set_nodelay(true);
-        let (rd, wr) = stream.into_split();
+        let (rd, wr): (Box<dyn AsyncRead + Send + Unpin>, Writer) = match &self.tls {
+            Some(tls) => {
+                let (stream, key) = crate::tls::connect(tls, &server.host, stream)
+                    .await
+                    .map_err(|e| ClientError::Unreachable {
+                        servers: server.to_string(),
+                        detail: format!("TLS handshake failed: {e}"),
+                    })?;
+                *self.server_key.lock().unwrap_or_else(|p| p.into_inner()) = Some(key);
+                let (rd, wr) = tokio::io::split(stream);
+                (Box::new(rd), Box::new(wr))
+            }
+            None => {
+                let (rd, wr) = stream.into_split();
+                (Box::new(rd), Box::new(wr))
+            }
+        };
         let mut reader = FrameReader::new(rd);
         self.writer = Some(wr);
         loop {
@@ -620,6 +655,15 @@ impl Driver {
                 match reader.read::<Response>().await {
                     Ok(Some(r)) if r.id == id => break r,
                     Ok(Some(_)) => continue,
+                    // A server that requires TLS closes a plaintext peer without a word.
+                    Ok(None) | Err(usher_proto::FrameError::Io(_)) if self.tls.is_none() => {
+                        return Err(ClientError::Unreachable {
+                            servers: server.to_string(),
+                            detail: "the server closed the connection without an answer; it \
+                                     may require TLS (this client has insecure_plaintext on)"
+                                .into(),
+                        });
+                    }
                     Ok(None) => return Err(unreachable(std::io::ErrorKind::UnexpectedEof.into())),
                     Err(e) => return Err(ClientError::Protocol(e.to_string())),
                 }

@@ -21,13 +21,15 @@ mod driver;
 mod error;
 pub mod node_locked;
 mod servers;
+mod tls;
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use error::{ClientError, Denial};
 pub use servers::{
-    ClientConfig, ENV_LICENSE, Identity, ServerAddr, ServerListError, parse_servers,
-    servers_from_env,
+    ClientConfig, ENV_LICENSE, Identity, ServerAddr, ServerListError, parse_server_ids,
+    parse_servers, servers_from_env,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use usher_proto::{Checkout, StatusReport, StatusRequest, request, response};
@@ -45,7 +47,9 @@ pub struct Client {
     info: SessionInfo,
     request_timeout: Duration,
     /// Vendor keys grants are verified against (none: not verified).
-    vendor_keys: std::sync::Arc<[usher_license::VendorPublicKey]>,
+    vendor_keys: Arc<[usher_license::VendorPublicKey]>,
+    /// The identity key the server connected to proved over TLS (none in plaintext).
+    server_key: Arc<Mutex<Option<[u8; 32]>>>,
 }
 
 /// How long a checkout waits in the queue when every seat is taken.
@@ -80,12 +84,14 @@ impl Client {
     pub async fn connect(config: ClientConfig) -> Result<Client, ClientError> {
         let request_timeout = config.request_timeout;
         let vendor_keys = config.vendor_keys.clone().into();
-        let (calls, info) = driver::start(config).await?;
+        let server_key = Arc::default();
+        let (calls, info) = driver::start(config, Arc::clone(&server_key)).await?;
         Ok(Client {
             calls,
             info,
             request_timeout,
             vendor_keys,
+            server_key,
         })
     }
 
@@ -264,14 +270,26 @@ impl Client {
         } else {
             &g.token_pool
         };
-        statement.verify_grant(
+        let verified = statement.verify_grant(
             &self.vendor_keys,
             nonce,
             g.lease_id,
             pool,
             g.count,
             borrow::now_ms(),
-        )
+        )?;
+        // The statement must come from the server at the other end of the TLS channel,
+        // so that the license binding the signer authenticates the channel too.
+        let channel = *self.server_key.lock().unwrap_or_else(|p| p.into_inner());
+        match channel {
+            Some(key) if key != statement.statement.server_key => {
+                Err(usher_license::TokenError::NotTheConnectedServer {
+                    connected: usher_license::usher_id(&key),
+                    signer: verified.server,
+                })
+            }
+            _ => Ok(verified),
+        }
     }
 
     /// Tells the server whether the application's user is idle (`true`) or active again

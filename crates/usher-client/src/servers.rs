@@ -179,12 +179,22 @@ pub struct ClientConfig {
     /// license, bound to the server that granted it (when the license names one with
     /// `HOSTID=USHER_ID=`), answering this very checkout. Empty: grants are not verified.
     pub vendor_keys: Vec<usher_license::VendorPublicKey>,
+    /// The servers to accept (`USHER_ID=...`, as `usher hostid` prints on the server):
+    /// the TLS handshake fails with any other. Empty: any server's key is accepted for the
+    /// channel, and only signed grants (with [`ClientConfig::vendor_keys`]) authenticate
+    /// it.
+    pub server_ids: Vec<String>,
+    /// Talk to servers without TLS. Anyone on the network can then read and change the
+    /// traffic; the server must allow it too (`insecure_plaintext`).
+    pub insecure_plaintext: bool,
 }
 
 impl ClientConfig {
     /// Defaults: servers from `USHER_LICENSE` (else `1648@localhost`), 3 s connect timeout.
     pub fn from_env() -> Result<Self, ServerListError> {
-        Ok(Self::new(servers_from_env()?))
+        let mut config = Self::new(servers_from_env()?);
+        config.transport_from_env();
+        Ok(config)
     }
 
     /// Defaults for the given servers.
@@ -196,8 +206,38 @@ impl ClientConfig {
             identity: Identity::current(),
             query_only: false,
             vendor_keys: Vec::new(),
+            server_ids: Vec::new(),
+            insecure_plaintext: false,
         }
     }
+
+    /// Applies the transport settings of the environment: `USHER_SERVER_ID` (server ids
+    /// to pin, separated by commas or spaces) and `USHER_INSECURE_PLAINTEXT` (`1` or
+    /// `true`: no TLS).
+    pub fn transport_from_env(&mut self) {
+        if let Ok(ids) = std::env::var("USHER_SERVER_ID") {
+            self.server_ids = parse_server_ids(&ids);
+        }
+        if let Ok(v) = std::env::var("USHER_INSECURE_PLAINTEXT") {
+            self.insecure_plaintext = matches!(v.trim(), "1" | "true" | "yes" | "on");
+        }
+    }
+}
+
+/// Server ids from a list separated by commas or spaces; a bare 40-digit id gets its
+/// `USHER_ID=` prefix.
+pub fn parse_server_ids(text: &str) -> Vec<String> {
+    text.split([',', ' '])
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+        .map(|id| {
+            if id.contains('=') {
+                id.to_string()
+            } else {
+                format!("USHER_ID={id}")
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -86,6 +86,24 @@ pub fn usher_id(public_key: &[u8; 32]) -> String {
     format!("USHER_ID={}", hex::encode(&digest[..20]))
 }
 
+/// DER of an Ed25519 `SubjectPublicKeyInfo` (RFC 8410) up to the key itself.
+const ED25519_SPKI_PREFIX: [u8; 12] = [
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
+
+/// A server identity key as the DER `SubjectPublicKeyInfo` its TLS handshake presents (a
+/// raw public key, RFC 7250).
+pub fn ed25519_spki(public_key: &[u8; 32]) -> Vec<u8> {
+    let mut der = ED25519_SPKI_PREFIX.to_vec();
+    der.extend_from_slice(public_key);
+    der
+}
+
+/// The Ed25519 key in a DER `SubjectPublicKeyInfo`, if that is what it holds.
+pub fn ed25519_from_spki(der: &[u8]) -> Option<[u8; 32]> {
+    der.strip_prefix(&ED25519_SPKI_PREFIX[..])?.try_into().ok()
+}
+
 /// Whether `hostid` accepts a machine with host ids `ids` (as from [`host_ids`]).
 ///
 /// `ANY` always matches. Otherwise any one of the space-separated ids in `hostid` must

@@ -35,7 +35,7 @@ pub use entitlement::{
     Entitlement, Expiry, HostId, KNOWN_ATTRIBUTES, LineKind, MAX_NAME_LEN, SeatCount,
     TokenAlternative, parse_token_alternatives,
 };
-pub use hostid::{host_ids, matches_host, usher_id};
+pub use hostid::{ed25519_from_spki, ed25519_spki, host_ids, matches_host, usher_id};
 pub use keys::{KeyError, VendorPublicKey, VendorSigningKey, WriteMode, keygen};
 pub use lex::{LexError, LogicalLine, Pos, Token, logical_lines};
 pub use parse::{LicenseFile, ParseError, ServerLine, UserAttribute, parse};

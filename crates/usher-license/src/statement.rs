@@ -237,6 +237,17 @@ pub enum TokenError {
         /// What it is.
         found: &'static str,
     },
+    /// The grant's statement is signed by another server than the one the connection
+    /// reached (its TLS identity): the answer was relayed or made up.
+    #[error(
+        "the statement was signed by {signer}, not by the server this connection reached ({connected})"
+    )]
+    NotTheConnectedServer {
+        /// The server the TLS channel authenticated.
+        connected: String,
+        /// The server that signed.
+        signer: String,
+    },
     /// The grant does not answer this checkout: another nonce (a replayed grant), another
     /// lease, or other seats than the answer claims.
     #[error("the grant's statement does not answer this checkout: {0}")]

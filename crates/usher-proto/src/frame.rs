@@ -64,12 +64,14 @@ pub fn decode_frame(buf: &mut BytesMut) -> Result<Option<BytesMut>, FrameError> 
     Ok(Some(buf.split_to(len)))
 }
 
-/// Writes one message as a frame.
+/// Writes one message as a frame, and flushes it (a TLS stream holds written bytes
+/// until flushed; for a plain socket the flush costs nothing).
 pub async fn write_frame<W: AsyncWrite + Unpin, M: Message>(
     w: &mut W,
     msg: &M,
 ) -> Result<(), std::io::Error> {
-    w.write_all(&encode_frame(msg)).await
+    w.write_all(&encode_frame(msg)).await?;
+    w.flush().await
 }
 
 /// Buffered frame reader over any byte stream.

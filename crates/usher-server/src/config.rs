@@ -74,6 +74,10 @@ pub struct Config {
     pub max_connections_per_ip: usize,
     /// Address of the admin HTTP listener (API, `/metrics`, dashboard); `None` disables it.
     pub admin_listen: Option<SocketAddr>,
+    /// Also accept client connections without TLS. Their traffic can be read and changed
+    /// on the network, so this is off unless asked for, and the server warns when it is
+    /// used. TLS connections are accepted either way.
+    pub insecure_plaintext: bool,
 }
 
 /// The admin HTTP port used by default (one above the client port), on loopback only.
@@ -104,6 +108,7 @@ impl Config {
             allow: Vec::new(),
             max_connections_per_ip: 1_000,
             admin_listen: Some(DEFAULT_ADMIN_LISTEN),
+            insecure_plaintext: false,
         }
     }
 
@@ -225,6 +230,8 @@ pub struct FileConfig {
     pub max_connections_per_ip: Option<usize>,
     /// See [`Config::admin_listen`]: an address such as `"127.0.0.1:1649"`, or `"off"`.
     pub admin_listen: Option<String>,
+    /// See [`Config::insecure_plaintext`].
+    pub insecure_plaintext: Option<bool>,
 }
 
 impl FileConfig {
@@ -279,6 +286,9 @@ impl FileConfig {
         }
         if let Some(v) = self.hide_users {
             config.hide_users = v;
+        }
+        if let Some(v) = self.insecure_plaintext {
+            config.insecure_plaintext = v;
         }
         if let Some(v) = self.log_retention_days {
             config.log_retention_days = v;

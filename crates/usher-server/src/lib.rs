@@ -18,6 +18,7 @@ pub mod notices;
 pub mod reply;
 pub mod server;
 pub mod status;
+pub mod tls;
 
 pub use config::Config;
 pub use server::{Server, ServerError, run};

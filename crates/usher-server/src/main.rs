@@ -69,6 +69,10 @@ struct Args {
     /// Admin HTTP listener (API, /metrics, dashboard), or `off` [default: 127.0.0.1:1649].
     #[arg(long, env = "USHERD_ADMIN_LISTEN")]
     admin_listen: Option<String>,
+    /// Also accept clients without TLS (their traffic can be read and changed on the
+    /// network; the server warns when it is used). Clients must ask for it too.
+    #[arg(long, env = "USHERD_INSECURE_PLAINTEXT")]
+    insecure_plaintext: bool,
     /// Create (or reuse) a demo vendor key and license in the data directory and serve it.
     #[arg(long)]
     demo: bool,
@@ -108,6 +112,9 @@ fn build_config(args: &Args) -> anyhow::Result<Config> {
     }
     if args.hide_users {
         config.hide_users = true;
+    }
+    if args.insecure_plaintext {
+        config.insecure_plaintext = true;
     }
     if let Some(v) = &args.policy {
         config.policy_file = Some(v.clone());

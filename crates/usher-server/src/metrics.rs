@@ -183,13 +183,16 @@ pub enum RejectReason {
     PerAddressLimit,
     /// The peer did not complete the handshake in time, or sent something else.
     Handshake,
+    /// The peer spoke plaintext to a server that requires TLS.
+    Plaintext,
 }
 
 impl RejectReason {
-    const ALL: [RejectReason; 3] = [
+    const ALL: [RejectReason; 4] = [
         RejectReason::NotAllowed,
         RejectReason::PerAddressLimit,
         RejectReason::Handshake,
+        RejectReason::Plaintext,
     ];
 
     fn as_str(self) -> &'static str {
@@ -197,6 +200,7 @@ impl RejectReason {
             RejectReason::NotAllowed => "not_allowed",
             RejectReason::PerAddressLimit => "per_address_limit",
             RejectReason::Handshake => "handshake",
+            RejectReason::Plaintext => "plaintext",
         }
     }
 }
@@ -211,7 +215,7 @@ pub struct Metrics {
     /// Commands made durable by one commit (the group-commit factor).
     pub store_batch: Histogram,
     connections: AtomicI64,
-    rejected: [AtomicU64; 3],
+    rejected: [AtomicU64; RejectReason::ALL.len()],
     frames_rejected: AtomicU64,
     requests_throttled: AtomicU64,
 }

@@ -325,6 +325,16 @@ impl Server {
                 }
             });
         }
+        let tls = crate::tls::acceptor(&ctx.identity)
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .map_err(io("setting up TLS with the identity key"))?;
+        let plaintext_warning = Arc::new(crate::tls::PlaintextWarning::default());
+        if config.insecure_plaintext {
+            warn!(
+                "insecure_plaintext is on: clients may connect without TLS, and their \
+                 traffic can then be read and changed on the network"
+            );
+        }
         let mut connections = tokio::task::JoinSet::new();
         let limit = Arc::new(Semaphore::new(config.max_connections));
         let mut permit = None;
@@ -369,8 +379,36 @@ impl Server {
                         };
                         let _ = stream.set_nodelay(true);
                         let (ctx, stop, permit) = (ctx.clone(), stop.clone(), permit.take());
+                        let (tls, warning) = (tls.clone(), plaintext_warning.clone());
+                        let (plaintext, limit) =
+                            (config.insecure_plaintext, config.handshake_timeout);
                         connections.spawn(async move {
-                            connection::serve(stream, peer.to_string(), false, ctx, stop).await;
+                            let peer = peer.to_string();
+                            let accepted = tokio::time::timeout(
+                                limit,
+                                crate::tls::accept(stream, &tls, plaintext),
+                            );
+                            match accepted.await {
+                                Ok(Ok(crate::tls::Accepted::Tls(s))) => {
+                                    connection::serve(*s, peer, false, ctx, stop).await;
+                                }
+                                Ok(Ok(crate::tls::Accepted::Plain(s))) => {
+                                    warning.used(&peer, wall_clock_ms());
+                                    connection::serve(s, peer, false, ctx, stop).await;
+                                }
+                                Ok(Err(crate::tls::Refused::Plaintext)) => {
+                                    ctx.metrics.connection_rejected(RejectReason::Plaintext);
+                                    debug!(%peer, "plaintext connection refused: TLS required");
+                                }
+                                Ok(Err(crate::tls::Refused::Handshake(e))) => {
+                                    ctx.metrics.connection_rejected(RejectReason::Handshake);
+                                    debug!(%peer, "TLS handshake failed: {e}");
+                                }
+                                Err(_) => {
+                                    ctx.metrics.connection_rejected(RejectReason::Handshake);
+                                    debug!(%peer, "TLS handshake timed out");
+                                }
+                            }
                             drop((permit, admitted));
                         });
                     }

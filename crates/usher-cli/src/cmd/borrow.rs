@@ -34,7 +34,7 @@ pub struct BorrowArgs {
 }
 
 /// Runs `usher borrow`.
-pub async fn run(server: Option<String>, args: BorrowArgs) -> Result<u8, Failure> {
+pub async fn run(server: super::Target, args: BorrowArgs) -> Result<u8, Failure> {
     let store = BorrowStore::user_default();
     if args.list {
         return list(&store);
@@ -45,7 +45,7 @@ pub async fn run(server: Option<String>, args: BorrowArgs) -> Result<u8, Failure
     let store_err = |e: usher_client::borrow::BorrowError| Failure::new(FAILURE, e.to_string());
     if args.give_back {
         let token = store.load(&feature).ok().flatten();
-        let client = Client::connect(super::client_config(server.as_deref())?).await?;
+        let client = Client::connect(super::client_config(&server)?).await?;
         let lease = token.as_ref().map(|t| t.statement.lease_id);
         let returned = client.return_borrow(&feature, lease).await;
         client.close().await;
@@ -78,7 +78,7 @@ pub async fn run(server: Option<String>, args: BorrowArgs) -> Result<u8, Failure
             ),
         ));
     }
-    let mut config = super::client_config(server.as_deref())?;
+    let mut config = super::client_config(&server)?;
     config.identity.program = "usher borrow".into();
     let client = Client::connect(config).await?;
     let borrowed = client

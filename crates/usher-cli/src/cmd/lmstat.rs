@@ -8,9 +8,10 @@ use usher_client::{Client, ClientConfig, ServerAddr};
 use crate::exit;
 use crate::lmstat::{self, LmstatArgs, LmstatMode};
 
-/// Runs lmstat with FlexLM's arguments and prints FlexLM's text. `server` is used when
-/// the arguments name none (`usher -c SPEC lmstat ...`, where the global `-c` took it).
-pub fn main(args: &[String], server: Option<String>) -> ExitCode {
+/// Runs lmstat with FlexLM's arguments and prints FlexLM's text. `target`'s server is
+/// used when the arguments name none (`usher -c SPEC lmstat ...`, where the global `-c`
+/// took it); its transport settings always apply.
+pub fn main(args: &[String], target: super::Target) -> ExitCode {
     let parsed = match lmstat::parse_args(args) {
         Ok(a) => a,
         Err(e) => {
@@ -21,7 +22,7 @@ pub fn main(args: &[String], server: Option<String>) -> ExitCode {
     };
     let mut parsed = parsed;
     if parsed.server.is_none() {
-        parsed.server = server;
+        parsed.server = target.server.clone();
     }
     match parsed.mode() {
         LmstatMode::Help => {
@@ -37,7 +38,7 @@ pub fn main(args: &[String], server: Option<String>) -> ExitCode {
                 .enable_all()
                 .build()
                 .expect("building a single-threaded tokio runtime succeeds");
-            runtime.block_on(query(parsed))
+            runtime.block_on(query(parsed, &target))
         }
     }
 }
@@ -84,7 +85,7 @@ fn servers(spec: Option<&str>) -> Result<(Vec<ServerAddr>, String), String> {
     Ok((servers, shown))
 }
 
-async fn query(args: LmstatArgs) -> ExitCode {
+async fn query(args: LmstatArgs, target: &super::Target) -> ExitCode {
     let now = chrono::Local::now();
     let (list, shown) = match servers(args.server.as_deref()) {
         Ok(s) => s,
@@ -94,6 +95,7 @@ async fn query(args: LmstatArgs) -> ExitCode {
         }
     };
     let mut config = ClientConfig::new(list);
+    target.apply(&mut config);
     config.query_only = true;
     if let Some(t) = args.timeout_secs {
         config.connect_timeout = Duration::from_secs(t.max(1));

@@ -39,7 +39,7 @@ pub struct RunArgs {
 
 /// Checks out, runs the command, checks in, and returns the command's exit status
 /// (128 + N if it was killed by signal N).
-pub async fn run(server: Option<String>, args: RunArgs) -> Result<u8, Failure> {
+pub async fn run(server: super::Target, args: RunArgs) -> Result<u8, Failure> {
     let keys = args
         .vendor_keys
         .iter()
@@ -51,7 +51,7 @@ pub async fn run(server: Option<String>, args: RunArgs) -> Result<u8, Failure> {
     if let Some(code) = run_borrowed(&args, &keys).await? {
         return Ok(code);
     }
-    let mut config = super::client_config(server.as_deref())?;
+    let mut config = super::client_config(&server)?;
     config.identity.program = args.command[0].clone();
     config.vendor_keys = keys;
     let client = Client::connect(config).await?;

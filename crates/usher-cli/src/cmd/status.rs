@@ -16,8 +16,8 @@ pub struct StatusArgs {
 }
 
 /// Prints usage per feature.
-pub async fn run(server: Option<String>, args: StatusArgs) -> Result<u8, Failure> {
-    let mut config = super::client_config(server.as_deref())?;
+pub async fn run(server: super::Target, args: StatusArgs) -> Result<u8, Failure> {
+    let mut config = super::client_config(&server)?;
     config.query_only = true;
     let client = Client::connect(config).await?;
     let report = client.status(args.feature.as_deref().unwrap_or("")).await?;

@@ -38,6 +38,8 @@ async fn start(license: &str) -> Fixture {
     config.vendor_keys = vec![public];
     config.min_remove = Duration::ZERO;
     config.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+    // Raw-frame peers below speak plaintext; the client library still uses TLS.
+    config.insecure_plaintext = true;
     let admin_socket = config.admin_socket();
     let server = Server::bind(config).await.unwrap();
     let addr = server.local_addr();

@@ -18,6 +18,7 @@ mod queue;
 mod recovery;
 mod serve;
 mod sessions;
+mod tls;
 mod usage_log;
 mod util;
 mod verify;

@@ -115,6 +115,8 @@ fn spawn_usherd(lic: &Licensed, port: u16, log: &std::path::Path) -> Child {
         .arg(&lic.public)
         .args(["--session-ttl", "5s", "--heartbeat-interval", "1s"])
         .args(["--reconnect-grace", "2s", "--log", "warn"])
+        // The abandoned raw connection speaks plaintext; the clients use TLS.
+        .arg("--insecure-plaintext")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).expect("usherd log file"))
         .spawn()

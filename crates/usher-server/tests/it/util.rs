@@ -59,6 +59,8 @@ impl Licensed {
         config.handshake_timeout = Duration::from_millis(500);
         config.min_remove = Duration::ZERO;
         config.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+        // The client library speaks TLS (as by default); raw-frame tests speak plaintext.
+        config.insecure_plaintext = true;
         config
     }
 }

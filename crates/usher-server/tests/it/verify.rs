@@ -30,14 +30,20 @@ async fn licensed_server() -> (Licensed, TestServer) {
     (l, server)
 }
 
-/// A client of `port` that trusts `keys`.
+/// A client of `port` that trusts `keys`. Through the proxies below it speaks plaintext
+/// (the proxy could not read TLS): the statements alone must expose them.
 async fn verifying_client(port: u16, keys: Vec<VendorPublicKey>) -> Client {
+    client_with(port, keys, true).await
+}
+
+async fn client_with(port: u16, keys: Vec<VendorPublicKey>, plaintext: bool) -> Client {
     let mut config = ClientConfig::new(vec![ServerAddr {
         host: "127.0.0.1".into(),
         port,
     }]);
     config.request_timeout = Duration::from_secs(20);
     config.vendor_keys = keys;
+    config.insecure_plaintext = plaintext;
     Client::connect(config).await.expect("client connects")
 }
 
@@ -140,14 +146,15 @@ async fn assert_untrusted(
 #[tokio::test]
 async fn grants_from_the_licensed_server_verify_directly_and_after_queueing() {
     let (l, server) = licensed_server().await;
+    // Over TLS: the statements must also be signed by the key the channel authenticated.
     let port = server.addr.port();
-    let a = verifying_client(port, acme(&l)).await;
+    let a = client_with(port, acme(&l), false).await;
     let held = a.checkout("cad", "", 2).await.expect("a verified grant");
     assert_eq!(held.count(), 2);
 
     // A queued checkout is granted by a notice when the seats come back; it is verified
     // as well (the client asks for the grant's statement again).
-    let b = verifying_client(port, acme(&l)).await;
+    let b = client_with(port, acme(&l), false).await;
     let waiting = tokio::spawn(async move {
         let license = b
             .checkout_waiting("cad", "", 1, QueueWait::For(Duration::from_secs(30)), None)
@@ -290,7 +297,7 @@ async fn a_borrow_token_from_an_emulator_is_refused_and_given_back() {
     }
     all_seats_back(&server, "the borrowed seat is returned").await;
     // Straight from the licensed server, the token verifies.
-    let direct = verifying_client(server.addr.port(), acme(&l)).await;
+    let direct = client_with(server.addr.port(), acme(&l), false).await;
     let token = direct
         .borrow("cad", "", 1, Duration::from_secs(3600))
         .await
