@@ -18,7 +18,7 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "usher", version, about)]
 struct Cli {
-    /// License servers, e.g. 1648@host1,1648@host2 [default: $USHER_LICENSE, else 1648@localhost].
+    /// License servers, e.g. 1648@host1,1648@host2 [default: $USHER_LICENSE, else found by UDP discovery].
     #[arg(short = 'c', long = "server", global = true, env = "USHER_LICENSE")]
     server: Option<String>,
     /// Accept only servers with these ids (USHER_ID=..., as `usher hostid` prints on the
@@ -57,6 +57,8 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// List the license servers that answer discovery on the network (UDP port 1648).
+    Discover(cmd::discover::DiscoverArgs),
     /// Run a command while holding a license seat; exits with the command's status.
     Run(cmd::run::RunArgs),
     /// Borrow seats for use away from the network (like lmborrow), list them, or give them
@@ -112,6 +114,7 @@ fn main() -> ExitCode {
         Command::Hostid(args) => exit::finish(cmd::hostid::run(args)),
         Command::Status(args) => exit::finish(runtime().block_on(cmd::status::run(server, args))),
         Command::Lmstat { args } => cmd::lmstat::main(&args, server),
+        Command::Discover(args) => exit::finish(runtime().block_on(cmd::discover::run(args))),
         Command::Run(args) => exit::finish(runtime().block_on(cmd::run::run(server, args))),
         Command::Borrow(args) => exit::finish(runtime().block_on(cmd::borrow::run(server, args))),
         Command::Remove(args) => exit::finish(runtime().block_on(cmd::admin::remove(args))),

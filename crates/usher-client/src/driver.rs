@@ -128,6 +128,17 @@ struct Driver {
     /// What the application last said about its user's idleness; said again after every
     /// reconnect, since a restarted server has forgotten it.
     idle: bool,
+    /// The address of the server connected to (for keepalives after detaching).
+    peer: Option<std::net::SocketAddr>,
+    /// A `Detached` answer just read: detach once it has been handled.
+    detach_to: Option<usher_proto::Detached>,
+    /// While detached: the UDP keepalive state.
+    detached: Option<crate::udp::Detached>,
+    /// When the application last asked for something (for detaching when idle).
+    last_activity: Instant,
+    /// The server cannot take keepalives (no UDP port, or none ever acknowledged): stay
+    /// connected.
+    stay_connected: bool,
 }
 
 /// Connects, opens a session and starts the driver.
@@ -157,6 +168,11 @@ pub async fn start(
         leases: HashMap::new(),
         last_heard: Instant::now(),
         idle: false,
+        peer: None,
+        detach_to: None,
+        detached: None,
+        last_activity: Instant::now(),
+        stay_connected: false,
     };
     let (reader, info) = driver.connect().await?;
     let (tx, rx) = mpsc::unbounded_channel();
@@ -184,6 +200,37 @@ impl Driver {
         let mut disconnected_since: Option<Instant> = None;
         let mut backoff = Duration::from_millis(100);
         loop {
+            if let Some(mut detached) = self.detached.take() {
+                // No connection: UDP keepalives hold the seats until the application asks
+                // for something, the server calls us back, or the keepalives go unanswered.
+                let silence = self.silence_limit();
+                let call = tokio::select! {
+                    call = calls.recv() => Some(call),
+                    why = detached.run(silence) => {
+                        if matches!(why, crate::udp::Leave::Silent) && !detached.acked {
+                            warn!("no keepalive was acknowledged over UDP; staying connected over TCP");
+                            self.stay_connected = true;
+                        }
+                        None
+                    }
+                };
+                self.last_activity = Instant::now();
+                match call {
+                    Some(Some(Call::Close { reply })) => {
+                        self.end_detached().await;
+                        let _ = reply.send(());
+                        return;
+                    }
+                    Some(None) => {
+                        self.end_detached().await;
+                        return;
+                    }
+                    Some(Some(call)) => self.queue_call(call),
+                    None => {}
+                }
+                debug!("resuming the detached session over TCP");
+                continue;
+            }
             if reader.is_none() {
                 self.writer = None;
                 for f in self.in_flight.values_mut() {
@@ -264,6 +311,12 @@ impl Driver {
                     Ok(Some(response)) => {
                         self.last_heard = Instant::now();
                         self.handle_response(response);
+                        if let Some(d) = self.detach_to.take() {
+                            // The server closes the connection next either way.
+                            reader = None;
+                            self.detach(d).await;
+                            continue;
+                        }
                         if self.flush().await.is_err() {
                             reader = None;
                         }
@@ -285,6 +338,16 @@ impl Driver {
                         reader = None;
                     }
                 }
+                // Idle for long enough: keep the seats with UDP keepalives, without a socket.
+                _ = tokio::time::sleep_until(self.last_activity + self.config.detach_after.unwrap_or_default()),
+                    if self.may_detach() => {
+                    let id = self.take_id();
+                    let kind = request::Kind::Detach(usher_proto::Detach {});
+                    self.in_flight.insert(id, InFlight::unowned(kind));
+                    if self.flush().await.is_err() {
+                        reader = None;
+                    }
+                }
                 // Silence for several intervals means the path is dead even if no error has
                 // surfaced (a half-open connection): reconnect. A deadline of its own (not a
                 // check at the next heartbeat tick) and at most half the TTL, so the resume
@@ -303,6 +366,51 @@ impl Driver {
         (self.heartbeat * 3).min(self.ttl / 2)
     }
 
+    /// Whether to detach when idle: configured, possible, and nothing in flight.
+    fn may_detach(&self) -> bool {
+        self.config.detach_after.is_some()
+            && !self.stay_connected
+            && !self.config.query_only
+            && self.session.is_some()
+            && self.in_flight.is_empty()
+    }
+
+    /// Leaves the connection (already closing) for UDP keepalives, unless requests are
+    /// still waiting for answers: then the next connection resumes the session at once.
+    async fn detach(&mut self, d: usher_proto::Detached) {
+        self.writer = None;
+        let (Some(peer), Some(session), Ok(key)) = (
+            self.peer,
+            self.session.as_ref(),
+            <[u8; usher_proto::udp::KEEPALIVE_KEY_LEN]>::try_from(&d.keepalive_key[..]),
+        ) else {
+            return;
+        };
+        if !self.in_flight.is_empty() {
+            return;
+        }
+        let udp = std::net::SocketAddr::new(peer.ip(), d.udp_port as u16);
+        let interval = Duration::from_millis(d.keepalive_interval_ms.max(1));
+        match crate::udp::Detached::open(udp, session.id, key, interval).await {
+            Ok(detached) => {
+                debug!(%udp, "detached: keeping the session alive over UDP");
+                self.detached = Some(detached);
+            }
+            Err(e) => {
+                warn!("cannot send keepalives to {udp}: {e}; staying connected");
+                self.stay_connected = true;
+            }
+        }
+    }
+
+    /// Ends a detached session for good: back over TCP to say goodbye (else its seats
+    /// would be held until the TTL runs out).
+    async fn end_detached(&mut self) {
+        if let Ok((reader, _)) = self.connect().await {
+            self.goodbye(&mut Some(reader)).await;
+        }
+    }
+
     fn take_id(&mut self) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
@@ -319,6 +427,7 @@ impl Driver {
                 position,
             } => {
                 let mut kind = *kind;
+                self.last_activity = Instant::now();
                 if let request::Kind::Activity(a) = &kind {
                     self.idle = a.idle;
                 }
@@ -464,6 +573,12 @@ impl Driver {
             }
             return;
         };
+        if matches!(flight.kind, request::Kind::Detach(_)) {
+            match &kind {
+                response::Kind::Detached(d) => self.detach_to = Some(d.clone()),
+                _ => self.stay_connected = true,
+            }
+        }
         if let response::Kind::Error(e) = &kind
             && e.code() == ErrorCode::SessionExpired
         {
@@ -581,6 +696,9 @@ impl Driver {
 
     /// Connects to the first server that answers and opens or resumes the session.
     async fn connect(&mut self) -> Result<(Reader, SessionInfo), ClientError> {
+        if self.config.servers.is_empty() {
+            self.discover().await?;
+        }
         let servers = self.config.servers.clone();
         let mut last = String::from("no servers configured");
         for server in &servers {
@@ -610,6 +728,43 @@ impl Driver {
         })
     }
 
+    /// With no server configured: asks the network, and keeps the servers that answered
+    /// (in the order they did) for this client's life.
+    async fn discover(&mut self) -> Result<(), ClientError> {
+        let targets = &self.config.discovery_targets;
+        let found = crate::udp::discover(targets, self.config.discovery_wait)
+            .await
+            .unwrap_or_default();
+        let targets = targets
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        if found.is_empty() {
+            return Err(ClientError::Unreachable {
+                servers: format!("discovery via {targets}"),
+                detail: format!(
+                    "no server configured ({} is unset) and none answered discovery within {:?}",
+                    crate::ENV_LICENSE,
+                    self.config.discovery_wait
+                ),
+            });
+        }
+        info!(
+            servers = found.len(),
+            first = %found[0].addr,
+            "license servers found by discovery"
+        );
+        self.config.servers = found
+            .into_iter()
+            .map(|d| ServerAddr {
+                host: d.addr.ip().to_string(),
+                port: d.addr.port(),
+            })
+            .collect();
+        Ok(())
+    }
+
     async fn handshake(
         &mut self,
         server: &ServerAddr,
@@ -622,6 +777,7 @@ impl Driver {
             .await
             .map_err(unreachable)?;
         let _ = stream.set_nodelay(true);
+        self.peer = stream.peer_addr().ok();
         let (rd, wr): (Box<dyn AsyncRead + Send + Unpin>, Writer) = match &self.tls {
             Some(tls) => {
                 let (stream, key) = crate::tls::connect(tls, &server.host, stream)

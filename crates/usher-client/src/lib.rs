@@ -22,6 +22,7 @@ mod error;
 pub mod node_locked;
 mod servers;
 mod tls;
+mod udp;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -35,6 +36,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use usher_proto::{Checkout, StatusReport, StatusRequest, request, response};
 
 use crate::driver::Call;
+pub use crate::udp::{Discovered, default_discovery_targets, discover};
 
 /// A connection (with its session) to a license server.
 ///
@@ -300,6 +302,19 @@ impl Client {
         let kind = request::Kind::Activity(usher_proto::Activity { idle });
         match self.call(kind, None).await? {
             response::Kind::HeartbeatAck(_) => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Detaches now instead of after [`ClientConfig::detach_after`]: the connection closes
+    /// and UDP keepalives hold the session's seats until the next request (which resumes
+    /// the session over TCP). Refused by a server without a UDP port.
+    pub async fn detach(&self) -> Result<(), ClientError> {
+        match self
+            .call(request::Kind::Detach(usher_proto::Detach {}), None)
+            .await?
+        {
+            response::Kind::Detached(_) => Ok(()),
             other => Err(unexpected(other)),
         }
     }

@@ -81,14 +81,12 @@ pub fn parse_servers(text: &str) -> Result<Vec<ServerAddr>, ServerListError> {
     Ok(out)
 }
 
-/// The servers from `USHER_LICENSE`, or `1648@localhost` when it is unset.
+/// The servers from `USHER_LICENSE`; none when it is unset (the client then finds them by
+/// discovery, see [`ClientConfig::discovery_targets`]).
 pub fn servers_from_env() -> Result<Vec<ServerAddr>, ServerListError> {
     match std::env::var(ENV_LICENSE) {
         Ok(v) if !v.trim().is_empty() => parse_servers(&v),
-        _ => Ok(vec![ServerAddr {
-            host: "localhost".into(),
-            port: usher_proto::DEFAULT_PORT,
-        }]),
+        _ => Ok(Vec::new()),
     }
 }
 
@@ -187,10 +185,22 @@ pub struct ClientConfig {
     /// Talk to servers without TLS. Anyone on the network can then read and change the
     /// traffic; the server must allow it too (`insecure_plaintext`).
     pub insecure_plaintext: bool,
+    /// After this long without a request from the application (and with nothing waiting
+    /// for an answer), detach: close the connection and keep the session's seats alive
+    /// with small UDP keepalives, coming back over TCP for the next request or when the
+    /// server calls. `None`: stay connected. Default 5 minutes.
+    pub detach_after: Option<Duration>,
+    /// Where to ask for servers when [`ClientConfig::servers`] is empty: broadcast,
+    /// multicast or unicast addresses on the usher port. Default: the local network's
+    /// broadcast address and this host.
+    pub discovery_targets: Vec<std::net::SocketAddr>,
+    /// How long to wait for discovery answers.
+    pub discovery_wait: Duration,
 }
 
 impl ClientConfig {
-    /// Defaults: servers from `USHER_LICENSE` (else `1648@localhost`), 3 s connect timeout.
+    /// Defaults: servers from `USHER_LICENSE` (else found by discovery), 3 s connect
+    /// timeout.
     pub fn from_env() -> Result<Self, ServerListError> {
         let mut config = Self::new(servers_from_env()?);
         config.transport_from_env();
@@ -208,6 +218,9 @@ impl ClientConfig {
             vendor_keys: Vec::new(),
             server_ids: Vec::new(),
             insecure_plaintext: false,
+            detach_after: Some(Duration::from_secs(300)),
+            discovery_targets: crate::udp::default_discovery_targets(),
+            discovery_wait: Duration::from_secs(1),
         }
     }
 
@@ -221,7 +234,29 @@ impl ClientConfig {
         if let Ok(v) = std::env::var("USHER_INSECURE_PLAINTEXT") {
             self.insecure_plaintext = matches!(v.trim(), "1" | "true" | "yes" | "on");
         }
+        if let Ok(v) = std::env::var("USHER_DETACH_AFTER") {
+            match parse_detach_after(&v) {
+                Some(after) => self.detach_after = after,
+                None => {
+                    tracing::warn!("ignoring USHER_DETACH_AFTER={v:?}: expected seconds or off")
+                }
+            }
+        }
     }
+}
+
+/// `USHER_DETACH_AFTER`: seconds (`300`, `300s`, `5m`), or `off`/`never`.
+fn parse_detach_after(text: &str) -> Option<Option<Duration>> {
+    let t = text.trim();
+    if matches!(t, "off" | "never" | "no") {
+        return Some(None);
+    }
+    let (digits, unit) = match t.strip_suffix('m') {
+        Some(d) => (d, 60),
+        None => (t.strip_suffix('s').unwrap_or(t), 1),
+    };
+    let n: u64 = digits.parse().ok()?;
+    Some(Some(Duration::from_secs(n.checked_mul(unit)?)))
 }
 
 /// Server ids from a list separated by commas or spaces; a bare 40-digit id gets its
@@ -273,5 +308,15 @@ mod tests {
         for bad in ["", "x@host", "1648@", "0@h", ",,"] {
             assert!(parse_servers(bad).is_err(), "{bad:?} should be rejected");
         }
+    }
+
+    #[test]
+    fn detach_after_settings() {
+        let secs = |n| Some(Some(Duration::from_secs(n)));
+        assert_eq!(parse_detach_after("300"), secs(300));
+        assert_eq!(parse_detach_after("45s"), secs(45));
+        assert_eq!(parse_detach_after("5m"), secs(300));
+        assert_eq!(parse_detach_after("off"), Some(None));
+        assert_eq!(parse_detach_after("soon"), None);
     }
 }

@@ -14,6 +14,7 @@
 mod frame;
 pub mod fuzzing;
 mod messages;
+pub mod udp;
 
 pub use frame::{FrameError, FrameReader, MAX_FRAME_LEN, decode_frame, encode_frame, write_frame};
 pub use messages::*;

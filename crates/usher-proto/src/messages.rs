@@ -14,7 +14,7 @@ pub struct Request {
     /// What is asked. `None` when the client sent a kind this server does not know.
     #[prost(
         oneof = "request::Kind",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23"
     )]
     pub kind: Option<request::Kind>,
 }
@@ -63,6 +63,10 @@ pub mod request {
         /// Return borrowed seats early.
         #[prost(message, tag = "22")]
         Return(super::Return),
+        /// Keep the session (and its seats) alive over UDP from now on; the server answers
+        /// `Detached` with a keepalive key and closes the connection.
+        #[prost(message, tag = "23")]
+        Detach(super::Detach),
     }
 }
 
@@ -76,7 +80,7 @@ pub struct Response {
     /// know; clients ignore such responses.
     #[prost(
         oneof = "response::Kind",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24"
     )]
     pub kind: Option<response::Kind>,
 }
@@ -129,6 +133,9 @@ pub mod response {
         /// The answer to a `Return`.
         #[prost(message, tag = "23")]
         Returned(super::Returned),
+        /// The answer to a `Detach`; the server closes the connection next.
+        #[prost(message, tag = "24")]
+        Detached(super::Detached),
     }
 }
 
@@ -653,6 +660,27 @@ pub struct Goodbye {}
 /// Goodbye acknowledged.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Bye {}
+
+/// Leave the connection but keep the session: its seats stay held as long as UDP
+/// keepalives (see [`crate::udp`]) arrive within the session TTL. The client comes back
+/// over TCP (resuming the session) for anything else.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Detach {}
+
+/// A `Detach` accepted.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Detached {
+    /// The session's keepalive key (32 bytes), valid until the session ends or the server
+    /// restarts; it tags keepalives and acknowledgements.
+    #[prost(bytes = "vec", tag = "1")]
+    pub keepalive_key: Vec<u8>,
+    /// The server's UDP port for keepalives, on the address of this connection.
+    #[prost(uint32, tag = "2")]
+    pub udp_port: u32,
+    /// How often to send a keepalive (ms).
+    #[prost(uint64, tag = "3")]
+    pub keepalive_interval_ms: u64,
+}
 
 /// A lease was taken away without the client asking.
 #[derive(Clone, PartialEq, prost::Message)]

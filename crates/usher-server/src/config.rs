@@ -78,6 +78,9 @@ pub struct Config {
     /// on the network, so this is off unless asked for, and the server warns when it is
     /// used. TLS connections are accepted either way.
     pub insecure_plaintext: bool,
+    /// Answer discovery requests on the UDP port (with the TCP port and the vendors
+    /// served, nothing more). Keepalives on the UDP port work either way.
+    pub discovery: bool,
 }
 
 /// The admin HTTP port used by default (one above the client port), on loopback only.
@@ -109,6 +112,7 @@ impl Config {
             max_connections_per_ip: 1_000,
             admin_listen: Some(DEFAULT_ADMIN_LISTEN),
             insecure_plaintext: false,
+            discovery: true,
         }
     }
 
@@ -232,6 +236,8 @@ pub struct FileConfig {
     pub admin_listen: Option<String>,
     /// See [`Config::insecure_plaintext`].
     pub insecure_plaintext: Option<bool>,
+    /// See [`Config::discovery`].
+    pub discovery: Option<bool>,
 }
 
 impl FileConfig {
@@ -289,6 +295,9 @@ impl FileConfig {
         }
         if let Some(v) = self.insecure_plaintext {
             config.insecure_plaintext = v;
+        }
+        if let Some(v) = self.discovery {
+            config.discovery = v;
         }
         if let Some(v) = self.log_retention_days {
             config.log_retention_days = v;

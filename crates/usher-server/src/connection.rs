@@ -74,6 +74,10 @@ pub struct ConnContext {
     pub max_request_rate: u32,
     /// Where notices the server sends unasked go (a removed lease, a queued grant).
     pub notices: Arc<Notices>,
+    /// Keepalive keys of detached sessions (see [`crate::udp`]).
+    pub keepalives: Arc<crate::udp::Keepalives>,
+    /// The UDP port detached sessions send keepalives to; `None` when UDP is unavailable.
+    pub udp_port: Option<u16>,
 }
 
 impl ConnContext {
@@ -91,6 +95,8 @@ impl ConnContext {
 #[derive(Debug)]
 enum End {
     Goodbye,
+    /// The client detached: its session lives on, kept alive over UDP.
+    Detached,
     Eof,
     Idle,
     Shutdown,
@@ -219,6 +225,7 @@ async fn request_loop<R: AsyncRead + Unpin>(
         let id = req.id;
         let started = std::time::Instant::now();
         let kind = request_kind(&req);
+        let detaching = matches!(req.kind, Some(request::Kind::Detach(_)));
         let (pending, goodbye) = match dispatch(req, session, admin, ctx).await {
             Ok((pending, goodbye)) => match kind {
                 Some(kind) => {
@@ -244,7 +251,11 @@ async fn request_loop<R: AsyncRead + Unpin>(
             return End::Eof;
         }
         if goodbye {
-            return End::Goodbye;
+            return if detaching {
+                End::Detached
+            } else {
+                End::Goodbye
+            };
         }
     }
 }
@@ -265,6 +276,7 @@ fn request_kind(req: &Request) -> Option<RequestKind> {
         request::Kind::Activity(_) => RequestKind::Activity,
         request::Kind::Borrow(_) => RequestKind::Borrow,
         request::Kind::Return(_) => RequestKind::Return,
+        request::Kind::Detach(_) => RequestKind::Detach,
     })
 }
 
@@ -514,6 +526,34 @@ async fn dispatch(
             // Either way the server stops; a failed audit record means it is stopping already.
             let _ = admin::down(ctx, ADMIN_SOCKET).await;
             Ok((ready(reply::ok(id, response::Kind::Bye(Bye {}))), true))
+        }
+        request::Kind::Detach(_) => {
+            let (Some(session), Some(udp_port)) = (session, ctx.udp_port) else {
+                let msg = if session.is_none() {
+                    "detach needs a session; this connection was opened query-only"
+                } else {
+                    "this server has no UDP port for keepalives; stay connected"
+                };
+                return Ok((
+                    ready(Response::error(id, ErrorCode::NotPermitted, msg)),
+                    false,
+                ));
+            };
+            let key = ctx.keepalives.issue(session);
+            // The TTL counts from now; the first keepalive is due within an interval.
+            let rx = ctx
+                .ledger
+                .submit(Command::Heartbeat { id: session })
+                .await?;
+            let interval = ctx.heartbeat_interval.as_millis() as u64;
+            let detached = move |_| {
+                response::Kind::Detached(usher_proto::Detached {
+                    keepalive_key: key.to_vec(),
+                    udp_port: u32::from(udp_port),
+                    keepalive_interval_ms: interval,
+                })
+            };
+            Ok((answer(id, rx, detached), true))
         }
         request::Kind::Goodbye(_) => match session {
             Some(session) => {

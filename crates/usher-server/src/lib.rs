@@ -19,6 +19,7 @@ pub mod reply;
 pub mod server;
 pub mod status;
 pub mod tls;
+pub mod udp;
 
 pub use config::Config;
 pub use server::{Server, ServerError, run};

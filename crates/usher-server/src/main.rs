@@ -73,6 +73,9 @@ struct Args {
     /// network; the server warns when it is used). Clients must ask for it too.
     #[arg(long, env = "USHERD_INSECURE_PLAINTEXT")]
     insecure_plaintext: bool,
+    /// Do not answer discovery requests on the UDP port (keepalives still work).
+    #[arg(long, env = "USHERD_NO_DISCOVERY")]
+    no_discovery: bool,
     /// Create (or reuse) a demo vendor key and license in the data directory and serve it.
     #[arg(long)]
     demo: bool,
@@ -115,6 +118,9 @@ fn build_config(args: &Args) -> anyhow::Result<Config> {
     }
     if args.insecure_plaintext {
         config.insecure_plaintext = true;
+    }
+    if args.no_discovery {
+        config.discovery = false;
     }
     if let Some(v) = &args.policy {
         config.policy_file = Some(v.clone());

@@ -134,11 +134,13 @@ pub enum RequestKind {
     Borrow,
     /// Return (borrowed seats, early).
     Return,
+    /// Detach (keep the session alive over UDP).
+    Detach,
 }
 
 impl RequestKind {
     /// Every kind, in label order.
-    pub const ALL: [RequestKind; 13] = [
+    pub const ALL: [RequestKind; 14] = [
         RequestKind::Hello,
         RequestKind::Checkout,
         RequestKind::Checkin,
@@ -152,6 +154,7 @@ impl RequestKind {
         RequestKind::Activity,
         RequestKind::Borrow,
         RequestKind::Return,
+        RequestKind::Detach,
     ];
 
     /// The `kind` label.
@@ -170,6 +173,7 @@ impl RequestKind {
             RequestKind::Activity => "activity",
             RequestKind::Borrow => "borrow",
             RequestKind::Return => "return",
+            RequestKind::Detach => "detach",
         }
     }
 }
@@ -205,6 +209,65 @@ impl RejectReason {
     }
 }
 
+/// What became of a datagram on the UDP port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UdpResult {
+    /// A keepalive accepted: its session was touched and acknowledged.
+    Keepalive,
+    /// A discovery request answered.
+    Discovered,
+    /// Not a usher datagram (wrong size, magic or kind).
+    Garbage,
+    /// From a peer outside the client allow-list.
+    NotAllowed,
+    /// A keepalive for a session with no keepalive key here.
+    UnknownSession,
+    /// A keepalive whose sequence number was already used.
+    Replayed,
+    /// A keepalive too far from the server's clock (held back and sent later).
+    Stale,
+    /// A keepalive whose tag does not verify.
+    Forged,
+    /// A good keepalive for a session that had already ended.
+    SessionEnded,
+    /// A discovery request while discovery is off.
+    DiscoveryOff,
+    /// A discovery request over the answer rate.
+    RateLimited,
+}
+
+impl UdpResult {
+    const ALL: [UdpResult; 11] = [
+        UdpResult::Keepalive,
+        UdpResult::Discovered,
+        UdpResult::Garbage,
+        UdpResult::NotAllowed,
+        UdpResult::UnknownSession,
+        UdpResult::Replayed,
+        UdpResult::Stale,
+        UdpResult::Forged,
+        UdpResult::SessionEnded,
+        UdpResult::DiscoveryOff,
+        UdpResult::RateLimited,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            UdpResult::Keepalive => "keepalive",
+            UdpResult::Discovered => "discovered",
+            UdpResult::Garbage => "garbage",
+            UdpResult::NotAllowed => "not_allowed",
+            UdpResult::UnknownSession => "unknown_session",
+            UdpResult::Replayed => "replayed",
+            UdpResult::Stale => "stale",
+            UdpResult::Forged => "forged",
+            UdpResult::SessionEnded => "session_ended",
+            UdpResult::DiscoveryOff => "discovery_off",
+            UdpResult::RateLimited => "rate_limited",
+        }
+    }
+}
+
 /// The server's hot-path metrics. One per server, shared by `Arc`.
 #[derive(Debug)]
 pub struct Metrics {
@@ -218,6 +281,7 @@ pub struct Metrics {
     rejected: [AtomicU64; RejectReason::ALL.len()],
     frames_rejected: AtomicU64,
     requests_throttled: AtomicU64,
+    udp: [AtomicU64; UdpResult::ALL.len()],
 }
 
 impl Default for Metrics {
@@ -238,6 +302,7 @@ impl Metrics {
             rejected: Default::default(),
             frames_rejected: AtomicU64::new(0),
             requests_throttled: AtomicU64::new(0),
+            udp: Default::default(),
         }
     }
 
@@ -278,6 +343,24 @@ impl Metrics {
     /// Counts a request held back by its connection's rate limit.
     pub fn request_throttled(&self) {
         self.requests_throttled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a datagram on the UDP port by what became of it.
+    pub fn udp(&self, result: UdpResult) {
+        let i = UdpResult::ALL
+            .iter()
+            .position(|&r| r == result)
+            .expect("ALL lists every result");
+        self.udp[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Datagrams counted with `result` so far.
+    pub fn udp_count(&self, result: UdpResult) -> u64 {
+        let i = UdpResult::ALL
+            .iter()
+            .position(|&r| r == result)
+            .expect("ALL lists every result");
+        self.udp[i].load(Ordering::Relaxed)
     }
 
     /// Counts a frame refused as too large or malformed.
@@ -358,6 +441,21 @@ impl Metrics {
             "usher_requests_throttled_total {}",
             self.requests_throttled.load(Ordering::Relaxed)
         );
+        family(
+            out,
+            "usher_udp_datagrams_total",
+            "counter",
+            "Datagrams on the UDP port by result: accepted keepalives and answered discovery, \
+             and every refusal by reason (refused datagrams are never answered).",
+        );
+        for (r, n) in UdpResult::ALL.iter().zip(&self.udp) {
+            let _ = writeln!(
+                out,
+                "usher_udp_datagrams_total{{result=\"{}\"}} {}",
+                r.as_str(),
+                n.load(Ordering::Relaxed)
+            );
+        }
     }
 }
 

@@ -21,6 +21,8 @@ pub type PendingResponse = Pin<Box<dyn Future<Output = Response> + Send>>;
 #[derive(Default)]
 pub struct Notices {
     queues: Mutex<HashMap<SessionId, mpsc::Sender<PendingResponse>>>,
+    /// Detached sessions (kept alive over UDP) are called back over TCP instead.
+    detached: Option<std::sync::Arc<crate::udp::Keepalives>>,
 }
 
 impl std::fmt::Debug for Notices {
@@ -30,6 +32,14 @@ impl std::fmt::Debug for Notices {
 }
 
 impl Notices {
+    /// Notices that call detached sessions back through `keepalives`.
+    pub fn with_keepalives(keepalives: std::sync::Arc<crate::udp::Keepalives>) -> Self {
+        Notices {
+            queues: Mutex::default(),
+            detached: Some(keepalives),
+        }
+    }
+
     /// Makes `queue` the one that carries notices for `session`.
     pub fn register(&self, session: SessionId, queue: mpsc::Sender<PendingResponse>) {
         self.lock().insert(session, queue);
@@ -49,7 +59,8 @@ impl Notices {
 
     /// Sends `kind` to the session's connection, if it has one. A full queue means the
     /// client is not reading; it learns what happened when it resumes (its leases are
-    /// listed then, and a retried checkout returns its grant).
+    /// listed then, and a retried checkout returns its grant). A detached session is told
+    /// to resume by its next keepalive acknowledgement.
     pub fn send(&self, session: SessionId, kind: response::Kind) {
         let queue = self.lock().get(&session).cloned();
         if let Some(queue) = queue {
@@ -58,6 +69,8 @@ impl Notices {
                 kind: Some(kind),
             };
             let _ = queue.try_send(Box::pin(std::future::ready(notice)));
+        } else if let Some(k) = &self.detached {
+            k.call_back(session);
         }
     }
 

@@ -51,6 +51,24 @@ pub enum ServerError {
     StoreFailed,
 }
 
+/// Binds the UDP socket on the listener's address and port. A server without it still
+/// serves TCP (detached keepalives and discovery are unavailable), so a failure is a
+/// warning, not a reason to stop.
+async fn bind_udp(listener: &TcpListener) -> Option<tokio::net::UdpSocket> {
+    let addr = listener.local_addr().ok()?;
+    match tokio::net::UdpSocket::bind(addr).await {
+        Ok(s) => Some(s),
+        Err(e) => {
+            warn!(
+                %addr,
+                "could not bind the UDP port ({e}): clients cannot detach to UDP keepalives \
+                 and discovery will not find this server"
+            );
+            None
+        }
+    }
+}
+
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServerError {
     let context = context.into();
     move |source| ServerError::Io { context, source }
@@ -60,6 +78,8 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServerError 
 pub struct Server {
     config: Config,
     listener: TcpListener,
+    /// The UDP socket beside the listener (keepalives, discovery), if it could be bound.
+    udp: Option<tokio::net::UdpSocket>,
     ledger: Ledger,
     first_lease_id: u64,
     store: SqliteStore,
@@ -165,6 +185,7 @@ impl Server {
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(io(format!("binding {}", config.listen)))?;
+        let udp = bind_udp(&listener).await;
         let admin = bind_admin_socket(&config.admin_socket())?;
         let admin_token = crate::http::load_or_create_token(&config.admin_token()).map_err(io(
             format!("reading or creating {}", config.admin_token().display()),
@@ -180,6 +201,7 @@ impl Server {
         Ok(Server {
             config,
             listener,
+            udp,
             ledger,
             first_lease_id,
             store,
@@ -209,12 +231,18 @@ impl Server {
             .expect("a bound listener has a local address")
     }
 
+    /// The UDP address actually bound (the listener's port), if UDP is available.
+    pub fn udp_addr(&self) -> Option<SocketAddr> {
+        self.udp.as_ref().and_then(|s| s.local_addr().ok())
+    }
+
     /// Serves until `shutdown` completes, then stops accepting, lets connections finish
     /// the requests they have in flight, and closes the store cleanly.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
         let Server {
             config,
             listener,
+            udp,
             ledger,
             first_lease_id,
             mut store,
@@ -252,7 +280,8 @@ impl Server {
         };
         let failed = CancellationToken::new();
         let down = CancellationToken::new();
-        let notices = Arc::new(Notices::default());
+        let keepalives = Arc::new(crate::udp::Keepalives::default());
+        let notices = Arc::new(Notices::with_keepalives(keepalives.clone()));
         let service = LedgerService::start(
             ledger,
             first_lease_id,
@@ -283,6 +312,27 @@ impl Server {
             metrics: metrics.clone(),
             max_request_rate: config.max_request_rate,
             notices,
+            keepalives: keepalives.clone(),
+            udp_port: udp
+                .as_ref()
+                .and_then(|s| s.local_addr().ok())
+                .map(|a| a.port()),
+        });
+        let udp_stop = CancellationToken::new();
+        let udp_task = udp.map(|socket| {
+            let ctx = Arc::new(crate::udp::UdpContext {
+                keepalives,
+                ledger: service.handle.clone(),
+                metrics: metrics.clone(),
+                allow: config.allow.clone(),
+                discovery: config.discovery.then(|| crate::udp::Discovery {
+                    tcp_port: addr.port(),
+                    tls: !config.insecure_plaintext,
+                    vendors: licenses.vendors.clone(),
+                }),
+                session_ttl: config.session_ttl,
+            });
+            tokio::spawn(crate::udp::serve(socket, ctx, udp_stop.clone()))
         });
         let http_stop = CancellationToken::new();
         let http = admin_http.map(|listener| {
@@ -440,7 +490,12 @@ impl Server {
             connections.abort_all();
             while connections.join_next().await.is_some() {}
         }
-        // The HTTP listener holds a handle to the ledger too: stop it before the ledger.
+        // The UDP task and the HTTP listener hold handles to the ledger too: stop them
+        // before the ledger.
+        udp_stop.cancel();
+        if let Some(task) = udp_task {
+            let _ = task.await;
+        }
         http_stop.cancel();
         if let Some(mut task) = http
             && tokio::time::timeout(config.shutdown_timeout, &mut task)

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod borrow;
+pub mod discover;
 pub mod hostid;
 pub mod license;
 pub mod lmstat;
@@ -11,7 +12,7 @@ pub mod run;
 pub mod status;
 pub mod vendor;
 
-use usher_client::{ClientConfig, ClientError, ServerAddr};
+use usher_client::{ClientConfig, ClientError};
 
 /// The servers the command line names, and how to reach them.
 #[derive(Debug, Clone, Default)]
@@ -45,14 +46,12 @@ impl Target {
     }
 }
 
-/// Client configuration for the servers `target` names, defaulting to `1648@localhost`.
+/// Client configuration for the servers `target` names; with none, the client finds them
+/// by discovery (the local network's broadcast address and this host).
 pub fn client_config(target: &Target) -> Result<ClientConfig, ClientError> {
     let servers = match target.server.as_deref() {
         Some(s) if !s.trim().is_empty() => usher_client::parse_servers(s)?,
-        _ => vec![ServerAddr {
-            host: "localhost".into(),
-            port: usher_proto::DEFAULT_PORT,
-        }],
+        _ => Vec::new(),
     };
     let mut config = ClientConfig::new(servers);
     target.apply(&mut config);

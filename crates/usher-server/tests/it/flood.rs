@@ -145,7 +145,12 @@ async fn legitimate_clients_are_served_through_a_flood_and_memory_stays_bounded(
     }];
     let mut peak = rss_kib(pid);
     for round in 0..20 {
-        let client = Client::connect(ClientConfig::new(servers.clone()))
+        // Generous limits: the test asserts that every client is served, not how fast
+        // (the latency under flood belongs to the benchmark harness).
+        let mut config = ClientConfig::new(servers.clone());
+        config.connect_timeout = Duration::from_secs(20);
+        config.request_timeout = Duration::from_secs(20);
+        let client = Client::connect(config)
             .await
             .unwrap_or_else(|e| panic!("round {round}: connect under flood: {e}"));
         let license = client

@@ -625,12 +625,12 @@ async fn the_openapi_document_describes_every_route() {
 }
 
 /// A sample: metric name, labels, value.
-type Sample = (String, BTreeMap<String, String>, f64);
+pub type Sample = (String, BTreeMap<String, String>, f64);
 
 /// Parses the Prometheus text format strictly enough to catch what a scraper would reject:
 /// every sample belongs to a family declared (`# TYPE`) just before it, families are not
 /// interleaved or repeated, and label values are properly quoted and escaped.
-fn parse_exposition(text: &str) -> (BTreeMap<String, String>, Vec<Sample>) {
+pub fn parse_exposition(text: &str) -> (BTreeMap<String, String>, Vec<Sample>) {
     let mut types = BTreeMap::new();
     let mut samples = Vec::new();
     let mut current: Option<String> = None;
@@ -703,7 +703,7 @@ fn parse_labels(s: &str) -> BTreeMap<String, String> {
     }
 }
 
-fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     samples
         .iter()
         .find(|(n, l, _)| {

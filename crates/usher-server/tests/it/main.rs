@@ -19,6 +19,7 @@ mod recovery;
 mod serve;
 mod sessions;
 mod tls;
+mod udp;
 mod usage_log;
 mod util;
 mod verify;

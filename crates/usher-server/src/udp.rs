@@ -1,0 +1,383 @@
+//! The UDP port beside the TCP listener: session keepalives and discovery.
+//!
+//! **Keepalives.** A client that has its seats and nothing more to ask may *detach*: it
+//! sends `Detach` over TCP, gets a fresh per-session keepalive key, and closes the
+//! connection. From then on a 45-byte datagram every heartbeat interval keeps the session
+//! (and its seats) alive, so a server holds a million sessions without a million sockets.
+//! A keepalive is accepted only if
+//!
+//! 1. its session has a key here (a map lookup: unknown ids cost nothing more),
+//! 2. its sequence number is above every one accepted before (no replay),
+//! 3. its "ms since the key was issued" is within [`WINDOW`] of the server's own figure
+//!    (no replay of a datagram held back for later), and
+//! 4. its HMAC tag verifies under the session's key.
+//!
+//! Only then is the session touched in the ledger, and only once the ledger has done so is
+//! a (smaller) tagged acknowledgement sent back. A session that has ended gets no answer,
+//! so its client, missing acknowledgements, comes back over TCP. Every refused datagram is
+//! counted by reason (`usher_udp_datagrams_total`), never answered.
+//!
+//! Keys live in memory only: after a restart a detached client hears nothing, reconnects
+//! over TCP and resumes its session (whose seats were recovered from the store).
+//!
+//! **Discovery.** A client with no server configured broadcasts a (padded) discovery
+//! request; the server answers with its TCP port and the vendors it serves, nothing more,
+//! to peers on the client allow-list, at a bounded global rate, unless discovery is off.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+use usher_core::{Command, Outcome, SessionId};
+use usher_proto::udp::{self, Inbound, KEEPALIVE_KEY_LEN};
+
+use crate::access::Cidr;
+use crate::ledger_task::LedgerHandle;
+use crate::metrics::{Metrics, UdpResult};
+
+/// How far a keepalive's "ms since the key was issued" may stray from the server's own
+/// figure: room for clock-rate drift and delivery, far less than a session TTL.
+pub const WINDOW: Duration = Duration::from_secs(60);
+
+/// Most discovery answers per second, all peers together (a spoofed flood of requests
+/// cannot turn the server into a firehose).
+const ANSWERS_PER_SECOND: u32 = 50;
+
+/// One detached session's keepalive state: 56 bytes.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    key: [u8; KEEPALIVE_KEY_LEN],
+    /// A notice could not reach the session: the next acknowledgement calls it back.
+    call_back: bool,
+    /// Highest sequence number accepted.
+    last_seq: u64,
+    /// When the key was issued and when the session was last heard, in ms since the
+    /// table's epoch.
+    issued_ms: u32,
+    heard_ms: u32,
+}
+
+/// The keepalive keys of detached sessions.
+#[derive(Debug)]
+pub struct Keepalives {
+    epoch: Instant,
+    entries: Mutex<HashMap<u64, Entry>>,
+}
+
+impl Default for Keepalives {
+    fn default() -> Self {
+        Keepalives {
+            epoch: Instant::now(),
+            entries: Mutex::default(),
+        }
+    }
+}
+
+impl Keepalives {
+    fn now_ms(&self) -> u32 {
+        // A server would have to run 49 days for this to wrap; saturate rather than wrap.
+        u32::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u32::MAX)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Entry>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Issues a fresh key for `session`, replacing any earlier one.
+    pub fn issue(&self, session: SessionId) -> [u8; KEEPALIVE_KEY_LEN] {
+        let mut key = [0u8; KEEPALIVE_KEY_LEN];
+        getrandom::fill(&mut key).expect("the OS random number generator is available");
+        let now = self.now_ms();
+        let entry = Entry {
+            key,
+            call_back: false,
+            last_seq: 0,
+            issued_ms: now,
+            heard_ms: now,
+        };
+        self.lock().insert(session.0, entry);
+        key
+    }
+
+    /// Asks a detached session to come back over TCP (a notice for it had no connection to
+    /// go to). Does nothing for a session that is not detached.
+    pub fn call_back(&self, session: SessionId) {
+        if let Some(e) = self.lock().get_mut(&session.0) {
+            e.call_back = true;
+        }
+    }
+
+    /// Forgets `session`'s key (its session ended).
+    pub fn forget(&self, session: u64) {
+        self.lock().remove(&session);
+    }
+
+    /// Detached sessions with a key.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no session is detached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Checks a keepalive and, if it is good, records its sequence number. Returns the
+    /// key to tag the acknowledgement with and the acknowledgement's flags.
+    fn accept(
+        &self,
+        k: &udp::Keepalive,
+        whole: &[u8; udp::KEEPALIVE_LEN],
+    ) -> Result<([u8; KEEPALIVE_KEY_LEN], u8), UdpResult> {
+        let now = self.now_ms();
+        let mut entries = self.lock();
+        let entry = entries
+            .get_mut(&k.session)
+            .ok_or(UdpResult::UnknownSession)?;
+        if k.seq <= entry.last_seq {
+            return Err(UdpResult::Replayed);
+        }
+        let ours = u64::from(now.saturating_sub(entry.issued_ms));
+        if ours.abs_diff(k.elapsed_ms) > WINDOW.as_millis() as u64 {
+            return Err(UdpResult::Stale);
+        }
+        if !udp::verify_keepalive(whole, &entry.key) {
+            return Err(UdpResult::Forged);
+        }
+        entry.last_seq = k.seq;
+        entry.heard_ms = now;
+        let flags = if entry.call_back {
+            udp::ACK_CALL_BACK
+        } else {
+            0
+        };
+        Ok((entry.key, flags))
+    }
+
+    /// Drops the keys of sessions not heard from for `ttl`: their sessions have lapsed.
+    pub fn sweep(&self, ttl: Duration) {
+        let now = self.now_ms();
+        let ttl = u32::try_from(ttl.as_millis()).unwrap_or(u32::MAX);
+        self.lock()
+            .retain(|_, e| now.saturating_sub(e.heard_ms) <= ttl);
+    }
+}
+
+/// What discovery answers with.
+#[derive(Debug, Clone)]
+pub struct Discovery {
+    /// The TCP port clients connect to.
+    pub tcp_port: u16,
+    /// Whether that port requires TLS.
+    pub tls: bool,
+    /// Vendors served.
+    pub vendors: Vec<String>,
+}
+
+/// What the UDP task needs.
+#[derive(Debug)]
+pub struct UdpContext {
+    /// Keys of detached sessions.
+    pub keepalives: Arc<Keepalives>,
+    /// The ledger, to touch sessions.
+    pub ledger: LedgerHandle,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// The client allow-list (everyone when empty).
+    pub allow: Vec<Cidr>,
+    /// Discovery answers, or `None` when discovery is off.
+    pub discovery: Option<Discovery>,
+    /// Session TTL (keys of sessions silent this long are dropped).
+    pub session_ttl: Duration,
+}
+
+impl UdpContext {
+    fn allowed(&self, ip: IpAddr) -> bool {
+        self.allow.is_empty() || self.allow.iter().any(|c| c.contains(ip))
+    }
+}
+
+/// Serves the UDP socket until `stop`.
+pub async fn serve(socket: UdpSocket, ctx: Arc<UdpContext>, stop: CancellationToken) {
+    let socket = Arc::new(socket);
+    // Larger datagrams arrive cut to this size and are then refused as garbage.
+    let mut buf = [0u8; 512];
+    let mut sweep = tokio::time::interval(ctx.session_ttl);
+    let mut answers = Budget::new(ANSWERS_PER_SECOND);
+    loop {
+        let (len, peer) = tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = sweep.tick() => {
+                ctx.keepalives.sweep(ctx.session_ttl);
+                continue;
+            }
+            r = socket.recv_from(&mut buf) => match r {
+                Ok(r) => r,
+                // ICMP port-unreachable from an earlier answer and the like: nothing to do.
+                Err(e) => {
+                    debug!("UDP receive failed: {e}");
+                    continue;
+                }
+            },
+        };
+        if !ctx.allowed(peer.ip()) {
+            ctx.metrics.udp(UdpResult::NotAllowed);
+            continue;
+        }
+        match udp::decode_inbound(&buf[..len]) {
+            Err(_) => ctx.metrics.udp(UdpResult::Garbage),
+            Ok(Inbound::Keepalive(k, whole)) => match ctx.keepalives.accept(&k, whole) {
+                Err(why) => ctx.metrics.udp(why),
+                Ok((key, flags)) => touch(&ctx, &socket, k, key, flags, peer).await,
+            },
+            Ok(Inbound::Discover(nonce)) => {
+                let Some(d) = &ctx.discovery else {
+                    ctx.metrics.udp(UdpResult::DiscoveryOff);
+                    continue;
+                };
+                if !answers.take() {
+                    ctx.metrics.udp(UdpResult::RateLimited);
+                    continue;
+                }
+                let announce = udp::Announce {
+                    nonce,
+                    tcp_port: d.tcp_port,
+                    flags: if d.tls { udp::ANNOUNCE_TLS } else { 0 },
+                    vendors: d.vendors.clone(),
+                };
+                let _ = socket.send_to(&udp::encode_announce(&announce), peer).await;
+                ctx.metrics.udp(UdpResult::Discovered);
+            }
+        }
+    }
+}
+
+/// Touches the session in the ledger and acknowledges once that is done (in a task of
+/// its own, so the socket keeps being read meanwhile).
+async fn touch(
+    ctx: &Arc<UdpContext>,
+    socket: &Arc<UdpSocket>,
+    k: udp::Keepalive,
+    key: [u8; KEEPALIVE_KEY_LEN],
+    flags: u8,
+    peer: SocketAddr,
+) {
+    let Ok(rx) = ctx
+        .ledger
+        .submit(Command::Heartbeat {
+            id: SessionId(k.session),
+        })
+        .await
+    else {
+        return;
+    };
+    let (ctx, socket) = (ctx.clone(), socket.clone());
+    tokio::spawn(async move {
+        match rx.await.map(|applied| applied.result) {
+            Ok(Ok(Outcome::Done)) => {
+                ctx.metrics.udp(UdpResult::Keepalive);
+                let ack = udp::Ack {
+                    session: k.session,
+                    seq: k.seq,
+                    flags,
+                };
+                let _ = socket.send_to(&udp::encode_ack(&ack, &key), peer).await;
+            }
+            // The session has ended: forget its key and stay silent, so the client
+            // comes back over TCP and learns it.
+            _ => {
+                ctx.metrics.udp(UdpResult::SessionEnded);
+                ctx.keepalives.forget(k.session);
+            }
+        }
+    });
+}
+
+/// A once-a-second budget of answers.
+struct Budget {
+    per_second: u32,
+    left: u32,
+    since: Instant,
+}
+
+impl Budget {
+    fn new(per_second: u32) -> Self {
+        Budget {
+            per_second,
+            left: per_second,
+            since: Instant::now(),
+        }
+    }
+
+    fn take(&mut self) -> bool {
+        if self.since.elapsed() >= Duration::from_secs(1) {
+            self.left = self.per_second;
+            self.since = Instant::now();
+        }
+        if self.left == 0 {
+            return false;
+        }
+        self.left -= 1;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keepalive(
+        table: &Keepalives,
+        session: u64,
+        seq: u64,
+        key: &[u8; 32],
+    ) -> Result<(), UdpResult> {
+        let k = udp::Keepalive {
+            session,
+            seq,
+            elapsed_ms: 0,
+        };
+        let b = udp::encode_keepalive(&k, key);
+        table.accept(&k, &b).map(|_| ())
+    }
+
+    #[test]
+    fn a_keepalive_is_accepted_once_and_only_with_the_sessions_key() {
+        let table = Keepalives::default();
+        let key = table.issue(SessionId(5));
+        assert_eq!(
+            keepalive(&table, 6, 1, &key),
+            Err(UdpResult::UnknownSession)
+        );
+        assert_eq!(keepalive(&table, 5, 1, &[0; 32]), Err(UdpResult::Forged));
+        assert_eq!(keepalive(&table, 5, 1, &key), Ok(()));
+        assert_eq!(keepalive(&table, 5, 1, &key), Err(UdpResult::Replayed));
+        assert_eq!(keepalive(&table, 5, 3, &key), Ok(()));
+        assert_eq!(keepalive(&table, 5, 2, &key), Err(UdpResult::Replayed));
+        // A forged datagram does not move the sequence on.
+        assert_eq!(keepalive(&table, 5, 9, &[1; 32]), Err(UdpResult::Forged));
+        assert_eq!(keepalive(&table, 5, 4, &key), Ok(()));
+    }
+
+    #[test]
+    fn a_keepalive_far_from_the_servers_clock_is_stale() {
+        let table = Keepalives::default();
+        let key = table.issue(SessionId(5));
+        let k = udp::Keepalive {
+            session: 5,
+            seq: 1,
+            elapsed_ms: WINDOW.as_millis() as u64 + 5_000,
+        };
+        let b = udp::encode_keepalive(&k, &key);
+        assert_eq!(table.accept(&k, &b).map(|_| ()), Err(UdpResult::Stale));
+    }
+
+    #[test]
+    fn the_entry_is_small() {
+        assert!(std::mem::size_of::<Entry>() <= 56);
+    }
+}
