@@ -9,8 +9,14 @@
 //!   build instead, if `redis-server` is installed.
 //!
 //! Figures are reported beside their baselines as ratios, because machines are noisy and
-//! only ratios measured in the same run compare. Nothing here asserts a speed.
+//! only ratios measured in the same run compare.
+//!
+//! The `recovery` scenario holds L leases, kills usherd with `SIGKILL`, starts it again
+//! and times how long until a new checkout is granted (see [`recovery`]).
+//!
+//! Nothing here asserts a speed.
 
+mod recovery;
 mod redis;
 mod stats;
 mod usher;
@@ -18,7 +24,7 @@ mod usher;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use serde_json::json;
 use stats::Measured;
 
@@ -41,6 +47,24 @@ struct Args {
     /// Longest a single measurement may run.
     #[arg(long, default_value_t = 15)]
     seconds: u64,
+    /// Scenarios to run, comma-separated (default: all).
+    #[arg(long, value_delimiter = ',', value_enum)]
+    scenario: Vec<Scenario>,
+    /// Leases held when usherd is killed in the recovery scenario, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    leases: Vec<usize>,
+    /// Longest the recovery scenario may spend taking its leases, per size.
+    #[arg(long, default_value_t = 600)]
+    load_seconds: u64,
+}
+
+/// A measurement the harness can make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// Checkout+checkin throughput and latency beside the echo floor, fsync and Redis.
+    Checkout,
+    /// Time until usherd serves again after `kill -9` with L leases held.
+    Recovery,
 }
 
 /// Runs `clients` copies of a worker, each doing its share of `ops` until the deadline,
@@ -76,6 +100,91 @@ fn ratio(a: f64, b: Option<f64>) -> Option<f64> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let scenarios = match &args.scenario[..] {
+        [] => vec![Scenario::Checkout, Scenario::Recovery],
+        given => given.to_vec(),
+    };
+    for (i, scenario) in scenarios.iter().enumerate() {
+        if i > 0 && !args.json {
+            println!();
+        }
+        match scenario {
+            Scenario::Checkout => checkout_scenario(&args).await?,
+            Scenario::Recovery => recovery_scenario(&args).await?,
+        }
+    }
+    Ok(())
+}
+
+/// The recovery scenario at each size: one table, or one JSON object per size.
+async fn recovery_scenario(args: &Args) -> anyhow::Result<()> {
+    let sizes = match (&args.leases[..], args.quick) {
+        ([], true) => vec![1_000],
+        ([], false) => vec![10_000, 100_000, 1_000_000],
+        (given, _) => given.to_vec(),
+    };
+    let load_limit = Duration::from_secs(if args.quick { 30 } else { args.load_seconds });
+    if !args.json {
+        println!("recovery: L leases held, usherd killed with SIGKILL and started again;");
+        println!("times from spawning the new process (recovery: first new checkout granted)");
+        println!();
+        println!(
+            "{:>9} | {:>8} {:>8} {:>8} {:>9} | {:>9} {:>10} {:>11}",
+            "leases",
+            "sessions",
+            "load s",
+            "load/s",
+            "store MiB",
+            "listen ms",
+            "welcome ms",
+            "recovery ms"
+        );
+    }
+    let ms = |d: Duration| (d.as_secs_f64() * 10_000.0).round() / 10.0;
+    for target in sizes {
+        let r = recovery::run(target, load_limit).await?;
+        let load_per_s = r.leases as f64 / r.load.as_secs_f64().max(1e-9);
+        if r.leases < r.target && !args.json {
+            println!(
+                "(loading stopped at its time limit: {} of {} leases)",
+                r.leases, r.target
+            );
+        }
+        if args.json {
+            println!(
+                "{}",
+                json!({
+                    "scenario": "recovery",
+                    "leases": r.leases,
+                    "leases_asked": r.target,
+                    "sessions": r.sessions,
+                    "load_ms": ms(r.load),
+                    "load_per_s": load_per_s.round(),
+                    "store_bytes": r.store_bytes,
+                    "listen_ms": ms(r.listen),
+                    "welcome_ms": ms(r.welcome),
+                    "recovery_ms": ms(r.recovery),
+                })
+            );
+        } else {
+            println!(
+                "{:>9} | {:>8} {:>8.1} {:>8.0} {:>9.1} | {:>9.1} {:>10.1} {:>11.1}",
+                r.leases,
+                r.sessions,
+                r.load.as_secs_f64(),
+                load_per_s,
+                r.store_bytes as f64 / (1024.0 * 1024.0),
+                ms(r.listen),
+                ms(r.welcome),
+                ms(r.recovery),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The checkout scenario at each concurrency: one table, or one JSON object per level.
+async fn checkout_scenario(args: &Args) -> anyhow::Result<()> {
     let levels = match (&args.clients[..], args.quick) {
         ([], true) => vec![1, 4],
         ([], false) => vec![1, 16, 256],
@@ -90,7 +199,7 @@ async fn main() -> anyhow::Result<()> {
         })
     };
 
-    let server = usher::Usherd::start().await?;
+    let server = usher::Usherd::start(usher::SEATS).await?;
     let echo = usher::start_echo().await?;
     let redis = redis::RedisServer::start().await?;
     let fsync = Measured::from_latencies(
@@ -171,7 +280,6 @@ async fn main() -> anyhow::Result<()> {
                     "fsync_p50_us": fsync.p50_us,
                     "fsync_p99_us": fsync.p99_us,
                     "rss_bytes_per_session": null,
-                    "recovery_ms": null,
                 })
             );
         } else {

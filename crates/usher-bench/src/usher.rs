@@ -14,8 +14,13 @@ use usher_proto::{
 };
 
 /// A `usherd` child process serving a large bench license from a fresh data directory.
+///
+/// It can be killed (`SIGKILL`) and started again on the same data directory, license and
+/// port, as the `recovery` scenario does.
 pub struct Usherd {
-    child: Child,
+    child: Option<Child>,
+    /// The command line: the same for every start, so a restart serves the same store.
+    command: Command,
     /// Where it listens.
     pub addr: SocketAddr,
     /// Its data directory (on the disk whose fsync is measured).
@@ -23,12 +28,13 @@ pub struct Usherd {
     _dir: tempfile::TempDir,
 }
 
-/// Seats in the bench license: more than any scenario holds at once.
-const SEATS: u32 = 1_000_000;
+/// Seats in the bench license for the checkout scenario: more than it holds at once.
+pub const SEATS: u32 = 1_000_000;
 
 impl Usherd {
-    /// Starts `usherd` (found beside this binary) and waits until it accepts connections.
-    pub async fn start() -> anyhow::Result<Usherd> {
+    /// Starts `usherd` (found beside this binary) with a license for `seats` seats of the
+    /// feature `seat`, and waits until it accepts connections.
+    pub async fn start(seats: u32) -> anyhow::Result<Usherd> {
         let exe = std::env::current_exe()?.with_file_name("usherd");
         if !exe.is_file() {
             bail!(
@@ -39,7 +45,7 @@ impl Usherd {
         let dir = tempfile::Builder::new().prefix("usher-bench").tempdir()?;
         let (key, public) = usher_license::keygen("bench", &dir.path().join("keys"))?;
         let key = usher_license::VendorSigningKey::read_from(&key)?;
-        let text = format!("FEATURE seat bench 1 permanent {SEATS} HOSTID=ANY\n");
+        let text = format!("FEATURE seat bench 1 permanent {seats} HOSTID=ANY\n");
         let license = dir.path().join("bench.lic");
         std::fs::write(
             &license,
@@ -47,7 +53,8 @@ impl Usherd {
         )?;
         let port = free_port()?;
         let data_dir = dir.path().join("data");
-        let child = Command::new(&exe)
+        let mut command = Command::new(&exe);
+        command
             .args(["--listen", &format!("127.0.0.1:{port}"), "--log", "warn"])
             .args(["--admin-listen", "off"])
             // The harness measures the server's capacity, not the per-client rate limit.
@@ -61,25 +68,46 @@ impl Usherd {
             .arg(&license)
             .arg("--vendor-key")
             .arg(&public)
-            .stdout(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {}", exe.display()))?;
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-        let server = Usherd {
-            child,
-            addr,
+            .stdout(Stdio::null());
+        let mut server = Usherd {
+            child: None,
+            command,
+            addr: format!("127.0.0.1:{port}").parse()?,
             data_dir,
             _dir: dir,
         };
-        wait_listening(addr).await?;
+        server.spawn()?;
+        wait_listening(server.addr).await?;
         Ok(server)
+    }
+
+    /// Starts the process again (after [`Usherd::kill`]) and returns at once, without
+    /// waiting for it to listen: the caller times that.
+    pub fn spawn(&mut self) -> anyhow::Result<()> {
+        if self.child.is_some() {
+            bail!("usherd is already running");
+        }
+        let child = self
+            .command
+            .spawn()
+            .with_context(|| format!("starting {:?}", self.command.get_program()))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Kills the process with `SIGKILL` (no shutdown, no goodbye to anyone) and reaps it.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill().context("killing usherd")?;
+            child.wait().context("reaping usherd")?;
+        }
+        Ok(())
     }
 }
 
 impl Drop for Usherd {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.kill();
     }
 }
 
@@ -102,14 +130,21 @@ pub async fn wait_listening(addr: SocketAddr) -> anyhow::Result<()> {
     Ok(())
 }
 
-struct Conn {
+/// One plaintext connection to usherd speaking the framed protocol.
+pub struct Conn {
     reader: FrameReader<OwnedReadHalf>,
     writer: OwnedWriteHalf,
 }
 
 impl Conn {
-    async fn open(addr: SocketAddr) -> anyhow::Result<Conn> {
+    /// Connects, without a handshake.
+    pub async fn open(addr: SocketAddr) -> anyhow::Result<Conn> {
         let stream = TcpStream::connect(addr).await?;
+        Conn::from_stream(stream)
+    }
+
+    /// Wraps a connected stream.
+    pub fn from_stream(stream: TcpStream) -> anyhow::Result<Conn> {
         stream.set_nodelay(true)?;
         let (rd, writer) = stream.into_split();
         Ok(Conn {
@@ -118,7 +153,23 @@ impl Conn {
         })
     }
 
-    async fn call(&mut self, id: u64, kind: request::Kind) -> anyhow::Result<Response> {
+    /// Opens a new session (request id 0) and checks that it is welcome.
+    pub async fn hello(&mut self) -> anyhow::Result<()> {
+        let hello = Hello {
+            magic: usher_proto::MAGIC.into(),
+            protocol_version: usher_proto::PROTOCOL_VERSION,
+            user: "bench".into(),
+            program: "usher-bench".into(),
+            ..Hello::default()
+        };
+        match self.call(0, request::Kind::Hello(hello)).await?.kind {
+            Some(response::Kind::Welcome(_)) => Ok(()),
+            other => bail!("hello not welcome: {other:?}"),
+        }
+    }
+
+    /// Sends one request and waits for its answer.
+    pub async fn call(&mut self, id: u64, kind: request::Kind) -> anyhow::Result<Response> {
         usher_proto::write_frame(
             &mut self.writer,
             &Request {
@@ -127,6 +178,23 @@ impl Conn {
             },
         )
         .await?;
+        self.recv().await
+    }
+
+    /// Sends several requests in one write, without waiting for their answers (the
+    /// server answers pipelined requests in order).
+    pub async fn send(&mut self, requests: &[Request]) -> anyhow::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let mut buf = Vec::with_capacity(requests.len() * 32);
+        for r in requests {
+            buf.extend_from_slice(&usher_proto::encode_frame(r));
+        }
+        self.writer.write_all(&buf).await?;
+        Ok(())
+    }
+
+    /// The next answer.
+    pub async fn recv(&mut self) -> anyhow::Result<Response> {
         self.reader
             .read::<Response>()
             .await?
@@ -134,14 +202,19 @@ impl Conn {
     }
 }
 
-fn checkout(client_ref: u64) -> request::Kind {
+/// A checkout of `count` seats of the bench feature, without waiting in the queue.
+pub fn checkout_seats(count: u32, client_ref: u64) -> request::Kind {
     request::Kind::Checkout(Checkout {
         feature: "seat".into(),
         version: String::new(),
-        count: 1,
+        count,
         client_ref,
         ..Checkout::default()
     })
+}
+
+fn checkout(client_ref: u64) -> request::Kind {
+    checkout_seats(1, client_ref)
 }
 
 /// One usher client: hello, then `ops` checkout+checkin pairs (or until `deadline`),
@@ -152,14 +225,7 @@ pub async fn usher_worker(
     deadline: Instant,
 ) -> anyhow::Result<Vec<u64>> {
     let mut conn = Conn::open(addr).await?;
-    let hello = Hello {
-        magic: usher_proto::MAGIC.into(),
-        protocol_version: usher_proto::PROTOCOL_VERSION,
-        user: "bench".into(),
-        program: "usher-bench".into(),
-        ..Hello::default()
-    };
-    conn.call(0, request::Kind::Hello(hello)).await?;
+    conn.hello().await?;
     let mut latencies = Vec::with_capacity(ops);
     for i in 0..ops as u64 {
         if Instant::now() >= deadline {
