@@ -166,16 +166,22 @@ impl Ledger {
             session.expires_at = now.saturating_add(config.session_ttl);
             ledger.insert_session(session);
         }
-        for lease in leases {
-            if ledger.sessions.contains_key(&lease.session)
-                && !ledger.leases.contains_key(&lease.id)
-            {
-                ledger.insert_lease(lease);
-            } else {
-                changes.push(Change::LeaseReleased {
-                    lease,
-                    reason: ReleaseReason::Expired,
-                });
+        let leases: Vec<Lease> = leases.into_iter().collect();
+        if leases.windows(2).all(|w| w[0].id < w[1].id) {
+            // What a store gives (ids ascending, each once): build the indexes in bulk.
+            ledger.restore_sorted_leases(leases, changes);
+        } else {
+            for lease in leases {
+                if ledger.sessions.contains_key(&lease.session)
+                    && !ledger.leases.contains_key(&lease.id)
+                {
+                    ledger.insert_lease(lease);
+                } else {
+                    changes.push(Change::LeaseReleased {
+                        lease,
+                        reason: ReleaseReason::Expired,
+                    });
+                }
             }
         }
         // A session whose every lease lingers had departed (said goodbye, or lapsed, with
@@ -200,6 +206,82 @@ impl Ledger {
             ledger.departed.insert(id, session);
         }
         ledger
+    }
+
+    /// [`Ledger::restore`]'s leases when their ids are strictly ascending (so none repeats):
+    /// the same result as inserting them one by one with [`Ledger::insert_lease`], in a
+    /// fraction of the time, which is what a restart with a million held leases waits for.
+    ///
+    /// The maps are built from sorted runs in one pass each instead of a million tree
+    /// inserts, and seats are summed per pool under borrowed names instead of cloning three
+    /// strings per lease into a `PoolKey`. Idle deadlines are not armed: no session is idle
+    /// yet in a restored ledger (idleness is soft state).
+    fn restore_sorted_leases(&mut self, leases: Vec<Lease>, changes: &mut Vec<Change>) {
+        debug_assert!(self.leases.is_empty() && self.idle_since.is_empty());
+        // In place: a second vector of a million leases costs as much to fault in as to fill.
+        let mut kept = leases;
+        let sessions = &self.sessions;
+        changes.extend(
+            kept.extract_if(.., |l| !sessions.contains_key(&l.session))
+                .map(|lease| Change::LeaseReleased {
+                    lease,
+                    reason: ReleaseReason::Expired,
+                }),
+        );
+
+        // Seats per pool. A pool that groups duplicates (`DUP_GROUP`) counts lease by
+        // lease, as `account_add` does; the others just add up.
+        let mut seats: HashMap<(&str, &str, &str), u32> = HashMap::new();
+        for lease in &kept {
+            *seats
+                .entry((&lease.feature, &lease.vendor, &lease.pool_version))
+                .or_default() += lease.count;
+        }
+        let mut grouped = Vec::new();
+        for ((feature, vendor, version), sum) in seats {
+            let key = PoolKey {
+                feature: feature.to_owned(),
+                vendor: vendor.to_owned(),
+                version: version.to_owned(),
+            };
+            if self
+                .catalog
+                .pool(&key)
+                .is_some_and(|p| p.dup_group.is_some())
+            {
+                grouped.push(key);
+            } else {
+                *self.in_use.entry(key).or_default() += sum;
+            }
+        }
+        if !grouped.is_empty() {
+            for lease in &kept {
+                if grouped.iter().any(|k| {
+                    k.feature == lease.feature
+                        && k.vendor == lease.vendor
+                        && k.version == lease.pool_version
+                }) {
+                    self.account_add(lease);
+                }
+            }
+        }
+
+        // Ids arrive ascending, so each session's ids do too: sets built from sorted runs.
+        let mut by_session: HashMap<SessionId, Vec<LeaseId>> = HashMap::new();
+        for lease in &kept {
+            by_session.entry(lease.session).or_default().push(lease.id);
+            if let Some(until) = lease.lingering_until {
+                self.lingering.insert((until, lease.id));
+            }
+            if let Some(until) = lease.borrowed_until {
+                self.borrowed.insert((until, lease.id));
+            }
+        }
+        self.session_leases = by_session
+            .into_iter()
+            .map(|(session, ids)| (session, ids.into_iter().collect()))
+            .collect();
+        self.leases = kept.into_iter().map(|l| (l.id, l)).collect();
     }
 
     /// The timing rules.
@@ -241,7 +323,15 @@ impl Ledger {
         // Timeouts may have changed: re-arm every idle session's leases.
         self.idle_deadlines.clear();
         self.idle_deadline_of.clear();
-        let ids: Vec<LeaseId> = self.leases.keys().copied().collect();
+        // Only idle sessions' leases have deadlines (see `arm_idle`): visiting just those
+        // keeps a restart with a million leases and no idle session from walking them all.
+        let ids: Vec<LeaseId> = self
+            .idle_since
+            .keys()
+            .filter_map(|s| self.session_leases.get(s))
+            .flatten()
+            .copied()
+            .collect();
         for id in ids {
             self.arm_idle(id);
         }

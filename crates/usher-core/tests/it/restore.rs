@@ -166,6 +166,44 @@ fn restore_releases_leases_whose_session_is_missing() {
     durable.check_matches(&restored).unwrap();
 }
 
+/// A store hands leases over in ascending id order, which `restore` builds in bulk; any
+/// other order (or a repeated id) goes one lease at a time. Both must give the same ledger
+/// and release the same orphans.
+#[test]
+fn restore_in_bulk_matches_restore_one_by_one() {
+    let (old, mut durable) = before_restart();
+    durable.sessions.remove(&SessionId(1));
+    let now = T0 + 1_000;
+    let sessions = || durable.sessions.values().cloned();
+    let sorted: Vec<Lease> = durable.leases.values().cloned().collect();
+    let mut shuffled = sorted.clone();
+    shuffled.reverse();
+    let (mut bulk_changes, mut single_changes) = (Vec::new(), Vec::new());
+    let bulk = Ledger::restore(
+        old.catalog().clone(),
+        CONFIG,
+        sessions(),
+        sorted,
+        now,
+        &mut bulk_changes,
+    );
+    let single = Ledger::restore(
+        old.catalog().clone(),
+        CONFIG,
+        sessions(),
+        shuffled,
+        now,
+        &mut single_changes,
+    );
+    assert_eq!(snapshot(&bulk), snapshot(&single));
+    single_changes.reverse();
+    assert_eq!(
+        bulk_changes, single_changes,
+        "the same orphans, each in input order"
+    );
+    assert_eq!(bulk_changes.len(), 2, "session 1's two leases");
+}
+
 #[test]
 fn restored_sessions_resume_or_expire() {
     let (old, mut durable) = before_restart();
