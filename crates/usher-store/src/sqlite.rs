@@ -220,9 +220,62 @@ impl SqliteStore {
             .context(|| "starting to load".into())?;
         let sessions = by_u64_id(&tx, SELECT_SESSIONS, session_from_row)
             .context(|| "loading sessions".into())?;
-        let leases =
-            by_u64_id(&tx, SELECT_LEASES, lease_from_row).context(|| "loading leases".into())?;
+        let leases = self.load_leases(&tx).context(|| "loading leases".into())?;
         Ok(Snapshot { sessions, leases })
+    }
+
+    /// Every lease in ascending u64 id order, read in `tx`.
+    ///
+    /// A restart waits for this, and with a million leases it is most of the wait: the
+    /// rows are decoded one by one. So when there are many, the upper half of the id range
+    /// is read at the same time on a second core, by a read-only connection of its own.
+    /// That connection's read transaction is used only if it sees the same usage-log head
+    /// as `tx`: every commit that changes a lease also appends a usage record, so the same
+    /// head means the same leases. Otherwise (a commit landed in between) or if it fails,
+    /// `tx` reads that half too.
+    fn load_leases(&self, tx: &Connection) -> rusqlite::Result<Vec<Lease>> {
+        /// Fewer ids than this are read on one thread: the second connection costs more
+        /// than it saves.
+        const SPLIT_AT: i64 = 100_000;
+        let (lo, hi): (Option<i64>, Option<i64>) = tx.query_row(
+            "SELECT min(id), max(id) FROM leases WHERE id >= 0",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let (Some(lo), Some(hi)) = (lo, hi) else {
+            return by_u64_id(tx, SELECT_LEASES, lease_from_row);
+        };
+        if hi - lo < SPLIT_AT {
+            return by_u64_id(tx, SELECT_LEASES, lease_from_row);
+        }
+        let mid = lo + (hi - lo) / 2;
+        let head = read_head(tx)?;
+        let path = self.path.as_path();
+        let (lower, upper) = std::thread::scope(|scope| {
+            let helper = scope.spawn(move || {
+                let conn = Connection::open_with_flags(
+                    path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                conn.busy_timeout(BUSY_TIMEOUT)?;
+                let tx = conn.unchecked_transaction()?;
+                if read_head(&tx)? != head {
+                    return Ok(None);
+                }
+                in_range(&tx, mid + 1, i64::MAX).map(Some)
+            });
+            let lower = in_range(tx, 0, mid);
+            let upper: rusqlite::Result<Option<Vec<Lease>>> = helper.join().unwrap_or(Ok(None));
+            (lower, upper)
+        });
+        let upper = match upper {
+            Ok(Some(upper)) => upper,
+            Ok(None) | Err(_) => in_range(tx, mid + 1, i64::MAX)?,
+        };
+        let mut leases = lower?;
+        leases.extend(upper);
+        leases.extend(in_range(tx, i64::MIN, -1)?);
+        Ok(leases)
     }
 
     /// See [`Store::commit`].
@@ -761,6 +814,12 @@ fn by_u64_id<T>(
         }
     }
     Ok(out)
+}
+
+/// The leases whose ids (as stored, i64) lie in `lo..=hi`, in id order.
+fn in_range(conn: &Connection, lo: i64, hi: i64) -> rusqlite::Result<Vec<Lease>> {
+    let mut st = conn.prepare_cached(SELECT_LEASES)?;
+    st.query_map([lo, hi], lease_from_row)?.collect()
 }
 
 fn session_from_row(r: &Row<'_>) -> rusqlite::Result<Session> {

@@ -335,3 +335,30 @@ fn migrations_to_versions_4_to_6_keep_leases_and_store_lingers_borrows_and_token
     let events: Vec<_> = log.iter().rev().take(2).map(|r| r.event.clone()).collect();
     assert_eq!(events, [UsageEvent::Borrow, UsageEvent::Linger]);
 }
+
+/// Leases spread over a wide id range are loaded on two connections (see
+/// `SqliteStore::load`); the halves must join in u64 order with nothing lost or repeated,
+/// ids that bit-cast to negative i64 last.
+#[test]
+fn leases_over_a_wide_id_range_load_whole_and_in_order() {
+    let dir = tempdir();
+    let mut store = open(&db_path(&dir));
+    let ids = [
+        1,
+        2,
+        99_999,
+        100_000,
+        150_001,
+        250_000,
+        1 << 40,
+        u64::MAX - 1,
+        u64::MAX,
+    ];
+    let mut changes = vec![opened(1)];
+    changes.extend(ids.iter().map(|&id| granted(id, 1)));
+    ok(store.commit(1, &changes), "committing the leases");
+    let loaded = ok(store.load(), "loading");
+    let got: Vec<u64> = loaded.leases.iter().map(|l| l.id.0).collect();
+    assert_eq!(got, ids, "every lease once, in ascending u64 order");
+    assert_eq!(loaded.sessions, vec![stored(&session(1))]);
+}
