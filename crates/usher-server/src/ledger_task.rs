@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info};
 use usher_core::{
     Change, Command, Denial, DequeueReason, LeaseId, Ledger, LedgerError, Millis, Outcome, PoolKey,
-    ReleaseReason,
+    ReleaseReason, SessionId,
 };
 use usher_license::Entitlement;
 use usher_proto::{StatusReport, response};
@@ -85,6 +85,15 @@ pub enum LedgerMsg {
     Prune {
         /// The cut-off.
         before: Millis,
+    },
+    /// Heartbeats for many sessions at once (UDP keepalives). A heartbeat only moves a
+    /// session's deadline in memory, so the answer goes out at once, without waiting for
+    /// the batch to commit.
+    Touch {
+        /// The sessions heard from.
+        ids: Vec<SessionId>,
+        /// For each, whether it is alive (and was touched).
+        reply: oneshot::Sender<Vec<bool>>,
     },
 }
 
@@ -210,6 +219,17 @@ impl LedgerHandle {
         }));
         self.tx
             .send(LedgerMsg::Query(query))
+            .await
+            .map_err(|_| LedgerGone)?;
+        rx.await.map_err(|_| LedgerGone)
+    }
+
+    /// Touches the sessions `ids` (keepalives) and returns, for each, whether it is
+    /// alive. Answered at once: heartbeats change nothing stored.
+    pub async fn touch(&self, ids: Vec<SessionId>) -> Result<Vec<bool>, LedgerGone> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(LedgerMsg::Touch { ids, reply })
             .await
             .map_err(|_| LedgerGone)?;
         rx.await.map_err(|_| LedgerGone)
@@ -537,6 +557,20 @@ fn handle_msg(
             }));
         }
         LedgerMsg::Prune { before } => job.prune_before = Some(before),
+        LedgerMsg::Touch { ids, reply } => {
+            // Heartbeats change nothing stored (see `LedgerMsg::Touch`): no commit to wait for.
+            let mut none = Vec::new();
+            let alive = ids
+                .into_iter()
+                .map(|id| {
+                    ledger
+                        .apply(now, Command::Heartbeat { id }, &mut none)
+                        .is_ok()
+                })
+                .collect();
+            debug_assert!(none.is_empty(), "a heartbeat changed the store");
+            let _ = reply.send(alive);
+        }
     }
 }
 

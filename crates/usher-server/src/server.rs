@@ -56,7 +56,7 @@ pub enum ServerError {
 /// warning, not a reason to stop.
 async fn bind_udp(listener: &TcpListener) -> Option<tokio::net::UdpSocket> {
     let addr = listener.local_addr().ok()?;
-    match tokio::net::UdpSocket::bind(addr).await {
+    match udp_socket(addr) {
         Ok(s) => Some(s),
         Err(e) => {
             warn!(
@@ -68,6 +68,21 @@ async fn bind_udp(listener: &TcpListener) -> Option<tokio::net::UdpSocket> {
         }
     }
 }
+
+/// A UDP socket on `addr` with a receive buffer of up to [`UDP_RECEIVE_BUFFER`], so a burst
+/// of keepalives (a million sessions send 33,000 a second) is queued, not dropped.
+fn udp_socket(addr: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // The kernel caps this at net.core.rmem_max; whatever it grants is fine.
+    let _ = socket.set_recv_buffer_size(UDP_RECEIVE_BUFFER);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    tokio::net::UdpSocket::from_std(socket.into())
+}
+
+/// The UDP socket's receive buffer, in bytes (asked for; the kernel may grant less).
+const UDP_RECEIVE_BUFFER: usize = 4 << 20;
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServerError {
     let context = context.into();

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
-use usher_core::{Command, Outcome, SessionId};
+use usher_core::SessionId;
 use usher_proto::udp::{self, Inbound, KEEPALIVE_KEY_LEN};
 
 use crate::access::Cidr;
@@ -201,6 +201,22 @@ impl UdpContext {
     }
 }
 
+/// Most datagrams read in one go (the first awaited, the rest already waiting), whose
+/// keepalives then touch the ledger in one message.
+const BATCH: usize = 256;
+
+/// Batches of keepalives waiting for the ledger at once; beyond that the socket is not
+/// read (and the kernel drops what does not fit its buffer).
+const BATCHES_IN_FLIGHT: usize = 16;
+
+/// A keepalive that passed every check, waiting for the ledger to touch its session.
+struct Good {
+    keepalive: udp::Keepalive,
+    key: [u8; KEEPALIVE_KEY_LEN],
+    flags: u8,
+    peer: SocketAddr,
+}
+
 /// Serves the UDP socket until `stop`.
 pub async fn serve(socket: UdpSocket, ctx: Arc<UdpContext>, stop: CancellationToken) {
     let socket = Arc::new(socket);
@@ -208,6 +224,8 @@ pub async fn serve(socket: UdpSocket, ctx: Arc<UdpContext>, stop: CancellationTo
     let mut buf = [0u8; 512];
     let mut sweep = tokio::time::interval(ctx.session_ttl);
     let mut answers = Budget::new(ANSWERS_PER_SECOND);
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
+    let mut good = Vec::with_capacity(BATCH);
     loop {
         let (len, peer) = tokio::select! {
             _ = stop.cancelled() => return,
@@ -224,77 +242,101 @@ pub async fn serve(socket: UdpSocket, ctx: Arc<UdpContext>, stop: CancellationTo
                 }
             },
         };
-        if !ctx.allowed(peer.ip()) {
-            ctx.metrics.udp(UdpResult::NotAllowed);
+        judge(&ctx, &socket, &buf[..len], peer, &mut answers, &mut good).await;
+        // Whatever else has arrived meanwhile joins the batch.
+        for _ in 1..BATCH {
+            let Ok((len, peer)) = socket.try_recv_from(&mut buf) else {
+                break;
+            };
+            judge(&ctx, &socket, &buf[..len], peer, &mut answers, &mut good).await;
+        }
+        if good.is_empty() {
             continue;
         }
-        match udp::decode_inbound(&buf[..len]) {
-            Err(_) => ctx.metrics.udp(UdpResult::Garbage),
-            Ok(Inbound::Keepalive(k, whole)) => match ctx.keepalives.accept(&k, whole) {
-                Err(why) => ctx.metrics.udp(why),
-                Ok((key, flags)) => touch(&ctx, &socket, k, key, flags, peer).await,
-            },
-            Ok(Inbound::Discover(nonce)) => {
-                let Some(d) = &ctx.discovery else {
-                    ctx.metrics.udp(UdpResult::DiscoveryOff);
-                    continue;
-                };
-                if !answers.take() {
-                    ctx.metrics.udp(UdpResult::RateLimited);
-                    continue;
-                }
-                let announce = udp::Announce {
-                    nonce,
-                    tcp_port: d.tcp_port,
-                    flags: if d.tls { udp::ANNOUNCE_TLS } else { 0 },
-                    vendors: d.vendors.clone(),
-                };
-                let _ = socket.send_to(&udp::encode_announce(&announce), peer).await;
-                ctx.metrics.udp(UdpResult::Discovered);
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let batch = std::mem::replace(&mut good, Vec::with_capacity(BATCH));
+        tokio::spawn(touch(ctx.clone(), socket.clone(), batch, permit));
+    }
+}
+
+/// Sorts one datagram: a keepalive that passes every check joins `good`, a discovery
+/// request is answered, anything else is counted and dropped.
+async fn judge(
+    ctx: &UdpContext,
+    socket: &UdpSocket,
+    datagram: &[u8],
+    peer: SocketAddr,
+    answers: &mut Budget,
+    good: &mut Vec<Good>,
+) {
+    if !ctx.allowed(peer.ip()) {
+        ctx.metrics.udp(UdpResult::NotAllowed);
+        return;
+    }
+    match udp::decode_inbound(datagram) {
+        Err(_) => ctx.metrics.udp(UdpResult::Garbage),
+        Ok(Inbound::Keepalive(k, whole)) => match ctx.keepalives.accept(&k, whole) {
+            Err(why) => ctx.metrics.udp(why),
+            Ok((key, flags)) => good.push(Good {
+                keepalive: k,
+                key,
+                flags,
+                peer,
+            }),
+        },
+        Ok(Inbound::Discover(nonce)) => {
+            let Some(d) = &ctx.discovery else {
+                ctx.metrics.udp(UdpResult::DiscoveryOff);
+                return;
+            };
+            if !answers.take() {
+                ctx.metrics.udp(UdpResult::RateLimited);
+                return;
             }
+            let announce = udp::Announce {
+                nonce,
+                tcp_port: d.tcp_port,
+                flags: if d.tls { udp::ANNOUNCE_TLS } else { 0 },
+                vendors: d.vendors.clone(),
+            };
+            let _ = socket.send_to(&udp::encode_announce(&announce), peer).await;
+            ctx.metrics.udp(UdpResult::Discovered);
         }
     }
 }
 
-/// Touches the session in the ledger and acknowledges once that is done (in a task of
-/// its own, so the socket keeps being read meanwhile).
+/// Touches a batch of sessions in the ledger and acknowledges each keepalive whose
+/// session is alive; the keys of the others are forgotten, unanswered, so their clients
+/// come back over TCP and learn that the session ended.
 async fn touch(
-    ctx: &Arc<UdpContext>,
-    socket: &Arc<UdpSocket>,
-    k: udp::Keepalive,
-    key: [u8; KEEPALIVE_KEY_LEN],
-    flags: u8,
-    peer: SocketAddr,
+    ctx: Arc<UdpContext>,
+    socket: Arc<UdpSocket>,
+    batch: Vec<Good>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
 ) {
-    let Ok(rx) = ctx
-        .ledger
-        .submit(Command::Heartbeat {
-            id: SessionId(k.session),
-        })
-        .await
-    else {
+    let ids = batch
+        .iter()
+        .map(|g| SessionId(g.keepalive.session))
+        .collect();
+    let Ok(alive) = ctx.ledger.touch(ids).await else {
         return;
     };
-    let (ctx, socket) = (ctx.clone(), socket.clone());
-    tokio::spawn(async move {
-        match rx.await.map(|applied| applied.result) {
-            Ok(Ok(Outcome::Done)) => {
-                ctx.metrics.udp(UdpResult::Keepalive);
-                let ack = udp::Ack {
-                    session: k.session,
-                    seq: k.seq,
-                    flags,
-                };
-                let _ = socket.send_to(&udp::encode_ack(&ack, &key), peer).await;
-            }
-            // The session has ended: forget its key and stay silent, so the client
-            // comes back over TCP and learns it.
-            _ => {
-                ctx.metrics.udp(UdpResult::SessionEnded);
-                ctx.keepalives.forget(k.session);
-            }
+    for (g, alive) in batch.iter().zip(alive) {
+        if !alive {
+            ctx.metrics.udp(UdpResult::SessionEnded);
+            ctx.keepalives.forget(g.keepalive.session);
+            continue;
         }
-    });
+        ctx.metrics.udp(UdpResult::Keepalive);
+        let ack = udp::Ack {
+            session: g.keepalive.session,
+            seq: g.keepalive.seq,
+            flags: g.flags,
+        };
+        let _ = socket.send_to(&udp::encode_ack(&ack, &g.key), g.peer).await;
+    }
 }
 
 /// A once-a-second budget of answers.

@@ -74,6 +74,7 @@ async fn client_as(port: u16, user: &str, host: &str) -> Client {
         ..Identity::current()
     };
     config.request_timeout = Duration::from_secs(20);
+    config.connect_timeout = Duration::from_secs(20);
     Client::connect(config).await.expect("client connects")
 }
 

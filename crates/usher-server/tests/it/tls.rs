@@ -29,6 +29,7 @@ fn config_for(port: u16) -> ClientConfig {
     }]);
     config.connect_timeout = Duration::from_secs(10);
     config.request_timeout = Duration::from_secs(20);
+    config.connect_timeout = Duration::from_secs(20);
     config
 }
 

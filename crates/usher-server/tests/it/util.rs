@@ -203,6 +203,7 @@ pub async fn client_for(port: u16) -> Client {
         port,
     }]);
     config.request_timeout = Duration::from_secs(20);
+    config.connect_timeout = Duration::from_secs(20);
     Client::connect(config).await.expect("client connects")
 }
 
@@ -213,6 +214,7 @@ pub async fn status_of(port: u16) -> usher_proto::StatusReport {
         port,
     }]);
     config.query_only = true;
+    config.connect_timeout = Duration::from_secs(20);
     let client = Client::connect(config)
         .await
         .expect("status client connects");

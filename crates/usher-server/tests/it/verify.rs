@@ -42,6 +42,7 @@ async fn client_with(port: u16, keys: Vec<VendorPublicKey>, plaintext: bool) -> 
         port,
     }]);
     config.request_timeout = Duration::from_secs(20);
+    config.connect_timeout = Duration::from_secs(20);
     config.vendor_keys = keys;
     config.insecure_plaintext = plaintext;
     Client::connect(config).await.expect("client connects")
