@@ -282,6 +282,7 @@ pub struct Metrics {
     frames_rejected: AtomicU64,
     requests_throttled: AtomicU64,
     udp: [AtomicU64; UdpResult::ALL.len()],
+    admin_auth_failures: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -303,6 +304,7 @@ impl Metrics {
             frames_rejected: AtomicU64::new(0),
             requests_throttled: AtomicU64::new(0),
             udp: Default::default(),
+            admin_auth_failures: AtomicU64::new(0),
         }
     }
 
@@ -343,6 +345,11 @@ impl Metrics {
     /// Counts a request held back by its connection's rate limit.
     pub fn request_throttled(&self) {
         self.requests_throttled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a wrong admin API token.
+    pub fn admin_auth_failed(&self) {
+        self.admin_auth_failures.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a datagram on the UDP port by what became of it.
@@ -440,6 +447,17 @@ impl Metrics {
             out,
             "usher_requests_throttled_total {}",
             self.requests_throttled.load(Ordering::Relaxed)
+        );
+        family(
+            out,
+            "usher_admin_auth_failures_total",
+            "counter",
+            "Admin API requests with a wrong bearer token.",
+        );
+        let _ = writeln!(
+            out,
+            "usher_admin_auth_failures_total {}",
+            self.admin_auth_failures.load(Ordering::Relaxed)
         );
         family(
             out,

@@ -11,10 +11,13 @@
 //! the 0700 admin directory), compared in constant time. `/metrics`, `/healthz`,
 //! `/openapi.json` and the dashboard's static files are open: they reveal counts, the API's
 //! shape and a page that asks for the token, never who holds what. The listener is
-//! loopback by default; put it on another address only behind a firewall.
+//! loopback by default; put it on another address only behind a firewall. An address that
+//! sends [`strikes::MAX_STRIKES`] wrong tokens within a minute is refused (429) for a
+//! minute, even with the right token (see [`strikes`]); each wrong token is logged.
 
 mod api;
 mod prometheus;
+pub mod strikes;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -78,6 +81,8 @@ pub struct ApiState {
     reader: Arc<Mutex<Option<SqliteStore>>>,
     /// Cancelled if the store failed (the server is stopping).
     failed: CancellationToken,
+    /// Wrong tokens per client address.
+    strikes: Arc<strikes::Strikes>,
 }
 
 impl ApiState {
@@ -96,6 +101,7 @@ impl ApiState {
             store_path,
             reader: Arc::new(Mutex::new(None)),
             failed,
+            strikes: Arc::default(),
         }
     }
 
@@ -207,6 +213,24 @@ fn same_token(expected_hash: &[u8; 32], given: &str) -> bool {
 }
 
 async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let now = std::time::Instant::now();
+    if let Some(wait) = peer.and_then(|ip| state.strikes.locked(ip, now)) {
+        let mut response = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_failures",
+            "too many wrong tokens from this address; wait and try again",
+        )
+        .into_response();
+        let secs = wait.as_secs().max(1).to_string();
+        if let Ok(v) = HeaderValue::from_str(&secs) {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return response;
+    }
     let given = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -214,13 +238,25 @@ async fn require_token(State(state): State<ApiState>, request: Request, next: Ne
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     match given {
-        Some(token) if same_token(&state.token_hash, token) => next.run(request).await,
-        Some(_) => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "the bearer token does not match DATA_DIR/admin/token",
-        )
-        .into_response(),
+        Some(token) if same_token(&state.token_hash, token) => {
+            if let Some(ip) = peer {
+                state.strikes.forgive(ip);
+            }
+            next.run(request).await
+        }
+        Some(_) => {
+            state.metrics.admin_auth_failed();
+            if let Some(ip) = peer {
+                match state.strikes.strike(ip, now) {
+                    Some(lockout) => tracing::warn!(
+                        %ip,
+                        "admin API: wrong token; too many from this address, refused for {lockout:?}"
+                    ),
+                    None => tracing::warn!(%ip, "admin API: wrong token"),
+                }
+            }
+            unauthorized_wrong()
+        }
         None => ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -228,6 +264,15 @@ async fn require_token(State(state): State<ApiState>, request: Request, next: Ne
         )
         .into_response(),
     }
+}
+
+fn unauthorized_wrong() -> Response {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "the bearer token does not match DATA_DIR/admin/token",
+    )
+    .into_response()
 }
 
 /// API answers change from one moment to the next and may name people: never cache them.

@@ -50,7 +50,22 @@ pub async fn http(
     token: Option<&str>,
     body: Option<&str>,
 ) -> HttpResponse {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    http_from([127, 0, 0, 1], addr, method, path, token, body).await
+}
+
+/// [`http`] from the loopback address `from` (each address has its own failed-login
+/// count).
+pub async fn http_from(
+    from: [u8; 4],
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> HttpResponse {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from((from, 0))).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     if let Some(t) = token {
         req.push_str(&format!("Authorization: Bearer {t}\r\n"));
@@ -158,13 +173,16 @@ async fn the_token_file_is_private_and_survives_a_restart() {
 async fn every_api_route_refuses_a_missing_or_wrong_token() {
     let (_lic, server) = start().await;
     let admin = server.admin.unwrap();
-    for (method, path) in ROUTES.iter().filter(|(_, p)| p.starts_with("/api/")) {
+    let api = ROUTES.iter().filter(|(_, p)| p.starts_with("/api/"));
+    for (i, (method, path)) in api.enumerate() {
+        // Each route from its own address, so the wrong tokens stay under the lockout.
+        let from = [127, 0, 1, i as u8 + 1];
         let method = method.to_ascii_uppercase();
         let body = (method == "POST").then_some("{}");
-        let none = http(admin, &method, path, None, body).await;
+        let none = http_from(from, admin, &method, path, None, body).await;
         none.assert_error(401, "unauthorized");
         assert!(none.headers.contains_key("www-authenticate"), "{none:?}");
-        let wrong = http(admin, &method, path, Some("0123"), body).await;
+        let wrong = http_from(from, admin, &method, path, Some("0123"), body).await;
         wrong.assert_error(401, "unauthorized");
         // The right token but for its last digit (changed, whatever it was).
         let last = if server.token.ends_with('0') {
@@ -173,7 +191,7 @@ async fn every_api_route_refuses_a_missing_or_wrong_token() {
             '0'
         };
         let almost = format!("{}{last}", &server.token[..63]);
-        http(admin, &method, path, Some(&almost), body)
+        http_from(from, admin, &method, path, Some(&almost), body)
             .await
             .assert_error(401, "unauthorized");
     }
@@ -192,6 +210,59 @@ async fn every_api_route_refuses_a_missing_or_wrong_token() {
         let r = http(admin, "GET", path, None, None).await;
         assert_eq!(r.status, 200, "{path}: {r:?}");
     }
+}
+
+/// Guessing is rate-limited: after too many wrong tokens an address is refused even with
+/// the right one, while other addresses and the open endpoints carry on; every wrong
+/// token is counted in `/metrics`.
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_tokens_lock_the_address_out() {
+    use usher_server::http::strikes::MAX_STRIKES;
+    let (_lic, server) = start().await;
+    let admin = server.admin.unwrap();
+    let guesser = [127, 0, 2, 1];
+    let get = |from, token| http_from(from, admin, "GET", "/api/v1/features", token, None);
+    // A missing token is not a guess.
+    get(guesser, None).await.assert_error(401, "unauthorized");
+    for _ in 0..MAX_STRIKES {
+        get(guesser, Some("guess"))
+            .await
+            .assert_error(401, "unauthorized");
+    }
+    let locked = get(guesser, Some(server.token.as_str())).await;
+    locked.assert_error(429, "too_many_failures");
+    let retry: u64 = locked.headers["retry-after"].parse().unwrap();
+    assert!((1..=60).contains(&retry), "{locked:?}");
+
+    // Another address with the right token is served, and forgiven its own mistakes.
+    let admin_host = [127, 0, 2, 2];
+    for _ in 1..MAX_STRIKES {
+        get(admin_host, Some("typo"))
+            .await
+            .assert_error(401, "unauthorized");
+    }
+    assert_eq!(
+        get(admin_host, Some(server.token.as_str())).await.status,
+        200
+    );
+    get(admin_host, Some("typo"))
+        .await
+        .assert_error(401, "unauthorized");
+    assert_eq!(
+        get(admin_host, Some(server.token.as_str())).await.status,
+        200
+    );
+    assert_eq!(
+        http_from(guesser, admin, "GET", "/healthz", None, None)
+            .await
+            .status,
+        200
+    );
+
+    let scrape = http(admin, "GET", "/metrics", None, None).await;
+    let (_, samples) = parse_exposition(&scrape.body);
+    let failures = value(&samples, "usher_admin_auth_failures_total", &[]).unwrap();
+    assert_eq!(failures, f64::from(MAX_STRIKES + MAX_STRIKES - 1 + 1));
 }
 
 #[tokio::test(flavor = "multi_thread")]
