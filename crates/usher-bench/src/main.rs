@@ -16,8 +16,10 @@
 //!
 //! Nothing here asserts a speed.
 
+mod flood;
 mod recovery;
 mod redis;
+mod sessions;
 mod stats;
 mod usher;
 
@@ -56,6 +58,12 @@ struct Args {
     /// Longest the recovery scenario may spend taking its leases, per size.
     #[arg(long, default_value_t = 600)]
     load_seconds: u64,
+    /// Idle sessions held in the sessions scenario, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    sessions: Vec<usize>,
+    /// Longest the sessions scenario may spend opening its sessions, per size.
+    #[arg(long, default_value_t = 900)]
+    open_seconds: u64,
 }
 
 /// A measurement the harness can make.
@@ -65,6 +73,10 @@ enum Scenario {
     Checkout,
     /// Time until usherd serves again after `kill -9` with L leases held.
     Recovery,
+    /// Memory per idle session and CPU on keepalives, with S sessions held over UDP.
+    Sessions,
+    /// Checkout latency of legitimate clients while junk connections flood the port.
+    Flood,
 }
 
 /// Runs `clients` copies of a worker, each doing its share of `ops` until the deadline,
@@ -101,7 +113,12 @@ fn ratio(a: f64, b: Option<f64>) -> Option<f64> {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let scenarios = match &args.scenario[..] {
-        [] => vec![Scenario::Checkout, Scenario::Recovery],
+        [] => vec![
+            Scenario::Checkout,
+            Scenario::Flood,
+            Scenario::Sessions,
+            Scenario::Recovery,
+        ],
         given => given.to_vec(),
     };
     for (i, scenario) in scenarios.iter().enumerate() {
@@ -111,6 +128,163 @@ async fn main() -> anyhow::Result<()> {
         match scenario {
             Scenario::Checkout => checkout_scenario(&args).await?,
             Scenario::Recovery => recovery_scenario(&args).await?,
+            Scenario::Sessions => sessions_scenario(&args).await?,
+            Scenario::Flood => flood_scenario(&args).await?,
+        }
+    }
+    Ok(())
+}
+
+/// The flood scenario: legitimate clients' latency, quiet and under a junk flood.
+async fn flood_scenario(args: &Args) -> anyhow::Result<()> {
+    let (peers, ops) = if args.quick {
+        (40, 100)
+    } else {
+        (2_000, 2_000)
+    };
+    let limit = Duration::from_secs(if args.quick { 5 } else { args.seconds });
+    let mut rows = Vec::new();
+    for clients in [1, 16] {
+        rows.push(flood::run(peers, clients, ops, limit).await?);
+    }
+    if !args.json {
+        println!("flood: legitimate checkout+checkin latency, quiet and while {peers} junk peers");
+        println!("(idle, slowloris, 4 GiB frames, garbage) reconnect from 127.0.N.M");
+        println!();
+        println!(
+            "{:>7} | {:>10} {:>8} {:>8} | {:>10} {:>8} {:>8} | {:>8} {:>8} {:>8}",
+            "clients",
+            "quiet op/s",
+            "p50 µs",
+            "p99 µs",
+            "flood op/s",
+            "p50 µs",
+            "p99 µs",
+            "junk",
+            "p50 ×",
+            "p99 ×"
+        );
+    }
+    for r in rows {
+        let p50 = ratio(r.flooded.p50_us, Some(r.quiet.p50_us));
+        let p99 = ratio(r.flooded.p99_us, Some(r.quiet.p99_us));
+        if args.json {
+            println!(
+                "{}",
+                json!({
+                    "scenario": "flood",
+                    "clients": r.clients,
+                    "junk_peers": r.peers,
+                    "junk_connections": r.junk_connections,
+                    "ops_per_s": r.flooded.ops_per_s.round(),
+                    "p50_us": r.flooded.p50_us,
+                    "p99_us": r.flooded.p99_us,
+                    "p999_us": r.flooded.p999_us,
+                    "quiet_ops_per_s": r.quiet.ops_per_s.round(),
+                    "quiet_p50_us": r.quiet.p50_us,
+                    "quiet_p99_us": r.quiet.p99_us,
+                    "p50_ratio_vs_quiet": p50,
+                    "p99_ratio_vs_quiet": p99,
+                })
+            );
+        } else {
+            println!(
+                "{:>7} | {:>10.0} {:>8.0} {:>8.0} | {:>10.0} {:>8.0} {:>8.0} | {:>8} {:>8.2} {:>8.2}",
+                r.clients,
+                r.quiet.ops_per_s,
+                r.quiet.p50_us,
+                r.quiet.p99_us,
+                r.flooded.ops_per_s,
+                r.flooded.p50_us,
+                r.flooded.p99_us,
+                r.junk_connections,
+                p50.unwrap_or(0.0),
+                p99.unwrap_or(0.0),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The sessions scenario at each size: one table, or one JSON object per size.
+async fn sessions_scenario(args: &Args) -> anyhow::Result<()> {
+    let sizes = match (&args.sessions[..], args.quick) {
+        ([], true) => vec![200],
+        ([], false) => vec![10_000, 100_000, 1_000_000],
+        (given, _) => given.to_vec(),
+    };
+    // Quick mode keeps them alive at a 1 s interval so it takes seconds; a full run uses
+    // the server's default (30 s).
+    let interval = args.quick.then(|| Duration::from_secs(1));
+    let open_limit = Duration::from_secs(if args.quick { 30 } else { args.open_seconds });
+    if !args.json {
+        println!("sessions: S idle sessions, one seat each, detached from TCP and kept alive");
+        println!("by one UDP keepalive per heartbeat interval; server memory and CPU");
+        println!();
+        println!(
+            "{:>9} | {:>7} {:>9} | {:>8} {:>10} {:>10} | {:>10} {:>6} {:>9} {:>8}",
+            "sessions",
+            "open s",
+            "opened/s",
+            "interval",
+            "RSS MiB",
+            "B/session",
+            "keepalive/s",
+            "acked",
+            "CPU %",
+            "µs/ka"
+        );
+    }
+    for target in sizes {
+        let r = sessions::run(target, interval, open_limit).await?;
+        let opened_per_s = r.sessions as f64 / r.open.as_secs_f64().max(1e-9);
+        let rate = r.keepalives as f64 / r.window.as_secs_f64().max(1e-9);
+        let acked = r.acks as f64 / r.keepalives.max(1) as f64;
+        if r.held != r.sessions && !args.json {
+            println!(
+                "(only {} of the {} sessions still held their seats at the end: the others lapsed)",
+                r.held, r.sessions
+            );
+        }
+        if r.sessions < r.target && !args.json {
+            println!(
+                "(opening stopped at its time limit: {} of {} sessions)",
+                r.sessions, r.target
+            );
+        }
+        if args.json {
+            println!(
+                "{}",
+                json!({
+                    "scenario": "sessions",
+                    "sessions": r.sessions,
+                    "sessions_asked": r.target,
+                    "open_ms": r.open.as_millis() as u64,
+                    "heartbeat_interval_ms": r.interval.as_millis() as u64,
+                    "rss_bytes_before": r.rss_before,
+                    "rss_bytes_held": r.rss_held,
+                    "rss_bytes_per_session": r.rss_per_session().round(),
+                    "keepalives_per_s": rate.round(),
+                    "acked_ratio": (acked * 1000.0).round() / 1000.0,
+                    "keepalive_cpu_share": (r.cpu_share() * 1000.0).round() / 1000.0,
+                    "cpu_us_per_keepalive": (r.cpu_us_per_keepalive() * 10.0).round() / 10.0,
+                    "seats_still_held": r.held,
+                })
+            );
+        } else {
+            println!(
+                "{:>9} | {:>7.1} {:>9.0} | {:>7.0}s {:>10.1} {:>10.0} | {:>10.0} {:>5.1}% {:>8.1}% {:>8.1}",
+                r.sessions,
+                r.open.as_secs_f64(),
+                opened_per_s,
+                r.interval.as_secs_f64(),
+                r.rss_held as f64 / (1024.0 * 1024.0),
+                r.rss_per_session(),
+                rate,
+                acked * 100.0,
+                r.cpu_share() * 100.0,
+                r.cpu_us_per_keepalive(),
+            );
         }
     }
     Ok(())
@@ -279,7 +453,6 @@ async fn checkout_scenario(args: &Args) -> anyhow::Result<()> {
                     "ratio_vs_redis": vs_redis,
                     "fsync_p50_us": fsync.p50_us,
                     "fsync_p99_us": fsync.p99_us,
-                    "rss_bytes_per_session": null,
                 })
             );
         } else {

@@ -35,6 +35,11 @@ impl Usherd {
     /// Starts `usherd` (found beside this binary) with a license for `seats` seats of the
     /// feature `seat`, and waits until it accepts connections.
     pub async fn start(seats: u32) -> anyhow::Result<Usherd> {
+        Usherd::start_with(seats, &[]).await
+    }
+
+    /// Starts `usherd` like [`Usherd::start`], with `extra` arguments on its command line.
+    pub async fn start_with(seats: u32, extra: &[String]) -> anyhow::Result<Usherd> {
         let exe = std::env::current_exe()?.with_file_name("usherd");
         if !exe.is_file() {
             bail!(
@@ -68,6 +73,7 @@ impl Usherd {
             .arg(&license)
             .arg("--vendor-key")
             .arg(&public)
+            .args(extra)
             .stdout(Stdio::null());
         let mut server = Usherd {
             child: None,
@@ -93,6 +99,11 @@ impl Usherd {
             .with_context(|| format!("starting {:?}", self.command.get_program()))?;
         self.child = Some(child);
         Ok(())
+    }
+
+    /// The running process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Kills the process with `SIGKILL` (no shutdown, no goodbye to anyone) and reaps it.
