@@ -83,9 +83,9 @@ type DupKey = (PoolKey, Option<String>, Option<String>, Option<String>);
 /// The pool a lease's seats come from.
 fn pool_key(lease: &Lease) -> PoolKey {
     PoolKey {
-        feature: lease.feature.clone(),
-        vendor: lease.vendor.clone(),
-        version: lease.pool_version.clone(),
+        feature: lease.feature.to_string(),
+        vendor: lease.vendor.to_string(),
+        version: lease.pool_version.to_string(),
     }
 }
 
@@ -462,7 +462,7 @@ impl Ledger {
                     return Err(LedgerError::BadSecret);
                 }
                 session.connected = true;
-                session.client.address = address;
+                session.client.address = address.into();
                 self.touch(id, now);
                 // Lingering seats are no longer the client's.
                 let leases = self
@@ -647,10 +647,10 @@ impl Ledger {
                         let lease = Lease {
                             id: lease_id,
                             session,
-                            feature,
-                            vendor: pool.vendor,
-                            requested_version: version,
-                            pool_version: pool.version,
+                            feature: feature.into(),
+                            vendor: pool.vendor.into(),
+                            requested_version: version.into(),
+                            pool_version: pool.version.into(),
                             count,
                             granted_at: now,
                             client_ref,
@@ -1327,9 +1327,9 @@ impl Ledger {
         let client = client?;
         Some((
             pool.clone(),
-            group.user.then(|| client.user.clone()),
-            group.host.then(|| client.host.clone()),
-            group.display.then(|| client.display.clone()),
+            group.user.then(|| client.user.to_string()),
+            group.host.then(|| client.host.to_string()),
+            group.display.then(|| client.display.to_string()),
         ))
     }
 
@@ -1549,16 +1549,16 @@ fn new_lease(
     Lease {
         id,
         session,
-        feature: choice.pool.feature,
-        vendor: choice.pool.vendor,
-        requested_version,
-        pool_version: choice.pool.version,
+        feature: choice.pool.feature.into(),
+        vendor: choice.pool.vendor.into(),
+        requested_version: requested_version.into(),
+        pool_version: choice.pool.version.into(),
         count: choice.seats,
         granted_at: now,
         client_ref,
         overdraft: choice.overdraft,
         lingering_until: None,
         borrowed_until: None,
-        token_for: choice.token_for,
+        token_for: choice.token_for.map(Into::into),
     }
 }

@@ -28,7 +28,7 @@ pub use command::{Change, Command, Denial, LedgerError, Outcome, ReleaseReason};
 pub use ledger::{Ledger, LedgerConfig};
 pub use policy::{Policy, PolicyError, Who};
 pub use queue::{DequeueReason, QueuedRequest, Wait};
-pub use session::{ClientInfo, Lease, LeaseId, Session, SessionId};
+pub use session::{ClientInfo, Lease, LeaseId, Name, Session, SessionId};
 
 /// Milliseconds since the Unix epoch. All times inside the ledger use this unit.
 pub type Millis = u64;

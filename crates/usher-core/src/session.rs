@@ -4,6 +4,10 @@ use std::fmt;
 
 use crate::Millis;
 
+/// A short text (a user, host, feature or version name): kept inline up to 24 bytes, so a
+/// million sessions and leases do not cost a heap block per name.
+pub type Name = compact_str::CompactString;
+
 /// A session's identifier, chosen at random by the server when the session opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId(pub u64);
@@ -28,19 +32,19 @@ impl fmt::Display for LeaseId {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct ClientInfo {
     /// Login name of the user running the application.
-    pub user: String,
+    pub user: Name,
     /// Host name of the client machine.
-    pub host: String,
+    pub host: Name,
     /// Display (X display or terminal), as FlexLM reports it.
-    pub display: String,
+    pub display: Name,
     /// Process id on the client machine.
     pub pid: u32,
     /// Program name.
-    pub program: String,
+    pub program: Name,
     /// Program version.
-    pub program_version: String,
+    pub program_version: Name,
     /// Network address the session connected from, as seen by the server.
-    pub address: String,
+    pub address: Name,
 }
 
 /// One client process's presence.
@@ -73,13 +77,13 @@ pub struct Lease {
     /// Owning session.
     pub session: SessionId,
     /// Feature checked out.
-    pub feature: String,
+    pub feature: Name,
     /// Vendor of the pool the seats came from.
-    pub vendor: String,
+    pub vendor: Name,
     /// Version the client asked for (as written by the client).
-    pub requested_version: String,
+    pub requested_version: Name,
     /// Version of the pool the seats came from; with `feature`, it names the pool.
-    pub pool_version: String,
+    pub pool_version: Name,
     /// Number of seats.
     pub count: u32,
     /// When the lease was granted.
@@ -100,7 +104,7 @@ pub struct Lease {
     pub borrowed_until: Option<crate::Millis>,
     /// Set when the checkout asked for a token-based feature (`count` = `token`): its
     /// name. The lease then holds `count` tokens of `feature`, the pool that paid.
-    pub token_for: Option<String>,
+    pub token_for: Option<Name>,
 }
 
 impl Lease {

@@ -60,9 +60,9 @@ async fn audit(ctx: &ConnContext, what: String, lease: Option<&Lease>) -> Result
     if let Some(l) = lease {
         event.lease = Some(l.id);
         event.session = Some(l.session);
-        event.feature = Some(l.feature.clone());
-        event.vendor = Some(l.vendor.clone());
-        event.version = Some(l.pool_version.clone());
+        event.feature = Some(l.feature.to_string());
+        event.vendor = Some(l.vendor.to_string());
+        event.version = Some(l.pool_version.to_string());
         event.count = Some(l.count);
     }
     ctx.ledger.record(event).await

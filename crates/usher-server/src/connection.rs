@@ -493,7 +493,7 @@ async fn dispatch(
                     reply::ok(id, response::Kind::Removed(r))
                 };
                 match admin::remove(&ctx, r.lease_id, ADMIN_SOCKET).await {
-                    Ok(Some(lease)) => removed(true, lease.feature, lease.count),
+                    Ok(Some(lease)) => removed(true, lease.feature.to_string(), lease.count),
                     Ok(None) => removed(false, String::new(), 0),
                     Err(AdminError::Gone(_)) => shutting_down(id),
                     Err(e) => Response::error(id, ErrorCode::NotPermitted, e.to_string()),
@@ -724,13 +724,13 @@ async fn open_session(
     ctx: &ConnContext,
 ) -> Result<(SessionId, [u8; 32]), End> {
     let client = ClientInfo {
-        user: clip(hello.user),
-        host: clip(hello.host),
-        display: clip(hello.display),
+        user: clip(hello.user).into(),
+        host: clip(hello.host).into(),
+        display: clip(hello.display).into(),
         pid: hello.pid,
-        program: clip(hello.program),
-        program_version: clip(hello.program_version),
-        address: peer.to_string(),
+        program: clip(hello.program).into(),
+        program_version: clip(hello.program_version).into(),
+        address: peer.to_string().into(),
     };
     loop {
         let id = SessionId(random_id());

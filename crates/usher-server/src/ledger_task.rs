@@ -490,9 +490,9 @@ fn handle_msg(
                     vendor: None,
                     version: Some(version),
                     count: Some(count),
-                    user: client.map(|c| c.user.clone()),
-                    host: client.map(|c| c.host.clone()),
-                    display: client.map(|c| c.display.clone()),
+                    user: client.map(|c| c.user.to_string()),
+                    host: client.map(|c| c.host.to_string()),
+                    display: client.map(|c| c.display.to_string()),
                     detail: Some(denial_reason(denial).to_owned()),
                 });
             }
@@ -501,10 +501,11 @@ fn handle_msg(
                 let pool = ledger.catalog().pool(&pool_key(lease));
                 expires_at_ms = pool.and_then(|p| p.expires_at(now)).unwrap_or(0);
                 source = pool.and_then(|p| p.source_at(now)).cloned();
-                user = ledger
+                user = (ledger
                     .holder(lease.session)
                     .map(|s| s.client.user.clone())
-                    .unwrap_or_default();
+                    .unwrap_or_default())
+                .to_string();
             }
             let applied = Applied {
                 result,
@@ -647,9 +648,9 @@ pub fn denial_reason(denial: &Denial) -> &'static str {
 
 fn pool_key(lease: &usher_core::Lease) -> PoolKey {
     PoolKey {
-        feature: lease.feature.clone(),
-        vendor: lease.vendor.clone(),
-        version: lease.pool_version.clone(),
+        feature: lease.feature.to_string(),
+        vendor: lease.vendor.to_string(),
+        version: lease.pool_version.to_string(),
     }
 }
 

@@ -23,24 +23,26 @@ pub fn ok(id: u64, kind: response::Kind) -> Response {
 pub fn granted(lease: &Lease, expires_at_ms: u64) -> Granted {
     Granted {
         lease_id: lease.id.0,
-        feature: lease
+        feature: (lease
             .token_for
             .clone()
-            .unwrap_or_else(|| lease.feature.clone()),
-        version: lease.pool_version.clone(),
+            .unwrap_or_else(|| lease.feature.clone()))
+        .to_string(),
+        version: lease.pool_version.to_string(),
         count: lease.count,
-        vendor: lease.vendor.clone(),
+        vendor: lease.vendor.to_string(),
         expires_at_ms,
         granted_at_ms: lease.granted_at,
         client_ref: lease.client_ref,
         overdraft: lease.overdraft,
         borrowed_until_ms: lease.borrowed_until.unwrap_or(0),
         borrow_token: String::new(),
-        token_pool: lease
+        token_pool: (lease
             .token_for
             .as_ref()
             .map(|_| lease.feature.clone())
-            .unwrap_or_default(),
+            .unwrap_or_default())
+        .to_string(),
         statement: String::new(),
     }
 }
@@ -64,8 +66,8 @@ fn statement(
             StatementKind::Grant => lease.session.0,
             StatementKind::Borrow => 0,
         },
-        feature: lease.feature.clone(),
-        version: lease.pool_version.clone(),
+        feature: lease.feature.to_string(),
+        version: lease.pool_version.to_string(),
         count: lease.count,
         user: applied.user.clone(),
         host_ids: Vec::new(),

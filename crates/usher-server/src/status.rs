@@ -29,19 +29,19 @@ pub fn report(ledger: &Ledger, now: Millis, feature: &str, info: &ServerInfo) ->
     let mut holders: HashMap<PoolKey, Vec<Holder>> = HashMap::new();
     for lease in ledger.leases().filter(|l| wanted(&l.feature)) {
         let key = PoolKey {
-            feature: lease.feature.clone(),
-            vendor: lease.vendor.clone(),
-            version: lease.pool_version.clone(),
+            feature: lease.feature.to_string(),
+            vendor: lease.vendor.to_string(),
+            version: lease.pool_version.to_string(),
         };
         let session = ledger.holder(lease.session);
         let client = session.map(|s| s.client.clone()).unwrap_or_default();
         holders.entry(key).or_default().push(Holder {
-            user: client.user,
-            host: client.host,
-            display: client.display,
+            user: client.user.to_string(),
+            host: client.host.to_string(),
+            display: client.display.to_string(),
             pid: client.pid,
-            program: client.program,
-            version: lease.requested_version.clone(),
+            program: client.program.to_string(),
+            version: lease.requested_version.to_string(),
             since_ms: lease.granted_at,
             count: lease.count,
             lease_id: lease.id.0,
@@ -50,7 +50,7 @@ pub fn report(ledger: &Ledger, now: Millis, feature: &str, info: &ServerInfo) ->
             overdraft: lease.overdraft,
             lingering_until_ms: lease.lingering_until.unwrap_or(0),
             borrowed_until_ms: lease.borrowed_until.unwrap_or(0),
-            token_for: lease.token_for.clone().unwrap_or_default(),
+            token_for: lease.token_for.as_deref().unwrap_or_default().to_string(),
         });
     }
     let mut features = Vec::new();
@@ -100,11 +100,11 @@ pub fn report(ledger: &Ledger, now: Millis, feature: &str, info: &ServerInfo) ->
                 priority: r
                     .priority
                     .map_or(-1, |p| i32::try_from(p).unwrap_or(i32::MAX)),
-                user: client.user,
-                host: client.host,
-                display: client.display,
+                user: client.user.to_string(),
+                host: client.host.to_string(),
+                display: client.display.to_string(),
                 pid: client.pid,
-                program: client.program,
+                program: client.program.to_string(),
                 since_ms: r.queued_at,
                 deadline_ms: r.deadline.unwrap_or(0),
                 lease_id: r.lease_id.0,

@@ -98,7 +98,11 @@ impl Tables {
             .and_then(|id| self.sessions.get(&id))
             .map(|s| {
                 let c = &s.client;
-                (c.user.clone(), c.host.clone(), c.display.clone())
+                (
+                    c.user.to_string(),
+                    c.host.to_string(),
+                    c.display.to_string(),
+                )
             });
         entry.record(seq, at, who)
     }

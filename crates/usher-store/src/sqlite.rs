@@ -634,13 +634,13 @@ impl<'conn> Batch<'conn> {
                 self.upsert_session.execute(params![
                     s.id.0 as i64,
                     &s.secret_hash[..],
-                    c.user,
-                    c.host,
-                    c.display,
+                    c.user.as_str(),
+                    c.host.as_str(),
+                    c.display.as_str(),
                     c.pid,
-                    c.program,
-                    c.program_version,
-                    c.address,
+                    c.program.as_str(),
+                    c.program_version.as_str(),
+                    c.address.as_str(),
                     s.opened_at as i64,
                 ])?;
                 self.log(at, change)
@@ -663,17 +663,17 @@ impl<'conn> Batch<'conn> {
                 self.upsert_lease.execute(params![
                     l.id.0 as i64,
                     l.session.0 as i64,
-                    l.feature,
-                    l.vendor,
-                    l.requested_version,
-                    l.pool_version,
+                    l.feature.as_str(),
+                    l.vendor.as_str(),
+                    l.requested_version.as_str(),
+                    l.pool_version.as_str(),
                     l.count,
                     l.granted_at as i64,
                     l.client_ref as i64,
                     l.overdraft,
                     l.lingering_until.map(|t| t as i64),
                     l.borrowed_until.map(|t| t as i64),
-                    l.token_for,
+                    l.token_for.as_deref(),
                 ])?;
                 self.log(at, change)
             }
@@ -827,13 +827,13 @@ fn session_from_row(r: &Row<'_>) -> rusqlite::Result<Session> {
         id: SessionId(r.get::<_, i64>(0)? as u64),
         secret_hash: r.get(1)?,
         client: ClientInfo {
-            user: r.get(2)?,
-            host: r.get(3)?,
-            display: r.get(4)?,
+            user: r.get::<_, String>(2)?.into(),
+            host: r.get::<_, String>(3)?.into(),
+            display: r.get::<_, String>(4)?.into(),
             pid: r.get(5)?,
-            program: r.get(6)?,
-            program_version: r.get(7)?,
-            address: r.get(8)?,
+            program: r.get::<_, String>(6)?.into(),
+            program_version: r.get::<_, String>(7)?.into(),
+            address: r.get::<_, String>(8)?.into(),
         },
         opened_at: r.get::<_, i64>(9)? as u64,
         // Soft state: the ledger gives every recovered session a fresh TTL.
@@ -846,17 +846,17 @@ fn lease_from_row(r: &Row<'_>) -> rusqlite::Result<Lease> {
     Ok(Lease {
         id: LeaseId(r.get::<_, i64>(0)? as u64),
         session: SessionId(r.get::<_, i64>(1)? as u64),
-        feature: r.get(2)?,
-        vendor: r.get(3)?,
-        requested_version: r.get(4)?,
-        pool_version: r.get(5)?,
+        feature: r.get::<_, String>(2)?.into(),
+        vendor: r.get::<_, String>(3)?.into(),
+        requested_version: r.get::<_, String>(4)?.into(),
+        pool_version: r.get::<_, String>(5)?.into(),
         count: r.get(6)?,
         granted_at: r.get::<_, i64>(7)? as u64,
         client_ref: r.get::<_, i64>(8)? as u64,
         overdraft: r.get(9)?,
         lingering_until: r.get::<_, Option<i64>>(10)?.map(|t| t as u64),
         borrowed_until: r.get::<_, Option<i64>>(11)?.map(|t| t as u64),
-        token_for: r.get(12)?,
+        token_for: r.get::<_, Option<String>>(12)?.map(Into::into),
     })
 }
 

@@ -373,11 +373,11 @@ impl Entry<'_> {
             session: self.session,
             lease: lease.map(|l| l.id).or(queued.map(|q| q.lease_id)),
             feature: lease
-                .map(|l| l.feature.clone())
+                .map(|l| l.feature.to_string())
                 .or(queued.map(|q| q.feature.clone())),
-            vendor: lease.map(|l| l.vendor.clone()),
+            vendor: lease.map(|l| l.vendor.to_string()),
             version: lease
-                .map(|l| l.pool_version.clone())
+                .map(|l| l.pool_version.to_string())
                 .or(queued.map(|q| q.version.clone())),
             count: lease.map(|l| l.count).or(queued.map(|q| q.count)),
             user,

@@ -458,7 +458,7 @@ impl Model {
                     return Err(LedgerError::BadSecret);
                 }
                 session.connected = true;
-                session.client.address = address.clone();
+                session.client.address = address.clone().into();
                 session.expires_at = now + TTL;
                 let leases = self
                     .leases
@@ -521,10 +521,10 @@ impl Model {
                         let lease = Lease {
                             id: *lease_id,
                             session: *session,
-                            feature: feature.clone(),
-                            vendor: vendor.to_string(),
-                            requested_version: version.clone(),
-                            pool_version: pool_version.to_string(),
+                            feature: feature.clone().into(),
+                            vendor: vendor.to_string().into(),
+                            requested_version: version.clone().into(),
+                            pool_version: pool_version.to_string().into(),
                             count: *count,
                             granted_at: now,
                             client_ref: *client_ref,

@@ -754,7 +754,7 @@ fn ledger_lease(id: u64, session: SessionId) -> usher_core::Lease {
         session,
         feature: "cad".into(),
         vendor: VENDOR.into(),
-        requested_version: String::new(),
+        requested_version: Default::default(),
         pool_version: "2025".into(),
         count: 1,
         granted_at: T0,

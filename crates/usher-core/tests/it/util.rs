@@ -140,13 +140,13 @@ pub fn secret(id: u64) -> [u8; 32] {
 /// A plausible client identity for session `id`.
 pub fn client(id: u64) -> ClientInfo {
     ClientInfo {
-        user: format!("user{id}"),
-        host: format!("host{id}"),
-        display: "/dev/pts/1".to_string(),
+        user: format!("user{id}").into(),
+        host: format!("host{id}").into(),
+        display: "/dev/pts/1".into(),
         pid: 1000 + u32::try_from(id % 1000).expect("id % 1000 fits in u32"),
-        program: "cadtool".to_string(),
-        program_version: "1.0".to_string(),
-        address: format!("10.0.0.{}:40000", id % 250),
+        program: "cadtool".into(),
+        program_version: "1.0".into(),
+        address: format!("10.0.0.{}:40000", id % 250).into(),
     }
 }
 
@@ -364,7 +364,7 @@ impl Durable {
             // `client.address` is refreshed by Resume without a change; it is where the
             // client is now, not who it is, so it is not compared.
             let client = ClientInfo {
-                address: String::new(),
+                address: Default::default(),
                 ..s.client.clone()
             };
             (s.id, s.secret_hash, client, s.opened_at)

@@ -138,9 +138,9 @@ impl From<UsageRecord> for EventJson {
 
 fn pool_key(lease: &Lease) -> PoolKey {
     PoolKey {
-        feature: lease.feature.clone(),
-        vendor: lease.vendor.clone(),
-        version: lease.pool_version.clone(),
+        feature: lease.feature.to_string(),
+        vendor: lease.vendor.to_string(),
+        version: lease.pool_version.to_string(),
     }
 }
 
@@ -213,20 +213,20 @@ fn holders_of(ledger: &Ledger, feature: Option<&str>) -> Vec<HolderJson> {
             HolderJson {
                 id: l.id.0,
                 session_id: l.session.0.to_string(),
-                feature: l.feature.clone(),
-                vendor: l.vendor.clone(),
-                version: l.pool_version.clone(),
-                user: client.user,
-                host: client.host,
-                display: client.display,
+                feature: l.feature.to_string(),
+                vendor: l.vendor.to_string(),
+                version: l.pool_version.to_string(),
+                user: client.user.to_string(),
+                host: client.host.to_string(),
+                display: client.display.to_string(),
                 pid: client.pid,
-                program: client.program,
+                program: client.program.to_string(),
                 since: l.granted_at,
                 count: l.count,
                 overdraft: l.overdraft,
                 lingering_until: l.lingering_until,
                 borrowed_until: l.borrowed_until,
-                token_for: l.token_for.clone(),
+                token_for: l.token_for.as_ref().map(|s| s.to_string()),
                 connected: session.is_some_and(|s| s.connected),
             }
         })
@@ -270,13 +270,13 @@ pub(super) async fn sessions(
                 .take(limit)
                 .map(|s| SessionJson {
                     id: s.id.0.to_string(),
-                    user: s.client.user.clone(),
-                    host: s.client.host.clone(),
-                    display: s.client.display.clone(),
+                    user: s.client.user.to_string(),
+                    host: s.client.host.to_string(),
+                    display: s.client.display.to_string(),
                     pid: s.client.pid,
-                    program: s.client.program.clone(),
-                    program_version: s.client.program_version.clone(),
-                    address: s.client.address.clone(),
+                    program: s.client.program.to_string(),
+                    program_version: s.client.program_version.to_string(),
+                    address: s.client.address.to_string(),
                     opened_at: s.opened_at,
                     expires_at: s.expires_at,
                     connected: s.connected,
@@ -308,9 +308,9 @@ pub(super) async fn queue(State(s): State<ApiState>) -> Result<Json<Vec<QueueJso
                         version: r.version.clone(),
                         position,
                         priority: r.priority,
-                        user: client.user,
-                        host: client.host,
-                        display: client.display,
+                        user: client.user.to_string(),
+                        host: client.host.to_string(),
+                        display: client.display.to_string(),
                         count: r.count,
                         since: r.queued_at,
                         deadline: r.deadline,
@@ -646,7 +646,7 @@ pub(super) async fn remove(
                         .map(|l| {
                             let c = v.ledger.session(l.session).map(|s| s.client.clone());
                             let c = c.unwrap_or_default();
-                            vec![(id, c.user, c.host)]
+                            vec![(id, c.user.to_string(), c.host.to_string())]
                         })
                         .unwrap_or_default()
                 })
@@ -660,13 +660,13 @@ pub(super) async fn remove(
                 .query(move |v| {
                     v.ledger
                         .leases()
-                        .filter(|l| feature.as_ref().is_none_or(|f| &l.feature == f))
+                        .filter(|l| feature.as_ref().is_none_or(|f| l.feature == f))
                         .filter_map(|l| {
                             let c = &v.ledger.session(l.session)?.client;
                             let matches = c.user == user
                                 && c.host == host
-                                && display.as_ref().is_none_or(|d| &c.display == d);
-                            matches.then(|| (l.id.0, c.user.clone(), c.host.clone()))
+                                && display.as_ref().is_none_or(|d| c.display == d);
+                            matches.then(|| (l.id.0, c.user.to_string(), c.host.to_string()))
                         })
                         .collect()
                 })
@@ -693,7 +693,7 @@ pub(super) async fn remove(
         match admin::remove(&s.ctx, id, &by).await {
             Ok(Some(lease)) => removed.push(RemovedJson {
                 id,
-                feature: lease.feature,
+                feature: lease.feature.to_string(),
                 user,
                 host,
                 count: lease.count,

@@ -85,7 +85,7 @@ fn empty_store_loads_empty<B: Backend>(b: &mut B) {
 fn committed_rows_load_back_exactly<B: Backend>(b: &mut B) {
     let mut store = b.create();
     let mut odd = session(HIGH);
-    odd.client.user = String::new();
+    odd.client.user = Default::default();
     odd.client.pid = u32::MAX;
     odd.opened_at = u64::MAX;
     odd.secret_hash = [0xFF; 32];

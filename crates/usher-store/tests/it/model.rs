@@ -83,13 +83,13 @@ fn reason() -> impl Strategy<Value = ReleaseReason> {
 fn client() -> impl Strategy<Value = ClientInfo> {
     (text(), text(), text(), any::<u32>(), text(), text(), text()).prop_map(
         |(user, host, display, pid, program, program_version, address)| ClientInfo {
-            user,
-            host,
-            display,
+            user: user.into(),
+            host: host.into(),
+            display: display.into(),
             pid,
-            program,
-            program_version,
-            address,
+            program: program.into(),
+            program_version: program_version.into(),
+            address: address.into(),
         },
     )
 }
@@ -208,10 +208,10 @@ impl Model {
                 let lease = Lease {
                     id,
                     session,
-                    feature,
+                    feature: feature.into(),
                     vendor: "acme".into(),
                     requested_version: "1".into(),
-                    pool_version,
+                    pool_version: pool_version.into(),
                     count,
                     granted_at: at,
                     client_ref,
@@ -241,7 +241,7 @@ impl Model {
                     session: SessionId(session),
                     feature: "gone".into(),
                     vendor: "acme".into(),
-                    requested_version: String::new(),
+                    requested_version: Default::default(),
                     pool_version: "1".into(),
                     count: 1,
                     granted_at: 0,

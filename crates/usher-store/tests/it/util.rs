@@ -117,7 +117,7 @@ pub fn session(id: u64) -> Session {
         id: SessionId(id),
         secret_hash: [id as u8; 32],
         client: ClientInfo {
-            user: format!("user{id}"),
+            user: format!("user{id}").into(),
             host: "ws-ünïcode-7".into(),
             display: "/dev/pts/3".into(),
             pid: 4242,
@@ -144,7 +144,7 @@ pub fn lease(id: u64, session: u64) -> Lease {
     Lease {
         id: LeaseId(id),
         session: SessionId(session),
-        feature: format!("feature{}", id % 3),
+        feature: format!("feature{}", id % 3).into(),
         vendor: "acme".into(),
         requested_version: "1.0".into(),
         pool_version: "2.0".into(),
