@@ -47,9 +47,9 @@ pub struct Ledger {
     /// Every live session by expiry time, so `Expire` and `next_deadline` need not scan.
     expiries: BTreeSet<(Millis, SessionId)>,
     leases: BTreeMap<LeaseId, Box<Lease>>,
-    /// Each session's leases, in id order (usually one: a sorted `Vec` costs a fraction
-    /// of a B-tree node).
-    session_leases: HashMap<SessionId, Vec<LeaseId>>,
+    /// Each session's leases, in id order. Usually one, kept inline in the map's slot;
+    /// more spill to the heap.
+    session_leases: HashMap<SessionId, LeaseIds>,
     /// Seats held per pool. A pool that left the catalog (license removed on reload) keeps
     /// its count until its holders let go.
     in_use: HashMap<PoolKey, u32>,
@@ -75,6 +75,9 @@ pub struct Ledger {
     /// Every borrowed lease by the end of its borrow.
     borrowed: BTreeSet<(Millis, LeaseId)>,
 }
+
+/// A session's lease ids, sorted.
+type LeaseIds = smallvec::SmallVec<[LeaseId; 1]>;
 
 /// A group of duplicate checkouts: the pool, and the user, host and display where the
 /// pool's `DUP_GROUP` compares them.
@@ -272,7 +275,7 @@ impl Ledger {
         }
 
         // Ids arrive ascending, so each session's ids do too: sets built from sorted runs.
-        let mut by_session: HashMap<SessionId, Vec<LeaseId>> = HashMap::new();
+        let mut by_session: HashMap<SessionId, LeaseIds> = HashMap::new();
         for lease in &kept {
             by_session.entry(lease.session).or_default().push(lease.id);
             if let Some(until) = lease.lingering_until {

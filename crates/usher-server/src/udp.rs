@@ -17,8 +17,10 @@
 //! so its client, missing acknowledgements, comes back over TCP. Every refused datagram is
 //! counted by reason (`usher_udp_datagrams_total`), never answered.
 //!
-//! Keys live in memory only: after a restart a detached client hears nothing, reconnects
-//! over TCP and resumes its session (whose seats were recovered from the store).
+//! Keys are not stored: each is an HMAC of the session id and the moment of issue under a
+//! secret drawn at start, so a detached session costs 24 bytes here, and after a restart
+//! (a new secret) a detached client hears nothing, reconnects over TCP and resumes its
+//! session (whose seats were recovered from the store).
 //!
 //! **Discovery.** A client with no server configured broadcasts a (padded) discovery
 //! request; the server answers with its TCP port and the vendors it serves, nothing more,
@@ -47,40 +49,65 @@ pub const WINDOW: Duration = Duration::from_secs(60);
 /// cannot turn the server into a firehose).
 const ANSWERS_PER_SECOND: u32 = 50;
 
-/// One detached session's keepalive state: 56 bytes.
+/// One detached session's keepalive state: 24 bytes. The key itself is not kept: it is
+/// derived again from the table's secret, the session and the moment it was issued.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
-    key: [u8; KEEPALIVE_KEY_LEN],
-    /// A notice could not reach the session: the next acknowledgement calls it back.
-    call_back: bool,
     /// Highest sequence number accepted.
     last_seq: u64,
-    /// When the key was issued and when the session was last heard, in ms since the
-    /// table's epoch.
-    issued_ms: u32,
-    heard_ms: u32,
+    /// When the key was issued, in ms since the table's epoch (part of the key).
+    issued_ms: u64,
+    /// When the session was last heard, in seconds since the table's epoch.
+    heard_s: u32,
+    /// A notice could not reach the session: the next acknowledgement calls it back.
+    call_back: bool,
 }
 
 /// The keepalive keys of detached sessions.
-#[derive(Debug)]
 pub struct Keepalives {
     epoch: Instant,
+    /// Random at every start; each session's key is an HMAC of its id and issue time
+    /// under it, so a million sessions need no million stored keys.
+    secret: [u8; 32],
     entries: Mutex<HashMap<u64, Entry>>,
+}
+
+impl std::fmt::Debug for Keepalives {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keepalives").finish_non_exhaustive()
+    }
 }
 
 impl Default for Keepalives {
     fn default() -> Self {
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).expect("the OS random number generator is available");
         Keepalives {
             epoch: Instant::now(),
+            secret,
             entries: Mutex::default(),
         }
     }
 }
 
 impl Keepalives {
-    fn now_ms(&self) -> u32 {
-        // A server would have to run 49 days for this to wrap; saturate rather than wrap.
-        u32::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u32::MAX)
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn seconds(ms: u64) -> u32 {
+        u32::try_from(ms / 1000).unwrap_or(u32::MAX)
+    }
+
+    /// The key of `session` issued at `issued_ms`.
+    fn key(&self, session: u64, issued_ms: u64) -> [u8; KEEPALIVE_KEY_LEN] {
+        use hmac::{Hmac, KeyInit, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&self.secret)
+            .expect("HMAC takes keys of any length");
+        mac.update(b"usher keepalive key 1");
+        mac.update(&session.to_be_bytes());
+        mac.update(&issued_ms.to_be_bytes());
+        mac.finalize().into_bytes().into()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Entry>> {
@@ -89,18 +116,15 @@ impl Keepalives {
 
     /// Issues a fresh key for `session`, replacing any earlier one.
     pub fn issue(&self, session: SessionId) -> [u8; KEEPALIVE_KEY_LEN] {
-        let mut key = [0u8; KEEPALIVE_KEY_LEN];
-        getrandom::fill(&mut key).expect("the OS random number generator is available");
         let now = self.now_ms();
         let entry = Entry {
-            key,
-            call_back: false,
             last_seq: 0,
             issued_ms: now,
-            heard_ms: now,
+            heard_s: Self::seconds(now),
+            call_back: false,
         };
         self.lock().insert(session.0, entry);
-        key
+        self.key(session.0, now)
     }
 
     /// Asks a detached session to come back over TCP (a notice for it had no connection to
@@ -141,29 +165,31 @@ impl Keepalives {
         if k.seq <= entry.last_seq {
             return Err(UdpResult::Replayed);
         }
-        let ours = u64::from(now.saturating_sub(entry.issued_ms));
+        let ours = now.saturating_sub(entry.issued_ms);
         if ours.abs_diff(k.elapsed_ms) > WINDOW.as_millis() as u64 {
             return Err(UdpResult::Stale);
         }
-        if !udp::verify_keepalive(whole, &entry.key) {
+        let key = self.key(k.session, entry.issued_ms);
+        if !udp::verify_keepalive(whole, &key) {
             return Err(UdpResult::Forged);
         }
         entry.last_seq = k.seq;
-        entry.heard_ms = now;
+        entry.heard_s = Self::seconds(now);
         let flags = if entry.call_back {
             udp::ACK_CALL_BACK
         } else {
             0
         };
-        Ok((entry.key, flags))
+        Ok((key, flags))
     }
 
     /// Drops the keys of sessions not heard from for `ttl`: their sessions have lapsed.
     pub fn sweep(&self, ttl: Duration) {
-        let now = self.now_ms();
-        let ttl = u32::try_from(ttl.as_millis()).unwrap_or(u32::MAX);
+        let now = Self::seconds(self.now_ms());
+        // Whole seconds, rounded up: never a key whose session may still live.
+        let ttl = u32::try_from(ttl.as_secs() + 1).unwrap_or(u32::MAX);
         self.lock()
-            .retain(|_, e| now.saturating_sub(e.heard_ms) <= ttl);
+            .retain(|_, e| now.saturating_sub(e.heard_s) <= ttl);
     }
 }
 
@@ -420,6 +446,6 @@ mod tests {
 
     #[test]
     fn the_entry_is_small() {
-        assert!(std::mem::size_of::<Entry>() <= 56);
+        assert!(std::mem::size_of::<Entry>() <= 24);
     }
 }
