@@ -4,8 +4,9 @@ use bytes::{Buf, BytesMut};
 use prost::Message;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// Largest payload accepted, in bytes. A frame announcing more is refused before any of
-/// it is buffered, so a hostile length prefix cannot make the peer allocate.
+/// Largest payload accepted, in bytes (the protocol's limit; a server may set a lower one,
+/// see [`FrameReader::with_limit`]). A frame announcing more is refused before any of it
+/// is buffered, so a hostile length prefix cannot make the peer allocate.
 pub const MAX_FRAME_LEN: usize = 64 * 1024;
 
 /// What can go wrong reading or decoding a frame.
@@ -46,15 +47,17 @@ pub fn encode_frame<M: Message>(msg: &M) -> Vec<u8> {
 /// Returns `Ok(None)` when more bytes are needed; the cheap length check comes first, so a
 /// partial frame costs nothing to re-examine.
 pub fn decode_frame(buf: &mut BytesMut) -> Result<Option<BytesMut>, FrameError> {
+    decode_frame_within(buf, MAX_FRAME_LEN)
+}
+
+/// [`decode_frame`] with a limit of `max` bytes per payload.
+pub fn decode_frame_within(buf: &mut BytesMut, max: usize) -> Result<Option<BytesMut>, FrameError> {
     if buf.len() < 4 {
         return Ok(None);
     }
     let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-    if len > MAX_FRAME_LEN {
-        return Err(FrameError::TooLarge {
-            len,
-            max: MAX_FRAME_LEN,
-        });
+    if len > max {
+        return Err(FrameError::TooLarge { len, max });
     }
     if buf.len() < 4 + len {
         buf.reserve(4 + len - buf.len());
@@ -79,14 +82,21 @@ pub async fn write_frame<W: AsyncWrite + Unpin, M: Message>(
 pub struct FrameReader<R> {
     inner: R,
     buf: BytesMut,
+    max: usize,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
-    /// Wraps a reader.
+    /// Wraps a reader, accepting frames up to [`MAX_FRAME_LEN`].
     pub fn new(inner: R) -> Self {
+        FrameReader::with_limit(inner, MAX_FRAME_LEN)
+    }
+
+    /// Wraps a reader, accepting frames up to `max` bytes (at most [`MAX_FRAME_LEN`]).
+    pub fn with_limit(inner: R, max: usize) -> Self {
         FrameReader {
             inner,
             buf: BytesMut::with_capacity(1024),
+            max: max.min(MAX_FRAME_LEN),
         }
     }
 
@@ -94,7 +104,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// between frames.
     pub async fn read<M: Message + Default>(&mut self) -> Result<Option<M>, FrameError> {
         loop {
-            if let Some(payload) = decode_frame(&mut self.buf)? {
+            if let Some(payload) = decode_frame_within(&mut self.buf, self.max)? {
                 return Ok(Some(M::decode(payload.freeze())?));
             }
             if self.inner.read_buf(&mut self.buf).await? == 0 {

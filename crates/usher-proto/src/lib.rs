@@ -16,7 +16,10 @@ pub mod fuzzing;
 mod messages;
 pub mod udp;
 
-pub use frame::{FrameError, FrameReader, MAX_FRAME_LEN, decode_frame, encode_frame, write_frame};
+pub use frame::{
+    FrameError, FrameReader, MAX_FRAME_LEN, decode_frame, decode_frame_within, encode_frame,
+    write_frame,
+};
 pub use messages::*;
 
 /// The protocol version this build speaks. Bumped only for changes that old peers cannot

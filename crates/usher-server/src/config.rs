@@ -47,8 +47,8 @@ pub struct Config {
     /// Most requests per second one client connection may send, with a burst of as many;
     /// faster senders are read more slowly (0: no limit).
     pub max_request_rate: u32,
-    /// How much a status query on the client port shows (the admin socket always shows
-    /// everything).
+    /// How much an unauthenticated status query on the client port shows: seat counts by
+    /// default (the admin socket and API always show everything).
     pub status_detail: StatusDetail,
     /// Heartbeat interval announced to clients.
     pub heartbeat_interval: Duration,
@@ -78,6 +78,12 @@ pub struct Config {
     /// on the network, so this is off unless asked for, and the server warns when it is
     /// used. TLS connections are accepted either way.
     pub insecure_plaintext: bool,
+    /// Largest request frame accepted, in bytes (at most the protocol's 64 KiB); a frame
+    /// announcing more closes its connection before any of it is buffered.
+    pub max_frame_bytes: usize,
+    /// Most requests one connection may have waiting for answers; beyond that the
+    /// connection is not read (TCP flow control pushes back), which bounds its memory.
+    pub max_requests_in_flight: usize,
     /// Answer discovery requests on the UDP port (with the TCP port and the vendors
     /// served, nothing more). Keepalives on the UDP port work either way.
     pub discovery: bool,
@@ -99,7 +105,7 @@ impl Config {
             hide_users: false,
             log_retention_days: 0,
             max_request_rate: 1_000,
-            status_detail: StatusDetail::Full,
+            status_detail: StatusDetail::Totals,
             heartbeat_interval: Duration::from_secs(30),
             session_ttl: Duration::from_secs(120),
             reconnect_grace: Duration::from_secs(10),
@@ -113,6 +119,8 @@ impl Config {
             admin_listen: Some(DEFAULT_ADMIN_LISTEN),
             insecure_plaintext: false,
             discovery: true,
+            max_frame_bytes: usher_proto::MAX_FRAME_LEN,
+            max_requests_in_flight: 64,
         }
     }
 
@@ -146,6 +154,15 @@ impl Config {
         }
         if self.session_ttl <= self.heartbeat_interval {
             return invalid("session_ttl", "must be longer than heartbeat_interval");
+        }
+        if !(1024..=usher_proto::MAX_FRAME_LEN).contains(&self.max_frame_bytes) {
+            return invalid(
+                "max_frame_bytes",
+                "must be between 1024 and 65536 (the protocol's limit)",
+            );
+        }
+        if !(1..=4096).contains(&self.max_requests_in_flight) {
+            return invalid("max_requests_in_flight", "must be between 1 and 4096");
         }
         if self.reconnect_grace.is_zero() {
             return invalid("reconnect_grace", "must be greater than zero");
@@ -238,6 +255,10 @@ pub struct FileConfig {
     pub insecure_plaintext: Option<bool>,
     /// See [`Config::discovery`].
     pub discovery: Option<bool>,
+    /// See [`Config::max_frame_bytes`].
+    pub max_frame_bytes: Option<usize>,
+    /// See [`Config::max_requests_in_flight`].
+    pub max_requests_in_flight: Option<usize>,
 }
 
 impl FileConfig {
@@ -298,6 +319,12 @@ impl FileConfig {
         }
         if let Some(v) = self.discovery {
             config.discovery = v;
+        }
+        if let Some(v) = self.max_frame_bytes {
+            config.max_frame_bytes = v;
+        }
+        if let Some(v) = self.max_requests_in_flight {
+            config.max_requests_in_flight = v;
         }
         if let Some(v) = self.log_retention_days {
             config.log_retention_days = v;

@@ -2,7 +2,7 @@
 //!
 //! Requests are read in order and submitted to the ledger at once; their replies are
 //! written in the same order by a separate writer task. A client may therefore pipeline
-//! requests, up to [`MAX_IN_FLIGHT`] of them, after which the reader stops reading and
+//! requests, up to `max_requests_in_flight` of them (64 by default), after which the reader stops reading and
 //! TCP flow control pushes back on the client.
 
 use std::path::PathBuf;
@@ -30,9 +30,6 @@ use crate::reply;
 
 /// Who acted, in the usage log, for actions arriving on the admin socket.
 const ADMIN_SOCKET: &str = "admin socket";
-
-/// Most requests a connection may have waiting for answers.
-pub const MAX_IN_FLIGHT: usize = 64;
 
 /// How many times a client may retry the handshake on one connection (a failed resume is
 /// followed by a fresh Hello).
@@ -78,6 +75,10 @@ pub struct ConnContext {
     pub keepalives: Arc<crate::udp::Keepalives>,
     /// The UDP port detached sessions send keepalives to; `None` when UDP is unavailable.
     pub udp_port: Option<u16>,
+    /// See [`crate::Config::max_frame_bytes`].
+    pub max_frame_bytes: usize,
+    /// See [`crate::Config::max_requests_in_flight`].
+    pub max_in_flight: usize,
 }
 
 impl ConnContext {
@@ -120,11 +121,11 @@ pub async fn serve<S>(
 {
     let _counted = (!admin).then(|| ctx.metrics.connection_opened());
     let (rd, mut wr) = tokio::io::split(stream);
-    let mut reader = FrameReader::new(rd);
+    let mut reader = FrameReader::with_limit(rd, ctx.max_frame_bytes);
 
     // The response queue exists before the handshake: a session's notices must come to
     // this connection from the moment its Welcome is sent (see `handshake`).
-    let (out_tx, mut out_rx) = mpsc::channel::<PendingResponse>(MAX_IN_FLIGHT);
+    let (out_tx, mut out_rx) = mpsc::channel::<PendingResponse>(ctx.max_in_flight);
     let session = match tokio::time::timeout(
         ctx.handshake_timeout,
         handshake(&mut reader, &mut wr, &peer, &ctx, &out_tx),

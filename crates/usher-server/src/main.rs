@@ -30,7 +30,7 @@ struct Args {
     /// Trusted vendor public key (repeatable; replaces the config file's list).
     #[arg(long = "vendor-key", env = "USHERD_VENDOR_KEY", value_delimiter = ',')]
     vendor_keys: Vec<PathBuf>,
-    /// How much a status query on the client port shows: full, totals or none [default: full].
+    /// How much a status query on the client port shows: full, totals or none [default: totals; full with --demo].
     #[arg(long, env = "USHERD_STATUS_DETAIL")]
     status_detail: Option<usher_server::config::StatusDetail>,
     /// Most requests per second one client connection may send (0: no limit) [default: 1000].
@@ -88,6 +88,8 @@ fn build_config(args: &Args) -> anyhow::Result<Config> {
     let mut config = Config::new(default_data_dir());
     if args.demo {
         config.listen = SocketAddr::from(([127, 0, 0, 1], usher_proto::DEFAULT_PORT));
+        // The demo serves this machine only: show who holds what, as `lmstat -a` would.
+        config.status_detail = usher_server::config::StatusDetail::Full;
     }
     if let Some(path) = &args.config {
         FileConfig::read(path)?.apply(&mut config)?;

@@ -332,6 +332,8 @@ impl Server {
                 .as_ref()
                 .and_then(|s| s.local_addr().ok())
                 .map(|a| a.port()),
+            max_frame_bytes: config.max_frame_bytes,
+            max_in_flight: config.max_requests_in_flight,
         });
         let udp_stop = CancellationToken::new();
         let udp_task = udp.map(|socket| {

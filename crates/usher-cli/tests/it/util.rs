@@ -324,7 +324,9 @@ impl Server {
                 .arg(&data_dir)
                 .args(["--log", "info"])
                 // Parallel tests would all want the default admin HTTP port.
-                .args(["--admin-listen", "off"]);
+                .args(["--admin-listen", "off"])
+                // The tests read holders (`usher status`, `lmstat -a`) from the client port.
+                .args(["--status-detail", "full"]);
             configure(&mut cmd);
             cmd.stdout(File::create(&stdout).expect("creating usherd's stdout file"))
                 .stderr(File::create(&log).expect("creating usherd's log file"));

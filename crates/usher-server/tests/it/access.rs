@@ -109,6 +109,17 @@ async fn one_address_cannot_take_every_connection() {
     assert!(again.is_some(), "the freed slot is usable again");
 }
 
+/// Status detail beyond totals is for administrators unless the configuration says
+/// otherwise.
+#[test]
+fn an_unauthenticated_status_shows_totals_by_default() {
+    let config = usher_server::Config::new("/nonexistent");
+    assert_eq!(
+        config.status_detail,
+        usher_server::config::StatusDetail::Totals
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn status_on_the_client_port_shows_only_what_the_administrator_allows() {
     use usher_server::config::StatusDetail;

@@ -40,6 +40,7 @@ async fn start(license: &str) -> Fixture {
     config.admin_listen = Some("127.0.0.1:0".parse().unwrap());
     // Raw-frame peers below speak plaintext; the client library still uses TLS.
     config.insecure_plaintext = true;
+    config.status_detail = usher_server::config::StatusDetail::Full;
     let admin_socket = config.admin_socket();
     let server = Server::bind(config).await.unwrap();
     let addr = server.local_addr();

@@ -153,6 +153,49 @@ async fn hostile_peers_are_refused_while_everyone_else_is_served() {
         .expect("the server is healthy to the end");
 }
 
+/// `max_frame_bytes` lowers the frame limit: a request just over it closes that
+/// connection (with a bad-request error) and costs the server nothing else, while a
+/// request just under it is served, as is everyone else.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frame_over_the_configured_limit_closes_only_its_connection() {
+    let lic = Licensed::new(LICENSE);
+    let mut config = lic.config();
+    config.max_frame_bytes = 1024;
+    let server = TestServer::start(config).await;
+    let checkout_of = |name_len: usize| {
+        request::Kind::Checkout(usher_proto::Checkout {
+            feature: "x".repeat(name_len),
+            count: 1,
+            client_ref: 1,
+            ..usher_proto::Checkout::default()
+        })
+    };
+    let mut under = RawConn::connect(server.addr).await;
+    under.hello("under").await;
+    let answer = under.call(2, checkout_of(900)).await;
+    assert!(
+        matches!(answer, response::Kind::Denied(_)),
+        "a 900-byte feature name fits and is simply unknown: {answer:?}"
+    );
+
+    let mut over = RawConn::connect(server.addr).await;
+    over.hello("over").await;
+    over.send(2, checkout_of(1100)).await;
+    refused(
+        &mut over,
+        Some(ErrorCode::BadRequest),
+        "frame over max_frame_bytes",
+    )
+    .await;
+
+    let client = server.client().await;
+    client
+        .checkout("cad", "", 1)
+        .await
+        .expect("others are served");
+    client.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_peer_cannot_take_over_or_release_another_sessions_seats() {
     let lic = Licensed::new(LICENSE);

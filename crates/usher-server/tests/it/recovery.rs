@@ -117,6 +117,7 @@ fn spawn_usherd(lic: &Licensed, port: u16, log: &std::path::Path) -> Child {
         .args(["--reconnect-grace", "2s", "--log", "warn"])
         // The abandoned raw connection speaks plaintext; the clients use TLS.
         .arg("--insecure-plaintext")
+        .args(["--status-detail", "full"])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).expect("usherd log file"))
         .spawn()

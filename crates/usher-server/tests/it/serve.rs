@@ -178,12 +178,14 @@ async fn overdraft_seats_are_granted_beyond_the_count_and_flagged_everywhere() {
 #[tokio::test(flavor = "multi_thread")]
 async fn pipelined_requests_are_all_answered_in_order() {
     let lic = Licensed::new(LICENSE);
-    let server = TestServer::start(lic.config()).await;
+    let mut config = lic.config();
+    config.max_requests_in_flight = 16;
+    let server = TestServer::start(config).await;
     let mut raw = RawConn::connect(server.addr).await;
     raw.hello("pipeliner").await;
     // More requests than a connection may have in flight, all written before any answer
     // is read: the server pushes back, then answers every one, in order.
-    let n = 3 * usher_server::connection::MAX_IN_FLIGHT as u64;
+    let n = 3 * 16;
     let kind = |id: u64| match id % 3 {
         0 => checkout("sim", 1, 7),
         1 => request::Kind::Heartbeat(usher_proto::Heartbeat {}),

@@ -61,6 +61,8 @@ impl Licensed {
         config.admin_listen = Some("127.0.0.1:0".parse().unwrap());
         // The client library speaks TLS (as by default); raw-frame tests speak plaintext.
         config.insecure_plaintext = true;
+        // The tests read holders from the client port's status.
+        config.status_detail = usher_server::config::StatusDetail::Full;
         config
     }
 }
