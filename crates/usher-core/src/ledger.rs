@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use usher_license::Version;
 
+use crate::names::Names;
 use crate::queue::Queue;
 use crate::{
     Catalog, Change, ClientInfo, Command, Denial, DequeueReason, Lease, LeaseId, LedgerError,
@@ -74,6 +75,8 @@ pub struct Ledger {
     lingering: BTreeSet<(Millis, LeaseId)>,
     /// Every borrowed lease by the end of its borrow.
     borrowed: BTreeSet<(Millis, LeaseId)>,
+    /// One shared copy of each name the sessions and leases use.
+    names: Names,
 }
 
 /// A session's lease ids, sorted.
@@ -151,6 +154,7 @@ impl Ledger {
             departed: HashMap::new(),
             lingering: BTreeSet::new(),
             borrowed: BTreeSet::new(),
+            names: Names::default(),
         }
     }
 
@@ -286,7 +290,14 @@ impl Ledger {
             }
         }
         self.session_leases = by_session;
-        self.leases = kept.into_iter().map(|l| (l.id, Box::new(l))).collect();
+        let names = &mut self.names;
+        self.leases = kept
+            .into_iter()
+            .map(|mut l| {
+                names.lease(&mut l);
+                (l.id, Box::new(l))
+            })
+            .collect();
     }
 
     /// The timing rules.
@@ -466,6 +477,7 @@ impl Ledger {
                 }
                 session.connected = true;
                 session.client.address = address.into();
+                self.names.intern(&mut session.client.address);
                 self.touch(id, now);
                 // Lingering seats are no longer the client's.
                 let leases = self
@@ -1296,7 +1308,8 @@ impl Ledger {
         }
     }
 
-    fn insert_session(&mut self, session: Session) {
+    fn insert_session(&mut self, mut session: Session) {
+        self.names.session(&mut session);
         self.expiries.insert((session.expires_at, session.id));
         self.sessions.insert(session.id, Box::new(session));
     }
@@ -1388,7 +1401,8 @@ impl Ledger {
         count.saturating_sub(held)
     }
 
-    fn insert_lease(&mut self, lease: Lease) {
+    fn insert_lease(&mut self, mut lease: Lease) {
+        self.names.lease(&mut lease);
         self.account_add(&lease);
         let ids = self.session_leases.entry(lease.session).or_default();
         if let Err(at) = ids.binary_search(&lease.id) {

@@ -16,6 +16,7 @@
 mod catalog;
 mod command;
 mod ledger;
+mod names;
 pub mod policy;
 mod queue;
 mod session;

@@ -1,10 +1,12 @@
 //! Sessions: opening, resuming, heartbeats, disconnects, expiry and closing.
 
-use usher_core::{Change, Command, LeaseId, LedgerError, Outcome, ReleaseReason, SessionId};
+use usher_core::{
+    Change, Command, Lease, LeaseId, Ledger, LedgerError, Name, Outcome, ReleaseReason, SessionId,
+};
 
 use crate::util::{
-    GRACE, T0, TTL, VENDOR, apply, checkout_cmd, client, ent, grant, key, ledger, open_cmd, secret,
-    session, snapshot,
+    GRACE, T0, TTL, VENDOR, apply, catalog, checkout_cmd, client, ent, grant, key, ledger,
+    open_cmd, secret, session, snapshot,
 };
 
 #[test]
@@ -425,4 +427,53 @@ fn next_deadline_is_the_earliest_expiry() {
         .unwrap();
     assert_eq!(ledger.session(a), None);
     assert_eq!(ledger.next_deadline(), None);
+}
+
+#[test]
+fn sessions_and_leases_share_one_copy_of_each_name() {
+    let mut ledger = ledger(&[ent("cad", "1.0", 10)]);
+    let (a, b) = (session(&mut ledger, 1, T0), session(&mut ledger, 2, T0));
+    let (one, two) = (ledger.session(a).unwrap(), ledger.session(b).unwrap());
+    // Different users and hosts, the same program and display.
+    assert_ne!(one.client.user, two.client.user);
+    assert!(one.client.program.shares_with(&two.client.program));
+    assert!(one.client.display.shares_with(&two.client.display));
+
+    let first = grant(&mut ledger, T0, a, 1, "cad", "1.0", 1);
+    let second = grant(&mut ledger, T0, b, 2, "cad", "1.0", 1);
+    let (first, second) = (
+        ledger.lease(first.id).unwrap(),
+        ledger.lease(second.id).unwrap(),
+    );
+    assert!(first.feature.shares_with(&second.feature));
+    assert!(first.vendor.shares_with(&second.vendor));
+    assert!(first.pool_version.shares_with(&second.pool_version));
+
+    // A ledger restored from stored rows (a fresh copy of every name) shares them too.
+    let fresh = |n: &Name| Name::from(n.as_str());
+    let sessions = ledger.sessions().map(|s| {
+        let mut s = s.clone();
+        s.client.program = fresh(&s.client.program);
+        s
+    });
+    let leases = ledger.leases().map(|l| Lease {
+        feature: fresh(&l.feature),
+        ..l.clone()
+    });
+    let mut changes = Vec::new();
+    let restored = Ledger::restore(
+        catalog(&[ent("cad", "1.0", 10)]),
+        ledger.config(),
+        sessions.collect::<Vec<_>>(),
+        leases.collect::<Vec<_>>(),
+        T0,
+        &mut changes,
+    );
+    assert_eq!(changes, vec![]);
+    let leases: Vec<_> = restored.leases().collect();
+    assert_eq!(leases.len(), 2);
+    assert!(leases[0].feature.shares_with(&leases[1].feature));
+    let (one, two) = (restored.session(a), restored.session(b));
+    let (one, two) = (one.unwrap(), two.unwrap());
+    assert!(one.client.program.shares_with(&two.client.program));
 }
