@@ -14,11 +14,19 @@
 //!   committer is still writing the last one. Batches are committed in order, so a later
 //!   reply is never released before an earlier change is durable.
 //!
+//! When nothing is in flight and a batch holds a single request (a quiet server), the ledger
+//! task commits it itself instead of handing it over: the hand-over costs two thread
+//! wake-ups (to the committer and back to the connection), which on a quiet server are a
+//! large part of a checkout's latency. Under load the committer takes every batch, so the
+//! ledger keeps applying while the disk writes. Either way one batch commits at a time,
+//! in order, and its replies go out after its commit.
+//!
 //! A failed commit is fatal: the server stops rather than answer without durability.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
@@ -40,6 +48,12 @@ use crate::status::{self, ServerInfo};
 /// Most commands applied in one batch, so one huge burst cannot delay the replies of the
 /// first requests in it indefinitely.
 pub const MAX_BATCH: usize = 4096;
+
+/// Most replies in a batch the ledger task commits itself when no commit is in flight
+/// (see the module docs); larger batches go to the committer thread. One: with more, a
+/// server under moderate load (16 clients) loses more to the ledger waiting on the disk
+/// than it saves in wake-ups (measured with usher-bench; see BENCHMARKS.md).
+const INLINE_COMMIT_MAX: usize = 1;
 
 /// A request to the ledger task.
 #[derive(Debug)]
@@ -279,7 +293,8 @@ pub struct LedgerService {
     /// Handle for connections.
     pub handle: LedgerHandle,
     task: tokio::task::JoinHandle<()>,
-    committer: std::thread::JoinHandle<SqliteStore>,
+    committer: std::thread::JoinHandle<()>,
+    writer: Arc<Writer>,
 }
 
 /// What the ledger task and committer report to, besides their replies.
@@ -313,14 +328,26 @@ impl LedgerService {
         } = outlets;
         let (tx, rx) = mpsc::channel(queue_depth);
         let (commit_tx, commit_rx) = std_mpsc::channel();
-        let committer = std::thread::Builder::new()
-            .name("usher-committer".into())
-            .spawn(move || committer(store, commit_rx, failed, &metrics))?;
+        let writer = Arc::new(Writer {
+            store: Mutex::new(store),
+            in_flight: AtomicUsize::new(0),
+            metrics,
+            failed,
+        });
+        let committer = {
+            let writer = writer.clone();
+            std::thread::Builder::new()
+                .name("usher-committer".into())
+                .spawn(move || committer(&writer, commit_rx))?
+        };
         let task = tokio::spawn(ledger_loop(
             ledger,
             first_lease_id,
             rx,
-            commit_tx,
+            Commits {
+                tx: commit_tx,
+                writer: writer.clone(),
+            },
             info,
             notices,
         ));
@@ -328,6 +355,7 @@ impl LedgerService {
             handle: LedgerHandle { tx },
             task,
             committer,
+            writer,
         })
     }
 
@@ -339,13 +367,18 @@ impl LedgerService {
             handle,
             task,
             committer,
+            writer,
         } = self;
         drop(handle);
         if let Err(e) = task.await {
             error!("ledger task failed: {e}");
         }
         match tokio::task::spawn_blocking(move || committer.join()).await {
-            Ok(Ok(store)) => Some(store),
+            // Both the ledger task and the committer are gone: the store is ours again.
+            Ok(Ok(())) => match Arc::try_unwrap(writer) {
+                Ok(writer) => writer.store.into_inner().ok(),
+                Err(_) => None,
+            },
             Ok(Err(_)) => {
                 error!("the store committer thread panicked");
                 None
@@ -363,7 +396,7 @@ async fn ledger_loop(
     mut ledger: Ledger,
     mut next_lease_id: u64,
     mut rx: mpsc::Receiver<LedgerMsg>,
-    commit_tx: std_mpsc::Sender<CommitJob>,
+    commits: Commits,
     mut info: ServerInfo,
     notices: Arc<Notices>,
 ) {
@@ -426,8 +459,8 @@ async fn ledger_loop(
         {
             continue;
         }
-        if commit_tx.send(job).is_err() {
-            // The committer is gone, so nothing more can be made durable.
+        if !commits.commit(job) {
+            // The store failed, so nothing more can be made durable.
             error!("store committer stopped; the ledger stops too");
             break;
         }
@@ -673,37 +706,43 @@ async fn sleep_until_ms(deadline: Option<Millis>) {
     }
 }
 
-fn committer(
-    mut store: SqliteStore,
-    rx: std_mpsc::Receiver<CommitJob>,
+/// The store and what its commits report to, shared by the ledger task and the committer.
+struct Writer {
+    /// Held while a batch is written (by whichever of the two writes it).
+    store: Mutex<SqliteStore>,
+    /// Batches handed to the committer and not yet committed with their replies sent.
+    in_flight: AtomicUsize,
+    metrics: Arc<Metrics>,
     failed: CancellationToken,
-    metrics: &Metrics,
-) -> SqliteStore {
-    while let Ok(first) = rx.recv() {
-        let mut at = first.at;
-        let mut changes = first.changes;
-        let mut events = first.events;
-        let mut replies = first.replies;
-        let mut prune_before = first.prune_before;
-        // Everything that queued while the last commit was in flight shares this commit.
-        // (Each job's events then follow all the changes, not just its own; they share one
-        // `at` and one transaction, so nothing a report relies on moves.)
-        while let Ok(job) = rx.try_recv() {
-            at = at.max(job.at);
-            changes.extend(job.changes);
-            events.extend(job.events);
-            replies.extend(job.replies);
-            prune_before = prune_before.max(job.prune_before);
-        }
+}
+
+impl Writer {
+    /// Commits `job` and then sends its replies. On failure, stops the server (dropping
+    /// the replies tells every waiting connection that its request failed) and returns
+    /// false.
+    fn write(&self, job: CommitJob) -> bool {
+        let CommitJob {
+            at,
+            changes,
+            events,
+            replies,
+            prune_before,
+        } = job;
+        // A poisoned lock means a commit panicked half-way: nothing more may be written.
+        let Ok(mut store) = self.store.lock() else {
+            self.failed.cancel();
+            return false;
+        };
         let started = Instant::now();
         let committed = store.commit_batch(at, &changes, &events);
-        metrics.store_commit.observe_duration(started.elapsed());
-        metrics.store_batch.observe(replies.len() as f64);
+        self.metrics
+            .store_commit
+            .observe_duration(started.elapsed());
+        self.metrics.store_batch.observe(replies.len() as f64);
         if let Err(e) = committed {
             error!("store commit failed, stopping the server: {e}");
-            // Dropping the replies tells every waiting connection that its request failed.
-            failed.cancel();
-            return store;
+            self.failed.cancel();
+            return false;
         }
         for reply in replies {
             reply();
@@ -715,6 +754,53 @@ fn committer(
                 Err(e) => error!("usage log retention failed: {e}"),
             }
         }
+        true
     }
-    store
+}
+
+/// The ledger task's way to the store: commit a small batch itself when nothing is in
+/// flight, or hand it to the committer thread.
+struct Commits {
+    tx: std_mpsc::Sender<CommitJob>,
+    writer: Arc<Writer>,
+}
+
+impl Commits {
+    /// Commits `job`, or queues it for the committer. False if the store has failed.
+    fn commit(&self, job: CommitJob) -> bool {
+        // Nothing in flight means every earlier batch is committed and answered, so this
+        // one may be written now without overtaking any. The count only rises here, on
+        // this task, so it cannot become non-zero behind our back.
+        if job.replies.len() <= INLINE_COMMIT_MAX
+            && self.writer.in_flight.load(Ordering::Acquire) == 0
+        {
+            // This blocks the runtime worker for one commit, as long as a small batch's
+            // fsync. Under load batches grow and go to the committer instead.
+            return self.writer.write(job);
+        }
+        self.writer.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.tx.send(job).is_ok()
+    }
+}
+
+fn committer(writer: &Writer, rx: std_mpsc::Receiver<CommitJob>) {
+    while let Ok(mut job) = rx.recv() {
+        let mut taken = 1;
+        // Everything that queued while the last commit was in flight shares this commit.
+        // (Each job's events then follow all the changes, not just its own; they share one
+        // `at` and one transaction, so nothing a report relies on moves.)
+        while let Ok(next) = rx.try_recv() {
+            job.at = job.at.max(next.at);
+            job.changes.extend(next.changes);
+            job.events.extend(next.events);
+            job.replies.extend(next.replies);
+            job.prune_before = job.prune_before.max(next.prune_before);
+            taken += 1;
+        }
+        let ok = writer.write(job);
+        writer.in_flight.fetch_sub(taken, Ordering::AcqRel);
+        if !ok {
+            return;
+        }
+    }
 }
