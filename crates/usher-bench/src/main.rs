@@ -104,6 +104,23 @@ where
     Ok(Measured::from_latencies(latencies, start.elapsed()))
 }
 
+/// The checkout pattern against a Redis semaphore, if that Redis is running.
+async fn run_redis(
+    redis: Option<&redis::RedisServer>,
+    clients: usize,
+    ops: usize,
+    limit: Duration,
+) -> anyhow::Result<Option<Measured>> {
+    let Some(addr) = redis.map(|r| r.addr) else {
+        return Ok(None);
+    };
+    let measured = run_clients(clients, ops, limit, move |i, n, d| {
+        redis::redis_worker(addr, i, clients + 1, n, d)
+    })
+    .await?;
+    Ok(Some(measured))
+}
+
 fn ratio(a: f64, b: Option<f64>) -> Option<f64> {
     b.filter(|b| *b > 0.0)
         .map(|b| (a / b * 100.0).round() / 100.0)
@@ -375,7 +392,10 @@ async fn checkout_scenario(args: &Args) -> anyhow::Result<()> {
 
     let server = usher::Usherd::start(usher::SEATS).await?;
     let echo = usher::start_echo().await?;
-    let redis = redis::RedisServer::start().await?;
+    let redis = redis::RedisServer::start(None).await?;
+    // Its append-only file on the same disk as usherd's store.
+    let redis_fsync =
+        redis::RedisServer::start(Some(&server.data_dir.with_file_name("redis"))).await?;
     let fsync = Measured::from_latencies(
         usher::fsync_latencies(
             &server.data_dir.join("probe"),
@@ -395,7 +415,7 @@ async fn checkout_scenario(args: &Args) -> anyhow::Result<()> {
         }
         println!();
         println!(
-            "{:>7} | {:>10} {:>8} {:>8} {:>8} | {:>10} {:>8} | {:>10} {:>8} | {:>9} {:>9}",
+            "{:>7} | {:>10} {:>8} {:>8} {:>8} | {:>10} {:>8} | {:>10} {:>8} | {:>10} {:>8} | {:>7} {:>7} {:>7}",
             "clients",
             "usher op/s",
             "p50 µs",
@@ -405,8 +425,11 @@ async fn checkout_scenario(args: &Args) -> anyhow::Result<()> {
             "p50 µs",
             "redis op/s",
             "p50 µs",
+            "+fsync op/s",
+            "p50 µs",
             "vs echo",
-            "vs redis"
+            "vs redis",
+            "+fsync"
         );
     }
     for clients in levels {
@@ -420,20 +443,11 @@ async fn checkout_scenario(args: &Args) -> anyhow::Result<()> {
             usher::echo_worker(echo, n, d)
         })
         .await?;
-        let redis_m = match &redis {
-            Some(r) => {
-                let addr = r.addr;
-                Some(
-                    run_clients(clients, ops, limit, move |i, n, d| {
-                        redis::redis_worker(addr, i, clients + 1, n, d)
-                    })
-                    .await?,
-                )
-            }
-            None => None,
-        };
+        let redis_m = run_redis(redis.as_ref(), clients, ops, limit).await?;
+        let redis_fsync_m = run_redis(redis_fsync.as_ref(), clients, ops, limit).await?;
         let vs_echo = ratio(usher.ops_per_s, Some(echo_m.ops_per_s));
         let vs_redis = ratio(usher.ops_per_s, redis_m.as_ref().map(|r| r.ops_per_s));
+        let vs_redis_fsync = ratio(usher.ops_per_s, redis_fsync_m.as_ref().map(|r| r.ops_per_s));
         if args.json {
             println!(
                 "{}",
@@ -451,6 +465,9 @@ async fn checkout_scenario(args: &Args) -> anyhow::Result<()> {
                     "redis_ops_per_s": redis_m.as_ref().map(|r| r.ops_per_s.round()),
                     "redis_p50_us": redis_m.as_ref().map(|r| r.p50_us),
                     "ratio_vs_redis": vs_redis,
+                    "redis_fsync_ops_per_s": redis_fsync_m.as_ref().map(|r| r.ops_per_s.round()),
+                    "redis_fsync_p50_us": redis_fsync_m.as_ref().map(|r| r.p50_us),
+                    "ratio_vs_redis_fsync": vs_redis_fsync,
                     "fsync_p50_us": fsync.p50_us,
                     "fsync_p99_us": fsync.p99_us,
                 })
@@ -459,7 +476,7 @@ async fn checkout_scenario(args: &Args) -> anyhow::Result<()> {
             let opt =
                 |v: Option<f64>, prec: usize| v.map_or("-".to_string(), |v| format!("{v:.prec$}"));
             println!(
-                "{:>7} | {:>10.0} {:>8.0} {:>8.0} {:>8.0} | {:>10.0} {:>8.0} | {:>10} {:>8} | {:>9} {:>9}",
+                "{:>7} | {:>10.0} {:>8.0} {:>8.0} {:>8.0} | {:>10.0} {:>8.0} | {:>10} {:>8} | {:>10} {:>8} | {:>7} {:>7} {:>7}",
                 clients,
                 usher.ops_per_s,
                 usher.p50_us,
@@ -469,8 +486,11 @@ async fn checkout_scenario(args: &Args) -> anyhow::Result<()> {
                 echo_m.p50_us,
                 opt(redis_m.as_ref().map(|r| r.ops_per_s), 0),
                 opt(redis_m.as_ref().map(|r| r.p50_us), 0),
+                opt(redis_fsync_m.as_ref().map(|r| r.ops_per_s), 0),
+                opt(redis_fsync_m.as_ref().map(|r| r.p50_us), 0),
                 opt(vs_echo, 2),
                 opt(vs_redis, 2),
+                opt(vs_redis_fsync, 2),
             );
         }
     }

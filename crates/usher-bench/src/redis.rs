@@ -2,6 +2,7 @@
 //! pattern with TTL eviction in one Lua script, spoken over RESP by hand.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -19,8 +20,10 @@ if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3]) then
 end
 return 0";
 
-/// A `redis-server` child on loopback, without persistence (which favours Redis: usher's
-/// figures include an fsync per commit, these do not).
+/// A `redis-server` child on loopback: either without persistence (how a semaphore is
+/// usually run, which favours Redis: usher's figures include an fsync per commit), or
+/// with its append-only file synced before every reply (`appendfsync always`), as durable
+/// as usher.
 pub struct RedisServer {
     child: Child,
     /// Where it listens.
@@ -28,14 +31,26 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
-    /// Starts `redis-server` if it is installed; `Ok(None)` if it is not.
-    pub async fn start() -> anyhow::Result<Option<RedisServer>> {
+    /// Starts `redis-server` if it is installed; `Ok(None)` if it is not. With `durable`,
+    /// it keeps an append-only file in that directory and syncs it before it answers.
+    pub async fn start(durable: Option<&Path>) -> anyhow::Result<Option<RedisServer>> {
         let port = crate::usher::free_port()?;
-        let spawned = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        command
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
-            .stdout(Stdio::null())
-            .spawn();
+            .args(["--save", "", "--loglevel", "warning"]);
+        match durable {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)?;
+                command
+                    .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
+                    .arg(dir);
+            }
+            None => {
+                command.args(["--appendonly", "no"]);
+            }
+        }
+        let spawned = command.stdout(Stdio::null()).spawn();
         let child = match spawned {
             Ok(child) => child,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
