@@ -768,6 +768,11 @@ struct Commits {
 impl Commits {
     /// Commits `job`, or queues it for the committer. False if the store has failed.
     fn commit(&self, job: CommitJob) -> bool {
+        // After a failed commit the ledger holds changes the store rolled back: nothing
+        // more may be written, by either path.
+        if self.writer.failed.is_cancelled() {
+            return false;
+        }
         // Nothing in flight means every earlier batch is committed and answered, so this
         // one may be written now without overtaking any. The count only rises here, on
         // this task, so it cannot become non-zero behind our back.
@@ -797,10 +802,10 @@ fn committer(writer: &Writer, rx: std_mpsc::Receiver<CommitJob>) {
             job.prune_before = job.prune_before.max(next.prune_before);
             taken += 1;
         }
-        let ok = writer.write(job);
-        writer.in_flight.fetch_sub(taken, Ordering::AcqRel);
-        if !ok {
+        if !writer.write(job) {
+            // In flight stays non-zero: the ledger task never writes after a failure.
             return;
         }
+        writer.in_flight.fetch_sub(taken, Ordering::AcqRel);
     }
 }
