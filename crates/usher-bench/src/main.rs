@@ -6,7 +6,8 @@
 //! - the **durable floor**: the latency of a 4 KiB write plus `fdatasync` on the disk
 //!   that holds usherd's data directory (what one durable commit costs);
 //! - a **Redis counting semaphore** (sorted set plus Lua, TTL eviction), what a user might
-//!   build instead, if `redis-server` is installed.
+//!   build instead, if `redis-server` is installed: once in memory only, as usually run,
+//!   and once with its append-only file synced before every reply, as durable as usher.
 //!
 //! Figures are reported beside their baselines as ratios, because machines are noisy and
 //! only ratios measured in the same run compare.
