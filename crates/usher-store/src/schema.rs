@@ -43,6 +43,7 @@ const MIGRATIONS: &[Migration] = &[
     Migration::Sql(V4),
     Migration::Sql(V5),
     Migration::Sql(V6),
+    Migration::Sql(V7),
 ];
 
 /// Version 1: sessions, leases, the usage log and the meta table.
@@ -85,8 +86,7 @@ CREATE TABLE meta (
     value BLOB NOT NULL
 ) STRICT;
 
--- Append-only. AUTOINCREMENT guarantees a seq is never reused, even after the newest
--- rows are gone (they never should be, but a report may rely on it).
+-- Append-only. (Version 7 rebuilds it without AUTOINCREMENT: the writer assigns each seq.)
 CREATE TABLE usage_log (
     seq     INTEGER PRIMARY KEY AUTOINCREMENT,
     at      INTEGER NOT NULL,
@@ -131,6 +131,39 @@ ALTER TABLE leases ADD COLUMN borrowed_until INTEGER;
 /// (NULL: an ordinary lease).
 const V6: &str = "
 ALTER TABLE leases ADD COLUMN token_for TEXT;
+";
+
+/// Version 7: the usage log without `AUTOINCREMENT`. Its seq was always assigned by the
+/// writer (the hash covers it, see `chain`), and continues from the chain's head in
+/// `meta` even after retention empties the table, so `AUTOINCREMENT` only cost every
+/// commit a write to `sqlite_sequence`: one WAL page of five. The rows are copied as they
+/// are, hashes included; the copy is one pass over the log, once.
+const V7: &str = "
+CREATE TABLE usage_log_v7 (
+    seq     INTEGER PRIMARY KEY,
+    at      INTEGER NOT NULL,
+    event   TEXT    NOT NULL,
+    session INTEGER,
+    lease   INTEGER,
+    feature TEXT,
+    vendor  TEXT,
+    version TEXT,
+    count   INTEGER,
+    user    TEXT,
+    host    TEXT,
+    display TEXT,
+    detail  TEXT,
+    hash    BLOB
+) STRICT;
+INSERT INTO usage_log_v7
+    (seq, at, event, session, lease, feature, vendor, version, count, user, host, display,
+     detail, hash)
+SELECT seq, at, event, session, lease, feature, vendor, version, count, user, host, display,
+       detail, hash
+FROM usage_log;
+DROP TABLE usage_log;
+ALTER TABLE usage_log_v7 RENAME TO usage_log;
+DELETE FROM sqlite_sequence WHERE name = 'usage_log';
 ";
 
 /// Chains every record already in the log, oldest first, and stores the head.

@@ -561,7 +561,7 @@ const DELETE_SESSION_LEASES: &str = "DELETE FROM leases WHERE session = ?1";
 const DELETE_SESSION: &str = "DELETE FROM sessions WHERE id = ?1";
 
 /// Appends one usage record with its seq and hash, both computed by the caller (the hash
-/// covers the seq, so the seq cannot be left to AUTOINCREMENT).
+/// covers the seq, so the seq cannot be left to SQLite).
 const APPEND_USAGE: &str = "
 INSERT INTO usage_log
     (seq, at, event, session, lease, feature, vendor, version, count, user, host, display,

@@ -1,5 +1,6 @@
 //! The usage log's hash chain in the SQLite file: verification finds every kind of
-//! tampering, the chain survives migration from schema version 1, and read-only opens.
+//! tampering, the chain survives migration from schema version 1 and the rebuild of
+//! version 7, and read-only opens.
 
 use std::path::Path;
 
@@ -278,4 +279,74 @@ fn read_only_open_of_a_missing_file_fails_and_creates_nothing() {
     let path = db_path(&dir);
     assert!(SqliteStore::open_read_only(&path).is_err());
     assert!(!path.exists());
+}
+
+/// The `CREATE TABLE` text of the usage log, as SQLite keeps it.
+fn usage_log_sql(conn: &Connection) -> String {
+    conn.query_row(
+        "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'usage_log'",
+        [],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
+#[test]
+fn migration_to_version_7_drops_autoincrement_and_keeps_the_chain() {
+    let dir = tempdir();
+    let path = db_path(&dir);
+    populated(&path);
+    let before = usage(&open(&path));
+    // Rebuild the log as versions 1 to 6 declared it, rows and hashes as they are.
+    raw(&path)
+        .execute_batch(
+            "BEGIN;
+             CREATE TABLE old_log (
+                 seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL,
+                 event TEXT NOT NULL, session INTEGER, lease INTEGER, feature TEXT,
+                 vendor TEXT, version TEXT, count INTEGER, user TEXT, host TEXT,
+                 display TEXT, detail TEXT, hash BLOB) STRICT;
+             INSERT INTO old_log SELECT * FROM usage_log;
+             DROP TABLE usage_log;
+             ALTER TABLE old_log RENAME TO usage_log;
+             PRAGMA user_version = 6;
+             COMMIT;",
+        )
+        .unwrap();
+    let old = raw(&path);
+    assert!(usage_log_sql(&old).contains("AUTOINCREMENT"));
+    let counted: i64 = old
+        .query_row(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'usage_log'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(counted, 6, "the old table counts in sqlite_sequence");
+    drop(old);
+
+    let mut store = open(&path);
+    assert_eq!(usage(&store), before, "the same records, the same hashes");
+    ok(store.commit(5, &[opened(3)]), "committing after migration");
+    drop(store);
+    let conn = raw(&path);
+    assert!(!usage_log_sql(&conn).contains("AUTOINCREMENT"));
+    let sequences: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_sequence WHERE name = 'usage_log'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(sequences, 0, "no commit writes sqlite_sequence any more");
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    let report = verify(&path);
+    assert_eq!(
+        (report.records, report.broken.clone()),
+        (7, None),
+        "{report:?}"
+    );
 }
