@@ -34,6 +34,11 @@ struct Cli {
     /// then read and change the traffic).
     #[arg(long, global = true, env = "USHER_INSECURE_PLAINTEXT")]
     insecure_plaintext: bool,
+    /// A file holding the server's admin token (its DATA_DIR/admin/token): `status` and
+    /// `lmstat` then show holders and the queue, as administrators see them. Sent only
+    /// over TLS or to a server on this host; the server accepts it from its `admin_from`.
+    #[arg(long, global = true, env = "USHER_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -107,6 +112,7 @@ fn main() -> ExitCode {
         server: cli.server,
         server_ids: cli.server_ids,
         insecure_plaintext: cli.insecure_plaintext,
+        admin_token_file: cli.admin_token_file,
     };
     match cli.command {
         Command::Vendor(c) => exit::finish(cmd::vendor::run(c)),

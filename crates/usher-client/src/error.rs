@@ -52,6 +52,12 @@ pub enum ClientError {
     /// The client has been closed.
     #[error("the license client is closed")]
     Closed,
+    /// An admin token was not sent: the connection is plaintext and a server may be on
+    /// another host, where anyone on the network could read it.
+    #[error(
+        "the admin token is sent only over TLS or to a server on this host (the connection is plaintext)"
+    )]
+    TokenNeedsTls,
     /// The server list is malformed.
     #[error(transparent)]
     Config(#[from] crate::ServerListError),

@@ -52,6 +52,9 @@ pub struct Client {
     vendor_keys: Arc<[usher_license::VendorPublicKey]>,
     /// The identity key the server connected to proved over TLS (none in plaintext).
     server_key: Arc<Mutex<Option<[u8; 32]>>>,
+    /// Every server the client may talk to is on this host, so a secret sent in
+    /// plaintext never crosses a network.
+    all_servers_local: bool,
 }
 
 /// How long a checkout waits in the queue when every seat is taken.
@@ -87,6 +90,8 @@ impl Client {
         let request_timeout = config.request_timeout;
         let vendor_keys = config.vendor_keys.clone().into();
         let server_key = Arc::default();
+        let all_servers_local =
+            !config.servers.is_empty() && config.servers.iter().all(|s| is_local_host(&s.host));
         let (calls, info) = driver::start(config, Arc::clone(&server_key)).await?;
         Ok(Client {
             calls,
@@ -94,6 +99,7 @@ impl Client {
             request_timeout,
             vendor_keys,
             server_key,
+            all_servers_local,
         })
     }
 
@@ -319,12 +325,46 @@ impl Client {
         }
     }
 
-    /// Usage per feature (all features when `feature` is empty).
+    /// Usage per feature (all features when `feature` is empty), as much of it as the
+    /// server shows to anyone (its `status_detail`: by default seat counts, no holders).
     pub async fn status(&self, feature: &str) -> Result<StatusReport, ClientError> {
-        let kind = request::Kind::Status(StatusRequest {
+        self.status_request(StatusRequest {
             feature: feature.to_string(),
-        });
-        match self.call(kind, None).await? {
+            admin_token: String::new(),
+        })
+        .await
+    }
+
+    /// Usage per feature with holders and queue, as an administrator sees it: the request
+    /// presents the server's admin token (the contents of its `DATA_DIR/admin/token`). The
+    /// server accepts it only from the addresses in its `admin_from` (loopback by
+    /// default); a wrong token is refused and counts against this address.
+    ///
+    /// The token is sent only over TLS, or in plaintext when every server the client was
+    /// configured with is on this host; otherwise this fails with
+    /// [`ClientError::TokenNeedsTls`] and sends nothing.
+    pub async fn status_as_admin(
+        &self,
+        feature: &str,
+        admin_token: &str,
+    ) -> Result<StatusReport, ClientError> {
+        let over_tls = self
+            .server_key
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some();
+        if !over_tls && !self.all_servers_local {
+            return Err(ClientError::TokenNeedsTls);
+        }
+        self.status_request(StatusRequest {
+            feature: feature.to_string(),
+            admin_token: admin_token.trim().to_string(),
+        })
+        .await
+    }
+
+    async fn status_request(&self, request: StatusRequest) -> Result<StatusReport, ClientError> {
+        match self.call(request::Kind::Status(request), None).await? {
             response::Kind::Status(report) => Ok(report),
             other => Err(unexpected(other)),
         }
@@ -475,4 +515,13 @@ fn denial(d: usher_proto::Denied) -> ClientError {
         in_use: d.in_use,
         total: d.total,
     })
+}
+
+/// Whether `host` names this host: `localhost` or a loopback address.
+fn is_local_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }

@@ -492,6 +492,11 @@ pub struct StatusRequest {
     /// Only this feature (empty: all).
     #[prost(string, tag = "1")]
     pub feature: String,
+    /// The server's admin token (`DATA_DIR/admin/token`), for the full status (holders and
+    /// queue) on a server whose client port shows less to everyone else. Empty: none.
+    /// Clients send it only over TLS or to a server on their own host.
+    #[prost(string, tag = "2")]
+    pub admin_token: String,
 }
 
 /// Usage, per pool.

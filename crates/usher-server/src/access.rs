@@ -23,6 +23,25 @@ pub struct Cidr {
 pub struct CidrError(pub String);
 
 impl Cidr {
+    /// The loopback ranges, `127.0.0.0/8` and `::1`.
+    pub fn loopback() -> Vec<Cidr> {
+        vec![
+            Cidr {
+                network: IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 0)),
+                prefix: 8,
+            },
+            Cidr {
+                network: IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+                prefix: 128,
+            },
+        ]
+    }
+
+    /// Whether any of `ranges` holds `ip`.
+    pub fn any_contains(ranges: &[Cidr], ip: IpAddr) -> bool {
+        ranges.iter().any(|r| r.contains(ip))
+    }
+
     /// Whether `ip` is in the range. IPv4-mapped IPv6 peers (`::ffff:a.b.c.d`) match IPv4
     /// ranges, since a dual-stack listener reports IPv4 clients that way.
     pub fn contains(&self, ip: IpAddr) -> bool {

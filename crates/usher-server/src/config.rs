@@ -72,6 +72,11 @@ pub struct Config {
     pub allow: Vec<crate::access::Cidr>,
     /// Most connections one client address may hold open at once.
     pub max_connections_per_ip: usize,
+    /// Address ranges from which a status request on the client port may present the
+    /// admin token for the full status (holders and queue). Loopback only by default;
+    /// add a monitoring host's address so that it can read holders without making them
+    /// public with [`Config::status_detail`].
+    pub admin_from: Vec<crate::access::Cidr>,
     /// Address of the admin HTTP listener (API, `/metrics`, dashboard); `None` disables it.
     pub admin_listen: Option<SocketAddr>,
     /// Also accept client connections without TLS. Their traffic can be read and changed
@@ -116,6 +121,7 @@ impl Config {
             min_timeout: Duration::from_secs(900),
             allow: Vec::new(),
             max_connections_per_ip: 1_000,
+            admin_from: crate::access::Cidr::loopback(),
             admin_listen: Some(DEFAULT_ADMIN_LISTEN),
             insecure_plaintext: false,
             discovery: true,
@@ -249,6 +255,8 @@ pub struct FileConfig {
     pub allow: Option<Vec<String>>,
     /// See [`Config::max_connections_per_ip`].
     pub max_connections_per_ip: Option<usize>,
+    /// See [`Config::admin_from`], e.g. `["127.0.0.0/8", "::1", "10.1.2.3"]`.
+    pub admin_from: Option<Vec<String>>,
     /// See [`Config::admin_listen`]: an address such as `"127.0.0.1:1649"`, or `"off"`.
     pub admin_listen: Option<String>,
     /// See [`Config::insecure_plaintext`].
@@ -385,17 +393,25 @@ impl FileConfig {
                 })?;
         }
         if let Some(ranges) = self.allow {
-            config.allow = ranges
-                .iter()
-                .map(|r| r.parse())
-                .collect::<Result<_, crate::access::CidrError>>()
-                .map_err(|e| ConfigError::Invalid {
-                    key: "allow".into(),
-                    reason: e.to_string(),
-                })?;
+            config.allow = cidrs("allow", &ranges)?;
+        }
+        if let Some(ranges) = self.admin_from {
+            config.admin_from = cidrs("admin_from", &ranges)?;
         }
         Ok(())
     }
+}
+
+/// Address ranges from the configuration file's `key`.
+fn cidrs(key: &str, ranges: &[String]) -> Result<Vec<crate::access::Cidr>, ConfigError> {
+    ranges
+        .iter()
+        .map(|r| r.parse())
+        .collect::<Result<_, crate::access::CidrError>>()
+        .map_err(|e| ConfigError::Invalid {
+            key: key.into(),
+            reason: e.to_string(),
+        })
 }
 
 /// The administration socket of a data directory.

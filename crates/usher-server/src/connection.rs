@@ -5,6 +5,7 @@
 //! requests, up to `max_requests_in_flight` of them (64 by default), after which the reader stops reading and
 //! TCP flow control pushes back on the client.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,6 +59,10 @@ pub struct ConnContext {
     pub min_timeout: Duration,
     /// See [`crate::Config::status_detail`].
     pub status_detail: StatusDetail,
+    /// The admin token, for status requests that present it (and the admin API).
+    pub admin_auth: Arc<crate::auth::AdminAuth>,
+    /// See [`crate::Config::admin_from`].
+    pub admin_from: Vec<crate::access::Cidr>,
     /// This server's `USHER_ID=` host id (licenses may be bound to it).
     pub server_host_id: String,
     /// This server's identity key, which signs borrow tokens.
@@ -156,7 +161,8 @@ pub async fn serve<S>(
         }
     });
 
-    let end = request_loop(&mut reader, session, admin, &ctx, &stop, &out_tx).await;
+    let peer_ip = peer.parse::<std::net::SocketAddr>().ok().map(|a| a.ip());
+    let end = request_loop(&mut reader, session, (admin, peer_ip), &ctx, &stop, &out_tx).await;
     // Whether this connection still carries its session. A client that gave up on it (a
     // half-open connection the server only drops after a silent TTL) may have resumed the
     // session on a new connection long ago; that one has replaced our entry.
@@ -184,7 +190,7 @@ pub async fn serve<S>(
 async fn request_loop<R: AsyncRead + Unpin>(
     reader: &mut FrameReader<R>,
     session: Option<SessionId>,
-    admin: bool,
+    caller: (bool, Option<IpAddr>),
     ctx: &Arc<ConnContext>,
     stop: &CancellationToken,
     out: &mpsc::Sender<PendingResponse>,
@@ -227,7 +233,7 @@ async fn request_loop<R: AsyncRead + Unpin>(
         let started = std::time::Instant::now();
         let kind = request_kind(&req);
         let detaching = matches!(req.kind, Some(request::Kind::Detach(_)));
-        let (pending, goodbye) = match dispatch(req, session, admin, ctx).await {
+        let (pending, goodbye) = match dispatch(req, session, caller, ctx).await {
             Ok((pending, goodbye)) => match kind {
                 Some(kind) => {
                     let metrics = ctx.metrics.clone();
@@ -290,7 +296,7 @@ fn ready(r: Response) -> PendingResponse {
 async fn dispatch(
     req: Request,
     session: Option<SessionId>,
-    admin: bool,
+    (admin, peer_ip): (bool, Option<IpAddr>),
     ctx: &Arc<ConnContext>,
 ) -> Result<(PendingResponse, bool), LedgerGone> {
     let id = req.id;
@@ -446,6 +452,16 @@ async fn dispatch(
         request::Kind::Status(s) => {
             let detail = if admin {
                 StatusDetail::Full
+            } else if !s.admin_token.is_empty() {
+                match token_status(ctx, peer_ip, &s.admin_token) {
+                    Ok(()) => StatusDetail::Full,
+                    Err(msg) => {
+                        return Ok((
+                            ready(Response::error(id, ErrorCode::NotPermitted, msg)),
+                            false,
+                        ));
+                    }
+                }
             } else {
                 ctx.status_detail
             };
@@ -566,6 +582,29 @@ async fn dispatch(
             }
             None => Ok((ready(reply::ok(id, response::Kind::Bye(Bye {}))), true)),
         },
+    }
+}
+
+/// Checks the admin token a status request on the client port presents: it is accepted
+/// only from `admin_from`, and a wrong one counts against the address.
+fn token_status(ctx: &ConnContext, peer: Option<IpAddr>, token: &str) -> Result<(), String> {
+    if !peer.is_some_and(|ip| crate::access::Cidr::any_contains(&ctx.admin_from, ip)) {
+        return Err(
+            "the admin token is accepted only from the addresses in the server's admin_from".into(),
+        );
+    }
+    match ctx
+        .admin_auth
+        .check(peer, token, "status on the client port")
+    {
+        Ok(()) => Ok(()),
+        Err(crate::auth::Refused::Wrong) => {
+            Err("the admin token does not match DATA_DIR/admin/token".into())
+        }
+        Err(crate::auth::Refused::LockedOut(wait)) => Err(format!(
+            "too many wrong admin tokens from this address; try again in {} s",
+            wait.as_secs().max(1)
+        )),
     }
 }
 

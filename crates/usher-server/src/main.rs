@@ -60,6 +60,10 @@ struct Args {
     /// Most connections one client address may hold open at once [default: 1000].
     #[arg(long, env = "USHERD_MAX_CONNECTIONS_PER_IP")]
     max_connections_per_ip: Option<usize>,
+    /// Address ranges from which a status request on the client port may present the
+    /// admin token for the full status, e.g. 127.0.0.0/8,::1,10.1.2.3 [default: loopback].
+    #[arg(long, env = "USHERD_ADMIN_FROM", value_delimiter = ',')]
+    admin_from: Vec<usher_server::access::Cidr>,
     /// Minimum age of a lease before `usher remove` may take it, e.g. 2m.
     #[arg(long, env = "USHERD_MIN_REMOVE", value_parser = parse_duration)]
     min_remove: Option<std::time::Duration>,
@@ -147,6 +151,9 @@ fn build_config(args: &Args) -> anyhow::Result<Config> {
     }
     if let Some(v) = args.max_connections_per_ip {
         config.max_connections_per_ip = v;
+    }
+    if !args.admin_from.is_empty() {
+        config.admin_from = args.admin_from.clone();
     }
     if let Some(v) = &args.admin_listen {
         config.admin_listen = usher_server::config::parse_admin_listen(v)

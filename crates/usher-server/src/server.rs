@@ -321,6 +321,8 @@ impl Server {
             policy_file: config.policy_file.clone(),
             min_timeout: config.min_timeout,
             status_detail: config.status_detail,
+            admin_auth: Arc::new(crate::auth::AdminAuth::new(&admin_token, metrics.clone())),
+            admin_from: config.admin_from.clone(),
             server_host_id,
             identity,
             down: down.clone(),
@@ -357,7 +359,6 @@ impl Server {
             let state = crate::http::ApiState::new(
                 ctx.clone(),
                 metrics.clone(),
-                &admin_token,
                 config.store_path(),
                 failed.clone(),
             );

@@ -71,6 +71,7 @@ pub async fn remove(args: RemoveArgs) -> Result<u8, Failure> {
             let report = match conn
                 .call(request::Kind::Status(StatusRequest {
                     feature: feature.clone(),
+                    ..StatusRequest::default()
                 }))
                 .await?
             {

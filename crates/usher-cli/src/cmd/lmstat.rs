@@ -94,6 +94,13 @@ async fn query(args: LmstatArgs, target: &super::Target) -> ExitCode {
             return ExitCode::from(exit::USAGE);
         }
     };
+    let token = match target.admin_token() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("lmstat: {e}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
     let mut config = ClientConfig::new(list);
     target.apply(&mut config);
     config.query_only = true;
@@ -106,9 +113,10 @@ async fn query(args: LmstatArgs, target: &super::Target) -> ExitCode {
     };
     let fetched = async {
         let client = Client::connect(config).await?;
-        let report = client.status(feature.as_deref().unwrap_or("")).await?;
+        let fetched =
+            super::fetch_status(&client, feature.as_deref().unwrap_or(""), token.as_deref()).await;
         client.close().await;
-        Ok::<_, usher_client::ClientError>(report)
+        fetched
     };
     match fetched.await {
         Ok(report) => {
@@ -118,6 +126,14 @@ async fn query(args: LmstatArgs, target: &super::Target) -> ExitCode {
             };
             print!("{text}");
             ExitCode::SUCCESS
+        }
+        Err(
+            e @ (usher_client::ClientError::TokenNeedsTls
+            | usher_client::ClientError::Server { .. }),
+        ) => {
+            // The server answered (or the token stayed here): not "cannot connect".
+            eprintln!("lmstat: {e}");
+            ExitCode::from(exit::FAILURE)
         }
         Err(e) => {
             let detail = match &e {

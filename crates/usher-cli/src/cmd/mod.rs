@@ -12,7 +12,10 @@ pub mod run;
 pub mod status;
 pub mod vendor;
 
-use usher_client::{ClientConfig, ClientError};
+use std::path::PathBuf;
+
+use usher_client::{Client, ClientConfig, ClientError};
+use usher_proto::StatusReport;
 
 /// The servers the command line names, and how to reach them.
 #[derive(Debug, Clone, Default)]
@@ -23,12 +26,14 @@ pub struct Target {
     pub server_ids: Vec<String>,
     /// `--insecure-plaintext` (or `USHER_INSECURE_PLAINTEXT`): no TLS.
     pub insecure_plaintext: bool,
+    /// `--admin-token-file` (or `USHER_ADMIN_TOKEN_FILE`): status as administrators see it.
+    pub admin_token_file: Option<PathBuf>,
 }
 
 impl Target {
     /// The transport settings of the environment alone (`USHER_SERVER_ID`,
-    /// `USHER_INSECURE_PLAINTEXT`), for the FlexLM-named entry points that take no usher
-    /// options.
+    /// `USHER_INSECURE_PLAINTEXT`, `USHER_ADMIN_TOKEN_FILE`), for the FlexLM-named entry
+    /// points that take no usher options.
     pub fn from_env() -> Target {
         let mut config = ClientConfig::new(Vec::new());
         config.transport_from_env();
@@ -36,6 +41,24 @@ impl Target {
             server: None,
             server_ids: config.server_ids,
             insecure_plaintext: config.insecure_plaintext,
+            admin_token_file: std::env::var_os("USHER_ADMIN_TOKEN_FILE")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
+        }
+    }
+
+    /// The admin token from the file the target names, if it names one.
+    pub fn admin_token(&self) -> Result<Option<String>, String> {
+        let Some(path) = &self.admin_token_file else {
+            return Ok(None);
+        };
+        match std::fs::read_to_string(path) {
+            Ok(text) if !text.trim().is_empty() => Ok(Some(text.trim().to_string())),
+            Ok(_) => Err(format!("the admin token file {} is empty", path.display())),
+            Err(e) => Err(format!(
+                "reading the admin token from {}: {e}",
+                path.display()
+            )),
         }
     }
 
@@ -56,4 +79,17 @@ pub fn client_config(target: &Target) -> Result<ClientConfig, ClientError> {
     let mut config = ClientConfig::new(servers);
     target.apply(&mut config);
     Ok(config)
+}
+
+/// Usage per feature from `client`: as administrators see it when `admin_token` is given,
+/// else as the server shows it to anyone.
+pub async fn fetch_status(
+    client: &Client,
+    feature: &str,
+    admin_token: Option<&str>,
+) -> Result<StatusReport, ClientError> {
+    match admin_token {
+        Some(token) => client.status_as_admin(feature, token).await,
+        None => client.status(feature).await,
+    }
 }

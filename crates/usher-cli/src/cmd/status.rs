@@ -17,11 +17,20 @@ pub struct StatusArgs {
 
 /// Prints usage per feature.
 pub async fn run(server: super::Target, args: StatusArgs) -> Result<u8, Failure> {
+    let token = server
+        .admin_token()
+        .map_err(|e| Failure::new(crate::exit::USAGE, e))?;
     let mut config = super::client_config(&server)?;
     config.query_only = true;
     let client = Client::connect(config).await?;
-    let report = client.status(args.feature.as_deref().unwrap_or("")).await?;
+    let fetched = super::fetch_status(
+        &client,
+        args.feature.as_deref().unwrap_or(""),
+        token.as_deref(),
+    )
+    .await;
     client.close().await;
+    let report = fetched?;
     if args.json {
         let text = serde_json::to_string_pretty(&crate::status_table::render_json(&report))
             .map_err(|e| Failure::new(crate::exit::FAILURE, e.to_string()))?;

@@ -232,3 +232,67 @@ fn lmstat_answers_as_lmutil_and_as_lmstat() {
         "{lmstat_env}"
     );
 }
+
+/// A server that shows seat counts only to anyone shows holders to whoever presents its
+/// admin token (`USHER_ADMIN_TOKEN_FILE` for lmstat's FlexLM command line,
+/// `--admin-token-file` for usher's), so monitoring that scrapes `lmstat -a` keeps its
+/// user lines without making them public; a wrong token fails loudly.
+#[test]
+fn lmstat_shows_holders_to_the_admin_token_only() {
+    let vendor = crate::util::Vendor::new("acme");
+    let license = vendor.sign("cad.lic", crate::util::TWO_CAD_SEATS);
+    let server = crate::util::Server::start_private(&vendor, &license, Timings::SHORT);
+    let spec = server.spec();
+    let _holder = Holder::spawn(&server, "cad", &["sleep", "30"]);
+    server.wait_in_use("cad", 1);
+    let user_line = re(USER_LINE);
+    let user_lines = |out: &Outcome| out.stdout.lines().filter(|l| user_line.is_match(l)).count();
+
+    let anonymous = run_usher(&["lmstat", "-a", "-c", &spec]).ok();
+    assert_line(
+        &anonymous,
+        "Users of cad:  (Total of 2 licenses issued;  Total of 1 license in use)",
+    );
+    assert_eq!(user_lines(&anonymous), 0, "nobody's name\n{anonymous}");
+
+    let token = server.admin_token_file();
+    let mut cmd = crate::util::usher(&["lmstat", "-a", "-c", &spec]);
+    cmd.env("USHER_ADMIN_TOKEN_FILE", &token);
+    let admin = output(cmd).ok();
+    assert_eq!(user_lines(&admin), 1, "the holder's line\n{admin}");
+
+    let token_arg = token.to_str().unwrap();
+    let status = run_usher(&[
+        "status",
+        "--json",
+        "-c",
+        &spec,
+        "--admin-token-file",
+        token_arg,
+    ])
+    .ok();
+    assert!(status.stdout.contains("\"holders\""), "{status}");
+    assert!(
+        status.stdout.contains("\"sleep\""),
+        "the holder's program\n{status}"
+    );
+
+    let wrong = server.scratch.path().join("wrong-token");
+    std::fs::write(&wrong, "0".repeat(64)).unwrap();
+    let mut cmd = crate::util::usher(&["lmstat", "-a", "-c", &spec]);
+    cmd.env("USHER_ADMIN_TOKEN_FILE", &wrong);
+    let refused = output(cmd).expect_code(1);
+    assert!(
+        refused.stderr.contains("does not match"),
+        "the reason is given\n{refused}"
+    );
+    let missing = run_usher(&[
+        "status",
+        "-c",
+        &spec,
+        "--admin-token-file",
+        "/nonexistent/token",
+    ])
+    .expect_code(2);
+    assert!(missing.stderr.contains("/nonexistent/token"), "{missing}");
+}

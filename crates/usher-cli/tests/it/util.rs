@@ -273,6 +273,8 @@ pub struct Server {
     child: Child,
     /// The port it listens on.
     pub port: u16,
+    /// Its data directory.
+    data_dir: PathBuf,
     /// Its standard output.
     stdout: PathBuf,
     /// Its log (standard error).
@@ -287,6 +289,23 @@ impl Server {
         let scratch = tempfile::tempdir().expect("creating a temporary directory");
         let data_dir = scratch.path().join("data");
         Server::spawn(scratch, data_dir, licensed(vendor, license, timings))
+    }
+
+    /// Serves `license` like [`Server::start`], but with usherd's default status detail:
+    /// the client port shows seat counts only, holders only to the admin token.
+    pub fn start_private(vendor: &Vendor, license: &Path, timings: Timings) -> Server {
+        let scratch = tempfile::tempdir().expect("creating a temporary directory");
+        let data_dir = scratch.path().join("data");
+        Server::spawn(
+            scratch,
+            data_dir,
+            licensed_showing(vendor, license, timings, "totals"),
+        )
+    }
+
+    /// The server's admin token file (`DATA_DIR/admin/token`).
+    pub fn admin_token_file(&self) -> PathBuf {
+        self.data_dir.join("admin").join("token")
     }
 
     /// Serves `license`, trusting `vendor`'s key, from `data_dir` (which outlives the
@@ -324,9 +343,7 @@ impl Server {
                 .arg(&data_dir)
                 .args(["--log", "info"])
                 // Parallel tests would all want the default admin HTTP port.
-                .args(["--admin-listen", "off"])
-                // The tests read holders (`usher status`, `lmstat -a`) from the client port.
-                .args(["--status-detail", "full"]);
+                .args(["--admin-listen", "off"]);
             configure(&mut cmd);
             cmd.stdout(File::create(&stdout).expect("creating usherd's stdout file"))
                 .stderr(File::create(&log).expect("creating usherd's log file"));
@@ -338,6 +355,7 @@ impl Server {
                     return Server {
                         child,
                         port,
+                        data_dir,
                         stdout,
                         log,
                         scratch,
@@ -450,6 +468,18 @@ fn licensed<'a>(
     license: &'a Path,
     timings: Timings,
 ) -> impl Fn(&mut Command) + 'a {
+    // The tests read holders (`usher status`, `lmstat -a`) from the client port, unless
+    // they start the server with `start_private`.
+    licensed_showing(vendor, license, timings, "full")
+}
+
+/// [`licensed`], with `--status-detail DETAIL`.
+fn licensed_showing<'a>(
+    vendor: &'a Vendor,
+    license: &'a Path,
+    timings: Timings,
+    detail: &'a str,
+) -> impl Fn(&mut Command) + 'a {
     move |cmd| {
         cmd.arg("--license")
             .arg(license)
@@ -457,7 +487,8 @@ fn licensed<'a>(
             .arg(vendor.public_key())
             .args(["--heartbeat-interval", timings.heartbeat])
             .args(["--session-ttl", timings.session_ttl])
-            .args(["--reconnect-grace", timings.reconnect_grace]);
+            .args(["--reconnect-grace", timings.reconnect_grace])
+            .args(["--status-detail", detail]);
     }
 }
 

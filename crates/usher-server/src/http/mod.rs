@@ -12,12 +12,12 @@
 //! `/openapi.json` and the dashboard's static files are open: they reveal counts, the API's
 //! shape and a page that asks for the token, never who holds what. The listener is
 //! loopback by default; put it on another address only behind a firewall. An address that
-//! sends [`strikes::MAX_STRIKES`] wrong tokens within a minute is refused (429) for a
-//! minute, even with the right token (see [`strikes`]); each wrong token is logged.
+//! sends [`MAX_STRIKES`](crate::auth::strikes::MAX_STRIKES) wrong tokens within a minute
+//! (here or in status requests on the client port) is refused (429) for a minute, even
+//! with the right token (see [`crate::auth`]); each wrong token is logged.
 
 mod api;
 mod prometheus;
-pub mod strikes;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -30,10 +30,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use usher_store::SqliteStore;
 
+use crate::auth::Refused;
 use crate::connection::ConnContext;
 use crate::metrics::Metrics;
 
@@ -74,34 +74,29 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct ApiState {
     ctx: Arc<ConnContext>,
     metrics: Arc<Metrics>,
-    token_hash: [u8; 32],
     store_path: PathBuf,
     /// The store opened read-only, on first use, for the usage log. Used only inside
     /// `spawn_blocking`, and the lock is never held across an await.
     reader: Arc<Mutex<Option<SqliteStore>>>,
     /// Cancelled if the store failed (the server is stopping).
     failed: CancellationToken,
-    /// Wrong tokens per client address.
-    strikes: Arc<strikes::Strikes>,
 }
 
 impl ApiState {
-    /// State for a server whose store is at `store_path`, accepting `token`.
+    /// State for a server whose store is at `store_path`, accepting the admin token of
+    /// `ctx`.
     pub fn new(
         ctx: Arc<ConnContext>,
         metrics: Arc<Metrics>,
-        token: &str,
         store_path: PathBuf,
         failed: CancellationToken,
     ) -> Self {
         ApiState {
             ctx,
             metrics,
-            token_hash: Sha256::digest(token.as_bytes()).into(),
             store_path,
             reader: Arc::new(Mutex::new(None)),
             failed,
-            strikes: Arc::default(),
         }
     }
 
@@ -201,68 +196,41 @@ pub fn load_or_create_token(path: &Path) -> std::io::Result<String> {
     Ok(token)
 }
 
-/// Compares in time independent of where the inputs differ: both sides are hashed first
-/// (so lengths match), then every byte is looked at.
-fn same_token(expected_hash: &[u8; 32], given: &str) -> bool {
-    let given: [u8; 32] = Sha256::digest(given.as_bytes()).into();
-    expected_hash
-        .iter()
-        .zip(given.iter())
-        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-        == 0
-}
-
 async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {
     let peer = request
         .extensions()
         .get::<axum::extract::ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
-    let now = std::time::Instant::now();
-    if let Some(wait) = peer.and_then(|ip| state.strikes.locked(ip, now)) {
-        let mut response = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_failures",
-            "too many wrong tokens from this address; wait and try again",
-        )
-        .into_response();
-        let secs = wait.as_secs().max(1).to_string();
-        if let Ok(v) = HeaderValue::from_str(&secs) {
-            response.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        return response;
-    }
     let given = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    match given {
-        Some(token) if same_token(&state.token_hash, token) => {
-            if let Some(ip) = peer {
-                state.strikes.forgive(ip);
-            }
-            next.run(request).await
-        }
-        Some(_) => {
-            state.metrics.admin_auth_failed();
-            if let Some(ip) = peer {
-                match state.strikes.strike(ip, now) {
-                    Some(lockout) => tracing::warn!(
-                        %ip,
-                        "admin API: wrong token; too many from this address, refused for {lockout:?}"
-                    ),
-                    None => tracing::warn!(%ip, "admin API: wrong token"),
-                }
-            }
-            unauthorized_wrong()
-        }
-        None => ApiError::new(
+    let Some(token) = given else {
+        return ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "send Authorization: Bearer TOKEN, with the token from DATA_DIR/admin/token",
         )
-        .into_response(),
+        .into_response();
+    };
+    match state.ctx.admin_auth.check(peer, token, "admin API") {
+        Ok(()) => next.run(request).await,
+        Err(Refused::LockedOut(wait)) => {
+            let mut response = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_failures",
+                "too many wrong tokens from this address; wait and try again",
+            )
+            .into_response();
+            let secs = wait.as_secs().max(1).to_string();
+            if let Ok(v) = HeaderValue::from_str(&secs) {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            response
+        }
+        Err(Refused::Wrong) => unauthorized_wrong(),
     }
 }
 

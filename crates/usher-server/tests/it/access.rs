@@ -173,3 +173,103 @@ async fn status_on_the_client_port_shows_only_what_the_administrator_allows() {
         assert_eq!(holders(&r)[0].user, "alice", "{detail:?}");
     }
 }
+
+/// A status request from `source` that presents `token`.
+async fn token_status(source: &str, server: SocketAddr, token: &str) -> response::Kind {
+    let stream = connect_from(source, server).await;
+    let (rd, wr) = stream.into_split();
+    let mut conn = RawConn {
+        reader: usher_proto::FrameReader::new(rd),
+        writer: wr,
+    };
+    let mut hello = hello("monitor");
+    hello.query_only = true;
+    conn.welcome(hello).await;
+    conn.call(
+        2,
+        request::Kind::Status(usher_proto::StatusRequest {
+            feature: String::new(),
+            admin_token: token.to_string(),
+        }),
+    )
+    .await
+}
+
+/// The admin token opens the full status on the client port, for a monitoring tool that
+/// needs holders (lmstat -a) from a server that shows everyone else totals only: from
+/// `admin_from` only, with wrong tokens counted against the address on the client port
+/// and the admin API alike.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_token_opens_the_full_status_from_admin_from_only() {
+    use usher_server::auth::strikes::MAX_STRIKES;
+    let lic = Licensed::new(LICENSE);
+    let mut config = lic.config();
+    config.status_detail = usher_server::config::StatusDetail::Totals;
+    config.admin_from = vec![
+        "127.0.0.4/32".parse().unwrap(),
+        "127.0.0.5/32".parse().unwrap(),
+    ];
+    let server = TestServer::start(config).await;
+    let mut holder = RawConn::connect(server.addr).await;
+    holder.hello("alice").await;
+    let granted = holder.call(2, checkout("cad", 1, 1)).await;
+    assert!(matches!(granted, response::Kind::Granted(_)), "{granted:?}");
+
+    // From admin_from, with the token: holders.
+    match token_status("127.0.0.4", server.addr, &server.token).await {
+        response::Kind::Status(r) => assert_eq!(holders(&r)[0].user, "alice", "{r:#?}"),
+        other => panic!("{other:?}"),
+    }
+    // The right token from elsewhere: refused, and nothing about holders.
+    match token_status("127.0.0.6", server.addr, &server.token).await {
+        response::Kind::Error(e) => {
+            assert_eq!(e.code(), ErrorCode::NotPermitted, "{e:?}");
+            assert!(e.message.contains("admin_from"), "{e:?}");
+        }
+        other => panic!("outside admin_from: {other:?}"),
+    }
+    // A wrong token: refused, counted; enough of them lock the address out, on the admin
+    // API too, even with the right token.
+    let wrong = "0".repeat(64);
+    for _ in 0..MAX_STRIKES {
+        match token_status("127.0.0.5", server.addr, &wrong).await {
+            response::Kind::Error(e) => assert_eq!(e.code(), ErrorCode::NotPermitted, "{e:?}"),
+            other => panic!("a wrong token: {other:?}"),
+        }
+    }
+    match token_status("127.0.0.5", server.addr, &server.token).await {
+        response::Kind::Error(e) => assert!(e.message.contains("too many"), "{e:?}"),
+        other => panic!("locked out: {other:?}"),
+    }
+    let api = crate::http::http_from(
+        [127, 0, 0, 5],
+        server.admin.unwrap(),
+        "GET",
+        "/api/v1/features",
+        Some(&server.token),
+        None,
+    )
+    .await;
+    assert_eq!(api.status, 429, "the same count locks the admin API");
+    let metrics = crate::http::http(server.admin.unwrap(), "GET", "/metrics", None, None).await;
+    assert!(
+        metrics
+            .body
+            .contains(&format!("usher_admin_auth_failures_total {MAX_STRIKES}")),
+        "{}",
+        metrics.body
+    );
+    // Other admin_from addresses are unaffected.
+    match token_status("127.0.0.4", server.addr, &server.token).await {
+        response::Kind::Status(r) => assert_eq!(holders(&r).len(), 1),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// By default only loopback may present the token.
+#[test]
+fn the_admin_token_is_accepted_from_loopback_by_default() {
+    let config = usher_server::Config::new("/nonexistent");
+    let ranges: Vec<String> = config.admin_from.iter().map(ToString::to_string).collect();
+    assert_eq!(ranges, ["127.0.0.0/8", "::1/128"]);
+}

@@ -217,7 +217,7 @@ async fn every_api_route_refuses_a_missing_or_wrong_token() {
 /// token is counted in `/metrics`.
 #[tokio::test(flavor = "multi_thread")]
 async fn wrong_tokens_lock_the_address_out() {
-    use usher_server::http::strikes::MAX_STRIKES;
+    use usher_server::auth::strikes::MAX_STRIKES;
     let (_lic, server) = start().await;
     let admin = server.admin.unwrap();
     let guesser = [127, 0, 2, 1];
