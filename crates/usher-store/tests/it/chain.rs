@@ -228,6 +228,21 @@ fn downgrade_to_v1(path: &Path) {
         .unwrap();
 }
 
+/// The store at `path` is at the current schema version and its chain of `records`
+/// verifies.
+fn assert_migrated_and_whole(path: &Path, records: u64) {
+    let version: i64 = raw(path)
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    let report = verify(path);
+    assert_eq!(
+        (report.records, report.broken.clone()),
+        (records, None),
+        "{report:?}"
+    );
+}
+
 #[test]
 fn migration_from_version_1_chains_the_existing_records() {
     let dir = tempdir();
@@ -247,17 +262,7 @@ fn migration_from_version_1_chains_the_existing_records() {
     );
     ok(store.commit(9, &[opened(5)]), "committing after migration");
     drop(store);
-    let conn = raw(&path);
-    let version: i64 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .unwrap();
-    assert_eq!(version, SCHEMA_VERSION);
-    let report = verify(&path);
-    assert_eq!(
-        (report.records, report.broken.clone()),
-        (7, None),
-        "{report:?}"
-    );
+    assert_migrated_and_whole(&path, 7);
 }
 
 #[test]
@@ -339,14 +344,6 @@ fn migration_to_version_7_drops_autoincrement_and_keeps_the_chain() {
         )
         .unwrap();
     assert_eq!(sequences, 0, "no commit writes sqlite_sequence any more");
-    let version: i64 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .unwrap();
-    assert_eq!(version, SCHEMA_VERSION);
-    let report = verify(&path);
-    assert_eq!(
-        (report.records, report.broken.clone()),
-        (7, None),
-        "{report:?}"
-    );
+    drop(conn);
+    assert_migrated_and_whole(&path, 7);
 }
