@@ -80,6 +80,9 @@ fn rank(priority: Option<u32>) -> u64 {
 pub(crate) struct Queue {
     by_feature: BTreeMap<String, BTreeMap<Slot, QueuedRequest>>,
     by_lease: HashMap<LeaseId, (String, Slot)>,
+    /// Each session's waiting requests, so that a retried checkout and a session's end
+    /// look at that session's requests only, not at the whole queue.
+    by_session: HashMap<SessionId, Vec<LeaseId>>,
     deadlines: BTreeSet<(Millis, LeaseId)>,
     next_seq: u64,
 }
@@ -112,6 +115,10 @@ impl Queue {
         }
         self.by_lease
             .insert(request.lease_id, (request.feature.clone(), slot));
+        self.by_session
+            .entry(request.session)
+            .or_default()
+            .push(request.lease_id);
         let stored = request.clone();
         self.by_feature
             .entry(request.feature.clone())
@@ -131,6 +138,12 @@ impl Queue {
         if let Some(at) = request.deadline {
             self.deadlines.remove(&(at, id));
         }
+        if let Some(ids) = self.by_session.get_mut(&request.session) {
+            ids.retain(|&l| l != id);
+            if ids.is_empty() {
+                self.by_session.remove(&request.session);
+            }
+        }
         Some(request)
     }
 
@@ -142,16 +155,22 @@ impl Queue {
 
     /// The request a session queued under `client_ref`, if it still waits.
     pub(crate) fn find(&self, session: SessionId, client_ref: u64) -> Option<&QueuedRequest> {
-        self.iter()
-            .find(|r| r.session == session && r.client_ref == client_ref)
+        self.by_session
+            .get(&session)?
+            .iter()
+            .filter_map(|id| self.get(*id))
+            .find(|r| r.client_ref == client_ref)
     }
 
-    /// Lease ids of a session's waiting requests.
+    /// Lease ids of a session's waiting requests, in the order they were queued.
     pub(crate) fn of_session(&self, session: SessionId) -> Vec<LeaseId> {
-        self.iter()
-            .filter(|r| r.session == session)
-            .map(|r| r.lease_id)
-            .collect()
+        self.by_session.get(&session).cloned().unwrap_or_default()
+    }
+
+    /// A waiting request by its lease id.
+    fn get(&self, id: LeaseId) -> Option<&QueuedRequest> {
+        let (feature, slot) = self.by_lease.get(&id)?;
+        self.by_feature.get(feature)?.get(slot)
     }
 
     /// The earliest wait that runs out.
@@ -184,5 +203,79 @@ impl Queue {
     /// Every waiting request: features in name order, each in serving order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &QueuedRequest> {
         self.by_feature.values().flat_map(|q| q.values())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(lease: u64, session: u64, feature: &str, client_ref: u64) -> QueuedRequest {
+        QueuedRequest {
+            lease_id: LeaseId(lease),
+            session: SessionId(session),
+            feature: feature.into(),
+            version: String::new(),
+            count: 1,
+            client_ref,
+            queued_at: 0,
+            deadline: None,
+            priority: None,
+            seq: 0,
+        }
+    }
+
+    /// The per-session index answers exactly what a scan of the whole queue would, as
+    /// requests come and go.
+    #[test]
+    fn a_sessions_requests_are_found_without_scanning_the_queue() {
+        let mut queue = Queue::default();
+        let scan = |q: &Queue, session: u64| -> Vec<LeaseId> {
+            let mut ids: Vec<_> = q
+                .iter()
+                .filter(|r| r.session == SessionId(session))
+                .map(|r| r.lease_id)
+                .collect();
+            ids.sort();
+            ids
+        };
+        for (lease, session, feature, client_ref) in [
+            (1, 7, "cad", 11),
+            (2, 8, "cad", 11),
+            (3, 7, "sim", 12),
+            (4, 7, "cad", 13),
+            (5, 9, "sim", 11),
+        ] {
+            queue.push(request(lease, session, feature, client_ref));
+        }
+        assert_eq!(queue.of_session(SessionId(7)), scan(&queue, 7));
+        assert_eq!(
+            queue.find(SessionId(7), 12).map(|r| r.lease_id),
+            Some(LeaseId(3))
+        );
+        assert_eq!(
+            queue.find(SessionId(8), 11).map(|r| r.lease_id),
+            Some(LeaseId(2))
+        );
+        assert!(
+            queue.find(SessionId(8), 12).is_none(),
+            "another session's ref"
+        );
+
+        queue.remove(LeaseId(3));
+        assert!(
+            queue.find(SessionId(7), 12).is_none(),
+            "gone with its request"
+        );
+        assert_eq!(queue.of_session(SessionId(7)), scan(&queue, 7));
+        for id in [1, 4] {
+            queue.remove(LeaseId(id));
+        }
+        assert!(queue.of_session(SessionId(7)).is_empty());
+        assert!(
+            !queue.by_session.contains_key(&SessionId(7)),
+            "no empty entries"
+        );
+        assert_eq!(queue.of_session(SessionId(9)), scan(&queue, 9));
     }
 }
