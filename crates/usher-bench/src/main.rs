@@ -9,6 +9,10 @@
 //!   build instead, if `redis-server` is installed: once in memory only, as usually run,
 //!   and once with its append-only file synced before every reply, as durable as usher.
 //!
+//! usherd's own figures are measured twice at every level against the same server: with
+//! frames straight on TCP, as the echo floor speaks (the ratios compare that), and over
+//! TLS 1.3 with the client library's connector, as shipped (`ratio_tls_vs_plaintext`).
+//!
 //! Figures are reported beside their baselines as ratios, because machines are noisy and
 //! only ratios measured in the same run compare.
 //!
@@ -392,6 +396,7 @@ async fn checkout_scenario(args: &Args) -> anyhow::Result<()> {
     };
 
     let server = usher::Usherd::start(usher::SEATS).await?;
+    let tls = usher::Transport::tls()?;
     let echo = usher::start_echo().await?;
     let redis = redis::RedisServer::start(None).await?;
     // Its append-only file on the same disk as usherd's store.
@@ -416,12 +421,15 @@ async fn checkout_scenario(args: &Args) -> anyhow::Result<()> {
         }
         println!();
         println!(
-            "{:>7} | {:>10} {:>8} {:>8} {:>8} | {:>10} {:>8} | {:>10} {:>8} | {:>10} {:>8} | {:>7} {:>7} {:>7}",
+            "{:>7} | {:>10} {:>8} {:>8} {:>8} | {:>10} {:>8} {:>6} | {:>10} {:>8} | {:>10} {:>8} | {:>10} {:>8} | {:>7} {:>7} {:>7}",
             "clients",
             "usher op/s",
             "p50 µs",
             "p99 µs",
             "p99.9 µs",
+            "TLS op/s",
+            "p50 µs",
+            "vs pl.",
             "echo op/s",
             "p50 µs",
             "redis op/s",
@@ -440,6 +448,13 @@ async fn checkout_scenario(args: &Args) -> anyhow::Result<()> {
             usher::usher_worker(addr, n, d)
         })
         .await?;
+        // The same clients over TLS, as shipped, against the same server.
+        let tls = tls.clone();
+        let usher_tls = run_clients(clients, ops, limit, move |_, n, d| {
+            usher::usher_worker_over(addr, tls.clone(), n, d)
+        })
+        .await?;
+        let tls_vs_plaintext = ratio(usher_tls.ops_per_s, Some(usher.ops_per_s));
         let echo_m = run_clients(clients, ops, limit, move |_, n, d| {
             usher::echo_worker(echo, n, d)
         })
@@ -460,6 +475,10 @@ async fn checkout_scenario(args: &Args) -> anyhow::Result<()> {
                     "p50_us": usher.p50_us,
                     "p99_us": usher.p99_us,
                     "p999_us": usher.p999_us,
+                    "tls_ops_per_s": usher_tls.ops_per_s.round(),
+                    "tls_p50_us": usher_tls.p50_us,
+                    "tls_p99_us": usher_tls.p99_us,
+                    "ratio_tls_vs_plaintext": tls_vs_plaintext,
                     "echo_ops_per_s": echo_m.ops_per_s.round(),
                     "echo_p50_us": echo_m.p50_us,
                     "ratio_vs_echo": vs_echo,
@@ -477,12 +496,15 @@ async fn checkout_scenario(args: &Args) -> anyhow::Result<()> {
             let opt =
                 |v: Option<f64>, prec: usize| v.map_or("-".to_string(), |v| format!("{v:.prec$}"));
             println!(
-                "{:>7} | {:>10.0} {:>8.0} {:>8.0} {:>8.0} | {:>10.0} {:>8.0} | {:>10} {:>8} | {:>10} {:>8} | {:>7} {:>7} {:>7}",
+                "{:>7} | {:>10.0} {:>8.0} {:>8.0} {:>8.0} | {:>10.0} {:>8.0} {:>6} | {:>10.0} {:>8.0} | {:>10} {:>8} | {:>10} {:>8} | {:>7} {:>7} {:>7}",
                 clients,
                 usher.ops_per_s,
                 usher.p50_us,
                 usher.p99_us,
                 usher.p999_us,
+                usher_tls.ops_per_s,
+                usher_tls.p50_us,
+                opt(tls_vs_plaintext, 2),
                 echo_m.ops_per_s,
                 echo_m.p50_us,
                 opt(redis_m.as_ref().map(|r| r.ops_per_s), 0),

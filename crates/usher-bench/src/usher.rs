@@ -7,8 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use usher_proto::{
     Checkin, Checkout, FrameReader, Goodbye, Hello, Request, Response, request, response,
 };
@@ -65,7 +65,8 @@ impl Usherd {
             // The harness measures the server's capacity, not the per-client rate limit.
             .args(["--max-request-rate", "0"])
             // The same framing as the echo floor, without TLS on either side, so the
-            // ratio measures the server's work (TLS's cost is for a separate figure).
+            // ratio measures the server's work. TLS is accepted on the same port either
+            // way, and the checkout scenario measures it beside (`Transport::Tls`).
             .arg("--insecure-plaintext")
             .arg("--data-dir")
             .arg(&data_dir)
@@ -141,26 +142,64 @@ pub async fn wait_listening(addr: SocketAddr) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One plaintext connection to usherd speaking the framed protocol.
+/// How a bench client reaches usherd.
+#[derive(Clone)]
+pub enum Transport {
+    /// Frames straight on TCP, as the echo floor speaks (`usherd --insecure-plaintext`).
+    Plaintext,
+    /// TLS 1.3 as shipped, with the client library's connector (any server key accepted:
+    /// the bench measures speed, not identity).
+    Tls(usher_client::tls::TlsConnector),
+}
+
+impl Transport {
+    /// TLS as the client library speaks it.
+    pub fn tls() -> anyhow::Result<Transport> {
+        Ok(Transport::Tls(usher_client::tls::connector(&[])?))
+    }
+}
+
+type Reader = FrameReader<Box<dyn AsyncRead + Unpin + Send>>;
+type Writer = Box<dyn AsyncWrite + Unpin + Send>;
+
+/// One connection to usherd speaking the framed protocol, in plaintext or TLS.
 pub struct Conn {
-    reader: FrameReader<OwnedReadHalf>,
-    writer: OwnedWriteHalf,
+    reader: Reader,
+    writer: Writer,
 }
 
 impl Conn {
-    /// Connects, without a handshake.
+    /// Connects in plaintext, without a handshake.
     pub async fn open(addr: SocketAddr) -> anyhow::Result<Conn> {
         let stream = TcpStream::connect(addr).await?;
         Conn::from_stream(stream)
     }
 
-    /// Wraps a connected stream.
+    /// Connects over `transport`, without a usher handshake.
+    pub async fn open_over(addr: SocketAddr, transport: &Transport) -> anyhow::Result<Conn> {
+        match transport {
+            Transport::Plaintext => Conn::open(addr).await,
+            Transport::Tls(connector) => {
+                let stream = TcpStream::connect(addr).await?;
+                stream.set_nodelay(true)?;
+                let (tls, _key) =
+                    usher_client::tls::connect(connector, &addr.ip().to_string(), stream).await?;
+                let (rd, wr) = tokio::io::split(tls);
+                Ok(Conn {
+                    reader: FrameReader::new(Box::new(rd)),
+                    writer: Box::new(wr),
+                })
+            }
+        }
+    }
+
+    /// Wraps a connected plaintext stream.
     pub fn from_stream(stream: TcpStream) -> anyhow::Result<Conn> {
         stream.set_nodelay(true)?;
-        let (rd, writer) = stream.into_split();
+        let (rd, wr) = stream.into_split();
         Ok(Conn {
-            reader: FrameReader::new(rd),
-            writer,
+            reader: FrameReader::new(Box::new(rd)),
+            writer: Box::new(wr),
         })
     }
 
@@ -235,7 +274,17 @@ pub async fn usher_worker(
     ops: usize,
     deadline: Instant,
 ) -> anyhow::Result<Vec<u64>> {
-    let mut conn = Conn::open(addr).await?;
+    usher_worker_over(addr, Transport::Plaintext, ops, deadline).await
+}
+
+/// [`usher_worker`] over `transport`.
+pub async fn usher_worker_over(
+    addr: SocketAddr,
+    transport: Transport,
+    ops: usize,
+    deadline: Instant,
+) -> anyhow::Result<Vec<u64>> {
+    let mut conn = Conn::open_over(addr, &transport).await?;
     conn.hello().await?;
     let mut latencies = Vec::with_capacity(ops);
     for i in 0..ops as u64 {

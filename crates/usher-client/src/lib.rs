@@ -21,7 +21,7 @@ mod driver;
 mod error;
 pub mod node_locked;
 mod servers;
-mod tls;
+pub mod tls;
 mod udp;
 
 use std::sync::{Arc, Mutex};

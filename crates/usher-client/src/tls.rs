@@ -15,7 +15,7 @@ use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, ServerName, SubjectPublicKeyInfoDer, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, Error, SignatureScheme};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
+pub use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 /// Accepts a server whose raw public key is an Ed25519 key with one of the pinned ids
