@@ -756,6 +756,7 @@ mod tests {
             lease_id,
             session_id: 99,
             connected: true,
+            detached: false,
             overdraft: false,
             lingering_until_ms: 0,
             borrowed_until_ms: 0,

@@ -104,7 +104,8 @@ fn queue_row<Tz: TimeZone>(q: &QueueEntry, tz: &Tz) -> [String; 8] {
 ///       "holders": [
 ///         { "user": "alice", "host": "ws1", "display": "/dev/pts/0", "pid": 4242,
 ///           "program": "cad", "version": "2025", "since": "2026-03-01T09:39:00Z",
-///           "count": 1, "handle": "1234", "connected": true, "overdraft": false,
+///           "count": 1, "handle": "1234", "connected": true, "detached": false,
+///           "overdraft": false,
 ///           "lingering_until": null, "borrowed_until": null, "token_for": null } ] } ],
 ///   "queue": [
 ///     { "feature": "cad", "version": "2025", "position": 1, "priority": 0, "count": 1,
@@ -116,7 +117,9 @@ fn queue_row<Tz: TimeZone>(q: &QueueEntry, tz: &Tz) -> [String; 8] {
 /// One `features` entry per pool, in report order. `handle` is a string of decimal digits
 /// (the text `usher remove` takes) rather than a number, because lease ids use all 64 bits
 /// and JSON readers that hold numbers as doubles would round them. `pid` 0 means unknown.
-/// `connected` is false while a holder's session is disconnected but still holds seats.
+/// `connected` is false while a holder's session is disconnected but still holds seats;
+/// `detached` is true while it has no connection by agreement and keeps its seats with UDP
+/// keepalives (it stays `connected`).
 pub fn render_json(report: &StatusReport) -> Value {
     json!({
         "server": {
@@ -175,6 +178,7 @@ fn holder_json(holder: &Holder) -> Value {
         "count": holder.count,
         "handle": format_handle(holder.lease_id),
         "connected": holder.connected,
+        "detached": holder.detached,
         "overdraft": holder.overdraft,
         "lingering_until": rfc3339(holder.lingering_until_ms),
         "borrowed_until": rfc3339(holder.borrowed_until_ms),
@@ -310,6 +314,7 @@ mod tests {
             lease_id,
             session_id: 7,
             connected: true,
+            detached: false,
             overdraft: false,
             lingering_until_ms: 0,
             borrowed_until_ms: 0,
@@ -444,6 +449,7 @@ sim v1.0 (demo)  0 of 1 seat in use  permanent
                             "pid": 4242, "program": "cadtool", "version": "2025",
                             "since": "2026-03-01T07:39:00Z", "count": 1, "handle": "7",
                             "connected": true,
+                            "detached": false,
                             "overdraft": false,
                             "lingering_until": null,
                             "borrowed_until": null,
@@ -454,6 +460,7 @@ sim v1.0 (demo)  0 of 1 seat in use  permanent
                             "pid": 0, "program": "cadtool", "version": "2025",
                             "since": "2026-03-01T07:39:00Z", "count": 2,
                             "handle": "18446744073709551615", "connected": true,
+                            "detached": false,
                             "overdraft": false,
                             "lingering_until": null,
                             "borrowed_until": null,

@@ -32,6 +32,12 @@ pub enum Command {
         /// Session.
         id: SessionId,
     },
+    /// The client detaches the session: its connection closes next, and UDP keepalives
+    /// (applied as heartbeats) keep the session alive until it resumes over TCP.
+    Detach {
+        /// Session.
+        id: SessionId,
+    },
     /// The session's connection closed without a goodbye (the peer's OS closed it, as when
     /// the process crashed): release its seats after the reconnect grace unless it resumes.
     Disconnected {

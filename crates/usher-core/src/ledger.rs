@@ -175,6 +175,7 @@ impl Ledger {
         let mut ledger = Ledger::new(catalog, config);
         for mut session in sessions {
             session.connected = false;
+            session.detached = false;
             session.expires_at = now.saturating_add(config.session_ttl);
             ledger.insert_session(session);
         }
@@ -458,6 +459,7 @@ impl Ledger {
                     opened_at: now,
                     expires_at: now.saturating_add(self.config.session_ttl),
                     connected: true,
+                    detached: false,
                 };
                 changes.push(Change::SessionOpened(session.clone()));
                 self.insert_session(session);
@@ -476,6 +478,7 @@ impl Ledger {
                     return Err(LedgerError::BadSecret);
                 }
                 session.connected = true;
+                session.detached = false;
                 session.client.address = address.into();
                 self.names.intern(&mut session.client.address);
                 self.touch(id, now);
@@ -495,12 +498,23 @@ impl Ledger {
                 self.touch(id, now);
                 Ok(Outcome::Done)
             }
+            Command::Detach { id } => {
+                let session = self
+                    .sessions
+                    .get_mut(&id)
+                    .ok_or(LedgerError::UnknownSession)?;
+                session.connected = true;
+                session.detached = true;
+                self.touch(id, now);
+                Ok(Outcome::Done)
+            }
             Command::Disconnected { id } => {
                 let session = self
                     .sessions
                     .get_mut(&id)
                     .ok_or(LedgerError::UnknownSession)?;
                 session.connected = false;
+                session.detached = false;
                 let deadline = now.saturating_add(self.config.reconnect_grace);
                 if deadline < session.expires_at {
                     self.set_expiry(id, deadline);

@@ -206,8 +206,8 @@ pub struct ClientInfo {
 /// One client process's presence.
 ///
 /// The durable part (`id`, `secret_hash`, `client`, `opened_at`) is stored; the liveness
-/// part (`expires_at`, `connected`, and `client.address`, which a resume updates to the
-/// new connection's address) is soft state that a restart resets, giving every recovered
+/// part (`expires_at`, `connected`, `detached`, and `client.address`, which a resume
+/// updates to the new connection's address) is soft state that a restart resets, giving every recovered
 /// session a fresh TTL in which to come back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
@@ -221,8 +221,15 @@ pub struct Session {
     pub opened_at: Millis,
     /// When the session lapses unless it is heard from.
     pub expires_at: Millis,
-    /// Whether a connection currently carries this session.
+    /// Whether the server hears from this session: over its connection, or, once
+    /// detached, by its keepalives. False between a connection's unannounced close and
+    /// the session's resume (or its end after the reconnect grace).
     pub connected: bool,
+    /// Whether the session is detached: its client closed the connection by agreement
+    /// and keeps the session alive with UDP keepalives, coming back over TCP to resume.
+    /// (Not to be confused with a lease detached from its session by a linger or a
+    /// borrow.)
+    pub detached: bool,
 }
 
 /// Seats held by a session from one pool.

@@ -638,7 +638,9 @@ pub struct Holder {
     /// Session.
     #[prost(fixed64, tag = "10")]
     pub session_id: u64,
-    /// Whether the session's connection is up right now.
+    /// Whether the server hears from the session right now: over its connection, or by
+    /// UDP keepalives when `detached`. False while a dropped connection's session waits
+    /// to resume (its seats go back after the reconnect grace).
     #[prost(bool, tag = "11")]
     pub connected: bool,
     /// The seats are beyond the pool's count (`OVERDRAFT=`).
@@ -656,6 +658,10 @@ pub struct Holder {
     /// (`count` is the tokens). Empty: an ordinary lease.
     #[prost(string, tag = "15")]
     pub token_for: String,
+    /// The session is detached: no connection, kept alive by UDP keepalives (it comes
+    /// back over TCP for its next request).
+    #[prost(bool, tag = "16")]
+    pub detached: bool,
 }
 
 /// End the session.

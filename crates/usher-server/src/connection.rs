@@ -558,10 +558,7 @@ async fn dispatch(
             };
             let key = ctx.keepalives.issue(session);
             // The TTL counts from now; the first keepalive is due within an interval.
-            let rx = ctx
-                .ledger
-                .submit(Command::Heartbeat { id: session })
-                .await?;
+            let rx = ctx.ledger.submit(Command::Detach { id: session }).await?;
             let interval = ctx.heartbeat_interval.as_millis() as u64;
             let detached = move |_| {
                 response::Kind::Detached(usher_proto::Detached {

@@ -47,6 +47,7 @@ pub fn report(ledger: &Ledger, now: Millis, feature: &str, info: &ServerInfo) ->
             lease_id: lease.id.0,
             session_id: lease.session.0,
             connected: session.is_some_and(|s| s.connected),
+            detached: session.is_some_and(|s| s.detached),
             overdraft: lease.overdraft,
             lingering_until_ms: lease.lingering_until.unwrap_or(0),
             borrowed_until_ms: lease.borrowed_until.unwrap_or(0),

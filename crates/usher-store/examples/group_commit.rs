@@ -26,6 +26,7 @@ fn session(id: u64) -> Session {
         opened_at: 0,
         expires_at: 0,
         connected: true,
+        detached: false,
     }
 }
 

@@ -60,6 +60,7 @@ impl Tables {
                 let stored = Session {
                     expires_at: 0,
                     connected: false,
+                    detached: false,
                     ..session.clone()
                 };
                 self.sessions.insert(session.id, stored);

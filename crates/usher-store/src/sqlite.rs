@@ -839,6 +839,7 @@ fn session_from_row(r: &Row<'_>) -> rusqlite::Result<Session> {
         // Soft state: the ledger gives every recovered session a fresh TTL.
         expires_at: 0,
         connected: false,
+        detached: false,
     })
 }
 

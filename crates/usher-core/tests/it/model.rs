@@ -134,6 +134,8 @@ pub enum Op {
     Resume { id: u64, right_secret: bool },
     /// Heartbeat from session `id`.
     Heartbeat(u64),
+    /// Session `id` detaches (keepalives over UDP from now on).
+    Detach(u64),
     /// Session `id`'s connection dropped.
     Disconnect(u64),
     /// Session `id` says goodbye.
@@ -176,6 +178,7 @@ pub fn ops(max_len: usize) -> impl Strategy<Value = Vec<Op>> {
         1 => (sid.clone(), prop::bool::weighted(0.8))
             .prop_map(|(id, right_secret)| Op::Resume { id, right_secret }),
         2 => sid.clone().prop_map(Op::Heartbeat),
+        1 => sid.clone().prop_map(Op::Detach),
         1 => sid.clone().prop_map(Op::Disconnect),
         1 => sid.clone().prop_map(Op::Close),
         10 => (
@@ -440,6 +443,7 @@ impl Model {
                     opened_at: now,
                     expires_at: now + TTL,
                     connected: true,
+                    detached: false,
                 };
                 changes.push(Change::SessionOpened(session.clone()));
                 self.sessions.insert(*id, session);
@@ -458,6 +462,7 @@ impl Model {
                     return Err(LedgerError::BadSecret);
                 }
                 session.connected = true;
+                session.detached = false;
                 session.client.address = address.clone().into();
                 session.expires_at = now + TTL;
                 let leases = self
@@ -477,12 +482,23 @@ impl Model {
                 session.expires_at = now + TTL;
                 Ok(Outcome::Done)
             }
+            Command::Detach { id } => {
+                let session = self
+                    .sessions
+                    .get_mut(id)
+                    .ok_or(LedgerError::UnknownSession)?;
+                session.connected = true;
+                session.detached = true;
+                session.expires_at = now + TTL;
+                Ok(Outcome::Done)
+            }
             Command::Disconnected { id } => {
                 let session = self
                     .sessions
                     .get_mut(id)
                     .ok_or(LedgerError::UnknownSession)?;
                 session.connected = false;
+                session.detached = false;
                 session.expires_at = session.expires_at.min(now + GRACE);
                 Ok(Outcome::Done)
             }
@@ -624,6 +640,7 @@ impl Model {
         for s in self.sessions.values_mut() {
             s.expires_at = now + TTL;
             s.connected = false;
+            s.detached = false;
             if let Some(stored) = durable.sessions.get(&s.id) {
                 s.client.address = stored.client.address.clone();
             }
@@ -754,6 +771,7 @@ impl Harness {
                 }
             }
             Op::Heartbeat(id) => Command::Heartbeat { id: SessionId(id) },
+            Op::Detach(id) => Command::Detach { id: SessionId(id) },
             Op::Disconnect(id) => Command::Disconnected { id: SessionId(id) },
             Op::Close(id) => Command::CloseSession { id: SessionId(id) },
             Op::Checkout {

@@ -477,3 +477,60 @@ fn sessions_and_leases_share_one_copy_of_each_name() {
     let (one, two) = (one.unwrap(), two.unwrap());
     assert!(one.client.program.shares_with(&two.client.program));
 }
+
+/// A detached session is heard from (by keepalives) without a connection: `Detach` marks
+/// it so and pushes its expiry out like a heartbeat, records nothing durable, and a resume
+/// over TCP, a dropped connection or a restart ends it.
+#[test]
+fn detaching_marks_the_session_until_it_resumes() {
+    let mut ledger = ledger(&[]);
+    let s = session(&mut ledger, 1, T0);
+    let state = |l: &Ledger| {
+        let s = l.session(s).unwrap();
+        (s.connected, s.detached, s.expires_at)
+    };
+    assert_eq!(state(&ledger), (true, false, T0 + TTL));
+
+    let (result, changes) = apply(&mut ledger, T0 + 1_000, Command::Detach { id: s });
+    assert_eq!((result, changes), (Ok(Outcome::Done), vec![]));
+    assert_eq!(state(&ledger), (true, true, T0 + 1_000 + TTL));
+    // Keepalives arrive as heartbeats: still detached.
+    apply(&mut ledger, T0 + 2_000, Command::Heartbeat { id: s })
+        .0
+        .unwrap();
+    assert_eq!(state(&ledger), (true, true, T0 + 2_000 + TTL));
+
+    // A restart forgets it: the keepalive keys are gone, the client comes back over TCP.
+    let mut changes = Vec::new();
+    let restored = Ledger::restore(
+        catalog(&[]),
+        ledger.config(),
+        ledger.sessions().cloned().collect::<Vec<_>>(),
+        Vec::new(),
+        T0 + 3_000,
+        &mut changes,
+    );
+    assert!(!restored.session(s).unwrap().detached);
+
+    let resume = Command::Resume {
+        id: s,
+        secret_hash: secret(1),
+        address: "10.0.0.7:2".into(),
+    };
+    apply(&mut ledger, T0 + 3_000, resume).0.unwrap();
+    assert_eq!(state(&ledger), (true, false, T0 + 3_000 + TTL));
+
+    apply(&mut ledger, T0 + 4_000, Command::Detach { id: s })
+        .0
+        .unwrap();
+    apply(&mut ledger, T0 + 5_000, Command::Disconnected { id: s })
+        .0
+        .unwrap();
+    assert_eq!(state(&ledger), (false, false, T0 + 5_000 + GRACE));
+
+    let ghost = Command::Detach { id: SessionId(9) };
+    assert_eq!(
+        apply(&mut ledger, T0, ghost).0,
+        Err(LedgerError::UnknownSession)
+    );
+}

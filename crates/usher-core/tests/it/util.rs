@@ -181,6 +181,7 @@ pub fn session(ledger: &mut Ledger, id: u64, now: Millis) -> SessionId {
         opened_at: now,
         expires_at: now + TTL,
         connected: true,
+        detached: false,
     };
     assert_eq!(
         changes,

@@ -59,6 +59,8 @@ pub struct HolderJson {
     /// The token-based feature these seats (tokens) were checked out for.
     token_for: Option<String>,
     connected: bool,
+    /// The session keeps its seats with UDP keepalives, without a connection.
+    detached: bool,
 }
 
 /// One client session.
@@ -75,6 +77,8 @@ pub struct SessionJson {
     opened_at: Millis,
     expires_at: Millis,
     connected: bool,
+    /// Kept alive by UDP keepalives, without a connection.
+    detached: bool,
     leases: usize,
 }
 
@@ -228,6 +232,7 @@ fn holders_of(ledger: &Ledger, feature: Option<&str>) -> Vec<HolderJson> {
                 borrowed_until: l.borrowed_until,
                 token_for: l.token_for.as_ref().map(|s| s.to_string()),
                 connected: session.is_some_and(|s| s.connected),
+                detached: session.is_some_and(|s| s.detached),
             }
         })
         .collect();
@@ -280,6 +285,7 @@ pub(super) async fn sessions(
                     opened_at: s.opened_at,
                     expires_at: s.expires_at,
                     connected: s.connected,
+                    detached: s.detached,
                     leases: v.ledger.session_leases(s.id).count(),
                 })
                 .collect();

@@ -215,17 +215,26 @@ async fn an_idle_client_detaches_by_itself_and_resumes_for_its_next_request() {
     })
     .await;
     tokio::time::sleep(Duration::from_secs(6)).await;
-    assert_eq!(in_use(&server.status().await, "cad"), 1);
+    let report = server.status().await;
+    assert_eq!(in_use(&report, "cad"), 1);
     assert_eq!(license.lost_reason(), None);
+    // Status tells a detached holder from a connected one and from a dropped one: heard
+    // from (connected), but over UDP (detached).
+    let holder = &holders(&report)[0];
+    assert!(holder.detached && holder.connected, "{holder:#?}");
 
     // The next request resumes the same session over TCP.
-    let session = holders(&server.status().await)[0].session_id;
+    let session = holder.session_id;
     let second = client.checkout("cad", "", 1).await.unwrap();
     let report = server.status().await;
     assert_eq!(in_use(&report, "cad"), 2);
     assert!(
         holders(&report).iter().all(|h| h.session_id == session),
         "{report:#?}"
+    );
+    assert!(
+        holders(&report).iter().all(|h| !h.detached && h.connected),
+        "resumed over TCP: no longer detached\n{report:#?}"
     );
     drop(second);
     drop(license);

@@ -180,10 +180,12 @@ impl Model {
                     opened_at: at,
                     expires_at: at.wrapping_add(120_000),
                     connected: true,
+                    detached: false,
                 };
                 let stored = Session {
                     expires_at: 0,
                     connected: false,
+                    detached: false,
                     ..live.clone()
                 };
                 self.sessions.insert(id, stored);

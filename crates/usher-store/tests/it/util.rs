@@ -128,6 +128,7 @@ pub fn session(id: u64) -> Session {
         opened_at: 1_700_000_000_000u64.wrapping_add(id),
         expires_at: 1_700_000_120_000,
         connected: true,
+        detached: false,
     }
 }
 
@@ -136,6 +137,7 @@ pub fn stored(session: &Session) -> Session {
     Session {
         expires_at: 0,
         connected: false,
+        detached: false,
         ..session.clone()
     }
 }
