@@ -2,7 +2,8 @@
 //! baselines that give the figures meaning, all in one run on one machine:
 //!
 //! - the **echo floor**: a minimal tokio server with the same framing, answering every
-//!   frame at once, driven by the same client pattern (the best any server could do);
+//!   frame at once, in a process of its own like usherd, driven by the same client
+//!   pattern (the best any server could do);
 //! - the **durable floor**: the latency of a 4 KiB write plus `fdatasync` on the disk
 //!   that holds usherd's data directory (what one durable commit costs);
 //! - a **Redis counting semaphore** (sorted set plus Lua, TTL eviction), what a user might
@@ -69,6 +70,9 @@ struct Args {
     /// Longest the sessions scenario may spend opening its sessions, per size.
     #[arg(long, default_value_t = 900)]
     open_seconds: u64,
+    /// Internal: be the echo floor's server process on this address.
+    #[arg(long, hide = true)]
+    serve_echo: Option<std::net::SocketAddr>,
 }
 
 /// A measurement the harness can make.
@@ -134,6 +138,9 @@ fn ratio(a: f64, b: Option<f64>) -> Option<f64> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(addr) = args.serve_echo {
+        return usher::serve_echo(addr).await;
+    }
     let scenarios = match &args.scenario[..] {
         [] => vec![
             Scenario::Checkout,
@@ -397,7 +404,8 @@ async fn checkout_scenario(args: &Args) -> anyhow::Result<()> {
 
     let server = usher::Usherd::start(usher::SEATS).await?;
     let tls = usher::Transport::tls()?;
-    let echo = usher::start_echo().await?;
+    let echo_server = usher::EchoServer::start().await?;
+    let echo = echo_server.addr;
     let redis = redis::RedisServer::start(None).await?;
     // Its append-only file on the same disk as usherd's store.
     let redis_fsync =

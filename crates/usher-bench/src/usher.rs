@@ -310,25 +310,56 @@ pub async fn usher_worker_over(
 }
 
 /// The physical floor: a minimal tokio server with the same framing that sends every
-/// frame straight back. Returns its address; it runs until the process exits.
-pub async fn start_echo() -> anyhow::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let _ = stream.set_nodelay(true);
-                let (rd, mut wr) = stream.into_split();
-                let mut reader = FrameReader::new(rd);
-                while let Ok(Some(req)) = reader.read::<Request>().await {
-                    if usher_proto::write_frame(&mut wr, &req).await.is_err() {
-                        break;
-                    }
+/// frame straight back, in a process of its own (`usher-bench --serve-echo ADDR`), as
+/// usherd and Redis are. In the harness's own process it would share the clients' runtime:
+/// a client and its echo task then often wake each other on one worker thread, which no
+/// server in another process can, and its figure swung threefold from run to run with
+/// where the tasks happened to land. Killed on drop.
+pub struct EchoServer {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl EchoServer {
+    /// Starts the echo process on a free loopback port and waits until it listens.
+    pub async fn start() -> anyhow::Result<EchoServer> {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+        let child = Command::new(std::env::current_exe()?)
+            .arg("--serve-echo")
+            .arg(addr.to_string())
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting the echo server process")?;
+        let server = EchoServer { child, addr };
+        wait_listening(addr).await?;
+        Ok(server)
+    }
+}
+
+impl Drop for EchoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The echo server's process: serves on `addr` until it is killed.
+pub async fn serve_echo(addr: SocketAddr) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
+            let (rd, mut wr) = stream.into_split();
+            let mut reader = FrameReader::new(rd);
+            while let Ok(Some(req)) = reader.read::<Request>().await {
+                if usher_proto::write_frame(&mut wr, &req).await.is_err() {
+                    break;
                 }
-            });
-        }
-    });
-    Ok(addr)
+            }
+        });
+    }
 }
 
 /// The same client pattern against the echo floor: two round trips of the same frames
