@@ -234,27 +234,44 @@ fn holder_row<Tz: TimeZone>(holder: &Holder, tz: &Tz) -> [String; 8] {
         },
         clean(&holder.version, "-").into_owned(),
         minutes(&instant(holder.since_ms, tz)),
-        match (holder.overdraft, holder.lingering_until_ms) {
-            _ if !holder.token_for.is_empty() => format!(
-                "{} (tokens for {})",
-                holder.count.max(1),
-                clean(&holder.token_for, "?")
-            ),
-            _ if holder.borrowed_until_ms != 0 => format!(
-                "{} (borrowed to {})",
-                holder.count.max(1),
-                minutes(&instant(holder.borrowed_until_ms, tz))
-            ),
-            (_, until) if until != 0 => format!(
-                "{} (linger to {})",
-                holder.count.max(1),
-                minutes(&instant(until, tz))
-            ),
-            (true, _) => format!("{} (overdraft)", holder.count.max(1)),
-            (false, _) => holder.count.max(1).to_string(),
-        },
+        seats_cell(holder, tz),
         format_handle(holder.lease_id),
     ]
+}
+
+/// The SEATS cell: the count, and in brackets what is special about these seats (tokens,
+/// borrowed, lingering, overdraft) and about their holder's link (`detached`: kept alive by
+/// UDP keepalives; `disconnected`: the connection dropped and the seats go back unless the
+/// client resumes within the reconnect grace).
+fn seats_cell<Tz: TimeZone>(holder: &Holder, tz: &Tz) -> String {
+    let mut notes = Vec::new();
+    if !holder.token_for.is_empty() {
+        notes.push(format!("tokens for {}", clean(&holder.token_for, "?")));
+    }
+    if holder.borrowed_until_ms != 0 {
+        notes.push(format!(
+            "borrowed to {}",
+            minutes(&instant(holder.borrowed_until_ms, tz))
+        ));
+    } else if holder.lingering_until_ms != 0 {
+        notes.push(format!(
+            "linger to {}",
+            minutes(&instant(holder.lingering_until_ms, tz))
+        ));
+    } else if holder.detached {
+        notes.push("detached".to_owned());
+    } else if !holder.connected {
+        notes.push("disconnected".to_owned());
+    }
+    if holder.overdraft {
+        notes.push("overdraft".to_owned());
+    }
+    let count = holder.count.max(1);
+    if notes.is_empty() {
+        count.to_string()
+    } else {
+        format!("{count} ({})", notes.join(", "))
+    }
 }
 
 /// The column `titles` and `rows`, indented two spaces, columns two spaces apart and as
@@ -397,6 +414,36 @@ sim v1.0 (demo)  0 of 1 seat in use  permanent
         assert_eq!(json["queue"][0]["user"], "dave");
         assert_eq!(json["queue"][0]["handle"], "4100");
         assert_eq!(json["queue"][0]["gives_up"], Value::Null);
+    }
+
+    /// The SEATS cell says how a holder is linked, and what else is special about its seats.
+    #[test]
+    fn seats_show_detached_disconnected_and_combined_notes() {
+        let tz = tz();
+        let plain = holder("alice", "", 1, 2, 7);
+        let detached = Holder {
+            detached: true,
+            ..plain.clone()
+        };
+        let dropped = Holder {
+            connected: false,
+            overdraft: true,
+            ..plain.clone()
+        };
+        let lingering = Holder {
+            connected: false,
+            lingering_until_ms: utc_ms(2026, 3, 1, 8, 5),
+            token_for: "suite".into(),
+            ..plain.clone()
+        };
+        assert_eq!(seats_cell(&plain, &tz), "2");
+        assert_eq!(seats_cell(&detached, &tz), "2 (detached)");
+        assert_eq!(seats_cell(&dropped, &tz), "2 (disconnected, overdraft)");
+        assert_eq!(
+            seats_cell(&lingering, &tz),
+            "2 (tokens for suite, linger to 2026-03-01 10:05)",
+            "a lingering seat has no holder to be linked"
+        );
     }
 
     #[test]
