@@ -164,33 +164,77 @@ impl Live {
 }
 
 /// Replays `records` (in `seq` order) and reports on `req`.
+#[cfg(test)]
 pub fn build(records: &[UsageRecord], req: &Request) -> Vec<FeatureReport> {
-    let wanted = |f: &str| req.feature.as_deref().is_none_or(|w| w == f);
-    let mut live: BTreeMap<String, Live> = BTreeMap::new();
-    let mut held: HashMap<u64, Held> = HashMap::new();
-    let mut waiting: HashMap<u64, (String, Ms, u32)> = HashMap::new();
-    let mut reports: BTreeMap<String, FeatureReport> = BTreeMap::new();
-    let mut last_at: Ms = req
-        .from
-        .min(records.first().map_or(req.from, |r| r.at as Ms));
-    let mut started = false;
-
+    let mut replay = Replay::new(req.clone());
     for r in records {
-        let at = (r.at as Ms).max(last_at);
-        if !started && at >= req.from {
-            start_series(&mut reports, &live, req, wanted);
-            started = true;
+        replay.feed(r);
+    }
+    replay.finish()
+}
+
+/// The replay of a usage log, fed one record at a time in `seq` order, so a log of any
+/// length is reported on in the memory of the seats and queue entries live at once (and
+/// of the report itself: its rows and the chart's points within the period), not of the
+/// log.
+pub struct Replay {
+    req: Request,
+    live: BTreeMap<String, Live>,
+    held: HashMap<u64, Held>,
+    waiting: HashMap<u64, (String, Ms, u32)>,
+    reports: BTreeMap<String, FeatureReport>,
+    /// When the last record happened; `None` before the first.
+    last_at: Option<Ms>,
+    started: bool,
+}
+
+impl Replay {
+    /// A replay reporting on `req`.
+    pub fn new(req: Request) -> Self {
+        Replay {
+            req,
+            live: BTreeMap::new(),
+            held: HashMap::new(),
+            waiting: HashMap::new(),
+            reports: BTreeMap::new(),
+            last_at: None,
+            started: false,
         }
-        // The state was constant from `last_at` to `at`: account for it.
-        for (feature, state) in &live {
+    }
+
+    fn wanted(req: &Request, f: &str) -> bool {
+        req.feature.as_deref().is_none_or(|w| w == f)
+    }
+
+    /// Replays the next record.
+    pub fn feed(&mut self, r: &UsageRecord) {
+        let Replay {
+            req,
+            live,
+            held,
+            waiting,
+            reports,
+            last_at,
+            started,
+        } = self;
+        let req = &*req;
+        let wanted = |f: &str| Self::wanted(req, f);
+        let last = *last_at.get_or_insert(req.from.min(r.at as Ms));
+        let at = (r.at as Ms).max(last);
+        if !*started && at >= req.from {
+            start_series(reports, live, req, wanted);
+            *started = true;
+        }
+        // The state was constant from `last` to `at`: account for it.
+        for (feature, state) in live.iter() {
             if wanted(feature) {
-                let report = report_of(&mut reports, feature, req);
-                integrate(report, state, last_at, at, req);
+                let report = report_of(reports, feature, req);
+                integrate(report, state, last, at, req);
             }
         }
-        last_at = at;
+        *last_at = Some(at);
         let Some(feature) = r.feature.clone() else {
-            continue;
+            return;
         };
         let lease = r.lease.map(|l| l.0);
         let count = r.count.unwrap_or(1);
@@ -225,13 +269,13 @@ pub fn build(records: &[UsageRecord], req: &Request) -> Vec<FeatureReport> {
                     state.in_use = state.in_use.saturating_sub(h.count);
                     changed = true;
                     if wanted(&h.feature) {
-                        let report = report_of(&mut reports, &h.feature, req);
+                        let report = report_of(reports, &h.feature, req);
                         attribute(report, &h, at, req);
                     }
                 }
             }
             UsageEvent::Denied if wanted(&feature) && at >= req.from && at < req.to => {
-                let report = report_of(&mut reports, &feature, req);
+                let report = report_of(reports, &feature, req);
                 let reason = r.detail.clone().unwrap_or_else(|| "unknown".into());
                 *report.total.denials.entry(reason.clone()).or_default() += 1;
                 if let Some(row) = row_at(report, at) {
@@ -251,7 +295,7 @@ pub fn build(records: &[UsageRecord], req: &Request) -> Vec<FeatureReport> {
                 if let Some((f, since, n)) = lease.and_then(|id| waiting.remove(&id)) {
                     state.queued = state.queued.saturating_sub(n);
                     if wanted(&f) {
-                        let report = report_of(&mut reports, &f, req);
+                        let report = report_of(reports, &f, req);
                         add_queued(report, since, at, req);
                     }
                 }
@@ -260,7 +304,7 @@ pub fn build(records: &[UsageRecord], req: &Request) -> Vec<FeatureReport> {
         }
         if wanted(&feature) {
             let state = &live[&feature];
-            let report = report_of(&mut reports, &feature, req);
+            let report = report_of(reports, &feature, req);
             let demand = state.in_use + state.queued;
             if at < req.to {
                 report.peak_demand = report.peak_demand.max(demand);
@@ -271,30 +315,37 @@ pub fn build(records: &[UsageRecord], req: &Request) -> Vec<FeatureReport> {
             mark_peak(report, state, at, req);
         }
     }
-    if !started {
-        start_series(&mut reports, &live, req, wanted);
-    }
-    // Up to the end of the period, nothing changes any more.
-    let end = req.to.max(last_at);
-    for (feature, state) in &live {
-        if wanted(feature) {
-            let report = report_of(&mut reports, feature, req);
-            integrate(report, state, last_at, end, req);
+
+    /// Ends the replay at the end of the period and returns the reports.
+    pub fn finish(mut self) -> Vec<FeatureReport> {
+        let req = &self.req;
+        let wanted = |f: &str| Self::wanted(req, f);
+        let last_at = self.last_at.unwrap_or(req.from);
+        if !self.started {
+            start_series(&mut self.reports, &self.live, req, wanted);
         }
-    }
-    for h in held.values() {
-        if wanted(&h.feature) {
-            let report = report_of(&mut reports, &h.feature, req);
-            attribute(report, h, end, req);
+        // Up to the end of the period, nothing changes any more.
+        let end = req.to.max(last_at);
+        for (feature, state) in &self.live {
+            if wanted(feature) {
+                let report = report_of(&mut self.reports, feature, req);
+                integrate(report, state, last_at, end, req);
+            }
         }
-    }
-    for (f, since, _) in waiting.values() {
-        if wanted(f) {
-            let report = report_of(&mut reports, f, req);
-            add_queued(report, *since, end, req);
+        for h in self.held.values() {
+            if wanted(&h.feature) {
+                let report = report_of(&mut self.reports, &h.feature, req);
+                attribute(report, h, end, req);
+            }
         }
+        for (f, since, _) in self.waiting.values() {
+            if wanted(f) {
+                let report = report_of(&mut self.reports, f, req);
+                add_queued(report, *since, end, req);
+            }
+        }
+        self.reports.into_values().collect()
     }
-    reports.into_values().collect()
 }
 
 /// The level of every feature when the period starts: the first point of its series.

@@ -65,20 +65,21 @@ pub enum Format {
     Json,
 }
 
+/// Usage records read from the store at a time.
+const PAGE: usize = 10_000;
+
 /// Runs `usher report`.
 pub fn run(args: ReportArgs) -> Result<u8, Failure> {
     let store = open_store(args.data_dir.clone())?;
-    let mut records: Vec<UsageRecord> = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = store
-            .usage_log(after, 10_000)
-            .with_context(|| format!("reading {}", store.path().display()))?;
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        records.extend(page);
-    }
-    let first = records.first().map_or(0, |r| r.at as Ms);
+    // The log is read a page at a time and replayed as it is read, so a report over years
+    // of records needs the memory of one page, not of the log.
+    let read_page = |after: i64| {
+        store
+            .usage_log(after, PAGE)
+            .with_context(|| format!("reading {}", store.path().display()))
+    };
+    let mut page: Vec<UsageRecord> = read_page(0)?;
+    let first = page.first().map_or(0, |r| r.at as Ms);
     let from = args.from.map_or(first, |t| t.timestamp_millis());
     let to = args
         .to
@@ -97,7 +98,14 @@ pub fn run(args: ReportArgs) -> Result<u8, Failure> {
         },
         feature: args.feature.clone(),
     };
-    let reports = report::build(&records, &req);
+    let mut replay = report::Replay::new(req.clone());
+    while let Some(last) = page.last().map(|r| r.seq) {
+        for record in &page {
+            replay.feed(record);
+        }
+        page = read_page(last)?;
+    }
+    let reports = replay.finish();
     let text = match args.format {
         Format::Table => table(&reports, &req),
         Format::Csv => csv(&reports),

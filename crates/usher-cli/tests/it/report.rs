@@ -262,3 +262,58 @@ fn a_real_server_logs_what_the_report_needs() {
     assert_eq!(t["seats"], 2, "the server logged its seat counts: {json:#}");
     assert_eq!(t["peak"], 1, "{json:#}");
 }
+
+/// The report reads the log a page (10,000 records) at a time and replays it as it reads:
+/// a seat taken on the first page and given back on the second is counted whole, and no
+/// record is read twice or skipped at the page boundary.
+#[test]
+fn a_log_longer_than_a_page_is_replayed_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let mut store = SqliteStore::open(&data.join("usher.db")).unwrap();
+    store
+        .commit_batch(
+            DAY0,
+            &[],
+            &[
+                LogEvent::seats("cad", "acme", "2025", 2),
+                LogEvent::seats("sim", "acme", "1.0", 5),
+                event(UsageEvent::Checkout, 1, "cad", "alice", None),
+            ],
+        )
+        .unwrap();
+    // 6,000 short sim checkouts (12,000 records), 100 ms each, back to back: each commit
+    // gives one back and takes the next.
+    let pairs: u64 = 6_000;
+    let at = |i: u64| DAY0 + (i + 1) * 100;
+    for i in 0..=pairs {
+        let mut events = Vec::new();
+        if i > 0 {
+            events.push(event(UsageEvent::Checkin, 999 + i, "sim", "bot", None));
+        }
+        if i < pairs {
+            events.push(event(UsageEvent::Checkout, 1_000 + i, "sim", "bot", None));
+        }
+        store.commit_batch(at(i), &[], &events).unwrap();
+    }
+    store
+        .commit_batch(
+            DAY0 + 2 * HOUR,
+            &[],
+            &[event(UsageEvent::Checkin, 1, "cad", "alice", None)],
+        )
+        .unwrap();
+    drop(store);
+
+    let json: Value = serde_json::from_str(&report(&data, &["--format", "json"])).unwrap();
+    let cad = &json["features"][0];
+    assert_eq!(cad["feature"], "cad", "{json:#}");
+    assert_eq!(cad["total"]["peak"], 1);
+    assert_eq!(cad["seat_hours_by_user"]["alice"], 2.0, "{cad:#}");
+    let sim = &json["features"][1];
+    assert_eq!(sim["total"]["peak"], 1, "never two at once: {sim:#}");
+    let bot = sim["seat_hours_by_user"]["bot"].as_f64().unwrap();
+    let expected = (pairs * 100) as f64 / HOUR as f64;
+    assert!((bot - expected).abs() < 1e-6, "{bot} != {expected}");
+}
