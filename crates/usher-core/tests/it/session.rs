@@ -534,3 +534,20 @@ fn detaching_marks_the_session_until_it_resumes() {
         Err(LedgerError::UnknownSession)
     );
 }
+
+/// A million idle sessions, each with a lease, must fit in 600 bytes apiece (BENCHMARKS.md);
+/// these two records are most of it. A field that grows them shows up here first, before
+/// the `sessions` benchmark.
+#[test]
+fn sessions_and_leases_stay_small() {
+    assert!(
+        std::mem::size_of::<usher_core::Session>() <= 120,
+        "Session is {} bytes",
+        std::mem::size_of::<usher_core::Session>()
+    );
+    assert!(
+        std::mem::size_of::<Lease>() <= 112,
+        "Lease is {} bytes",
+        std::mem::size_of::<Lease>()
+    );
+}
