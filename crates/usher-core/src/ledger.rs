@@ -8,7 +8,8 @@ use crate::names::Names;
 use crate::queue::Queue;
 use crate::{
     Catalog, Change, ClientInfo, Command, Denial, DequeueReason, Lease, LeaseId, LedgerError,
-    Millis, Outcome, Policy, PoolKey, QueuedRequest, ReleaseReason, Session, SessionId, Wait, Who,
+    Millis, Name, Outcome, Policy, PoolKey, QueuedRequest, ReleaseReason, Session, SessionId, Wait,
+    Who,
 };
 
 /// Upper bound on seats in one request; larger requests are malformed, not merely
@@ -58,6 +59,11 @@ pub struct Ledger {
     queue: Queue,
     /// The administrator's rules.
     policy: Policy,
+    /// The leases of each feature whose checkouts the policy counts holders for
+    /// (`RESERVE`, `MAX`, `MAX_OVERDRAFT`), in id order, so such a checkout looks at its
+    /// feature's leases rather than at every lease. Other features have no entry and cost
+    /// nothing. Rebuilt by `set_policy`.
+    policy_leases: HashMap<Name, BTreeSet<LeaseId>>,
     /// Sessions whose application reported its user idle, and since when. Soft state.
     idle_since: HashMap<SessionId, Millis>,
     /// When each lease of an idle session is reclaimed under the policy's `TIMEOUT`.
@@ -146,6 +152,7 @@ impl Ledger {
             in_use: HashMap::new(),
             queue: Queue::default(),
             policy: Policy::default(),
+            policy_leases: HashMap::new(),
             idle_since: HashMap::new(),
             idle_deadlines: BTreeSet::new(),
             idle_deadline_of: HashMap::new(),
@@ -337,6 +344,19 @@ impl Ledger {
     /// held. Queued checkouts it newly allows are granted by the next `Expire`.
     pub fn set_policy(&mut self, policy: Policy) {
         self.policy = policy;
+        self.policy_leases = self
+            .policy
+            .counted_features()
+            .into_iter()
+            .map(|f| (Name::from(f), BTreeSet::new()))
+            .collect();
+        if !self.policy_leases.is_empty() {
+            for (id, lease) in &self.leases {
+                if let Some(ids) = self.policy_leases.get_mut(&*lease.feature) {
+                    ids.insert(*id);
+                }
+            }
+        }
         // Timeouts may have changed: re-arm every idle session's leases.
         self.idle_deadlines.clear();
         self.idle_deadline_of.clear();
@@ -1102,7 +1122,23 @@ impl Ledger {
         // Who holds how many seats of the feature (and how many of them are overdraft).
         let mut holders: Vec<(&ClientInfo, u32)> = Vec::new();
         let mut overdraft_held = 0u32;
-        for lease in self.leases.values().filter(|l| l.feature == feature) {
+        let of_feature: Vec<&Lease> = match self.policy_leases.get(feature) {
+            Some(ids) => ids
+                .iter()
+                .filter_map(|id| self.leases.get(id))
+                .map(|l| &**l)
+                .collect(),
+            None => self.feature_leases_by_scan(feature),
+        };
+        debug_assert_eq!(
+            of_feature.iter().map(|l| l.id).collect::<Vec<_>>(),
+            self.feature_leases_by_scan(feature)
+                .iter()
+                .map(|l| l.id)
+                .collect::<Vec<_>>(),
+            "the policy's lease index of {feature} is out of step"
+        );
+        for lease in of_feature {
             if lease.overdraft {
                 overdraft_held = overdraft_held.saturating_add(lease.count);
             }
@@ -1167,6 +1203,15 @@ impl Ledger {
             held_for_others: others,
             overdraft_left,
         })
+    }
+
+    /// Every lease of `feature`, in id order, by looking at every lease.
+    fn feature_leases_by_scan(&self, feature: &str) -> Vec<&Lease> {
+        self.leases
+            .values()
+            .filter(|l| l.feature == feature)
+            .map(|l| &**l)
+            .collect()
     }
 
     /// The queue rank of a session's checkouts of `feature` from the policy's `PRIORITY`
@@ -1429,6 +1474,9 @@ impl Ledger {
         if let Some(until) = lease.borrowed_until {
             self.borrowed.insert((until, id));
         }
+        if let Some(ids) = self.policy_leases.get_mut(&*lease.feature) {
+            ids.insert(id);
+        }
         self.leases.insert(id, Box::new(lease));
         self.arm_idle(id);
     }
@@ -1440,6 +1488,9 @@ impl Ledger {
             .remove(&id)
             .expect("caller checked the lease exists");
         self.disarm_idle(id);
+        if let Some(ids) = self.policy_leases.get_mut(&*lease.feature) {
+            ids.remove(&id);
+        }
         if let Some(until) = lease.lingering_until {
             self.lingering.remove(&(until, id));
         }

@@ -488,6 +488,17 @@ impl Policy {
         self.lingers.get(feature).copied()
     }
 
+    /// The features whose checkouts count who holds what (`RESERVE`, `MAX`,
+    /// `MAX_OVERDRAFT`).
+    pub fn counted_features(&self) -> std::collections::BTreeSet<&str> {
+        self.reserves
+            .iter()
+            .chain(&self.maxes)
+            .map(|r| r.feature.as_str())
+            .chain(self.max_overdraft.keys().map(String::as_str))
+            .collect()
+    }
+
     /// `MAX_OVERDRAFT` for a feature: caps the seats drawn beyond the count.
     pub fn max_overdraft(&self, feature: &str) -> Option<u32> {
         self.max_overdraft.get(feature).copied()
