@@ -2,7 +2,7 @@
 //! a real `usherd` process, the page opened with the token in its fragment, a seat checked
 //! out by a separate client, and the in-use count changing on the page without a reload.
 //!
-//! Chromium is required, not optional: CI installs it (`.ci/run`), so a missing browser is
+//! Chromium is required, not optional: `scripts/test` installs it, so a missing browser is
 //! a failure with instructions, never a skip.
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -40,7 +40,7 @@ fn require(path: &str) {
     assert!(
         Path::new(path).exists(),
         "{path} is missing: the dashboard test drives a real headless Chromium. Install it \
-         with `apt-get install -y chromium chromium-driver` (.ci/run does this)."
+         with `apt-get install -y chromium chromium-driver` (scripts/test does this)."
     );
 }
 
