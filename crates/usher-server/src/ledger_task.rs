@@ -21,7 +21,9 @@
 //! ledger keeps applying while the disk writes. Either way one batch commits at a time,
 //! in order, and its replies go out after its commit.
 //!
-//! A failed commit is fatal: the server stops rather than answer without durability.
+//! A failed commit is fatal: the server stops rather than answer without durability. So
+//! is a panic of the ledger task or the committer: either reports to [`Fatal`], and the
+//! server stops with that reason instead of answering "shutting down" forever.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,7 +32,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info};
 use usher_core::{
     Change, Command, Denial, DequeueReason, LeaseId, Ledger, LedgerError, Millis, Outcome, PoolKey,
@@ -40,6 +41,7 @@ use usher_license::Entitlement;
 use usher_proto::{StatusReport, response};
 use usher_store::{LogEvent, SqliteStore, UsageEvent};
 
+use crate::fatal::Fatal;
 use crate::metrics::Metrics;
 use crate::notices::Notices;
 use crate::reply;
@@ -286,6 +288,9 @@ struct CommitJob {
     replies: Vec<PendingReply>,
     /// Retention: remove usage records older than this, after the batch commits.
     prune_before: Option<Millis>,
+    /// What the tests' fault injection asks of the committer for this batch.
+    #[cfg(feature = "fault-injection")]
+    fault: crate::fault::CommitFault,
 }
 
 /// The running ledger task and committer thread.
@@ -304,8 +309,8 @@ pub struct Outlets {
     pub notices: Arc<Notices>,
     /// Store commit timings and batch sizes.
     pub metrics: Arc<Metrics>,
-    /// Cancelled if the store fails, which stops the server.
-    pub failed: CancellationToken,
+    /// Told if the store, the ledger task or the committer fails, which stops the server.
+    pub failed: Fatal,
 }
 
 impl LedgerService {
@@ -338,19 +343,31 @@ impl LedgerService {
             let writer = writer.clone();
             std::thread::Builder::new()
                 .name("usher-committer".into())
-                .spawn(move || committer(&writer, commit_rx))?
+                .spawn(move || {
+                    let run = std::panic::AssertUnwindSafe(|| committer(&writer, commit_rx));
+                    if let Err(panic) = std::panic::catch_unwind(run) {
+                        writer.failed.fail(format!(
+                            "the store committer panicked: {}",
+                            crate::fatal::panic_text(&panic)
+                        ));
+                    }
+                })?
         };
-        let task = tokio::spawn(ledger_loop(
-            ledger,
-            first_lease_id,
-            rx,
-            Commits {
-                tx: commit_tx,
-                writer: writer.clone(),
-            },
-            info,
-            notices,
-        ));
+        let fatal = writer.failed.clone();
+        let task = fatal.watch(
+            "ledger task",
+            ledger_loop(
+                ledger,
+                first_lease_id,
+                rx,
+                Commits {
+                    tx: commit_tx,
+                    writer: writer.clone(),
+                },
+                info,
+                notices,
+            ),
+        );
         Ok(LedgerService {
             handle: LedgerHandle { tx },
             task,
@@ -420,6 +437,8 @@ async fn ledger_loop(
             events: Vec::new(),
             replies: Vec::new(),
             prune_before: None,
+            #[cfg(feature = "fault-injection")]
+            fault: crate::fault::CommitFault::None,
         };
         // Lapsed sessions are ended before anything else in the batch, so a session whose
         // TTL has run out can never act again.
@@ -461,7 +480,10 @@ async fn ledger_loop(
         }
         if !commits.commit(job) {
             // The store failed, so nothing more can be made durable.
-            error!("store committer stopped; the ledger stops too");
+            commits
+                .writer
+                .failed
+                .fail("the store committer stopped; the ledger stops too");
             break;
         }
     }
@@ -479,6 +501,10 @@ fn handle_msg(
 ) {
     match msg {
         LedgerMsg::Apply { mut cmd, reply } => {
+            #[cfg(feature = "fault-injection")]
+            if let fault @ crate::fault::CommitFault::Panic = crate::fault::on_command(&cmd) {
+                job.fault = fault;
+            }
             // What a refusal is logged with; taken before the ledger consumes the command.
             let mut asked = None;
             if let Command::Checkout {
@@ -713,7 +739,7 @@ struct Writer {
     /// Batches handed to the committer and not yet committed with their replies sent.
     in_flight: AtomicUsize,
     metrics: Arc<Metrics>,
-    failed: CancellationToken,
+    failed: Fatal,
 }
 
 impl Writer {
@@ -727,12 +753,19 @@ impl Writer {
             events,
             replies,
             prune_before,
+            #[cfg(feature = "fault-injection")]
+            fault,
         } = job;
         // A poisoned lock means a commit panicked half-way: nothing more may be written.
         let Ok(mut store) = self.store.lock() else {
-            self.failed.cancel();
+            self.failed
+                .fail("a store commit panicked earlier; nothing more may be written");
             return false;
         };
+        #[cfg(feature = "fault-injection")]
+        if fault == crate::fault::CommitFault::Panic {
+            panic!("injected fault: store committer panic");
+        }
         let started = Instant::now();
         let committed = store.commit_batch(at, &changes, &events);
         self.metrics
@@ -740,8 +773,7 @@ impl Writer {
             .observe_duration(started.elapsed());
         self.metrics.store_batch.observe(replies.len() as f64);
         if let Err(e) = committed {
-            error!("store commit failed, stopping the server: {e}");
-            self.failed.cancel();
+            self.failed.fail(format!("store commit failed: {e}"));
             return false;
         }
         for reply in replies {
@@ -770,7 +802,7 @@ impl Commits {
     fn commit(&self, job: CommitJob) -> bool {
         // After a failed commit the ledger holds changes the store rolled back: nothing
         // more may be written, by either path.
-        if self.writer.failed.is_cancelled() {
+        if self.writer.failed.is_failed() {
             return false;
         }
         // Nothing in flight means every earlier batch is committed and answered, so this
@@ -800,6 +832,10 @@ fn committer(writer: &Writer, rx: std_mpsc::Receiver<CommitJob>) {
             job.events.extend(next.events);
             job.replies.extend(next.replies);
             job.prune_before = job.prune_before.max(next.prune_before);
+            #[cfg(feature = "fault-injection")]
+            if next.fault != crate::fault::CommitFault::None {
+                job.fault = next.fault;
+            }
             taken += 1;
         }
         if !writer.write(job) {

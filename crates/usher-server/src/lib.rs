@@ -10,6 +10,9 @@ pub mod auth;
 pub mod config;
 pub mod connection;
 pub mod demo;
+pub mod fatal;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod http;
 pub mod identity;
 pub mod ledger_task;

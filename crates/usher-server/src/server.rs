@@ -46,9 +46,10 @@ pub enum ServerError {
     /// Another server is using the data directory.
     #[error("another usherd is already using the data directory {}", .0.display())]
     DataDirInUse(std::path::PathBuf),
-    /// The store failed while serving; the server stopped to keep every grant durable.
-    #[error("the store failed while serving; see the log")]
-    StoreFailed,
+    /// A part of the server failed while serving (the store, the ledger task, the store
+    /// committer or the UDP task); the server stopped so that a supervisor restarts it.
+    #[error("usherd stopped: {0}")]
+    Failed(String),
 }
 
 /// Binds the UDP socket on the listener's address and port. A server without it still
@@ -293,7 +294,8 @@ impl Server {
                 .collect(),
             vendors: licenses.vendors.clone(),
         };
-        let failed = CancellationToken::new();
+        let fatal = crate::fatal::Fatal::default();
+        let failed = fatal.token();
         let down = CancellationToken::new();
         let keepalives = Arc::new(crate::udp::Keepalives::default());
         let notices = Arc::new(Notices::with_keepalives(keepalives.clone()));
@@ -306,7 +308,7 @@ impl Server {
             Outlets {
                 notices: notices.clone(),
                 metrics: metrics.clone(),
-                failed: failed.clone(),
+                failed: fatal.clone(),
             },
         )
         .map_err(io("starting the store thread"))?;
@@ -351,7 +353,7 @@ impl Server {
                 }),
                 session_ttl: config.session_ttl,
             });
-            tokio::spawn(crate::udp::serve(socket, ctx, udp_stop.clone()))
+            fatal.watch("UDP task", crate::udp::serve(socket, ctx, udp_stop.clone()))
         });
         let http_stop = CancellationToken::new();
         let http = admin_http.map(|listener| {
@@ -526,8 +528,13 @@ impl Server {
         }
         drop(ctx);
         let store = service.join().await;
-        let Some(mut store) = store.filter(|_| !failed.is_cancelled()) else {
-            return Err(ServerError::StoreFailed);
+        if let Some(reason) = fatal.reason() {
+            return Err(ServerError::Failed(reason));
+        }
+        let Some(mut store) = store else {
+            return Err(ServerError::Failed(
+                "the store could not be closed cleanly".into(),
+            ));
         };
         store.log_event(
             wall_clock_ms(),

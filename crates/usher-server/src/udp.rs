@@ -297,6 +297,8 @@ async fn judge(
     answers: &mut Budget,
     good: &mut Vec<Good>,
 ) {
+    #[cfg(feature = "fault-injection")]
+    crate::fault::on_datagram(datagram);
     if !ctx.allowed(peer.ip()) {
         ctx.metrics.udp(UdpResult::NotAllowed);
         return;

@@ -9,6 +9,7 @@ mod access;
 mod admin;
 mod compat;
 mod dashboard;
+mod fail_loudly;
 mod flood;
 mod hostile;
 mod http;

@@ -19,15 +19,15 @@ const WORKERS: usize = 4;
 const WAIT: Duration = Duration::from_secs(30);
 
 /// A running `usherd`, killed (and reaped) on drop, so a failing test leaves no process.
-struct Usherd {
-    child: Child,
-    port: u16,
+pub struct Usherd {
+    pub child: Child,
+    pub port: u16,
     log: PathBuf,
 }
 
 impl Usherd {
     /// Starts `usherd` on `port` (a free one when `None`) and waits until it serves.
-    async fn start(lic: &Licensed, port: Option<u16>) -> Usherd {
+    pub async fn start(lic: &Licensed, port: Option<u16>) -> Usherd {
         let deadline = tokio::time::Instant::now() + WAIT;
         for attempt in 0..100 {
             let port = port.unwrap_or_else(free_port);
@@ -72,11 +72,11 @@ impl Usherd {
         panic!("usherd did not start serving in time: {}", self.log_text());
     }
 
-    fn addr(&self) -> SocketAddr {
+    pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
-    fn log_text(&self) -> String {
+    pub fn log_text(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         format!("usherd log {}:\n{text}", self.log.display())
     }
