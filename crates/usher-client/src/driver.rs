@@ -708,6 +708,11 @@ impl Driver {
                 Ok(Err(ClientError::Unreachable { detail, .. })) => {
                     last = format!("{server}: {detail}")
                 }
+                // Refused for want of room (or time): another server may have it.
+                Ok(Err(ClientError::Server {
+                    code: ErrorCode::TooManyConnections | ErrorCode::HandshakeTimeout,
+                    message,
+                })) => last = format!("{server}: {message}"),
                 Ok(Err(e)) => return Err(e),
                 Err(_) => {
                     last = format!(
@@ -784,7 +789,11 @@ impl Driver {
                     .await
                     .map_err(|e| ClientError::Unreachable {
                         servers: server.to_string(),
-                        detail: format!("TLS handshake failed: {e}"),
+                        detail: if closed_silently(&e) {
+                            format!("TLS handshake failed: {e}; {SILENT_CLOSE_CAUSES}")
+                        } else {
+                            format!("TLS handshake failed: {e}")
+                        },
                     })?;
                 *self.server_key.lock().unwrap_or_else(|p| p.into_inner()) = Some(key);
                 let (rd, wr) = tokio::io::split(stream);
@@ -815,9 +824,11 @@ impl Driver {
                     Ok(None) | Err(usher_proto::FrameError::Io(_)) if self.tls.is_none() => {
                         return Err(ClientError::Unreachable {
                             servers: server.to_string(),
-                            detail: "the server closed the connection without an answer; it \
-                                     may require TLS (this client has insecure_plaintext on)"
-                                .into(),
+                            detail: format!(
+                                "the server closed the connection without an answer; \
+                                 {SILENT_CLOSE_CAUSES}, or it requires TLS (this client has \
+                                 insecure_plaintext on)"
+                            ),
                         });
                     }
                     Ok(None) => return Err(unreachable(std::io::ErrorKind::UnexpectedEof.into())),
@@ -914,4 +925,20 @@ impl Driver {
             session_ttl: self.ttl,
         }
     }
+}
+
+/// What a client is told when a server closes the connection without a word, as a server
+/// does (so as to tell a stranger nothing) when the peer is outside its allow-list or it is
+/// too busy to say why; a server that refuses for a reason it may give says so instead.
+const SILENT_CLOSE_CAUSES: &str = "possible causes: this address is not in the server's \
+     allow-list, or the server is overloaded (too many connections being refused at once)";
+
+/// Whether a connection error means the peer closed or reset the connection (rather
+/// than, say, a bad key).
+fn closed_silently(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    matches!(
+        e.kind(),
+        UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+    )
 }

@@ -726,6 +726,11 @@ pub enum ErrorCode {
     Internal = 7,
     /// The request is not allowed for this client.
     NotPermitted = 8,
+    /// The connection was refused: its address, or the server, holds as many connections
+    /// as it may (the message names the limit). Sent in answer to the Hello, then closed.
+    TooManyConnections = 9,
+    /// The handshake (TLS and Hello) did not complete in the time the server allows.
+    HandshakeTimeout = 10,
 }
 
 /// The request failed.

@@ -1,8 +1,9 @@
 //! Who may connect: the client allow-list and the per-address connection cap.
 //!
-//! Both are checked right after `accept`, before a single byte is read or written, so a
-//! refused peer learns nothing (no feature names, counts, versions or vendors): its
-//! connection is simply closed.
+//! Both are checked right after `accept`, before a single byte is read or written. A peer
+//! outside the allow-list learns nothing (no feature names, counts, versions or vendors):
+//! its connection is simply closed. A peer over the per-address cap is told so in answer
+//! to its Hello, and nothing else (see `connection::refuse`).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -100,13 +101,16 @@ pub struct Gate {
     open: Arc<Mutex<HashMap<IpAddr, usize>>>,
 }
 
-/// Why a connection was turned away (for the debug log only; the peer is told nothing).
+/// Why a connection was turned away. A peer outside the allow-list is told nothing; the
+/// others are told why in answer to their Hello (`TOO_MANY_CONNECTIONS`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
     /// The peer is outside the allow-list.
     NotAllowed,
     /// The peer already has the most connections one address may have.
     TooManyFromAddress,
+    /// The server already has the most client connections it may have.
+    ServerFull,
 }
 
 /// Held for a connection's lifetime; releases its slot in the per-address count on drop.

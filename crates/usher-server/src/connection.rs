@@ -97,6 +97,33 @@ impl ConnContext {
     }
 }
 
+/// How long writing a refusal to a peer may take before the connection is just closed.
+const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Answers the first request on a connection the server will not serve (its Hello) with
+/// `code` and `message`, and closes it. Waits at most `timeout` for that request; a peer
+/// that sends something else, or nothing, is closed without a word.
+pub async fn refuse<S>(stream: S, code: ErrorCode, message: String, timeout: Duration)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin,
+{
+    let (rd, mut wr) = tokio::io::split(stream);
+    // A Hello is small; anything larger is no client of ours.
+    let mut reader = FrameReader::with_limit(rd, 16 * 1024);
+    let Ok(Ok(Some(first))) = tokio::time::timeout(timeout, reader.read::<Request>()).await else {
+        return;
+    };
+    if !matches!(first.kind, Some(request::Kind::Hello(_))) {
+        return;
+    }
+    let answer = Response::error(first.id, code, message);
+    let write = async {
+        usher_proto::write_frame(&mut wr, &answer).await?;
+        tokio::io::AsyncWriteExt::shutdown(&mut wr).await
+    };
+    let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, write).await;
+}
+
 /// Why a connection ended, for the debug log.
 #[derive(Debug)]
 enum End {
@@ -140,14 +167,30 @@ pub async fn serve<S>(
         Ok(Ok(session)) => session,
         Ok(Err(end)) => {
             if !matches!(end, End::Eof) {
-                ctx.metrics.connection_rejected(RejectReason::Handshake);
+                let detail = format!("handshake failed: {end:?}");
+                ctx.metrics
+                    .connection_rejected(RejectReason::Handshake, &peer, &detail);
             }
             debug!(?end, "connection closed during handshake");
             return;
         }
         Err(_) => {
-            ctx.metrics.connection_rejected(RejectReason::Handshake);
-            debug!("handshake timed out");
+            let detail = format!(
+                "no Hello within the handshake timeout of {:?}",
+                ctx.handshake_timeout
+            );
+            ctx.metrics
+                .connection_rejected(RejectReason::HandshakeTimeout, &peer, &detail);
+            // Tell a client that is merely slow why it is dropped; a peer that does not
+            // read gets no more of our time than this bounded write.
+            let msg = format!(
+                "the server closed the connection: the handshake did not complete within \
+                 its handshake timeout ({:?})",
+                ctx.handshake_timeout
+            );
+            let answer = Response::error(0, ErrorCode::HandshakeTimeout, msg);
+            let write = usher_proto::write_frame(&mut wr, &answer);
+            let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, write).await;
             return;
         }
     };
@@ -203,7 +246,10 @@ async fn request_loop<R: AsyncRead + Unpin>(
         // Over its rate, a connection is simply not read for a while: TCP flow control
         // pushes back on the sender, and nothing it sends is lost or refused.
         if let Some(wait) = bucket.take(tokio::time::Instant::now()) {
-            ctx.metrics.request_throttled();
+            let who = caller
+                .1
+                .map_or_else(|| ADMIN_SOCKET.to_owned(), |ip| ip.to_string());
+            ctx.metrics.request_throttled(&who, ctx.max_request_rate);
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = stop.cancelled() => return End::Shutdown,

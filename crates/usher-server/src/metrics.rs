@@ -185,29 +185,63 @@ pub enum RejectReason {
     NotAllowed,
     /// The peer's address already holds its maximum of connections.
     PerAddressLimit,
-    /// The peer did not complete the handshake in time, or sent something else.
+    /// The server already holds its maximum of client connections (`max_connections`).
+    TotalLimit,
+    /// The peer's TLS handshake or Hello failed, or it sent something else.
     Handshake,
+    /// The peer did not complete its TLS handshake and Hello within `handshake_timeout`.
+    HandshakeTimeout,
     /// The peer spoke plaintext to a server that requires TLS.
     Plaintext,
+    /// A connection sent requests faster than `max_request_rate` (held back, not closed).
+    RateLimited,
 }
 
 impl RejectReason {
-    const ALL: [RejectReason; 4] = [
+    const ALL: [RejectReason; 7] = [
         RejectReason::NotAllowed,
         RejectReason::PerAddressLimit,
+        RejectReason::TotalLimit,
         RejectReason::Handshake,
+        RejectReason::HandshakeTimeout,
         RejectReason::Plaintext,
+        RejectReason::RateLimited,
     ];
 
-    fn as_str(self) -> &'static str {
+    /// The `reason` label (and the reason the warning names).
+    pub fn as_str(self) -> &'static str {
         match self {
             RejectReason::NotAllowed => "not_allowed",
             RejectReason::PerAddressLimit => "per_address_limit",
+            RejectReason::TotalLimit => "total_limit",
             RejectReason::Handshake => "handshake",
+            RejectReason::HandshakeTimeout => "handshake_timeout",
             RejectReason::Plaintext => "plaintext",
+            RejectReason::RateLimited => "rate_limited",
         }
     }
+
+    fn index(self) -> usize {
+        RejectReason::ALL
+            .iter()
+            .position(|&r| r == self)
+            .expect("ALL lists every reason")
+    }
 }
+
+/// Warnings about refusals, at most one per reason every [`REFUSAL_WARN_EVERY`], so a
+/// flood of refused peers cannot flood the log; each warning says how many refusals of
+/// its reason went unreported since the last one.
+#[derive(Debug, Default)]
+struct RefusalWarnings {
+    /// When each reason was last reported (ms since the metrics were made, plus one).
+    last: [AtomicU64; RejectReason::ALL.len()],
+    /// Refusals of each reason not reported since.
+    quiet: [AtomicU64; RejectReason::ALL.len()],
+}
+
+/// The shortest time between two warnings of one refusal reason.
+pub const REFUSAL_WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// What became of a datagram on the UDP port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -283,6 +317,7 @@ pub struct Metrics {
     requests_throttled: AtomicU64,
     udp: [AtomicU64; UdpResult::ALL.len()],
     admin_auth_failures: AtomicU64,
+    refusal_warnings: RefusalWarnings,
 }
 
 impl Default for Metrics {
@@ -305,6 +340,7 @@ impl Metrics {
             requests_throttled: AtomicU64::new(0),
             udp: Default::default(),
             admin_auth_failures: AtomicU64::new(0),
+            refusal_warnings: RefusalWarnings::default(),
         }
     }
 
@@ -333,18 +369,54 @@ impl Metrics {
         self.connections.load(Ordering::Relaxed)
     }
 
-    /// Counts a refused connection.
-    pub fn connection_rejected(&self, why: RejectReason) {
-        let i = RejectReason::ALL
-            .iter()
-            .position(|&r| r == why)
-            .expect("ALL lists every reason");
-        self.rejected[i].fetch_add(1, Ordering::Relaxed);
+    /// Counts a refused connection and warns about it, naming `peer` and `detail` (at most
+    /// once per reason every [`REFUSAL_WARN_EVERY`]; see [`RefusalWarnings`]).
+    pub fn connection_rejected(
+        &self,
+        why: RejectReason,
+        peer: &dyn std::fmt::Display,
+        detail: &str,
+    ) {
+        self.rejected[why.index()].fetch_add(1, Ordering::Relaxed);
+        self.warn_refusal(why, peer, detail);
     }
 
-    /// Counts a request held back by its connection's rate limit.
-    pub fn request_throttled(&self) {
+    /// Connections refused for `why` so far.
+    pub fn rejected_count(&self, why: RejectReason) -> u64 {
+        self.rejected[why.index()].load(Ordering::Relaxed)
+    }
+
+    fn warn_refusal(&self, why: RejectReason, peer: &dyn std::fmt::Display, detail: &str) {
+        let w = &self.refusal_warnings;
+        let i = why.index();
+        let now = self.started.elapsed().as_millis() as u64 + 1;
+        let last = w.last[i].load(Ordering::Relaxed);
+        let due = last == 0 || now.saturating_sub(last) >= REFUSAL_WARN_EVERY.as_millis() as u64;
+        if !due
+            || w.last[i]
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            w.quiet[i].fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let unreported = w.quiet[i].swap(0, Ordering::Relaxed);
+        tracing::warn!(
+            %peer,
+            reason = why.as_str(),
+            unreported,
+            "client refused: {detail} (further refusals for this reason are reported at most \
+             every {}s; `unreported` counts those since the last report)",
+            REFUSAL_WARN_EVERY.as_secs()
+        );
+    }
+
+    /// Counts a request held back by its connection's rate limit, and warns about it as
+    /// about a refusal (it is counted under `usher_requests_throttled_total`).
+    pub fn request_throttled(&self, peer: &dyn std::fmt::Display, limit: u32) {
         self.requests_throttled.fetch_add(1, Ordering::Relaxed);
+        let detail = format!("requests faster than the limit of {limit}/s are held back");
+        self.warn_refusal(RejectReason::RateLimited, peer, &detail);
     }
 
     /// Counts a wrong admin API token.
@@ -418,12 +490,16 @@ impl Metrics {
             "counter",
             "Client connections refused, by reason.",
         );
-        for (why, n) in RejectReason::ALL.iter().zip(&self.rejected) {
+        // Rate-limited requests have their own family (they are held back, not refused).
+        let refusals = RejectReason::ALL
+            .iter()
+            .filter(|&&r| r != RejectReason::RateLimited);
+        for &why in refusals {
             let _ = writeln!(
                 out,
                 "usher_connections_rejected_total{{reason=\"{}\"}} {}",
                 why.as_str(),
-                n.load(Ordering::Relaxed)
+                self.rejected_count(why)
             );
         }
         family(
@@ -510,6 +586,56 @@ pub fn label(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A log sink for one test.
+    #[derive(Clone, Default)]
+    struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn refusals_are_counted_each_and_warned_about_once_per_reason_and_interval() {
+        let sink = Sink::default();
+        let writer = sink.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let m = Metrics::new();
+        tracing::subscriber::with_default(subscriber, || {
+            for i in 0..100 {
+                let peer = format!("192.0.2.{i}:4000");
+                m.connection_rejected(RejectReason::PerAddressLimit, &peer, "too many");
+            }
+            m.connection_rejected(RejectReason::NotAllowed, &"198.51.100.7:1", "not allowed");
+        });
+        assert_eq!(m.rejected_count(RejectReason::PerAddressLimit), 100);
+        assert_eq!(m.rejected_count(RejectReason::NotAllowed), 1);
+        let log = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines.len(), 2, "one warning per reason: {log}");
+        assert!(
+            lines[0].contains("WARN")
+                && lines[0].contains("peer=192.0.2.0:4000")
+                && lines[0].contains("reason=\"per_address_limit\"")
+                && lines[0].contains("too many"),
+            "{log}"
+        );
+        assert!(lines[1].contains("peer=198.51.100.7:1"), "{log}");
+        assert_eq!(
+            m.refusal_warnings.quiet[RejectReason::PerAddressLimit.index()].load(Ordering::Relaxed),
+            99,
+            "the next warning reports the 99 left unreported"
+        );
+    }
 
     #[test]
     fn histogram_buckets_are_cumulative_and_agree_with_the_count() {

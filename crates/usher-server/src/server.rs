@@ -52,6 +52,85 @@ pub enum ServerError {
     Failed(String),
 }
 
+/// Most refused connections being told why at once (each costs a TLS handshake); beyond
+/// that, refused connections are closed without a word (and counted, and logged).
+const REFUSALS_IN_FLIGHT: usize = 64;
+
+/// What refusing a connection needs from the accept loop.
+struct Refusing<'a> {
+    slots: &'a Arc<Semaphore>,
+    tls: &'a tokio_rustls::TlsAcceptor,
+    config: &'a Config,
+    metrics: &'a Metrics,
+}
+
+impl Refusing<'_> {
+    /// Counts and logs a refused connection and, unless the peer is outside the allow-list
+    /// (which learns nothing), tells it why in answer to its Hello, in a task of its own
+    /// (at most [`REFUSALS_IN_FLIGHT`] at once).
+    fn refuse(
+        &self,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        why: crate::access::Refusal,
+        tasks: &mut tokio::task::JoinSet<()>,
+    ) {
+        use crate::access::Refusal;
+        let config = self.config;
+        let (reason, message) = match why {
+            Refusal::NotAllowed => {
+                let detail = "the address is not in the allow-list (told nothing)";
+                self.metrics
+                    .connection_rejected(RejectReason::NotAllowed, &peer, detail);
+                return;
+            }
+            Refusal::TooManyFromAddress => (
+                RejectReason::PerAddressLimit,
+                format!(
+                    "too many connections from your address {} (limit {}, the server's \
+                     max_connections_per_ip)",
+                    peer.ip(),
+                    config.max_connections_per_ip
+                ),
+            ),
+            Refusal::ServerFull => (
+                RejectReason::TotalLimit,
+                format!(
+                    "the server is at its limit of {} client connections (max_connections); \
+                     try again later",
+                    config.max_connections
+                ),
+            ),
+        };
+        self.metrics.connection_rejected(reason, &peer, &message);
+        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+            return;
+        };
+        let (tls, plaintext, timeout) = (
+            self.tls.clone(),
+            config.insecure_plaintext,
+            config.handshake_timeout,
+        );
+        tasks.spawn(async move {
+            let deadline = tokio::time::Instant::now() + timeout;
+            let accepted =
+                tokio::time::timeout_at(deadline, crate::tls::accept(stream, &tls, plaintext));
+            let code = usher_proto::ErrorCode::TooManyConnections;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match accepted.await {
+                Ok(Ok(crate::tls::Accepted::Tls(s))) => {
+                    connection::refuse(*s, code, message, left).await;
+                }
+                Ok(Ok(crate::tls::Accepted::Plain(s))) => {
+                    connection::refuse(s, code, message, left).await;
+                }
+                Ok(Err(_)) | Err(_) => {}
+            }
+            drop(slot);
+        });
+    }
+}
+
 /// Binds the UDP socket on the listener's address and port. A server without it still
 /// serves TCP (detached keepalives and discovery are unavailable), so a failure is a
 /// warning, not a reason to stop.
@@ -409,6 +488,7 @@ impl Server {
         let limit = Arc::new(Semaphore::new(config.max_connections));
         let mut permit = None;
         let gate = crate::access::Gate::new(config.allow.clone(), config.max_connections_per_ip);
+        let refusing = Arc::new(Semaphore::new(REFUSALS_IN_FLIGHT));
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -427,23 +507,32 @@ impl Server {
                     Err(e) => warn!("admin accept failed: {e}"),
                 },
                 // Wait for room before accepting, so excess connections queue in the kernel
-                // rather than costing memory here.
+                // rather than costing memory here; while the server is full, a few are still
+                // accepted, to be told so (see `refuse_connection`).
                 p = limit.clone().acquire_owned(), if permit.is_none() => {
                     permit = Some(p.expect("the semaphore is never closed"));
                 }
-                accepted = listener.accept(), if permit.is_some() => match accepted {
+                accepted = listener.accept(),
+                    if permit.is_some() || refusing.available_permits() > 0 => match accepted {
                     Ok((stream, peer)) => {
-                        let admitted = match gate.admit(peer.ip()) {
+                        // Room may have come free since the last permit was taken.
+                        if permit.is_none() {
+                            permit = limit.clone().try_acquire_owned().ok();
+                        }
+                        let admitted = match &permit {
+                            Some(_) => gate.admit(peer.ip()),
+                            None => Err(crate::access::Refusal::ServerFull),
+                        };
+                        let admitted = match admitted {
                             Ok(a) => a,
                             Err(why) => {
-                                metrics.connection_rejected(match why {
-                                    crate::access::Refusal::NotAllowed => RejectReason::NotAllowed,
-                                    crate::access::Refusal::TooManyFromAddress => {
-                                        RejectReason::PerAddressLimit
-                                    }
-                                });
-                                // Close at once: the peer learns nothing about what is served.
-                                debug!(%peer, ?why, "connection refused");
+                                let refusal = Refusing {
+                                    slots: &refusing,
+                                    tls: &tls,
+                                    config: &config,
+                                    metrics: &metrics,
+                                };
+                                refusal.refuse(stream, peer, why, &mut connections);
                                 continue;
                             }
                         };
@@ -466,17 +555,17 @@ impl Server {
                                     warning.used(&peer, wall_clock_ms());
                                     connection::serve(s, peer, false, ctx, stop).await;
                                 }
-                                Ok(Err(crate::tls::Refused::Plaintext)) => {
-                                    ctx.metrics.connection_rejected(RejectReason::Plaintext);
-                                    debug!(%peer, "plaintext connection refused: TLS required");
-                                }
-                                Ok(Err(crate::tls::Refused::Handshake(e))) => {
-                                    ctx.metrics.connection_rejected(RejectReason::Handshake);
-                                    debug!(%peer, "TLS handshake failed: {e}");
-                                }
+                                Ok(Err(refused)) => refused.count(&ctx.metrics, &peer),
                                 Err(_) => {
-                                    ctx.metrics.connection_rejected(RejectReason::Handshake);
-                                    debug!(%peer, "TLS handshake timed out");
+                                    let detail = format!(
+                                        "no TLS handshake within the handshake timeout of \
+                                         {limit:?}"
+                                    );
+                                    ctx.metrics.connection_rejected(
+                                        RejectReason::HandshakeTimeout,
+                                        &peer,
+                                        &detail,
+                                    );
                                 }
                             }
                             drop((permit, admitted));

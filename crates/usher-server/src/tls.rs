@@ -67,6 +67,24 @@ pub enum Refused {
     Handshake(std::io::Error),
 }
 
+impl Refused {
+    /// Counts and logs (rate-limited) this refusal of `peer`.
+    pub fn count(&self, metrics: &crate::metrics::Metrics, peer: &dyn std::fmt::Display) {
+        use crate::metrics::RejectReason;
+        match self {
+            Refused::Plaintext => metrics.connection_rejected(
+                RejectReason::Plaintext,
+                peer,
+                "plaintext on a server that requires TLS (told nothing)",
+            ),
+            Refused::Handshake(e) => {
+                let detail = format!("TLS handshake failed: {e}");
+                metrics.connection_rejected(RejectReason::Handshake, peer, &detail);
+            }
+        }
+    }
+}
+
 /// Reads how the peer begins and completes the TLS handshake if it is one. `plaintext`
 /// says whether a connection that is not TLS may go on unencrypted.
 pub async fn accept(

@@ -80,11 +80,25 @@ async fn one_address_cannot_take_every_connection() {
         conn.hello("greedy").await;
         held.push(conn);
     }
+    // The third is refused, and told why in answer to its Hello (nothing else).
     let third = connect_from("127.0.0.3", server.addr).await;
-    assert!(
-        bytes_until_close(third).await.is_empty(),
-        "the third connection is refused"
-    );
+    let (rd, wr) = third.into_split();
+    let mut third = RawConn {
+        reader: usher_proto::FrameReader::new(rd),
+        writer: wr,
+    };
+    match third.call(1, request::Kind::Hello(hello("greedy"))).await {
+        response::Kind::Error(e) => {
+            assert_eq!(e.code(), ErrorCode::TooManyConnections, "{e:?}");
+            assert!(
+                e.message
+                    .contains("too many connections from your address 127.0.0.3 (limit 2"),
+                "{e:?}"
+            );
+        }
+        other => panic!("the third connection is refused: {other:?}"),
+    }
+    assert!(third.recv().await.is_none(), "and closed");
 
     // Other addresses are unaffected, and a closed connection frees its slot.
     let mut other = RawConn::connect(server.addr).await;

@@ -131,9 +131,14 @@ async fn hostile_peers_are_refused_while_everyone_else_is_served() {
     let mut c = RawConn::connect(addr).await;
     closed_silently(&mut c, "silent connection").await;
 
-    // Half a frame, then nothing: the handshake timeout covers that too.
+    // Half a frame, then nothing: the handshake timeout covers that too, and a peer that
+    // began to speak the protocol is told why it is dropped.
     let mut c = RawConn::connect(addr).await;
     c.send_bytes(&[0, 0, 0, 100, 1, 2, 3]).await.unwrap();
+    match c.recv().await.and_then(|r| r.kind) {
+        Some(response::Kind::Error(e)) => assert_eq!(e.code(), ErrorCode::HandshakeTimeout),
+        other => panic!("half a frame: expected a handshake timeout, got {other:?}"),
+    }
     closed_silently(&mut c, "half a frame").await;
 
     stop.store(true, Ordering::SeqCst);

@@ -17,6 +17,7 @@ mod policy;
 mod proxy;
 mod queue;
 mod recovery;
+mod refusals;
 mod serve;
 mod sessions;
 mod tls;

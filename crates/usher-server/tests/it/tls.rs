@@ -55,7 +55,7 @@ async fn clients_speak_tls_by_default_and_plaintext_is_refused() {
     config.insecure_plaintext = true;
     match Client::connect(config).await {
         Err(ClientError::Unreachable { detail, .. }) => {
-            assert!(detail.contains("may require TLS"), "{detail}")
+            assert!(detail.contains("requires TLS"), "{detail}")
         }
         Err(other) => panic!("expected Unreachable, got {other}"),
         Ok(_) => panic!("a plaintext client was served by a TLS-only server"),
