@@ -29,8 +29,9 @@ pub struct Demo {
 
 /// Creates the demo vendor key and signed license under `data_dir/demo`, or reuses them.
 pub fn prepare(data_dir: &Path) -> Result<Demo, Box<dyn std::error::Error + Send + Sync>> {
+    crate::data_dir::prepare(data_dir)?;
     let dir = data_dir.join("demo");
-    std::fs::create_dir_all(&dir)?;
+    crate::data_dir::create_private_dir(&dir)?;
     let secret = dir.join(format!("{DEMO_VENDOR}.key"));
     let public = dir.join(format!("{DEMO_VENDOR}.pub"));
     let license = dir.join("demo.lic");

@@ -7,11 +7,10 @@
 //! address or editing `/etc/machine-id`. `usher hostid --data-dir DIR` prints it.
 //!
 //! Files: `identity.key` (PKCS#8 PEM, mode 0600, never leaves the server) and
-//! `identity.pub` (the id, one line, readable by anyone who may read the data directory).
+//! `identity.id` (the id, one line), both mode 0600 in the private data directory.
 
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
+use std::io;
 use std::path::Path;
 
 use ed25519_dalek::SigningKey;
@@ -42,14 +41,16 @@ impl Identity {
     /// Also (re)writes the id file beside it.
     pub fn load_or_create(data_dir: &Path) -> io::Result<Identity> {
         let path = data_dir.join(IDENTITY_KEY);
-        let key = match fs::read_to_string(&path) {
-            Ok(pem) => SigningKey::from_pkcs8_pem(&pem).map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{} is not an Ed25519 PKCS#8 key: {e}", path.display()),
-                )
-            })?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+        let key = match crate::data_dir::read(&path)? {
+            Some(pem) => {
+                SigningKey::from_pkcs8_pem(&String::from_utf8_lossy(&pem)).map_err(|e| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("{} is not an Ed25519 PKCS#8 key: {e}", path.display()),
+                    )
+                })?
+            }
+            None => {
                 let mut seed = [0u8; 32];
                 getrandom::fill(&mut seed).map_err(io::Error::other)?;
                 let key = SigningKey::from_bytes(&seed);
@@ -59,21 +60,14 @@ impl Identity {
                 }
                 .to_pkcs8_pem(LineEnding::LF)
                 .map_err(|e| io::Error::other(e.to_string()))?;
-                let mut file = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&path)?;
-                file.write_all(pem.as_bytes())?;
-                file.sync_all()?;
+                crate::data_dir::create_new(&path, pem.as_bytes())?;
                 key
             }
-            Err(e) => return Err(e),
         };
         let identity = Identity { key };
-        fs::write(
-            data_dir.join(IDENTITY_ID),
-            format!("{}\n", identity.host_id()),
+        crate::data_dir::write(
+            &data_dir.join(IDENTITY_ID),
+            format!("{}\n", identity.host_id()).as_bytes(),
         )?;
         Ok(identity)
     }

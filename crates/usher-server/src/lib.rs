@@ -9,6 +9,7 @@ pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod connection;
+pub mod data_dir;
 pub mod demo;
 pub mod fatal;
 #[cfg(feature = "fault-injection")]

@@ -180,6 +180,9 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // Whatever the caller's umask, nothing usherd creates is open to group or others (its
+    // files in the data directory also get explicit modes).
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let shutdown = shutdown_signal()?;
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).context("--log")?)
@@ -194,6 +197,14 @@ async fn main() -> anyhow::Result<()> {
         let server = usher_server::Server::bind(config).await?;
         let addr = server.local_addr();
         print_demo_help(addr, &demo);
+        if let Some(admin) = server.admin_addr() {
+            // On the terminal, not in the log: the token rides in the fragment, which
+            // browsers never send to a server.
+            println!(
+                "Dashboard: http://{admin}/#token={}\n",
+                server.admin_token()
+            );
+        }
         return Ok(server.run(shutdown).await?);
     }
     if config.license_files.is_empty() {

@@ -43,6 +43,9 @@ pub enum ServerError {
         /// Cause.
         source: std::io::Error,
     },
+    /// The data directory is not fit to use (another user could change it).
+    #[error(transparent)]
+    DataDir(#[from] crate::data_dir::DataDirError),
     /// Another server is using the data directory.
     #[error("another usherd is already using the data directory {}", .0.display())]
     DataDirInUse(std::path::PathBuf),
@@ -196,10 +199,7 @@ impl Server {
     /// Loads licenses, opens the store, recovers held seats and binds the listener.
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         config.validate()?;
-        std::fs::create_dir_all(&config.data_dir).map_err(io(format!(
-            "creating data directory {}",
-            config.data_dir.display()
-        )))?;
+        crate::data_dir::prepare(&config.data_dir)?;
 
         let lock = lock_data_dir(&config.data_dir)?;
 
@@ -229,8 +229,21 @@ impl Server {
         );
 
         let mut store = SqliteStore::open(&config.store_path())?;
+        let pseudonym_path = config.data_dir.join(PSEUDONYM_KEY_FILE);
+        if let Some(legacy) = store.take_legacy_pseudonym_key()? {
+            // Earlier versions kept the key in the store, where whoever may read the usage
+            // log could reverse the pseudonyms: move it into its own file.
+            if crate::data_dir::read(&pseudonym_path)
+                .map_err(io(format!("reading {}", pseudonym_path.display())))?
+                .is_none()
+            {
+                crate::data_dir::create_new(&pseudonym_path, &legacy)
+                    .map_err(io(format!("writing {}", pseudonym_path.display())))?;
+            }
+            info!(path = %pseudonym_path.display(), "moved the pseudonym key out of the store");
+        }
         if config.hide_users {
-            store.hide_identities()?;
+            store.hide_identities(pseudonym_key(&pseudonym_path)?);
         }
         if let Some(before) = retention_cutoff(&config, wall_clock_ms()) {
             let removed = store.prune_usage_log(wall_clock_ms(), before)?;
@@ -445,8 +458,14 @@ impl Server {
             );
             let app = crate::http::router(state);
             if let Some(a) = http_addr {
-                // The token rides in the fragment, which browsers never send to a server.
-                info!("dashboard: http://{a}/#token={admin_token}");
+                // Never the token itself: logs are read by more people (the `adm` group,
+                // log shippers) than may administer the server.
+                info!(
+                    addr = %a,
+                    token_file = %config.admin_token().display(),
+                    "admin HTTP API and dashboard listening: open http://{a}/#token=TOKEN \
+                     with the token from the token file"
+                );
             }
             tokio::spawn(crate::http::serve(listener, app, http_stop.clone()))
         });
@@ -637,12 +656,34 @@ impl Server {
     }
 }
 
+/// The file in the data directory holding the key of `--hide-users` pseudonyms.
+pub const PSEUDONYM_KEY_FILE: &str = "pseudonym.key";
+
+/// Reads the pseudonym key (32 bytes, mode 0600), or makes one if there is none.
+fn pseudonym_key(path: &std::path::Path) -> Result<[u8; 32], ServerError> {
+    let context = || format!("reading or making {}", path.display());
+    match crate::data_dir::read(path).map_err(io(context()))? {
+        Some(bytes) => <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+            io(context())(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("the key is {} bytes, not 32", bytes.len()),
+            ))
+        }),
+        None => {
+            let mut key = [0u8; 32];
+            getrandom::fill(&mut key).map_err(|e| io(context())(std::io::Error::other(e)))?;
+            crate::data_dir::create_new(path, &key).map_err(io(context()))?;
+            Ok(key)
+        }
+    }
+}
+
 /// Takes an exclusive lock on `DIR/usherd.lock`, so that two servers never share a store
 /// (each would believe it alone counts the seats). The OS drops the lock when the process
 /// exits, however it exits.
 fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, ServerError> {
     let path = dir.join("usherd.lock");
-    let file = std::fs::OpenOptions::new()
+    let file = crate::data_dir::options()
         .create(true)
         .truncate(false)
         .write(true)
@@ -663,9 +704,7 @@ fn bind_admin_socket(path: &std::path::Path) -> Result<tokio::net::UnixListener,
     let dir = path
         .parent()
         .expect("the admin socket path has a directory");
-    std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(io(format!("restricting {}", dir.display())))?;
+    crate::data_dir::create_private_dir(dir).map_err(io(format!("creating {}", dir.display())))?;
     // We hold the data directory lock, so a socket file left here is from a dead server.
     let _ = std::fs::remove_file(path);
     let listener = tokio::net::UnixListener::bind(path)

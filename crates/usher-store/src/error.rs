@@ -16,13 +16,19 @@ pub type Cause = Box<dyn StdError + Send + Sync + 'static>;
 /// `{:#}`, to see both).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The operating system's random number generator failed.
-    #[error("no randomness from the operating system: {0}")]
-    Random(String),
     /// The directory that should hold the store file could not be created.
     #[error("creating directory {} for the store", path.display())]
     CreateDir {
         /// The directory.
+        path: PathBuf,
+        /// Why it failed.
+        #[source]
+        source: io::Error,
+    },
+    /// The store file could not be created (mode 0600, not through a symbolic link).
+    #[error("creating the store file {}", path.display())]
+    CreateFile {
+        /// The file.
         path: PathBuf,
         /// Why it failed.
         #[source]

@@ -52,7 +52,7 @@ use usher_core::{Change, Lease, Millis, Session};
 pub use error::{Cause, StoreError};
 pub use memory::MemoryStore;
 pub use schema::SCHEMA_VERSION;
-pub use sqlite::{ChainReport, SqliteStore};
+pub use sqlite::{ChainReport, LEGACY_PSEUDONYM_KEY, SqliteStore};
 pub use usage::{
     DETAIL_BORROW_ENDED, DETAIL_IDLE_TIMEOUT, DETAIL_LINGER_OVER, DETAIL_OVERDRAFT, DETAIL_REUSED,
     DETAIL_SESSION_CLOSED, LogEvent, UsageEvent, UsageRecord,

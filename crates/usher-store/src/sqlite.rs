@@ -42,13 +42,31 @@ pub struct SqliteStore {
     pseudonym_key: Option<[u8; 32]>,
 }
 
-/// The `meta` key of the pseudonym key.
-const PSEUDONYM_KEY: &str = "pseudonym_key";
+/// The `meta` key under which earlier versions kept the pseudonym key (see
+/// [`SqliteStore::take_legacy_pseudonym_key`]).
+pub const LEGACY_PSEUDONYM_KEY: &str = "pseudonym_key";
+
+/// Creates the store file, mode 0600 and never through a symbolic link, if it does not
+/// exist. SQLite gives the `-wal` and `-shm` files it makes later the mode of the database
+/// file, so they are private too: another user who could lock a byte of `-shm` could make
+/// every commit fail, and one who could read the file would see every holder.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map(drop)
+}
 
 /// The pseudonym of a name under `key`: `anon-` and 16 hex digits of SHA-256 over the key
 /// and the name. The same name always gets the same pseudonym in one store, so reports
-/// still group by person, but the name cannot be read back (the key never leaves the
-/// store file, and names are too many to try without it).
+/// still group by person, but the name cannot be read back by whoever lacks the key
+/// (names are too many to try without it).
 pub fn pseudonym(key: &[u8; 32], name: &str) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::new()
@@ -85,10 +103,15 @@ impl SqliteStore {
             })?;
         }
         let what = || format!("opening store at {}", path.display());
+        create_private(path).map_err(|source| StoreError::CreateFile {
+            path: path.to_owned(),
+            source,
+        })?;
         // No SQLITE_OPEN_URI: a path is a path, even if it starts with "file:".
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_NOFOLLOW;
         let mut conn = Connection::open_with_flags(path, flags).context(what)?;
         conn.busy_timeout(BUSY_TIMEOUT).context(what)?;
         // Look before touching: switching to WAL rewrites the file header, which must not
@@ -134,7 +157,9 @@ impl SqliteStore {
     /// older ([`StoreError::SchemaTooOld`]) or newer than this build's.
     pub fn open_read_only(path: &Path) -> Result<Self, StoreError> {
         let what = || format!("opening store at {} read-only", path.display());
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_NOFOLLOW;
         let conn = Connection::open_with_flags(path, flags).context(what)?;
         conn.busy_timeout(BUSY_TIMEOUT).context(what)?;
         let found = schema::check(&conn, path)?;
@@ -413,25 +438,38 @@ impl SqliteStore {
     }
 
     /// From now on, write user, host and display names into the usage log as pseudonyms
-    /// (see [`pseudonym`]), as FlexLM's `HIDE_USER` does. The key is made on first use and
-    /// kept in `meta`, so pseudonyms stay the same across restarts. Records already written
-    /// keep their names. (Live sessions keep theirs: administrators need them to act.)
-    pub fn hide_identities(&mut self) -> Result<(), StoreError> {
-        let key = match self.get_meta(PSEUDONYM_KEY)? {
-            Some(bytes) if bytes.len() == 32 => {
-                let mut key = [0u8; 32];
-                key.copy_from_slice(&bytes);
-                key
-            }
-            _ => {
-                let mut key = [0u8; 32];
-                getrandom::fill(&mut key).map_err(|e| StoreError::Random(e.to_string()))?;
-                self.set_meta(PSEUDONYM_KEY, &key)?;
-                key
-            }
-        };
+    /// under `key` (see [`pseudonym`]), as FlexLM's `HIDE_USER` does. The caller keeps the
+    /// key outside the store (the server: a 0600 file beside it), so that whoever may read
+    /// the usage log cannot reverse the pseudonyms, and passes the same key at every start
+    /// so that they stay the same. Records already written keep their names. (Live
+    /// sessions keep theirs: administrators need them to act.)
+    pub fn hide_identities(&mut self, key: [u8; 32]) {
         self.pseudonym_key = Some(key);
-        Ok(())
+    }
+
+    /// Removes the pseudonym key that earlier versions kept in `meta` and returns it, so
+    /// the caller can move it out of the store. The row is deleted with `secure_delete`,
+    /// so its bytes are overwritten in the file, not left in a free page.
+    pub fn take_legacy_pseudonym_key(&mut self) -> Result<Option<[u8; 32]>, StoreError> {
+        let Some(bytes) = self.get_meta(LEGACY_PSEUDONYM_KEY)? else {
+            return Ok(None);
+        };
+        let what = || "removing the pseudonym key from meta".to_string();
+        self.conn
+            .pragma_update(None, "secure_delete", true)
+            .context(what)?;
+        self.conn
+            .execute("DELETE FROM meta WHERE key = ?1", [LEGACY_PSEUDONYM_KEY])
+            .context(what)?;
+        self.conn
+            .pragma_update(None, "secure_delete", false)
+            .context(what)?;
+        // The WAL still holds the page as it was until a checkpoint copies the overwrite
+        // into the file and the WAL is reset.
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .context(what)?;
+        Ok(<[u8; 32]>::try_from(bytes.as_slice()).ok())
     }
 
     /// See [`Store::usage_log`].

@@ -175,24 +175,20 @@ pub async fn serve(listener: tokio::net::TcpListener, app: Router, stop: Cancell
 /// Reads the admin token from `path`, creating it (32 random bytes, hex, mode 0600) if it
 /// is missing. The directory must exist (it is the 0700 admin directory).
 pub fn load_or_create_token(path: &Path) -> std::io::Result<String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::read_to_string(path) {
-        Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_string()),
-        Ok(_) => std::fs::remove_file(path)?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
+    if let Some(dir) = path.parent() {
+        crate::data_dir::create_private_dir(dir)?;
+    }
+    match crate::data_dir::read(path)? {
+        Some(bytes) if !String::from_utf8_lossy(&bytes).trim().is_empty() => {
+            return Ok(String::from_utf8_lossy(&bytes).trim().to_string());
+        }
+        Some(_) => std::fs::remove_file(path)?,
+        None => {}
     }
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(std::io::Error::other)?;
     let token = hex::encode(bytes);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(format!("{token}\n").as_bytes())?;
-    file.sync_all()?;
+    crate::data_dir::create_new(path, format!("{token}\n").as_bytes())?;
     Ok(token)
 }
 

@@ -13,6 +13,7 @@ mod fail_loudly;
 mod flood;
 mod hostile;
 mod http;
+mod local;
 mod policy;
 mod proxy;
 mod queue;

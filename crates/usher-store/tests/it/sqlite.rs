@@ -216,11 +216,11 @@ fn hidden_identities_are_pseudonyms_stable_across_restarts_and_the_chain_holds()
     let path = dir.path().join("usher.db");
     let mut store = SqliteStore::open(&path).unwrap();
     store.commit(1, &[opened(1), granted(10, 1)]).unwrap();
-    store.hide_identities().unwrap();
+    store.hide_identities([7; 32]);
     store.commit(2, &[opened(2), granted(20, 2)]).unwrap();
     drop(store);
     let mut store = SqliteStore::open(&path).unwrap();
-    store.hide_identities().unwrap();
+    store.hide_identities([7; 32]);
     store
         .commit(3, &[released(20, 2, ReleaseReason::Checkin)])
         .unwrap();
@@ -247,7 +247,7 @@ fn hidden_identities_are_pseudonyms_stable_across_restarts_and_the_chain_holds()
     // Another store gets another key, so pseudonyms cannot be compared across sites.
     let other = dir.path().join("other.db");
     let mut second = SqliteStore::open(&other).unwrap();
-    second.hide_identities().unwrap();
+    second.hide_identities([8; 32]);
     second.commit(1, &[opened(2)]).unwrap();
     let theirs = second.usage_log(0, 10).unwrap()[0].user.clone().unwrap();
     assert_ne!(&theirs, *hidden[0]);
