@@ -79,6 +79,11 @@ pub struct Config {
     pub admin_from: Vec<crate::access::Cidr>,
     /// Address of the admin HTTP listener (API, `/metrics`, dashboard); `None` disables it.
     pub admin_listen: Option<SocketAddr>,
+    /// Host names (optionally `name:port`) the admin HTTP listener answers to besides its
+    /// own address (and `localhost` on loopback). Any other `Host` header is refused with
+    /// 421, so a web page whose name is rebound to this address (DNS rebinding) cannot
+    /// talk to the API. Add the name a Prometheus server or a browser uses.
+    pub admin_hosts: Vec<String>,
     /// Also accept client connections without TLS. Their traffic can be read and changed
     /// on the network, so this is off unless asked for, and the server warns when it is
     /// used. TLS connections are accepted either way.
@@ -123,6 +128,7 @@ impl Config {
             max_connections_per_ip: 1_000,
             admin_from: crate::access::Cidr::loopback(),
             admin_listen: Some(DEFAULT_ADMIN_LISTEN),
+            admin_hosts: Vec::new(),
             insecure_plaintext: false,
             discovery: true,
             max_frame_bytes: usher_proto::MAX_FRAME_LEN,
@@ -259,6 +265,8 @@ pub struct FileConfig {
     pub admin_from: Option<Vec<String>>,
     /// See [`Config::admin_listen`]: an address such as `"127.0.0.1:1649"`, or `"off"`.
     pub admin_listen: Option<String>,
+    /// See [`Config::admin_hosts`], e.g. `["licserver.example.com"]`.
+    pub admin_hosts: Option<Vec<String>>,
     /// See [`Config::insecure_plaintext`].
     pub insecure_plaintext: Option<bool>,
     /// See [`Config::discovery`].
@@ -391,6 +399,9 @@ impl FileConfig {
                     key: "admin_listen".into(),
                     reason,
                 })?;
+        }
+        if let Some(hosts) = self.admin_hosts {
+            config.admin_hosts = hosts;
         }
         if let Some(ranges) = self.allow {
             config.allow = cidrs("allow", &ranges)?;

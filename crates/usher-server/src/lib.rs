@@ -4,6 +4,7 @@
 //! replies. [`run`] is the single entry point, used by the `usherd` binary (which passes
 //! a future that completes on SIGTERM or ctrl-c) and by tests (which pass a oneshot).
 
+pub mod accept_backoff;
 pub mod access;
 pub mod admin;
 pub mod auth;

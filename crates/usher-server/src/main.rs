@@ -73,6 +73,10 @@ struct Args {
     /// Admin HTTP listener (API, /metrics, dashboard), or `off` [default: 127.0.0.1:1649].
     #[arg(long, env = "USHERD_ADMIN_LISTEN")]
     admin_listen: Option<String>,
+    /// Host names the admin HTTP listener answers to besides its own address (repeatable),
+    /// e.g. licserver.example.com; other Host headers are refused (421).
+    #[arg(long = "admin-host", env = "USHERD_ADMIN_HOST", value_delimiter = ',')]
+    admin_hosts: Vec<String>,
     /// Also accept clients without TLS (their traffic can be read and changed on the
     /// network; the server warns when it is used). Clients must ask for it too.
     #[arg(long, env = "USHERD_INSECURE_PLAINTEXT")]
@@ -154,6 +158,9 @@ fn build_config(args: &Args) -> anyhow::Result<Config> {
     }
     if !args.admin_from.is_empty() {
         config.admin_from = args.admin_from.clone();
+    }
+    if !args.admin_hosts.is_empty() {
+        config.admin_hosts = args.admin_hosts.clone();
     }
     if let Some(v) = &args.admin_listen {
         config.admin_listen = usher_server::config::parse_admin_listen(v)

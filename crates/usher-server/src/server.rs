@@ -467,7 +467,12 @@ impl Server {
                      with the token from the token file"
                 );
             }
-            tokio::spawn(crate::http::serve(listener, app, http_stop.clone()))
+            tokio::spawn(crate::http::serve(
+                listener,
+                app,
+                crate::http::AllowedHosts::new(&config.admin_hosts),
+                http_stop.clone(),
+            ))
         });
         drop(admin_token);
         info!(%addr, admin = %config.admin_socket().display(), "serving");
@@ -508,6 +513,9 @@ impl Server {
         let mut permit = None;
         let gate = crate::access::Gate::new(config.allow.clone(), config.max_connections_per_ip);
         let refusing = Arc::new(Semaphore::new(REFUSALS_IN_FLIGHT));
+        // Out of descriptors, both accept loops would otherwise spin (see accept_backoff).
+        let mut admin_backoff = crate::accept_backoff::AcceptBackoff::new("admin socket");
+        let mut client_backoff = crate::accept_backoff::AcceptBackoff::new("client");
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -518,12 +526,13 @@ impl Server {
                 // administrator can still act on a server swamped with clients.
                 accepted = admin.accept() => match accepted {
                     Ok((stream, _)) => {
+                        admin_backoff.succeeded();
                         let (ctx, stop) = (ctx.clone(), stop.clone());
                         connections.spawn(async move {
                             connection::serve(stream, "admin socket".into(), true, ctx, stop).await;
                         });
                     }
-                    Err(e) => warn!("admin accept failed: {e}"),
+                    Err(e) => admin_backoff.pause(&e).await,
                 },
                 // Wait for room before accepting, so excess connections queue in the kernel
                 // rather than costing memory here; while the server is full, a few are still
@@ -534,6 +543,7 @@ impl Server {
                 accepted = listener.accept(),
                     if permit.is_some() || refusing.available_permits() > 0 => match accepted {
                     Ok((stream, peer)) => {
+                        client_backoff.succeeded();
                         // Room may have come free since the last permit was taken.
                         if permit.is_none() {
                             permit = limit.clone().try_acquire_owned().ok();
@@ -590,11 +600,7 @@ impl Server {
                             drop((permit, admitted));
                         });
                     }
-                    Err(e) => {
-                        // Usually out of file descriptors; back off instead of spinning.
-                        warn!("accept failed: {e}");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    }
+                    Err(e) => client_backoff.pause(&e).await,
                 },
             }
             // Reap finished connections so the set stays the size of the live ones.

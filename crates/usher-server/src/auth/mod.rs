@@ -17,8 +17,8 @@ use strikes::Strikes;
 /// Why a presented token was not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
-    /// The address sent too many wrong tokens; it is refused for this much longer, even
-    /// with the right token.
+    /// A wrong token from an address that sent too many: its wrong tokens are refused
+    /// this much longer (the right token still passes).
     LockedOut(Duration),
     /// The token does not match `DATA_DIR/admin/token`.
     Wrong,
@@ -43,13 +43,14 @@ impl AdminAuth {
     }
 
     /// Checks `given`, presented from `peer` (`None`: an address that cannot be known,
-    /// which is never locked out) on `channel` (for the log). The right token clears the
-    /// address's earlier strikes; a wrong one is logged, counted and struck.
+    /// which is never throttled) on `channel` (for the log). The right token is always
+    /// accepted, and clears the address's earlier strikes: a guesser on the same address
+    /// (a shared NAT, a jump host) must never lock the administrator out. A wrong one is
+    /// counted and struck; an address that used up its strikes has its wrong tokens
+    /// refused as [`Refused::LockedOut`] (counted, logged only when the lockout begins, so
+    /// a guesser cannot flood the log).
     pub fn check(&self, peer: Option<IpAddr>, given: &str, channel: &str) -> Result<(), Refused> {
         let now = Instant::now();
-        if let Some(wait) = peer.and_then(|ip| self.strikes.locked(ip, now)) {
-            return Err(Refused::LockedOut(wait));
-        }
         if same_token(&self.token_hash, given) {
             if let Some(ip) = peer {
                 self.strikes.forgive(ip);
@@ -57,10 +58,14 @@ impl AdminAuth {
             return Ok(());
         }
         self.metrics.admin_auth_failed();
+        if let Some(wait) = peer.and_then(|ip| self.strikes.locked(ip, now)) {
+            return Err(Refused::LockedOut(wait));
+        }
         match peer.and_then(|ip| self.strikes.strike(ip, now).map(|l| (ip, l))) {
             Some((ip, lockout)) => tracing::warn!(
                 %ip,
-                "{channel}: wrong admin token; too many from this address, refused for {lockout:?}"
+                "{channel}: wrong admin token; too many from this address, its wrong tokens \
+                 are refused unchecked for {lockout:?}"
             ),
             None => tracing::warn!(ip = ?peer, "{channel}: wrong admin token"),
         }
@@ -97,16 +102,19 @@ mod tests {
     }
 
     #[test]
-    fn too_many_wrong_tokens_lock_the_address_out_even_with_the_right_one() {
+    fn too_many_wrong_tokens_throttle_the_address_but_never_refuse_the_right_one() {
         let auth = auth();
         let ip: IpAddr = "192.0.2.2".parse().unwrap();
         for _ in 0..strikes::MAX_STRIKES {
             assert_eq!(auth.check(Some(ip), "guess", "test"), Err(Refused::Wrong));
         }
         assert!(matches!(
-            auth.check(Some(ip), "secret", "test"),
+            auth.check(Some(ip), "guess", "test"),
             Err(Refused::LockedOut(_))
         ));
+        assert_eq!(auth.check(Some(ip), "secret", "test"), Ok(()));
+        // The right token forgave the address.
+        assert_eq!(auth.check(Some(ip), "guess", "test"), Err(Refused::Wrong));
         let other: IpAddr = "192.0.2.3".parse().unwrap();
         assert_eq!(auth.check(Some(other), "secret", "test"), Ok(()));
     }

@@ -1,6 +1,9 @@
 //! Failed admin logins, counted per client address: after [`MAX_STRIKES`] wrong tokens
-//! within [`STRIKE_WINDOW`], the address is refused for [`LOCKOUT`] (even with the right
-//! token), so guessing is slowed to a crawl and the log stays readable. IPv6 addresses
+//! within [`STRIKE_WINDOW`], the address's wrong tokens are refused for [`LOCKOUT`]
+//! (counted, not logged one by one), so the log stays readable. The right token is never
+//! refused (see [`super::AdminAuth::check`]): a 256-bit token cannot be guessed, while a
+//! lockout of the right one would let anyone who shares an address lock the
+//! administrator out. IPv6 addresses
 //! count by their /64, which one host can fill with addresses.
 
 use std::collections::HashMap;
@@ -12,7 +15,7 @@ use std::time::{Duration, Instant};
 pub const MAX_STRIKES: u32 = 10;
 /// The window strikes are counted in.
 pub const STRIKE_WINDOW: Duration = Duration::from_secs(60);
-/// How long an address that used up its strikes is refused.
+/// How long an address that used up its strikes has its wrong tokens refused.
 pub const LOCKOUT: Duration = Duration::from_secs(60);
 /// Most addresses tracked at once; beyond that, new addresses are not tracked until old
 /// entries lapse (the token itself still stands in the way).

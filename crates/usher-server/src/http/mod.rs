@@ -13,11 +13,14 @@
 //! shape and a page that asks for the token, never who holds what. The listener is
 //! loopback by default; put it on another address only behind a firewall. An address that
 //! sends [`MAX_STRIKES`](crate::auth::strikes::MAX_STRIKES) wrong tokens within a minute
-//! (here or in status requests on the client port) is refused (429) for a minute, even
-//! with the right token (see [`crate::auth`]); each wrong token is logged.
+//! (here or in status requests on the client port) has its wrong tokens answered 429 for a
+//! minute, counted; the right token always passes (see [`crate::auth`]).
 
 mod api;
+pub mod listener;
 mod prometheus;
+
+pub use listener::{AllowedHosts, serve};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -159,17 +162,6 @@ pub fn router(state: ApiState) -> Router {
         ))
         .layer(middleware::from_fn(no_store))
         .with_state(state)
-}
-
-/// Serves `app` on `listener` until `stop` is cancelled, then lets requests in flight finish.
-pub async fn serve(listener: tokio::net::TcpListener, app: Router, stop: CancellationToken) {
-    let service = app.into_make_service_with_connect_info::<SocketAddr>();
-    if let Err(e) = axum::serve(listener, service)
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await
-    {
-        tracing::warn!("admin HTTP listener failed: {e}");
-    }
 }
 
 /// Reads the admin token from `path`, creating it (32 random bytes, hex, mode 0600) if it

@@ -56,14 +56,14 @@ struct Usherd {
 }
 
 impl Usherd {
-    /// Starts usherd on free ports under `sh -c "umask UMASK; exec usherd ..."`, and waits
-    /// for its "serving" line.
-    fn start(lic: &Licensed, umask: &str, extra: &[&str]) -> Usherd {
+    /// Starts usherd on free ports under `sh -c "PRELUDE; exec usherd ..."` (a umask, a
+    /// ulimit), and waits for its "serving" line.
+    fn start(lic: &Licensed, prelude: &str, extra: &[&str]) -> Usherd {
         let log = lic.tmp.path().join("usherd.log");
         let mut command = Command::new("sh");
         command
             .arg("-c")
-            .arg(format!("umask {umask}; exec \"$0\" \"$@\""))
+            .arg(format!("{prelude}; exec \"$0\" \"$@\""))
             .arg(env!("CARGO_BIN_EXE_usherd"))
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .arg("--data-dir")
@@ -159,7 +159,7 @@ fn licensed_open_parent() -> Licensed {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_data_directory_is_private_whatever_the_umask_and_nobody_cannot_touch_it() {
     let lic = licensed_open_parent();
-    let server = Usherd::start(&lic, "000", &["--hide-users", "--insecure-plaintext"]);
+    let server = Usherd::start(&lic, "umask 000", &["--hide-users", "--insecure-plaintext"]);
     // A holder, so the store has something to hide and its -wal and -shm exist.
     let mut conn = RawConn::connect(server.addr).await;
     conn.hello("alice").await;
@@ -518,4 +518,47 @@ fn base64_std(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+/// Out of file descriptors, with a connection waiting on the admin socket and more on the
+/// client port, the accept loops back off instead of spinning: a handful of log lines in
+/// three seconds, not a million. When descriptors are free again, both are served.
+#[tokio::test(flavor = "multi_thread")]
+async fn accept_errors_back_off_instead_of_flooding_the_log() {
+    let lic = Licensed::new(LICENSE);
+    let server = Usherd::start(&lic, "ulimit -n 64", &["--insecure-plaintext"]);
+    // Use up the server's descriptors with idle admin HTTP connections it accepts (and
+    // holds for the header-read timeout), with more waiting, as a local user can; then
+    // one more waits on the admin socket.
+    let mut held = Vec::new();
+    for _ in 0..80 {
+        if let Ok(s) = std::net::TcpStream::connect(server.admin) {
+            held.push(s);
+        }
+    }
+    let socket = lic.data_dir().join("admin").join("usherd.sock");
+    let waiting = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let log = std::fs::read_to_string(&server.log).unwrap();
+    let failures = log.lines().filter(|l| l.contains("accept failed")).count();
+    assert!(
+        failures >= 1,
+        "the descriptors ran out, and that is logged:\n{log}"
+    );
+    assert!(
+        failures <= 4,
+        "{failures} accept failures logged in 3 s: the loop spins"
+    );
+    // Descriptors back: the admin socket's waiting connection is served.
+    drop(held);
+    let mut admin = usher_client::admin::AdminConnection::connect(&socket, WAIT)
+        .await
+        .expect("the admin socket answers again");
+    drop(waiting);
+    let status = admin
+        .call(request::Kind::Status(usher_proto::StatusRequest::default()))
+        .await
+        .expect("status over the admin socket");
+    assert!(matches!(status, response::Kind::Status(_)), "{status:?}");
+    server.stop();
 }
