@@ -109,27 +109,37 @@ pub async fn reload(ctx: &ConnContext, by: &str) -> Result<Reloaded, AdminError>
     let (policy_file, min_timeout) = (ctx.policy_file.clone(), ctx.min_timeout);
     let server_host_id = ctx.server_host_id.clone();
     let loaded = tokio::task::spawn_blocking(move || {
-        let keys = crate::licenses::load_keys(&keys)?;
-        let today = chrono::Utc::now().date_naive();
-        let ids = crate::licenses::served_host_ids(&server_host_id);
-        let licenses = crate::licenses::load(&files, &keys, &ids, today)?;
-        let policy = crate::licenses::load_policy(policy_file.as_deref(), min_timeout)?;
-        Ok::<_, crate::licenses::LoadError>((licenses, policy))
+        crate::licenses::load_all(
+            &files,
+            &keys,
+            policy_file.as_deref(),
+            min_timeout,
+            &server_host_id,
+            chrono::Utc::now().date_naive(),
+        )
     })
     .await;
-    let (mut loaded, (policy, policy_warnings)) = match loaded {
+    let crate::licenses::Loaded {
+        licenses: mut loaded,
+        policy,
+        policy_warnings,
+    } = match loaded {
         Ok(Ok(loaded)) => loaded,
         Ok(Err(e)) => {
             warn!(
                 by,
-                "reload refused, the licenses and policy in force are unchanged: {e}"
+                "reload refused, the licenses and policy in force are unchanged: {e}; fix \
+                 the file named and reload again"
             );
             return Err(AdminError::ReloadRefused(e.to_string()));
         }
         Err(e) => return Err(AdminError::Internal(e.to_string())),
     };
     for line in &loaded.refused {
-        warn!("entitlement refused: {line}");
+        warn!(
+            "entitlement refused: {line}; {}",
+            crate::licenses::REFUSED_ADVICE
+        );
     }
     for line in &policy_warnings {
         warn!("{line}");

@@ -22,6 +22,15 @@ pub struct LoadedLicenses {
     pub warnings: Vec<String>,
 }
 
+/// What an administrator can do about a refused entitlement, appended to its log line.
+pub const REFUSED_ADVICE: &str = "it is not served; check that vendor_keys holds this \
+    vendor's public key, and ask the vendor for a line signed for this server (`usher hostid` \
+    prints its host ids)";
+
+/// What an administrator can do about an entitlement not valid today.
+pub const NOT_VALID_ADVICE: &str = "checkouts of it are refused until it is valid; ask the \
+    vendor for a renewed line, then `usher reload`";
+
 /// Why licenses could not be loaded at all.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -95,6 +104,42 @@ pub fn load_policy(
     Ok((policy, warnings))
 }
 
+/// Everything a server serves, as loaded from its files: the licenses and the policy.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The licenses, checked.
+    pub licenses: LoadedLicenses,
+    /// The policy (empty without a policy file).
+    pub policy: Policy,
+    /// What the policy needed adjusting (TIMEOUTs raised to `min_timeout`), one line each.
+    pub policy_warnings: Vec<String>,
+}
+
+/// Reads vendor keys, license files and the policy file the way the server does at start,
+/// on `usher reload` and SIGHUP, and in `usherd check`: the one code path for all four.
+pub fn load_all(
+    license_files: &[PathBuf],
+    vendor_keys: &[PathBuf],
+    policy_file: Option<&Path>,
+    min_timeout: std::time::Duration,
+    server_host_id: &str,
+    today: chrono::NaiveDate,
+) -> Result<Loaded, LoadError> {
+    let keys = load_keys(vendor_keys)?;
+    let licenses = load(
+        license_files,
+        &keys,
+        &served_host_ids(server_host_id),
+        today,
+    )?;
+    let (policy, policy_warnings) = load_policy(policy_file, min_timeout)?;
+    Ok(Loaded {
+        licenses,
+        policy,
+        policy_warnings,
+    })
+}
+
 /// Reads vendor public keys.
 pub fn load_keys(paths: &[PathBuf]) -> Result<Vec<VendorPublicKey>, LoadError> {
     paths
@@ -133,7 +178,13 @@ pub fn load(
         let file = usher_license::parse(&name, &text)?;
         for checked in usher_license::check(&file, keys, today) {
             let e = &checked.entitlement;
-            let at = format!("{}:{}: feature {:?}", display_name(path), e.line, e.feature);
+            // An entitlement is a whole line: its problems are located at its first column.
+            let at = format!(
+                "{}:{}:1: feature {:?}",
+                display_name(path),
+                e.line,
+                e.feature
+            );
             if !checked.status.signature_ok() {
                 refused.push(format!("{at}: {}", checked.status));
                 continue;

@@ -15,81 +15,123 @@ use usher_server::config::{Config, FileConfig, default_data_dir, parse_duration}
 #[derive(Debug, Parser)]
 #[command(name = "usherd", version, about)]
 struct Args {
+    #[command(subcommand)]
+    action: Option<Action>,
     /// TOML config file.
-    #[arg(long, env = "USHERD_CONFIG")]
+    #[arg(long, env = "USHERD_CONFIG", global = true)]
     config: Option<PathBuf>,
     /// Address for the client protocol [default: 0.0.0.0:1648; 127.0.0.1:1648 with --demo].
-    #[arg(long, env = "USHERD_LISTEN")]
+    #[arg(long, env = "USHERD_LISTEN", global = true)]
     listen: Option<SocketAddr>,
     /// Directory for the store [default: /var/lib/usher as root, else ~/.local/share/usher].
-    #[arg(long, env = "USHERD_DATA_DIR")]
+    #[arg(long, env = "USHERD_DATA_DIR", global = true)]
     data_dir: Option<PathBuf>,
     /// License file to serve (repeatable; replaces the config file's list).
-    #[arg(long = "license", env = "USHERD_LICENSE", value_delimiter = ',')]
+    #[arg(
+        long = "license",
+        env = "USHERD_LICENSE",
+        value_delimiter = ',',
+        global = true
+    )]
     licenses: Vec<PathBuf>,
     /// Trusted vendor public key (repeatable; replaces the config file's list).
-    #[arg(long = "vendor-key", env = "USHERD_VENDOR_KEY", value_delimiter = ',')]
+    #[arg(
+        long = "vendor-key",
+        env = "USHERD_VENDOR_KEY",
+        value_delimiter = ',',
+        global = true
+    )]
     vendor_keys: Vec<PathBuf>,
     /// How much a status query on the client port shows: full, totals or none [default: totals; full with --demo].
-    #[arg(long, env = "USHERD_STATUS_DETAIL")]
+    #[arg(long, env = "USHERD_STATUS_DETAIL", global = true)]
     status_detail: Option<usher_server::config::StatusDetail>,
     /// Most requests per second one client connection may send (0: no limit) [default: 1000].
-    #[arg(long, env = "USHERD_MAX_REQUEST_RATE")]
+    #[arg(long, env = "USHERD_MAX_REQUEST_RATE", global = true)]
     max_request_rate: Option<u32>,
     /// Remove usage records older than this many days (0: keep forever) [default: 0].
-    #[arg(long, env = "USHERD_LOG_RETENTION_DAYS")]
+    #[arg(long, env = "USHERD_LOG_RETENTION_DAYS", global = true)]
     log_retention_days: Option<u32>,
     /// Write user, host and display names into the usage log as pseudonyms (HIDE_USER).
-    #[arg(long, env = "USHERD_HIDE_USERS")]
+    #[arg(long, env = "USHERD_HIDE_USERS", global = true)]
     hide_users: bool,
     /// Policy (options) file: INCLUDE, EXCLUDE, RESERVE, MAX, PRIORITY... (docs/policy.md).
-    #[arg(long = "policy", env = "USHERD_POLICY")]
+    #[arg(long = "policy", env = "USHERD_POLICY", global = true)]
     policy: Option<PathBuf>,
     /// Heartbeat interval announced to clients, e.g. 30s.
-    #[arg(long, env = "USHERD_HEARTBEAT_INTERVAL", value_parser = parse_duration)]
+    #[arg(long, env = "USHERD_HEARTBEAT_INTERVAL", value_parser = parse_duration, global = true)]
     heartbeat_interval: Option<std::time::Duration>,
     /// Session TTL: seats of a client not heard from for this long are released, e.g. 2m.
-    #[arg(long, env = "USHERD_SESSION_TTL", value_parser = parse_duration)]
+    #[arg(long, env = "USHERD_SESSION_TTL", value_parser = parse_duration, global = true)]
     session_ttl: Option<std::time::Duration>,
     /// Reconnect grace after a connection closes without a goodbye, e.g. 10s.
-    #[arg(long, env = "USHERD_RECONNECT_GRACE", value_parser = parse_duration)]
+    #[arg(long, env = "USHERD_RECONNECT_GRACE", value_parser = parse_duration, global = true)]
     reconnect_grace: Option<std::time::Duration>,
     /// Client address ranges allowed to connect, e.g. 10.0.0.0/8,192.168.1.7 [default: all].
-    #[arg(long, env = "USHERD_ALLOW", value_delimiter = ',')]
+    #[arg(long, env = "USHERD_ALLOW", value_delimiter = ',', global = true)]
     allow: Vec<usher_server::access::Cidr>,
     /// Most connections one client address may hold open at once [default: 1000].
-    #[arg(long, env = "USHERD_MAX_CONNECTIONS_PER_IP")]
+    #[arg(long, env = "USHERD_MAX_CONNECTIONS_PER_IP", global = true)]
     max_connections_per_ip: Option<usize>,
     /// Address ranges from which a status request on the client port may present the
     /// admin token for the full status, e.g. 127.0.0.0/8,::1,10.1.2.3 [default: loopback].
-    #[arg(long, env = "USHERD_ADMIN_FROM", value_delimiter = ',')]
+    #[arg(long, env = "USHERD_ADMIN_FROM", value_delimiter = ',', global = true)]
     admin_from: Vec<usher_server::access::Cidr>,
     /// Minimum age of a lease before `usher remove` may take it, e.g. 2m.
-    #[arg(long, env = "USHERD_MIN_REMOVE", value_parser = parse_duration)]
+    #[arg(long, env = "USHERD_MIN_REMOVE", value_parser = parse_duration, global = true)]
     min_remove: Option<std::time::Duration>,
     /// Shortest idle TIMEOUT a policy may set; shorter ones are raised to it [default: 15m].
-    #[arg(long, env = "USHERD_MIN_TIMEOUT", value_parser = parse_duration)]
+    #[arg(long, env = "USHERD_MIN_TIMEOUT", value_parser = parse_duration, global = true)]
     min_timeout: Option<std::time::Duration>,
     /// Admin HTTP listener (API, /metrics, dashboard), or `off` [default: 127.0.0.1:1649].
-    #[arg(long, env = "USHERD_ADMIN_LISTEN")]
+    #[arg(long, env = "USHERD_ADMIN_LISTEN", global = true)]
     admin_listen: Option<String>,
     /// Host names the admin HTTP listener answers to besides its own address (repeatable),
     /// e.g. licserver.example.com; other Host headers are refused (421).
-    #[arg(long = "admin-host", env = "USHERD_ADMIN_HOST", value_delimiter = ',')]
+    #[arg(
+        long = "admin-host",
+        env = "USHERD_ADMIN_HOST",
+        value_delimiter = ',',
+        global = true
+    )]
     admin_hosts: Vec<String>,
     /// Also accept clients without TLS (their traffic can be read and changed on the
     /// network; the server warns when it is used). Clients must ask for it too.
-    #[arg(long, env = "USHERD_INSECURE_PLAINTEXT")]
+    #[arg(long, env = "USHERD_INSECURE_PLAINTEXT", global = true)]
     insecure_plaintext: bool,
     /// Do not answer discovery requests on the UDP port (keepalives still work).
-    #[arg(long, env = "USHERD_NO_DISCOVERY")]
+    #[arg(long, env = "USHERD_NO_DISCOVERY", global = true)]
     no_discovery: bool,
     /// Create (or reuse) a demo vendor key and license in the data directory and serve it.
-    #[arg(long)]
+    #[arg(long, global = true)]
     demo: bool,
     /// Log filter, e.g. info, debug, usher_server=debug.
-    #[arg(long, env = "USHERD_LOG", default_value = "info")]
+    #[arg(long, env = "USHERD_LOG", default_value = "info", global = true)]
     log: String,
+    /// Log line format: text, or json (one object per line: timestamp, level, target,
+    /// message and the event's fields).
+    #[arg(
+        long,
+        env = "USHERD_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    log_format: usher_server::logging::LogFormat,
+}
+
+/// What `usherd` does instead of serving.
+#[derive(Debug, clap::Subcommand)]
+enum Action {
+    /// Load the configuration, license files, vendor keys and policy as the server would,
+    /// print what would be served and every problem (file:line:column), and exit: 0 when
+    /// there is no error, 1 otherwise. Binds no port and opens no store.
+    Check,
+    /// Write usherd's man page and shell completions into DIR (package builds).
+    #[command(hide = true)]
+    GenerateDocs {
+        /// Output directory (made if missing).
+        dir: PathBuf,
+    },
 }
 
 fn build_config(args: &Args) -> anyhow::Result<Config> {
@@ -190,18 +232,31 @@ async fn main() -> anyhow::Result<()> {
     // Whatever the caller's umask, nothing usherd creates is open to group or others (its
     // files in the data directory also get explicit modes).
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    if let Some(Action::GenerateDocs { dir }) = &args.action {
+        return generate_docs(dir);
+    }
     let shutdown = shutdown_signal()?;
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).context("--log")?)
-        .with_writer(std::io::stderr)
-        .init();
+    // Installed before anything else so that a SIGHUP during start-up (its default action
+    // ends the process) waits for the server to be up, then reloads.
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing a SIGHUP handler")?;
+    usher_server::logging::init(
+        tracing_subscriber::EnvFilter::try_new(&args.log).context("--log")?,
+        args.log_format,
+        usher_server::logging::Destination::detect(),
+    );
     let mut config = build_config(&args)?;
+    if let Some(Action::Check) = args.action {
+        let report = usher_server::check::check(&config);
+        print!("{}", report.render());
+        std::process::exit(if report.ok() { 0 } else { 1 });
+    }
     if args.demo {
         let demo = usher_server::demo::prepare(&config.data_dir)
             .map_err(|e| anyhow::anyhow!("preparing the demo license: {e}"))?;
         config.license_files.push(demo.license.clone());
         config.vendor_keys.push(demo.public_key.clone());
-        let server = usher_server::Server::bind(config).await?;
+        let server = usher_server::Server::bind(config).await?.reload_on(hangup);
         let addr = server.local_addr();
         print_demo_help(addr, &demo);
         if let Some(admin) = server.admin_addr() {
@@ -220,7 +275,32 @@ async fn main() -> anyhow::Result<()> {
              license_files in --config, or try --demo"
         );
     }
-    usher_server::run(config, shutdown).await?;
+    let server = usher_server::Server::bind(config).await?.reload_on(hangup);
+    server.run(shutdown).await?;
+    Ok(())
+}
+
+/// Writes `usherd.8` and the bash, zsh and fish completions into `dir`, from the same
+/// clap definition that parses the command line, so they never drift from it.
+fn generate_docs(dir: &std::path::Path) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut command = Args::command();
+    let mut page = Vec::new();
+    clap_mangen::Man::new(command.clone())
+        .section("8")
+        .render(&mut page)
+        .context("rendering the man page")?;
+    let path = dir.join("usherd.8");
+    std::fs::write(&path, page).with_context(|| format!("writing {}", path.display()))?;
+    for shell in [
+        clap_complete::Shell::Bash,
+        clap_complete::Shell::Zsh,
+        clap_complete::Shell::Fish,
+    ] {
+        clap_complete::generate_to(shell, &mut command, "usherd", dir)
+            .with_context(|| format!("writing the {shell} completion"))?;
+    }
     Ok(())
 }
 

@@ -145,7 +145,8 @@ async fn bind_udp(listener: &TcpListener) -> Option<tokio::net::UdpSocket> {
             warn!(
                 %addr,
                 "could not bind the UDP port ({e}): clients cannot detach to UDP keepalives \
-                 and discovery will not find this server"
+                 and discovery will not find this server; free the UDP port (`ss -ulpn`) \
+                 and restart"
             );
             None
         }
@@ -193,6 +194,8 @@ pub struct Server {
     identity: Arc<crate::identity::Identity>,
     /// Held for the server's lifetime: one server per data directory.
     _lock: std::fs::File,
+    /// Each signal received reloads, as `usher reload` does (see [`Server::reload_on`]).
+    reload_signal: Option<tokio::signal::unix::Signal>,
 }
 
 impl Server {
@@ -207,19 +210,26 @@ impl Server {
             .map_err(io("reading or making the server identity key"))?;
         let server_host_id = identity.host_id();
         info!(host_id = %server_host_id, "server identity");
-        let keys = licenses::load_keys(&config.vendor_keys)?;
-        let today = chrono::Utc::now().date_naive();
-        let licenses = licenses::load(
+        let licenses::Loaded {
+            licenses,
+            policy,
+            policy_warnings,
+        } = licenses::load_all(
             &config.license_files,
-            &keys,
-            &licenses::served_host_ids(&server_host_id),
-            today,
+            &config.vendor_keys,
+            config.policy_file.as_deref(),
+            config.min_timeout,
+            &server_host_id,
+            chrono::Utc::now().date_naive(),
         )?;
         for line in &licenses.refused {
-            error!("entitlement refused: {line}");
+            error!("entitlement refused: {line}; {}", licenses::REFUSED_ADVICE);
         }
         for line in &licenses.warnings {
-            warn!("entitlement not usable today: {line}");
+            warn!(
+                "entitlement not usable today: {line}; {}",
+                licenses::NOT_VALID_ADVICE
+            );
         }
         info!(
             files = licenses.files.len(),
@@ -263,9 +273,7 @@ impl Server {
         let (sessions, leases) = (snapshot.sessions.len(), snapshot.leases.len());
         let first_lease_id = store.max_lease_id()?.saturating_add(1);
         let mut orphans = Vec::new();
-        let (policy, warnings) =
-            licenses::load_policy(config.policy_file.as_deref(), config.min_timeout)?;
-        for line in &warnings {
+        for line in &policy_warnings {
             warn!("{line}");
         }
         if let Some(path) = &config.policy_file {
@@ -319,7 +327,16 @@ impl Server {
             admin_token,
             identity: Arc::new(identity),
             _lock: lock,
+            reload_signal: None,
         })
+    }
+
+    /// Reloads licenses, keys and policy each time `signal` is received, through the same
+    /// code as `usher reload` (`usherd` passes SIGHUP, installed before it starts so that
+    /// a SIGHUP during start-up is not fatal).
+    pub fn reload_on(mut self, signal: tokio::signal::unix::Signal) -> Server {
+        self.reload_signal = Some(signal);
+        self
     }
 
     /// The admin HTTP address actually bound, if the listener is enabled.
@@ -360,6 +377,7 @@ impl Server {
             admin_token,
             identity,
             _lock,
+            mut reload_signal,
         } = self;
         let server_host_id = identity.host_id();
         let metrics = Arc::new(Metrics::new());
@@ -505,7 +523,8 @@ impl Server {
         if config.insecure_plaintext {
             warn!(
                 "insecure_plaintext is on: clients may connect without TLS, and their \
-                 traffic can then be read and changed on the network"
+                 traffic can then be read and changed on the network; turn it off unless \
+                 every client is on a trusted network"
             );
         }
         let mut connections = tokio::task::JoinSet::new();
@@ -516,10 +535,28 @@ impl Server {
         // Out of descriptors, both accept loops would otherwise spin (see accept_backoff).
         let mut admin_backoff = crate::accept_backoff::AcceptBackoff::new("admin socket");
         let mut client_backoff = crate::accept_backoff::AcceptBackoff::new("client");
+        let watchdog = crate::systemd::watchdog_interval().map(|interval| {
+            tokio::spawn(crate::systemd::feed_watchdog(
+                service.handle.clone(),
+                interval,
+                stop.clone(),
+            ))
+        });
+        crate::systemd::ready(addr);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
+                Some(()) = next_signal(&mut reload_signal) => {
+                    info!("SIGHUP received: reloading licenses, keys and policy");
+                    let ctx = ctx.clone();
+                    connections.spawn(async move {
+                        crate::systemd::reloading(true);
+                        // The outcome is logged by `reload` itself, as for `usher reload`.
+                        let _ = crate::admin::reload(&ctx, "SIGHUP").await;
+                        crate::systemd::reloading(false);
+                    });
+                }
                 _ = failed.cancelled() => break,
                 _ = down.cancelled() => break,
                 // Administration does not count against the client connection limit, so an
@@ -610,15 +647,20 @@ impl Server {
         let _ = std::fs::remove_file(config.admin_socket());
 
         info!("shutting down: no new connections; finishing requests in flight");
+        crate::systemd::stopping();
         drop(listener);
         stop.cancel();
+        if let Some(task) = watchdog {
+            let _ = task.await;
+        }
         let drain = async { while connections.join_next().await.is_some() {} };
         if tokio::time::timeout(config.shutdown_timeout, drain)
             .await
             .is_err()
         {
             warn!(
-                "some connections did not finish within {:?}; closing them",
+                "some connections did not finish within {:?}; closing them (raise \
+                 shutdown_timeout to give them longer)",
                 config.shutdown_timeout
             );
             connections.abort_all();
@@ -681,6 +723,14 @@ fn pseudonym_key(path: &std::path::Path) -> Result<[u8; 32], ServerError> {
             crate::data_dir::create_new(path, &key).map_err(io(context()))?;
             Ok(key)
         }
+    }
+}
+
+/// The next delivery of `signal`, or never without one.
+async fn next_signal(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match signal {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
     }
 }
 

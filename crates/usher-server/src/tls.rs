@@ -127,8 +127,9 @@ impl PlaintextWarning {
             tracing::warn!(
                 %peer,
                 "a client connected in plaintext (insecure_plaintext is on): its traffic \
-                 can be read and changed on the network; further plaintext connections \
-                 are not reported for 10 minutes"
+                 can be read and changed on the network; move such clients to TLS and turn \
+                 insecure_plaintext off (further plaintext connections are not reported \
+                 for 10 minutes)"
             );
         }
     }
