@@ -864,17 +864,19 @@ impl Driver {
     }
 
     fn hello(&self) -> Hello {
+        use usher_proto::names::{Field, fit};
         let id = &self.config.identity;
         Hello {
             magic: usher_proto::MAGIC.to_string(),
             protocol_version: usher_proto::PROTOCOL_VERSION,
             client_version: concat!("usher-client ", env!("CARGO_PKG_VERSION")).to_string(),
-            user: id.user.clone(),
-            host: id.host.clone(),
-            display: id.display.clone(),
+            // Clipped to the protocol's rules rather than refused for them.
+            user: fit(Field::User, &id.user),
+            host: fit(Field::Host, &id.host),
+            display: fit(Field::Display, &id.display),
             pid: id.pid,
-            program: id.program.clone(),
-            program_version: id.program_version.clone(),
+            program: fit(Field::Program, &id.program),
+            program_version: fit(Field::ProgramVersion, &id.program_version),
             resume_session: self.session.as_ref().map_or(0, |s| s.id),
             resume_secret: self
                 .session

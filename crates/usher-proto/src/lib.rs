@@ -14,6 +14,7 @@
 mod frame;
 pub mod fuzzing;
 mod messages;
+pub mod names;
 pub mod udp;
 
 pub use frame::{

@@ -275,6 +275,12 @@ async fn request_loop<R: AsyncRead + Unpin>(
                 return end;
             }
         };
+        if let Some(refusal) = refuse_bad_names(&req) {
+            if out.send(ready(refusal)).await.is_err() {
+                return End::Eof;
+            }
+            continue;
+        }
         let id = req.id;
         let started = std::time::Instant::now();
         let kind = request_kind(&req);
@@ -699,6 +705,10 @@ where
                 return Err(End::Protocol(e.to_string()));
             }
         };
+        if let Some(refusal) = refuse_bad_names(&req) {
+            send(wr, &refusal).await?;
+            return Err(End::Protocol("a name broke its rule".into()));
+        }
         let started = std::time::Instant::now();
         let id = req.id;
         let hello = match req.kind {
@@ -807,12 +817,12 @@ async fn open_session(
     ctx: &ConnContext,
 ) -> Result<(SessionId, [u8; 32]), End> {
     let client = ClientInfo {
-        user: clip(hello.user).into(),
-        host: clip(hello.host).into(),
-        display: clip(hello.display).into(),
+        user: hello.user.into(),
+        host: hello.host.into(),
+        display: hello.display.into(),
         pid: hello.pid,
-        program: clip(hello.program).into(),
-        program_version: clip(hello.program_version).into(),
+        program: hello.program.into(),
+        program_version: hello.program_version.into(),
         address: peer.to_string().into(),
     };
     loop {
@@ -834,17 +844,17 @@ async fn open_session(
     }
 }
 
-/// Client-supplied identity strings are shown to administrators; keep them short.
-fn clip(mut s: String) -> String {
-    const MAX: usize = 256;
-    if s.len() > MAX {
-        let mut end = MAX;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-    }
-    s
+/// The one check of the names a request carries (feature, version, user, host, ...; see
+/// `usher_proto::names`): the refusal to send if one breaks its rule. Every request passes
+/// here before it is dispatched, so nothing unbounded reaches the ledger, the usage log or
+/// a metric label.
+fn refuse_bad_names(req: &Request) -> Option<Response> {
+    let e = usher_proto::names::check_request(req).err()?;
+    Some(Response::error(
+        req.id,
+        ErrorCode::BadRequest,
+        format!("refused: the {e}"),
+    ))
 }
 
 async fn send<W: AsyncWrite + Unpin>(wr: &mut W, r: &Response) -> Result<(), End> {

@@ -14,6 +14,7 @@ mod flood;
 mod hostile;
 mod http;
 mod local;
+mod names;
 mod ops;
 mod policy;
 mod proxy;
