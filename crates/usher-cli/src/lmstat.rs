@@ -347,19 +347,7 @@ pub fn render_unreachable<Tz: TimeZone>(
     out
 }
 
-/// A lease handle as `lmstat` and `usher status` show it: the lease id in decimal.
-pub fn format_handle(lease_id: u64) -> String {
-    lease_id.to_string()
-}
-
-/// Reads a handle as [`format_handle`] writes it (surrounding spaces allowed).
-pub fn parse_handle(text: &str) -> Option<u64> {
-    let text = text.trim();
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    text.parse().ok()
-}
+pub use usher_license::words::{lease_handle as format_handle, parse_lease_handle as parse_handle};
 
 /// The last day on which an entitlement is valid, or `None` for permanent ones.
 ///

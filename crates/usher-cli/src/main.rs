@@ -5,6 +5,8 @@
 //! monitoring tools that scrape lmstat work unchanged.
 
 mod cmd;
+#[cfg(test)]
+mod doc_examples;
 mod exit;
 mod lmstat;
 mod report;
@@ -32,7 +34,7 @@ struct Cli {
     server_ids: Vec<String>,
     /// Talk to the server without TLS (it must allow it too; anyone on the network can
     /// then read and change the traffic).
-    #[arg(long, global = true, env = "USHER_INSECURE_PLAINTEXT")]
+    #[arg(long, global = true, env = "USHER_INSECURE_PLAINTEXT", value_parser = usher_license::words::parse_bool)]
     insecure_plaintext: bool,
     /// A file holding the server's admin token (its DATA_DIR/admin/token): `status` and
     /// `lmstat` then show holders and the queue, as administrators see them. Sent only
@@ -150,10 +152,125 @@ fn init_tracing() {
 
 #[cfg(test)]
 mod tests {
-    use clap::CommandFactory;
+    use clap::{CommandFactory, Parser};
+
+    use crate::doc_examples;
 
     #[test]
     fn command_line_definition_is_consistent() {
         super::Cli::command().debug_assert();
+    }
+
+    /// Every `usher ...` (and `lmstat`/`lmutil lmstat ...`) command line README.md and
+    /// docs/ show is accepted by the real argument parser.
+    #[test]
+    fn every_documented_command_line_parses() {
+        let usher = doc_examples::command_lines("usher");
+        assert!(usher.len() >= 20, "too few examples found: {usher:?}");
+        for ex in &usher {
+            if let Err(e) = super::Cli::try_parse_from(&ex.argv)
+                && !ex.tolerates(&e)
+            {
+                panic!("{}: {:?} does not parse:\n{e}", ex.at, ex.argv);
+            }
+            if ex.argv.get(1).map(String::as_str) == Some("lmstat") {
+                crate::lmstat::parse_args(&ex.argv[2..])
+                    .unwrap_or_else(|e| panic!("{}: {:?}: {e}", ex.at, ex.argv));
+            }
+        }
+        let lmutil = doc_examples::command_lines("lmutil");
+        assert!(!lmutil.is_empty());
+        for ex in lmutil.iter().chain(&doc_examples::command_lines("lmstat")) {
+            let args = match ex.argv[0].as_str() {
+                "lmutil" => ex.argv.get(2..).unwrap_or_default(),
+                _ => &ex.argv[1..],
+            };
+            crate::lmstat::parse_args(args)
+                .unwrap_or_else(|e| panic!("{}: {:?}: {e}", ex.at, ex.argv));
+        }
+    }
+
+    /// Every `USHER_*` variable the docs name is read by `usher` (through clap or through
+    /// the client library's one configuration path), and every value they show for one is
+    /// accepted by the parser that reads it.
+    #[test]
+    fn every_documented_usher_variable_is_read_and_its_examples_parse() {
+        let cmd = super::Cli::command();
+        let mut args = Vec::new();
+        collect_args(&cmd, &mut args);
+        let clap_arg = |name: &str| {
+            args.iter()
+                .find(|(_, a)| a.get_env().is_some_and(|e| e == name))
+                .cloned()
+        };
+        // `USHER_ID=` is a host id's prefix, not a variable.
+        let not_variables = ["USHER_ID"];
+        for (at, name) in doc_examples::env_names("USHER_") {
+            if not_variables.contains(&name.as_str()) {
+                continue;
+            }
+            assert!(
+                clap_arg(&name).is_some() || usher_client::ENV_SETTINGS.contains(&name.as_str()),
+                "{at}: the docs name {name}, which no usher command reads"
+            );
+        }
+        let settings = doc_examples::env_settings("USHER_");
+        assert!(
+            settings
+                .iter()
+                .any(|(_, n, v)| n == "USHER_INSECURE_PLAINTEXT" && v == "1"),
+            "{settings:?}"
+        );
+        for (at, name, value) in settings {
+            if not_variables.contains(&name.as_str()) {
+                continue;
+            }
+            if let Some((owner, arg)) = clap_arg(&name) {
+                let _ = owner;
+                doc_examples::parse_value(&arg, &value)
+                    .unwrap_or_else(|e| panic!("{at}: {name}={value}: {e}"));
+            }
+            if usher_client::ENV_SETTINGS.contains(&name.as_str()) {
+                usher_client::check_env_setting(&name, &value)
+                    .unwrap_or_else(|e| panic!("{at}: {name}={value}: {e}"));
+            }
+        }
+    }
+
+    /// Every boolean setting of the command line accepts each spelling of
+    /// [`usher_license::words::parse_bool`], from its variable as from the line.
+    #[test]
+    fn boolean_settings_accept_every_spelling() {
+        let cmd = super::Cli::command();
+        let mut args = Vec::new();
+        collect_args(&cmd, &mut args);
+        let plaintext = args
+            .iter()
+            .find(|(_, a)| a.get_env().is_some_and(|e| e == "USHER_INSECURE_PLAINTEXT"))
+            .expect("the flag reads USHER_INSECURE_PLAINTEXT");
+        for (text, want) in [("1", true), ("yes", true), ("on", true), ("true", true)]
+            .into_iter()
+            .chain([
+                ("0", false),
+                ("no", false),
+                ("off", false),
+                ("false", false),
+            ])
+        {
+            let m = doc_examples::parse_value(&plaintext.1, text)
+                .unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(m.get_one::<bool>("v"), Some(&want), "{text}");
+        }
+        let cli = super::Cli::try_parse_from(["usher", "--insecure-plaintext", "status"]).unwrap();
+        assert!(cli.insecure_plaintext);
+    }
+
+    fn collect_args(cmd: &clap::Command, out: &mut Vec<(clap::Command, clap::Arg)>) {
+        for a in cmd.get_arguments() {
+            out.push((cmd.clone(), a.clone()));
+        }
+        for sub in cmd.get_subcommands() {
+            collect_args(sub, out);
+        }
     }
 }

@@ -29,8 +29,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use error::{ClientError, Denial};
 pub use servers::{
-    ClientConfig, ENV_LICENSE, Identity, ServerAddr, ServerListError, parse_server_ids,
-    parse_servers, servers_from_env,
+    ClientConfig, ENV_LICENSE, ENV_SETTINGS, Identity, ServerAddr, ServerListError,
+    check_env_setting, parse_server_ids, parse_servers, servers_from_env,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use usher_proto::{Checkout, StatusReport, StatusRequest, request, response};

@@ -225,14 +225,18 @@ impl ClientConfig {
     }
 
     /// Applies the transport settings of the environment: `USHER_SERVER_ID` (server ids
-    /// to pin, separated by commas or spaces) and `USHER_INSECURE_PLAINTEXT` (`1` or
-    /// `true`: no TLS).
+    /// to pin, separated by commas or spaces), `USHER_INSECURE_PLAINTEXT` (a boolean as
+    /// [`usher_license::words::parse_bool`] reads it: `1`, `true`, `yes`, `on`: no TLS) and
+    /// `USHER_DETACH_AFTER`. A value that does not parse is ignored with a warning.
     pub fn transport_from_env(&mut self) {
         if let Ok(ids) = std::env::var("USHER_SERVER_ID") {
             self.server_ids = parse_server_ids(&ids);
         }
         if let Ok(v) = std::env::var("USHER_INSECURE_PLAINTEXT") {
-            self.insecure_plaintext = matches!(v.trim(), "1" | "true" | "yes" | "on");
+            match usher_license::words::parse_bool(&v) {
+                Ok(on) => self.insecure_plaintext = on,
+                Err(e) => tracing::warn!("ignoring USHER_INSECURE_PLAINTEXT: {e}"),
+            }
         }
         if let Ok(v) = std::env::var("USHER_DETACH_AFTER") {
             match parse_detach_after(&v) {
@@ -245,10 +249,35 @@ impl ClientConfig {
     }
 }
 
-/// `USHER_DETACH_AFTER`: seconds (`300`, `300s`, `5m`), or `off`/`never`.
+/// Every `USHER_*` variable the client library reads (and so every command of `usher` that
+/// makes a client); [`check_env_setting`] checks a value for one.
+pub const ENV_SETTINGS: &[&str] = &[
+    ENV_LICENSE,
+    "USHER_SERVER_ID",
+    "USHER_INSECURE_PLAINTEXT",
+    "USHER_DETACH_AFTER",
+    crate::borrow::ENV_BORROW_DIR,
+];
+
+/// Checks a value for one of [`ENV_SETTINGS`] as the library will read it.
+pub fn check_env_setting(name: &str, value: &str) -> Result<(), String> {
+    match name {
+        ENV_LICENSE => parse_servers(value).map(drop).map_err(|e| e.to_string()),
+        "USHER_SERVER_ID" | crate::borrow::ENV_BORROW_DIR => Ok(()),
+        "USHER_INSECURE_PLAINTEXT" => usher_license::words::parse_bool(value).map(drop),
+        "USHER_DETACH_AFTER" => parse_detach_after(value)
+            .map(drop)
+            .ok_or_else(|| format!("{value:?}: expected seconds (300, 45s, 5m) or off")),
+        _ => Err(format!("{name} is not a client setting")),
+    }
+}
+
+/// `USHER_DETACH_AFTER`: seconds (`300`, `300s`, `5m`), or `never` or a boolean "no"
+/// (`off`, `no`, `false`).
 fn parse_detach_after(text: &str) -> Option<Option<Duration>> {
     let t = text.trim();
-    if matches!(t, "off" | "never" | "no") {
+    let is_number = t.starts_with(|c: char| c.is_ascii_digit());
+    if t == "never" || (!is_number && usher_license::words::parse_bool(t) == Ok(false)) {
         return Some(None);
     }
     let (digits, unit) = match t.strip_suffix('m') {
@@ -317,6 +346,8 @@ mod tests {
         assert_eq!(parse_detach_after("45s"), secs(45));
         assert_eq!(parse_detach_after("5m"), secs(300));
         assert_eq!(parse_detach_after("off"), Some(None));
+        assert_eq!(parse_detach_after("false"), Some(None));
+        assert_eq!(parse_detach_after("0"), secs(0));
         assert_eq!(parse_detach_after("soon"), None);
     }
 }

@@ -178,9 +178,11 @@ impl fmt::Display for SessionId {
     }
 }
 
+/// A lease id is shown as its handle ([`usher_license::words::lease_handle`]: decimal), in
+/// every view and log.
 impl fmt::Display for LeaseId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:x}", self.0)
+        f.write_str(&usher_license::words::lease_handle(self.0))
     }
 }
 

@@ -28,6 +28,7 @@ mod parse;
 mod sign;
 mod statement;
 mod version;
+pub mod words;
 
 pub use canonical::CANONICAL_DOMAIN;
 pub use check::{Checked, SignatureError, Status, check, verify};

@@ -345,8 +345,10 @@ impl SignedStatement {
         }
         if s.lease_id != lease_id || s.feature != pool_feature || s.count != count {
             return Err(TokenError::NotThisCheckout(format!(
-                "it vouches for lease {:x}, {} seat(s) of {}",
-                s.lease_id, s.count, s.feature
+                "it vouches for lease {}, {} of {}",
+                crate::words::lease_handle(s.lease_id),
+                crate::words::plural(s.count.into(), "seat"),
+                s.feature
             )));
         }
         if now_ms.saturating_add(CLOCK_SKEW_MS) < s.issued_at_ms {

@@ -52,7 +52,7 @@ struct Args {
     #[arg(long, env = "USHERD_LOG_RETENTION_DAYS", global = true)]
     log_retention_days: Option<u32>,
     /// Write user, host and display names into the usage log as pseudonyms (HIDE_USER).
-    #[arg(long, env = "USHERD_HIDE_USERS", global = true)]
+    #[arg(long, env = "USHERD_HIDE_USERS", global = true, value_parser = usher_license::words::parse_bool)]
     hide_users: bool,
     /// Policy (options) file: INCLUDE, EXCLUDE, RESERVE, MAX, PRIORITY... (docs/policy.md).
     #[arg(long = "policy", env = "USHERD_POLICY", global = true)]
@@ -96,10 +96,10 @@ struct Args {
     admin_hosts: Vec<String>,
     /// Also accept clients without TLS (their traffic can be read and changed on the
     /// network; the server warns when it is used). Clients must ask for it too.
-    #[arg(long, env = "USHERD_INSECURE_PLAINTEXT", global = true)]
+    #[arg(long, env = "USHERD_INSECURE_PLAINTEXT", global = true, value_parser = usher_license::words::parse_bool)]
     insecure_plaintext: bool,
     /// Do not answer discovery requests on the UDP port (keepalives still work).
-    #[arg(long, env = "USHERD_NO_DISCOVERY", global = true)]
+    #[arg(long, env = "USHERD_NO_DISCOVERY", global = true, value_parser = usher_license::words::parse_bool)]
     no_discovery: bool,
     /// Create (or reuse) a demo vendor key and license in the data directory and serve it.
     #[arg(long, global = true)]
@@ -329,9 +329,73 @@ fn print_demo_help(addr: SocketAddr, demo: &usher_server::demo::Demo) {
     );
 }
 
+/// The command lines and settings the docs show (shared with `usher`'s tests).
+#[cfg(test)]
+#[path = "../../usher-cli/src/doc_examples.rs"]
+mod doc_examples;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every `usherd ...` command line of README.md and docs/ is accepted by the real
+    /// argument parser, and every `USHERD_*=value` they show by the parser of its flag.
+    #[test]
+    fn every_documented_command_line_and_variable_parses() {
+        let lines = doc_examples::command_lines("usherd");
+        assert!(lines.len() >= 4, "{lines:?}");
+        for ex in &lines {
+            if let Err(e) = Args::try_parse_from(&ex.argv)
+                && !ex.tolerates(&e)
+                && e.kind() != clap::error::ErrorKind::DisplayHelp
+            {
+                panic!("{}: {:?} does not parse:\n{e}", ex.at, ex.argv);
+            }
+        }
+        let cmd = <Args as clap::CommandFactory>::command();
+        for (at, name) in doc_examples::env_names("USHERD_") {
+            assert!(
+                cmd.get_arguments()
+                    .any(|a| a.get_env().is_some_and(|e| e == name.as_str())),
+                "{at}: the docs name {name}, which usherd does not read"
+            );
+        }
+        for (at, name, value) in doc_examples::env_settings("USHERD_") {
+            let arg = cmd
+                .get_arguments()
+                .find(|a| a.get_env().is_some_and(|e| e == name.as_str()))
+                .unwrap_or_else(|| panic!("{at}: {name} is not read"));
+            doc_examples::parse_value(arg, &value)
+                .unwrap_or_else(|e| panic!("{at}: {name}={value}: {e}"));
+        }
+    }
+
+    /// usherd's boolean flags take every spelling of the one boolean parser from their
+    /// variables.
+    #[test]
+    fn boolean_variables_accept_every_spelling() {
+        let cmd = <Args as clap::CommandFactory>::command();
+        for name in [
+            "USHERD_HIDE_USERS",
+            "USHERD_INSECURE_PLAINTEXT",
+            "USHERD_NO_DISCOVERY",
+        ] {
+            let arg = cmd
+                .get_arguments()
+                .find(|a| a.get_env().is_some_and(|e| e == name))
+                .unwrap();
+            for (text, want) in [
+                ("1", true),
+                ("on", true),
+                ("yes", true),
+                ("0", false),
+                ("off", false),
+            ] {
+                let m = doc_examples::parse_value(arg, text).unwrap();
+                assert_eq!(m.get_one::<bool>("v"), Some(&want), "{name}={text}");
+            }
+        }
+    }
 
     fn parse(args: &[&str]) -> Args {
         Args::try_parse_from(std::iter::once("usherd").chain(args.iter().copied())).unwrap()

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use usher_client::{Client, ClientConfig, ServerAddr};
+use usher_client::{Client, ServerAddr};
 
 use crate::exit;
 use crate::lmstat::{self, LmstatArgs, LmstatMode};
@@ -101,8 +101,7 @@ async fn query(args: LmstatArgs, target: &super::Target) -> ExitCode {
             return ExitCode::from(exit::USAGE);
         }
     };
-    let mut config = ClientConfig::new(list);
-    target.apply(&mut config);
+    let mut config = super::client_config_for(list, &target);
     config.query_only = true;
     if let Some(t) = args.timeout_secs {
         config.connect_timeout = Duration::from_secs(t.max(1));

@@ -76,9 +76,18 @@ pub fn client_config(target: &Target) -> Result<ClientConfig, ClientError> {
         Some(s) if !s.trim().is_empty() => usher_client::parse_servers(s)?,
         _ => Vec::new(),
     };
+    Ok(client_config_for(servers, target))
+}
+
+/// The one way every command builds its client's configuration: the defaults, then every
+/// client setting of the environment (`USHER_DETACH_AFTER`, `USHER_SERVER_ID`,
+/// `USHER_INSECURE_PLAINTEXT`... as the client library reads them), then the command
+/// line's (which clap already merged with the same variables).
+pub fn client_config_for(servers: Vec<usher_client::ServerAddr>, target: &Target) -> ClientConfig {
     let mut config = ClientConfig::new(servers);
+    config.transport_from_env();
     target.apply(&mut config);
-    Ok(config)
+    config
 }
 
 /// Usage per feature from `client`: as administrators see it when `admin_token` is given,

@@ -132,8 +132,10 @@ async fn run_borrowed(
         }
     };
     eprintln!(
-        "usher: using the seat of {:?} borrowed from {} (lease {:x})",
-        borrowed.feature, borrowed.server, borrowed.lease_id
+        "usher: using the seat of {:?} borrowed from {} (lease {})",
+        borrowed.feature,
+        borrowed.server,
+        usher_license::words::lease_handle(borrowed.lease_id)
     );
     let status = tokio::process::Command::new(&args.command[0])
         .args(&args.command[1..])

@@ -134,3 +134,27 @@ fn run_wait_gives_up_after_its_seconds_and_exits_4() {
     assert_eq!(server.status()["queue"], Value::Array(vec![]));
     server.wait_in_use("cad", 2);
 }
+
+#[test]
+fn run_reads_usher_detach_after_from_the_environment() {
+    let fixture = Licensed::start(Timings::LONG);
+    let server = &fixture.server;
+    let mut cmd = crate::util::usher(&["run", "-c", &server.spec(), "cad", "--", "sleep", "30"]);
+    cmd.env("USHER_DETACH_AFTER", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().expect("starting usher run");
+    let detached = std::panic::catch_unwind(|| {
+        poll("the holder to detach after 1 s", crate::util::WAIT, || {
+            let status = server.try_status()?;
+            let holders = &crate::util::feature_of(&status, "cad")["holders"];
+            match holders.as_array().and_then(|h| h.first()) {
+                Some(h) if h["detached"] == Value::Bool(true) => Ok(()),
+                _ => Err(serde_json::to_string_pretty(&status).unwrap_or_default()),
+            }
+        })
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    detached.expect("USHER_DETACH_AFTER=1 detaches `usher run`");
+}
