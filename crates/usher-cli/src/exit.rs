@@ -47,8 +47,7 @@ impl Failure {
 
 impl From<anyhow::Error> for Failure {
     fn from(e: anyhow::Error) -> Self {
-        // `{:#}` prints the whole context chain on one line.
-        Failure::new(FAILURE, format!("{e:#}"))
+        Failure::new(FAILURE, usher_license::words::error_line(e.as_ref()))
     }
 }
 
@@ -71,6 +70,21 @@ impl From<ClientError> for Failure {
         };
         Failure::new(code, e.to_string())
     }
+}
+
+/// Makes every command end quietly, with [`OK`], when whoever reads its output stops
+/// reading (`usher status | head -1`): Rust ignores SIGPIPE, so `println!` panics on the
+/// closed pipe instead; this hook turns exactly that panic into a silent exit and leaves
+/// every other panic to the default hook.
+pub fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info.payload_as_str().unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(OK.into());
+        }
+        default(info);
+    }));
 }
 
 /// Turns a result into the process exit code, printing the failure.

@@ -506,8 +506,8 @@ fn feature_groups<'a>(report: &'a StatusReport, args: &LmstatArgs) -> Vec<Featur
 }
 
 /// `license` or `licenses`, as FlexLM words a count.
-fn licenses(n: u64) -> &'static str {
-    if n == 1 { "license" } else { "licenses" }
+fn licenses(n: u64) -> String {
+    usher_license::words::plural_noun(n, "license")
 }
 
 /// One `Users of` block: the summed header line, then a detail block per pool in use.
@@ -544,12 +544,21 @@ fn users_of<Tz: TimeZone>(
         }
         out.push('\n');
     }
-    queued_lines(out, group.name, queue, server);
+    // A checkout that asked for any version waits for the feature's licensed version.
+    let licensed = group.pools.first().map_or("", |p| p.version.as_str());
+    queued_lines(out, group.name, licensed, queue, server);
 }
 
 /// `    user host display (vVER) (server/port handle) queued for N license(s)`, one per
-/// checkout waiting for `feature`, in serving order, then a blank line.
-fn queued_lines(out: &mut String, feature: &str, queue: &[QueueEntry], server: &ServerName) {
+/// checkout waiting for `feature`, in serving order, then a blank line. `vVER` is the
+/// version asked for, or `licensed` for a checkout that asked for any.
+fn queued_lines(
+    out: &mut String,
+    feature: &str,
+    licensed: &str,
+    queue: &[QueueEntry],
+    server: &ServerName,
+) {
     let waiting: Vec<&QueueEntry> = queue.iter().filter(|q| q.feature == feature).collect();
     if waiting.is_empty() {
         return;
@@ -561,7 +570,11 @@ fn queued_lines(out: &mut String, feature: &str, queue: &[QueueEntry], server: &
             "    {} {host} {} (v{}) ({}/{} {}) queued for {} {}",
             clean(&q.user, "unknown"),
             clean(&q.display, &host),
-            version_or_zero(&q.version),
+            version_or_zero(if q.version.is_empty() {
+                licensed
+            } else {
+                &q.version
+            }),
             server.host,
             server.port,
             format_handle(q.lease_id),
@@ -921,6 +934,33 @@ Users of calc:  (Total of 10 licenses issued;  Total of 0 licenses in use)
 
 Users of sim:";
         assert!(out.contains(expected), "{out}");
+    }
+
+    #[test]
+    fn a_queued_checkout_for_any_version_shows_the_licensed_one() {
+        let mut r = report();
+        r.queue = vec![QueueEntry {
+            feature: "cad".into(),
+            version: String::new(),
+            count: 1,
+            position: 1,
+            user: "erin".into(),
+            host: "ws3".into(),
+            lease_id: 4101,
+            ..QueueEntry::default()
+        }];
+        let out = render_status(
+            &r,
+            "1648@lic1",
+            &args(&["-a"]),
+            local(2023, 8, 20, 12, 25),
+            &tz(),
+        );
+        assert!(
+            out.contains("    erin ws3 ws3 (v2025) (lic1/1648 4101) queued for 1 license\n"),
+            "{out}"
+        );
+        assert!(!out.contains("(v0)"), "{out}");
     }
 
     #[test]

@@ -86,6 +86,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    exit::quiet_on_closed_stdout();
     let argv: Vec<String> = std::env::args().collect();
     let name = argv
         .first()

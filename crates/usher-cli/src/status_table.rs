@@ -25,7 +25,8 @@ const NUMERIC: [bool; 8] = [false, false, false, true, false, false, true, false
 
 /// Renders the report as text: a line about the server, then for each pool a header such
 /// as `cad v2025 (demo)  1 of 3 seats in use  expires 2027-12-31` followed by its holders
-/// in aligned columns (widths from the content), or `(no holders)`. Times are shown in
+/// in aligned columns (widths from the content), or `(no holders)` (`(holders hidden:
+/// status_detail is totals)` when seats are in use but the server lists nobody). Times are shown in
 /// `tz` as `YYYY-MM-DD HH:MM`.
 pub fn render_table<Tz: TimeZone>(report: &StatusReport, tz: &Tz) -> String {
     let mut out = String::new();
@@ -50,7 +51,10 @@ pub fn render_table<Tz: TimeZone>(report: &StatusReport, tz: &Tz) -> String {
     for pool in &report.features {
         out.push('\n');
         pool_header(&mut out, pool);
-        if pool.holders.is_empty() {
+        if pool.holders.is_empty() && pool.in_use > 0 {
+            // Seats in use and nobody listed: the server shows this query counts only.
+            out.push_str("  (holders hidden: status_detail is totals)\n");
+        } else if pool.holders.is_empty() {
             out.push_str("  (no holders)\n");
         } else {
             let rows: Vec<[String; 8]> = pool.holders.iter().map(|h| holder_row(h, tz)).collect();
@@ -203,9 +207,15 @@ fn minutes<Tz: TimeZone>(t: &DateTime<Tz>) -> String {
     )
 }
 
+/// `YYYY-MM-DD HH:MM:SS`: a linger lasts seconds to minutes, so its end is shown to the
+/// second.
+fn seconds<Tz: TimeZone>(t: &DateTime<Tz>) -> String {
+    format!("{}:{:02}", minutes(t), t.second())
+}
+
 /// `cad v2025 (demo)  1 of 3 seats in use  expires 2027-12-31`.
 fn pool_header(out: &mut String, pool: &FeatureStatus) {
-    let seats = if pool.total == 1 { "seat" } else { "seats" };
+    let seats = usher_license::words::plural_noun(pool.total.into(), "seat");
     let expiry = match expiry_date(pool.expires_at_ms) {
         Some(date) => format!("expires {}", date.format("%Y-%m-%d")),
         None => "permanent".to_owned(),
@@ -256,7 +266,7 @@ fn seats_cell<Tz: TimeZone>(holder: &Holder, tz: &Tz) -> String {
     } else if holder.lingering_until_ms != 0 {
         notes.push(format!(
             "linger to {}",
-            minutes(&instant(holder.lingering_until_ms, tz))
+            seconds(&instant(holder.lingering_until_ms, tz))
         ));
     } else if holder.detached {
         notes.push("detached".to_owned());
@@ -277,22 +287,43 @@ fn seats_cell<Tz: TimeZone>(holder: &Holder, tz: &Tz) -> String {
 /// The column `titles` and `rows`, indented two spaces, columns two spaces apart and as
 /// wide as their widest cell, `numeric` ones aligned to the right.
 fn holder_table(out: &mut String, titles: &[&str; 8], numeric: &[bool; 8], rows: &[[String; 8]]) {
-    let mut widths = titles.map(|title| title.chars().count());
+    // A numeric cell may carry a note after its number (`1 (detached)`): the numbers are
+    // right-aligned under the title and the notes follow, so a long note never moves the
+    // numbers of the other rows.
+    let digits = |cell: &str| cell.bytes().take_while(u8::is_ascii_digit).count();
+    let mut number_widths = titles.map(|title| title.chars().count());
     for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if numeric[i] {
+                number_widths[i] = number_widths[i].max(digits(cell));
+            }
+        }
+    }
+    let align = |i: usize, cell: &str| -> String {
+        if !numeric[i] {
+            return cell.to_owned();
+        }
+        let (number, note) = cell.split_at(digits(cell));
+        let number = if number.is_empty() { note } else { number };
+        let note = if number == note { "" } else { note };
+        format!("{number:>w$}{note}", w = number_widths[i])
+    };
+    let titles = titles.map(str::to_owned);
+    let aligned: Vec<Vec<String>> = std::iter::once(&titles)
+        .chain(rows)
+        .map(|row| row.iter().enumerate().map(|(i, c)| align(i, c)).collect())
+        .collect();
+    let mut widths = [0; 8];
+    for row in &aligned {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
     }
-    let titles = titles.map(str::to_owned);
-    for row in std::iter::once(&titles).chain(rows) {
+    for row in &aligned {
         let mut line = String::from(" ");
         for (i, cell) in row.iter().enumerate() {
             let width = widths[i];
-            if numeric[i] {
-                let _ = write!(line, " {cell:>width$} ");
-            } else {
-                let _ = write!(line, " {cell:<width$} ");
-            }
+            let _ = write!(line, " {cell:<width$} ");
         }
         out.push_str(line.trim_end());
         out.push('\n');
@@ -441,8 +472,47 @@ sim v1.0 (demo)  0 of 1 seat in use  permanent
         assert_eq!(seats_cell(&dropped, &tz), "2 (disconnected, overdraft)");
         assert_eq!(
             seats_cell(&lingering, &tz),
-            "2 (tokens for suite, linger to 2026-03-01 10:05)",
+            "2 (tokens for suite, linger to 2026-03-01 10:05:00)",
             "a lingering seat has no holder to be linked"
+        );
+    }
+
+    #[test]
+    fn a_long_seats_note_keeps_every_number_in_its_column() {
+        let mut r = report();
+        r.features[0].holders[0].detached = true;
+        r.features[0].holders[1].count = 12;
+        let text = render_table(&r, &tz());
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("2026-03-01 09:39"))
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        let end_of_number = |line: &str| {
+            let at = line.find("09:39").unwrap() + 5;
+            let rest = &line[at..];
+            let first_digit = rest.find(|c: char| c.is_ascii_digit()).unwrap();
+            at + first_digit
+                + rest[first_digit..]
+                    .find(|c: char| !c.is_ascii_digit())
+                    .unwrap()
+        };
+        assert_eq!(end_of_number(lines[0]), end_of_number(lines[1]), "{text}");
+        assert!(lines[0].contains(" 1 (detached)"), "{text}");
+    }
+
+    #[test]
+    fn seats_in_use_without_holders_say_the_holders_are_hidden() {
+        let mut r = report();
+        r.features[0].holders.clear();
+        let text = render_table(&r, &tz());
+        assert!(
+            text.contains("3 of 3 seats in use  expires 2027-12-31\n  (holders hidden: status_detail is totals)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("0 of 1 seat in use  permanent\n  (no holders)\n"),
+            "{text}"
         );
     }
 

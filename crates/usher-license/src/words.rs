@@ -49,6 +49,23 @@ pub fn parse_bool(text: &str) -> Result<bool, String> {
     }
 }
 
+/// An error and its causes on one line (`reading x: permission denied`), each said once: a
+/// cause whose text its effect already quotes (as many errors do, `path: {source}`) is
+/// not repeated. Every program prints its fatal errors through this.
+pub fn error_line(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        let said = c.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,6 +88,30 @@ mod tests {
         assert_eq!(parse_lease_handle(" 36 "), Some(36));
         assert_eq!(parse_lease_handle("0x24"), None);
         assert_eq!(parse_lease_handle(""), None);
+    }
+
+    #[test]
+    fn error_lines_say_each_cause_once() {
+        #[derive(Debug)]
+        struct Quoting(std::io::Error);
+        impl std::fmt::Display for Quoting {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "nope.pub: {}", self.0)
+            }
+        }
+        impl std::error::Error for Quoting {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = Quoting(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "No such file",
+        ));
+        assert_eq!(error_line(&e), "nope.pub: No such file");
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        let wrapped = std::io::Error::other(Quoting(io));
+        assert_eq!(error_line(&wrapped), "nope.pub: gone");
     }
 
     #[test]

@@ -145,9 +145,14 @@ pub fn load_keys(paths: &[PathBuf]) -> Result<Vec<VendorPublicKey>, LoadError> {
     paths
         .iter()
         .map(|p| {
-            VendorPublicKey::read_from(p).map_err(|e| LoadError::Key {
-                path: p.clone(),
-                message: e.to_string(),
+            VendorPublicKey::read_from(p).map_err(|e| {
+                // An I/O error already starts with the path; say it once.
+                let text = e.to_string();
+                let prefix = format!("{}: ", p.display());
+                LoadError::Key {
+                    path: p.clone(),
+                    message: text.strip_prefix(&prefix).unwrap_or(&text).to_string(),
+                }
             })
         })
         .collect()

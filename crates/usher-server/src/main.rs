@@ -226,8 +226,19 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
+fn main() -> std::process::ExitCode {
+    match serve() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // Once, on one line: `Error: X` followed by `Caused by: X` told it twice.
+            eprintln!("usherd: {}", usher_license::words::error_line(e.as_ref()));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn serve() -> anyhow::Result<()> {
     let args = Args::parse();
     // Whatever the caller's umask, nothing usherd creates is open to group or others (its
     // files in the data directory also get explicit modes).

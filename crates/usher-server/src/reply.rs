@@ -2,6 +2,7 @@
 
 use chrono::DateTime;
 use usher_core::{Denial, DequeueReason, Lease, Outcome, QueuedRequest};
+use usher_license::words::plural;
 use usher_license::{Statement, StatementKind, binding_ids};
 use usher_proto::{
     CheckedIn, Denied, DenyReason, Dequeued, ErrorCode, Granted, HeartbeatAck, Queued, Response,
@@ -274,23 +275,22 @@ pub fn denied(feature: &str, version: &str, denial: &Denial) -> Denied {
         Denial::AllInUse { in_use, total } => {
             d.in_use = *in_use;
             d.total = *total;
-            let seats = if *total == 1 { "seat" } else { "seats" };
-            (
-                DenyReason::AllInUse,
-                format!("all {total} {seats} of \"{feature}\" in use ({in_use} of {total} in use)"),
-            )
-        }
-        Denial::QueuedAhead { waiting } => {
-            let requests = if *waiting == 1 {
-                "checkout is"
-            } else {
-                "checkouts are"
+            let all = match total {
+                1 => "the only seat".to_string(),
+                n => format!("all {n} seats"),
             };
             (
-                DenyReason::QueuedAhead,
-                format!("{waiting} {requests} already waiting for \"{feature}\""),
+                DenyReason::AllInUse,
+                format!("{all} of \"{feature}\" in use ({in_use} of {total} in use)"),
             )
         }
+        Denial::QueuedAhead { waiting } => (
+            DenyReason::QueuedAhead,
+            format!(
+                "{} already waiting for \"{feature}\"",
+                plural((*waiting).into(), "checkout is|checkouts are")
+            ),
+        ),
         Denial::Excluded => (
             DenyReason::Excluded,
             format!("the server's policy does not allow you to use \"{feature}\""),
@@ -300,8 +300,9 @@ pub fn denied(feature: &str, version: &str, denial: &Denial) -> Denied {
             (
                 DenyReason::NotNamedUser,
                 format!(
-                    "the license for \"{feature}\" is for {limit} named user(s), and you are \
-                     not one of them (the server's policy INCLUDEs its named users)"
+                    "the license for \"{feature}\" is for {}, and you are not one of them \
+                     (the server's policy INCLUDEs its named users)",
+                    plural((*limit).into(), "named user")
                 ),
             )
         }
@@ -313,10 +314,13 @@ pub fn denied(feature: &str, version: &str, denial: &Denial) -> Denied {
             )
         }
         Denial::Reserved { free } => {
-            let seats = if *free == 1 { "seat" } else { "seats" };
+            let are = if *free == 1 { "is" } else { "are" };
             (
                 DenyReason::Reserved,
-                format!("the {free} free {seats} of \"{feature}\" are reserved for others"),
+                format!(
+                    "the {} of \"{feature}\" {are} reserved for others",
+                    plural((*free).into(), "free seat")
+                ),
             )
         }
         Denial::NotBorrowable => (
@@ -338,8 +342,9 @@ pub fn denied(feature: &str, version: &str, denial: &Denial) -> Denied {
             (
                 DenyReason::BorrowLowWater,
                 format!(
-                    "the policy keeps the last {keep} seat(s) of \"{feature}\" from being \
-                     borrowed (BORROW_LOWWATER)"
+                    "the policy keeps the last {} of \"{feature}\" from being borrowed \
+                     (BORROW_LOWWATER)",
+                    plural((*keep).into(), "seat")
                 ),
             )
         }
@@ -353,9 +358,9 @@ pub fn denied(feature: &str, version: &str, denial: &Denial) -> Denied {
 /// A duration as whole hours (`168 hours`), or minutes when under an hour.
 fn hours_text(ms: u64) -> String {
     if ms >= 3_600_000 {
-        format!("{} hours", ms / 3_600_000)
+        plural(ms / 3_600_000, "hour")
     } else {
-        format!("{} minutes", ms / 60_000)
+        plural(ms / 60_000, "minute")
     }
 }
 

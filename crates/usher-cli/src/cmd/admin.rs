@@ -1,8 +1,10 @@
 //! `usher remove`, `usher reload`, `usher down`: administration over the server's Unix
 //! socket, which only the server's user (and root) can open.
 
+use crate::lmstat::format_handle;
 use std::path::PathBuf;
 use std::time::Duration;
+use usher_license::words::plural;
 
 use clap::Args;
 use usher_client::admin::AdminConnection;
@@ -112,12 +114,17 @@ pub async fn remove(args: RemoveArgs) -> Result<u8, Failure> {
         match conn.call(request::Kind::Remove(Remove { lease_id })).await {
             Ok(response::Kind::Removed(r)) if r.was_held => {
                 println!(
-                    "removed lease {lease_id}: {} seat(s) of {:?} freed",
-                    r.count, r.feature
+                    "removed lease {}: {} of {:?} freed",
+                    format_handle(lease_id),
+                    plural(r.count.into(), "seat"),
+                    r.feature
                 );
             }
             Ok(response::Kind::Removed(_)) => {
-                println!("lease {lease_id} is not held (nothing to remove)");
+                println!(
+                    "lease {} is not held (nothing to remove)",
+                    format_handle(lease_id)
+                );
             }
             Ok(other) => {
                 return Err(Failure::new(
@@ -126,7 +133,7 @@ pub async fn remove(args: RemoveArgs) -> Result<u8, Failure> {
                 ));
             }
             Err(e) => {
-                eprintln!("usher: lease {lease_id}: {e}");
+                eprintln!("usher: lease {}: {e}", format_handle(lease_id));
                 code = FAILURE;
             }
         }
@@ -139,7 +146,10 @@ pub async fn reload(target: AdminTarget) -> Result<u8, Failure> {
     let mut conn = target.connect().await?;
     match conn.call(request::Kind::Reload(Reload {})).await? {
         response::Kind::Reloaded(r) => {
-            println!("reloaded: {} entitlement(s) served", r.entitlements);
+            println!(
+                "reloaded: {} served",
+                plural(r.entitlements.into(), "entitlement")
+            );
             for line in &r.refused {
                 println!("refused: {line}");
             }

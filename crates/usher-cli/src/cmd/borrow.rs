@@ -1,6 +1,7 @@
 //! `usher borrow`: take seats away for offline use, list them, give them back early.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use usher_license::words::plural;
 
 use chrono::DateTime;
 use clap::Args;
@@ -52,7 +53,10 @@ pub async fn run(server: super::Target, args: BorrowArgs) -> Result<u8, Failure>
         let returned = returned?;
         store.remove(&feature).map_err(store_err)?;
         match returned {
-            Some(n) => println!("returned {n} borrowed seat(s) of {feature:?} to the server"),
+            Some(n) => println!(
+                "returned {} of {feature:?} to the server",
+                plural(n.into(), "borrowed seat")
+            ),
             None => println!(
                 "the server holds no borrow of {feature:?} by you on this host \
                  (it may have ended already); the local token is removed"
@@ -90,8 +94,8 @@ pub async fn run(server: super::Target, args: BorrowArgs) -> Result<u8, Failure>
     let path = store.save(&token).map_err(store_err)?;
     let s = &token.statement;
     println!(
-        "borrowed {} seat(s) of {} v{} until {}\ntoken: {}",
-        s.count,
+        "borrowed {} of {} v{} until {}\ntoken: {}",
+        plural(s.count.into(), "seat"),
         s.feature,
         s.version,
         when(s.valid_until_ms),
@@ -119,10 +123,10 @@ fn list(store: &BorrowStore) -> Result<u8, Failure> {
             "ended"
         };
         println!(
-            "{} v{}  {} seat(s)  {state} {}  from {}",
+            "{} v{}  {}  {state} {}  from {}",
             s.feature,
             s.version,
-            s.count,
+            plural(s.count.into(), "seat"),
             when(s.valid_until_ms),
             usher_license::usher_id(&s.server_key)
         );

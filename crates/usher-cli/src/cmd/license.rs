@@ -1,6 +1,7 @@
 //! `usher license check`.
 
 use std::path::PathBuf;
+use usher_license::words::plural;
 
 use anyhow::Context;
 use clap::Subcommand;
@@ -26,7 +27,7 @@ pub fn run(cmd: LicenseCommand) -> Result<u8, Failure> {
     let LicenseCommand::Check { file, vendor_keys } = cmd;
     let keys = vendor_keys
         .iter()
-        .map(|p| VendorPublicKey::read_from(p).with_context(|| format!("reading {}", p.display())))
+        .map(|p| VendorPublicKey::read_from(p).map_err(anyhow::Error::from))
         .collect::<Result<Vec<_>, _>>()?;
     let text =
         std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
@@ -77,9 +78,9 @@ pub fn run(cmd: LicenseCommand) -> Result<u8, Failure> {
         }
     }
     println!(
-        "{}: {} entitlement(s), {} ok, {} bad",
+        "{}: {}, {} ok, {} bad",
         file.display(),
-        checked.len(),
+        plural(checked.len() as u64, "entitlement"),
         checked.len() - bad,
         bad
     );

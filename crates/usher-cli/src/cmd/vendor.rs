@@ -1,6 +1,7 @@
 //! `usher vendor keygen` and `usher vendor sign`.
 
 use std::path::PathBuf;
+use usher_license::words::plural;
 
 use anyhow::Context;
 use clap::Subcommand;
@@ -60,8 +61,8 @@ pub fn run(cmd: VendorCommand) -> Result<u8, Failure> {
             std::fs::write(&out, &signed.text)
                 .with_context(|| format!("writing {}", out.display()))?;
             println!(
-                "signed {} entitlement(s); {} already signed; wrote {}",
-                signed.signed,
+                "signed {}; {} already signed; wrote {}",
+                plural(signed.signed as u64, "entitlement"),
                 signed.already_signed,
                 out.display()
             );

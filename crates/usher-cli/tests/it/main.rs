@@ -8,6 +8,7 @@
 
 mod borrow;
 mod demo;
+mod hygiene;
 mod lmstat;
 mod log;
 mod report;

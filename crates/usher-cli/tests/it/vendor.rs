@@ -54,7 +54,7 @@ fn a_signed_license_checks_and_lists_every_entitlement() {
         "{outcome}"
     );
     assert!(
-        outcome.stdout.contains("2 entitlement(s), 2 ok, 0 bad"),
+        outcome.stdout.contains("2 entitlements, 2 ok, 0 bad"),
         "{outcome}"
     );
 }
