@@ -78,14 +78,15 @@ pub fn command_lines(program: &str) -> Vec<Example> {
                 let concrete = !span.contains(['[', '|', '<'])
                     && !span.contains("...")
                     && !span.split_whitespace().skip(1).any(is_placeholder);
-                if i % 2 == 1 && concrete {
-                    if let Some(argv) = shell_words(span, program) {
-                        out.push(Example {
-                            at: at.clone(),
-                            argv,
-                            inline: true,
-                        });
-                    }
+                if i % 2 == 1
+                    && concrete
+                    && let Some(argv) = shell_words(span, program)
+                {
+                    out.push(Example {
+                        at: at.clone(),
+                        argv,
+                        inline: true,
+                    });
                 }
             }
         }

@@ -79,7 +79,12 @@ impl From<ClientError> for Failure {
 pub fn quiet_on_closed_stdout() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        let message = info.payload_as_str().unwrap_or("");
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
         if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
             std::process::exit(OK.into());
         }

@@ -101,7 +101,7 @@ async fn query(args: LmstatArgs, target: &super::Target) -> ExitCode {
             return ExitCode::from(exit::USAGE);
         }
     };
-    let mut config = super::client_config_for(list, &target);
+    let mut config = super::client_config_for(list, target);
     config.query_only = true;
     if let Some(t) = args.timeout_secs {
         config.connect_timeout = Duration::from_secs(t.max(1));

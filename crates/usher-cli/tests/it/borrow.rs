@@ -105,10 +105,7 @@ fn a_borrow_works_offline_survives_a_restart_and_returns_early() {
         "{listed}"
     );
     let back = borrower(tokens, &["borrow", "-c", &spec, "--return", "cad"]).ok();
-    assert!(
-        back.stdout.contains("returned 1 borrowed seat"),
-        "{back}"
-    );
+    assert!(back.stdout.contains("returned 1 borrowed seat"), "{back}");
     server.wait_in_use("cad", 0);
     assert!(!token.exists(), "the token is removed");
     let again = borrower(tokens, &["borrow", "-c", &spec, "--return", "cad"]).ok();
