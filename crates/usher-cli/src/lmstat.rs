@@ -921,6 +921,16 @@ Users of calc:  (Total of 10 licenses issued;  Total of 0 licenses in use)
             lease_id: 4100,
             ..QueueEntry::default()
         }];
+        // A checkout for any version shows the licensed one, never `(v0)`.
+        r.queue.push(QueueEntry {
+            version: String::new(),
+            count: 1,
+            position: 2,
+            user: "erin".into(),
+            host: "ws3".into(),
+            lease_id: 4101,
+            ..r.queue[0].clone()
+        });
         let out = render_status(
             &r,
             "1648@lic1",
@@ -931,36 +941,10 @@ Users of calc:  (Total of 10 licenses issued;  Total of 0 licenses in use)
         let expected = "    bob ws2 ws2 (v2025) (lic1/1648 4002), start Sun 8/20 0:05
 
     dave ws9 ws9 (v2025) (lic1/1648 4100) queued for 2 licenses
+    erin ws3 ws3 (v2025) (lic1/1648 4101) queued for 1 license
 
 Users of sim:";
         assert!(out.contains(expected), "{out}");
-    }
-
-    #[test]
-    fn a_queued_checkout_for_any_version_shows_the_licensed_one() {
-        let mut r = report();
-        r.queue = vec![QueueEntry {
-            feature: "cad".into(),
-            version: String::new(),
-            count: 1,
-            position: 1,
-            user: "erin".into(),
-            host: "ws3".into(),
-            lease_id: 4101,
-            ..QueueEntry::default()
-        }];
-        let out = render_status(
-            &r,
-            "1648@lic1",
-            &args(&["-a"]),
-            local(2023, 8, 20, 12, 25),
-            &tz(),
-        );
-        assert!(
-            out.contains("    erin ws3 ws3 (v2025) (lic1/1648 4101) queued for 1 license\n"),
-            "{out}"
-        );
-        assert!(!out.contains("(v0)"), "{out}");
     }
 
     #[test]
