@@ -83,6 +83,44 @@ enum Command {
     /// Usage per feature over a period (peak, utilisation, time at 100%, denials, queueing,
     /// seat-hours), from the usage log, with a "do we need more seats?" verdict.
     Report(cmd::report::ReportArgs),
+    /// Administrator: a consistent copy of a server's store (running or not), checked.
+    Backup(cmd::backup::BackupArgs),
+    /// Administrator: check a copy made by `usher backup` (schema, hash chain) and put it
+    /// into a stopped server's data directory.
+    Restore(cmd::backup::RestoreArgs),
+    /// Migration: convert another license manager's files.
+    #[command(subcommand)]
+    Import(cmd::import::ImportCommand),
+    /// Write usher's man pages and shell completions into DIR (package builds).
+    #[command(hide = true)]
+    GenerateDocs {
+        /// Output directory (made if missing).
+        dir: std::path::PathBuf,
+    },
+}
+
+/// Writes `usher.1` (and a page per subcommand, `usher-status.1`...), the `lmstat.1` and
+/// `lmutil.1` aliases, and the bash, zsh and fish completions into `dir`, from the clap
+/// definition that parses the command line.
+fn generate_docs(dir: &std::path::Path) -> Result<u8, exit::Failure> {
+    use anyhow::Context;
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut command = Cli::command();
+    clap_mangen::generate_to(command.clone(), dir).context("writing the man pages")?;
+    for alias in ["lmstat", "lmutil"] {
+        std::fs::write(dir.join(format!("{alias}.1")), ".so man1/usher-lmstat.1\n")
+            .with_context(|| format!("writing {alias}.1"))?;
+    }
+    for shell in [
+        clap_complete::Shell::Bash,
+        clap_complete::Shell::Zsh,
+        clap_complete::Shell::Fish,
+    ] {
+        clap_complete::generate_to(shell, &mut command, "usher", dir)
+            .with_context(|| format!("writing the {shell} completion"))?;
+    }
+    Ok(exit::OK)
 }
 
 fn main() -> ExitCode {
@@ -131,6 +169,10 @@ fn main() -> ExitCode {
         Command::Down(target) => exit::finish(runtime().block_on(cmd::admin::down(target))),
         Command::Log(c) => exit::finish(cmd::log::run(c)),
         Command::Report(args) => exit::finish(cmd::report::run(args)),
+        Command::Backup(args) => exit::finish(cmd::backup::backup(args)),
+        Command::Restore(args) => exit::finish(cmd::backup::restore(args)),
+        Command::Import(c) => exit::finish(cmd::import::run(c)),
+        Command::GenerateDocs { dir } => exit::finish(generate_docs(&dir)),
     }
 }
 

@@ -10,6 +10,10 @@ use serde::Deserialize;
 /// The name of the store file inside the data directory.
 pub const STORE_FILE: &str = "usher.db";
 
+/// The lock file inside the data directory: held (`flock`) by the server using it, so two
+/// servers never share a store and a restore never replaces a store in use.
+pub const LOCK_FILE: &str = "usherd.lock";
+
 /// The data directory used when none is configured: `/var/lib/usher` for root (or when
 /// there is no `$HOME`), else `$XDG_DATA_HOME/usher`, else `~/.local/share/usher`. Shared by
 /// `usherd` and the `usher log` and admin commands, so all look in the same place by default.

@@ -738,7 +738,7 @@ async fn next_signal(signal: &mut Option<tokio::signal::unix::Signal>) -> Option
 /// (each would believe it alone counts the seats). The OS drops the lock when the process
 /// exits, however it exits.
 fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, ServerError> {
-    let path = dir.join("usherd.lock");
+    let path = dir.join(crate::config::LOCK_FILE);
     let file = crate::data_dir::options()
         .create(true)
         .truncate(false)

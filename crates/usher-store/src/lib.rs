@@ -40,6 +40,7 @@
 //! requires only `Send` and takes `&mut self` to write. Readers that want to run beside
 //! the writer (reports, admin queries) should open their own connections.
 
+mod backup;
 pub mod chain;
 mod error;
 mod memory;
@@ -49,6 +50,7 @@ mod usage;
 
 use usher_core::{Change, Lease, Millis, Session};
 
+pub use backup::{CopyCheck, CopyError, check_copy};
 pub use error::{Cause, StoreError};
 pub use memory::MemoryStore;
 pub use schema::SCHEMA_VERSION;

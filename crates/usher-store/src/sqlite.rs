@@ -32,7 +32,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// the trait documents their contract.
 #[derive(Debug)]
 pub struct SqliteStore {
-    conn: Connection,
+    pub(crate) conn: Connection,
     path: PathBuf,
     /// Where the next usage record chains from. Read once when the store is opened and
     /// advanced only after a commit succeeds, so a rolled-back batch leaves it alone.

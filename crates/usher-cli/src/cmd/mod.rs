@@ -1,9 +1,11 @@
 //! One module per subcommand.
 
 pub mod admin;
+pub mod backup;
 pub mod borrow;
 pub mod discover;
 pub mod hostid;
+pub mod import;
 pub mod license;
 pub mod lmstat;
 pub mod log;

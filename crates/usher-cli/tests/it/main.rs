@@ -11,6 +11,7 @@ mod demo;
 mod hygiene;
 mod lmstat;
 mod log;
+mod ops;
 mod report;
 mod run;
 mod seats;
