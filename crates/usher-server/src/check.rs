@@ -142,6 +142,13 @@ pub fn check(config: &Config) -> CheckReport {
                     let _ = writeln!(summary, "policy: none (everyone may use everything)");
                 }
             }
+            if licenses.entitlements.is_empty() {
+                warnings.push(
+                    "no entitlement is served yet: put license files (*.lic) where \
+                     license_files points, then reload (`systemctl reload usherd`)"
+                        .to_string(),
+                );
+            }
             errors.extend(licenses.refused);
             warnings.extend(licenses.warnings);
             warnings.extend(policy_warnings);

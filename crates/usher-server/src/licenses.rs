@@ -140,9 +140,36 @@ pub fn load_all(
     })
 }
 
-/// Reads vendor public keys.
+/// The files `paths` name: a file stands for itself, a directory for the files in it whose
+/// names end in `.EXTENSION`, in name order (so a packaged server's `/etc/usher/licenses`
+/// serves every license dropped into it, on the next reload). Read afresh at every load.
+pub fn expand(paths: &[PathBuf], extension: &str) -> Result<Vec<PathBuf>, LoadError> {
+    let mut files = Vec::new();
+    for path in paths {
+        if !path.is_dir() {
+            files.push(path.clone());
+            continue;
+        }
+        let read = |source| LoadError::Read {
+            path: path.clone(),
+            source,
+        };
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(path).map_err(read)? {
+            let entry = entry.map_err(read)?.path();
+            if entry.extension().is_some_and(|e| e == extension) && !entry.is_dir() {
+                found.push(entry);
+            }
+        }
+        found.sort();
+        files.extend(found);
+    }
+    Ok(files)
+}
+
+/// Reads vendor public keys (a directory stands for its `*.pub` files).
 pub fn load_keys(paths: &[PathBuf]) -> Result<Vec<VendorPublicKey>, LoadError> {
-    paths
+    expand(paths, "pub")?
         .iter()
         .map(|p| {
             VendorPublicKey::read_from(p).map_err(|e| {
@@ -158,7 +185,8 @@ pub fn load_keys(paths: &[PathBuf]) -> Result<Vec<VendorPublicKey>, LoadError> {
         .collect()
 }
 
-/// Reads, parses and checks license files against trusted keys and this host's ids.
+/// Reads, parses and checks license files against trusted keys and this host's ids. A
+/// directory among `files` stands for the `*.lic` files in it (see [`expand`]).
 ///
 /// A syntax error fails the whole load (the administrator must fix the file). An
 /// entitlement with a bad signature, an unknown vendor or a binding to another host is
@@ -171,6 +199,7 @@ pub fn load(
     host_ids: &[String],
     today: chrono::NaiveDate,
 ) -> Result<LoadedLicenses, LoadError> {
+    let files = &expand(files, "lic")?;
     let mut served = Vec::new();
     let mut refused = Vec::new();
     let mut warnings = Vec::new();
