@@ -364,3 +364,34 @@ fn systemd_hears_ready_and_the_watchdog_from_the_ledger() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_license_directory_serves_every_lic_file_in_it_and_a_reload_finds_new_ones() {
+    let lic = Licensed::new("FEATURE cad acme 2025 permanent 3 HOSTID=ANY\n");
+    // The license path becomes a directory holding the license (and a file that is not one).
+    let dir = lic.license.clone();
+    let aside = lic.tmp.path().join("cad.lic");
+    std::fs::rename(&dir, &aside).unwrap();
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::rename(&aside, dir.join("cad.lic")).unwrap();
+    std::fs::write(dir.join("README"), "not a license").unwrap();
+    let cmd = usherd(&lic, &[]);
+    let mut server = Usherd::spawn(cmd, lic.tmp.path().join("dir.log"));
+    let port = server.port();
+    assert_eq!(seats(&status_of(port).await, "cad"), 3);
+
+    let key = usher_license::VendorSigningKey::read_from(&lic.key).unwrap();
+    let signed = usher_license::sign_text(
+        "sim.lic",
+        "FEATURE sim acme 1.0 permanent 2 HOSTID=ANY\n",
+        &key,
+    )
+    .unwrap();
+    std::fs::write(dir.join("sim.lic"), signed.text).unwrap();
+    server.signal("HUP");
+    server.wait_for("licenses reloaded");
+    let report = status_of(port).await;
+    assert_eq!(seats(&report, "sim"), 2, "{report:?}");
+    assert_eq!(seats(&report, "cad"), 3, "{report:?}");
+    server.stop();
+}
