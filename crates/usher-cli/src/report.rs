@@ -274,14 +274,23 @@ impl Replay {
                     }
                 }
             }
-            UsageEvent::Denied if wanted(&feature) && at >= req.from && at < req.to => {
+            UsageEvent::Denied | UsageEvent::DeniedRepeats
+                if wanted(&feature) && at >= req.from && at < req.to =>
+            {
+                // A `denied_repeats` record stands for `count` refusals (see UsageEvent).
+                let times = match r.event {
+                    UsageEvent::DeniedRepeats => u64::from(count),
+                    _ => 1,
+                };
                 let report = report_of(reports, &feature, req);
                 let reason = r.detail.clone().unwrap_or_else(|| "unknown".into());
-                *report.total.denials.entry(reason.clone()).or_default() += 1;
+                *report.total.denials.entry(reason.clone()).or_default() += times;
                 if let Some(row) = row_at(report, at) {
-                    *row.denials.entry(reason).or_default() += 1;
+                    *row.denials.entry(reason).or_default() += times;
                 }
-                report.denial_times.push(at);
+                report
+                    .denial_times
+                    .extend(std::iter::repeat_n(at, times as usize));
                 let demand = state.in_use + state.queued + 1;
                 report.peak_demand = report.peak_demand.max(demand);
             }
@@ -543,5 +552,27 @@ mod tests {
         assert_eq!(reports[0].total.peak, 1, "a takeover never counts twice");
         let hours = reports[0].by_user["alice"];
         assert!((hours - 75.0 / 3600.0).abs() < 1e-9, "{hours} hours");
+    }
+
+    /// A `denied_repeats` record counts as `count` denials of its reason.
+    #[test]
+    fn aggregated_denials_count_as_many() {
+        let mut repeats = record(30 * S, UsageEvent::DeniedRepeats, 1, Some("all_in_use"));
+        repeats.count = Some(41);
+        let records = [
+            record(10 * S, UsageEvent::Denied, 1, Some("all_in_use")),
+            repeats,
+            record(40 * S, UsageEvent::Denied, 2, Some("max_reached")),
+        ];
+        let req = Request {
+            from: 0,
+            to: 100_000,
+            by: Bucket::Whole,
+            feature: None,
+        };
+        let reports = build(&records, &req);
+        assert_eq!(reports[0].total.denied(), 43, "{reports:?}");
+        assert_eq!(reports[0].total.denials["all_in_use"], 42);
+        assert_eq!(reports[0].denial_times.len(), 43);
     }
 }

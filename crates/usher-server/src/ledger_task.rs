@@ -293,6 +293,30 @@ struct CommitJob {
     fault: crate::fault::CommitFault,
 }
 
+impl CommitJob {
+    /// An empty batch at `at`.
+    fn new(at: Millis) -> Self {
+        CommitJob {
+            at,
+            changes: Vec::new(),
+            events: Vec::new(),
+            replies: Vec::new(),
+            prune_before: None,
+            #[cfg(feature = "fault-injection")]
+            fault: crate::fault::CommitFault::None,
+        }
+    }
+}
+
+/// What the ledger task keeps about refused checkouts.
+#[derive(Debug, Default)]
+struct Denials {
+    /// Counts for the metrics.
+    tally: DenialTally,
+    /// Repeats being gathered for the usage log.
+    repeats: crate::denial_log::DenialRepeats,
+}
+
 /// The running ledger task and committer thread.
 pub struct LedgerService {
     /// Handle for connections.
@@ -418,28 +442,33 @@ async fn ledger_loop(
     notices: Arc<Notices>,
 ) {
     let mut last_now: Millis = 0;
-    let mut denials = DenialTally::new();
+    let mut denials = Denials::default();
     loop {
-        let deadline = ledger.next_deadline();
+        let deadline = match (ledger.next_deadline(), denials.repeats.next_due()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let first = tokio::select! {
             msg = rx.recv() => match msg {
                 Some(msg) => Some(msg),
-                None => break,
+                None => {
+                    // The last repeats of denials, before the ledger goes.
+                    let mut events = Vec::new();
+                    denials.repeats.close(None, &mut events);
+                    if !events.is_empty() {
+                        let at = wall_clock_ms().max(last_now);
+                        commits.commit(CommitJob { events, ..CommitJob::new(at) });
+                    }
+                    break;
+                }
             },
             _ = sleep_until_ms(deadline) => None,
         };
         // Time never runs backwards inside the ledger, even if the wall clock does.
         let now = wall_clock_ms().max(last_now);
         last_now = now;
-        let mut job = CommitJob {
-            at: now,
-            changes: Vec::new(),
-            events: Vec::new(),
-            replies: Vec::new(),
-            prune_before: None,
-            #[cfg(feature = "fault-injection")]
-            fault: crate::fault::CommitFault::None,
-        };
+        let mut job = CommitJob::new(now);
+        denials.repeats.close(Some(now), &mut job.events);
         // Lapsed sessions are ended before anything else in the batch, so a session whose
         // TTL has run out can never act again.
         if let Ok(Outcome::Expired { sessions }) =
@@ -497,7 +526,7 @@ fn handle_msg(
     msg: LedgerMsg,
     job: &mut CommitJob,
     info: &mut ServerInfo,
-    denials: &mut DenialTally,
+    denials: &mut Denials,
 ) {
     match msg {
         LedgerMsg::Apply { mut cmd, reply } => {
@@ -539,9 +568,12 @@ fn handle_msg(
                 } else {
                     UNKNOWN_FEATURE.to_owned()
                 };
-                *denials.entry((label, denial_reason(denial))).or_default() += 1;
+                *denials
+                    .tally
+                    .entry((label, denial_reason(denial)))
+                    .or_default() += 1;
                 let client = ledger.session(session).map(|s| &s.client);
-                job.events.push(LogEvent {
+                let record = LogEvent {
                     event: UsageEvent::Denied,
                     session: Some(session),
                     lease: None,
@@ -553,7 +585,10 @@ fn handle_msg(
                     host: client.map(|c| c.host.to_string()),
                     display: client.map(|c| c.display.to_string()),
                     detail: Some(denial_reason(denial).to_owned()),
-                });
+                };
+                if denials.repeats.note(now, &record) {
+                    job.events.push(record);
+                }
             }
             let (mut expires_at_ms, mut source, mut user) = (0, None, String::new());
             if let Ok(Outcome::Granted(lease)) = &result {
@@ -606,7 +641,7 @@ fn handle_msg(
                 ledger,
                 now,
                 info,
-                denials,
+                denials: &denials.tally,
             };
             job.replies.push(read(&view));
         }

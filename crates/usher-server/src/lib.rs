@@ -13,6 +13,7 @@ pub mod config;
 pub mod connection;
 pub mod data_dir;
 pub mod demo;
+pub mod denial_log;
 pub mod fatal;
 #[cfg(feature = "fault-injection")]
 pub mod fault;

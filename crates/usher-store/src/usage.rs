@@ -35,6 +35,11 @@ pub enum UsageEvent {
     ServerStop,
     /// `denied`: a checkout was refused; the detail says why (e.g. `all_in_use`).
     Denied,
+    /// `denied_repeats`: `count` more refusals, after a `denied` record, of the same
+    /// checkout (session, feature, version, seats) for the same reason (`detail`), within
+    /// a minute of it. The server aggregates repeats so that one client retrying cannot
+    /// grow the log faster than its legitimate work; reports count `count` denials.
+    DeniedRepeats,
     /// `seats`: how many seats a pool offers from now on (`count`; `feature`, `vendor` and
     /// `version` name the pool), written for every pool at start and on every reload, so
     /// reports know the totals at each moment.
@@ -95,6 +100,7 @@ impl UsageEvent {
             UsageEvent::ServerStart => "server_start",
             UsageEvent::ServerStop => "server_stop",
             UsageEvent::Denied => "denied",
+            UsageEvent::DeniedRepeats => "denied_repeats",
             UsageEvent::Seats => "seats",
             UsageEvent::Linger => "linger",
             UsageEvent::Queue => "queue",
@@ -119,6 +125,7 @@ impl From<&str> for UsageEvent {
             "server_start" => UsageEvent::ServerStart,
             "server_stop" => UsageEvent::ServerStop,
             "denied" => UsageEvent::Denied,
+            "denied_repeats" => UsageEvent::DeniedRepeats,
             "seats" => UsageEvent::Seats,
             "linger" => UsageEvent::Linger,
             "queue" => UsageEvent::Queue,
@@ -422,6 +429,7 @@ mod tests {
             UsageEvent::ServerStart,
             UsageEvent::ServerStop,
             UsageEvent::Denied,
+            UsageEvent::DeniedRepeats,
             UsageEvent::Seats,
             UsageEvent::Linger,
             UsageEvent::Queue,

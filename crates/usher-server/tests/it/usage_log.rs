@@ -181,3 +181,47 @@ async fn every_event_kind_shows_up_in_the_log() {
     }
     assert!(store.verify_usage_log().unwrap().broken.is_none());
 }
+
+/// One client retrying a refused checkout cannot grow the log faster than its legitimate
+/// work: its repeats within a minute become one `denied_repeats` record with their count.
+#[tokio::test(flavor = "multi_thread")]
+async fn repeated_denials_of_one_session_are_one_record_with_a_count() {
+    let lic = Licensed::new(LICENSE);
+    let config = lic.config();
+    let server = TestServer::start(config.clone()).await;
+    let mut holder = RawConn::connect(server.addr).await;
+    holder.hello("alice").await;
+    let granted = holder.call(2, checkout("sim", 2, 1)).await;
+    assert!(matches!(granted, response::Kind::Granted(_)), "{granted:?}");
+    let mut retrier = RawConn::connect(server.addr).await;
+    retrier.hello("bob").await;
+    for id in 2..302 {
+        let answer = retrier.call(id, checkout("sim", 1, id)).await;
+        assert!(matches!(answer, response::Kind::Denied(_)), "{answer:?}");
+    }
+    let other = retrier.call(400, checkout("nosuch", 1, 400)).await;
+    assert!(matches!(other, response::Kind::Denied(_)), "{other:?}");
+    drop((holder, retrier));
+    server.shutdown().await.unwrap();
+
+    let store = SqliteStore::open_read_only(&config.store_path()).unwrap();
+    let log = store.usage_log(0, 10_000).unwrap();
+    let denied: Vec<_> = log
+        .iter()
+        .filter(|r| matches!(r.event, UsageEvent::Denied | UsageEvent::DeniedRepeats))
+        .collect();
+    assert_eq!(
+        denied.len(),
+        3,
+        "first, repeats, another feature: {denied:#?}"
+    );
+    assert_eq!(denied[0].event, UsageEvent::Denied);
+    let repeats = denied
+        .iter()
+        .find(|r| r.event == UsageEvent::DeniedRepeats)
+        .expect("the repeats record");
+    assert_eq!(repeats.count, Some(299), "{repeats:?}");
+    assert_eq!(repeats.detail.as_deref(), Some("all_in_use"));
+    assert_eq!(repeats.user.as_deref(), Some("bob"));
+    assert!(store.verify_usage_log().unwrap().broken.is_none());
+}
