@@ -263,6 +263,7 @@ pub fn render_status<Tz: TimeZone>(
     for group in feature_groups(report, args) {
         users_of(&mut out, &group, &report.queue, &server, args, tz);
     }
+    out.push_str(&crate::status_table::not_shown(report));
     out
 }
 

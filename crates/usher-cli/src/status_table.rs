@@ -66,6 +66,22 @@ pub fn render_table<Tz: TimeZone>(report: &StatusReport, tz: &Tz) -> String {
         let rows: Vec<[String; 8]> = report.queue.iter().map(|q| queue_row(q, tz)).collect();
         holder_table(&mut out, &QUEUE_HEADERS, &QUEUE_NUMERIC, &rows);
     }
+    out.push_str(&not_shown(report));
+    out
+}
+
+/// `N more holders not shown` (and the same of the queue), on lines of their own, when the
+/// report holds less than the whole status; empty otherwise.
+pub fn not_shown(report: &StatusReport) -> String {
+    let mut out = String::new();
+    for (n, what) in [
+        (report.holders_not_shown(), "holders"),
+        (report.queue_not_shown(), "queued requests"),
+    ] {
+        if n > 0 {
+            let _ = writeln!(out, "\n{n} more {what} not shown");
+        }
+    }
     out
 }
 
@@ -125,7 +141,7 @@ fn queue_row<Tz: TimeZone>(q: &QueueEntry, tz: &Tz) -> [String; 8] {
 /// `detached` is true while it has no connection by agreement and keeps its seats with UDP
 /// keepalives (it stays `connected`).
 pub fn render_json(report: &StatusReport) -> Value {
-    json!({
+    let mut value = json!({
         "server": {
             "name": report.server_name,
             "version": report.server_version,
@@ -137,7 +153,17 @@ pub fn render_json(report: &StatusReport) -> Value {
         },
         "features": report.features.iter().map(pool_json).collect::<Vec<_>>(),
         "queue": report.queue.iter().map(queue_json).collect::<Vec<_>>(),
-    })
+    });
+    // Only when the report is short of the whole status, so the usual shape is unchanged.
+    for (key, n) in [
+        ("holders_not_shown", report.holders_not_shown()),
+        ("queue_not_shown", report.queue_not_shown()),
+    ] {
+        if n > 0 {
+            value[key] = json!(n);
+        }
+    }
+    value
 }
 
 fn queue_json(q: &QueueEntry) -> Value {

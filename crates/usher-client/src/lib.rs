@@ -38,6 +38,13 @@ use usher_proto::{Checkout, StatusReport, StatusRequest, request, response};
 use crate::driver::Call;
 pub use crate::udp::{Discovered, default_discovery_targets, discover};
 
+/// Holders and queue entries asked for per status page (the server may send fewer, to
+/// stay within a frame).
+const STATUS_PAGE_SIZE: u32 = 10_000;
+
+/// Most status pages one walk reads.
+const MAX_STATUS_PAGES: usize = 100_000;
+
 /// A connection (with its session) to a license server.
 ///
 /// Cloning is cheap; all clones share one session. The session ends (and every seat it
@@ -331,6 +338,7 @@ impl Client {
         self.status_request(StatusRequest {
             feature: feature.to_string(),
             admin_token: String::new(),
+            ..StatusRequest::default()
         })
         .await
     }
@@ -359,15 +367,44 @@ impl Client {
         self.status_request(StatusRequest {
             feature: feature.to_string(),
             admin_token: admin_token.trim().to_string(),
+            ..StatusRequest::default()
         })
         .await
     }
 
+    /// Reads every page of the status (a server pages a status larger than one frame; an
+    /// older one sends it whole, with no cursor) and returns them as one report.
     async fn status_request(&self, request: StatusRequest) -> Result<StatusReport, ClientError> {
-        match self.call(request::Kind::Status(request), None).await? {
-            response::Kind::Status(report) => Ok(report),
-            other => Err(unexpected(other)),
+        let mut report: Option<StatusReport> = None;
+        // A walk ends when the cursor does; the bound only stops a server that never ends
+        // it (a million holders take some 10,000 pages).
+        for _ in 0..MAX_STATUS_PAGES {
+            let cursor = report
+                .as_ref()
+                .map(|r| r.next_cursor.clone())
+                .unwrap_or_default();
+            let page = StatusRequest {
+                page_size: STATUS_PAGE_SIZE,
+                cursor,
+                ..request.clone()
+            };
+            let page = match self.call(request::Kind::Status(page), None).await? {
+                response::Kind::Status(page) => page,
+                other => return Err(unexpected(other)),
+            };
+            match &mut report {
+                Some(r) => r.absorb(page),
+                None => report = Some(page),
+            }
+            if let Some(r) = &report
+                && r.next_cursor.is_empty()
+            {
+                return Ok(report.unwrap_or_default());
+            }
         }
+        Err(ClientError::Protocol(format!(
+            "the status did not end after {MAX_STATUS_PAGES} pages"
+        )))
     }
 
     /// Ends the session, releasing every seat it holds, and waits for the server to

@@ -379,6 +379,15 @@ impl Ledger {
         self.in_use.get(pool).copied().unwrap_or(0)
     }
 
+    /// Seats in use per pool, for every pool with any (including pools that left the
+    /// catalog on a reload but still have holders).
+    pub fn pools_in_use(&self) -> impl Iterator<Item = (&PoolKey, u32)> {
+        self.in_use
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(k, n)| (k, *n))
+    }
+
     /// All live sessions.
     pub fn sessions(&self) -> impl Iterator<Item = &Session> {
         self.sessions.values().map(|s| &**s)

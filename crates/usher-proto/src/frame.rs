@@ -31,6 +31,17 @@ pub enum FrameError {
     Io(#[from] std::io::Error),
 }
 
+/// The payload length of `msg` as a frame: what [`MAX_FRAME_LEN`] bounds.
+pub fn payload_len<M: Message>(msg: &M) -> usize {
+    msg.encoded_len()
+}
+
+/// What one more nested message (or string) of `len` bytes in a repeated field adds to
+/// its parent's payload: the field key, the length prefix and the bytes.
+pub fn field_len(len: usize) -> usize {
+    1 + prost::encoding::encoded_len_varint(len as u64) + len
+}
+
 /// Encodes a message as one frame (length prefix plus payload).
 pub fn encode_frame<M: Message>(msg: &M) -> Vec<u8> {
     let len = msg.encoded_len();

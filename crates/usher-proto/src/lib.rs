@@ -19,7 +19,7 @@ pub mod udp;
 
 pub use frame::{
     FrameError, FrameReader, MAX_FRAME_LEN, decode_frame, decode_frame_within, encode_frame,
-    write_frame,
+    field_len, payload_len, write_frame,
 };
 pub use messages::*;
 

@@ -497,9 +497,22 @@ pub struct StatusRequest {
     /// Clients send it only over TLS or to a server on their own host.
     #[prost(string, tag = "2")]
     pub admin_token: String,
+    /// Most holders and queue entries wanted in this reply (one page). 0: a client that does
+    /// not page; it gets the first page that fits in one frame, marked `truncated` if more
+    /// remain. The server caps it at its own maximum and always fits the reply in
+    /// [`crate::MAX_FRAME_LEN`], so a page may hold fewer.
+    #[prost(uint32, tag = "3")]
+    pub page_size: u32,
+    /// Where to continue: the `next_cursor` of the previous page. Empty: the first page.
+    #[prost(string, tag = "4")]
+    pub cursor: String,
 }
 
 /// Usage, per pool.
+///
+/// A report is one page of the status: the first page carries every pool (without the
+/// holders beyond the page); a later page carries only the pools whose holders it holds.
+/// The holders, then the queue entries, are paged in one order; `next_cursor` continues.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct StatusReport {
     /// Server host name.
@@ -529,6 +542,21 @@ pub struct StatusReport {
     /// Checkouts waiting for seats, each feature's in serving order.
     #[prost(message, repeated, tag = "9")]
     pub queue: Vec<QueueEntry>,
+    /// The cursor of the next page (send it as `StatusRequest.cursor`). Empty: this is the
+    /// last page.
+    #[prost(string, tag = "10")]
+    pub next_cursor: String,
+    /// Holders in the whole status, across every page (of the feature asked for), so a
+    /// reader can say how many it did not show.
+    #[prost(uint64, tag = "11")]
+    pub holders_total: u64,
+    /// Queue entries in the whole status, across every page.
+    #[prost(uint64, tag = "12")]
+    pub queue_total: u64,
+    /// The reply to a client that does not page (`page_size` 0) holds only the first page:
+    /// more holders or queue entries exist than it shows.
+    #[prost(bool, tag = "13")]
+    pub truncated: bool,
 }
 
 /// A checkout waiting in the queue, as status shows it.
@@ -803,3 +831,36 @@ pub struct Reloaded {
 /// Administrator: shut the server down gracefully (answered with `Bye`).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Down {}
+
+impl StatusReport {
+    /// Adds the next page of the same status (the reply to a request with this page's
+    /// `next_cursor`): its holders join their pools', its queue entries the queue, and its
+    /// `next_cursor` replaces this one's. The totals and server facts stay the first page's.
+    pub fn absorb(&mut self, page: StatusReport) {
+        for pool in page.features {
+            let same = |f: &&mut FeatureStatus| {
+                f.feature == pool.feature && f.vendor == pool.vendor && f.version == pool.version
+            };
+            match self.features.iter_mut().rev().find(same) {
+                Some(f) => f.holders.extend(pool.holders),
+                None => self.features.push(pool),
+            }
+        }
+        self.queue.extend(page.queue);
+        self.next_cursor = page.next_cursor;
+        self.truncated = page.truncated;
+    }
+
+    /// Holders the whole status has beyond those in this report (a reply cut to one frame
+    /// for a client that does not page, or a walk that stopped early). 0 from a server
+    /// that does not say.
+    pub fn holders_not_shown(&self) -> u64 {
+        let shown: usize = self.features.iter().map(|f| f.holders.len()).sum();
+        self.holders_total.saturating_sub(shown as u64)
+    }
+
+    /// Queue entries the whole status has beyond those in this report.
+    pub fn queue_not_shown(&self) -> u64 {
+        self.queue_total.saturating_sub(self.queue.len() as u64)
+    }
+}

@@ -28,6 +28,7 @@ use crate::metrics::{Metrics, RejectReason, RequestKind};
 use crate::notices::Notices;
 pub use crate::notices::PendingResponse;
 use crate::reply;
+use crate::status;
 
 /// Who acted, in the usage log, for actions arriving on the admin socket.
 const ADMIN_SOCKET: &str = "admin socket";
@@ -84,6 +85,8 @@ pub struct ConnContext {
     pub max_frame_bytes: usize,
     /// See [`crate::Config::max_requests_in_flight`].
     pub max_in_flight: usize,
+    /// The status views the ledger task published, which status requests are served from.
+    pub status_views: Arc<crate::status::StatusViews>,
 }
 
 impl ConnContext {
@@ -197,7 +200,7 @@ pub async fn serve<S>(
 
     let writer = tokio::spawn(async move {
         while let Some(pending) = out_rx.recv().await {
-            let response = pending.await;
+            let response = crate::status::within_frame(pending.await);
             if usher_proto::write_frame(&mut wr, &response).await.is_err() {
                 break;
             }
@@ -524,21 +527,53 @@ async fn dispatch(
                     false,
                 ));
             }
-            let rx = ctx.ledger.status(s.feature).await?;
-            let fut = async move {
-                match rx.await {
-                    Ok(mut report) => {
-                        if detail == StatusDetail::Totals {
-                            // Counts only: nobody's name, host or program.
-                            for f in &mut report.features {
-                                f.holders.clear();
-                            }
-                            report.queue.clear();
-                        }
-                        reply::ok(id, response::Kind::Status(report))
+            if detail == StatusDetail::Totals {
+                // Counts only: nobody's name, host or program.
+                let ledger = ctx.ledger.clone();
+                let fut = async move {
+                    let feature = s.feature;
+                    match ledger.query(move |v| status::totals(v, &feature)).await {
+                        Ok(report) => reply::ok(id, response::Kind::Status(report)),
+                        Err(LedgerGone) => shutting_down(id),
                     }
-                    Err(_) => shutting_down(id),
+                };
+                return Ok((Box::pin(fut), false));
+            }
+            let cursor = match s.cursor.as_str() {
+                "" => None,
+                text => match status::Cursor::parse(text) {
+                    Ok(c) => Some(c),
+                    Err(msg) => {
+                        return Ok((
+                            ready(Response::error(id, ErrorCode::BadRequest, msg)),
+                            false,
+                        ));
+                    }
+                },
+            };
+            let (ledger, views) = (ctx.ledger.clone(), ctx.status_views.clone());
+            let fut = async move {
+                let kept = cursor.and_then(|c| views.by_generation(c.generation));
+                let view = match kept {
+                    Some(view) => view,
+                    // No cursor, or its view is gone: the newest view (a walk then goes on
+                    // from the same offset in it).
+                    None => match views.fresh(&ledger).await {
+                        Ok(view) => view,
+                        Err(LedgerGone) => return shutting_down(id),
+                    },
+                };
+                let request = status::PageRequest {
+                    feature: &s.feature,
+                    offset: cursor.map_or(0, |c| c.offset),
+                    page_size: s.page_size as usize,
+                    max_bytes: usher_proto::MAX_FRAME_LEN,
+                };
+                let report = status::page(&view, id, request);
+                if report.truncated {
+                    status::log_truncated(&report);
                 }
+                reply::ok(id, response::Kind::Status(report))
             };
             Ok((Box::pin(fut), false))
         }

@@ -38,14 +38,14 @@ use usher_core::{
     ReleaseReason, SessionId,
 };
 use usher_license::Entitlement;
-use usher_proto::{StatusReport, response};
+use usher_proto::response;
 use usher_store::{LogEvent, SqliteStore, UsageEvent};
 
 use crate::fatal::Fatal;
 use crate::metrics::Metrics;
 use crate::notices::Notices;
 use crate::reply;
-use crate::status::{self, ServerInfo};
+use crate::status::ServerInfo;
 
 /// Most commands applied in one batch, so one huge burst cannot delay the replies of the
 /// first requests in it indefinitely.
@@ -79,13 +79,6 @@ pub enum LedgerMsg {
         vendors: Vec<String>,
         /// Completed once the new catalog is in force.
         reply: oneshot::Sender<()>,
-    },
-    /// Build a status report (optionally for one feature).
-    Status {
-        /// Feature filter; empty for all.
-        feature: String,
-        /// Where the report goes.
-        reply: oneshot::Sender<StatusReport>,
     },
     /// Run a read-only query against the ledger (see [`LedgerHandle::query`]).
     Query(Query),
@@ -142,6 +135,10 @@ pub struct View<'a> {
     pub info: &'a ServerInfo,
     /// Refused checkouts so far.
     pub denials: &'a DenialTally,
+    /// Moves on whenever a command may have changed what status shows (every command
+    /// but a heartbeat, a reload, an expiry that ended something), so an unchanged value
+    /// means a status view built earlier still holds.
+    pub generation: u64,
 }
 
 /// The result of a command, with what the connection needs to answer the client.
@@ -204,19 +201,6 @@ impl LedgerHandle {
         };
         self.tx.send(msg).await.map_err(|_| LedgerGone)?;
         rx.await.map_err(|_| LedgerGone)
-    }
-
-    /// Queues a status request.
-    pub async fn status(
-        &self,
-        feature: String,
-    ) -> Result<oneshot::Receiver<StatusReport>, LedgerGone> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(LedgerMsg::Status { feature, reply })
-            .await
-            .map_err(|_| LedgerGone)?;
-        Ok(rx)
     }
 
     /// Runs `read` on the ledger task, between two batches, and returns its result once
@@ -443,6 +427,7 @@ async fn ledger_loop(
 ) {
     let mut last_now: Millis = 0;
     let mut denials = Denials::default();
+    let mut generation = 0;
     loop {
         let deadline = match (ledger.next_deadline(), denials.repeats.next_due()) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -480,6 +465,9 @@ async fn ledger_loop(
                 "sessions expired; their seats are released"
             );
         }
+        if !job.changes.is_empty() {
+            generation += 1;
+        }
         let mut next = first;
         let mut taken = 0;
         while let Some(msg) = next {
@@ -490,7 +478,7 @@ async fn ledger_loop(
                 msg,
                 &mut job,
                 &mut info,
-                &mut denials,
+                (&mut denials, &mut generation),
             );
             taken += 1;
             next = if taken < MAX_BATCH {
@@ -526,13 +514,16 @@ fn handle_msg(
     msg: LedgerMsg,
     job: &mut CommitJob,
     info: &mut ServerInfo,
-    denials: &mut Denials,
+    (denials, generation): (&mut Denials, &mut u64),
 ) {
     match msg {
         LedgerMsg::Apply { mut cmd, reply } => {
             #[cfg(feature = "fault-injection")]
             if let fault @ crate::fault::CommitFault::Panic = crate::fault::on_command(&cmd) {
                 job.fault = fault;
+            }
+            if !matches!(cmd, Command::Heartbeat { .. }) {
+                *generation += 1;
             }
             // What a refusal is logged with; taken before the ledger consumes the command.
             let mut asked = None;
@@ -619,6 +610,7 @@ fn handle_msg(
             vendors,
             reply,
         } => {
+            *generation += 1;
             ledger.set_catalog(catalog);
             ledger.set_policy(*policy);
             job.events.extend(seat_events(ledger.catalog(), now));
@@ -630,18 +622,13 @@ fn handle_msg(
                 let _ = reply.send(());
             }));
         }
-        LedgerMsg::Status { feature, reply } => {
-            let report = status::report(ledger, now, &feature, info);
-            job.replies.push(Box::new(move || {
-                let _ = reply.send(report);
-            }));
-        }
         LedgerMsg::Query(Query(read)) => {
             let view = View {
                 ledger,
                 now,
                 info,
                 denials: &denials.tally,
+                generation: *generation,
             };
             job.replies.push(read(&view));
         }

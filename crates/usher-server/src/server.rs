@@ -448,6 +448,7 @@ impl Server {
                 .map(|a| a.port()),
             max_frame_bytes: config.max_frame_bytes,
             max_in_flight: config.max_requests_in_flight,
+            status_views: Default::default(),
         });
         let udp_stop = CancellationToken::new();
         let udp_task = udp.map(|socket| {

@@ -1,9 +1,36 @@
-//! Building status reports from the ledger.
+//! Status: a read view the ledger task publishes, and pages of it that fit in one frame.
+//!
+//! A status with every holder can be far larger than a frame (100,000 holders are some
+//! 6 MB), and building it is work the single writer would otherwise repeat for every
+//! request. So:
+//!
+//! - the ledger task copies what status shows into a [`StatusView`] (cheap clones of
+//!   reference-counted names, no formatting, no sorting) only when something changed since
+//!   the last view and someone asks ([`StatusViews::fresh`]); everything else (sorting,
+//!   paging, encoding) happens on the asking connection's task;
+//! - views are rebuilt at most once per [`StatusViews`] interval, which grows with the
+//!   cost of a build, so pollers cannot take more than a fifth of the writer's time
+//!   however many holders there are; a request that finds the view stale waits for the
+//!   next build, so it never sees a status older than itself;
+//! - a reply is one page of a view ([`page`]), never more than [`MAX_FRAME_LEN`] bytes;
+//!   the cursor names the view and the offset, so a client walking the pages reads one
+//!   consistent view (the last [`KEEP_VIEWS`] are kept);
+//! - a totals-only status ([`totals`]) is computed from the pools' counts, without any
+//!   holder.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use usher_core::{Ledger, Millis, PoolKey};
-use usher_proto::{FeatureStatus, Holder, QueueEntry, StatusReport};
+use tracing::warn;
+use usher_core::{ClientInfo, Lease, Millis, PoolKey, QueuedRequest};
+use usher_proto::{
+    FeatureStatus, Holder, MAX_FRAME_LEN, QueueEntry, Response, StatusReport, field_len,
+    payload_len,
+};
+
+use crate::ledger_task::{LedgerGone, LedgerHandle, View};
 
 /// Facts about the server that status reports carry.
 #[derive(Debug, Clone)]
@@ -22,20 +49,177 @@ pub struct ServerInfo {
     pub vendors: Vec<String>,
 }
 
-/// Usage per pool, with holders, optionally for one feature only. Pools that left the
-/// catalog on a reload but still have holders are listed with a total of 0.
-pub fn report(ledger: &Ledger, now: Millis, feature: &str, info: &ServerInfo) -> StatusReport {
-    let wanted = |f: &str| feature.is_empty() || f == feature;
-    let mut holders: HashMap<PoolKey, Vec<Holder>> = HashMap::new();
-    for lease in ledger.leases().filter(|l| wanted(&l.feature)) {
-        let key = PoolKey {
-            feature: lease.feature.to_string(),
-            vendor: lease.vendor.to_string(),
-            version: lease.pool_version.to_string(),
-        };
-        let session = ledger.holder(lease.session);
-        let client = session.map(|s| s.client.clone()).unwrap_or_default();
-        holders.entry(key).or_default().push(Holder {
+/// Most holders and queue entries in one status page, whatever the client asks for.
+pub const MAX_PAGE_ITEMS: usize = 10_000;
+
+/// Views kept for clients walking their pages.
+pub const KEEP_VIEWS: usize = 8;
+
+/// The shortest time between two view builds.
+const MIN_REBUILD_INTERVAL: Duration = Duration::from_millis(20);
+
+/// A view is rebuilt after this long even if no command changed the ledger: totals and
+/// expiry dates depend on the clock.
+const MAX_VIEW_AGE: Duration = Duration::from_secs(1);
+
+/// A build may take at most this share (1 / N) of the ledger task's time: the next build
+/// waits N times as long as the last one took.
+const BUILD_COST_FACTOR: u32 = 5;
+
+/// What status shows, copied from the ledger as of one batch.
+#[derive(Debug)]
+pub struct StatusView {
+    /// The ledger's generation when the view was built (see `View::generation`).
+    pub generation: u64,
+    /// The batch's time.
+    pub now_ms: Millis,
+    info: ServerInfo,
+    /// Every pool, catalog order, then pools that left the catalog but have holders.
+    pools: Vec<FeatureStatus>,
+    /// Holders grouped by pool (in `pools` order), by grant time within a pool.
+    holders: Vec<HolderRow>,
+    /// `holders[starts[p]..starts[p + 1]]` are pool `p`'s.
+    starts: Vec<usize>,
+    /// The queue, each feature's in serving order.
+    queue: Vec<QueueRow>,
+    /// When the query that built it was sent: the view shows everything done before.
+    asked_at: Instant,
+}
+
+#[derive(Debug)]
+struct HolderRow {
+    pool: usize,
+    lease: Lease,
+    client: Option<ClientInfo>,
+    connected: bool,
+    detached: bool,
+}
+
+#[derive(Debug)]
+struct QueueRow {
+    request: QueuedRequest,
+    position: u32,
+    client: Option<ClientInfo>,
+}
+
+impl StatusView {
+    /// Copies what status shows out of the ledger. Runs on the ledger task, so it only
+    /// clones (names are reference-counted); [`StatusView::finish`] does the rest.
+    fn copy(view: &View<'_>, asked_at: Instant) -> StatusView {
+        let ledger = view.ledger;
+        let now = view.now;
+        let mut pools = Vec::new();
+        let mut index: HashMap<(&str, &str, &str), usize> = HashMap::new();
+        for pool in ledger.catalog().all_pools() {
+            let key = &pool.key;
+            index.insert((&key.feature, &key.vendor, &key.version), pools.len());
+            pools.push(FeatureStatus {
+                feature: key.feature.clone(),
+                vendor: key.vendor.clone(),
+                version: pool.version.to_string(),
+                expires_at_ms: pool.expires_at(now).unwrap_or(0),
+                total: pool.seats_at(now),
+                in_use: ledger.in_use(key),
+                holders: Vec::new(),
+            });
+        }
+        let mut holders = Vec::with_capacity(ledger.leases().size_hint().0);
+        for lease in ledger.leases() {
+            let at = (
+                lease.feature.as_str(),
+                lease.vendor.as_str(),
+                lease.pool_version.as_str(),
+            );
+            let pool = *index.entry(at).or_insert_with(|| {
+                // A pool that left the catalog on a reload but still has holders.
+                let key = PoolKey {
+                    feature: at.0.to_owned(),
+                    vendor: at.1.to_owned(),
+                    version: at.2.to_owned(),
+                };
+                pools.push(FeatureStatus {
+                    in_use: ledger.in_use(&key),
+                    feature: key.feature,
+                    vendor: key.vendor,
+                    version: key.version,
+                    expires_at_ms: 0,
+                    total: 0,
+                    holders: Vec::new(),
+                });
+                pools.len() - 1
+            });
+            let session = ledger.holder(lease.session);
+            holders.push(HolderRow {
+                pool,
+                lease: lease.clone(),
+                client: session.map(|s| s.client.clone()),
+                connected: session.is_some_and(|s| s.connected),
+                detached: session.is_some_and(|s| s.detached),
+            });
+        }
+        let queue = ledger
+            .queued()
+            .map(|(r, position)| QueueRow {
+                request: r.clone(),
+                position,
+                client: ledger.session(r.session).map(|s| s.client.clone()),
+            })
+            .collect();
+        StatusView {
+            generation: view.generation,
+            now_ms: now,
+            info: view.info.clone(),
+            pools,
+            holders,
+            starts: Vec::new(),
+            queue,
+            asked_at,
+        }
+    }
+
+    /// Puts the copy in order (off the ledger task): pools that left the catalog after
+    /// the catalog's, by name; holders by pool, then grant time.
+    fn finish(mut self, catalog_pools: usize) -> StatusView {
+        let mut order: Vec<usize> = (0..self.pools.len()).collect();
+        order[catalog_pools..].sort_by(|&a, &b| {
+            let key = |p: &FeatureStatus| (p.feature.clone(), p.vendor.clone(), p.version.clone());
+            key(&self.pools[a]).cmp(&key(&self.pools[b]))
+        });
+        let mut rank = vec![0; order.len()];
+        for (r, &p) in order.iter().enumerate() {
+            rank[p] = r;
+        }
+        let mut pools: Vec<Option<FeatureStatus>> = self.pools.into_iter().map(Some).collect();
+        self.pools = order.iter().filter_map(|&p| pools[p].take()).collect();
+        for h in &mut self.holders {
+            h.pool = rank[h.pool];
+        }
+        self.holders
+            .sort_unstable_by_key(|h| (h.pool, h.lease.granted_at, h.lease.id));
+        let mut starts = Vec::with_capacity(self.pools.len() + 1);
+        let mut at = 0;
+        for p in 0..self.pools.len() {
+            starts.push(at);
+            while at < self.holders.len() && self.holders[at].pool == p {
+                at += 1;
+            }
+        }
+        starts.push(at);
+        self.starts = starts;
+        self
+    }
+
+    /// Holders in the view (all features).
+    pub fn holder_count(&self) -> usize {
+        self.holders.len()
+    }
+}
+
+impl HolderRow {
+    fn to_proto(&self) -> Holder {
+        let lease = &self.lease;
+        let client = self.client.clone().unwrap_or_default();
+        Holder {
             user: client.user.to_string(),
             host: client.host.to_string(),
             display: client.display.to_string(),
@@ -46,75 +230,244 @@ pub fn report(ledger: &Ledger, now: Millis, feature: &str, info: &ServerInfo) ->
             count: lease.count,
             lease_id: lease.id.0,
             session_id: lease.session.0,
-            connected: session.is_some_and(|s| s.connected),
-            detached: session.is_some_and(|s| s.detached),
+            connected: self.connected,
+            detached: self.detached,
             overdraft: lease.overdraft,
             lingering_until_ms: lease.lingering_until.unwrap_or(0),
             borrowed_until_ms: lease.borrowed_until.unwrap_or(0),
             token_for: lease.token_for.as_deref().unwrap_or_default().to_string(),
-        });
+        }
     }
-    let mut features = Vec::new();
-    for pool in ledger
+}
+
+impl QueueRow {
+    fn to_proto(&self) -> QueueEntry {
+        let r = &self.request;
+        let client = self.client.clone().unwrap_or_default();
+        QueueEntry {
+            feature: r.feature.clone(),
+            version: r.version.clone(),
+            count: r.count,
+            position: self.position,
+            priority: r
+                .priority
+                .map_or(-1, |p| i32::try_from(p).unwrap_or(i32::MAX)),
+            user: client.user.to_string(),
+            host: client.host.to_string(),
+            display: client.display.to_string(),
+            pid: client.pid,
+            program: client.program.to_string(),
+            since_ms: r.queued_at,
+            deadline_ms: r.deadline.unwrap_or(0),
+            lease_id: r.lease_id.0,
+            session_id: r.session.0,
+        }
+    }
+}
+
+/// A place in a view: what `StatusRequest.cursor` and `next_cursor` carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    /// The view's generation.
+    pub generation: u64,
+    /// Holders and queue entries already read.
+    pub offset: usize,
+}
+
+impl Cursor {
+    /// Parses a cursor the server handed out (`GENERATION.OFFSET`).
+    pub fn parse(text: &str) -> Result<Cursor, String> {
+        let bad = || format!("{text:?} is not a status cursor (send a next_cursor back unchanged)");
+        let (g, o) = text.split_once('.').ok_or_else(bad)?;
+        Ok(Cursor {
+            generation: g.parse().map_err(|_| bad())?,
+            offset: o.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.generation, self.offset)
+    }
+}
+
+/// What one page asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct PageRequest<'a> {
+    /// Only this feature (empty: all).
+    pub feature: &'a str,
+    /// Holders and queue entries to skip.
+    pub offset: usize,
+    /// Most holders and queue entries (0: as many as fit; capped at [`MAX_PAGE_ITEMS`]).
+    pub page_size: usize,
+    /// Most bytes of the encoded [`Response`] that carries the page.
+    pub max_bytes: usize,
+}
+
+/// One page of `view`: the server facts, the pools (all of them on the first page, else
+/// those whose holders the page holds), and as many holders, then queue entries, as fit in
+/// `max_bytes` (for a response with id `id`). `next_cursor` is set if more remain.
+pub fn page(view: &StatusView, id: u64, req: PageRequest<'_>) -> StatusReport {
+    let wanted = |f: &str| req.feature.is_empty() || f == req.feature;
+    let pools: Vec<usize> = (0..view.pools.len())
+        .filter(|&p| wanted(&view.pools[p].feature))
+        .collect();
+    let queue: Vec<&QueueRow> = view
+        .queue
+        .iter()
+        .filter(|q| wanted(&q.request.feature))
+        .collect();
+    let holders_total: usize = pools
+        .iter()
+        .map(|&p| view.starts[p + 1] - view.starts[p])
+        .sum();
+    let items_total = holders_total + queue.len();
+    let first = req.offset == 0;
+    let mut report = StatusReport {
+        server_name: view.info.server_name.clone(),
+        server_version: view.info.server_version.clone(),
+        port: u32::from(view.info.port),
+        started_at_ms: view.info.started_at_ms,
+        license_files: view.info.license_files.clone(),
+        vendors: view.info.vendors.clone(),
+        now_ms: view.now_ms,
+        holders_total: holders_total as u64,
+        queue_total: queue.len() as u64,
+        // Room for the largest cursor, replaced below.
+        next_cursor: Cursor {
+            generation: u64::MAX,
+            offset: usize::MAX,
+        }
+        .to_string(),
+        features: if first {
+            pools.iter().map(|&p| view.pools[p].clone()).collect()
+        } else {
+            Vec::new()
+        },
+        queue: Vec::new(),
+        truncated: true,
+    };
+    // Where each wanted pool sits in `report.features`, once it is there.
+    let mut placed: HashMap<usize, usize> = if first {
+        pools.iter().enumerate().map(|(i, &p)| (p, i)).collect()
+    } else {
+        HashMap::new()
+    };
+    // Nested length prefixes grow by at most 2 bytes each as a page fills (a varint of up
+    // to 3 bytes covers a frame): count that up front, for the report and for each pool.
+    const PREFIX_SLACK: usize = 2;
+    let mut len = payload_len(&Response {
+        id,
+        kind: Some(usher_proto::response::Kind::Status(report.clone())),
+    }) + PREFIX_SLACK * (1 + report.features.len());
+    let limit = match req.page_size {
+        0 => MAX_PAGE_ITEMS,
+        n => n.min(MAX_PAGE_ITEMS),
+    };
+    let mut at = req.offset.min(items_total);
+    let mut taken = 0;
+    // Holders: walk the wanted pools, skipping what earlier pages held.
+    let mut skip = at;
+    'pools: for &p in &pools {
+        let rows = &view.holders[view.starts[p]..view.starts[p + 1]];
+        if skip >= rows.len() {
+            skip -= rows.len();
+            continue;
+        }
+        for row in &rows[skip..] {
+            if taken == limit {
+                break 'pools;
+            }
+            let holder = row.to_proto();
+            let mut cost = field_len(payload_len(&holder));
+            let slot = placed.get(&p).copied();
+            if slot.is_none() {
+                cost += field_len(payload_len(&view.pools[p])) + PREFIX_SLACK;
+            }
+            if len + cost > req.max_bytes {
+                break 'pools;
+            }
+            len += cost;
+            let slot = slot.unwrap_or_else(|| {
+                report.features.push(view.pools[p].clone());
+                placed.insert(p, report.features.len() - 1);
+                report.features.len() - 1
+            });
+            report.features[slot].holders.push(holder);
+            at += 1;
+            taken += 1;
+        }
+        skip = 0;
+    }
+    // Then the queue.
+    if at >= holders_total {
+        for row in &queue[at - holders_total..] {
+            if taken == limit {
+                break;
+            }
+            let entry = row.to_proto();
+            let cost = field_len(payload_len(&entry));
+            if len + cost > req.max_bytes {
+                break;
+            }
+            len += cost;
+            report.queue.push(entry);
+            at += 1;
+            taken += 1;
+        }
+    }
+    if at < items_total {
+        report.next_cursor = Cursor {
+            generation: view.generation,
+            offset: at,
+        }
+        .to_string();
+    } else {
+        report.next_cursor.clear();
+    }
+    report.truncated = req.page_size == 0 && at < items_total;
+    report
+}
+
+/// Seat counts per pool, without holders or queue: computed from the ledger's counts on
+/// the ledger task, which costs the same with 10 holders or 100,000.
+pub fn totals(view: &View<'_>, feature: &str) -> StatusReport {
+    let wanted = |f: &str| feature.is_empty() || f == feature;
+    let ledger = view.ledger;
+    let now = view.now;
+    let mut features: Vec<FeatureStatus> = ledger
         .catalog()
         .all_pools()
         .filter(|p| wanted(&p.key.feature))
-    {
-        let mut h = holders.remove(&pool.key).unwrap_or_default();
-        h.sort_by_key(|h| (h.since_ms, h.lease_id));
-        features.push(FeatureStatus {
+        .map(|pool| FeatureStatus {
             feature: pool.key.feature.clone(),
             vendor: pool.key.vendor.clone(),
             version: pool.version.to_string(),
             expires_at_ms: pool.expires_at(now).unwrap_or(0),
             total: pool.seats_at(now),
             in_use: ledger.in_use(&pool.key),
-            holders: h,
-        });
-    }
-    let mut orphans: Vec<_> = holders.into_iter().collect();
-    orphans.sort_by(|a, b| a.0.cmp(&b.0));
-    for (key, h) in orphans {
-        features.push(FeatureStatus {
-            in_use: ledger.in_use(&key),
-            feature: key.feature,
-            vendor: key.vendor,
-            version: key.version,
-            expires_at_ms: 0,
-            total: 0,
-            holders: h,
-        });
-    }
-    let queue = ledger
-        .queued()
-        .filter(|(r, _)| wanted(&r.feature))
-        .map(|(r, position)| {
-            let client = ledger
-                .session(r.session)
-                .map(|s| s.client.clone())
-                .unwrap_or_default();
-            QueueEntry {
-                feature: r.feature.clone(),
-                version: r.version.clone(),
-                count: r.count,
-                position,
-                priority: r
-                    .priority
-                    .map_or(-1, |p| i32::try_from(p).unwrap_or(i32::MAX)),
-                user: client.user.to_string(),
-                host: client.host.to_string(),
-                display: client.display.to_string(),
-                pid: client.pid,
-                program: client.program.to_string(),
-                since_ms: r.queued_at,
-                deadline_ms: r.deadline.unwrap_or(0),
-                lease_id: r.lease_id.0,
-                session_id: r.session.0,
-            }
+            holders: Vec::new(),
         })
         .collect();
+    // Pools that left the catalog but still hold seats.
+    let mut orphans: Vec<(PoolKey, u32)> = ledger
+        .pools_in_use()
+        .filter(|(k, _)| wanted(&k.feature) && ledger.catalog().pool(k).is_none())
+        .map(|(k, n)| (k.clone(), n))
+        .collect();
+    orphans.sort();
+    features.extend(orphans.into_iter().map(|(key, in_use)| FeatureStatus {
+        in_use,
+        feature: key.feature,
+        vendor: key.vendor,
+        version: key.version,
+        expires_at_ms: 0,
+        total: 0,
+        holders: Vec::new(),
+    }));
+    let info = view.info;
     StatusReport {
-        queue,
         server_name: info.server_name.clone(),
         server_version: info.server_version.clone(),
         port: u32::from(info.port),
@@ -123,5 +476,406 @@ pub fn report(ledger: &Ledger, now: Millis, feature: &str, info: &ServerInfo) ->
         license_files: info.license_files.clone(),
         vendors: info.vendors.clone(),
         now_ms: now,
+        ..StatusReport::default()
+    }
+}
+
+/// The views the ledger task published, shared by every connection and the admin API.
+#[derive(Debug, Default)]
+pub struct StatusViews {
+    /// Newest last; at most [`KEEP_VIEWS`].
+    recent: Mutex<VecDeque<Arc<StatusView>>>,
+    /// Held while a view is being brought up to date, so concurrent askers share one
+    /// build. Holds the last build's cost on the ledger task.
+    refresh: tokio::sync::Mutex<Duration>,
+}
+
+/// What the ledger task answers when asked for a view.
+enum Answer {
+    /// Nothing changed since the view we have.
+    Unchanged,
+    /// Changed, but the last build was too recent: ask again then.
+    Wait,
+    /// A new copy (to be finished), with its cost on the ledger task.
+    Built(Box<StatusView>, usize, Duration),
+}
+
+impl StatusViews {
+    /// The view of generation `generation`, if it is still kept.
+    pub fn by_generation(&self, generation: u64) -> Option<Arc<StatusView>> {
+        self.lock()
+            .iter()
+            .rev()
+            .find(|v| v.generation == generation)
+            .cloned()
+    }
+
+    fn latest(&self) -> Option<Arc<StatusView>> {
+        self.lock().back().cloned()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Arc<StatusView>>> {
+        // The deque stays consistent whatever a panicking holder did (push and pop only).
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A view showing everything done before this call: the newest if nothing changed
+    /// since, else a new one from the ledger task (waiting, if the last build was recent,
+    /// until the ledger task may spend time on another).
+    pub async fn fresh(&self, ledger: &LedgerHandle) -> Result<Arc<StatusView>, LedgerGone> {
+        let asked = Instant::now();
+        let mut cost = self.refresh.lock().await;
+        loop {
+            let latest = self.latest();
+            if let Some(v) = &latest
+                && v.asked_at >= asked
+            {
+                // Built by someone who asked after us while we waited for the lock.
+                return Ok(v.clone());
+            }
+            let known = latest
+                .as_ref()
+                .filter(|v| v.asked_at.elapsed() < MAX_VIEW_AGE)
+                .map(|v| v.generation);
+            let allowed_at = latest.as_ref().map_or(asked, |v| {
+                v.asked_at + (*cost * BUILD_COST_FACTOR).max(MIN_REBUILD_INTERVAL)
+            });
+            let sent = Instant::now();
+            let answer = ledger
+                .query(move |view| {
+                    if Some(view.generation) == known {
+                        Answer::Unchanged
+                    } else if Instant::now() < allowed_at {
+                        Answer::Wait
+                    } else {
+                        let started = Instant::now();
+                        let copy = StatusView::copy(view, sent);
+                        let pools = view.ledger.catalog().all_pools().count();
+                        Answer::Built(Box::new(copy), pools, started.elapsed())
+                    }
+                })
+                .await?;
+            match answer {
+                Answer::Unchanged => {
+                    if let Some(v) = latest {
+                        return Ok(v);
+                    }
+                }
+                Answer::Wait => tokio::time::sleep_until(allowed_at.into()).await,
+                Answer::Built(copy, pools, took) => {
+                    *cost = took;
+                    let view = Arc::new(copy.finish(pools));
+                    let mut recent = self.lock();
+                    recent.push_back(view.clone());
+                    while recent.len() > KEEP_VIEWS {
+                        recent.pop_front();
+                    }
+                    return Ok(view);
+                }
+            }
+        }
+    }
+}
+
+/// Logs (at most every 10 s, so a polling client cannot flood the log) that `report` was
+/// cut to one frame for a client that does not ask for pages.
+pub fn log_truncated(report: &StatusReport) {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = crate::ledger_task::wall_clock_ms();
+    let last = LAST.load(Ordering::Relaxed);
+    if now.saturating_sub(last) < 10_000
+        || LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+    {
+        return;
+    }
+    let shown: usize = report.features.iter().map(|f| f.holders.len()).sum();
+    warn!(
+        shown,
+        holders = report.holders_total,
+        queued = report.queue_total,
+        "status reply cut to one frame for a client that does not ask for pages (an older \
+         client); the reply says how many holders it leaves out"
+    );
+}
+
+/// The response to write for `response`: itself, or, if it would not fit in a frame (the
+/// peer would refuse it and never hear an answer), an error saying so. Status replies are
+/// paged to fit; this guards every other kind.
+pub fn within_frame(response: Response) -> Response {
+    let len = payload_len(&response);
+    if len <= MAX_FRAME_LEN {
+        return response;
+    }
+    warn!(
+        id = response.id,
+        len,
+        max = MAX_FRAME_LEN,
+        "a reply is larger than a frame; an error is sent instead"
+    );
+    Response::error(
+        response.id,
+        usher_proto::ErrorCode::Internal,
+        format!(
+            "the reply ({len} bytes) is larger than the protocol's frame limit \
+             ({MAX_FRAME_LEN} bytes)"
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use usher_core::{LeaseId, Name, SessionId};
+    use usher_proto::response;
+
+    use super::*;
+
+    fn info() -> ServerInfo {
+        ServerInfo {
+            server_name: "lic1".into(),
+            server_version: "1.0".into(),
+            port: 1648,
+            started_at_ms: 1,
+            license_files: vec!["/etc/usher/a.lic".into()],
+            vendors: vec!["demo".into()],
+        }
+    }
+
+    fn pool(feature: &str, in_use: u32) -> FeatureStatus {
+        FeatureStatus {
+            feature: feature.into(),
+            vendor: "demo".into(),
+            version: "1.0".into(),
+            total: 1_000_000,
+            in_use,
+            ..FeatureStatus::default()
+        }
+    }
+
+    fn row(pool: usize, n: u64) -> HolderRow {
+        let name = |s: String| Name::from(s.as_str());
+        HolderRow {
+            pool,
+            lease: Lease {
+                id: LeaseId(n),
+                session: SessionId(n),
+                feature: "f".into(),
+                vendor: "demo".into(),
+                requested_version: "1.0".into(),
+                pool_version: "1.0".into(),
+                count: 1,
+                granted_at: 1_700_000_000_000 + n,
+                client_ref: 0,
+                overdraft: false,
+                lingering_until: None,
+                borrowed_until: None,
+                token_for: None,
+            },
+            client: Some(ClientInfo {
+                user: name(format!("user-{n:06}")),
+                host: name(format!("workstation-{n:06}.example.com")),
+                display: name(format!("/dev/pts/{n}")),
+                pid: 4000 + n as u32,
+                program: "simulator".into(),
+                ..ClientInfo::default()
+            }),
+            connected: true,
+            detached: false,
+        }
+    }
+
+    /// A view of `holders` holders split over the pools `features`, and `queued` entries
+    /// of the first feature.
+    fn view(features: &[&str], holders: u64, queued: u32) -> StatusView {
+        let pools: Vec<_> = features.iter().map(|f| pool(f, 0)).collect();
+        let rows = (0..holders)
+            .map(|n| row(n as usize % features.len(), n))
+            .collect();
+        let queue = (1..=queued)
+            .map(|position| QueueRow {
+                request: QueuedRequest {
+                    lease_id: LeaseId(1_000_000 + u64::from(position)),
+                    session: SessionId(7),
+                    feature: features[0].into(),
+                    version: "1.0".into(),
+                    count: 1,
+                    client_ref: 0,
+                    queued_at: 5,
+                    deadline: None,
+                    priority: None,
+                    seq: u64::from(position),
+                },
+                position,
+                client: None,
+            })
+            .collect();
+        StatusView {
+            generation: 42,
+            now_ms: 9,
+            info: info(),
+            pools,
+            holders: rows,
+            starts: Vec::new(),
+            queue,
+            asked_at: Instant::now(),
+        }
+        .finish(features.len())
+    }
+
+    fn request(feature: &str, offset: usize, page_size: usize) -> PageRequest<'_> {
+        PageRequest {
+            feature,
+            offset,
+            page_size,
+            max_bytes: MAX_FRAME_LEN,
+        }
+    }
+
+    fn encoded(id: u64, report: &StatusReport) -> usize {
+        payload_len(&Response {
+            id,
+            kind: Some(response::Kind::Status(report.clone())),
+        })
+    }
+
+    /// Reads every page, checking each fits in a frame, and returns them merged.
+    fn walk(view: &StatusView, feature: &str, page_size: usize) -> (StatusReport, usize) {
+        let id = u64::MAX;
+        let mut merged = page(view, id, request(feature, 0, page_size));
+        assert!(encoded(id, &merged) <= MAX_FRAME_LEN);
+        let mut pages = 1;
+        while !merged.next_cursor.is_empty() {
+            let cursor = Cursor::parse(&merged.next_cursor).expect("the server's own cursor");
+            assert_eq!(cursor.generation, view.generation);
+            let next = page(view, id, request(feature, cursor.offset, page_size));
+            assert!(
+                encoded(id, &next) <= MAX_FRAME_LEN,
+                "page {pages} too large"
+            );
+            assert!(!next.truncated, "a paging client's page is not truncated");
+            merged.absorb(next);
+            pages += 1;
+            assert!(pages < 10_000, "the walk does not end");
+        }
+        (merged, pages)
+    }
+
+    fn lease_ids(report: &StatusReport) -> Vec<u64> {
+        report
+            .features
+            .iter()
+            .flat_map(|f| &f.holders)
+            .map(|h| h.lease_id)
+            .collect()
+    }
+
+    /// The reply to a client that does not page: as many holders as fit, so that one more
+    /// would not, and a note of what is left out.
+    #[test]
+    fn an_old_clients_reply_is_the_first_page_that_fits_with_a_note() {
+        let v = view(&["f"], 5_000, 0);
+        let first = page(&v, 1, request("", 0, 0));
+        let len = encoded(1, &first);
+        assert!(len <= MAX_FRAME_LEN, "{len}");
+        assert!(first.truncated);
+        assert_eq!(first.holders_total, 5_000);
+        let shown = first.features[0].holders.len();
+        assert!(shown > 100 && shown < 5_000, "{shown}");
+        assert_eq!(first.holders_not_shown(), 5_000 - shown as u64);
+        let mut one_more = first.clone();
+        one_more.features[0]
+            .holders
+            .push(v.holders[shown].to_proto());
+        assert!(
+            encoded(1, &one_more) > MAX_FRAME_LEN - 64,
+            "the page stops well short of the limit: {} bytes",
+            encoded(1, &one_more)
+        );
+    }
+
+    /// A status just under the frame limit goes in one reply; one holder more and it
+    /// takes two, each within the limit, which together hold every holder in order.
+    #[test]
+    fn a_status_just_under_the_limit_is_one_page_and_just_over_is_two() {
+        let big = view(&["f"], 5_000, 0);
+        let fits = page(&big, 1, request("", 0, 0)).features[0].holders.len();
+        let under = view(&["f"], fits as u64, 0);
+        let one = page(&under, 1, request("", 0, 0));
+        assert!(one.next_cursor.is_empty() && !one.truncated);
+        assert_eq!(one.features[0].holders.len(), fits);
+        assert!(encoded(1, &one) <= MAX_FRAME_LEN);
+
+        let over = view(&["f"], fits as u64 + 1, 0);
+        let first = page(&over, 1, request("", 0, 10_000));
+        assert!(!first.next_cursor.is_empty());
+        assert!(encoded(1, &first) <= MAX_FRAME_LEN);
+        let (all, pages) = walk(&over, "", 10_000);
+        assert_eq!(pages, 2);
+        assert_eq!(lease_ids(&all), (0..=fits as u64).collect::<Vec<_>>());
+    }
+
+    /// 100,000 holders over three pools and a queue: every page fits, the merged pages
+    /// hold each holder once in pool then grant order, and a feature filter holds its own.
+    #[test]
+    fn a_hundred_thousand_holders_page_completely_and_in_order() {
+        let v = view(&["a", "b", "c"], 100_000, 2_000);
+        let (all, pages) = walk(&v, "", 10_000);
+        assert!(pages > 50, "{pages}");
+        assert_eq!(all.features.len(), 3);
+        for (i, pool) in all.features.iter().enumerate() {
+            let ids: Vec<u64> = pool.holders.iter().map(|h| h.lease_id).collect();
+            let want: Vec<u64> = (0..100_000).filter(|n| n % 3 == i as u64).collect();
+            assert_eq!(ids, want, "pool {}", pool.feature);
+        }
+        assert_eq!(all.queue.len(), 2_000);
+        assert_eq!(all.holders_not_shown() + all.queue_not_shown(), 0);
+
+        let (b, _) = walk(&v, "b", 100);
+        assert_eq!(b.features.len(), 1);
+        assert_eq!(b.features[0].holders.len(), 33_333);
+        assert_eq!(b.holders_total, 33_333);
+        assert!(b.queue.is_empty(), "the queue is of feature a only");
+        // Small pages hold at most what was asked.
+        assert_eq!(
+            page(&v, 1, request("", 0, 7))
+                .features
+                .iter()
+                .map(|f| f.holders.len())
+                .sum::<usize>(),
+            7
+        );
+    }
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_refused() {
+        let c = Cursor {
+            generation: 9,
+            offset: 10_000,
+        };
+        assert_eq!(Cursor::parse(&c.to_string()), Ok(c));
+        for bad in ["", "x", "1.", ".1", "1.2.3", "-1.2"] {
+            assert!(Cursor::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    /// A reply that cannot fit is replaced by an error the client can read.
+    #[test]
+    fn a_reply_larger_than_a_frame_becomes_an_error() {
+        let huge = Response {
+            id: 3,
+            kind: Some(response::Kind::Status(StatusReport {
+                license_files: vec!["x".repeat(MAX_FRAME_LEN)],
+                ..StatusReport::default()
+            })),
+        };
+        let sent = within_frame(huge);
+        assert_eq!(sent.id, 3);
+        assert!(
+            matches!(sent.kind, Some(response::Kind::Error(ref e)) if e.message.contains("frame limit")),
+            "{sent:?}"
+        );
+        let small = Response::error(4, usher_proto::ErrorCode::BadRequest, "no");
+        assert_eq!(within_frame(small.clone()), small);
     }
 }

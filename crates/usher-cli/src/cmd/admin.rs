@@ -70,21 +70,31 @@ pub async fn remove(args: RemoveArgs) -> Result<u8, Failure> {
             vec![id]
         }
         [feature, user, host, rest @ ..] => {
-            let report = match conn
-                .call(request::Kind::Status(StatusRequest {
-                    feature: feature.clone(),
-                    ..StatusRequest::default()
-                }))
-                .await?
-            {
-                response::Kind::Status(r) => r,
-                other => {
-                    return Err(Failure::new(
-                        FAILURE,
-                        format!("unexpected answer {other:?}"),
-                    ));
+            // Every page of the feature's status (see docs/protocol.md, "Status pages").
+            let mut report = usher_proto::StatusReport::default();
+            loop {
+                let page = match conn
+                    .call(request::Kind::Status(StatusRequest {
+                        feature: feature.clone(),
+                        page_size: 10_000,
+                        cursor: std::mem::take(&mut report.next_cursor),
+                        ..StatusRequest::default()
+                    }))
+                    .await?
+                {
+                    response::Kind::Status(r) => r,
+                    other => {
+                        return Err(Failure::new(
+                            FAILURE,
+                            format!("unexpected answer {other:?}"),
+                        ));
+                    }
+                };
+                report.absorb(page);
+                if report.next_cursor.is_empty() {
+                    break;
                 }
-            };
+            }
             let display = rest.first();
             let handles: Vec<u64> = report
                 .features

@@ -11,7 +11,7 @@ use crate::util::{
 
 /// The user line of FlexLM's `lmstat -a`, as the parsers in
 /// `shared/reference/lmstat-output.md` read it.
-const USER_LINE: &str =
+pub(crate) const USER_LINE: &str =
     r"^    \S+ \S+ \S+ \(v[\d.]+\) \(\S+/\d+ \d+\), start [A-Z][a-z][a-z] \d+/\d+ \d+:\d\d";
 
 /// A row of `lmstat -i`: feature, version, count, expiry, vendor.
@@ -22,7 +22,7 @@ const INFO_NOTE: &str = "NOTE: lmstat -i does not give information from the serv
                          reads the license file.  For this reason, lmstat -a is recommended \
                          instead.";
 
-fn re(pattern: &str) -> Regex {
+pub(crate) fn re(pattern: &str) -> Regex {
     Regex::new(pattern).unwrap_or_else(|e| panic!("bad regex {pattern}: {e}"))
 }
 

@@ -14,6 +14,7 @@ mod log;
 mod ops;
 mod report;
 mod run;
+mod scale;
 mod seats;
 mod status;
 mod util;

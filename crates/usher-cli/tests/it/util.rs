@@ -303,6 +303,17 @@ impl Server {
         )
     }
 
+    /// Serves `license` like [`Server::start`], with `extra` flags for usherd.
+    pub fn start_with(vendor: &Vendor, license: &Path, timings: Timings, extra: &[&str]) -> Server {
+        let scratch = tempfile::tempdir().expect("creating a temporary directory");
+        let data_dir = scratch.path().join("data");
+        let licensed = licensed(vendor, license, timings);
+        Server::spawn(scratch, data_dir, |cmd| {
+            licensed(cmd);
+            cmd.args(extra);
+        })
+    }
+
     /// The server's admin token file (`DATA_DIR/admin/token`).
     pub fn admin_token_file(&self) -> PathBuf {
         self.data_dir.join("admin").join("token")
@@ -549,6 +560,17 @@ impl Holder {
         feature: &str,
         command: &[&str],
     ) -> Holder {
+        Holder::spawn_as(server, None, options, feature, command)
+    }
+
+    /// Like [`Holder::spawn_with`], as the user `user` (`USER=`) if given.
+    pub fn spawn_as(
+        server: &Server,
+        user: Option<&str>,
+        options: &[&str],
+        feature: &str,
+        command: &[&str],
+    ) -> Holder {
         static COUNT: AtomicUsize = AtomicUsize::new(0);
         let n = COUNT.fetch_add(1, Ordering::Relaxed);
         let stderr = server.scratch.path().join(format!("holder-{n}.err"));
@@ -560,6 +582,9 @@ impl Holder {
             .stdout(Stdio::null())
             .stderr(File::create(&stderr).expect("creating a holder's stderr file"))
             .process_group(0);
+        if let Some(user) = user {
+            cmd.env("USER", user);
+        }
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));

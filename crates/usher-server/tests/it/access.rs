@@ -204,6 +204,7 @@ async fn token_status(source: &str, server: SocketAddr, token: &str) -> response
         request::Kind::Status(usher_proto::StatusRequest {
             feature: String::new(),
             admin_token: token.to_string(),
+            ..Default::default()
         }),
     )
     .await

@@ -21,6 +21,7 @@ mod proxy;
 mod queue;
 mod recovery;
 mod refusals;
+mod scale;
 mod serve;
 mod sessions;
 mod tls;
