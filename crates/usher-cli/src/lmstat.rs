@@ -793,6 +793,10 @@ mod tests {
             server_version: "0.1.0".into(),
             port: 1648,
             queue: vec![],
+            next_cursor: String::new(),
+            holders_total: 0,
+            queue_total: 0,
+            truncated: false,
             features: vec![
                 pool(
                     "cad",

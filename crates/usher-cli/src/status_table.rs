@@ -402,6 +402,10 @@ mod tests {
             server_version: "0.1.0".into(),
             port: 1648,
             queue: vec![],
+            next_cursor: String::new(),
+            holders_total: 0,
+            queue_total: 0,
+            truncated: false,
             features: vec![
                 FeatureStatus {
                     feature: "cad".into(),
@@ -471,6 +475,26 @@ sim v1.0 (demo)  0 of 1 seat in use  permanent
         assert_eq!(json["queue"][0]["user"], "dave");
         assert_eq!(json["queue"][0]["handle"], "4100");
         assert_eq!(json["queue"][0]["gives_up"], Value::Null);
+    }
+
+    /// A report holding less than the whole status (a server's one-frame reply to a client
+    /// that does not page) says how much it leaves out; a whole one says nothing.
+    #[test]
+    fn holders_left_out_are_counted_in_table_and_json() {
+        let whole = report();
+        assert!(!render_table(&whole, &tz()).contains("not shown"));
+        assert!(render_json(&whole).get("holders_not_shown").is_none());
+        let mut cut = report();
+        cut.holders_total = 1_002;
+        cut.queue_total = 5;
+        let text = render_table(&cut, &tz());
+        assert!(
+            text.ends_with("\n1000 more holders not shown\n\n5 more queued requests not shown\n"),
+            "{text}"
+        );
+        let json = render_json(&cut);
+        assert_eq!(json["holders_not_shown"], 1_000);
+        assert_eq!(json["queue_not_shown"], 5);
     }
 
     /// The SEATS cell says how a holder is linked, and what else is special about its seats.
