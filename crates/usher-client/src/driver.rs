@@ -139,13 +139,23 @@ struct Driver {
     /// The server cannot take keepalives (no UDP port, or none ever acknowledged): stay
     /// connected.
     stay_connected: bool,
+    /// Whether a connection (or a detached session kept by UDP keepalives) is up: false
+    /// from a lost connection until the session is resumed on a new one.
+    connected: watch::Sender<bool>,
 }
 
 /// Connects, opens a session and starts the driver.
 pub async fn start(
     config: ClientConfig,
     server_key: std::sync::Arc<std::sync::Mutex<Option<[u8; 32]>>>,
-) -> Result<(mpsc::UnboundedSender<Call>, SessionInfo), ClientError> {
+) -> Result<
+    (
+        mpsc::UnboundedSender<Call>,
+        SessionInfo,
+        watch::Receiver<bool>,
+    ),
+    ClientError,
+> {
     let tls = if config.insecure_plaintext {
         None
     } else {
@@ -173,11 +183,13 @@ pub async fn start(
         detached: None,
         last_activity: Instant::now(),
         stay_connected: false,
+        connected: watch::Sender::new(true),
     };
     let (reader, info) = driver.connect().await?;
+    let connected = driver.connected.subscribe();
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(driver.run(rx, reader));
-    Ok((tx, info))
+    Ok((tx, info, connected))
 }
 
 type Reader = FrameReader<Box<dyn AsyncRead + Send + Unpin>>;
@@ -232,6 +244,8 @@ impl Driver {
                 continue;
             }
             if reader.is_none() {
+                self.connected
+                    .send_if_modified(|up| std::mem::replace(up, false));
                 self.writer = None;
                 for f in self.in_flight.values_mut() {
                     f.sent = false;
@@ -240,6 +254,8 @@ impl Driver {
                 match self.connect().await {
                     Ok((r, _)) => {
                         reader = Some(r);
+                        self.connected
+                            .send_if_modified(|up| !std::mem::replace(up, true));
                         disconnected_since = None;
                         let repeats_idle = self
                             .in_flight

@@ -62,6 +62,8 @@ pub struct Client {
     /// Every server the client may talk to is on this host, so a secret sent in
     /// plaintext never crosses a network.
     all_servers_local: bool,
+    /// Whether the connection is up (see [`Client::connection`]).
+    connected: watch::Receiver<bool>,
 }
 
 /// How long a checkout waits in the queue when every seat is taken.
@@ -99,7 +101,7 @@ impl Client {
         let server_key = Arc::default();
         let all_servers_local =
             !config.servers.is_empty() && config.servers.iter().all(|s| is_local_host(&s.host));
-        let (calls, info) = driver::start(config, Arc::clone(&server_key)).await?;
+        let (calls, info, connected) = driver::start(config, Arc::clone(&server_key)).await?;
         Ok(Client {
             calls,
             info,
@@ -107,7 +109,30 @@ impl Client {
             vendor_keys,
             server_key,
             all_servers_local,
+            connected,
         })
+    }
+
+    /// Whether the client is connected: `true` while a connection is up (or the session
+    /// is detached and held by UDP keepalives), `false` from a lost connection until the
+    /// session is resumed on a new one. Await `changed()` on it to follow the changes.
+    pub fn connection(&self) -> watch::Receiver<bool> {
+        self.connected.clone()
+    }
+
+    /// Sends a heartbeat now and waits for the server's acknowledgement (bounded by the
+    /// request timeout). The background task sends heartbeats by itself; this is for an
+    /// application that drives the client's runtime itself (a current-thread runtime it
+    /// runs only now and then) and must be sure the session was kept alive. Requests
+    /// queued before it (a checkin, say) have reached the server when it returns.
+    pub async fn heartbeat(&self) -> Result<(), ClientError> {
+        match self
+            .call(request::Kind::Heartbeat(usher_proto::Heartbeat {}), None)
+            .await?
+        {
+            response::Kind::HeartbeatAck(_) => Ok(()),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// What the handshake established.
@@ -517,6 +542,13 @@ impl License {
     /// Why the license was lost, if it was.
     pub fn lost_reason(&self) -> Option<String> {
         self.lost.borrow().clone()
+    }
+
+    /// The loss signal: `None` until the license is lost, then the reason. Unlike
+    /// [`License::lost`] it does not borrow the license, so a task of its own can follow
+    /// it; its `changed()` fails once the license is checked in.
+    pub fn loss(&self) -> watch::Receiver<Option<String>> {
+        self.lost.clone()
     }
 
     /// Completes when the license is lost (the session expired while the server was out

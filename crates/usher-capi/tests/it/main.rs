@@ -1,0 +1,4 @@
+//! Tests of the C ABI: the header, and C programs run against a real server.
+
+mod c;
+mod header;
