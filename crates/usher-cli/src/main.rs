@@ -80,6 +80,9 @@ enum Command {
     /// The server's usage log: verify its hash chain, export it.
     #[command(subcommand)]
     Log(cmd::log::LogCommand),
+    /// Server ids remembered on first connection (trust on first use): list them, or
+    /// forget one after a planned change of its key.
+    Trust(cmd::trust::TrustArgs),
     /// Usage per feature over a period (peak, utilisation, time at 100%, denials, queueing,
     /// seat-hours), from the usage log, with a "do we need more seats?" verdict.
     Report(cmd::report::ReportArgs),
@@ -173,6 +176,7 @@ fn main() -> ExitCode {
         Command::Restore(args) => exit::finish(cmd::backup::restore(args)),
         Command::Import(c) => exit::finish(cmd::import::run(c)),
         Command::GenerateDocs { dir } => exit::finish(generate_docs(&dir)),
+        Command::Trust(args) => exit::finish(cmd::trust::run(args)),
     }
 }
 

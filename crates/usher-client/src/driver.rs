@@ -786,6 +786,37 @@ impl Driver {
         Ok(())
     }
 
+    /// Without pinned ids, checks the server's id against the one first seen at this
+    /// address (see [`crate::known_servers`]), remembering it the first time.
+    fn trust_on_first_use(&self, server: &ServerAddr, key: &[u8; 32]) -> Result<(), ClientError> {
+        let Some(path) = self
+            .config
+            .known_servers
+            .as_deref()
+            .filter(|_| self.config.server_ids.is_empty())
+        else {
+            return Ok(());
+        };
+        let (addr, id) = (server.to_string(), usher_license::usher_id(key));
+        match crate::known_servers::check_and_remember(path, &addr, &id) {
+            Ok(crate::known_servers::Seen::New) => {
+                info!(server = %addr, %id, file = %path.display(), "first connection: server id remembered");
+                Ok(())
+            }
+            Ok(crate::known_servers::Seen::Known) => Ok(()),
+            Ok(crate::known_servers::Seen::Changed { known }) => Err(ClientError::Unreachable {
+                servers: addr.clone(),
+                detail: crate::known_servers::changed_message(&addr, &known, &id, path),
+            }),
+            Err(e) => {
+                // An unwritable state directory must not keep applications from running;
+                // the channel is still encrypted, as it would be without the file.
+                warn!(file = %path.display(), "cannot use the known-servers file: {e}");
+                Ok(())
+            }
+        }
+    }
+
     async fn handshake(
         &mut self,
         server: &ServerAddr,
@@ -811,6 +842,7 @@ impl Driver {
                             format!("TLS handshake failed: {e}")
                         },
                     })?;
+                self.trust_on_first_use(server, &key)?;
                 *self.server_key.lock().unwrap_or_else(|p| p.into_inner()) = Some(key);
                 let (rd, wr) = tokio::io::split(stream);
                 (Box::new(rd), Box::new(wr))

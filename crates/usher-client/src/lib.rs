@@ -19,6 +19,7 @@ pub mod blocking;
 pub mod borrow;
 mod driver;
 mod error;
+pub mod known_servers;
 pub mod node_locked;
 mod servers;
 pub mod tls;

@@ -182,6 +182,12 @@ pub struct ClientConfig {
     /// channel, and only signed grants (with [`ClientConfig::vendor_keys`]) authenticate
     /// it.
     pub server_ids: Vec<String>,
+    /// Trust on first use, when no server id is pinned: the file that remembers the
+    /// first id seen at each server address (see [`crate::known_servers`]); a later
+    /// connection to that address presenting another id is refused. `None` (the default
+    /// of [`ClientConfig::new`]): not used. [`ClientConfig::from_env`] and
+    /// [`ClientConfig::transport_from_env`] set the user's file.
+    pub known_servers: Option<std::path::PathBuf>,
     /// Talk to servers without TLS. Anyone on the network can then read and change the
     /// traffic; the server must allow it too (`insecure_plaintext`).
     pub insecure_plaintext: bool,
@@ -217,6 +223,7 @@ impl ClientConfig {
             query_only: false,
             vendor_keys: Vec::new(),
             server_ids: Vec::new(),
+            known_servers: None,
             insecure_plaintext: false,
             detach_after: Some(Duration::from_secs(300)),
             discovery_targets: crate::udp::default_discovery_targets(),
@@ -226,9 +233,12 @@ impl ClientConfig {
 
     /// Applies the transport settings of the environment: `USHER_SERVER_ID` (server ids
     /// to pin, separated by commas or spaces), `USHER_INSECURE_PLAINTEXT` (a boolean as
-    /// [`usher_license::words::parse_bool`] reads it: `1`, `true`, `yes`, `on`: no TLS) and
-    /// `USHER_DETACH_AFTER`. A value that does not parse is ignored with a warning.
+    /// [`usher_license::words::parse_bool`] reads it: `1`, `true`, `yes`, `on`: no TLS),
+    /// `USHER_DETACH_AFTER`, and the known-servers file of trust on first use
+    /// (`USHER_KNOWN_SERVERS`, else the user's state directory; see
+    /// [`crate::known_servers`]). A value that does not parse is ignored with a warning.
     pub fn transport_from_env(&mut self) {
+        self.known_servers = crate::known_servers::default_path();
         if let Ok(ids) = std::env::var("USHER_SERVER_ID") {
             self.server_ids = parse_server_ids(&ids);
         }

@@ -3,10 +3,12 @@
 //! A usher server proves itself with its identity key, presented in the TLS 1.3 handshake
 //! as a raw public key (RFC 7250) rather than in a certificate. There is no certificate
 //! authority: the client computes the key's `USHER_ID=` and, when its configuration pins
-//! server ids ([`crate::ClientConfig::server_ids`]), refuses any other. Without pins the
-//! channel is encrypted but the server is authenticated only by what it signs: a client
-//! that trusts vendor keys checks that every grant's statement is signed by this very key
-//! and that the vendor-signed license binds it.
+//! server ids ([`crate::ClientConfig::server_ids`]), refuses any other. Without pins, a
+//! client with a known-servers file ([`crate::ClientConfig::known_servers`]) trusts on
+//! first use: it remembers the first id seen at each address and refuses another one there
+//! later (see [`crate::known_servers`]). Either way, a client that trusts vendor keys also
+//! checks that every grant's statement is signed by this very key and that the
+//! vendor-signed license binds it.
 
 use std::sync::Arc;
 

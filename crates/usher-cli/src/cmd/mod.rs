@@ -12,6 +12,7 @@ pub mod log;
 pub mod report;
 pub mod run;
 pub mod status;
+pub mod trust;
 pub mod vendor;
 
 use std::path::PathBuf;
@@ -64,9 +65,11 @@ impl Target {
         }
     }
 
-    /// Sets how `config` reaches the servers: pinned ids, TLS or not.
+    /// Sets how `config` reaches the servers: pinned ids (else trust on first use, with
+    /// the user's known-servers file), TLS or not.
     pub fn apply(&self, config: &mut ClientConfig) {
         config.server_ids = usher_client::parse_server_ids(&self.server_ids.join(","));
+        config.known_servers = usher_client::known_servers::default_path();
         config.insecure_plaintext = self.insecure_plaintext;
     }
 }

@@ -17,5 +17,6 @@ mod run;
 mod scale;
 mod seats;
 mod status;
+mod trust;
 mod util;
 mod vendor;

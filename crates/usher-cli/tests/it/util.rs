@@ -94,6 +94,14 @@ pub fn command(program: &Path) -> Command {
         }
     }
     cmd.env("LANG", "C").env("LC_ALL", "C").stdin(Stdio::null());
+    // Tests start servers with fresh identities on reused ports: each command remembers
+    // server ids (trust on first use) in a file of its own, unless the test sets one.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let known = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("known_servers")
+        .join(format!("{}-{n}", std::process::id()));
+    cmd.env("USHER_KNOWN_SERVERS", known);
     cmd
 }
 
