@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 
-use usher_license::{LexError, LogicalLine, Pos, Token, logical_lines};
+use usher_license::{LexError, LogicalLine, Pos, Token, each_logical_line};
 
 use crate::{ClientInfo, Millis};
 
@@ -235,114 +235,20 @@ impl Policy {
             column: pos.column,
             message,
         };
-        let lines = logical_lines(text).map_err(|LexError { pos, message }| at(pos, message))?;
         let mut policy = Policy::default();
         // Group names used by rules, checked once every GROUP line has been read.
         let mut used_groups: Vec<(Pos, bool, String)> = Vec::new();
-        for line in &lines {
-            let mut words = Words::new(line, &at);
-            let (keyword_pos, keyword) = words.word("a keyword")?;
-            let keyword = keyword.to_ascii_uppercase();
-            match keyword.as_str() {
-                "GROUP" | "HOST_GROUP" => {
-                    let (_, name) = words.word("a group name")?;
-                    let members = words.rest();
-                    if members.is_empty() {
-                        return Err(at(line.end(), format!("{keyword} {name} lists no members")));
-                    }
-                    let map = if keyword == "GROUP" {
-                        &mut policy.groups
-                    } else {
-                        &mut policy.host_groups
-                    };
-                    // Several lines for one group add up, as in FlexLM.
-                    map.entry(name).or_default().extend(members);
-                }
-                "GROUPCASEINSENSITIVE" => {
-                    let (pos, value) = words.word("ON or OFF")?;
-                    policy.groups_case_insensitive = match value.to_ascii_uppercase().as_str() {
-                        "ON" => true,
-                        "OFF" => false,
-                        _ => return Err(at(pos, format!("expected ON or OFF, found {value:?}"))),
-                    };
-                }
-                "INCLUDE" | "EXCLUDE" | "INCLUDEALL" | "EXCLUDEALL" => {
-                    let scope = if keyword.ends_with("ALL") {
-                        Scope::All
-                    } else {
-                        Scope::Feature(words.feature()?)
-                    };
-                    let target = words.target(&mut used_groups)?;
-                    let list = if keyword.starts_with("INCLUDE") {
-                        &mut policy.includes
-                    } else {
-                        &mut policy.excludes
-                    };
-                    list.push((scope, target));
-                }
-                "RESERVE" | "MAX" | "PRIORITY" => {
-                    let number = words.number(if keyword == "PRIORITY" {
-                        "a rank"
-                    } else {
-                        "a number of seats"
-                    })?;
-                    let feature = words.feature()?;
-                    let target = words.target(&mut used_groups)?;
-                    let rule = Counted {
-                        number,
-                        feature,
-                        target,
-                        line: keyword_pos.line,
-                    };
-                    match keyword.as_str() {
-                        "RESERVE" => policy.reserves.push(rule),
-                        "MAX" => policy.maxes.push(rule),
-                        _ => policy.priorities.push(rule),
-                    }
-                }
-                "TIMEOUT" => {
-                    let feature = words.feature()?;
-                    let secs = words.number("a number of seconds")?;
-                    policy
-                        .timeouts
-                        .push((Scope::Feature(feature), u64::from(secs) * 1000));
-                }
-                "TIMEOUTALL" => {
-                    let secs = words.number("a number of seconds")?;
-                    policy.timeouts.push((Scope::All, u64::from(secs) * 1000));
-                }
-                "LINGER" => {
-                    let feature = words.feature()?;
-                    let secs = words.number("a number of seconds")?;
-                    policy.lingers.insert(feature, u64::from(secs) * 1000);
-                }
-                "MAX_BORROW_HOURS" | "BORROW_LOWWATER" | "MAX_OVERDRAFT" => {
-                    let feature = words.feature()?;
-                    let n = words.number(if keyword == "MAX_BORROW_HOURS" {
-                        "a number of hours"
-                    } else {
-                        "a number of seats"
-                    })?;
-                    let map = match keyword.as_str() {
-                        "MAX_BORROW_HOURS" => &mut policy.max_borrow_hours,
-                        "BORROW_LOWWATER" => &mut policy.borrow_lowwater,
-                        _ => &mut policy.max_overdraft,
-                    };
-                    map.insert(feature, n);
-                }
-                other => {
-                    return Err(at(
-                        keyword_pos,
-                        format!(
-                            "unknown keyword {other:?}; expected one of GROUP, HOST_GROUP, \
-                             GROUPCASEINSENSITIVE, INCLUDE, INCLUDEALL, EXCLUDE, EXCLUDEALL, \
-                             RESERVE, MAX, PRIORITY, TIMEOUT, TIMEOUTALL, LINGER, \
-                             MAX_BORROW_HOURS, BORROW_LOWWATER, MAX_OVERDRAFT"
-                        ),
-                    ));
-                }
-            }
-            words.finish()?;
+        // Each line is parsed as soon as it is lexed and then dropped: memory follows the
+        // policy built, not every token of the file at once.
+        let mut failed = None;
+        each_logical_line(text, |line| {
+            let parsed = policy.parse_line(&line, &at, &mut used_groups);
+            failed = parsed.err();
+            failed.is_none()
+        })
+        .map_err(|LexError { pos, message }| at(pos, message))?;
+        if let Some(e) = failed {
+            return Err(e);
         }
         for (pos, host, name) in used_groups {
             let defined = if host {
@@ -359,6 +265,119 @@ impl Policy {
             }
         }
         Ok(policy)
+    }
+
+    /// Parses one logical line into `self`.
+    fn parse_line(
+        &mut self,
+        line: &LogicalLine,
+        at: &impl Fn(Pos, String) -> PolicyError,
+        used_groups: &mut Vec<(Pos, bool, String)>,
+    ) -> Result<(), PolicyError> {
+        let policy = self;
+        let mut words = Words::new(line, &at);
+        let (keyword_pos, keyword) = words.word("a keyword")?;
+        let keyword = keyword.to_ascii_uppercase();
+        match keyword.as_str() {
+            "GROUP" | "HOST_GROUP" => {
+                let (_, name) = words.word("a group name")?;
+                let members = words.rest();
+                if members.is_empty() {
+                    return Err(at(line.end(), format!("{keyword} {name} lists no members")));
+                }
+                let map = if keyword == "GROUP" {
+                    &mut policy.groups
+                } else {
+                    &mut policy.host_groups
+                };
+                // Several lines for one group add up, as in FlexLM.
+                map.entry(name).or_default().extend(members);
+            }
+            "GROUPCASEINSENSITIVE" => {
+                let (pos, value) = words.word("ON or OFF")?;
+                policy.groups_case_insensitive = match value.to_ascii_uppercase().as_str() {
+                    "ON" => true,
+                    "OFF" => false,
+                    _ => return Err(at(pos, format!("expected ON or OFF, found {value:?}"))),
+                };
+            }
+            "INCLUDE" | "EXCLUDE" | "INCLUDEALL" | "EXCLUDEALL" => {
+                let scope = if keyword.ends_with("ALL") {
+                    Scope::All
+                } else {
+                    Scope::Feature(words.feature()?)
+                };
+                let target = words.target(used_groups)?;
+                let list = if keyword.starts_with("INCLUDE") {
+                    &mut policy.includes
+                } else {
+                    &mut policy.excludes
+                };
+                list.push((scope, target));
+            }
+            "RESERVE" | "MAX" | "PRIORITY" => {
+                let number = words.number(if keyword == "PRIORITY" {
+                    "a rank"
+                } else {
+                    "a number of seats"
+                })?;
+                let feature = words.feature()?;
+                let target = words.target(used_groups)?;
+                let rule = Counted {
+                    number,
+                    feature,
+                    target,
+                    line: keyword_pos.line,
+                };
+                match keyword.as_str() {
+                    "RESERVE" => policy.reserves.push(rule),
+                    "MAX" => policy.maxes.push(rule),
+                    _ => policy.priorities.push(rule),
+                }
+            }
+            "TIMEOUT" => {
+                let feature = words.feature()?;
+                let secs = words.number("a number of seconds")?;
+                policy
+                    .timeouts
+                    .push((Scope::Feature(feature), u64::from(secs) * 1000));
+            }
+            "TIMEOUTALL" => {
+                let secs = words.number("a number of seconds")?;
+                policy.timeouts.push((Scope::All, u64::from(secs) * 1000));
+            }
+            "LINGER" => {
+                let feature = words.feature()?;
+                let secs = words.number("a number of seconds")?;
+                policy.lingers.insert(feature, u64::from(secs) * 1000);
+            }
+            "MAX_BORROW_HOURS" | "BORROW_LOWWATER" | "MAX_OVERDRAFT" => {
+                let feature = words.feature()?;
+                let n = words.number(if keyword == "MAX_BORROW_HOURS" {
+                    "a number of hours"
+                } else {
+                    "a number of seats"
+                })?;
+                let map = match keyword.as_str() {
+                    "MAX_BORROW_HOURS" => &mut policy.max_borrow_hours,
+                    "BORROW_LOWWATER" => &mut policy.borrow_lowwater,
+                    _ => &mut policy.max_overdraft,
+                };
+                map.insert(feature, n);
+            }
+            other => {
+                return Err(at(
+                    keyword_pos,
+                    format!(
+                        "unknown keyword {other:?}; expected one of GROUP, HOST_GROUP, \
+                         GROUPCASEINSENSITIVE, INCLUDE, INCLUDEALL, EXCLUDE, EXCLUDEALL, \
+                         RESERVE, MAX, PRIORITY, TIMEOUT, TIMEOUTALL, LINGER, \
+                         MAX_BORROW_HOURS, BORROW_LOWWATER, MAX_OVERDRAFT"
+                    ),
+                ));
+            }
+        }
+        words.finish()
     }
 
     /// Whether the policy says anything at all.

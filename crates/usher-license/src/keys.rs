@@ -319,7 +319,7 @@ fn split_key_file<'a>(
 }
 
 fn read_key_file(path: &Path) -> Result<String, KeyError> {
-    fs::read_to_string(path).map_err(|source| KeyError::Io {
+    crate::input::read_text_file(path, crate::input::MAX_KEY_FILE).map_err(|source| KeyError::Io {
         path: path.to_path_buf(),
         source,
     })

@@ -35,14 +35,33 @@ pub struct LexError {
     pub message: String,
 }
 
+/// Most characters in one logical line (a line with its continuations). Lines of license
+/// and policy files are far shorter; the cap keeps the memory of lexing one line small
+/// (16 bytes a character, see [`Char`]) whatever the file holds.
+pub const MAX_LOGICAL_LINE: usize = 64 * 1024;
+
 /// One character of a logical line with where it came from.
 #[derive(Debug, Clone, Copy)]
+///
+/// 16 bytes, not the 32 a `Pos` and a `usize` offset would take: a logical line is held
+/// as these while it is tokenized, so a long one (a `GROUP` of thousands of members)
+/// costs 16 bytes per character. Input files are far below 4 GiB (see `input`).
 struct Char {
     c: char,
-    pos: Pos,
+    line: u32,
+    column: u32,
     /// Byte offset in the original text. A continuation's joining space carries the offset
     /// of the backslash it replaces.
-    offset: usize,
+    offset: u32,
+}
+
+impl Char {
+    fn pos(&self) -> Pos {
+        Pos {
+            line: self.line as usize,
+            column: self.column as usize,
+        }
+    }
 }
 
 /// A whitespace-separated word: `word`, `"quoted text"`, `KEY=value` or `KEY="quoted value"`.
@@ -125,6 +144,20 @@ fn is_space(c: char) -> bool {
 /// 3. Control characters other than tab are refused outside comments.
 pub fn logical_lines(text: &str) -> Result<Vec<LogicalLine>, LexError> {
     let mut lines = Vec::new();
+    each_logical_line(text, |line| {
+        lines.push(line);
+        true
+    })?;
+    Ok(lines)
+}
+
+/// As [`logical_lines`], but hands each line to `f` as soon as it is read and drops it
+/// afterwards, so a large file never has all its tokens in memory at once; stops early
+/// when `f` returns `false`.
+pub fn each_logical_line(
+    text: &str,
+    mut f: impl FnMut(LogicalLine) -> bool,
+) -> Result<(), LexError> {
     let mut chars: Vec<Char> = Vec::new();
     let mut in_quote = false;
     let mut line_start = 0;
@@ -151,10 +184,20 @@ pub fn logical_lines(text: &str) -> Result<Vec<LogicalLine>, LexError> {
             if c == '"' {
                 in_quote = !in_quote;
             }
+            if chars.len() >= MAX_LOGICAL_LINE {
+                return Err(LexError {
+                    pos,
+                    message: format!(
+                        "this line (with its continuations) is longer than {MAX_LOGICAL_LINE} \
+                         characters; split it (several GROUP lines for one group add up)"
+                    ),
+                });
+            }
             chars.push(Char {
                 c,
-                pos,
-                offset: offset + byte,
+                line: line as u32,
+                column: pos.column as u32,
+                offset: (offset + byte) as u32,
             });
         }
 
@@ -162,30 +205,32 @@ pub fn logical_lines(text: &str) -> Result<Vec<LogicalLine>, LexError> {
         // continuation has an earlier line number and stays.
         while chars
             .last()
-            .is_some_and(|ch| ch.pos.line == line && is_space(ch.c))
+            .is_some_and(|ch| ch.line as usize == line && is_space(ch.c))
         {
             chars.pop();
         }
         if let Some(last) = chars
             .last_mut()
-            .filter(|ch| ch.pos.line == line && ch.c == '\\')
+            .filter(|ch| ch.line as usize == line && ch.c == '\\')
         {
             last.c = ' ';
             continue;
         }
 
         in_quote = false;
-        let logical = tokenize(&std::mem::take(&mut chars))?;
-        if !logical.tokens.is_empty() {
-            lines.push(logical);
+        let logical = tokenize(&chars)?;
+        // Keep the buffer's room for the next line, not its characters.
+        chars.clear();
+        if !logical.tokens.is_empty() && !f(logical) {
+            return Ok(());
         }
     }
     // The last line of the text may itself end with a continuation.
     let logical = tokenize(&chars)?;
     if !logical.tokens.is_empty() {
-        lines.push(logical);
+        f(logical);
     }
-    Ok(lines)
+    Ok(())
 }
 
 fn tokenize(chars: &[Char]) -> Result<LogicalLine, LexError> {
@@ -210,7 +255,7 @@ fn tokenize(chars: &[Char]) -> Result<LogicalLine, LexError> {
                 Some(eq) if eq + 1 == run.len() => Some(collect(&run[..eq])),
                 _ => {
                     return Err(LexError {
-                        pos: chars[i].pos,
+                        pos: chars[i].pos(),
                         message: "unexpected '\"': quotes may only surround a whole value, \
                                   as in KEY=\"some text\""
                             .to_string(),
@@ -221,14 +266,14 @@ fn tokenize(chars: &[Char]) -> Result<LogicalLine, LexError> {
             let close = (open + 1..chars.len())
                 .find(|&k| chars[k].c == '"')
                 .ok_or_else(|| LexError {
-                    pos: chars[open].pos,
+                    pos: chars[open].pos(),
                     message: "unterminated quoted value: expected a closing '\"' on this \
                               line (or a continued one)"
                         .to_string(),
                 })?;
             if let Some(after) = chars.get(close + 1).filter(|ch| !is_space(ch.c)) {
                 return Err(LexError {
-                    pos: after.pos,
+                    pos: after.pos(),
                     message: format!(
                         "expected whitespace after the closing quote, found {:?}",
                         after.c
@@ -241,13 +286,13 @@ fn tokenize(chars: &[Char]) -> Result<LogicalLine, LexError> {
                 .filter(|w| !w.is_empty())
                 .collect::<Vec<_>>();
             tokens.push(Token {
-                pos: chars[start].pos,
+                pos: chars[start].pos(),
                 key,
                 value: value.join(" "),
-                value_pos: chars[open].pos,
+                value_pos: chars[open].pos(),
                 quoted: true,
-                end: chars[close].pos.next(),
-                end_offset: chars[close].offset + 1,
+                end: chars[close].pos().next(),
+                end_offset: chars[close].offset as usize + 1,
             });
             i = close + 1;
         } else {
@@ -260,18 +305,18 @@ fn tokenize(chars: &[Char]) -> Result<LogicalLine, LexError> {
                 Some(eq) => (
                     Some(collect(&run[..eq])),
                     collect(&run[eq + 1..]),
-                    run[eq].pos.next(),
+                    run[eq].pos().next(),
                 ),
-                None => (None, collect(run), first.pos),
+                None => (None, collect(run), first.pos()),
             };
             tokens.push(Token {
-                pos: first.pos,
+                pos: first.pos(),
                 key,
                 value,
                 value_pos,
                 quoted: false,
-                end: last.pos.next(),
-                end_offset: last.offset + last.c.len_utf8(),
+                end: last.pos().next(),
+                end_offset: last.offset as usize + last.c.len_utf8(),
             });
         }
     }
@@ -284,6 +329,15 @@ fn collect(chars: &[Char]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_logical_line_longer_than_the_cap_is_refused() {
+        let long = format!("GROUP g{}\n", " u".repeat(MAX_LOGICAL_LINE / 2 + 1));
+        let err = logical_lines(&long).unwrap_err();
+        assert!(err.message.contains("longer than"), "{err:?}");
+        let ok = format!("GROUP g{}\n", " u".repeat(MAX_LOGICAL_LINE / 4));
+        assert_eq!(logical_lines(&ok).unwrap().len(), 1);
+    }
+
     use super::*;
 
     fn lines(text: &str) -> Vec<Vec<String>> {

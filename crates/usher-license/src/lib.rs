@@ -22,6 +22,7 @@ mod canonical;
 mod check;
 mod entitlement;
 mod hostid;
+pub mod input;
 mod keys;
 mod lex;
 mod parse;
@@ -38,7 +39,9 @@ pub use entitlement::{
 };
 pub use hostid::{ed25519_from_spki, ed25519_spki, host_ids, matches_host, usher_id};
 pub use keys::{KeyError, VendorPublicKey, VendorSigningKey, WriteMode, keygen};
-pub use lex::{LexError, LogicalLine, Pos, Token, logical_lines};
+pub use lex::{
+    LexError, LogicalLine, MAX_LOGICAL_LINE, Pos, Token, each_logical_line, logical_lines,
+};
 pub use parse::{LicenseFile, ParseError, ServerLine, UserAttribute, parse};
 pub use sign::{SignError, SignOutcome, sign_text};
 pub use statement::{

@@ -83,10 +83,11 @@ pub fn load_policy(
     let Some(path) = path else {
         return Ok((Policy::default(), Vec::new()));
     };
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::ReadPolicy {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = usher_license::input::read_text_file(path, usher_license::input::MAX_POLICY_FILE)
+        .map_err(|source| LoadError::ReadPolicy {
+            path: path.to_path_buf(),
+            source,
+        })?;
     let mut policy = Policy::parse(&path.display().to_string(), &text)?;
     let floor = min_timeout.as_millis() as u64;
     let mut warnings = Vec::new();
@@ -204,10 +205,12 @@ pub fn load(
     let mut refused = Vec::new();
     let mut warnings = Vec::new();
     for path in files {
-        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-            path: path.clone(),
-            source,
-        })?;
+        let text =
+            usher_license::input::read_text_file(path, usher_license::input::MAX_LICENSE_FILE)
+                .map_err(|source| LoadError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
         let name = path.display().to_string();
         let file = usher_license::parse(&name, &text)?;
         for checked in usher_license::check(&file, keys, today) {

@@ -832,3 +832,30 @@ fn a_user_based_license_serves_only_its_first_named_users() {
         }
     }
 }
+
+/// A 4 MB policy file of GROUP lines parses (lines of one group add up; each line is
+/// parsed and dropped as it is read), and a logical line beyond the lexer's cap is refused
+/// with where it is and what to do, instead of costing memory in proportion to its length.
+#[test]
+fn a_four_megabyte_policy_parses_and_an_overlong_line_is_refused() {
+    let mut text = String::new();
+    let mut i = 0;
+    while text.len() < 4_000_000 {
+        text.push_str(&format!("GROUP big user{i} user{} user{}\n", i + 1, i + 2));
+        i += 3;
+    }
+    text.push_str("MAX 1 cad GROUP big\n");
+    let policy = usher_core::Policy::parse("big.opt", &text).expect("a 4 MB policy parses");
+    drop(policy);
+    let long = format!(
+        "GROUP big{}\n",
+        " u \\\n".repeat(usher_license::MAX_LOGICAL_LINE / 3)
+    );
+    let err = usher_core::Policy::parse("long.opt", &long)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("long.opt:") && err.contains("split it"),
+        "{err}"
+    );
+}

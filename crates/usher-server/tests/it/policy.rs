@@ -162,3 +162,77 @@ async fn a_timeout_below_the_floor_is_raised_with_a_warning() {
         done.warnings
     );
 }
+
+/// Policy, license and config files are read only when they are regular files within
+/// their size limit: a FIFO, `/dev/zero` or an oversized file is refused with a clear
+/// error at start and on reload, at once (a FIFO without a writer does not hang the
+/// reload), and the server still shuts down promptly after a refused reload.
+#[tokio::test(flavor = "multi_thread")]
+async fn fifos_devices_and_oversized_files_are_refused_at_start_and_on_reload() {
+    use usher_license::input::{MAX_CONFIG_FILE, MAX_POLICY_FILE};
+    let lic = Licensed::new(LICENSE);
+    let fifo = lic.tmp.path().join("usher.opt");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let big = lic.tmp.path().join("big.opt");
+    std::fs::write(&big, vec![b'#'; MAX_POLICY_FILE as usize + 1]).unwrap();
+    let refused_start = |config: usher_server::Config| async move {
+        match tokio::time::timeout(Duration::from_secs(10), usher_server::Server::bind(config))
+            .await
+            .expect("start is refused at once, not hung")
+        {
+            Ok(_) => panic!("the server started"),
+            Err(e) => e.to_string(),
+        }
+    };
+    let mut config = lic.config();
+    config.policy_file = Some(fifo.clone());
+    let err = refused_start(config).await;
+    assert!(err.contains("usher.opt") && err.contains("FIFO"), "{err}");
+    let mut config = lic.config();
+    config.policy_file = Some(big.clone());
+    let err = refused_start(config).await;
+    assert!(err.contains("bytes allowed"), "{err}");
+    let mut config = lic.config();
+    config.license_files = vec!["/dev/zero".into()];
+    let err = refused_start(config).await;
+    assert!(err.contains("/dev/zero") && err.contains("device"), "{err}");
+    let big_config = lic.tmp.path().join("usherd.toml");
+    std::fs::write(&big_config, vec![b'#'; MAX_CONFIG_FILE as usize + 1]).unwrap();
+    let err = usher_server::config::FileConfig::read(&big_config)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bytes allowed"), "{err}");
+
+    // On reload: the policy file replaced by a FIFO, then by /dev/zero.
+    let policy = lic.tmp.path().join("good.opt");
+    std::fs::write(&policy, "MAX 1 sim USER alice\n").unwrap();
+    let mut config = lic.config();
+    config.policy_file = Some(policy.clone());
+    let server = TestServer::start(config.clone()).await;
+    for (replacement, what) in [
+        (&fifo, "FIFO"),
+        (&std::path::PathBuf::from("/dev/zero"), "device"),
+    ] {
+        std::fs::remove_file(&policy).unwrap();
+        std::os::unix::fs::symlink(replacement, &policy).unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(10), reload(&config))
+            .await
+            .expect("the reload answers at once");
+        match answer {
+            Err(ClientError::Server { message, .. }) => {
+                assert!(message.contains(what), "{message}")
+            }
+            other => panic!("expected the reload to be refused, got {other:?}"),
+        }
+    }
+    tokio::time::timeout(Duration::from_secs(15), server.shutdown())
+        .await
+        .expect("shutdown is not blocked by the refused reload")
+        .unwrap();
+}
