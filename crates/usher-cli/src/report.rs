@@ -6,6 +6,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use usher_license::words::{plural, plural_noun};
+use usher_proto::{DenyReason, RefusalClass};
 use usher_store::{UsageEvent, UsageRecord};
 
 /// Milliseconds since the epoch.
@@ -75,6 +77,15 @@ impl Figures {
         self.denials.values().sum()
     }
 
+    /// Refused checkouts of one class of reason (as [`DenyReason::class`] sorts them).
+    pub fn refused(&self, class: RefusalClass) -> u64 {
+        self.denials
+            .iter()
+            .filter(|(reason, _)| reason_class(reason) == class)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
     /// Share of the stretch spent with every seat in use.
     pub fn full_share(&self) -> f64 {
         let span = (self.to - self.from).max(1) as f64;
@@ -113,30 +124,72 @@ impl FeatureReport {
             return format!("{f}: the log says nothing about how many seats it has");
         }
         let full = t.full_share() * 100.0;
-        let denied = t.denied();
-        if denied > 0 || full >= 10.0 {
+        // Only a refusal for lack of seats says anything about buying seats; the others
+        // are told apart after the verdict.
+        let short = t.refused(RefusalClass::Shortage);
+        let others = self.other_refusals();
+        let verdict = if short > 0 || full >= 10.0 {
             let more = self.peak_demand.saturating_sub(t.seats).max(1);
-            let seats = if more == 1 { "seat" } else { "seats" };
-            return format!(
-                "{f}: all {} seats were in use {full:.0}% of the time and {denied} checkout(s) \
-                 were refused; consider {more} more {seats}",
-                t.seats
-            );
+            format!(
+                "{f}: {} were in use {full:.0}% of the time and {} for lack of a seat; \
+                 consider {more} more {}",
+                all_seats(t.seats),
+                plural(short, "checkout was refused|checkouts were refused"),
+                plural_noun(more.into(), "seat"),
+            )
+        } else if t.peak < t.seats {
+            format!(
+                "{f}: at most {} of {} in use and nobody was refused for lack of a seat; {} \
+                 idle even at the peak",
+                t.peak,
+                plural(t.seats.into(), "seat was|seats were"),
+                plural((t.seats - t.peak).into(), "seat stayed|seats stayed"),
+            )
+        } else {
+            format!(
+                "{f}: {} were in use {full:.1}% of the time without refusing anyone for lack \
+                 of a seat; enough for now",
+                all_seats(t.seats)
+            )
+        };
+        if others.is_empty() {
+            verdict
+        } else {
+            format!("{verdict} ({others}: not a seat shortage)")
         }
-        if t.peak < t.seats {
-            let idle = t.seats - t.peak;
-            return format!(
-                "{f}: at most {} of {} seats were in use and nobody was refused; {idle} \
-                 seat(s) stayed idle even at the peak",
-                t.peak, t.seats
-            );
-        }
-        format!(
-            "{f}: all {} seats were in use {full:.1}% of the time without refusing anyone; \
-             enough for now",
-            t.seats
-        )
     }
+
+    /// `2 refused by policy, 1 by borrowing rules`: the refusals that more seats would not
+    /// have avoided, by class; empty when there were none.
+    pub fn other_refusals(&self) -> String {
+        let classes = [
+            (RefusalClass::Policy, "by policy"),
+            (RefusalClass::Licensing, "by the licenses"),
+            (RefusalClass::Borrowing, "by borrowing rules"),
+            (RefusalClass::BadRequest, "as bad requests"),
+        ];
+        let parts: Vec<String> = classes
+            .into_iter()
+            .filter_map(|(class, how)| {
+                let n = self.total.refused(class);
+                (n > 0).then(|| format!("{n} refused {how}"))
+            })
+            .collect();
+        parts.join(", ")
+    }
+}
+
+/// `all 3 seats`, or `the only seat`.
+fn all_seats(seats: u32) -> String {
+    match seats {
+        1 => "the only seat".to_string(),
+        n => format!("all {n} seats"),
+    }
+}
+
+/// The class of a reason as the usage log names it (an unknown name is a bad request).
+pub fn reason_class(name: &str) -> RefusalClass {
+    DenyReason::from_name(name).map_or(RefusalClass::BadRequest, DenyReason::class)
 }
 
 /// One lease being replayed.
@@ -286,13 +339,15 @@ impl Replay {
                 let reason = r.detail.clone().unwrap_or_else(|| "unknown".into());
                 *report.total.denials.entry(reason.clone()).or_default() += times;
                 if let Some(row) = row_at(report, at) {
-                    *row.denials.entry(reason).or_default() += times;
+                    *row.denials.entry(reason.clone()).or_default() += times;
                 }
                 report
                     .denial_times
                     .extend(std::iter::repeat_n(at, times as usize));
-                let demand = state.in_use + state.queued + 1;
-                report.peak_demand = report.peak_demand.max(demand);
+                if reason_class(&reason) == RefusalClass::Shortage {
+                    let demand = state.in_use + state.queued + 1;
+                    report.peak_demand = report.peak_demand.max(demand);
+                }
             }
             UsageEvent::Queue => {
                 if let Some(id) = lease {
@@ -306,6 +361,16 @@ impl Replay {
                     if wanted(&f) {
                         let report = report_of(reports, &f, req);
                         add_queued(report, since, at, req);
+                        // A wait that ran out is a refusal for lack of seats.
+                        if r.detail.as_deref() == Some("timed_out") && at >= req.from && at < req.to
+                        {
+                            let reason = DenyReason::WaitTimedOut.name().to_string();
+                            *report.total.denials.entry(reason.clone()).or_default() += 1;
+                            if let Some(row) = row_at(report, at) {
+                                *row.denials.entry(reason).or_default() += 1;
+                            }
+                            report.denial_times.push(at);
+                        }
                     }
                 }
             }
@@ -574,5 +639,93 @@ mod tests {
         assert_eq!(reports[0].total.denied(), 43, "{reports:?}");
         assert_eq!(reports[0].total.denials["all_in_use"], 42);
         assert_eq!(reports[0].denial_times.len(), 43);
+    }
+
+    /// 2 seats, both held for the whole period, and refusals of every class: only the
+    /// shortage ones (and a wait that ran out) make the verdict ask for more seats.
+    fn full_pool_with(denials: &[&str], timed_out: bool) -> FeatureReport {
+        let mut seats = record(0, UsageEvent::Seats, 0, None);
+        seats.count = Some(2);
+        let mut records = vec![
+            seats,
+            record(S, UsageEvent::Checkout, 1, None),
+            record(S, UsageEvent::Checkout, 2, None),
+        ];
+        for (i, d) in denials.iter().enumerate() {
+            records.push(record((10 + i as u64) * S, UsageEvent::Denied, 0, Some(d)));
+        }
+        if timed_out {
+            records.push(record(40 * S, UsageEvent::Queue, 9, None));
+            records.push(record(50 * S, UsageEvent::Dequeue, 9, Some("timed_out")));
+        }
+        records.push(record(99 * S, UsageEvent::Checkin, 1, None));
+        records.push(record(99 * S, UsageEvent::Checkin, 2, None));
+        let req = Request {
+            from: 0,
+            to: 10_000_000,
+            by: Bucket::Whole,
+            feature: None,
+        };
+        build(&records, &req).remove(0)
+    }
+
+    #[test]
+    fn only_refusals_for_lack_of_seats_ask_for_more_seats() {
+        let others = [
+            "not_borrowable",
+            "borrow_too_long",
+            "excluded",
+            "max_reached",
+            "unknown_feature",
+        ];
+        let r = full_pool_with(&others, false);
+        let verdict = r.verdict();
+        assert!(!verdict.contains("consider"), "{verdict}");
+        assert!(
+            verdict.contains("stayed idle") || verdict.contains("enough"),
+            "{verdict}"
+        );
+        assert!(
+            verdict.contains(
+                "2 refused by policy, 1 refused by the licenses, 2 refused by borrowing rules"
+            ),
+            "{verdict}"
+        );
+        assert_eq!(r.total.denied(), 5);
+        assert_eq!(r.total.refused(RefusalClass::Shortage), 0);
+        assert!(
+            r.peak_demand <= 2,
+            "non-shortage refusals add no demand: {r:?}"
+        );
+
+        let r = full_pool_with(&["all_in_use", "not_borrowable"], false);
+        let verdict = r.verdict();
+        assert!(
+            verdict.contains("1 checkout was refused for lack of a seat; consider 1 more seat"),
+            "{verdict}"
+        );
+        assert!(
+            verdict.contains("1 refused by borrowing rules"),
+            "{verdict}"
+        );
+
+        let r = full_pool_with(&[], true);
+        assert_eq!(
+            r.total.refused(RefusalClass::Shortage),
+            1,
+            "a wait that ran out: {r:?}"
+        );
+        assert!(r.verdict().contains("consider"), "{}", r.verdict());
+    }
+
+    #[test]
+    fn every_logged_reason_name_has_its_class() {
+        for reason in DenyReason::ALL {
+            assert_eq!(reason_class(reason.name()), reason.class(), "{reason:?}");
+        }
+        assert_eq!(reason_class("all_in_use"), RefusalClass::Shortage);
+        assert_eq!(reason_class("max_reached"), RefusalClass::Policy);
+        assert_eq!(reason_class("borrow_too_long"), RefusalClass::Borrowing);
+        assert_eq!(reason_class("no such reason"), RefusalClass::BadRequest);
     }
 }

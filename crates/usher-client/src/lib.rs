@@ -177,10 +177,11 @@ impl Client {
             ),
             QueueWait::Indefinitely => (true, 0, None),
         };
+        no_seats_refused(count)?;
         let kind = request::Kind::Checkout(Checkout {
             feature: feature.to_string(),
             version: version.to_string(),
-            count: count.max(1),
+            count,
             client_ref: 0, // assigned by the driver
             wait,
             wait_ms,
@@ -236,10 +237,11 @@ impl Client {
         count: u32,
         duration: Duration,
     ) -> Result<borrow::BorrowToken, ClientError> {
+        no_seats_refused(count)?;
         let kind = request::Kind::Borrow(usher_proto::Borrow {
             feature: feature.to_string(),
             version: version.to_string(),
-            count: count.max(1),
+            count,
             client_ref: 0, // assigned by the driver
             duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
             host_ids: usher_license::host_ids(),
@@ -594,4 +596,18 @@ fn is_local_host(host: &str) -> bool {
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A request for no seats is refused here, never sent: on the wire a count of 0 reads as
+/// 1, so sending it would silently take a seat.
+fn no_seats_refused(count: u32) -> Result<(), ClientError> {
+    if count > 0 {
+        return Ok(());
+    }
+    Err(ClientError::Denied(Denial {
+        reason: usher_proto::DenyReason::BadRequest,
+        message: "a request must ask for at least 1 seat".into(),
+        in_use: 0,
+        total: 0,
+    }))
 }

@@ -181,6 +181,22 @@ pub enum Denial {
         /// The rule, as written (`MAX 2 cad GROUP eng`).
         rule: String,
     },
+    /// More seats were asked for than any pool that could serve the request has, even
+    /// with its `OVERDRAFT`: it can never be met, so it is refused at once, never queued.
+    MoreThanLicensed {
+        /// Seats asked for.
+        asked: u32,
+        /// The most seats one such pool has.
+        licensed: u32,
+    },
+    /// More seats were asked for than a `MAX` rule allows this client at all: it can never
+    /// be met, so it is refused at once, never queued.
+    MoreThanAllowed {
+        /// The limit.
+        limit: u32,
+        /// The rule, as written (`MAX 2 cad USER bob`).
+        rule: String,
+    },
     /// Seats are free, but `RESERVE`d for others.
     Reserved {
         /// Seats free in the pools that could serve the request.

@@ -886,6 +886,21 @@ impl Ledger {
                 return Err(Denial::NotNamedUser { limit });
             }
         }
+        // A request no pool could ever hold (even empty, even with its overdraft) is
+        // refused at once rather than left waiting forever.
+        let capacity =
+            |p: &&crate::catalog::Pool| p.seats_at(now).saturating_add(p.overdraft_at(now));
+        let licensed = candidates.iter().map(capacity).max().unwrap_or(0);
+        if licensed > 0
+            && candidates
+                .iter()
+                .all(|p| self.extra_seats(&p.key, who, count) > capacity(p))
+        {
+            return Err(Denial::MoreThanLicensed {
+                asked: count,
+                licensed,
+            });
+        }
         let seats = self.policy_seats(now, feature, count, who)?;
         let (mut in_use, mut total) = (0u32, 0u32);
         for pool in &candidates {
@@ -1165,6 +1180,12 @@ impl Ledger {
                 .filter(|(c, _)| policy.matches(&limit.target, &Who::from(*c)))
                 .map(|(_, n)| *n)
                 .sum();
+            if count > limit.number {
+                return Err(Denial::MoreThanAllowed {
+                    limit: limit.number,
+                    rule: format!("MAX {} {feature} {}", limit.number, limit.target),
+                });
+            }
             if held.saturating_add(count) > limit.number {
                 return Err(Denial::MaxReached {
                     limit: limit.number,

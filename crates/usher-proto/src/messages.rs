@@ -427,6 +427,121 @@ pub enum DenyReason {
     /// The policy keeps the remaining seats from being borrowed (`BORROW_LOWWATER`);
     /// `total` is how many it keeps.
     BorrowLowWater = 15,
+    /// More seats were asked for than the licenses have (`total`): the request can never
+    /// be met, so it is refused at once and never queued.
+    MoreThanLicensed = 16,
+    /// More seats were asked for than the policy's `MAX` allows this client (`total`): it
+    /// can never be met, so it is refused at once and never queued.
+    MoreThanAllowed = 17,
+}
+
+/// What kind of refusal a [`DenyReason`] is: the one classification the usage report,
+/// the exit codes of `usher` and the messages use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RefusalClass {
+    /// No seat was free (or others wait ahead, or a wait ran out): more seats would
+    /// have helped. The only class a "do we need more seats?" verdict counts.
+    Shortage,
+    /// The licenses do not cover the request (unknown feature, version, dates, named
+    /// users, more seats than licensed).
+    Licensing,
+    /// The server's policy refuses it (`EXCLUDE`/`INCLUDE`, `MAX`, `RESERVE`).
+    Policy,
+    /// A borrow the licenses or the policy do not allow (not borrowable, too long,
+    /// `BORROW_LOWWATER`).
+    Borrowing,
+    /// A malformed request, or a reason this build does not know.
+    BadRequest,
+}
+
+impl RefusalClass {
+    /// The class's name, as reports print it.
+    pub fn name(self) -> &'static str {
+        match self {
+            RefusalClass::Shortage => "shortage",
+            RefusalClass::Licensing => "licensing",
+            RefusalClass::Policy => "policy",
+            RefusalClass::Borrowing => "borrowing",
+            RefusalClass::BadRequest => "bad request",
+        }
+    }
+}
+
+impl DenyReason {
+    /// Every reason, for tables and tests.
+    pub const ALL: [DenyReason; 18] = [
+        DenyReason::Unspecified,
+        DenyReason::UnknownFeature,
+        DenyReason::VersionTooNew,
+        DenyReason::Expired,
+        DenyReason::NotYetStarted,
+        DenyReason::AllInUse,
+        DenyReason::BadRequest,
+        DenyReason::QueuedAhead,
+        DenyReason::WaitTimedOut,
+        DenyReason::Excluded,
+        DenyReason::MaxReached,
+        DenyReason::Reserved,
+        DenyReason::NotNamedUser,
+        DenyReason::NotBorrowable,
+        DenyReason::BorrowTooLong,
+        DenyReason::BorrowLowWater,
+        DenyReason::MoreThanLicensed,
+        DenyReason::MoreThanAllowed,
+    ];
+
+    /// The stable snake_case name the usage log, the metrics and the admin API use
+    /// (`all_in_use`, `max_reached`...).
+    pub fn name(self) -> &'static str {
+        match self {
+            DenyReason::Unspecified => "unspecified",
+            DenyReason::UnknownFeature => "unknown_feature",
+            DenyReason::VersionTooNew => "version_too_new",
+            DenyReason::Expired => "expired",
+            DenyReason::NotYetStarted => "not_yet_started",
+            DenyReason::AllInUse => "all_in_use",
+            DenyReason::BadRequest => "bad_request",
+            DenyReason::QueuedAhead => "queued_ahead",
+            DenyReason::WaitTimedOut => "wait_timed_out",
+            DenyReason::Excluded => "excluded",
+            DenyReason::MaxReached => "max_reached",
+            DenyReason::Reserved => "reserved",
+            DenyReason::NotNamedUser => "not_named_user",
+            DenyReason::NotBorrowable => "not_borrowable",
+            DenyReason::BorrowTooLong => "borrow_too_long",
+            DenyReason::BorrowLowWater => "borrow_lowwater",
+            DenyReason::MoreThanLicensed => "more_than_licensed",
+            DenyReason::MoreThanAllowed => "more_than_allowed",
+        }
+    }
+
+    /// The reason a [`DenyReason::name`] names.
+    pub fn from_name(name: &str) -> Option<DenyReason> {
+        DenyReason::ALL.into_iter().find(|r| r.name() == name)
+    }
+
+    /// What kind of refusal this is.
+    pub fn class(self) -> RefusalClass {
+        match self {
+            DenyReason::AllInUse | DenyReason::QueuedAhead | DenyReason::WaitTimedOut => {
+                RefusalClass::Shortage
+            }
+            DenyReason::UnknownFeature
+            | DenyReason::VersionTooNew
+            | DenyReason::Expired
+            | DenyReason::NotYetStarted
+            | DenyReason::NotNamedUser
+            | DenyReason::MoreThanLicensed => RefusalClass::Licensing,
+            DenyReason::Excluded
+            | DenyReason::MaxReached
+            | DenyReason::Reserved
+            | DenyReason::MoreThanAllowed => RefusalClass::Policy,
+            DenyReason::NotBorrowable | DenyReason::BorrowTooLong | DenyReason::BorrowLowWater => {
+                RefusalClass::Borrowing
+            }
+            DenyReason::BadRequest | DenyReason::Unspecified => RefusalClass::BadRequest,
+        }
+    }
 }
 
 /// Seats refused.

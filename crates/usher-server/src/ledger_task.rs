@@ -707,24 +707,10 @@ pub fn seat_events(catalog: &usher_core::Catalog, now: Millis) -> Vec<LogEvent> 
         .collect()
 }
 
-/// The reason a refusal is logged with: a stable snake_case name, for reports to group by.
+/// The reason a refusal is logged with: a stable snake_case name, for reports to group by
+/// (the one table of names and classes is [`usher_proto::DenyReason`]'s).
 pub fn denial_reason(denial: &Denial) -> &'static str {
-    match denial {
-        Denial::UnknownFeature => "unknown_feature",
-        Denial::VersionTooNew { .. } => "version_too_new",
-        Denial::Expired { .. } => "expired",
-        Denial::NotYetStarted { .. } => "not_yet_started",
-        Denial::AllInUse { .. } => "all_in_use",
-        Denial::QueuedAhead { .. } => "queued_ahead",
-        Denial::Excluded => "excluded",
-        Denial::NotNamedUser { .. } => "not_named_user",
-        Denial::MaxReached { .. } => "max_reached",
-        Denial::Reserved { .. } => "reserved",
-        Denial::NotBorrowable => "not_borrowable",
-        Denial::BorrowTooLong { .. } => "borrow_too_long",
-        Denial::BorrowLowWater { .. } => "borrow_lowwater",
-        Denial::BadRequest(_) => "bad_request",
-    }
+    crate::reply::deny_reason(denial).name()
 }
 
 fn pool_key(lease: &usher_core::Lease) -> PoolKey {

@@ -131,10 +131,12 @@ pub async fn remove(args: RemoveArgs) -> Result<u8, Failure> {
                 );
             }
             Ok(response::Kind::Removed(_)) => {
-                println!(
-                    "lease {} is not held (nothing to remove)",
+                // As when no holder matches FEATURE USER HOST: nothing was removed.
+                eprintln!(
+                    "usher: lease {} is not held (nothing to remove)",
                     format_handle(lease_id)
                 );
+                code = FAILURE;
             }
             Ok(other) => {
                 return Err(Failure::new(

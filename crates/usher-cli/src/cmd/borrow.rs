@@ -24,7 +24,7 @@ pub struct BorrowArgs {
     #[arg(long, default_value = "")]
     pub version: String,
     /// Seats to borrow.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub count: u32,
     /// Give the borrowed seats of FEATURE back to the server before the borrow ends.
     #[arg(long = "return", conflicts_with_all = ["duration", "list"])]

@@ -138,7 +138,12 @@ pub fn table(reports: &[FeatureReport], req: &report::Request) -> String {
         out.push_str("\n(no usage recorded)\n");
     }
     for r in reports {
-        let _ = writeln!(out, "\n{} ({} seats)", r.feature, r.total.seats);
+        let _ = writeln!(
+            out,
+            "\n{} ({})",
+            r.feature,
+            usher_license::words::plural(r.total.seats.into(), "seat")
+        );
         let head = [
             "PERIOD", "SEATS", "PEAK", "AVG USE", "AT 100%", "DENIED", "QUEUED",
         ];

@@ -19,7 +19,7 @@ pub struct RunArgs {
     #[arg(long, default_value = "")]
     pub version: String,
     /// Seats to hold.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub count: u32,
     /// If every seat is taken, wait in the server's queue for up to SECONDS (0: as long
     /// as it takes) instead of failing.

@@ -47,6 +47,14 @@ fn every_command_exits_quietly_when_its_reader_goes_away() {
     quiet_on_a_closed_pipe(&["log", "export", "--data-dir", &data_dir]);
     quiet_on_a_closed_pipe(&["log", "verify", "--data-dir", &data_dir]);
     quiet_on_a_closed_pipe(&["borrow", "--list"]);
+
+    // One exit code for "nothing removed", however the lease was named.
+    let by_handle = crate::util::run_usher(&["remove", "99999", "--data-dir", &data_dir]);
+    let by_holder =
+        crate::util::run_usher(&["remove", "cad", "nobody", "vm", "--data-dir", &data_dir]);
+    assert_eq!(by_handle.code, Some(1), "{by_handle}");
+    assert_eq!(by_holder.code, Some(1), "{by_holder}");
+    assert!(by_handle.stderr.contains("not held"), "{by_handle}");
 }
 
 #[test]

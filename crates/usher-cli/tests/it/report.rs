@@ -141,7 +141,7 @@ fn the_report_finds_the_known_peaks_denials_and_seat_hours() {
     let sim = &json["features"][1];
     assert_eq!(sim["total"]["peak"], 1);
     let verdict = sim["verdict"].as_str().unwrap();
-    assert!(verdict.contains("4 seat(s) stayed idle"), "{verdict}");
+    assert!(verdict.contains("4 seats stayed idle"), "{verdict}");
 
     // By hour: twelve rows; the 02:00 row was full all hour, the 03:00 one had the refusal.
     let csv = report(

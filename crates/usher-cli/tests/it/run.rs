@@ -158,3 +158,35 @@ fn run_reads_usher_detach_after_from_the_environment() {
     let _ = child.wait();
     detached.expect("USHER_DETACH_AFTER=1 detaches `usher run`");
 }
+
+#[test]
+fn run_refuses_at_once_a_count_the_pool_can_never_hold_and_a_count_of_zero() {
+    let fixture = Licensed::start(Timings::LONG);
+    let server = &fixture.server;
+    let spec = server.spec();
+    let _one = Holder::spawn(server, "cad", &["sleep", "30"]);
+    server.wait_in_use("cad", 1);
+    for wait in [None, Some("0")] {
+        let mut args = vec!["run", "-c", &spec, "cad", "--count", "3"];
+        if let Some(w) = wait {
+            args.extend(["--wait", w]);
+        }
+        args.extend(["--", "true"]);
+        let outcome = run_usher(&args).expect_code(5);
+        assert!(
+            outcome
+                .stderr
+                .contains("3 seats of \"cad\" asked for, but it has at most 2 seats"),
+            "{outcome}"
+        );
+    }
+    let status = server.status();
+    assert_eq!(
+        status["queue"].as_array().map_or(0, Vec::len),
+        0,
+        "nothing queued: {status}"
+    );
+    let zero = run_usher(&["run", "-c", &spec, "cad", "--count", "0", "--", "true"]).expect_code(2);
+    assert!(zero.stderr.contains("--count"), "{zero}");
+    server.wait_in_use("cad", 1);
+}

@@ -370,9 +370,9 @@ fn reuse_is_refused_whenever_an_ordinary_grant_would_be() {
             Then::Nothing,
             3,
             "",
-            Err(Denial::AllInUse {
-                in_use: 2,
-                total: 2,
+            Err(Denial::MoreThanLicensed {
+                asked: 3,
+                licensed: 2,
             }),
         ),
         (

@@ -355,6 +355,15 @@ impl Model {
                 highest: highest.text.to_string(),
             });
         }
+        // A request no pool could ever hold is refused at once (never queued).
+        let capacity = |p: &&ModelPool| u64::from(p.seats_at(now)) + u64::from(p.overdraft_at(now));
+        let licensed = candidates.iter().map(capacity).max().unwrap_or(0);
+        if licensed > 0 && candidates.iter().all(|p| u64::from(count) > capacity(p)) {
+            return Err(Denial::MoreThanLicensed {
+                asked: count,
+                licensed: u32::try_from(licensed).unwrap_or(u32::MAX),
+            });
+        }
         let (mut in_use, mut total) = (0u32, 0u32);
         for pool in &candidates {
             let seats = pool.seats_at(now);
@@ -1042,6 +1051,7 @@ fn generated_runs_reach_every_outcome() {
         "Denied AllInUse",
         "Denied BadRequest",
         "Denied Expired",
+        "Denied MoreThanLicensed",
         "Denied NotYetStarted",
         "Denied UnknownFeature",
         "Denied VersionTooNew",

@@ -531,3 +531,48 @@ proptest! {
         }
     }
 }
+
+/// A request no pool could ever hold, or more than a `MAX` allows the client at all, is
+/// refused at once with its own reason even when it asks to wait: it never queues.
+#[test]
+fn a_request_that_can_never_be_met_is_refused_at_once_and_never_queued() {
+    let mut ledger = ledger(&[ent("cad", "2025", 3)]);
+    let (a, b) = (session(&mut ledger, 1, T0), session(&mut ledger, 2, T0));
+    grant(&mut ledger, T0, a, 10, "cad", "", 1);
+    for wait in [Wait::No, Wait::Forever, Wait::Until(T0 + 60_000)] {
+        let (result, changes) = apply(&mut ledger, T0, waiting(b, 20, "cad", 4, wait));
+        assert_eq!(
+            result,
+            Ok(Outcome::Denied(Denial::MoreThanLicensed {
+                asked: 4,
+                licensed: 3
+            })),
+            "{wait:?}"
+        );
+        assert!(
+            !changes.iter().any(|c| matches!(c, Change::Queued(_))),
+            "{changes:?}"
+        );
+    }
+    // Three seats fit the pool: that request waits for the one in use.
+    queue(&mut ledger, T0, waiting(b, 21, "cad", 3, Wait::Forever));
+
+    let mut ledger = ledger_with_max(&[ent("cad", "2025", 5)], "MAX 2 cad USER user3\n");
+    let c = session(&mut ledger, 3, T0);
+    let (result, _) = apply(&mut ledger, T0, waiting(c, 30, "cad", 3, Wait::Forever));
+    let Ok(Outcome::Denied(Denial::MoreThanAllowed { limit: 2, rule })) = result else {
+        panic!("expected MoreThanAllowed, got {result:?}");
+    };
+    assert!(rule.contains("MAX 2 cad"), "{rule}");
+    let (result, _) = apply(&mut ledger, T0, waiting(c, 31, "cad", 0, Wait::Forever));
+    assert!(
+        matches!(result, Ok(Outcome::Denied(Denial::BadRequest(_)))),
+        "{result:?}"
+    );
+}
+
+fn ledger_with_max(ents: &[usher_license::Entitlement], policy: &str) -> Ledger {
+    let mut ledger = ledger(ents);
+    ledger.set_policy(usher_core::Policy::parse("opts", policy).expect("parses"));
+    ledger
+}
