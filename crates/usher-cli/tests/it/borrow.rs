@@ -38,8 +38,8 @@ fn a_borrow_works_offline_survives_a_restart_and_returns_early() {
     let mut server = Server::start_in(&vendor, &license, Timings::LONG, data.path());
     let spec = server.spec();
 
-    // Longer than BORROW=24 allows: refused as not licensed, saying the limit.
-    let long = borrower(tokens, &["borrow", "-c", &spec, "cad", "--for", "2d"]).expect_code(5);
+    // Longer than BORROW=24 allows: a borrow refusal (exit 9), saying the limit.
+    let long = borrower(tokens, &["borrow", "-c", &spec, "cad", "--for", "2d"]).expect_code(9);
     assert!(long.stderr.contains("at most 24 hours"), "{long}");
 
     let done = borrower(tokens, &["borrow", "-c", &spec, "cad", "--for", "2h"]).ok();
@@ -123,7 +123,7 @@ fn a_license_without_borrow_lends_nothing() {
         tokens.path(),
         &["borrow", "-c", &server.spec(), "cad", "--for", "1h"],
     )
-    .expect_code(5);
+    .expect_code(9);
     assert!(
         refused.stderr.contains("does not allow borrowing"),
         "{refused}"
