@@ -121,11 +121,21 @@ pub fn env_settings(prefix: &str) -> Vec<(String, String, String)> {
     out
 }
 
-/// Every variable name starting with `prefix` the docs mention.
+/// Every variable name starting with `prefix` the docs mention (outside source-code blocks,
+/// where `USHER_OK` is a C constant, not a variable).
 pub fn env_names(prefix: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for (file, text) in docs() {
+        let mut source_block = false;
         for (n, line) in text.lines().enumerate() {
+            if let Some(fence) = line.trim_start().strip_prefix("```") {
+                source_block = !source_block
+                    && matches!(fence.trim(), "c" | "cpp" | "c++" | "rust" | "python" | "py");
+                continue;
+            }
+            if source_block {
+                continue;
+            }
             let mut rest = line;
             while let Some(i) = rest.find(prefix) {
                 let tail = &rest[i..];
