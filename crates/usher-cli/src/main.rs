@@ -150,6 +150,10 @@ fn main() -> ExitCode {
             }
         };
     }
+    // `usher run`'s own helper between it and the command (see cmd::run::exec_child).
+    if argv.get(1).map(String::as_str) == Some(cmd::run::EXEC_CHILD) {
+        return cmd::run::exec_child(&argv[2..]);
+    }
     init_tracing();
     let cli = Cli::parse();
     let server = cmd::Target {

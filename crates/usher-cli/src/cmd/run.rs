@@ -1,4 +1,18 @@
 //! `usher run FEATURE -- COMMAND`: hold a seat while a command runs.
+//!
+//! The seat is checked out before the command starts. The command runs in a process
+//! group of its own (unless standard input is a terminal, where it must stay in the
+//! terminal's foreground group to read it); the signals that ask a program to stop or
+//! reload (HUP, INT, QUIT, TERM, USR1, USR2) sent to usher are forwarded to that group.
+//! The command dies with usher: it is started through `usher` itself ([`exec_child`]),
+//! which sets `PR_SET_PDEATHSIG` (SIGKILL) and then executes it, so a killed wrapper does
+//! not leave a command running without a seat. Its exit status is usher's (128 + N if
+//! signal N killed it). `USHER_LEASE` and `USHER_FEATURE` tell it what it holds.
+//!
+//! Any wrapper can be bypassed: whoever can run the program without usher can run it
+//! unlicensed. A vendor key compiled into the application (the C API's
+//! `USHER_OPT_VENDOR_KEY`, the client's `vendor_keys`) is what enforces a license; with
+//! `--vendor-key`, usher run only refuses grants that do not verify.
 
 use std::os::unix::process::ExitStatusExt;
 
@@ -23,8 +37,17 @@ pub struct RunArgs {
     pub count: u32,
     /// If every seat is taken, wait in the server's queue for up to SECONDS (0: as long
     /// as it takes) instead of failing.
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, visible_alias = "timeout", value_name = "SECONDS")]
     pub wait: Option<u64>,
+    /// What to do if the seat is lost while the command runs (an administrator removed
+    /// it, or the server was out of reach for longer than the session TTL): `warn` only
+    /// says so; `term` sends SIGTERM to the command after the grace period, then SIGKILL
+    /// after another; `kill` sends SIGKILL after the grace period.
+    #[arg(long, value_enum, default_value_t = OnLost::Warn)]
+    pub on_lost: OnLost,
+    /// Seconds between the loss of the seat and `--on-lost`'s signal.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub grace: u64,
     /// The vendor's public key file (repeatable). With it, a seat of FEATURE borrowed on
     /// this host (`usher borrow`) is used first, offline, once its token verifies; and a
     /// seat from the server is accepted only with a statement, signed by the server, that
@@ -35,6 +58,89 @@ pub struct RunArgs {
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
+}
+
+/// What `usher run` does when the seat is lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnLost {
+    /// Print a warning; let the command run on.
+    Warn,
+    /// SIGTERM after the grace period, SIGKILL after another.
+    Term,
+    /// SIGKILL after the grace period.
+    Kill,
+}
+
+/// The hidden first argument that makes `usher` the helper of [`exec_child`].
+pub const EXEC_CHILD: &str = "__exec-child";
+
+/// The helper between `usher run` and its command: `usher __exec-child PARENT_PID
+/// COMMAND ARGS...` asks the kernel to kill it when its parent dies, checks that the
+/// parent is still `PARENT_PID` (else it died before the request took hold), then
+/// executes COMMAND in its place (the request survives `execve`).
+pub fn exec_child(args: &[String]) -> std::process::ExitCode {
+    use std::os::unix::process::CommandExt;
+    let (Some(parent), Some(program)) = (args.first(), args.get(1)) else {
+        eprintln!("usher: {EXEC_CHILD} PARENT_PID COMMAND...");
+        return std::process::ExitCode::from(FAILURE);
+    };
+    if let Err(e) =
+        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+    {
+        eprintln!("usher: cannot tie the command to usher's life: {e}");
+        return std::process::ExitCode::from(FAILURE);
+    }
+    let parent_now = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get());
+    if parent.parse::<i32>().ok() != Some(parent_now) {
+        return std::process::ExitCode::from(FAILURE); // usher is gone already
+    }
+    let e = std::process::Command::new(program).args(&args[2..]).exec();
+    eprintln!("usher: cannot run {program:?}: {e}");
+    std::process::ExitCode::from(FAILURE)
+}
+
+/// Sends `sig` to the command: to its process group when it has one of its own.
+fn signal_child(pid: u32, own_group: bool, sig: rustix::process::Signal) {
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return;
+    };
+    let _ = if own_group {
+        rustix::process::kill_process_group(pid, sig)
+    } else {
+        rustix::process::kill_process(pid, sig)
+    };
+}
+
+/// Forwards the stop and reload signals usher receives to the command, until dropped.
+fn forward_signals(pid: u32, own_group: bool) -> Vec<tokio::task::JoinHandle<()>> {
+    use rustix::process::Signal;
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut forwarded = vec![
+        (SignalKind::hangup(), Signal::HUP),
+        (SignalKind::terminate(), Signal::TERM),
+        (SignalKind::user_defined1(), Signal::USR1),
+        (SignalKind::user_defined2(), Signal::USR2),
+    ];
+    if own_group {
+        // In the terminal's group the command gets Ctrl-C and Ctrl-\ from the terminal
+        // itself; forwarding them too would deliver them twice.
+        forwarded.push((SignalKind::interrupt(), Signal::INT));
+        forwarded.push((SignalKind::quit(), Signal::QUIT));
+    }
+    forwarded
+        .into_iter()
+        .filter_map(|(kind, sig)| {
+            let mut stream = signal(kind).ok()?;
+            Some(tokio::spawn(async move {
+                while stream.recv().await.is_some() {
+                    signal_child(pid, own_group, sig);
+                }
+            }))
+        })
+        .collect()
 }
 
 /// Checks out, runs the command, checks in, and returns the command's exit status
@@ -76,10 +182,21 @@ pub async fn run(server: super::Target, args: RunArgs) -> Result<u8, Failure> {
             return Err(e.into());
         }
     };
-    let mut child = match tokio::process::Command::new(&args.command[0])
-        .args(&args.command[1..])
-        .spawn()
-    {
+    use std::io::IsTerminal;
+    let own_group = !std::io::stdin().is_terminal();
+    let exe = std::env::current_exe()
+        .map_err(|e| Failure::new(FAILURE, format!("cannot find usher's own program: {e}")))?;
+    let mut command = tokio::process::Command::new(exe);
+    command
+        .arg(EXEC_CHILD)
+        .arg(std::process::id().to_string())
+        .args(&args.command)
+        .env("USHER_LEASE", license.lease_id().to_string())
+        .env("USHER_FEATURE", license.feature());
+    if own_group {
+        command.process_group(0);
+    }
+    let mut child = match command.spawn() {
         Ok(child) => child,
         Err(e) => {
             // Check in before saying so: the seat must not wait out the reconnect grace.
@@ -91,14 +208,39 @@ pub async fn run(server: super::Target, args: RunArgs) -> Result<u8, Failure> {
             ));
         }
     };
+    let pid = child.id().unwrap_or(0);
+    let forwarding = forward_signals(pid, own_group);
     let status = tokio::select! {
         status = child.wait() => status,
         reason = license.lost() => {
             eprintln!("usher: warning: the license for {:?} was lost: {reason}", args.feature);
-            child.wait().await
+            let grace = Duration::from_secs(args.grace);
+            let signals: &[rustix::process::Signal] = match args.on_lost {
+                OnLost::Warn => &[],
+                OnLost::Term => &[rustix::process::Signal::TERM, rustix::process::Signal::KILL],
+                OnLost::Kill => &[rustix::process::Signal::KILL],
+            };
+            let mut status = None;
+            for sig in signals {
+                match tokio::time::timeout(grace, child.wait()).await {
+                    Ok(s) => {
+                        status = Some(s);
+                        break;
+                    }
+                    Err(_) => {
+                        eprintln!("usher: stopping {:?} ({sig:?}): its seat is gone", args.command[0]);
+                        signal_child(pid, own_group, *sig);
+                    }
+                }
+            }
+            match status {
+                Some(s) => s,
+                None => child.wait().await,
+            }
         }
     }
     .map_err(|e| Failure::new(FAILURE, format!("waiting for {:?}: {e}", args.command[0])))?;
+    forwarding.iter().for_each(|t| t.abort());
     drop(license);
     client.close().await;
     Ok(exit_code(status))

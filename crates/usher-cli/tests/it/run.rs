@@ -190,3 +190,62 @@ fn run_refuses_at_once_a_count_the_pool_can_never_hold_and_a_count_of_zero() {
     assert!(zero.stderr.contains("--count"), "{zero}");
     server.wait_in_use("cad", 1);
 }
+
+#[test]
+fn run_exports_the_lease_and_forwards_signals_to_the_command() {
+    let fixture = Licensed::start(Timings::SHORT);
+    let server = &fixture.server;
+    let spec = server.spec();
+    run_usher(&[
+        "run",
+        "-c",
+        &spec,
+        "cad",
+        "--",
+        "sh",
+        "-c",
+        r#"test "$USHER_FEATURE" = cad && test "$USHER_LEASE" -gt 0"#,
+    ])
+    .expect_code(0);
+
+    // SIGTERM to usher reaches the command, whose own exit status is usher's.
+    let script = "trap 'exit 7' TERM; while :; do sleep 0.05; done";
+    let mut holder = Holder::spawn(server, "cad", &["sh", "-c", script]);
+    server.wait_in_use("cad", 1);
+    holder.signal("TERM");
+    assert_eq!(holder.wait_exit(), Some(7), "{}", holder.stderr());
+    server.wait_in_use("cad", 0);
+}
+
+#[test]
+fn run_takes_the_command_down_with_it() {
+    let fixture = Licensed::start(Timings::SHORT);
+    let server = &fixture.server;
+    let pid_file = server.scratch.path().join("command.pid");
+    let script = format!("echo $$ > {}; exec sleep 30", pid_file.display());
+    let mut holder = Holder::spawn(server, "cad", &["sh", "-c", &script]);
+    let pid: u32 = poll("the command to start", WAIT, || {
+        std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or_else(|| "no pid yet".to_string())
+    });
+    holder.kill_usher();
+    // SIGKILL leaves usher no chance to act: the kernel kills the command.
+    poll(
+        "the command to die with usher",
+        WAIT,
+        || match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => Ok(()),
+            Ok(stat)
+                if stat
+                    .rsplit(')')
+                    .next()
+                    .is_some_and(|s| s.trim_start().starts_with('Z')) =>
+            {
+                Ok(())
+            }
+            Ok(stat) => Err(format!("still running: {stat}")),
+        },
+    );
+}

@@ -625,7 +625,8 @@ impl Holder {
         assert_eq!(outcome.code, Some(0), "{outcome}");
     }
 
-    /// Kills the `usher` process with SIGKILL (its command lives on) and reaps it.
+    /// Kills the `usher` process with SIGKILL and reaps it (the kernel then kills its
+    /// command: `usher run` ties the command to its own life).
     pub fn kill_usher(&mut self) {
         self.child.kill().expect("killing usher run");
         self.child.wait().expect("reaping usher run");
