@@ -198,6 +198,12 @@
 // A borrowed token could not be saved.
 #define USHER_E_BORROW_STORE -37
 
+// More seats were asked for than the licenses have: it can never be granted.
+#define USHER_E_MORE_THAN_LICENSED -38
+
+// More seats were asked for than the policy's maximum allows: it can never be granted.
+#define USHER_E_MORE_THAN_ALLOWED -39
+
 // A license client (opaque). Created by `usher_client_new`, freed by `usher_client_free`.
 typedef struct usher_client usher_client;
 

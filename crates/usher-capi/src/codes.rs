@@ -78,6 +78,10 @@ pub const USHER_E_LICENSE_LOST: i32 = -35;
 pub const USHER_E_NOT_GRANTED: i32 = -36;
 /// A borrowed token could not be saved.
 pub const USHER_E_BORROW_STORE: i32 = -37;
+/// More seats were asked for than the licenses have: it can never be granted.
+pub const USHER_E_MORE_THAN_LICENSED: i32 = -38;
+/// More seats were asked for than the policy's maximum allows: it can never be granted.
+pub const USHER_E_MORE_THAN_ALLOWED: i32 = -39;
 
 /// `(code, message, retryable)` for every code.
 const TABLE: &[(i32, &CStr, bool)] = &[
@@ -271,6 +275,8 @@ fn denial_code(reason: DenyReason) -> i32 {
         DenyReason::NotBorrowable => USHER_E_NOT_BORROWABLE,
         DenyReason::BorrowTooLong => USHER_E_BORROW_TOO_LONG,
         DenyReason::BorrowLowWater => USHER_E_BORROW_LOW_WATER,
+        DenyReason::MoreThanLicensed => USHER_E_MORE_THAN_LICENSED,
+        DenyReason::MoreThanAllowed => USHER_E_MORE_THAN_ALLOWED,
         DenyReason::BadRequest => USHER_E_INVALID_ARGUMENT,
         DenyReason::Unspecified => USHER_E_DENIED,
     }
