@@ -50,16 +50,34 @@ pub async fn run(server: super::Target, args: BorrowArgs) -> Result<u8, Failure>
         let lease = token.as_ref().map(|t| t.statement.lease_id);
         let returned = client.return_borrow(&feature, lease).await;
         client.close().await;
-        let returned = returned?;
-        store.remove(&feature).map_err(store_err)?;
-        match returned {
-            Some(n) => println!(
-                "returned {} of {feature:?} to the server",
-                plural(n.into(), "borrowed seat")
-            ),
-            None => println!(
-                "the server holds no borrow of {feature:?} by you on this host \
-                 (it may have ended already); the local token is removed"
+        // The local token goes only once the server has released its seats (or the
+        // borrow has ended anyway): deleting it otherwise would leave the server holding
+        // the seat and the borrower without offline use.
+        match (returned?, token) {
+            (Some(n), _) => {
+                store.remove(&feature).map_err(store_err)?;
+                println!(
+                    "returned {} of {feature:?} to the server",
+                    plural(n.into(), "borrowed seat")
+                );
+            }
+            (None, Some(t)) if t.statement.valid_until_ms > now_ms() => {
+                return Err(Failure::new(
+                    FAILURE,
+                    format!(
+                        "the server holds no borrow of {feature:?} by you on this host (the \
+                         token here is another user's or host's, or from another server); \
+                         the local token is kept"
+                    ),
+                ));
+            }
+            (None, Some(_)) => {
+                store.remove(&feature).map_err(store_err)?;
+                println!("the borrow of {feature:?} had ended; its local token is removed");
+            }
+            (None, None) => println!(
+                "the server holds no borrow of {feature:?} by you on this host (it may have \
+                 ended already), and this host holds no token for it"
             ),
         }
         return Ok(OK);

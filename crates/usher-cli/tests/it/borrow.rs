@@ -104,6 +104,17 @@ fn a_borrow_works_offline_survives_a_restart_and_returns_early() {
         listed.stdout.contains("cad v2025  1 seat  until"),
         "{listed}"
     );
+    // Someone else cannot return it: the server keeps the seat, so the token stays.
+    let other = output({
+        let mut cmd = usher(&["borrow", "-c", &spec, "--return", "cad"]);
+        cmd.env("USHER_BORROW_DIR", tokens)
+            .env("USER", "somebody-else");
+        cmd
+    })
+    .expect_code(1);
+    assert!(other.stderr.contains("the local token is kept"), "{other}");
+    assert!(token.exists(), "the borrower's token survives\n{other}");
+    server.wait_in_use("cad", 1);
     let back = borrower(tokens, &["borrow", "-c", &spec, "--return", "cad"]).ok();
     assert!(back.stdout.contains("returned 1 borrowed seat"), "{back}");
     server.wait_in_use("cad", 0);
