@@ -505,6 +505,9 @@ async fn dispatch(
             }
         },
         request::Kind::Status(s) => {
+            // Whoever asks without the admin socket or the token learns file names at
+            // most, never where the server keeps its files.
+            let anonymous = !admin && s.admin_token.is_empty();
             let detail = if admin {
                 StatusDetail::Full
             } else if !s.admin_token.is_empty() {
@@ -569,9 +572,12 @@ async fn dispatch(
                     page_size: s.page_size as usize,
                     max_bytes: usher_proto::MAX_FRAME_LEN,
                 };
-                let report = status::page(&view, id, request);
+                let mut report = status::page(&view, id, request);
                 if report.truncated {
                     status::log_truncated(&report);
+                }
+                if anonymous {
+                    status::hide_paths(&mut report);
                 }
                 reply::ok(id, response::Kind::Status(report))
             };

@@ -473,10 +473,26 @@ pub fn totals(view: &View<'_>, feature: &str) -> StatusReport {
         port: u32::from(info.port),
         features,
         started_at_ms: info.started_at_ms,
-        license_files: info.license_files.clone(),
+        license_files: info.license_files.iter().map(|p| file_name(p)).collect(),
         vendors: info.vendors.clone(),
         now_ms: now,
         ..StatusReport::default()
+    }
+}
+
+/// The last component of a path: the license file's name without the directories that
+/// tell a stranger how the server's machine is laid out.
+fn file_name(path: &str) -> String {
+    std::path::Path::new(path)
+        .file_name()
+        .map_or_else(|| path.to_string(), |n| n.to_string_lossy().into_owned())
+}
+
+/// Replaces the license file paths of a report meant for someone without the admin token
+/// with the files' names.
+pub fn hide_paths(report: &mut StatusReport) {
+    for path in &mut report.license_files {
+        *path = file_name(path);
     }
 }
 

@@ -303,3 +303,27 @@ fn the_admin_token_is_accepted_from_loopback_by_default() {
     let ranges: Vec<String> = config.admin_from.iter().map(ToString::to_string).collect();
     assert_eq!(ranges, ["127.0.0.0/8", "::1/128"]);
 }
+
+/// A status request without the admin token names the license files but never where they
+/// are (with `status_detail` totals and full alike); the admin token shows the paths.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unauthenticated_status_shows_no_license_file_paths() {
+    use usher_server::config::StatusDetail;
+    let lic = Licensed::new(LICENSE);
+    let dir = lic.license.parent().unwrap().display().to_string();
+    for detail in [StatusDetail::Totals, StatusDetail::Full] {
+        let mut config = lic.config();
+        config.status_detail = detail;
+        let server = TestServer::start(config).await;
+        let files = |kind: response::Kind| match kind {
+            response::Kind::Status(r) => r.license_files,
+            other => panic!("{other:?}"),
+        };
+        let anonymous = files(token_status("127.0.0.1", server.addr, "").await);
+        assert_eq!(anonymous, ["acme.lic"], "{detail:?}");
+        assert!(!anonymous.iter().any(|f| f.contains(&dir)), "{anonymous:?}");
+        let admin = files(token_status("127.0.0.1", server.addr, &server.token).await);
+        assert_eq!(admin, [lic.license.display().to_string()], "{detail:?}");
+        server.shutdown().await.unwrap();
+    }
+}
