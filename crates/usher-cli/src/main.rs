@@ -254,8 +254,9 @@ mod tests {
                 .find(|(_, a)| a.get_env().is_some_and(|e| e == name))
                 .cloned()
         };
-        // `USHER_ID=` is a host id's prefix, not a variable.
-        let not_variables = ["USHER_ID"];
+        // `USHER_ID=` is a host id's prefix, not a variable; `usher run` sets
+        // `USHER_LEASE` and `USHER_FEATURE` for its command rather than reading them.
+        let not_variables = ["USHER_ID", "USHER_LEASE", "USHER_FEATURE"];
         for (at, name) in doc_examples::env_names("USHER_") {
             if not_variables.contains(&name.as_str()) {
                 continue;
