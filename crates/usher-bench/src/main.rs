@@ -27,6 +27,7 @@ mod recovery;
 mod redis;
 mod sessions;
 mod stats;
+mod status_load;
 mod usher;
 
 use std::future::Future;
@@ -70,6 +71,12 @@ struct Args {
     /// Longest the sessions scenario may spend opening its sessions, per size.
     #[arg(long, default_value_t = 900)]
     open_seconds: u64,
+    /// Holders on the server in the status-load scenario.
+    #[arg(long)]
+    holders: Option<usize>,
+    /// Pause of each status-load poller between two full status reads (0: back to back).
+    #[arg(long, default_value_t = 0)]
+    poll_interval_ms: u64,
     /// Internal: be the echo floor's server process on this address.
     #[arg(long, hide = true)]
     serve_echo: Option<std::net::SocketAddr>,
@@ -86,6 +93,9 @@ enum Scenario {
     Sessions,
     /// Checkout latency of legitimate clients while junk connections flood the port.
     Flood,
+    /// Checkout throughput at 16 clients while 4 clients read the full status in a loop,
+    /// with H holders (`--holders`, default 100,000).
+    StatusLoad,
 }
 
 /// Runs `clients` copies of a worker, each doing its share of `ops` until the deadline,
@@ -147,6 +157,7 @@ async fn main() -> anyhow::Result<()> {
             Scenario::Flood,
             Scenario::Sessions,
             Scenario::Recovery,
+            Scenario::StatusLoad,
         ],
         given => given.to_vec(),
     };
@@ -159,6 +170,7 @@ async fn main() -> anyhow::Result<()> {
             Scenario::Recovery => recovery_scenario(&args).await?,
             Scenario::Sessions => sessions_scenario(&args).await?,
             Scenario::Flood => flood_scenario(&args).await?,
+            Scenario::StatusLoad => status_load_scenario(&args).await?,
         }
     }
     Ok(())
@@ -231,6 +243,70 @@ async fn flood_scenario(args: &Args) -> anyhow::Result<()> {
                 p99.unwrap_or(0.0),
             );
         }
+    }
+    Ok(())
+}
+
+/// The status-load scenario: checkout+checkin at 16 clients, quiet and while 4 clients
+/// poll the full status, as a ratio.
+async fn status_load_scenario(args: &Args) -> anyhow::Result<()> {
+    let (holders, ops) = match args.quick {
+        true => (args.holders.unwrap_or(2_000), 200),
+        false => (args.holders.unwrap_or(100_000), args.ops.unwrap_or(20_000)),
+    };
+    let limit = Duration::from_secs(if args.quick { 5 } else { args.seconds });
+    let pause = Duration::from_millis(args.poll_interval_ms);
+    let r = status_load::run(holders, (16, 4, pause), ops, limit).await?;
+    let ratio_ops = ratio(r.polled.ops_per_s, Some(r.quiet.ops_per_s));
+    let seconds = (r.polled.ops as f64 / r.polled.ops_per_s.max(1e-9)).max(1e-9);
+    if args.json {
+        println!(
+            "{}",
+            json!({
+                "scenario": "status-load",
+                "holders": r.holders,
+                "clients": r.clients,
+                "pollers": r.pollers,
+                "poll_interval_ms": args.poll_interval_ms,
+                "quiet_ops_per_s": r.quiet.ops_per_s.round(),
+                "quiet_p50_us": r.quiet.p50_us,
+                "ops_per_s": r.polled.ops_per_s.round(),
+                "p50_us": r.polled.p50_us,
+                "p99_us": r.polled.p99_us,
+                "status_walks_per_s": (r.walks as f64 / seconds * 10.0).round() / 10.0,
+                "status_pages_per_s": (r.pages as f64 / seconds).round(),
+                "ratio_vs_quiet": ratio_ops,
+            })
+        );
+    } else {
+        println!(
+            "status-load: checkout+checkin at {} clients with {} holders, quiet and while {} \
+             clients read the full status in a loop ({} ms apart)",
+            r.clients, r.holders, r.pollers, args.poll_interval_ms
+        );
+        println!();
+        println!(
+            "{:>10} {:>8} | {:>10} {:>8} {:>8} | {:>8} {:>8} | {:>7}",
+            "quiet op/s",
+            "p50 µs",
+            "polled op/s",
+            "p50 µs",
+            "p99 µs",
+            "walks/s",
+            "pages/s",
+            "ratio"
+        );
+        println!(
+            "{:>10.0} {:>8.0} | {:>11.0} {:>8.0} {:>8.0} | {:>8.1} {:>8.0} | {:>7.2}",
+            r.quiet.ops_per_s,
+            r.quiet.p50_us,
+            r.polled.ops_per_s,
+            r.polled.p50_us,
+            r.polled.p99_us,
+            r.walks as f64 / seconds,
+            r.pages as f64 / seconds,
+            ratio_ops.unwrap_or(0.0),
+        );
     }
     Ok(())
 }
