@@ -253,6 +253,9 @@ pub(super) async fn holders(
     Ok(Json(list))
 }
 
+/// The largest `limit` of `/api/v1/sessions` (the OpenAPI document's `maximum`).
+const MAX_SESSIONS_LIMIT: usize = 100_000;
+
 /// `?limit=` for long lists.
 #[derive(Debug, Deserialize)]
 pub(super) struct Limit {
@@ -264,7 +267,13 @@ pub(super) async fn sessions(
     query: Result<Query<Limit>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<SessionJson>>, ApiError> {
     let Query(limit) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
-    let limit = limit.limit.unwrap_or(1000).min(100_000);
+    let limit = limit.limit.unwrap_or(1000);
+    if limit > MAX_SESSIONS_LIMIT {
+        return Err(ApiError::bad_request(
+            "bad_query",
+            format!("limit must be at most {MAX_SESSIONS_LIMIT}"),
+        ));
+    }
     let list = s
         .ctx
         .ledger

@@ -412,6 +412,20 @@ async fn errors_are_json_with_proper_status_codes() {
         .get("/api/v1/sessions?limit=-5")
         .await
         .assert_error(400, "bad_query");
+    // Above the documented maximum: refused, as the OpenAPI document says.
+    server
+        .get("/api/v1/sessions?limit=100001")
+        .await
+        .assert_error(400, "bad_query");
+    assert_eq!(
+        server.get("/api/v1/sessions?limit=100000").await.status,
+        200
+    );
+    // The largest since_seq the document allows (i64::MAX) is accepted.
+    let max = server
+        .get("/api/v1/events?since_seq=9223372036854775807")
+        .await;
+    assert_eq!(max.status, 200, "{}", max.body);
     server
         .post("/api/v1/remove", "{not json")
         .await
