@@ -88,3 +88,42 @@ fn verify_of_a_missing_store_fails_plainly() {
     let out = out.expect_code(1);
     assert!(out.stderr.contains("no usher store"), "{out}");
 }
+
+/// A lease has one handle everywhere: `usher status` and the usage log export show the
+/// same decimal text (ids from 10 up, where decimal and hexadecimal differ).
+#[test]
+fn the_log_export_names_a_lease_by_the_handle_status_shows() {
+    let fixture = crate::util::Licensed::start(crate::util::Timings::LONG);
+    let server = &fixture.server;
+    let c = server.spec();
+    for _ in 0..12 {
+        run_usher(&["-c", &c, "run", "cad", "--", "true"]).ok();
+    }
+    let _holder = crate::util::Holder::spawn(server, "cad", &["sleep", "30"]);
+    server.wait_in_use("cad", 1);
+    let status = server.status();
+    let handle = crate::util::feature_of(&status, "cad")["holders"][0]["handle"]
+        .as_str()
+        .expect("a handle")
+        .to_owned();
+    assert!(handle.parse::<u64>().expect("decimal") >= 10, "{handle}");
+    let data_dir = server.admin_token_file();
+    let data_dir = data_dir.parent().and_then(|d| d.parent()).unwrap();
+    let out = run_usher(&[
+        "log",
+        "export",
+        "--format",
+        "jsonl",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+    ])
+    .ok();
+    let last_checkout = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["event"] == "checkout")
+        .last()
+        .expect("a checkout row");
+    assert_eq!(last_checkout["lease"], handle.as_str(), "{last_checkout}");
+}
