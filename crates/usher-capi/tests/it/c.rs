@@ -17,6 +17,7 @@ FEATURE sim acme 1.0 permanent 2 HOSTID=ANY
 ";
 
 const CFLAGS: &[&str] = &["-std=c99", "-Wall", "-Wextra", "-pedantic", "-Werror"];
+const CXXFLAGS: &[&str] = &["-std=c++17", "-Wall", "-Wextra", "-Werror"];
 
 fn crate_dir() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -54,24 +55,32 @@ fn lib_dir() -> PathBuf {
 pub enum Link {
     Static,
     Shared,
+    /// tests/c/wrapper.cpp (usher.hpp), C++17, against the shared library.
+    Cpp,
 }
 
 /// Compiles `tests/c/NAME.c` (once per link mode) and returns the program.
 fn program(link: Link) -> PathBuf {
     static STATIC: OnceLock<PathBuf> = OnceLock::new();
     static SHARED: OnceLock<PathBuf> = OnceLock::new();
+    static CPP: OnceLock<PathBuf> = OnceLock::new();
     let cell = match link {
         Link::Static => &STATIC,
         Link::Shared => &SHARED,
+        Link::Cpp => &CPP,
     };
     cell.get_or_init(|| {
         let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("scenarios-{link:?}"));
         let lib = lib_dir();
-        let mut cc = std::process::Command::new("cc");
-        cc.args(CFLAGS)
+        let (compiler, flags, source) = match link {
+            Link::Cpp => ("c++", CXXFLAGS, "tests/c/wrapper.cpp"),
+            _ => ("cc", CFLAGS, "tests/c/scenarios.c"),
+        };
+        let mut cc = std::process::Command::new(compiler);
+        cc.args(flags)
             .arg("-I")
             .arg(crate_dir().join("include"))
-            .arg(crate_dir().join("tests/c/scenarios.c"))
+            .arg(crate_dir().join(source))
             .arg("-o")
             .arg(&out);
         match link {
@@ -79,7 +88,7 @@ fn program(link: Link) -> PathBuf {
                 cc.arg(lib.join("libusher.a"))
                     .args(STATIC_LIBS.split_whitespace());
             }
-            Link::Shared => {
+            Link::Shared | Link::Cpp => {
                 cc.arg("-L")
                     .arg(&lib)
                     .arg("-lusher")
@@ -329,6 +338,12 @@ fn valgrind_present() -> bool {
 }
 
 scenarios!(grant, deny, queue, lost, restart, free, manual, fork);
+
+/// usher.hpp: RAII checkout and checkin, exceptions carrying the C code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpp_wrapper() {
+    scenario("wrapper", Link::Cpp, Under::Native).await;
+}
 
 /// The header compiles as C++ too (with the strictest warnings).
 #[test]
