@@ -122,8 +122,7 @@ fn the_log_export_names_a_lease_by_the_handle_status_shows() {
         .stdout
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|r| r["event"] == "checkout")
-        .last()
+        .rfind(|r| r["event"] == "checkout")
         .expect("a checkout row");
     assert_eq!(last_checkout["lease"], handle.as_str(), "{last_checkout}");
 }
