@@ -228,6 +228,40 @@ impl Ledger {
         ledger
     }
 
+    /// Rebuilds this ledger from the store's sessions and leases after the store rolled
+    /// back a batch (a full disk): what is stored is the truth, so changes the store never
+    /// kept are gone. Unlike [`Ledger::restore`] (a restart), sessions this ledger knows
+    /// keep their liveness (connected, detached, deadline), since their clients are still
+    /// here and must not have to resume; the policy is kept too.
+    pub fn reloaded(
+        &self,
+        sessions: impl IntoIterator<Item = Session>,
+        leases: impl IntoIterator<Item = Lease>,
+        now: Millis,
+        changes: &mut Vec<Change>,
+    ) -> Ledger {
+        let mut ledger = Ledger::restore(
+            self.catalog.clone(),
+            self.config,
+            sessions,
+            leases,
+            now,
+            changes,
+        );
+        ledger.set_policy(self.policy.clone());
+        for (id, session) in ledger.sessions.iter_mut() {
+            let Some(live) = self.sessions.get(id) else {
+                continue;
+            };
+            ledger.expiries.remove(&(session.expires_at, *id));
+            session.connected = live.connected;
+            session.detached = live.detached;
+            session.expires_at = live.expires_at;
+            ledger.expiries.insert((session.expires_at, *id));
+        }
+        ledger
+    }
+
     /// [`Ledger::restore`]'s leases when their ids are strictly ascending (so none repeats):
     /// the same result as inserting them one by one with [`Ledger::insert_lease`], in a
     /// fraction of the time, which is what a restart with a million held leases waits for.

@@ -874,6 +874,9 @@ pub enum ErrorCode {
     TooManyConnections = 9,
     /// The handshake (TLS and Hello) did not complete in the time the server allows.
     HandshakeTimeout = 10,
+    /// The server cannot write its store (a full disk): nothing new can be made durable,
+    /// so new grants and sessions are refused; held seats and heartbeats keep working.
+    StoreUnavailable = 11,
 }
 
 /// The request failed.

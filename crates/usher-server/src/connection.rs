@@ -138,6 +138,8 @@ enum End {
     Shutdown,
     Protocol(String),
     LedgerGone,
+    /// The store cannot commit, so no session can open (see `store_unavailable`).
+    StoreUnavailable(String),
 }
 
 /// Serves one connection until the peer leaves, misbehaves or the server shuts down.
@@ -406,7 +408,7 @@ async fn dispatch(
             let rx = ctx.ledger.submit(cmd).await?;
             let (identity, nonce) = (ctx.identity.clone(), c.nonce);
             Ok((
-                answer(id, rx, move |a| {
+                answer(ctx, id, rx, move |a| {
                     reply::checkout(&feature, &version, a, nonce, &identity)
                 }),
                 false,
@@ -430,7 +432,7 @@ async fn dispatch(
             let rx = ctx.ledger.submit(cmd).await?;
             let (identity, host_ids) = (ctx.identity.clone(), b.host_ids);
             Ok((
-                answer(id, rx, move |a| {
+                answer(ctx, id, rx, move |a| {
                     reply::borrow(&feature, &version, a, &identity, host_ids)
                 }),
                 false,
@@ -446,7 +448,7 @@ async fn dispatch(
                 lease_id: (r.lease_id != 0).then_some(LeaseId(r.lease_id)),
             };
             let rx = ctx.ledger.submit(cmd).await?;
-            Ok((answer(id, rx, reply::returned), false))
+            Ok((answer(ctx, id, rx, reply::returned), false))
         }
         request::Kind::Checkin(c) => {
             let Some(session) = session else {
@@ -458,7 +460,10 @@ async fn dispatch(
                 lease_id: LeaseId(lease_id),
             };
             let rx = ctx.ledger.submit(cmd).await?;
-            Ok((answer(id, rx, move |a| reply::checkin(lease_id, a)), false))
+            Ok((
+                answer(ctx, id, rx, move |a| reply::checkin(lease_id, a)),
+                false,
+            ))
         }
         request::Kind::Dequeue(d) => {
             let Some(session) = session else {
@@ -471,7 +476,7 @@ async fn dispatch(
             };
             let rx = ctx.ledger.submit(cmd).await?;
             Ok((
-                answer(id, rx, move |a| reply::dequeue(client_ref, a)),
+                answer(ctx, id, rx, move |a| reply::dequeue(client_ref, a)),
                 false,
             ))
         }
@@ -484,7 +489,7 @@ async fn dispatch(
                 idle: a.idle,
             };
             let rx = ctx.ledger.submit(cmd).await?;
-            Ok((answer(id, rx, reply::heartbeat), false))
+            Ok((answer(ctx, id, rx, reply::heartbeat), false))
         }
         request::Kind::Heartbeat(_) => match session {
             Some(session) => {
@@ -492,7 +497,7 @@ async fn dispatch(
                     .ledger
                     .submit(Command::Heartbeat { id: session })
                     .await?;
-                Ok((answer(id, rx, reply::heartbeat), false))
+                Ok((answer(ctx, id, rx, reply::heartbeat), false))
             }
             None => {
                 let ack = HeartbeatAck {
@@ -660,7 +665,7 @@ async fn dispatch(
                     keepalive_interval_ms: interval,
                 })
             };
-            Ok((answer(id, rx, detached), true))
+            Ok((answer(ctx, id, rx, detached), true))
         }
         request::Kind::Goodbye(_) => match session {
             Some(session) => {
@@ -668,7 +673,7 @@ async fn dispatch(
                     .ledger
                     .submit(Command::CloseSession { id: session })
                     .await?;
-                Ok((answer(id, rx, |_| response::Kind::Bye(Bye {})), true))
+                Ok((answer(ctx, id, rx, |_| response::Kind::Bye(Bye {})), true))
             }
             None => Ok((ready(reply::ok(id, response::Kind::Bye(Bye {}))), true)),
         },
@@ -704,10 +709,12 @@ fn shutting_down(id: u64) -> Response {
 
 /// Turns a pending ledger result into a pending response.
 fn answer(
+    ctx: &ConnContext,
     id: u64,
     rx: tokio::sync::oneshot::Receiver<Applied>,
     convert: impl FnOnce(Applied) -> response::Kind + Send + 'static,
 ) -> PendingResponse {
+    let metrics = ctx.metrics.clone();
     Box::pin(async move {
         match rx.await {
             Ok(applied) => match &applied.result {
@@ -718,9 +725,23 @@ fn answer(
                 ),
                 _ => reply::ok(id, convert(applied)),
             },
-            Err(_) => shutting_down(id),
+            // Unanswered: the ledger went away, or refused the request because the store
+            // cannot commit (its batch was rolled back, or it is a new grant meanwhile).
+            Err(_) => match metrics.store_unavailable() {
+                Some(why) => store_unavailable(id, &why),
+                None => shutting_down(id),
+            },
         }
     })
+}
+
+/// The answer to a request the server cannot make durable now.
+fn store_unavailable(id: u64, why: &str) -> Response {
+    let msg = format!(
+        "store unavailable: the server cannot write its store ({why}); seats already held \
+         are kept, new grants are refused until it can; try again shortly"
+    );
+    Response::error(id, ErrorCode::StoreUnavailable, msg)
 }
 
 /// Reads Hello, opens or resumes the session, and answers Welcome.
@@ -821,7 +842,13 @@ where
                 }
             }
         }
-        let session = open_session(hello, peer, ctx).await?;
+        let session = match open_session(hello, peer, ctx).await {
+            Err(End::StoreUnavailable(why)) => {
+                send(wr, &store_unavailable(id, &why)).await?;
+                return Err(End::StoreUnavailable(why));
+            }
+            other => other?,
+        };
         welcome.session_id = session.0.0;
         welcome.session_secret = session.1.to_vec();
         ctx.metrics
@@ -875,7 +902,12 @@ async fn open_session(
             secret_hash: hash_secret(&secret),
             client: client.clone(),
         };
-        let applied = ctx.ledger.apply(cmd).await.map_err(|_| End::LedgerGone)?;
+        let Ok(applied) = ctx.ledger.apply(cmd).await else {
+            return Err(match ctx.metrics.store_unavailable() {
+                Some(why) => End::StoreUnavailable(why),
+                None => End::LedgerGone,
+            });
+        };
         match applied.result {
             Ok(_) => return Ok((id, secret)),
             // A 64-bit collision with a live session: draw again.

@@ -21,9 +21,12 @@
 //! ledger keeps applying while the disk writes. Either way one batch commits at a time,
 //! in order, and its replies go out after its commit.
 //!
-//! A failed commit is fatal: the server stops rather than answer without durability. So
-//! is a panic of the ledger task or the committer: either reports to [`Fatal`], and the
-//! server stops with that reason instead of answering "shutting down" forever.
+//! A failed commit (a full disk) is survived: its replies, and those of every batch built
+//! after it, are never sent (their connections answer `STORE_UNAVAILABLE`); the ledger task
+//! then reloads the ledger from the store, so it keeps nothing the store rolled back, and
+//! refuses new grants until a probe write every two seconds succeeds (see `Recovery`).
+//! A panic of the ledger task or the committer is fatal: either reports to [`Fatal`], and
+//! the server stops with that reason instead of answering "shutting down" forever.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -292,6 +295,88 @@ impl CommitJob {
     }
 }
 
+/// How often the ledger task tries the store again while it is unavailable.
+const PROBE_EVERY_MS: Millis = 2_000;
+
+/// Surviving a store that cannot commit (a full disk): the ledger is reloaded from the
+/// store (so it keeps nothing the store rolled back), new grants are refused, and a probe
+/// write every [`PROBE_EVERY_MS`] finds out when the store takes writes again.
+#[derive(Debug, Default)]
+struct Recovery {
+    /// Whether the store has failed a commit and not yet taken a probe write.
+    unavailable: bool,
+    last_probe: Millis,
+}
+
+impl Recovery {
+    fn next_probe(&self) -> Option<Millis> {
+        self.unavailable.then_some(self.last_probe + PROBE_EVERY_MS)
+    }
+
+    /// Waits for every batch in flight to be written or dropped, then rebuilds the ledger
+    /// from the store: what the store holds is the truth, whatever the failed batches did.
+    async fn reload(&mut self, ledger: &mut Ledger, writer: &Writer, now: Millis) {
+        while writer.in_flight.load(Ordering::Acquire) > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let Ok(store) = writer.store.lock() else {
+            writer
+                .failed
+                .fail("a store commit panicked; nothing more may be written");
+            return;
+        };
+        let snapshot = match store.load() {
+            Ok(s) => s,
+            Err(e) => {
+                writer.failed.fail(format!(
+                    "the store could not be read back after a failed commit: {e}"
+                ));
+                return;
+            }
+        };
+        drop(store);
+        let (sessions, leases) = (snapshot.sessions.len(), snapshot.leases.len());
+        // Orphans cannot be: the store's leases all have their sessions.
+        let mut orphans = Vec::new();
+        *ledger = ledger.reloaded(snapshot.sessions, snapshot.leases, now, &mut orphans);
+        info!(
+            sessions,
+            leases, "ledger reloaded from the store after a failed commit"
+        );
+        writer.rolled_back.store(false, Ordering::Release);
+        // A commit that fails while unavailable (a checkin, an expiry) does not put the
+        // next probe off.
+        if !self.unavailable {
+            self.unavailable = true;
+            self.last_probe = now;
+        }
+    }
+
+    /// Tries a write (a `store_available` record) if one is due and nothing is in flight;
+    /// on success the store is available again.
+    fn probe(&mut self, writer: &Writer, now: Millis) {
+        if now < self.last_probe + PROBE_EVERY_MS || writer.in_flight.load(Ordering::Acquire) > 0 {
+            return;
+        }
+        self.last_probe = now;
+        let Ok(mut store) = writer.store.lock() else {
+            return;
+        };
+        let event = LogEvent::server(
+            UsageEvent::Other("store_available".into()),
+            Some("the store takes writes again; new grants resume"),
+        );
+        match store.commit_batch(now, &[], &[event]) {
+            Ok(()) => {
+                info!("the store takes writes again; new grants resume");
+                writer.metrics.set_store_unavailable(None);
+                self.unavailable = false;
+            }
+            Err(e) => debug!("the store still cannot commit: {e}"),
+        }
+    }
+}
+
 /// What the ledger task keeps about refused checkouts.
 #[derive(Debug, Default)]
 struct Denials {
@@ -346,6 +431,7 @@ impl LedgerService {
             in_flight: AtomicUsize::new(0),
             metrics,
             failed,
+            rolled_back: std::sync::atomic::AtomicBool::new(false),
         });
         let committer = {
             let writer = writer.clone();
@@ -428,11 +514,16 @@ async fn ledger_loop(
     let mut last_now: Millis = 0;
     let mut denials = Denials::default();
     let mut generation = 0;
+    let mut recovery = Recovery::default();
     loop {
-        let deadline = match (ledger.next_deadline(), denials.repeats.next_due()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let deadline = [
+            ledger.next_deadline(),
+            denials.repeats.next_due(),
+            recovery.next_probe(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let first = tokio::select! {
             msg = rx.recv() => match msg {
                 Some(msg) => Some(msg),
@@ -452,6 +543,14 @@ async fn ledger_loop(
         // Time never runs backwards inside the ledger, even if the wall clock does.
         let now = wall_clock_ms().max(last_now);
         last_now = now;
+        if commits.writer.rolled_back.load(Ordering::Acquire) {
+            recovery.reload(&mut ledger, &commits.writer, now).await;
+            // What status shows comes from the reloaded ledger.
+            generation += 1;
+        }
+        if recovery.unavailable {
+            recovery.probe(&commits.writer, now);
+        }
         let mut job = CommitJob::new(now);
         denials.repeats.close(Some(now), &mut job.events);
         // Lapsed sessions are ended before anything else in the batch, so a session whose
@@ -471,15 +570,28 @@ async fn ledger_loop(
         let mut next = first;
         let mut taken = 0;
         while let Some(msg) = next {
-            handle_msg(
-                &mut ledger,
-                &mut next_lease_id,
-                now,
-                msg,
-                &mut job,
-                &mut info,
-                (&mut denials, &mut generation),
+            let grant = matches!(
+                &msg,
+                LedgerMsg::Apply {
+                    cmd: Command::Checkout { .. } | Command::Borrow { .. },
+                    ..
+                }
             );
+            // The store cannot commit: no new grant. Dropping the message unanswered makes
+            // the connection answer STORE_UNAVAILABLE.
+            if recovery.unavailable && grant {
+                drop(msg);
+            } else {
+                handle_msg(
+                    &mut ledger,
+                    &mut next_lease_id,
+                    now,
+                    msg,
+                    &mut job,
+                    &mut info,
+                    (&mut denials, &mut generation),
+                );
+            }
             taken += 1;
             next = if taken < MAX_BATCH {
                 rx.try_recv().ok()
@@ -748,6 +860,10 @@ struct Writer {
     in_flight: AtomicUsize,
     metrics: Arc<Metrics>,
     failed: Fatal,
+    /// Set when a commit fails: the ledger holds changes the store rolled back, so no later
+    /// batch (built on them) may be written, until the ledger task has reloaded the ledger
+    /// from the store and cleared this.
+    rolled_back: std::sync::atomic::AtomicBool,
 }
 
 impl Writer {
@@ -764,6 +880,11 @@ impl Writer {
             #[cfg(feature = "fault-injection")]
             fault,
         } = job;
+        // Built on changes the store rolled back: its replies are never sent (the waiting
+        // connections answer "store unavailable").
+        if self.rolled_back.load(Ordering::Acquire) {
+            return true;
+        }
         // A poisoned lock means a commit panicked half-way: nothing more may be written.
         let Ok(mut store) = self.store.lock() else {
             self.failed
@@ -781,8 +902,19 @@ impl Writer {
             .observe_duration(started.elapsed());
         self.metrics.store_batch.observe(replies.len() as f64);
         if let Err(e) = committed {
-            self.failed.fail(format!("store commit failed: {e}"));
-            return false;
+            // Not fatal: held seats stay held, new grants are refused until the store
+            // takes writes again (see `Recovery`). The replies are dropped, never sent.
+            // With its causes: "database or disk is full" is what an administrator needs.
+            let mut why = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                why = format!("{why}: {c}");
+                cause = c.source();
+            }
+            error!("store commit failed; new grants are refused until it recovers: {why}");
+            self.metrics.set_store_unavailable(Some(why));
+            self.rolled_back.store(true, Ordering::Release);
+            return true;
         }
         for reply in replies {
             reply();

@@ -318,6 +318,8 @@ pub struct Metrics {
     udp: [AtomicU64; UdpResult::ALL.len()],
     admin_auth_failures: AtomicU64,
     refusal_warnings: RefusalWarnings,
+    /// Why the store cannot commit, while it cannot (new grants are refused meanwhile).
+    store_unavailable: std::sync::Mutex<Option<String>>,
 }
 
 impl Default for Metrics {
@@ -341,7 +343,24 @@ impl Metrics {
             udp: Default::default(),
             admin_auth_failures: AtomicU64::new(0),
             refusal_warnings: RefusalWarnings::default(),
+            store_unavailable: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Records that the store cannot commit (with why), or (`None`) that it can again.
+    pub fn set_store_unavailable(&self, why: Option<String>) {
+        *self
+            .store_unavailable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = why;
+    }
+
+    /// Why the store cannot commit, if it cannot.
+    pub fn store_unavailable(&self) -> Option<String> {
+        self.store_unavailable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Time since the server started.
@@ -477,6 +496,14 @@ impl Metrics {
             "Commands made durable by one commit.",
         );
         self.store_batch.render(out, "usher_store_batch_size", "");
+        family(
+            out,
+            "usher_store_available",
+            "gauge",
+            "1 while the store commits; 0 while it cannot (a full disk), when new grants are refused.",
+        );
+        let available = u8::from(self.store_unavailable().is_none());
+        let _ = writeln!(out, "usher_store_available {available}");
         family(
             out,
             "usher_connections",

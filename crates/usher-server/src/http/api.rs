@@ -585,7 +585,8 @@ pub(super) async fn health(State(s): State<ApiState>) -> Result<Json<HealthJson>
         })
         .await?;
     let store = s.with_store(latest_seq).await;
-    let store_ok = store.is_ok() && !s.failed.is_cancelled();
+    let unavailable = s.metrics.store_unavailable();
+    let store_ok = store.is_ok() && !s.failed.is_cancelled() && unavailable.is_none();
     Ok(Json(HealthJson {
         status: if store_ok { "ok" } else { "degraded" },
         version: env!("CARGO_PKG_VERSION"),
@@ -593,7 +594,11 @@ pub(super) async fn health(State(s): State<ApiState>) -> Result<Json<HealthJson>
         uptime_s: s.metrics.uptime().as_secs(),
         started_at,
         store_ok,
-        store_error: store.as_ref().err().map(|e| e.message.clone()),
+        store_error: store
+            .as_ref()
+            .err()
+            .map(|e| e.message.clone())
+            .or(unavailable.map(|why| format!("store unavailable: {why}"))),
         usage_log_seq: store.unwrap_or(0),
         connections: s.metrics.connections(),
         sessions,

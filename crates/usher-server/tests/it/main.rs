@@ -11,6 +11,7 @@ mod compat;
 mod dashboard;
 mod fail_loudly;
 mod flood;
+mod full_disk;
 mod hostile;
 mod http;
 mod local;
