@@ -209,6 +209,8 @@ impl Fixture {
 enum Under {
     Native,
     Valgrind,
+    /// tests/java/Smoke.java with this `java` (22 or newer), through the shared library.
+    Java(&'static Path),
 }
 
 /// Runs scenario `name` of the program linked as `link`, answering its requests.
@@ -234,6 +236,13 @@ async fn scenario(name: &str, link: Link, under: Under) {
             .arg(&program);
             c
         }
+        Under::Java(java) => {
+            let mut c = tokio::process::Command::new(java);
+            c.arg("--enable-native-access=ALL-UNNAMED")
+                .arg(crate_dir().join("tests/java/Smoke.java"))
+                .arg(lib_dir().join("libusher.so"));
+            c
+        }
     };
     let mut child = cmd
         .arg(name)
@@ -248,7 +257,7 @@ async fn scenario(name: &str, link: Link, under: Under) {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut held = Vec::new();
     let limit = match under {
-        Under::Native => Duration::from_secs(60),
+        Under::Native | Under::Java(_) => Duration::from_secs(60),
         Under::Valgrind => Duration::from_secs(240),
     };
     let talk = async {
@@ -343,6 +352,45 @@ scenarios!(grant, deny, queue, lost, restart, free, manual, fork);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cpp_wrapper() {
     scenario("wrapper", Link::Cpp, Under::Native).await;
+}
+
+/// A `java` of version 22 or newer (the FFM API is final there): `JAVA_HOME`'s, then
+/// those in /usr/lib/jvm, then the one on the `PATH`.
+fn java_22() -> Option<&'static Path> {
+    static JAVA: OnceLock<Option<PathBuf>> = OnceLock::new();
+    JAVA.get_or_init(|| {
+        let mut candidates: Vec<PathBuf> = std::env::var_os("JAVA_HOME")
+            .map(|h| PathBuf::from(h).join("bin/java"))
+            .into_iter()
+            .collect();
+        if let Ok(dirs) = std::fs::read_dir("/usr/lib/jvm") {
+            candidates.extend(dirs.flatten().map(|d| d.path().join("bin/java")));
+        }
+        candidates.push("java".into());
+        candidates.into_iter().find(|java| {
+            std::process::Command::new(java)
+                .arg("-version")
+                .output()
+                .ok()
+                .and_then(|o| {
+                    let text = String::from_utf8_lossy(&o.stderr).into_owned();
+                    let quoted = text.split('"').nth(1)?.to_string();
+                    quoted.split('.').next()?.parse::<u32>().ok()
+                })
+                .is_some_and(|major| major >= 22)
+        })
+    })
+    .as_deref()
+}
+
+/// Java through the C ABI with the Foreign Function and Memory API, where a JDK 22+ is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn java_ffm_smoke() {
+    let Some(java) = java_22() else {
+        eprintln!("no JDK 22 or newer (JAVA_HOME, /usr/lib/jvm, PATH): Java smoke test skipped");
+        return;
+    };
+    scenario("smoke", Link::Shared, Under::Java(java)).await;
 }
 
 /// The header compiles as C++ too (with the strictest warnings).
