@@ -571,13 +571,21 @@ async fn dispatch(
                         Err(LedgerGone) => return shutting_down(id),
                     },
                 };
-                let request = status::PageRequest {
-                    feature: &s.feature,
-                    offset: cursor.map_or(0, |c| c.offset),
-                    page_size: s.page_size as usize,
-                    max_bytes: usher_proto::MAX_FRAME_LEN,
+                // Building a page is CPU work: off the runtime's workers, which the
+                // ledger task and every connection share.
+                let built = tokio::task::spawn_blocking(move || {
+                    let request = status::PageRequest {
+                        feature: &s.feature,
+                        offset: cursor.map_or(0, |c| c.offset),
+                        page_size: s.page_size as usize,
+                        max_bytes: usher_proto::MAX_FRAME_LEN,
+                    };
+                    status::page(&view, id, request)
+                })
+                .await;
+                let Ok(mut report) = built else {
+                    return shutting_down(id);
                 };
-                let mut report = status::page(&view, id, request);
                 if report.truncated {
                     status::log_truncated(&report);
                 }

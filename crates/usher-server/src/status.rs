@@ -580,7 +580,9 @@ impl StatusViews {
                 Answer::Wait => tokio::time::sleep_until(allowed_at.into()).await,
                 Answer::Built(copy, pools, took) => {
                     *cost = took;
-                    let view = Arc::new(copy.finish(pools));
+                    // Sorting is CPU work: off the runtime's workers (see `page`'s callers).
+                    let finished = tokio::task::spawn_blocking(move || copy.finish(pools));
+                    let view = Arc::new(finished.await.map_err(|_| LedgerGone)?);
                     let mut recent = self.lock();
                     recent.push_back(view.clone());
                     while recent.len() > KEEP_VIEWS {
