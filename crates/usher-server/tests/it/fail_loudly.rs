@@ -14,7 +14,10 @@ use crate::util::*;
 
 /// Holds one seat of `cad`, then asks for `feature` (a fault trigger) on a second
 /// connection, and returns the first one (still open) with its lease.
-async fn hold_then_trigger(addr: std::net::SocketAddr, feature: &str) -> (RawConn, u64) {
+/// Returns both connections with the lease: the trigger must stay open, since a peer that
+/// closes with an answer unread resets the connection, and a reset may discard the
+/// request before the server reads it.
+async fn hold_then_trigger(addr: std::net::SocketAddr, feature: &str) -> ([RawConn; 2], u64) {
     let mut holder = RawConn::connect(addr).await;
     holder.hello("alice").await;
     let lease = match holder.call(2, checkout("cad", 1, 1)).await {
@@ -24,7 +27,7 @@ async fn hold_then_trigger(addr: std::net::SocketAddr, feature: &str) -> (RawCon
     let mut trigger = RawConn::connect(addr).await;
     trigger.hello("mallory").await;
     trigger.send(2, checkout(feature, 1, 1)).await;
-    (holder, lease)
+    ([holder, trigger], lease)
 }
 
 async fn assert_stops_with(server: TestServer, reason: &str) -> usher_server::Config {
@@ -50,7 +53,7 @@ async fn assert_recovers_lease(config: usher_server::Config, lease: u64) {
 async fn a_ledger_task_panic_stops_the_server_and_a_restart_recovers() {
     let lic = Licensed::new(LICENSE);
     let server = TestServer::start(lic.config()).await;
-    let (_holder, lease) = hold_then_trigger(server.addr, fault::LEDGER_PANIC).await;
+    let (_conns, lease) = hold_then_trigger(server.addr, fault::LEDGER_PANIC).await;
     let config = assert_stops_with(server, "ledger task panicked").await;
     assert_recovers_lease(config, lease).await;
 }
@@ -59,7 +62,7 @@ async fn a_ledger_task_panic_stops_the_server_and_a_restart_recovers() {
 async fn a_committer_panic_stops_the_server_and_a_restart_recovers() {
     let lic = Licensed::new(LICENSE);
     let server = TestServer::start(lic.config()).await;
-    let (_holder, lease) = hold_then_trigger(server.addr, fault::COMMITTER_PANIC).await;
+    let (_conns, lease) = hold_then_trigger(server.addr, fault::COMMITTER_PANIC).await;
     // A quiet server commits a one-request batch on the ledger task itself, so the panic
     // may surface there or on the committer thread; either stops the server.
     let config = assert_stops_with(server, "panicked: injected fault: store committer").await;
@@ -79,7 +82,7 @@ async fn a_udp_task_panic_stops_the_server() {
 async fn usherd_exits_non_zero_with_the_reason_logged_when_its_ledger_task_panics() {
     let lic = Licensed::new(LICENSE);
     let mut usherd = Usherd::start(&lic, None).await;
-    let (_holder, lease) = hold_then_trigger(usherd.addr(), fault::LEDGER_PANIC).await;
+    let (_conns, lease) = hold_then_trigger(usherd.addr(), fault::LEDGER_PANIC).await;
     let mut status = None;
     for _ in 0..600 {
         status = usherd.child.try_wait().unwrap();
