@@ -81,7 +81,8 @@ async fn a_udp_task_panic_stops_the_server() {
 #[tokio::test(flavor = "multi_thread")]
 async fn usherd_exits_non_zero_with_the_reason_logged_when_its_ledger_task_panics() {
     let lic = Licensed::new(LICENSE);
-    let mut usherd = Usherd::start(&lic, None).await;
+    let mut usherd =
+        Usherd::start_binary(env!("CARGO_BIN_EXE_usherd-with-faults"), &lic, None).await;
     let (_conns, lease) = hold_then_trigger(usherd.addr(), fault::LEDGER_PANIC).await;
     let mut status = None;
     for _ in 0..600 {

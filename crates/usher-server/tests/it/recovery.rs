@@ -28,12 +28,17 @@ pub struct Usherd {
 impl Usherd {
     /// Starts `usherd` on `port` (a free one when `None`) and waits until it serves.
     pub async fn start(lic: &Licensed, port: Option<u16>) -> Usherd {
+        Usherd::start_binary(env!("CARGO_BIN_EXE_usherd"), lic, port).await
+    }
+
+    /// Starts the given build of `usherd` (see [`Usherd::start`]).
+    pub async fn start_binary(binary: &str, lic: &Licensed, port: Option<u16>) -> Usherd {
         let deadline = tokio::time::Instant::now() + WAIT;
         for attempt in 0..100 {
             let port = port.unwrap_or_else(free_port);
             let log = lic.tmp.path().join(format!("usherd-{port}-{attempt}.log"));
             let mut server = Usherd {
-                child: spawn_usherd(lic, port, &log),
+                child: spawn_usherd(binary, lic, port, &log),
                 port,
                 log,
             };
@@ -103,8 +108,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn spawn_usherd(lic: &Licensed, port: u16, log: &std::path::Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_usherd"))
+fn spawn_usherd(binary: &str, lic: &Licensed, port: u16, log: &std::path::Path) -> Child {
+    Command::new(binary)
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--admin-listen", "off"])
         .arg("--data-dir")
