@@ -247,6 +247,9 @@ async fn scenario(name: &str, link: Link, under: Under) {
     let mut child = cmd
         .arg(name)
         .env("USHER_LICENSE", format!("{}@127.0.0.1", f.port))
+        // Trust on first use remembers each server's id by address: a test server's
+        // fresh key on a reused port must not meet a previous run's memory in $HOME.
+        .env("USHER_KNOWN_SERVERS", f._tmp.path().join("known_servers"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
