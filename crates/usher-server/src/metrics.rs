@@ -266,12 +266,14 @@ pub enum UdpResult {
     SessionEnded,
     /// A discovery request while discovery is off.
     DiscoveryOff,
-    /// A discovery request over the answer rate.
+    /// A discovery request over the answer rate of all senders together.
     RateLimited,
+    /// A discovery request from a sender already given its share of answers this second.
+    OverShare,
 }
 
 impl UdpResult {
-    const ALL: [UdpResult; 11] = [
+    const ALL: [UdpResult; 12] = [
         UdpResult::Keepalive,
         UdpResult::Discovered,
         UdpResult::Garbage,
@@ -283,6 +285,7 @@ impl UdpResult {
         UdpResult::SessionEnded,
         UdpResult::DiscoveryOff,
         UdpResult::RateLimited,
+        UdpResult::OverShare,
     ];
 
     fn as_str(self) -> &'static str {
@@ -298,6 +301,7 @@ impl UdpResult {
             UdpResult::SessionEnded => "session_ended",
             UdpResult::DiscoveryOff => "discovery_off",
             UdpResult::RateLimited => "rate_limited",
+            UdpResult::OverShare => "over_share",
         }
     }
 }

@@ -24,7 +24,14 @@
 //!
 //! **Discovery.** A client with no server configured broadcasts a (padded) discovery
 //! request; the server answers with its TCP port and the vendors it serves, nothing more,
-//! to peers on the client allow-list, at a bounded global rate, unless discovery is off.
+//! to peers on the client allow-list, unless discovery is off. Answers are budgeted per
+//! second: each sender (an IP address) gets at most its share, [`ANSWERS_PER_SENDER`], and
+//! all senders together at most [`ANSWERS_PER_SECOND`], the last [`FIRST_ANSWER_RESERVE`]
+//! of which go only to senders not yet answered in that second. So one sender, or a few,
+//! flooding requests cannot silence discovery for everyone else; a sender over its share is
+//! dropped and counted (`over_share`), never answered. (A flood of requests with spoofed
+//! source addresses can still use up the budget: nothing tells a spoofed UDP sender from a
+//! real one. It gains nothing from doing so: answers are never larger than requests.)
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -45,9 +52,18 @@ use crate::metrics::{Metrics, UdpResult};
 /// figure: room for clock-rate drift and delivery, far less than a session TTL.
 pub const WINDOW: Duration = Duration::from_secs(60);
 
-/// Most discovery answers per second, all peers together (a spoofed flood of requests
-/// cannot turn the server into a firehose).
-const ANSWERS_PER_SECOND: u32 = 50;
+/// Most discovery answers per second, all senders together (a spoofed flood of requests
+/// cannot turn the server into a firehose). Also the most senders the discovery budget
+/// remembers at once: only answered senders are remembered, for the current second.
+pub const ANSWERS_PER_SECOND: u32 = 200;
+
+/// Most discovery answers per second to one sender (IP address): a client asks once per
+/// discovery, so this leaves room for several starting on one host at once.
+pub const ANSWERS_PER_SENDER: u32 = 10;
+
+/// Of [`ANSWERS_PER_SECOND`], how many are kept for senders not yet answered in the
+/// current second, so that many flooding senders together cannot take them all.
+pub const FIRST_ANSWER_RESERVE: u32 = 50;
 
 /// One detached session's keepalive state: 24 bytes. The key itself is not kept: it is
 /// derived again from the table's secret, the session and the moment it was issued.
@@ -249,7 +265,7 @@ pub async fn serve(socket: UdpSocket, ctx: Arc<UdpContext>, stop: CancellationTo
     // Larger datagrams arrive cut to this size and are then refused as garbage.
     let mut buf = [0u8; 512];
     let mut sweep = tokio::time::interval(ctx.session_ttl);
-    let mut answers = Budget::new(ANSWERS_PER_SECOND);
+    let mut answers = AnswerBudget::default();
     let in_flight = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
     let mut good = Vec::with_capacity(BATCH);
     loop {
@@ -294,7 +310,7 @@ async fn judge(
     socket: &UdpSocket,
     datagram: &[u8],
     peer: SocketAddr,
-    answers: &mut Budget,
+    answers: &mut AnswerBudget,
     good: &mut Vec<Good>,
 ) {
     #[cfg(feature = "fault-injection")]
@@ -319,8 +335,8 @@ async fn judge(
                 ctx.metrics.udp(UdpResult::DiscoveryOff);
                 return;
             };
-            if !answers.take() {
-                ctx.metrics.udp(UdpResult::RateLimited);
+            if let Err(why) = answers.take(peer.ip(), Instant::now()) {
+                ctx.metrics.udp(why);
                 return;
             }
             let announce = udp::Announce {
@@ -367,32 +383,51 @@ async fn touch(
     }
 }
 
-/// A once-a-second budget of answers.
-struct Budget {
-    per_second: u32,
-    left: u32,
+/// Discovery answers left in the current second, per sender and in all (see the module
+/// documentation). Holds one entry per sender answered this second, so at most
+/// [`ANSWERS_PER_SECOND`] entries whatever the number of senders.
+struct AnswerBudget {
+    /// When the current second began.
     since: Instant,
+    /// Answers given this second, all senders together.
+    total: u32,
+    /// Answers given this second, per sender answered.
+    by_sender: HashMap<IpAddr, u32>,
 }
 
-impl Budget {
-    fn new(per_second: u32) -> Self {
-        Budget {
-            per_second,
-            left: per_second,
+impl Default for AnswerBudget {
+    fn default() -> Self {
+        AnswerBudget {
             since: Instant::now(),
+            total: 0,
+            by_sender: HashMap::new(),
         }
     }
+}
 
-    fn take(&mut self) -> bool {
-        if self.since.elapsed() >= Duration::from_secs(1) {
-            self.left = self.per_second;
-            self.since = Instant::now();
+impl AnswerBudget {
+    /// Takes one answer for `sender` at `now`, or says why there is none.
+    fn take(&mut self, sender: IpAddr, now: Instant) -> Result<(), UdpResult> {
+        if now.saturating_duration_since(self.since) >= Duration::from_secs(1) {
+            self.since = now;
+            self.total = 0;
+            self.by_sender.clear();
         }
-        if self.left == 0 {
-            return false;
+        let given = self.by_sender.get(&sender).copied().unwrap_or(0);
+        let room = if given == 0 {
+            ANSWERS_PER_SECOND
+        } else {
+            ANSWERS_PER_SECOND - FIRST_ANSWER_RESERVE
+        };
+        if given >= ANSWERS_PER_SENDER || (given > 0 && self.total >= room) {
+            return Err(UdpResult::OverShare);
         }
-        self.left -= 1;
-        true
+        if self.total >= room {
+            return Err(UdpResult::RateLimited);
+        }
+        self.total += 1;
+        self.by_sender.insert(sender, given + 1);
+        Ok(())
     }
 }
 
@@ -444,6 +479,35 @@ mod tests {
         };
         let b = udp::encode_keepalive(&k, &key);
         assert_eq!(table.accept(&k, &b).map(|_| ()), Err(UdpResult::Stale));
+    }
+
+    #[test]
+    fn each_sender_gets_its_share_and_newcomers_keep_a_reserve() {
+        let mut budget = AnswerBudget::default();
+        let t0 = budget.since;
+        let ip = |n: u32| IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + n));
+        for _ in 0..ANSWERS_PER_SENDER {
+            assert_eq!(budget.take(ip(1), t0), Ok(()));
+        }
+        assert_eq!(budget.take(ip(1), t0), Err(UdpResult::OverShare));
+        assert_eq!(budget.take(ip(2), t0), Ok(()), "another sender is answered");
+        // Flooders fill the budget up to the reserve ...
+        let mut n = 3;
+        while budget.total < ANSWERS_PER_SECOND - FIRST_ANSWER_RESERVE {
+            let _ = budget.take(ip(n / ANSWERS_PER_SENDER + 3), t0);
+            n += 1;
+        }
+        assert_eq!(budget.take(ip(2), t0), Err(UdpResult::OverShare));
+        // ... which still answers first-time senders, until it is gone too.
+        for k in 0..FIRST_ANSWER_RESERVE {
+            assert_eq!(budget.take(ip(10_000 + k), t0), Ok(()));
+        }
+        assert_eq!(budget.take(ip(20_000), t0), Err(UdpResult::RateLimited));
+        assert!(budget.by_sender.len() <= ANSWERS_PER_SECOND as usize);
+        // A second later every budget is whole again.
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(budget.take(ip(1), t1), Ok(()));
+        assert_eq!(budget.by_sender.len(), 1);
     }
 
     #[test]

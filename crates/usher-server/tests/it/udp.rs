@@ -346,3 +346,47 @@ async fn a_short_discovery_request_gets_no_answer() {
     assert!(answer.len() <= request.len());
     assert_eq!(udp::decode_announce(&answer).unwrap().nonce, 7);
 }
+
+/// One sender flooding discovery requests cannot silence discovery for everyone: it is
+/// held to its share (the rest of its requests are dropped and counted as `over_share`),
+/// and another sender asking meanwhile is still answered, every time.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flooding_sender_gets_its_share_and_others_are_still_answered() {
+    let lic = Licensed::new(LICENSE);
+    let server = TestServer::start(lic.config()).await;
+    let flooder = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    flooder.connect(server.addr).await.unwrap();
+    let request = udp::encode_discover(1);
+    // A burst well past any per-second budget, then a steady flood (bounded: 3,000
+    // datagrams over at most about 3 s) while the other sender asks.
+    for _ in 0..300 {
+        flooder.send(&request).await.unwrap();
+    }
+    let flood = tokio::spawn(async move {
+        let started = tokio::time::Instant::now();
+        for _ in 0..2_700 {
+            if started.elapsed() > Duration::from_secs(3) {
+                break;
+            }
+            // An ICMP error from an earlier answer may surface here: keep flooding.
+            let _ = flooder.send(&request).await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    // Another loopback address: another sender.
+    let other = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    other.connect(server.addr).await.unwrap();
+    for nonce in 10..15 {
+        let answer = exchange(&other, &udp::encode_discover(nonce), Duration::from_secs(2))
+            .await
+            .unwrap_or_else(|| panic!("request {nonce} of the other sender went unanswered"));
+        assert_eq!(udp::decode_announce(&answer).unwrap().nonce, nonce);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    flood.await.unwrap();
+    assert!(
+        udp_count(&server, "over_share").await >= 200.0,
+        "the flooder's requests beyond its share are counted"
+    );
+    assert!(udp_count(&server, "discovered").await >= 5.0);
+}
