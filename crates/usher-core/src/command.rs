@@ -57,20 +57,10 @@ pub enum Command {
         /// Session.
         id: SessionId,
     },
-    /// Take `count` seats of `feature` at version `version` or newer.
+    /// Take seats: `ask.count` seats of `ask.feature` at version `ask.version` or newer.
     Checkout {
-        /// Requesting session.
-        session: SessionId,
-        /// Fresh id for the lease, used if a seat is granted.
-        lease_id: LeaseId,
-        /// Feature name.
-        feature: String,
-        /// Minimum version needed.
-        version: String,
-        /// Seats wanted (at least 1).
-        count: u32,
-        /// Client idempotency key; see [`Lease::client_ref`].
-        client_ref: u64,
+        /// The seats asked for, by whom, and the ids that make the request idempotent.
+        ask: Ask,
         /// Whether to wait in the queue when no seat is free.
         wait: Wait,
     },
@@ -80,18 +70,9 @@ pub enum Command {
     /// the policy's `BORROW_LOWWATER`. The seats are held until `until` (or the license's
     /// end, if sooner) whether or not the session lives on.
     Borrow {
-        /// Requesting session.
-        session: SessionId,
-        /// Fresh id for the lease.
-        lease_id: LeaseId,
-        /// Feature name.
-        feature: String,
-        /// Minimum version needed.
-        version: String,
-        /// Seats wanted (at least 1).
-        count: u32,
-        /// Client idempotency key; a retry returns the same borrow.
-        client_ref: u64,
+        /// The seats asked for; a retry with the same `client_ref` returns the same
+        /// borrow.
+        ask: Ask,
         /// When the borrow should end.
         until: Millis,
     },
@@ -130,6 +111,24 @@ pub enum Command {
         /// Lease to release.
         lease_id: LeaseId,
     },
+}
+
+/// The seats a [`Command::Checkout`] or a [`Command::Borrow`] asks for, and the ids that
+/// make the request idempotent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ask {
+    /// Requesting session.
+    pub session: SessionId,
+    /// Fresh id for the lease, used if seats are granted.
+    pub lease_id: LeaseId,
+    /// Feature name.
+    pub feature: String,
+    /// Minimum version needed.
+    pub version: String,
+    /// Seats wanted (at least 1).
+    pub count: u32,
+    /// Client idempotency key; see [`Lease::client_ref`].
+    pub client_ref: u64,
 }
 
 /// Why a checkout was refused. These are ordinary outcomes, not errors.

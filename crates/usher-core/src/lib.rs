@@ -25,7 +25,7 @@ pub use catalog::{
     Catalog, DEFAULT_BORROW_HOURS, DupGroup, MAX_BORROW_HOURS, Pool, PoolKey, TokenFeature,
     canonical_version,
 };
-pub use command::{Change, Command, Denial, LedgerError, Outcome, ReleaseReason};
+pub use command::{Ask, Change, Command, Denial, LedgerError, Outcome, ReleaseReason};
 pub use ledger::{Ledger, LedgerConfig};
 pub use policy::{Policy, PolicyError, Who};
 pub use queue::{DequeueReason, QueuedRequest, Wait};

@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, instrument};
-use usher_core::{ClientInfo, Command, LeaseId, LedgerError, Outcome, SessionId, Wait};
+use usher_core::{Ask, ClientInfo, Command, LeaseId, LedgerError, Outcome, SessionId, Wait};
 use usher_proto::{
     Bye, ErrorCode, FrameError, FrameReader, HeartbeatAck, Hello, Request, Response, Welcome,
     request, response,
@@ -392,13 +392,15 @@ async fn dispatch(
             }
             let (feature, version) = (c.feature.clone(), c.version.clone());
             let cmd = Command::Checkout {
-                session,
-                // The ledger task allocates the handle.
-                lease_id: LeaseId(0),
-                feature: c.feature,
-                version: c.version,
-                count: c.count.max(1),
-                client_ref: c.client_ref,
+                ask: Ask {
+                    session,
+                    // The ledger task allocates the handle.
+                    lease_id: LeaseId(0),
+                    feature: c.feature,
+                    version: c.version,
+                    count: c.count.max(1),
+                    client_ref: c.client_ref,
+                },
                 wait: match (c.wait, c.wait_ms) {
                     (false, _) => Wait::No,
                     (true, 0) => Wait::Forever,
@@ -420,13 +422,15 @@ async fn dispatch(
             };
             let (feature, version) = (b.feature.clone(), b.version.clone());
             let cmd = Command::Borrow {
-                session,
-                // The ledger task allocates the handle.
-                lease_id: LeaseId(0),
-                feature: b.feature,
-                version: b.version,
-                count: b.count.max(1),
-                client_ref: b.client_ref,
+                ask: Ask {
+                    session,
+                    // The ledger task allocates the handle.
+                    lease_id: LeaseId(0),
+                    feature: b.feature,
+                    version: b.version,
+                    count: b.count.max(1),
+                    client_ref: b.client_ref,
+                },
                 until: wall_clock_ms().saturating_add(b.duration_ms),
             };
             let rx = ctx.ledger.submit(cmd).await?;

@@ -23,10 +23,10 @@ pub enum CommitFault {
 /// Applies the faults a command asks for: panics here for [`LEDGER_PANIC`], returns the
 /// fault the committer is to meet otherwise.
 pub fn on_command(cmd: &usher_core::Command) -> CommitFault {
-    let usher_core::Command::Checkout { feature, .. } = cmd else {
+    let usher_core::Command::Checkout { ask, .. } = cmd else {
         return CommitFault::None;
     };
-    match feature.as_str() {
+    match ask.feature.as_str() {
         LEDGER_PANIC => panic!("injected fault: ledger task panic"),
         COMMITTER_PANIC => CommitFault::Panic,
         _ => CommitFault::None,

@@ -639,26 +639,15 @@ fn handle_msg(
             }
             // What a refusal is logged with; taken before the ledger consumes the command.
             let mut asked = None;
-            if let Command::Checkout {
-                lease_id,
-                session,
-                feature,
-                version,
-                count,
-                ..
-            }
-            | Command::Borrow {
-                lease_id,
-                session,
-                feature,
-                version,
-                count,
-                ..
-            } = &mut cmd
-            {
-                *lease_id = LeaseId(*next_lease_id);
+            if let Command::Checkout { ask, .. } | Command::Borrow { ask, .. } = &mut cmd {
+                ask.lease_id = LeaseId(*next_lease_id);
                 *next_lease_id += 1;
-                asked = Some((*session, feature.clone(), version.clone(), *count));
+                asked = Some((
+                    ask.session,
+                    ask.feature.clone(),
+                    ask.version.clone(),
+                    ask.count,
+                ));
             }
             let result = ledger.apply(now, cmd, &mut job.changes);
             if let (Ok(Outcome::Denied(denial)), Some((session, feature, version, count))) =

@@ -2,8 +2,8 @@
 //! BORROW_LOWWATER.
 
 use usher_core::{
-    Change, Command, Denial, Lease, LeaseId, Ledger, LedgerError, Outcome, Policy, ReleaseReason,
-    SessionId, Wait,
+    Ask, Change, Command, Denial, Lease, LeaseId, Ledger, LedgerError, Outcome, Policy,
+    ReleaseReason, SessionId, Wait,
 };
 use usher_license::Entitlement;
 
@@ -19,12 +19,14 @@ fn borrowable(seats: u32, borrow: &str) -> Entitlement {
 
 fn borrow_cmd(session: SessionId, lease: u64, count: u32, until: u64) -> Command {
     Command::Borrow {
-        session,
-        lease_id: LeaseId(lease),
-        feature: "cad".into(),
-        version: String::new(),
-        count,
-        client_ref: lease,
+        ask: Ask {
+            session,
+            lease_id: LeaseId(lease),
+            feature: "cad".into(),
+            version: String::new(),
+            count,
+            client_ref: lease,
+        },
         until,
     }
 }
@@ -171,12 +173,14 @@ fn borrows_obey_the_policy_and_the_queue() {
         &mut ledger,
         T0,
         Command::Checkout {
-            session: b,
-            lease_id: LeaseId(20),
-            feature: "cad".into(),
-            version: String::new(),
-            count: 1,
-            client_ref: 7,
+            ask: Ask {
+                session: b,
+                lease_id: LeaseId(20),
+                feature: "cad".into(),
+                version: String::new(),
+                count: 1,
+                client_ref: 7,
+            },
             wait: Wait::Forever,
         },
     );
@@ -220,12 +224,14 @@ fn a_retried_borrow_returns_the_same_lease() {
     let a = session(&mut ledger, 1, T0);
     let lease = borrow(&mut ledger, T0, a, 10, T0 + HOUR);
     let retry = Command::Borrow {
-        session: a,
-        lease_id: LeaseId(11),
-        feature: "cad".into(),
-        version: String::new(),
-        count: 1,
-        client_ref: 10,
+        ask: Ask {
+            session: a,
+            lease_id: LeaseId(11),
+            feature: "cad".into(),
+            version: String::new(),
+            count: 1,
+            client_ref: 10,
+        },
         until: T0 + 2 * HOUR,
     };
     let (result, changes) = apply(&mut ledger, T0 + 5, retry);

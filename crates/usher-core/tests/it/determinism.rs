@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 use usher_core::{
-    Catalog, Change, Command, LeaseId, Ledger, LedgerError, Millis, Outcome, SessionId, Wait,
+    Ask, Catalog, Change, Command, LeaseId, Ledger, LedgerError, Millis, Outcome, SessionId, Wait,
 };
 
 use crate::model::{FEATURES, Line, REQUEST_VERSIONS, SESSION_IDS, config, lines};
@@ -35,12 +35,14 @@ fn steps() -> impl Strategy<Value = Vec<Step>> {
         1 => sid.clone().prop_map(|id| Command::CloseSession { id }),
         8 => (sid.clone(), lease.clone(), 0..FEATURES.len(), 0..REQUEST_VERSIONS.len(), 0u32..=3, 0u64..3)
             .prop_map(|(session, lease_id, f, v, count, client_ref)| Command::Checkout {
-                session,
-                lease_id,
-                feature: FEATURES[f].to_string(),
-                version: REQUEST_VERSIONS[v].to_string(),
-                count,
-                client_ref,
+                ask: Ask {
+                    session,
+                    lease_id,
+                    feature: FEATURES[f].to_string(),
+                    version: REQUEST_VERSIONS[v].to_string(),
+                    count,
+                    client_ref,
+                },
                 wait: Wait::No,
             }),
         4 => (sid, lease).prop_map(|(session, lease_id)| Command::Checkin { session, lease_id }),

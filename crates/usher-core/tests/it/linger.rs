@@ -1,8 +1,8 @@
 //! LINGER= and MIN_CHECKOUT=: seats stay held after they are given back.
 
 use usher_core::{
-    Change, Command, Denial, DequeueReason, Lease, LeaseId, Ledger, LedgerError, Outcome, Policy,
-    ReleaseReason, SessionId, Wait,
+    Ask, Change, Command, Denial, DequeueReason, Lease, LeaseId, Ledger, LedgerError, Outcome,
+    Policy, ReleaseReason, SessionId, Wait,
 };
 
 use crate::util::*;
@@ -237,12 +237,14 @@ fn a_lapsed_linger_serves_the_queue() {
         &mut ledger,
         T0 + 1_000,
         Command::Checkout {
-            session: b,
-            lease_id: LeaseId(20),
-            feature: "cad".into(),
-            version: String::new(),
-            count: 1,
-            client_ref: 7,
+            ask: Ask {
+                session: b,
+                lease_id: LeaseId(20),
+                feature: "cad".into(),
+                version: String::new(),
+                count: 1,
+                client_ref: 7,
+            },
             wait: Wait::Forever,
         },
     );

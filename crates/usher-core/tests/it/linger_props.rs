@@ -22,8 +22,8 @@
 
 use proptest::prelude::*;
 use usher_core::{
-    Catalog, Change, Command, Lease, LeaseId, Ledger, Millis, Outcome, ReleaseReason, SessionId,
-    Wait,
+    Ask, Catalog, Change, Command, Lease, LeaseId, Ledger, Millis, Outcome, ReleaseReason,
+    SessionId, Wait,
 };
 use usher_license::Entitlement;
 
@@ -206,12 +206,14 @@ impl Harness {
             } => {
                 self.next_lease += 1;
                 Command::Checkout {
-                    session: SessionId(session),
-                    lease_id: LeaseId(self.next_lease),
-                    feature: if token { "tok" } else { "cad" }.into(),
-                    version: String::new(),
-                    count,
-                    client_ref: 0,
+                    ask: Ask {
+                        session: SessionId(session),
+                        lease_id: LeaseId(self.next_lease),
+                        feature: if token { "tok" } else { "cad" }.into(),
+                        version: String::new(),
+                        count,
+                        client_ref: 0,
+                    },
                     wait: if wait { Wait::Forever } else { Wait::No },
                 }
             }
@@ -234,12 +236,14 @@ impl Harness {
             } => {
                 self.next_lease += 1;
                 Command::Borrow {
-                    session: SessionId(session),
-                    lease_id: LeaseId(self.next_lease),
-                    feature: "cad".into(),
-                    version: String::new(),
-                    count,
-                    client_ref: 0,
+                    ask: Ask {
+                        session: SessionId(session),
+                        lease_id: LeaseId(self.next_lease),
+                        feature: "cad".into(),
+                        version: String::new(),
+                        count,
+                        client_ref: 0,
+                    },
                     until: self.now + minutes * 60_000,
                 }
             }

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use usher_core::{
-    Catalog, Change, Command, Denial, Lease, LeaseId, Ledger, LedgerError, Millis, Outcome,
+    Ask, Catalog, Change, Command, Denial, Lease, LeaseId, Ledger, LedgerError, Millis, Outcome,
     ReleaseReason, Session, SessionId, Wait,
 };
 use usher_license::{Entitlement, SeatCount};
@@ -517,12 +517,15 @@ impl Model {
                 Ok(Outcome::Done)
             }
             Command::Checkout {
-                session,
-                lease_id,
-                feature,
-                version,
-                count,
-                client_ref,
+                ask:
+                    Ask {
+                        session,
+                        lease_id,
+                        feature,
+                        version,
+                        count,
+                        client_ref,
+                    },
                 wait: _,
             } => {
                 live(self, session)?;
@@ -580,9 +583,9 @@ impl Model {
             }
             // Borrowing has its own property test (`borrow.rs`); this model's catalogs
             // allow none, so every borrow is refused and nothing is ever returned.
-            Command::Borrow { session, .. } => {
-                live(self, session)?;
-                self.touch(*session, now);
+            Command::Borrow { ask, .. } => {
+                live(self, &ask.session)?;
+                self.touch(ask.session, now);
                 Ok(Outcome::Denied(Denial::NotBorrowable))
             }
             Command::Return { session, .. } => {
@@ -801,12 +804,14 @@ impl Harness {
                     }
                 };
                 Command::Checkout {
-                    session: SessionId(session),
-                    lease_id,
-                    feature: FEATURES[feature].to_string(),
-                    version: REQUEST_VERSIONS[version].to_string(),
-                    count,
-                    client_ref,
+                    ask: Ask {
+                        session: SessionId(session),
+                        lease_id,
+                        feature: FEATURES[feature].to_string(),
+                        version: REQUEST_VERSIONS[version].to_string(),
+                        count,
+                        client_ref,
+                    },
                     wait: Wait::No,
                 }
             }

@@ -4,7 +4,7 @@
 
 use proptest::prelude::*;
 use usher_core::{
-    Change, Command, Denial, DequeueReason, LeaseId, Ledger, Outcome, Policy, SessionId, Wait,
+    Ask, Change, Command, Denial, DequeueReason, LeaseId, Ledger, Outcome, Policy, SessionId, Wait,
 };
 
 use crate::util::*;
@@ -471,12 +471,14 @@ fn priority_orders_the_queue_then_arrival() {
     for (i, session) in [s[1], s[2], s[3]].into_iter().enumerate() {
         let lease = 20 + i as u64;
         let cmd = Command::Checkout {
-            session,
-            lease_id: LeaseId(lease),
-            feature: "cad".into(),
-            version: String::new(),
-            count: 1,
-            client_ref: lease,
+            ask: Ask {
+                session,
+                lease_id: LeaseId(lease),
+                feature: "cad".into(),
+                version: String::new(),
+                count: 1,
+                client_ref: lease,
+            },
             wait: Wait::Forever,
         };
         let (result, _) = apply(&mut ledger, T0 + i as u64, cmd);
@@ -520,12 +522,14 @@ fn a_member_takes_a_reserved_seat_past_a_waiting_queue() {
     let s: Vec<SessionId> = (1..=3).map(|n| session(&mut ledger, n, T0)).collect();
     grant(&mut ledger, T0, s[0], 10, "cad", "", 1);
     let wait = Command::Checkout {
-        session: s[1],
-        lease_id: LeaseId(20),
-        feature: "cad".into(),
-        version: String::new(),
-        count: 1,
-        client_ref: 20,
+        ask: Ask {
+            session: s[1],
+            lease_id: LeaseId(20),
+            feature: "cad".into(),
+            version: String::new(),
+            count: 1,
+            client_ref: 20,
+        },
         wait: Wait::Forever,
     };
     let (result, _) = apply(&mut ledger, T0, wait);
@@ -625,12 +629,14 @@ proptest! {
                     }
                     lease += 1;
                     Command::Checkout {
-                        session: SessionId(client),
-                        lease_id: LeaseId(lease),
-                        feature: "cad".into(),
-                        version: String::new(),
-                        count,
-                        client_ref: lease,
+                        ask: Ask {
+                            session: SessionId(client),
+                            lease_id: LeaseId(lease),
+                            feature: "cad".into(),
+                            version: String::new(),
+                            count,
+                            client_ref: lease,
+                        },
                         wait: if wait { Wait::Forever } else { Wait::No },
                     }
                 }

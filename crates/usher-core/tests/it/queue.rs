@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 use usher_core::{
-    Change, Command, Denial, DequeueReason, LeaseId, Ledger, Millis, Outcome, QueuedRequest,
+    Ask, Change, Command, Denial, DequeueReason, LeaseId, Ledger, Millis, Outcome, QueuedRequest,
     SessionId, Wait,
 };
 
@@ -12,12 +12,14 @@ use crate::util::*;
 /// A checkout that waits as `wait` says, with idempotency key `lease` (unique per test).
 fn waiting(session: SessionId, lease: u64, feature: &str, count: u32, wait: Wait) -> Command {
     Command::Checkout {
-        session,
-        lease_id: LeaseId(lease),
-        feature: feature.to_string(),
-        version: String::new(),
-        count,
-        client_ref: lease,
+        ask: Ask {
+            session,
+            lease_id: LeaseId(lease),
+            feature: feature.to_string(),
+            version: String::new(),
+            count,
+            client_ref: lease,
+        },
         wait,
     }
 }
@@ -214,8 +216,8 @@ fn a_retried_waiting_checkout_keeps_its_place() {
     queue(&mut ledger, T0, waiting(c, 30, "cad", 1, Wait::Forever));
     // The same request again (a resend after a reconnect), under a fresh lease id.
     let mut again = waiting(c, 31, "cad", 1, Wait::Forever);
-    if let Command::Checkout { client_ref, .. } = &mut again {
-        *client_ref = 30;
+    if let Command::Checkout { ask, .. } = &mut again {
+        ask.client_ref = 30;
     }
     let (result, changes) = apply(&mut ledger, T0 + 1, again.clone());
     let Ok(Outcome::Queued { request, position }) = result else {
@@ -414,12 +416,14 @@ proptest! {
                     }
                     next_lease += 1;
                     Command::Checkout {
-                        session,
-                        lease_id: LeaseId(next_lease),
-                        feature: FEATURES[feature].to_string(),
-                        version: String::new(),
-                        count,
-                        client_ref: next_lease,
+                        ask: Ask {
+                            session,
+                            lease_id: LeaseId(next_lease),
+                            feature: FEATURES[feature].to_string(),
+                            version: String::new(),
+                            count,
+                            client_ref: next_lease,
+                        },
                         wait: match wait {
                             0 => Wait::No,
                             1 => Wait::Forever,

@@ -1,7 +1,7 @@
 //! Token-based features (count `token`, `TOKEN="<pool version tokens> ..."`): each
 //! checkout draws tokens from another pool, trying the alternatives in file order.
 
-use usher_core::{Catalog, Change, Command, Denial, LeaseId, Ledger, Outcome, Policy, Wait};
+use usher_core::{Ask, Catalog, Change, Command, Denial, LeaseId, Ledger, Outcome, Policy, Wait};
 use usher_license::{Entitlement, SeatCount};
 
 use crate::util::*;
@@ -158,12 +158,14 @@ fn ledger_of(ents: &[Entitlement]) -> Ledger {
 
 fn waiting(session: usher_core::SessionId, lease: u64, feature: &str, count: u32) -> Command {
     Command::Checkout {
-        session,
-        lease_id: LeaseId(lease),
-        feature: feature.into(),
-        version: String::new(),
-        count,
-        client_ref: lease,
+        ask: Ask {
+            session,
+            lease_id: LeaseId(lease),
+            feature: feature.into(),
+            version: String::new(),
+            count,
+            client_ref: lease,
+        },
         wait: Wait::Forever,
     }
 }
@@ -229,12 +231,14 @@ fn token_features_cannot_be_borrowed_and_counted_names_win() {
     let mut ledger = ledger(&[e, token_line("sample", "1", "<units 2 1>")]);
     let a = session(&mut ledger, 1, T0);
     let borrow = Command::Borrow {
-        session: a,
-        lease_id: LeaseId(10),
-        feature: "sample".into(),
-        version: String::new(),
-        count: 1,
-        client_ref: 1,
+        ask: Ask {
+            session: a,
+            lease_id: LeaseId(10),
+            feature: "sample".into(),
+            version: String::new(),
+            count: 1,
+            client_ref: 1,
+        },
         until: T0 + 3_600_000,
     };
     assert_eq!(denied(&mut ledger, T0, borrow), Denial::NotBorrowable);

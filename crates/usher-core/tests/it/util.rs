@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
 use usher_core::{
-    Catalog, Change, ClientInfo, Command, Lease, LeaseId, Ledger, LedgerConfig, LedgerError,
+    Ask, Catalog, Change, ClientInfo, Command, Lease, LeaseId, Ledger, LedgerConfig, LedgerError,
     Millis, Outcome, PoolKey, Session, SessionId, Wait,
 };
 use usher_license::{Entitlement, Expiry, HostId, LineKind, SeatCount, Version};
@@ -220,12 +220,14 @@ pub fn checkout_ref_cmd(
     client_ref: u64,
 ) -> Command {
     Command::Checkout {
-        session,
-        lease_id: LeaseId(lease),
-        feature: feature.to_string(),
-        version: version_text.to_string(),
-        count,
-        client_ref,
+        ask: Ask {
+            session,
+            lease_id: LeaseId(lease),
+            feature: feature.to_string(),
+            version: version_text.to_string(),
+            count,
+            client_ref,
+        },
         wait: Wait::No,
     }
 }

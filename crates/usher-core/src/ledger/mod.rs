@@ -1,0 +1,279 @@
+//! The ledger proper: sessions, leases and seat counts, changed only by `apply`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::names::Names;
+use crate::queue::Queue;
+use crate::{
+    Catalog, Change, Command, Lease, LeaseId, LedgerError, Millis, Name, Outcome, Policy, PoolKey,
+    QueuedRequest, Session, SessionId,
+};
+
+mod accounting;
+mod checkout;
+mod choose;
+mod release;
+mod restore;
+mod sessions;
+
+/// Upper bound on seats in one request; larger requests are malformed, not merely
+/// unsatisfiable, and are refused before any arithmetic can overflow.
+pub const MAX_SEATS_PER_REQUEST: u32 = 1_000_000;
+
+/// Timing rules the ledger enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LedgerConfig {
+    /// How long a session lives without being heard from.
+    pub session_ttl: Millis,
+    /// How long a session whose connection closed without a goodbye may take to resume.
+    pub reconnect_grace: Millis,
+    /// How old a lease must be before an administrator may remove it.
+    pub min_remove: Millis,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig {
+            session_ttl: 120_000,
+            reconnect_grace: 10_000,
+            min_remove: 120_000,
+        }
+    }
+}
+
+/// The seat-accounting state machine. See the crate docs for its invariants.
+#[derive(Debug, Clone)]
+pub struct Ledger {
+    config: LedgerConfig,
+    catalog: Catalog,
+    // Sessions and leases are boxed: a map of a million entries keeps spare room (a hash
+    // map up to half empty after growing, a B-tree's nodes about half full when filled in
+    // order), and spare room costs 16 bytes per slot boxed instead of 200 unboxed.
+    sessions: HashMap<SessionId, Box<Session>>,
+    /// Every live session by expiry time, so `Expire` and `next_deadline` need not scan.
+    expiries: BTreeSet<(Millis, SessionId)>,
+    leases: BTreeMap<LeaseId, Box<Lease>>,
+    /// Each session's leases, in id order. Usually one, kept inline in the map's slot;
+    /// more spill to the heap.
+    session_leases: HashMap<SessionId, LeaseIds>,
+    /// Seats held per pool. A pool that left the catalog (license removed on reload) keeps
+    /// its count until its holders let go.
+    in_use: HashMap<PoolKey, u32>,
+    /// Checkouts waiting for seats. Soft state: not stored, empty after a restart.
+    queue: Queue,
+    /// The administrator's rules.
+    policy: Policy,
+    /// The leases of each feature whose checkouts the policy counts holders for
+    /// (`RESERVE`, `MAX`, `MAX_OVERDRAFT`), in id order, so such a checkout looks at its
+    /// feature's leases rather than at every lease. Other features have no entry and cost
+    /// nothing. Rebuilt by `set_policy`.
+    policy_leases: HashMap<Name, BTreeSet<LeaseId>>,
+    /// Sessions whose application reported its user idle, and since when. Soft state.
+    idle_since: HashMap<SessionId, Millis>,
+    /// When each lease of an idle session is reclaimed under the policy's `TIMEOUT`.
+    idle_deadlines: BTreeSet<(Millis, LeaseId)>,
+    /// The same deadlines by lease, to disarm them.
+    idle_deadline_of: HashMap<LeaseId, Millis>,
+    /// Leases grouped as duplicates under their pool's `DUP_GROUP`, with their seats.
+    dup_groups: HashMap<DupKey, BTreeMap<LeaseId, u32>>,
+    /// The group of each grouped lease.
+    lease_dup: HashMap<LeaseId, DupKey>,
+    /// Sessions that ended (goodbye or expiry) while some of their seats linger. They
+    /// cannot be resumed or used; each is closed when its last lingering lease ends.
+    departed: HashMap<SessionId, Box<Session>>,
+    /// Every lingering lease by the end of its linger.
+    lingering: BTreeSet<(Millis, LeaseId)>,
+    /// Every borrowed lease by the end of its borrow.
+    borrowed: BTreeSet<(Millis, LeaseId)>,
+    /// One shared copy of each name the sessions and leases use.
+    names: Names,
+}
+
+/// A session's lease ids, sorted.
+type LeaseIds = smallvec::SmallVec<[LeaseId; 1]>;
+
+/// A group of duplicate checkouts: the pool, and the user, host and display where the
+/// pool's `DUP_GROUP` compares them.
+type DupKey = (PoolKey, Option<String>, Option<String>, Option<String>);
+
+/// The pool a lease's seats come from.
+fn pool_key(lease: &Lease) -> PoolKey {
+    PoolKey {
+        feature: lease.feature.to_string(),
+        vendor: lease.vendor.to_string(),
+        version: lease.pool_version.to_string(),
+    }
+}
+
+impl Ledger {
+    /// An empty ledger serving `catalog`.
+    pub fn new(catalog: Catalog, config: LedgerConfig) -> Self {
+        Ledger {
+            config,
+            catalog,
+            sessions: HashMap::new(),
+            expiries: BTreeSet::new(),
+            leases: BTreeMap::new(),
+            session_leases: HashMap::new(),
+            in_use: HashMap::new(),
+            queue: Queue::default(),
+            policy: Policy::default(),
+            policy_leases: HashMap::new(),
+            idle_since: HashMap::new(),
+            idle_deadlines: BTreeSet::new(),
+            idle_deadline_of: HashMap::new(),
+            dup_groups: HashMap::new(),
+            lease_dup: HashMap::new(),
+            departed: HashMap::new(),
+            lingering: BTreeSet::new(),
+            borrowed: BTreeSet::new(),
+            names: Names::default(),
+        }
+    }
+
+    /// The timing rules.
+    pub fn config(&self) -> LedgerConfig {
+        self.config
+    }
+
+    /// What the licenses offer.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// The administrator's policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Seats held from a pool.
+    pub fn in_use(&self, pool: &PoolKey) -> u32 {
+        self.in_use.get(pool).copied().unwrap_or(0)
+    }
+
+    /// Seats in use per pool, for every pool with any (including pools that left the
+    /// catalog on a reload but still have holders).
+    pub fn pools_in_use(&self) -> impl Iterator<Item = (&PoolKey, u32)> {
+        self.in_use
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(k, n)| (k, *n))
+    }
+
+    /// All live sessions.
+    pub fn sessions(&self) -> impl Iterator<Item = &Session> {
+        self.sessions.values().map(|s| &**s)
+    }
+
+    /// A session by id.
+    pub fn session(&self, id: SessionId) -> Option<&Session> {
+        self.sessions.get(&id).map(|s| &**s)
+    }
+
+    /// Whoever holds a lease: a live session, or one that departed while its seats linger.
+    pub fn holder(&self, id: SessionId) -> Option<&Session> {
+        self.sessions
+            .get(&id)
+            .or_else(|| self.departed.get(&id))
+            .map(|s| &**s)
+    }
+
+    /// Sessions that ended while some of their seats linger.
+    pub fn departed_sessions(&self) -> impl Iterator<Item = &Session> {
+        self.departed.values().map(|s| &**s)
+    }
+
+    /// All leases, by id.
+    pub fn leases(&self) -> impl Iterator<Item = &Lease> {
+        self.leases.values().map(|l| &**l)
+    }
+
+    /// A lease by id.
+    pub fn lease(&self, id: LeaseId) -> Option<&Lease> {
+        self.leases.get(&id).map(|l| &**l)
+    }
+
+    /// The leases of one session.
+    pub fn session_leases(&self, id: SessionId) -> impl Iterator<Item = &Lease> {
+        self.session_leases
+            .get(&id)
+            .into_iter()
+            .flatten()
+            .filter_map(|l| self.leases.get(l).map(|l| &**l))
+    }
+
+    /// Waiting checkouts: features in name order, each feature's in serving order, with
+    /// their 1-based positions.
+    pub fn queued(&self) -> impl Iterator<Item = (&QueuedRequest, u32)> {
+        let mut last: Option<(&str, u32)> = None;
+        self.queue.iter().map(move |r| {
+            let position = match last {
+                Some((f, n)) if f == r.feature => n + 1,
+                _ => 1,
+            };
+            last = Some((r.feature.as_str(), position));
+            (r, position)
+        })
+    }
+
+    /// The earliest moment at which `Expire` would change something, if any.
+    pub fn next_deadline(&self) -> Option<Millis> {
+        [
+            self.expiries.first().map(|&(at, _)| at),
+            self.queue.next_deadline(),
+            self.idle_deadlines.first().map(|&(at, _)| at),
+            self.lingering.first().map(|&(at, _)| at),
+            self.borrowed.first().map(|&(at, _)| at),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Whether a session's application has reported its user idle, and since when.
+    pub fn idle_since(&self, id: SessionId) -> Option<Millis> {
+        self.idle_since.get(&id).copied()
+    }
+
+    /// Applies one command at time `now`, appending its durable effects to `changes`.
+    ///
+    /// On `Err`, nothing changed and nothing was appended.
+    pub fn apply(
+        &mut self,
+        now: Millis,
+        command: Command,
+        changes: &mut Vec<Change>,
+    ) -> Result<Outcome, LedgerError> {
+        match command {
+            Command::OpenSession {
+                id,
+                secret_hash,
+                client,
+            } => self.open_session(now, id, secret_hash, client, changes),
+            Command::Resume {
+                id,
+                secret_hash,
+                address,
+            } => self.resume(now, id, &secret_hash, address),
+            Command::Heartbeat { id } => self.heartbeat(now, id),
+            Command::Detach { id } => self.detach(now, id),
+            Command::Disconnected { id } => self.disconnected(now, id),
+            Command::Activity { id, idle } => self.activity(now, id, idle),
+            Command::CloseSession { id } => self.close_session(now, id, changes),
+            Command::Checkout { ask, wait } => self.checkout(now, ask, wait, changes),
+            Command::Borrow { ask, until } => self.borrow(now, ask, until, changes),
+            Command::Return {
+                session,
+                feature,
+                lease_id,
+            } => self.return_borrowed(now, session, &feature, lease_id, changes),
+            Command::Checkin { session, lease_id } => self.checkin(now, session, lease_id, changes),
+            Command::Dequeue {
+                session,
+                client_ref,
+            } => self.withdraw(now, session, client_ref, changes),
+            Command::Remove { lease_id } => self.remove(now, lease_id, changes),
+            Command::Expire => Ok(self.expire(now, changes)),
+        }
+    }
+}
