@@ -255,8 +255,9 @@ mod tests {
                 .cloned()
         };
         // `USHER_ID=` is a host id's prefix, not a variable; `usher run` sets
-        // `USHER_LEASE` and `USHER_FEATURE` for its command rather than reading them.
-        let not_variables = ["USHER_ID", "USHER_LEASE", "USHER_FEATURE"];
+        // `USHER_LEASE`, `USHER_FEATURE` and `USHER_GRANT` for its command rather than
+        // reading them.
+        let not_variables = ["USHER_ID", "USHER_LEASE", "USHER_FEATURE", "USHER_GRANT"];
         for (at, name) in doc_examples::env_names("USHER_") {
             if not_variables.contains(&name.as_str()) {
                 continue;

@@ -199,15 +199,19 @@ impl Client {
             response::Kind::Denied(d) => return Err(denial(d)),
             other => return Err(unexpected(other)),
         };
-        if !nonce.is_empty()
-            && let Err(why) = self.verify(&g, &nonce)
-        {
+        // A verified grant keeps its statement: the application may hand it on (`usher
+        // run` exports it to its command) for another party to check.
+        let statement = if nonce.is_empty() {
+            None
+        } else if let Err(why) = self.verify(&g, &nonce) {
             // Whoever answered gets the seat back; the application gets no license.
             let _ = self.calls.send(Call::Release {
                 lease_id: g.lease_id,
             });
             return Err(ClientError::Untrusted(why));
-        }
+        } else {
+            Some(g.statement)
+        };
         Ok(License {
             lease_id: g.lease_id,
             feature: g.feature,
@@ -217,6 +221,7 @@ impl Client {
             expires: (g.expires_at_ms != 0)
                 .then(|| UNIX_EPOCH + Duration::from_millis(g.expires_at_ms)),
             overdraft: g.overdraft,
+            statement,
             lost: lost_rx,
             calls: self.calls.clone(),
         })
@@ -501,6 +506,7 @@ pub struct License {
     count: u32,
     expires: Option<SystemTime>,
     overdraft: bool,
+    statement: Option<String>,
     lost: watch::Receiver<Option<String>>,
     calls: mpsc::UnboundedSender<Call>,
 }
@@ -540,6 +546,16 @@ impl License {
     /// `OVERDRAFT=` allowance (the application may want to tell the user).
     pub fn overdraft(&self) -> bool {
         self.overdraft
+    }
+
+    /// The grant's statement signed by the server, as text, when the grant was verified
+    /// against vendor keys ([`ClientConfig::vendor_keys`]); `None` otherwise. Another
+    /// program can check it with [`usher_license::SignedStatement::from_text`] and
+    /// [`usher_license::SignedStatement::verify_grant`], given the statement's own nonce
+    /// and this license's lease id, feature (the token pool, for a token feature) and
+    /// count.
+    pub fn statement(&self) -> Option<&str> {
+        self.statement.as_deref()
     }
 
     /// Why the license was lost, if it was.

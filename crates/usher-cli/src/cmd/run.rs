@@ -7,7 +7,10 @@
 //! The command dies with usher: it is started through `usher` itself ([`exec_child`]),
 //! which sets `PR_SET_PDEATHSIG` (SIGKILL) and then executes it, so a killed wrapper does
 //! not leave a command running without a seat. Its exit status is usher's (128 + N if
-//! signal N killed it). `USHER_LEASE` and `USHER_FEATURE` tell it what it holds.
+//! signal N killed it). `USHER_LEASE` and `USHER_FEATURE` tell it what it holds; with
+//! `--vendor-key`, `USHER_GRANT` holds the grant's statement signed by the server (the
+//! text `usher_license::SignedStatement::from_text` reads), which the command can verify
+//! against the vendor key it was built with.
 //!
 //! Any wrapper can be bypassed: whoever can run the program without usher can run it
 //! unlicensed. A vendor key compiled into the application (the C API's
@@ -193,6 +196,9 @@ pub async fn run(server: super::Target, args: RunArgs) -> Result<u8, Failure> {
         .args(&args.command)
         .env("USHER_LEASE", license.lease_id().to_string())
         .env("USHER_FEATURE", license.feature());
+    if let Some(statement) = license.statement() {
+        command.env("USHER_GRANT", statement);
+    }
     if own_group {
         command.process_group(0);
     }
@@ -215,20 +221,21 @@ pub async fn run(server: super::Target, args: RunArgs) -> Result<u8, Failure> {
         reason = license.lost() => {
             eprintln!("usher: warning: the license for {:?} was lost: {reason}", args.feature);
             let grace = Duration::from_secs(args.grace);
-            let signals: &[rustix::process::Signal] = match args.on_lost {
+            use rustix::process::Signal;
+            let signals: &[(Signal, &str)] = match args.on_lost {
                 OnLost::Warn => &[],
-                OnLost::Term => &[rustix::process::Signal::TERM, rustix::process::Signal::KILL],
-                OnLost::Kill => &[rustix::process::Signal::KILL],
+                OnLost::Term => &[(Signal::TERM, "SIGTERM"), (Signal::KILL, "SIGKILL")],
+                OnLost::Kill => &[(Signal::KILL, "SIGKILL")],
             };
             let mut status = None;
-            for sig in signals {
+            for (sig, name) in signals {
                 match tokio::time::timeout(grace, child.wait()).await {
                     Ok(s) => {
                         status = Some(s);
                         break;
                     }
                     Err(_) => {
-                        eprintln!("usher: stopping {:?} ({sig:?}): its seat is gone", args.command[0]);
+                        eprintln!("usher: stopping {:?} with {name}: its seat is gone", args.command[0]);
                         signal_child(pid, own_group, *sig);
                     }
                 }

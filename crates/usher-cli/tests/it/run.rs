@@ -249,3 +249,161 @@ fn run_takes_the_command_down_with_it() {
         },
     );
 }
+
+/// A server whose seats an administrator may remove at once (`--min-remove 0s`).
+fn removable() -> crate::util::Licensed {
+    crate::util::Licensed::start_with(Timings::SHORT, &["--min-remove", "0s"])
+}
+
+/// Starts `usher run --on-lost POLICY --grace GRACE cad -- sh -c SCRIPT`, waits until it
+/// holds its seat, removes the seat as an administrator, and returns the holder and
+/// when the seat was removed.
+fn lose_the_seat(
+    server: &crate::util::Server,
+    policy: &str,
+    grace: &str,
+    script: &str,
+) -> (Holder, std::time::Instant) {
+    let holder = Holder::spawn_with(
+        server,
+        &["--on-lost", policy, "--grace", grace],
+        "cad",
+        &["sh", "-c", script],
+    );
+    server.wait_in_use("cad", 1);
+    let removed_at = std::time::Instant::now();
+    server.remove_first_holder("cad");
+    server.wait_in_use("cad", 0);
+    poll("usher run to report the loss", WAIT, || {
+        let said = holder.stderr();
+        if said.contains("the license for \"cad\" was lost") {
+            Ok(())
+        } else {
+            Err(said)
+        }
+    });
+    (holder, removed_at)
+}
+
+#[test]
+fn run_on_lost_warn_lets_the_command_run_on() {
+    let fixture = removable();
+    let server = &fixture.server;
+    let (mut holder, _) = lose_the_seat(server, "warn", "0", "read x; exit 5");
+    // Well past the (zero) grace period the command still runs: it ends only when told.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        !holder.stderr().contains("stopping"),
+        "no signal under warn\n{}",
+        holder.stderr()
+    );
+    holder.close_stdin();
+    assert_eq!(holder.wait_exit(), Some(5), "{}", holder.stderr());
+}
+
+#[test]
+fn run_on_lost_term_sends_sigterm_after_the_grace_period() {
+    let fixture = removable();
+    let server = &fixture.server;
+    let script = "trap 'exit 7' TERM; while :; do sleep 0.05; done";
+    let (mut holder, removed_at) = lose_the_seat(server, "term", "1", script);
+    // The command's own answer to SIGTERM becomes usher's exit status.
+    assert_eq!(holder.wait_exit(), Some(7), "{}", holder.stderr());
+    assert!(
+        removed_at.elapsed() >= std::time::Duration::from_secs(1),
+        "the command had its grace period first\n{}",
+        holder.stderr()
+    );
+    let said = holder.stderr();
+    assert!(said.contains("with SIGTERM"), "{said}");
+    assert!(!said.contains("with SIGKILL"), "{said}");
+}
+
+#[test]
+fn run_on_lost_term_escalates_to_sigkill_when_sigterm_is_ignored() {
+    let fixture = removable();
+    let server = &fixture.server;
+    let script = "trap '' TERM; while :; do sleep 0.05; done";
+    let (mut holder, removed_at) = lose_the_seat(server, "term", "1", script);
+    assert_eq!(holder.wait_exit(), Some(128 + 9), "{}", holder.stderr());
+    assert!(
+        removed_at.elapsed() >= std::time::Duration::from_secs(2),
+        "SIGTERM after one grace period, SIGKILL after another\n{}",
+        holder.stderr()
+    );
+    let said = holder.stderr();
+    assert!(
+        said.contains("with SIGTERM") && said.contains("with SIGKILL"),
+        "{said}"
+    );
+}
+
+#[test]
+fn run_on_lost_kill_sends_sigkill_after_the_grace_period() {
+    let fixture = removable();
+    let server = &fixture.server;
+    let script = "trap 'exit 7' TERM; while :; do sleep 0.05; done";
+    let (mut holder, removed_at) = lose_the_seat(server, "kill", "1", script);
+    assert_eq!(holder.wait_exit(), Some(128 + 9), "{}", holder.stderr());
+    assert!(
+        removed_at.elapsed() >= std::time::Duration::from_secs(1),
+        "{}",
+        holder.stderr()
+    );
+    let said = holder.stderr();
+    assert!(
+        said.contains("with SIGKILL") && !said.contains("with SIGTERM"),
+        "{said}"
+    );
+}
+
+#[test]
+fn run_with_a_vendor_key_exports_the_signed_grant_which_verifies_with_that_key() {
+    let fixture = crate::util::Licensed::start(Timings::SHORT);
+    let server = &fixture.server;
+    let spec = server.spec();
+    let key_file = fixture.vendor.public_key();
+    let key_arg = key_file.to_str().expect("temporary paths are UTF-8");
+    let out = server.scratch.path().join("child.env");
+    let script = format!(
+        r#"printf '%s\n%s\n' "$USHER_LEASE" "$USHER_FEATURE" > {0}; printf '%s' "$USHER_GRANT" >> {0}"#,
+        out.display()
+    );
+    let args = ["run", "-c", &spec, "--vendor-key", key_arg, "cad", "--"];
+    run_usher(&[&args[..], &["sh", "-c", &script]].concat()).ok();
+
+    let seen = std::fs::read_to_string(&out).expect("the command wrote what it was given");
+    let mut parts = seen.splitn(3, '\n');
+    let lease: u64 = parts
+        .next()
+        .and_then(|l| l.parse().ok())
+        .expect("USHER_LEASE");
+    let feature = parts.next().expect("USHER_FEATURE");
+    let grant = parts.next().unwrap_or_default();
+    let statement = usher_license::SignedStatement::from_text(grant)
+        .unwrap_or_else(|e| panic!("USHER_GRANT is a signed statement ({e}):\n{seen}"));
+    let keys = [usher_license::VendorPublicKey::read_from(&key_file).expect("the vendor key")];
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_millis() as u64;
+    let nonce = statement.statement.nonce.clone();
+    let verified = statement
+        .verify_grant(&keys, &nonce, lease, feature, 1, now_ms)
+        .unwrap_or_else(|e| panic!("the exported grant verifies with the vendor key: {e}"));
+    assert_eq!(verified.vendor, "acme");
+
+    // Another vendor's key does not vouch for it.
+    let other = crate::util::Vendor::new("acme");
+    let other_keys =
+        [usher_license::VendorPublicKey::read_from(&other.public_key()).expect("a vendor key")];
+    assert!(
+        statement
+            .verify_grant(&other_keys, &nonce, lease, feature, 1, now_ms)
+            .is_err()
+    );
+
+    // Without a vendor key nothing was verified, so nothing is exported as verified.
+    let script = r#"test -z "${USHER_GRANT+set}""#;
+    run_usher(&["run", "-c", &spec, "cad", "--", "sh", "-c", script]).expect_code(0);
+}

@@ -468,6 +468,21 @@ impl Server {
         );
     }
 
+    /// Removes the first holder of `feature` as an administrator would (`usher remove
+    /// HANDLE`, over the admin socket) and returns the handle. The server must allow it
+    /// (`--min-remove 0s`).
+    #[track_caller]
+    pub fn remove_first_holder(&self, feature: &str) -> String {
+        let status = self.status();
+        let handle = feature_of(&status, feature)["holders"][0]["handle"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no holder of {feature:?} to remove: {status:#}"))
+            .to_owned();
+        let data_dir = self.data_dir.to_str().expect("temporary paths are UTF-8");
+        run_usher(&["remove", &handle, "--data-dir", data_dir]).ok();
+        handle
+    }
+
     /// Kills usherd (SIGKILL) and reaps it; the data directory is free afterwards.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -671,19 +686,21 @@ FEATURE sim acme 1.0 31-dec-2099 5 HOSTID=ANY
 pub struct Licensed {
     /// The server (declared first: it stops before the vendor's files go away).
     pub server: Server,
-    /// Keeps the key and the license file for as long as the server runs.
-    _vendor: Vendor,
+    /// The vendor: keeps the key and the license file for as long as the server runs.
+    pub vendor: Vendor,
 }
 
 impl Licensed {
     /// Signs [`TWO_CAD_SEATS`] and serves it with `timings`.
     pub fn start(timings: Timings) -> Licensed {
+        Licensed::start_with(timings, &[])
+    }
+
+    /// Like [`Licensed::start`], with `extra` flags for usherd.
+    pub fn start_with(timings: Timings, extra: &[&str]) -> Licensed {
         let vendor = Vendor::new("acme");
         let license = vendor.sign("cad.lic", TWO_CAD_SEATS);
-        let server = Server::start(&vendor, &license, timings);
-        Licensed {
-            server,
-            _vendor: vendor,
-        }
+        let server = Server::start_with(&vendor, &license, timings, extra);
+        Licensed { server, vendor }
     }
 }
