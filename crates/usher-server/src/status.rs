@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tracing::warn;
-use usher_core::{ClientInfo, Lease, Millis, PoolKey, QueuedRequest};
+use usher_core::{ClientInfo, Lease, Millis, PoolKey, QueuedRequest, SessionId};
 use usher_proto::{
     FeatureStatus, Holder, MAX_FRAME_LEN, QueueEntry, Response, StatusReport, field_len,
     payload_len,
@@ -82,24 +82,47 @@ pub struct StatusView {
     starts: Vec<usize>,
     /// The queue, each feature's in serving order.
     queue: Vec<QueueRow>,
+    /// Live sessions (departed ones whose seats linger are not), by opening time then id.
+    sessions: Vec<SessionRow>,
+    /// `holders` indices in grant order (time, then lease id) across every pool, the order
+    /// the admin API lists holders in.
+    by_grant: Vec<u32>,
     /// When the query that built it was sent: the view shows everything done before.
     asked_at: Instant,
 }
 
+/// One lease, as a view shows it.
 #[derive(Debug)]
-struct HolderRow {
+pub(crate) struct HolderRow {
     pool: usize,
-    lease: Lease,
-    client: Option<ClientInfo>,
-    connected: bool,
-    detached: bool,
+    pub(crate) lease: Lease,
+    /// Whoever holds it (a live session, or one that departed while its seats linger).
+    pub(crate) client: Option<ClientInfo>,
+    pub(crate) connected: bool,
+    pub(crate) detached: bool,
 }
 
+/// One waiting checkout, as a view shows it.
 #[derive(Debug)]
-struct QueueRow {
-    request: QueuedRequest,
-    position: u32,
-    client: Option<ClientInfo>,
+pub(crate) struct QueueRow {
+    pub(crate) request: QueuedRequest,
+    /// 1-based place in its feature's queue.
+    pub(crate) position: u32,
+    pub(crate) client: Option<ClientInfo>,
+}
+
+/// One live session, as a view shows it.
+#[derive(Debug)]
+pub(crate) struct SessionRow {
+    pub(crate) id: SessionId,
+    pub(crate) client: ClientInfo,
+    pub(crate) opened_at: Millis,
+    /// As of the view: heartbeats move it without a new view (see `View::generation`).
+    pub(crate) expires_at: Millis,
+    pub(crate) connected: bool,
+    pub(crate) detached: bool,
+    /// Leases it holds (counted in [`StatusView::finish`]).
+    pub(crate) leases: usize,
 }
 
 impl StatusView {
@@ -165,6 +188,18 @@ impl StatusView {
                 client: ledger.session(r.session).map(|s| s.client.clone()),
             })
             .collect();
+        let sessions = ledger
+            .sessions()
+            .map(|s| SessionRow {
+                id: s.id,
+                client: s.client.clone(),
+                opened_at: s.opened_at,
+                expires_at: s.expires_at,
+                connected: s.connected,
+                detached: s.detached,
+                leases: 0,
+            })
+            .collect();
         StatusView {
             generation: view.generation,
             now_ms: now,
@@ -173,6 +208,8 @@ impl StatusView {
             holders,
             starts: Vec::new(),
             queue,
+            sessions,
+            by_grant: Vec::new(),
             asked_at,
         }
     }
@@ -206,7 +243,45 @@ impl StatusView {
         }
         starts.push(at);
         self.starts = starts;
+        let mut by_grant: Vec<u32> = (0..self.holders.len() as u32).collect();
+        by_grant.sort_unstable_by_key(|&i| {
+            let l = &self.holders[i as usize].lease;
+            (l.granted_at, l.id)
+        });
+        self.by_grant = by_grant;
+        self.sessions
+            .sort_unstable_by_key(|s| (s.opened_at, s.id.0));
+        let mut leases: HashMap<SessionId, usize> = HashMap::new();
+        for h in &self.holders {
+            *leases.entry(h.lease.session).or_default() += 1;
+        }
+        for s in &mut self.sessions {
+            s.leases = leases.get(&s.id).copied().unwrap_or(0);
+        }
         self
+    }
+
+    /// Holders in grant order (time, then lease id), across every pool.
+    pub(crate) fn holders_by_grant(&self) -> impl ExactSizeIterator<Item = &HolderRow> + '_ {
+        self.by_grant.iter().map(|&i| &self.holders[i as usize])
+    }
+
+    /// Where holders at or after `(granted_at, id)` start in [`Self::holders_by_grant`].
+    pub(crate) fn grant_position(&self, key: (Millis, u64)) -> usize {
+        self.by_grant.partition_point(|&i| {
+            let l = &self.holders[i as usize].lease;
+            (l.granted_at, l.id.0) < key
+        })
+    }
+
+    /// Live sessions by opening time, then id.
+    pub(crate) fn sessions(&self) -> &[SessionRow] {
+        &self.sessions
+    }
+
+    /// The queue: features in name order, each in serving order.
+    pub(crate) fn queue(&self) -> &[QueueRow] {
+        &self.queue
     }
 
     /// Holders in the view (all features).
@@ -736,6 +811,8 @@ mod tests {
             holders: rows,
             starts: Vec::new(),
             queue,
+            sessions: Vec::new(),
+            by_grant: Vec::new(),
             asked_at: Instant::now(),
         }
         .finish(features.len())

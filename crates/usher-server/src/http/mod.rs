@@ -3,8 +3,9 @@
 //! on the license port.
 //!
 //! Reads go to the ledger task as queries (one consistent view, answered after the batch
-//! it ran in is durable) or to the store opened read-only; actions go through
-//! [`crate::admin`], the same code the admin socket uses.
+//! it ran in is durable), to the status view it publishes (the long lists, paged by key:
+//! see [`lists`]) or to the store opened read-only; actions go through [`crate::admin`],
+//! the same code the admin socket uses.
 //!
 //! **Authentication:** every `/api/` route needs `Authorization: Bearer TOKEN`, where the
 //! token is the content of `DATA_DIR/admin/token` (created by the server, mode 0600 in
@@ -18,6 +19,7 @@
 
 mod api;
 pub mod listener;
+mod lists;
 mod prometheus;
 
 pub use listener::{AllowedHosts, serve};
@@ -58,6 +60,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/openapi.json"),
     ("get", "/api/v1/features"),
     ("get", "/api/v1/holders"),
+    ("get", "/api/v1/holders/groups"),
     ("get", "/api/v1/sessions"),
     ("get", "/api/v1/queue"),
     ("get", "/api/v1/events"),
@@ -126,9 +129,10 @@ impl ApiState {
 pub fn router(state: ApiState) -> Router {
     let api = Router::new()
         .route("/features", get(api::features))
-        .route("/holders", get(api::holders))
-        .route("/sessions", get(api::sessions))
-        .route("/queue", get(api::queue))
+        .route("/holders", get(lists::holders))
+        .route("/holders/groups", get(lists::holder_groups))
+        .route("/sessions", get(lists::sessions))
+        .route("/queue", get(lists::queue))
         .route("/events", get(api::events))
         .route("/usage", get(api::usage))
         .route("/health", get(api::health))

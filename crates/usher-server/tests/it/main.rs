@@ -7,6 +7,7 @@
 
 mod access;
 mod admin;
+mod api_pages;
 mod compat;
 mod dashboard;
 mod fail_loudly;

@@ -15,7 +15,7 @@ const QUEUED_PER_CONNECTION: u64 = 100;
 
 /// A raw connection as `user` that sends `count` checkouts of one seat of `feature`
 /// (pipelined: a task writes while this one reads), each granted (or, with `wait`, queued).
-async fn pipelined(
+pub async fn pipelined(
     addr: std::net::SocketAddr,
     user: &str,
     feature: &str,

@@ -1,0 +1,257 @@
+//! The admin API's long lists at scale: 100,000 holders (many leases over a few
+//! connections) and a queue of 1,000, read through `/api/v1/holders`, `/holders/groups`,
+//! `/sessions` and `/queue` page by page while the lists change under the reader. Cursors
+//! are keys, so every item that lives through the walk is read exactly once.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::http::http;
+use crate::scale::pipelined;
+use crate::util::*;
+
+const HOLDERS: u64 = 100_000;
+const CONNECTIONS: u64 = 20;
+const QUEUED: u64 = 1_000;
+
+async fn get(server: &TestServer, path: &str) -> Value {
+    let r = http(
+        server.admin.unwrap(),
+        "GET",
+        path,
+        Some(&server.token),
+        None,
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        200,
+        "{path}: {}",
+        &r.body[..r.body.len().min(500)]
+    );
+    r.json()
+}
+
+async fn remove(server: &TestServer, lease: u64) {
+    let body = format!("{{\"lease_id\": {lease}}}");
+    let r = http(
+        server.admin.unwrap(),
+        "POST",
+        "/api/v1/remove",
+        Some(&server.token),
+        Some(&body),
+    )
+    .await;
+    assert_eq!(r.status, 200, "removing {lease}: {r:?}");
+}
+
+/// Reads every page of `list` (`holders`, `groups`, `sessions`, `queue`) from `path`,
+/// running `between` after each page, and returns the items in the order read.
+async fn walk(
+    server: &TestServer,
+    path: &str,
+    list: &str,
+    mut between: impl AsyncFnMut(usize, &[Value]),
+) -> (Vec<Value>, usize) {
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let mut cursor: Option<String> = None;
+    let mut items = Vec::new();
+    let mut pages = 0;
+    loop {
+        let url = match &cursor {
+            Some(c) => format!("{path}{sep}cursor={c}"),
+            None => path.to_string(),
+        };
+        let page = get(server, &url).await;
+        let got = page[list]
+            .as_array()
+            .unwrap_or_else(|| panic!("{url}: no {list}"));
+        pages += 1;
+        between(pages, got).await;
+        items.extend(got.iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return (items, pages),
+        }
+        assert!(pages < 10_000, "the walk of {path} does not end");
+    }
+}
+
+fn ids(items: &[Value], field: &str) -> Vec<u64> {
+    items
+        .iter()
+        .map(|v| v[field].as_u64().expect(field))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_thousand_holders_page_through_the_api_exactly_once_while_they_change() {
+    let lic = Licensed::new(
+        "FEATURE big acme 1.0 permanent 200000 HOSTID=ANY\n\
+         FEATURE tiny acme 1.0 permanent 1 HOSTID=ANY\n",
+    );
+    let mut config = lic.config();
+    config.max_request_rate = 0;
+    config.session_ttl = Duration::from_secs(300);
+    config.heartbeat_interval = Duration::from_secs(60);
+    let server = TestServer::start(config).await;
+    let started = Instant::now();
+    let per = HOLDERS / CONNECTIONS;
+    let mut fills = Vec::new();
+    for c in 0..CONNECTIONS {
+        let addr = server.addr;
+        fills.push(tokio::spawn(async move {
+            pipelined(addr, &format!("user-{c:02}"), "big", per, false).await
+        }));
+    }
+    let mut conns = Vec::new();
+    for f in fills {
+        conns.push(f.await.expect("a filling task"));
+    }
+    conns.push(pipelined(server.addr, "first", "tiny", 1, false).await);
+    for c in 0..10 {
+        conns.push(
+            pipelined(
+                server.addr,
+                &format!("waiter-{c}"),
+                "tiny",
+                QUEUED / 10,
+                true,
+            )
+            .await,
+        );
+    }
+    eprintln!("{HOLDERS} holders in {:?}", started.elapsed());
+
+    // Holders, the largest pages: while the walk goes on, holders already read are removed
+    // and a new one arrives. An offset would skip one holder per removal; a key skips none.
+    let late = server.client().await;
+    let mut late_seat = None;
+    let read = Instant::now();
+    let (holders, pages) = walk(
+        &server,
+        "/api/v1/holders?limit=10000",
+        "holders",
+        async |page, got: &[Value]| {
+            if page == 1 {
+                for h in &got[..50] {
+                    remove(&server, h["id"].as_u64().unwrap()).await;
+                }
+            }
+            if page == 2 {
+                late_seat = Some(late.checkout("big", "", 1).await.expect("a late checkout"));
+            }
+        },
+    )
+    .await;
+    eprintln!(
+        "{} holders in {pages} pages in {:?}",
+        holders.len(),
+        read.elapsed()
+    );
+    let seen = ids(&holders, "id");
+    let unique: BTreeSet<u64> = seen.iter().copied().collect();
+    assert_eq!(unique.len(), seen.len(), "a holder was read twice");
+    // Every holder there was at the start (100,000 of big, 1 of tiny), and the late one.
+    assert_eq!(seen.len() as u64, HOLDERS + 2, "pages: {pages}");
+    assert!(pages >= 10, "{pages}");
+    let since: Vec<u64> = holders
+        .iter()
+        .map(|h| h["since"].as_u64().unwrap())
+        .collect();
+    assert!(since.is_sorted(), "holders come oldest first");
+    let late_id = late_seat.as_ref().unwrap().lease_id();
+    assert_eq!(seen.last(), Some(&late_id), "the late holder is read last");
+
+    // A feature filter and a search, paged small; the totals count every match.
+    let page = get(&server, "/api/v1/holders?feature=tiny").await;
+    assert_eq!(
+        (page["total"].as_u64(), page["seats"].as_u64()),
+        (Some(1), Some(1)),
+        "{page}"
+    );
+    let (ana, _) = walk(
+        &server,
+        "/api/v1/holders?q=USER-07&limit=999",
+        "holders",
+        async |_, _: &[Value]| {},
+    )
+    .await;
+    assert_eq!(ana.len() as u64, per);
+    assert!(ana.iter().all(|h| h["user"] == "user-07"));
+
+    // Grouped by user: one group per connection, in name order, with their seats.
+    let (groups, _) = walk(
+        &server,
+        "/api/v1/holders/groups?by=user&limit=7",
+        "groups",
+        async |_, _: &[Value]| {},
+    )
+    .await;
+    let keys: Vec<&str> = groups.iter().map(|g| g["key"].as_str().unwrap()).collect();
+    assert_eq!(keys.len(), CONNECTIONS as usize + 2, "{keys:?}");
+    assert!(keys.is_sorted(), "{keys:?}");
+    let seats: u64 = groups.iter().map(|g| g["seats"].as_u64().unwrap()).sum();
+    assert_eq!(seats, HOLDERS + 2 - 50);
+    let one = groups.iter().find(|g| g["key"] == "user-05").unwrap();
+    assert_eq!(one["holders"].as_u64(), Some(per), "{one}");
+
+    // The queue, while its head is served: freeing tiny's seat grants the first waiter
+    // (already read), and every other waiter is still read once, in serving order.
+    let tiny = get(&server, "/api/v1/holders?feature=tiny").await["holders"][0]["id"]
+        .as_u64()
+        .unwrap();
+    let (queue, _) = walk(
+        &server,
+        "/api/v1/queue?limit=64",
+        "queue",
+        async |page, _: &[Value]| {
+            if page == 1 {
+                remove(&server, tiny).await;
+            }
+        },
+    )
+    .await;
+    let queued = ids(&queue, "id");
+    assert_eq!(
+        queued.iter().collect::<BTreeSet<_>>().len(),
+        QUEUED as usize
+    );
+    assert_eq!(queued.len() as u64, QUEUED);
+    assert_eq!(
+        get(&server, "/api/v1/queue?limit=1").await["total"].as_u64(),
+        Some(QUEUED - 1),
+        "the head was granted"
+    );
+
+    // Sessions: the walk meets sessions opened while it goes on, and no session twice.
+    let mut opened = Vec::new();
+    let (sessions, _) = walk(
+        &server,
+        "/api/v1/sessions?limit=5",
+        "sessions",
+        async |page, _: &[Value]| {
+            if page <= 3 {
+                opened.push(server.client().await);
+            }
+        },
+    )
+    .await;
+    let sids: Vec<&str> = sessions.iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        sids.iter().collect::<BTreeSet<_>>().len(),
+        sids.len(),
+        "a session twice"
+    );
+    // 20 fillers, first, 10 waiters, the late client, and the three opened during the walk.
+    assert_eq!(
+        sids.len(),
+        CONNECTIONS as usize + 1 + 10 + 1 + 3,
+        "{sids:?}"
+    );
+    let filler = sessions.iter().find(|s| s["user"] == "user-03").unwrap();
+    assert_eq!(filler["leases"].as_u64(), Some(per), "{filler}");
+    drop((conns, opened, late_seat));
+}
