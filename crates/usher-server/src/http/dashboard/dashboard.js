@@ -267,9 +267,10 @@ let chartsDue = 0;
 async function refresh() {
   clearTimeout(timer);
   try {
-    const [features, holders, queue, health] = await Promise.all([
+    const [features, holderPage, queuePage, health] = await Promise.all([
       api("features"), api("holders"), api("queue"), api("health"),
     ]);
+    const holders = holderPage.holders, queue = queuePage.queue;
     showBoard();
     renderHealth(health);
     const byName = new Map();
