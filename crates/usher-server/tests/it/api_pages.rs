@@ -4,17 +4,13 @@
 //! are keys, so every item that lives through the walk is read exactly once.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::Value;
 
 use crate::http::http;
-use crate::scale::pipelined;
+use crate::scale::{CONNECTIONS, HOLDERS, QUEUED, hundred_thousand_holders};
 use crate::util::*;
-
-const HOLDERS: u64 = 100_000;
-const CONNECTIONS: u64 = 20;
-const QUEUED: u64 = 1_000;
 
 async fn get(server: &TestServer, path: &str) -> Value {
     let r = http(
@@ -88,42 +84,8 @@ fn ids(items: &[Value], field: &str) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_thousand_holders_page_through_the_api_exactly_once_while_they_change() {
-    let lic = Licensed::new(
-        "FEATURE big acme 1.0 permanent 200000 HOSTID=ANY\n\
-         FEATURE tiny acme 1.0 permanent 1 HOSTID=ANY\n",
-    );
-    let mut config = lic.config();
-    config.max_request_rate = 0;
-    config.session_ttl = Duration::from_secs(300);
-    config.heartbeat_interval = Duration::from_secs(60);
-    let server = TestServer::start(config).await;
-    let started = Instant::now();
+    let (_lic, server, conns) = hundred_thousand_holders().await;
     let per = HOLDERS / CONNECTIONS;
-    let mut fills = Vec::new();
-    for c in 0..CONNECTIONS {
-        let addr = server.addr;
-        fills.push(tokio::spawn(async move {
-            pipelined(addr, &format!("user-{c:02}"), "big", per, false).await
-        }));
-    }
-    let mut conns = Vec::new();
-    for f in fills {
-        conns.push(f.await.expect("a filling task"));
-    }
-    conns.push(pipelined(server.addr, "first", "tiny", 1, false).await);
-    for c in 0..10 {
-        conns.push(
-            pipelined(
-                server.addr,
-                &format!("waiter-{c}"),
-                "tiny",
-                QUEUED / 10,
-                true,
-            )
-            .await,
-        );
-    }
-    eprintln!("{HOLDERS} holders in {:?}", started.elapsed());
 
     // Holders, the largest pages: while the walk goes on, holders already read are removed
     // and a new one arrives. An offset would skip one holder per removal; a key skips none.

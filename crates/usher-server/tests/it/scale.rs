@@ -8,10 +8,12 @@ use usher_proto::{Request, StatusRequest, request, response};
 
 use crate::util::*;
 
-const HOLDERS: u64 = 100_000;
-const CONNECTIONS: u64 = 20;
+pub const HOLDERS: u64 = 100_000;
+pub const CONNECTIONS: u64 = 20;
 const QUEUED_CONNECTIONS: u64 = 10;
 const QUEUED_PER_CONNECTION: u64 = 100;
+/// Checkouts waiting in [`hundred_thousand_holders`]'s queue.
+pub const QUEUED: u64 = QUEUED_CONNECTIONS * QUEUED_PER_CONNECTION;
 
 /// A raw connection as `user` that sends `count` checkouts of one seat of `feature`
 /// (pipelined: a task writes while this one reads), each granted (or, with `wait`, queued).
@@ -67,8 +69,11 @@ pub async fn pipelined(
     RawConn { reader, writer }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hundred_thousand_holders_and_a_queue_are_read_whole_and_old_clients_get_a_page() {
+/// A server with [`HOLDERS`] holders of `big` (users `user-00`..., [`CONNECTIONS`]
+/// connections of one session each), one holder of `tiny` (user `first`) and a queue of
+/// `QUEUED_CONNECTIONS * QUEUED_PER_CONNECTION` checkouts of `tiny` (users `waiter-N`),
+/// with the connections that keep them.
+pub async fn hundred_thousand_holders() -> (Licensed, TestServer, Vec<RawConn>) {
     let lic = Licensed::new(
         "FEATURE big acme 1.0 permanent 200000 HOSTID=ANY\n\
          FEATURE tiny acme 1.0 permanent 1 HOSTID=ANY\n",
@@ -107,6 +112,12 @@ async fn a_hundred_thousand_holders_and_a_queue_are_read_whole_and_old_clients_g
         );
     }
     eprintln!("{HOLDERS} holders in {:?}", started.elapsed());
+    (lic, server, conns)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_thousand_holders_and_a_queue_are_read_whole_and_old_clients_get_a_page() {
+    let (_lic, server, conns) = hundred_thousand_holders().await;
 
     // The client library walks the pages: every holder, once, and the whole queue.
     let read = Instant::now();
