@@ -6,7 +6,6 @@
 //! TCP flow control pushes back on the client.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,13 +20,14 @@ use usher_proto::{
     request, response,
 };
 
-use crate::admin::{self, AdminError};
+use crate::admin::AdminError;
+use crate::clock::wall_clock_ms;
 use crate::config::StatusDetail;
-use crate::ledger_task::{Applied, LedgerGone, LedgerHandle, wall_clock_ms};
-use crate::metrics::{Metrics, RejectReason, RequestKind};
-use crate::notices::Notices;
+use crate::ledger_task::{Applied, LedgerGone};
+use crate::metrics::{RejectReason, RequestKind};
 pub use crate::notices::PendingResponse;
 use crate::reply;
+use crate::shared::Shared;
 use crate::status;
 
 /// Who acted, in the usage log, for actions arriving on the admin socket.
@@ -36,69 +36,6 @@ const ADMIN_SOCKET: &str = "admin socket";
 /// How many times a client may retry the handshake on one connection (a failed resume is
 /// followed by a fresh Hello).
 const MAX_HELLOS: usize = 3;
-
-/// What a connection task needs from the server.
-#[derive(Debug)]
-pub struct ConnContext {
-    /// The ledger.
-    pub ledger: LedgerHandle,
-    /// Announced heartbeat interval.
-    pub heartbeat_interval: Duration,
-    /// Session TTL; also how long a connection may stay silent before it is dropped.
-    pub session_ttl: Duration,
-    /// How long the handshake may take.
-    pub handshake_timeout: Duration,
-    /// Server host name.
-    pub server_name: String,
-    /// License files and vendor keys, re-read on an administrator's reload.
-    pub license_files: Vec<PathBuf>,
-    /// See `license_files`.
-    pub vendor_keys: Vec<PathBuf>,
-    /// See `license_files`.
-    pub policy_file: Option<PathBuf>,
-    /// See [`crate::Config::min_timeout`].
-    pub min_timeout: Duration,
-    /// See [`crate::Config::status_detail`].
-    pub status_detail: StatusDetail,
-    /// The admin token, for status requests that present it (and the admin API).
-    pub admin_auth: Arc<crate::auth::AdminAuth>,
-    /// See [`crate::Config::admin_from`].
-    pub admin_from: Vec<crate::access::Cidr>,
-    /// This server's `USHER_ID=` host id (licenses may be bound to it).
-    pub server_host_id: String,
-    /// This server's identity key, which signs borrow tokens.
-    pub identity: Arc<crate::identity::Identity>,
-    /// Cancelled by an administrator's `down`.
-    pub down: CancellationToken,
-    /// Hot-path metrics.
-    pub metrics: Arc<Metrics>,
-    /// Most requests per second one connection may send (with a burst of as many); 0: no
-    /// limit.
-    pub max_request_rate: u32,
-    /// Where notices the server sends unasked go (a removed lease, a queued grant).
-    pub notices: Arc<Notices>,
-    /// Keepalive keys of detached sessions (see [`crate::udp`]).
-    pub keepalives: Arc<crate::udp::Keepalives>,
-    /// The UDP port detached sessions send keepalives to; `None` when UDP is unavailable.
-    pub udp_port: Option<u16>,
-    /// See [`crate::Config::max_frame_bytes`].
-    pub max_frame_bytes: usize,
-    /// See [`crate::Config::max_requests_in_flight`].
-    pub max_in_flight: usize,
-    /// The status views the ledger task published, which status requests are served from.
-    pub status_views: Arc<crate::status::StatusViews>,
-}
-
-impl ConnContext {
-    /// Tells a session's connection, if it has one, that a lease was taken away.
-    pub(crate) fn notify_lost(&self, session: SessionId, lease_id: u64, reason: &str) {
-        let notice = response::Kind::LeaseLost(usher_proto::LeaseLost {
-            lease_id,
-            reason: reason.to_string(),
-        });
-        self.notices.send(session, notice);
-    }
-}
 
 /// How long writing a refusal to a peer may take before the connection is just closed.
 const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -151,7 +88,7 @@ pub async fn serve<S>(
     stream: S,
     peer: String,
     admin: bool,
-    ctx: Arc<ConnContext>,
+    ctx: Arc<Shared>,
     stop: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
@@ -239,7 +176,7 @@ async fn request_loop<R: AsyncRead + Unpin>(
     reader: &mut FrameReader<R>,
     session: Option<SessionId>,
     caller: (bool, Option<IpAddr>),
-    ctx: &Arc<ConnContext>,
+    ctx: &Arc<Shared>,
     stop: &CancellationToken,
     out: &mpsc::Sender<PendingResponse>,
 ) -> End {
@@ -354,7 +291,7 @@ async fn dispatch(
     req: Request,
     session: Option<SessionId>,
     (admin, peer_ip): (bool, Option<IpAddr>),
-    ctx: &Arc<ConnContext>,
+    ctx: &Arc<Shared>,
 ) -> Result<(PendingResponse, bool), LedgerGone> {
     let id = req.id;
     let Some(kind) = req.kind else {
@@ -619,7 +556,7 @@ async fn dispatch(
                     };
                     reply::ok(id, response::Kind::Removed(r))
                 };
-                match admin::remove(&ctx, r.lease_id, ADMIN_SOCKET).await {
+                match ctx.admin.remove(r.lease_id, ADMIN_SOCKET).await {
                     Ok(Some(lease)) => removed(true, lease.feature.to_string(), lease.count),
                     Ok(None) => removed(false, String::new(), 0),
                     Err(AdminError::Gone(_)) => shutting_down(id),
@@ -631,7 +568,7 @@ async fn dispatch(
         request::Kind::Reload(_) => {
             let ctx = ctx.clone();
             let fut = async move {
-                match admin::reload(&ctx, ADMIN_SOCKET).await {
+                match ctx.admin.reload(ADMIN_SOCKET).await {
                     Ok(done) => {
                         let done = usher_proto::Reloaded {
                             entitlements: done.entitlements as u32,
@@ -651,7 +588,7 @@ async fn dispatch(
         }
         request::Kind::Down(_) => {
             // Either way the server stops; a failed audit record means it is stopping already.
-            let _ = admin::down(ctx, ADMIN_SOCKET).await;
+            let _ = ctx.admin.down(ADMIN_SOCKET).await;
             Ok((ready(reply::ok(id, response::Kind::Bye(Bye {}))), true))
         }
         request::Kind::Detach(_) => {
@@ -694,7 +631,7 @@ async fn dispatch(
 
 /// Checks the admin token a status request on the client port presents: it is accepted
 /// only from `admin_from`, and a wrong one counts against the address.
-fn token_status(ctx: &ConnContext, peer: Option<IpAddr>, token: &str) -> Result<(), String> {
+fn token_status(ctx: &Shared, peer: Option<IpAddr>, token: &str) -> Result<(), String> {
     if !peer.is_some_and(|ip| crate::access::Cidr::any_contains(&ctx.admin_from, ip)) {
         return Err(
             "the admin token is accepted only from the addresses in the server's admin_from".into(),
@@ -721,7 +658,7 @@ fn shutting_down(id: u64) -> Response {
 
 /// Turns a pending ledger result into a pending response.
 fn answer(
-    ctx: &ConnContext,
+    ctx: &Shared,
     id: u64,
     rx: tokio::sync::oneshot::Receiver<Applied>,
     convert: impl FnOnce(Applied) -> response::Kind + Send + 'static,
@@ -761,7 +698,7 @@ async fn handshake<R, W>(
     reader: &mut FrameReader<R>,
     wr: &mut W,
     peer: &str,
-    ctx: &ConnContext,
+    ctx: &Shared,
     out: &mpsc::Sender<PendingResponse>,
 ) -> Result<Option<SessionId>, End>
 where
@@ -878,7 +815,7 @@ where
 /// session to the reconnect grace).
 async fn welcomed<W: AsyncWrite + Unpin>(
     wr: &mut W,
-    ctx: &ConnContext,
+    ctx: &Shared,
     out: &mpsc::Sender<PendingResponse>,
     session: SessionId,
     welcome: Response,
@@ -894,7 +831,7 @@ async fn welcomed<W: AsyncWrite + Unpin>(
 async fn open_session(
     hello: Hello,
     peer: &str,
-    ctx: &ConnContext,
+    ctx: &Shared,
 ) -> Result<(SessionId, [u8; 32]), End> {
     let client = ClientInfo {
         user: hello.user.into(),

@@ -32,7 +32,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info};
@@ -44,11 +44,11 @@ use usher_license::Entitlement;
 use usher_proto::response;
 use usher_store::{LogEvent, SqliteStore, UsageEvent};
 
+use crate::clock::{sleep_until_ms, wall_clock_ms};
 use crate::fatal::Fatal;
 use crate::metrics::Metrics;
 use crate::notices::Notices;
 use crate::reply;
-use crate::status::ServerInfo;
 
 /// Most commands applied in one batch, so one huge burst cannot delay the replies of the
 /// first requests in it indefinitely.
@@ -126,6 +126,23 @@ pub type DenialTally = BTreeMap<(String, &'static str), u64>;
 
 /// The feature label of denials of a feature the catalog does not know.
 pub const UNKNOWN_FEATURE: &str = "?";
+
+/// Facts about the server that status reports carry.
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    /// Host name.
+    pub server_name: String,
+    /// Software version.
+    pub server_version: String,
+    /// TCP port.
+    pub port: u16,
+    /// Start time.
+    pub started_at_ms: Millis,
+    /// License files served.
+    pub license_files: Vec<String>,
+    /// Vendors served.
+    pub vendors: Vec<String>,
+}
 
 /// What a query sees: the ledger as of its batch, that batch's time, and the task's tallies.
 #[derive(Debug)]
@@ -255,13 +272,6 @@ impl LedgerHandle {
             .map_err(|_| LedgerGone)?;
         rx.await.map_err(|_| LedgerGone)
     }
-}
-
-/// Milliseconds since the Unix epoch from the system clock.
-pub fn wall_clock_ms() -> Millis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as Millis)
 }
 
 /// A reply waiting for its batch to be committed.
@@ -828,17 +838,6 @@ fn pool_expiry(ledger: &Ledger, lease: &usher_core::Lease, now: Millis) -> u64 {
         .pool(&pool_key(lease))
         .and_then(|p| p.expires_at(now))
         .unwrap_or(0)
-}
-
-async fn sleep_until_ms(deadline: Option<Millis>) {
-    match deadline {
-        Some(at) => {
-            let wait = at.saturating_sub(wall_clock_ms());
-            // Wake a millisecond late rather than early, so the deadline has surely passed.
-            tokio::time::sleep(Duration::from_millis(wait + 1)).await;
-        }
-        None => std::future::pending().await,
-    }
 }
 
 /// The store and what its commits report to, shared by the ledger task and the committer.

@@ -22,7 +22,7 @@ pub type PendingResponse = Pin<Box<dyn Future<Output = Response> + Send>>;
 pub struct Notices {
     queues: Mutex<HashMap<SessionId, mpsc::Sender<PendingResponse>>>,
     /// Detached sessions (kept alive over UDP) are called back over TCP instead.
-    detached: Option<std::sync::Arc<crate::udp::Keepalives>>,
+    detached: Option<std::sync::Arc<crate::keepalives::Keepalives>>,
 }
 
 impl std::fmt::Debug for Notices {
@@ -33,7 +33,7 @@ impl std::fmt::Debug for Notices {
 
 impl Notices {
     /// Notices that call detached sessions back through `keepalives`.
-    pub fn with_keepalives(keepalives: std::sync::Arc<crate::udp::Keepalives>) -> Self {
+    pub fn with_keepalives(keepalives: std::sync::Arc<crate::keepalives::Keepalives>) -> Self {
         Notices {
             queues: Mutex::default(),
             detached: Some(keepalives),
@@ -72,6 +72,15 @@ impl Notices {
         } else if let Some(k) = &self.detached {
             k.call_back(session);
         }
+    }
+
+    /// Tells a session's connection, if it has one, that a lease was taken away.
+    pub fn lease_lost(&self, session: SessionId, lease_id: u64, reason: &str) {
+        let notice = response::Kind::LeaseLost(usher_proto::LeaseLost {
+            lease_id,
+            reason: reason.to_string(),
+        });
+        self.send(session, notice);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, mpsc::Sender<PendingResponse>>> {

@@ -11,13 +11,16 @@ use tracing::{debug, error, info, warn};
 use usher_core::{Ledger, LedgerConfig};
 use usher_store::{SqliteStore, UsageEvent};
 
+use crate::admin::{Admin, ReloadInputs};
+use crate::clock::wall_clock_ms;
 use crate::config::{Config, ConfigError};
-use crate::connection::{self, ConnContext};
-use crate::ledger_task::{LedgerService, Outlets, wall_clock_ms};
+use crate::connection;
+use crate::keepalives::Keepalives;
+use crate::ledger_task::{LedgerService, Outlets, ServerInfo};
 use crate::licenses::{self, LoadError, LoadedLicenses};
 use crate::metrics::{Metrics, RejectReason};
 use crate::notices::Notices;
-use crate::status::ServerInfo;
+use crate::shared::Shared;
 
 /// Depth of the channel into the ledger task. Connections wait (and so push back on their
 /// clients) when it is full.
@@ -407,7 +410,7 @@ impl Server {
         let fatal = crate::fatal::Fatal::default();
         let failed = fatal.token();
         let down = CancellationToken::new();
-        let keepalives = Arc::new(crate::udp::Keepalives::default());
+        let keepalives = Arc::new(Keepalives::default());
         let notices = Arc::new(Notices::with_keepalives(keepalives.clone()));
         let service = LedgerService::start(
             ledger,
@@ -422,22 +425,29 @@ impl Server {
             },
         )
         .map_err(io("starting the store thread"))?;
-        let ctx = Arc::new(ConnContext {
+        let actions = Admin {
             ledger: service.handle.clone(),
+            notices: notices.clone(),
+            down: down.clone(),
+            reload: ReloadInputs {
+                license_files: config.license_files.clone(),
+                vendor_keys: config.vendor_keys.clone(),
+                policy_file: config.policy_file.clone(),
+                min_timeout: config.min_timeout,
+                server_host_id,
+            },
+        };
+        let ctx = Arc::new(Shared {
+            ledger: service.handle.clone(),
+            admin: actions,
             heartbeat_interval: config.heartbeat_interval,
             session_ttl: config.session_ttl,
             handshake_timeout: config.handshake_timeout,
             server_name: info.server_name.clone(),
-            license_files: config.license_files.clone(),
-            vendor_keys: config.vendor_keys.clone(),
-            policy_file: config.policy_file.clone(),
-            min_timeout: config.min_timeout,
             status_detail: config.status_detail,
             admin_auth: Arc::new(crate::auth::AdminAuth::new(&admin_token, metrics.clone())),
             admin_from: config.admin_from.clone(),
-            server_host_id,
             identity,
-            down: down.clone(),
             metrics: metrics.clone(),
             max_request_rate: config.max_request_rate,
             notices,
@@ -554,7 +564,7 @@ impl Server {
                     connections.spawn(async move {
                         crate::systemd::reloading(true);
                         // The outcome is logged by `reload` itself, as for `usher reload`.
-                        let _ = crate::admin::reload(&ctx, "SIGHUP").await;
+                        let _ = ctx.admin.reload("SIGHUP").await;
                         crate::systemd::reloading(false);
                     });
                 }

@@ -30,24 +30,7 @@ use usher_proto::{
     payload_len,
 };
 
-use crate::ledger_task::{LedgerGone, LedgerHandle, View};
-
-/// Facts about the server that status reports carry.
-#[derive(Debug, Clone)]
-pub struct ServerInfo {
-    /// Host name.
-    pub server_name: String,
-    /// Software version.
-    pub server_version: String,
-    /// TCP port.
-    pub port: u16,
-    /// Start time.
-    pub started_at_ms: Millis,
-    /// License files served.
-    pub license_files: Vec<String>,
-    /// Vendors served.
-    pub vendors: Vec<String>,
-}
+use crate::ledger_task::{LedgerGone, LedgerHandle, ServerInfo, View};
 
 /// Most holders and queue entries in one status page, whatever the client asks for.
 pub const MAX_PAGE_ITEMS: usize = 10_000;
@@ -674,7 +657,7 @@ impl StatusViews {
 /// cut to one frame for a client that does not ask for pages.
 pub fn log_truncated(report: &StatusReport) {
     static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = crate::ledger_task::wall_clock_ms();
+    let now = crate::clock::wall_clock_ms();
     let last = LAST.load(Ordering::Relaxed);
     if now.saturating_sub(last) < 10_000
         || LAST

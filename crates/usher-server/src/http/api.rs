@@ -13,8 +13,9 @@ use usher_core::{Lease, Ledger, Millis, PoolKey};
 use usher_store::{UsageEvent, UsageRecord};
 
 use super::{ApiError, ApiState, Caller};
-use crate::admin::{self, AdminError};
-use crate::ledger_task::{View, wall_clock_ms};
+use crate::admin::AdminError;
+use crate::clock::wall_clock_ms;
+use crate::ledger_task::View;
 
 /// One pool: a feature at one version.
 #[derive(Debug, Serialize)]
@@ -508,7 +509,7 @@ pub(super) async fn remove(
     let mut too_soon: Option<u64> = None;
     let mut borrowed_until: Option<u64> = None;
     for (id, user, host) in targets {
-        match admin::remove(&s.ctx, id, &by).await {
+        match s.ctx.admin.remove(id, &by).await {
             Ok(Some(lease)) => removed.push(RemovedJson {
                 id,
                 feature: lease.feature.to_string(),
@@ -567,7 +568,7 @@ pub(super) async fn reload(
     State(s): State<ApiState>,
     Caller(by): Caller,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    match admin::reload(&s.ctx, &by).await {
+    match s.ctx.admin.reload(&by).await {
         Ok(done) => Ok(Json(serde_json::json!({
             "entitlements": done.entitlements,
             "refused": done.refused,
@@ -586,7 +587,7 @@ pub(super) async fn down(
     State(s): State<ApiState>,
     Caller(by): Caller,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    match admin::down(&s.ctx, &by).await {
+    match s.ctx.admin.down(&by).await {
         Ok(()) | Err(AdminError::Gone(_)) => Ok((
             StatusCode::ACCEPTED,
             Json(serde_json::json!({ "status": "stopping" })),

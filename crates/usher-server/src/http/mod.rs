@@ -39,8 +39,8 @@ use tokio_util::sync::CancellationToken;
 use usher_store::SqliteStore;
 
 use crate::auth::Refused;
-use crate::connection::ConnContext;
 use crate::metrics::Metrics;
+use crate::shared::Shared;
 
 /// The OpenAPI 3.1 document describing every route below.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -78,7 +78,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// What every handler shares.
 #[derive(Clone)]
 pub struct ApiState {
-    ctx: Arc<ConnContext>,
+    ctx: Arc<Shared>,
     metrics: Arc<Metrics>,
     store_path: PathBuf,
     /// The store opened read-only, on first use, for the usage log. Used only inside
@@ -92,7 +92,7 @@ impl ApiState {
     /// State for a server whose store is at `store_path`, accepting the admin token of
     /// `ctx`.
     pub fn new(
-        ctx: Arc<ConnContext>,
+        ctx: Arc<Shared>,
         metrics: Arc<Metrics>,
         store_path: PathBuf,
         failed: CancellationToken,

@@ -14,7 +14,7 @@ async fn retention_removes_old_records_at_start_and_the_log_still_verifies() {
     // A log with records 40, 20 and 5 days old.
     {
         let mut store = SqliteStore::open(&config.store_path()).unwrap();
-        let now = usher_server::ledger_task::wall_clock_ms();
+        let now = usher_server::clock::wall_clock_ms();
         for days in [40, 20, 5] {
             let event = LogEvent::server(UsageEvent::Other("note".into()), Some("old"));
             store.commit_batch(now - days * DAY, &[], &[event]).unwrap();
