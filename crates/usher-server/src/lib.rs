@@ -10,6 +10,7 @@ pub mod admin;
 pub mod auth;
 pub mod check;
 pub mod clock;
+pub mod commit;
 pub mod config;
 pub mod connection;
 pub mod data_dir;
