@@ -33,30 +33,17 @@ impl Entitlement {
         let mut out = Vec::with_capacity(256);
         out.extend_from_slice(CANONICAL_DOMAIN);
 
-        let kind = match self.kind {
-            LineKind::Feature => "FEATURE",
-            LineKind::Increment => "INCREMENT",
-        };
-        let expiry = match self.expiry {
-            Expiry::On(date) => iso(date),
-            Expiry::Permanent => "permanent".to_string(),
-        };
-        let count = match self.count {
-            SeatCount::Counted(n) => n.to_string(),
-            SeatCount::Uncounted => "uncounted".to_string(),
-            SeatCount::Token => "token".to_string(),
-        };
         let hostid = match &self.hostid {
             HostId::Any => "ANY",
             HostId::Id(id) => id,
         };
         for field in [
-            kind,
+            self.kind.keyword(),
             &self.feature,
             &self.vendor,
             self.version.as_str(),
-            &expiry,
-            &count,
+            &self.expiry.field(),
+            &self.count.field(),
             &self.start.map(iso).unwrap_or_default(),
             &self.issued.map(iso).unwrap_or_default(),
             self.notice.as_deref().unwrap_or_default(),
@@ -88,24 +75,14 @@ impl Entitlement {
     /// empty one as a bare key; parsed values never hold a quote, so this always
     /// round-trips for entitlements that came from a file.
     pub fn to_line(&self) -> String {
-        let kind = match self.kind {
-            LineKind::Feature => "FEATURE",
-            LineKind::Increment => "INCREMENT",
-        };
-        let expiry = match self.expiry {
-            Expiry::On(date) => iso(date),
-            Expiry::Permanent => "permanent".to_string(),
-        };
-        let count = match self.count {
-            SeatCount::Counted(n) => n.to_string(),
-            SeatCount::Uncounted => "uncounted".to_string(),
-            SeatCount::Token => "token".to_string(),
-        };
         let mut line = format!(
-            "{kind} {} {} {} {expiry} {count}",
+            "{} {} {} {} {} {}",
+            self.kind.keyword(),
             self.feature,
             self.vendor,
-            self.version.as_str()
+            self.version.as_str(),
+            self.expiry.field(),
+            self.count.field(),
         );
         let mut attr = |key: &str, value: &str| {
             line.push(' ');
@@ -135,6 +112,41 @@ impl Entitlement {
             attr("SIGN", &hex::encode_upper(signature));
         }
         line
+    }
+}
+
+// The spellings below are signed (they are fields of `canonical_bytes`) and written (by
+// `to_line`): one spelling each, so that a line written out always carries the signature
+// of the bytes it was signed as.
+
+impl LineKind {
+    /// The keyword that starts the line: `FEATURE` or `INCREMENT`.
+    pub fn keyword(self) -> &'static str {
+        match self {
+            LineKind::Feature => "FEATURE",
+            LineKind::Increment => "INCREMENT",
+        }
+    }
+}
+
+impl Expiry {
+    /// The expiry field as a license line writes it: `yyyy-mm-dd` or `permanent`.
+    pub fn field(&self) -> String {
+        match self {
+            Expiry::On(date) => iso(*date),
+            Expiry::Permanent => "permanent".to_owned(),
+        }
+    }
+}
+
+impl SeatCount {
+    /// The count field as a license line writes it: the number, `uncounted` or `token`.
+    pub fn field(&self) -> String {
+        match self {
+            SeatCount::Counted(n) => n.to_string(),
+            SeatCount::Uncounted => "uncounted".to_owned(),
+            SeatCount::Token => "token".to_owned(),
+        }
     }
 }
 
@@ -205,6 +217,36 @@ mod tests {
         other.line = 99;
         other.signature = Some([7; 64]);
         assert_eq!(other.canonical_bytes(), sample().canonical_bytes());
+    }
+
+    /// Every spelling of every kind, expiry and count is read back by the parser as what
+    /// it was written for, with the same signed bytes.
+    #[test]
+    fn every_keyword_round_trips_through_the_parser() {
+        let date = NaiveDate::from_ymd_opt(2027, 12, 31).unwrap();
+        for kind in [LineKind::Feature, LineKind::Increment] {
+            for expiry in [Expiry::On(date), Expiry::Permanent] {
+                for count in [
+                    SeatCount::Counted(7),
+                    SeatCount::Uncounted,
+                    SeatCount::Token,
+                ] {
+                    let mut e = sample();
+                    (e.kind, e.expiry, e.count) = (kind, expiry, count);
+                    match count {
+                        SeatCount::Uncounted => e.hostid = HostId::Id("HOSTNAME=node1".into()),
+                        SeatCount::Token => e.attrs = vec![("TOKEN".into(), "<base 1.0 2>".into())],
+                        SeatCount::Counted(_) => {}
+                    }
+                    let line = e.to_line();
+                    let file =
+                        crate::parse("k.lic", &line).unwrap_or_else(|err| panic!("{line}: {err}"));
+                    let back = &file.entitlements[0];
+                    assert_eq!((back.kind, back.expiry, back.count), (kind, expiry, count));
+                    assert_eq!(back.canonical_bytes(), e.canonical_bytes(), "{line}");
+                }
+            }
+        }
     }
 
     #[test]
