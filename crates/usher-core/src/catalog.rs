@@ -11,7 +11,7 @@ use crate::Millis;
 ///
 /// Entitlements that agree on all three add their seats together (INCREMENT lines), and a
 /// request for version `v` may be served by any pool whose version is `>= v`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct PoolKey {
     /// Feature name.
     pub feature: String,
@@ -21,6 +21,96 @@ pub struct PoolKey {
     /// name the same pool however the license lines spell them.
     pub version: String,
 }
+
+/// A pool's name borrowed from wherever it is kept (a [`PoolKey`], a
+/// [`Lease`](crate::Lease::pool_key)), so that looking a pool up builds no strings.
+///
+/// Compares, orders and hashes as the [`PoolKey`] it names, so either finds the same
+/// entry of a map keyed by [`PoolKey`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PoolRef<'a> {
+    /// Feature name.
+    pub feature: &'a str,
+    /// Vendor name.
+    pub vendor: &'a str,
+    /// Pool version in canonical spelling.
+    pub version: &'a str,
+}
+
+impl PoolKey {
+    /// The key, borrowed.
+    pub fn as_pool_ref(&self) -> PoolRef<'_> {
+        PoolRef {
+            feature: &self.feature,
+            vendor: &self.vendor,
+            version: &self.version,
+        }
+    }
+}
+
+impl PoolRef<'_> {
+    /// The key, owned.
+    pub fn to_key(self) -> PoolKey {
+        PoolKey {
+            feature: self.feature.to_owned(),
+            vendor: self.vendor.to_owned(),
+            version: self.version.to_owned(),
+        }
+    }
+}
+
+impl<'a> From<&'a PoolKey> for PoolRef<'a> {
+    fn from(key: &'a PoolKey) -> Self {
+        key.as_pool_ref()
+    }
+}
+
+// `PoolKey` hashes as its `PoolRef` does, which is what lets a map keyed by `PoolKey` be
+// searched with a `PoolRef` (through `PoolName`).
+impl std::hash::Hash for PoolKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_pool_ref().hash(state);
+    }
+}
+
+/// Something that names a pool: the key type a `HashMap<PoolKey, _>` is searched by, so
+/// a [`PoolRef`] finds an entry without building a [`PoolKey`] (`Borrow` cannot hand out
+/// a `PoolRef` by reference; a trait object can).
+pub(crate) trait PoolName {
+    fn pool_ref(&self) -> PoolRef<'_>;
+}
+
+impl PoolName for PoolKey {
+    fn pool_ref(&self) -> PoolRef<'_> {
+        self.as_pool_ref()
+    }
+}
+
+impl PoolName for PoolRef<'_> {
+    fn pool_ref(&self) -> PoolRef<'_> {
+        *self
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn PoolName + 'a> for PoolKey {
+    fn borrow(&self) -> &(dyn PoolName + 'a) {
+        self
+    }
+}
+
+impl std::hash::Hash for dyn PoolName + '_ {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.pool_ref().hash(state);
+    }
+}
+
+impl PartialEq for dyn PoolName + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.pool_ref() == other.pool_ref()
+    }
+}
+
+impl Eq for dyn PoolName + '_ {}
 
 /// One entitlement's contribution to a pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -354,12 +444,13 @@ impl Catalog {
         self.features.values().flatten()
     }
 
-    /// Looks a pool up by key.
-    pub fn pool(&self, key: &PoolKey) -> Option<&Pool> {
+    /// Looks a pool up by key (a `&PoolKey` or a [`PoolRef`]).
+    pub fn pool<'k>(&self, key: impl Into<PoolRef<'k>>) -> Option<&Pool> {
+        let key = key.into();
         self.features
-            .get(&key.feature)?
+            .get(key.feature)?
             .iter()
-            .find(|p| &p.key == key)
+            .find(|p| p.key.as_pool_ref() == key)
     }
 }
 
@@ -429,5 +520,56 @@ fn seconds_attr(e: &Entitlement, key: &str, problems: &mut Vec<String>) -> Milli
             ));
             0
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::hash::{BuildHasher, RandomState};
+
+    use super::*;
+
+    fn key(feature: &str, vendor: &str, version: &str) -> PoolKey {
+        PoolKey {
+            feature: feature.into(),
+            vendor: vendor.into(),
+            version: version.into(),
+        }
+    }
+
+    #[test]
+    fn a_pool_ref_hashes_and_compares_as_its_key() {
+        let hasher = RandomState::new();
+        for k in [
+            key("cad", "acme", "2025"),
+            key("", "", ""),
+            key("a", "bc", ""),
+        ] {
+            let r = k.as_pool_ref();
+            assert_eq!(hasher.hash_one(&k), hasher.hash_one(r));
+            assert_eq!(r.to_key(), k);
+        }
+        // The field boundaries count: ("ab", "c") is not ("a", "bc").
+        let (a, b) = (key("ab", "c", "1"), key("a", "bc", "1"));
+        assert_ne!(a.as_pool_ref(), b.as_pool_ref());
+    }
+
+    #[test]
+    fn a_map_keyed_by_pool_key_is_searched_by_pool_ref() {
+        let mut map: HashMap<PoolKey, u32> = HashMap::new();
+        map.insert(key("cad", "acme", "2025"), 3);
+        map.insert(key("cad", "acme", "2026"), 4);
+        let hit = PoolRef {
+            feature: "cad",
+            vendor: "acme",
+            version: "2026",
+        };
+        assert_eq!(map.get(&hit as &dyn PoolName), Some(&4));
+        let miss = PoolRef {
+            version: "2027",
+            ..hit
+        };
+        assert_eq!(map.get(&miss as &dyn PoolName), None);
     }
 }

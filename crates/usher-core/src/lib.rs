@@ -22,8 +22,8 @@ mod queue;
 mod session;
 
 pub use catalog::{
-    Catalog, DEFAULT_BORROW_HOURS, DupGroup, MAX_BORROW_HOURS, Pool, PoolKey, TokenFeature,
-    canonical_version,
+    Catalog, DEFAULT_BORROW_HOURS, DupGroup, MAX_BORROW_HOURS, Pool, PoolKey, PoolRef,
+    TokenFeature, canonical_version,
 };
 pub use command::{Ask, Change, Command, Denial, LedgerError, Outcome, ReleaseReason};
 pub use ledger::{Ledger, LedgerConfig};

@@ -273,6 +273,15 @@ pub struct Lease {
 }
 
 impl Lease {
+    /// The pool the seats come from, borrowed from the lease (nothing is allocated).
+    pub fn pool_key(&self) -> crate::PoolRef<'_> {
+        crate::PoolRef {
+            feature: &self.feature,
+            vendor: &self.vendor,
+            version: &self.pool_version,
+        }
+    }
+
     /// Whether the seats are held apart from any client session: lingering after they
     /// were given back, or borrowed. Such a lease outlives its session, is not handed back
     /// on a resume, and cannot be checked in.

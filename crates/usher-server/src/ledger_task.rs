@@ -19,7 +19,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info};
 use usher_core::{
-    Change, Command, Denial, DequeueReason, LeaseId, Ledger, LedgerError, Millis, Outcome, PoolKey,
+    Change, Command, Denial, DequeueReason, LeaseId, Ledger, LedgerError, Millis, Outcome,
     ReleaseReason, SessionId,
 };
 use usher_license::Entitlement;
@@ -506,7 +506,7 @@ fn handle_msg(
             }
             let (mut expires_at_ms, mut source, mut user) = (0, None, String::new());
             if let Ok(Outcome::Granted(lease)) = &result {
-                let pool = ledger.catalog().pool(&pool_key(lease));
+                let pool = ledger.catalog().pool(lease.pool_key());
                 expires_at_ms = pool.and_then(|p| p.expires_at(now)).unwrap_or(0);
                 source = pool.and_then(|p| p.source_at(now)).cloned();
                 user = (ledger
@@ -636,18 +636,10 @@ pub fn denial_reason(denial: &Denial) -> &'static str {
     crate::reply::deny_reason(denial).name()
 }
 
-fn pool_key(lease: &usher_core::Lease) -> PoolKey {
-    PoolKey {
-        feature: lease.feature.to_string(),
-        vendor: lease.vendor.to_string(),
-        version: lease.pool_version.to_string(),
-    }
-}
-
 fn pool_expiry(ledger: &Ledger, lease: &usher_core::Lease, now: Millis) -> u64 {
     ledger
         .catalog()
-        .pool(&pool_key(lease))
+        .pool(lease.pool_key())
         .and_then(|p| p.expires_at(now))
         .unwrap_or(0)
 }

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tracing::warn;
-use usher_core::{ClientInfo, Lease, Millis, PoolKey, QueuedRequest, SessionId};
+use usher_core::{ClientInfo, Lease, Millis, PoolKey, PoolRef, QueuedRequest, SessionId};
 use usher_proto::{
     FeatureStatus, Holder, MAX_FRAME_LEN, QueueEntry, Response, StatusReport, field_len,
     payload_len,
@@ -115,10 +115,10 @@ impl StatusView {
         let ledger = view.ledger;
         let now = view.now;
         let mut pools = Vec::new();
-        let mut index: HashMap<(&str, &str, &str), usize> = HashMap::new();
+        let mut index: HashMap<PoolRef<'_>, usize> = HashMap::new();
         for pool in ledger.catalog().all_pools() {
             let key = &pool.key;
-            index.insert((&key.feature, &key.vendor, &key.version), pools.len());
+            index.insert(key.as_pool_ref(), pools.len());
             pools.push(FeatureStatus {
                 feature: key.feature.clone(),
                 vendor: key.vendor.clone(),
@@ -131,23 +131,14 @@ impl StatusView {
         }
         let mut holders = Vec::with_capacity(ledger.leases().size_hint().0);
         for lease in ledger.leases() {
-            let at = (
-                lease.feature.as_str(),
-                lease.vendor.as_str(),
-                lease.pool_version.as_str(),
-            );
+            let at = lease.pool_key();
             let pool = *index.entry(at).or_insert_with(|| {
                 // A pool that left the catalog on a reload but still has holders.
-                let key = PoolKey {
-                    feature: at.0.to_owned(),
-                    vendor: at.1.to_owned(),
-                    version: at.2.to_owned(),
-                };
                 pools.push(FeatureStatus {
-                    in_use: ledger.in_use(&key),
-                    feature: key.feature,
-                    vendor: key.vendor,
-                    version: key.version,
+                    in_use: ledger.in_use(at),
+                    feature: at.feature.to_owned(),
+                    vendor: at.vendor.to_owned(),
+                    version: at.version.to_owned(),
                     expires_at_ms: 0,
                     total: 0,
                     holders: Vec::new(),
@@ -511,7 +502,7 @@ pub fn totals(view: &View<'_>, feature: &str) -> StatusReport {
     // Pools that left the catalog but still hold seats.
     let mut orphans: Vec<(PoolKey, u32)> = ledger
         .pools_in_use()
-        .filter(|(k, _)| wanted(&k.feature) && ledger.catalog().pool(k).is_none())
+        .filter(|(k, _)| wanted(&k.feature) && ledger.catalog().pool(*k).is_none())
         .map(|(k, n)| (k.clone(), n))
         .collect();
     orphans.sort();

@@ -1,8 +1,9 @@
 //! The ledger's indexes and seat accounting: every lease enters and leaves them through
 //! [`Ledger::insert_lease`] and [`Ledger::remove_lease`], which keep them in step.
 
-use super::{DupKey, Ledger, pool_key};
-use crate::{ClientInfo, Lease, LeaseId, PoolKey};
+use super::{DupKey, Ledger};
+use crate::catalog::PoolName;
+use crate::{ClientInfo, Lease, LeaseId, PoolRef};
 
 impl Ledger {
     pub(super) fn insert_lease(&mut self, mut lease: Lease) {
@@ -57,8 +58,8 @@ impl Ledger {
     /// Counts a lease's seats into its pool. Under `DUP_GROUP`, a group of duplicates
     /// holds as many seats as its largest lease.
     pub(super) fn account_add(&mut self, lease: &Lease) {
-        let key = pool_key(lease);
-        let added = match self.dup_key(&key, self.client_of(lease.session)) {
+        let key = lease.pool_key();
+        let added = match self.dup_key(key, self.client_of(lease.session)) {
             Some(dk) => {
                 let group = self.dup_groups.entry(dk.clone()).or_default();
                 let before = group.values().copied().max().unwrap_or(0);
@@ -68,7 +69,12 @@ impl Ledger {
             }
             None => lease.count,
         };
-        *self.in_use.entry(key).or_default() += added;
+        match self.in_use.get_mut(&key as &dyn PoolName) {
+            Some(n) => *n += added,
+            None => {
+                self.in_use.insert(key.to_key(), added);
+            }
+        }
     }
 
     /// Takes a lease's seats out of its pool (see [`Ledger::account_add`]).
@@ -86,21 +92,17 @@ impl Ledger {
             }
             None => lease.count,
         };
-        let key = pool_key(lease);
-        if let Some(n) = self.in_use.get_mut(&key) {
+        if let Some(n) = self.in_use.get_mut(&lease.pool_key() as &dyn PoolName) {
             *n -= removed;
-            if *n == 0 {
-                self.in_use.remove(&key);
-            }
         }
     }
 
     /// The `DUP_GROUP` a lease belongs to, if its pool groups duplicates.
-    fn dup_key(&self, pool: &PoolKey, client: Option<&ClientInfo>) -> Option<DupKey> {
+    fn dup_key(&self, pool: PoolRef<'_>, client: Option<&ClientInfo>) -> Option<DupKey> {
         let group = self.catalog.pool(pool)?.dup_group?;
         let client = client?;
         Some((
-            pool.clone(),
+            pool.to_key(),
             group.user.then(|| client.user.to_string()),
             group.host.then(|| client.host.to_string()),
             group.display.then(|| client.display.to_string()),
@@ -109,7 +111,12 @@ impl Ledger {
 
     /// Seats a checkout of `count` by `who` would add to `pool`: fewer (or none) when it
     /// duplicates a group already holding seats there (`DUP_GROUP=`).
-    pub(super) fn extra_seats(&self, pool: &PoolKey, who: Option<&ClientInfo>, count: u32) -> u32 {
+    pub(super) fn extra_seats(
+        &self,
+        pool: PoolRef<'_>,
+        who: Option<&ClientInfo>,
+        count: u32,
+    ) -> u32 {
         let held = self
             .dup_key(pool, who)
             .and_then(|dk| self.dup_groups.get(&dk))

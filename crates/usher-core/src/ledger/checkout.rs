@@ -2,7 +2,6 @@
 
 use super::Ledger;
 use super::choose::Choice;
-use super::pool_key;
 use crate::{
     Ask, Change, Denial, DequeueReason, Lease, LeaseId, LedgerError, Millis, Outcome,
     QueuedRequest, ReleaseReason, SessionId, Wait,
@@ -21,23 +20,19 @@ impl Ledger {
     ) -> Result<Outcome, LedgerError> {
         let session = ask.session;
         self.require_session(session)?;
-        if ask.client_ref != 0 {
-            let retried = self
-                .session_leases(session)
-                .find(|l| l.client_ref == ask.client_ref && !l.detached())
-                .cloned();
-            if let Some(existing) = retried {
-                self.touch(session, now);
-                return Ok(Outcome::Granted(existing));
-            }
-            if let Some(waiting) = self.queue.find(session, ask.client_ref).cloned() {
-                self.touch(session, now);
-                let position = self.queue.position(waiting.lease_id).unwrap_or(1);
-                return Ok(Outcome::Queued {
-                    request: waiting,
-                    position,
-                });
-            }
+        if let Some(existing) = self.earlier_grant(&ask, |l| !l.detached()) {
+            self.touch(session, now);
+            return Ok(Outcome::Granted(existing));
+        }
+        if ask.client_ref != 0
+            && let Some(waiting) = self.queue.find(session, ask.client_ref).cloned()
+        {
+            self.touch(session, now);
+            let position = self.queue.position(waiting.lease_id).unwrap_or(1);
+            return Ok(Outcome::Queued {
+                request: waiting,
+                position,
+            });
         }
         // Checked before the session is touched: on `Err` nothing may change.
         self.require_fresh_lease_id(ask.lease_id)?;
@@ -117,15 +112,9 @@ impl Ledger {
     ) -> Result<Outcome, LedgerError> {
         let session = ask.session;
         self.require_session(session)?;
-        if ask.client_ref != 0 {
-            let retried = self
-                .session_leases(session)
-                .find(|l| l.client_ref == ask.client_ref && l.borrowed_until.is_some())
-                .cloned();
-            if let Some(existing) = retried {
-                self.touch(session, now);
-                return Ok(Outcome::Granted(existing));
-            }
+        if let Some(existing) = self.earlier_grant(&ask, |l| l.borrowed_until.is_some()) {
+            self.touch(session, now);
+            return Ok(Outcome::Granted(existing));
         }
         self.require_fresh_lease_id(ask.lease_id)?;
         self.touch(session, now);
@@ -169,6 +158,17 @@ impl Ledger {
         // The head leaving may let the requests behind it through.
         self.serve_queue(now, changes);
         Ok(Outcome::Done)
+    }
+
+    /// The lease an earlier request with the same idempotency key was granted, if `ask`
+    /// has a key (not 0) and its session holds such a lease of the right kind.
+    fn earlier_grant(&self, ask: &Ask, kind: impl Fn(&Lease) -> bool) -> Option<Lease> {
+        if ask.client_ref == 0 {
+            return None;
+        }
+        self.session_leases(ask.session)
+            .find(|l| l.client_ref == ask.client_ref && kind(l))
+            .cloned()
     }
 
     /// Refuses a lease id that a lease or a waiting request already has.
@@ -228,7 +228,7 @@ impl Ledger {
                 false,
             );
             match choice {
-                Ok(choice) if choice.pool == pool_key(&old) => {
+                Ok(choice) if choice.pool.as_pool_ref() == old.pool_key() => {
                     let owner = old.session;
                     changes.push(Change::LeaseReleased {
                         lease: old,

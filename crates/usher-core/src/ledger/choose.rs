@@ -52,19 +52,7 @@ impl Ledger {
         if feature.is_empty() {
             return Err(Denial::BadRequest("empty feature name".into()));
         }
-        if count == 0 || count > MAX_SEATS_PER_REQUEST {
-            return Err(Denial::BadRequest(format!(
-                "seat count must be between 1 and {MAX_SEATS_PER_REQUEST}, not {count}"
-            )));
-        }
-        let wanted: Version = if version.is_empty() {
-            "0".parse()
-                .map_err(|_| Denial::BadRequest("bad version".into()))?
-        } else {
-            version
-                .parse()
-                .map_err(|e: usher_license::VersionError| Denial::BadRequest(e.to_string()))?
-        };
+        let wanted = wanted_version(version, count)?;
         let pools = self.catalog.pools(feature).ok_or(Denial::UnknownFeature)?;
         let mut candidates: Vec<_> = pools.iter().filter(|p| p.version >= wanted).collect();
         if candidates.is_empty() {
@@ -96,7 +84,7 @@ impl Ledger {
         if licensed > 0
             && candidates
                 .iter()
-                .all(|p| self.extra_seats(&p.key, who, count) > capacity(p))
+                .all(|p| self.extra_seats(p.key.as_pool_ref(), who, count) > capacity(p))
         {
             return Err(Denial::MoreThanLicensed {
                 asked: count,
@@ -108,7 +96,7 @@ impl Ledger {
         for pool in &candidates {
             let pool_seats = pool.seats_at(now);
             let used = self.in_use(&pool.key);
-            let extra = self.extra_seats(&pool.key, who, count);
+            let extra = self.extra_seats(pool.key.as_pool_ref(), who, count);
             // A duplicate that needs no seat of its own shares one already held.
             if extra == 0 && pool_seats > 0
                 || used.saturating_add(extra) <= pool_seats && seats.fits_in_count
@@ -131,7 +119,7 @@ impl Ledger {
             for pool in &candidates {
                 // Seats reserved for others are not free for this client, overdraft or not.
                 let limit = pool.seats_at(now).saturating_add(pool.overdraft_at(now));
-                let extra = self.extra_seats(&pool.key, who, count);
+                let extra = self.extra_seats(pool.key.as_pool_ref(), who, count);
                 let wanted = self.in_use(&pool.key).saturating_add(extra);
                 if wanted.saturating_add(seats.held_for_others) <= limit {
                     return Ok(Choice {
@@ -240,14 +228,7 @@ impl Ledger {
         let Some(defs) = self.catalog.token_feature(feature) else {
             return self.choose_pool(now, feature, version, count, who, borrowing);
         };
-        if count == 0 || count > MAX_SEATS_PER_REQUEST {
-            return Err(Denial::BadRequest(format!(
-                "seat count must be between 1 and {MAX_SEATS_PER_REQUEST}, not {count}"
-            )));
-        }
-        let wanted: Version = if version.is_empty() { "0" } else { version }
-            .parse()
-            .map_err(|e: usher_license::VersionError| Denial::BadRequest(e.to_string()))?;
+        let wanted = wanted_version(version, count)?;
         let candidates: Vec<_> = defs.iter().filter(|d| d.version >= wanted).collect();
         if candidates.is_empty() {
             let highest = defs.iter().map(|d| &d.version).max();
@@ -450,4 +431,17 @@ impl Ledger {
         let client = &self.sessions.get(&session)?.client;
         self.policy.priority(feature, &Who::from(client))
     }
+}
+
+/// Checks the seat count a request asks for, and parses the least version it accepts
+/// (any, when empty).
+fn wanted_version(version: &str, count: u32) -> Result<Version, Denial> {
+    if count == 0 || count > MAX_SEATS_PER_REQUEST {
+        return Err(Denial::BadRequest(format!(
+            "seat count must be between 1 and {MAX_SEATS_PER_REQUEST}, not {count}"
+        )));
+    }
+    if version.is_empty() { "0" } else { version }
+        .parse()
+        .map_err(|e: usher_license::VersionError| Denial::BadRequest(e.to_string()))
 }

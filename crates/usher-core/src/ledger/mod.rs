@@ -2,11 +2,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use crate::catalog::PoolName;
 use crate::names::Names;
 use crate::queue::Queue;
 use crate::{
     Catalog, Change, Command, Lease, LeaseId, LedgerError, Millis, Name, Outcome, Policy, PoolKey,
-    QueuedRequest, Session, SessionId,
+    PoolRef, QueuedRequest, Session, SessionId,
 };
 
 mod accounting;
@@ -57,7 +58,8 @@ pub struct Ledger {
     /// more spill to the heap.
     session_leases: HashMap<SessionId, LeaseIds>,
     /// Seats held per pool. A pool that left the catalog (license removed on reload) keeps
-    /// its count until its holders let go.
+    /// its count until its holders let go. A pool's entry stays when its count falls to
+    /// zero, so seats coming and going allocate no key (reloads start the map afresh).
     in_use: HashMap<PoolKey, u32>,
     /// Checkouts waiting for seats. Soft state: not stored, empty after a restart.
     queue: Queue,
@@ -95,15 +97,6 @@ type LeaseIds = smallvec::SmallVec<[LeaseId; 1]>;
 /// A group of duplicate checkouts: the pool, and the user, host and display where the
 /// pool's `DUP_GROUP` compares them.
 type DupKey = (PoolKey, Option<String>, Option<String>, Option<String>);
-
-/// The pool a lease's seats come from.
-fn pool_key(lease: &Lease) -> PoolKey {
-    PoolKey {
-        feature: lease.feature.to_string(),
-        vendor: lease.vendor.to_string(),
-        version: lease.pool_version.to_string(),
-    }
-}
 
 impl Ledger {
     /// An empty ledger serving `catalog`.
@@ -146,9 +139,13 @@ impl Ledger {
         &self.policy
     }
 
-    /// Seats held from a pool.
-    pub fn in_use(&self, pool: &PoolKey) -> u32 {
-        self.in_use.get(pool).copied().unwrap_or(0)
+    /// Seats held from a pool (named by a `&PoolKey` or a [`PoolRef`]).
+    pub fn in_use<'k>(&self, pool: impl Into<PoolRef<'k>>) -> u32 {
+        let pool = pool.into();
+        self.in_use
+            .get(&pool as &dyn PoolName)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Seats in use per pool, for every pool with any (including pools that left the

@@ -1,6 +1,6 @@
 //! Seats going back: checkin, return, remove, expiry, and lingering seats.
 
-use super::{Ledger, pool_key};
+use super::Ledger;
 use crate::{
     Change, DequeueReason, Lease, LeaseId, LedgerError, Millis, Outcome, ReleaseReason, SessionId,
 };
@@ -127,7 +127,7 @@ impl Ledger {
     /// `max(now + linger, granted_at + min_checkout)`, where the linger is the longer of the
     /// license's `LINGER=` and the policy's `LINGER` (policy can lengthen, never shorten).
     fn held_until(&self, lease: &Lease, now: Millis) -> Millis {
-        let Some(pool) = self.catalog.pool(&pool_key(lease)) else {
+        let Some(pool) = self.catalog.pool(lease.pool_key()) else {
             return now;
         };
         let linger = pool

@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use super::{LeaseIds, Ledger, LedgerConfig};
 use crate::{
-    Catalog, Change, Lease, LeaseId, Millis, Name, Policy, PoolKey, ReleaseReason, Session,
+    Catalog, Change, Lease, LeaseId, Millis, Name, Policy, PoolRef, ReleaseReason, Session,
     SessionId,
 };
 
@@ -130,36 +130,25 @@ impl Ledger {
 
         // Seats per pool. A pool that groups duplicates (`DUP_GROUP`) counts lease by
         // lease, as `account_add` does; the others just add up.
-        let mut seats: HashMap<(&str, &str, &str), u32> = HashMap::new();
+        let mut seats: HashMap<PoolRef<'_>, u32> = HashMap::new();
         for lease in &kept {
-            *seats
-                .entry((&lease.feature, &lease.vendor, &lease.pool_version))
-                .or_default() += lease.count;
+            *seats.entry(lease.pool_key()).or_default() += lease.count;
         }
         let mut grouped = Vec::new();
-        for ((feature, vendor, version), sum) in seats {
-            let key = PoolKey {
-                feature: feature.to_owned(),
-                vendor: vendor.to_owned(),
-                version: version.to_owned(),
-            };
+        for (key, sum) in seats {
             if self
                 .catalog
-                .pool(&key)
+                .pool(key)
                 .is_some_and(|p| p.dup_group.is_some())
             {
-                grouped.push(key);
+                grouped.push(key.to_key());
             } else {
-                *self.in_use.entry(key).or_default() += sum;
+                *self.in_use.entry(key.to_key()).or_default() += sum;
             }
         }
         if !grouped.is_empty() {
             for lease in &kept {
-                if grouped.iter().any(|k| {
-                    k.feature == lease.feature
-                        && k.vendor == lease.vendor
-                        && k.version == lease.pool_version
-                }) {
+                if grouped.iter().any(|k| k.as_pool_ref() == lease.pool_key()) {
                     self.account_add(lease);
                 }
             }

@@ -127,7 +127,7 @@ pub fn key(feature: &str, vendor: &str, version_text: &str) -> PoolKey {
 
 /// The pool a lease's seats came from.
 pub fn pool_of(lease: &Lease) -> PoolKey {
-    key(&lease.feature, &lease.vendor, &lease.pool_version)
+    lease.pool_key().to_key()
 }
 
 /// The secret hash session `id` opens with (distinct per id).

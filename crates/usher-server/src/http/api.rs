@@ -9,7 +9,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use usher_core::{Lease, Ledger, Millis, PoolKey};
+use usher_core::{Ledger, Millis, PoolRef};
 use usher_store::{UsageEvent, UsageRecord};
 
 use super::{ApiError, ApiState, Caller};
@@ -76,20 +76,12 @@ impl From<UsageRecord> for EventJson {
     }
 }
 
-fn pool_key(lease: &Lease) -> PoolKey {
-    PoolKey {
-        feature: lease.feature.to_string(),
-        vendor: lease.vendor.to_string(),
-        version: lease.pool_version.to_string(),
-    }
-}
-
 /// Every pool of the catalog, then pools that left it but are still held.
 pub(super) fn features_of(view: &View<'_>) -> Vec<FeatureJson> {
     let ledger: &Ledger = view.ledger;
-    let mut held: BTreeMap<PoolKey, (usize, u32, u32)> = BTreeMap::new();
+    let mut held: BTreeMap<PoolRef<'_>, (usize, u32, u32)> = BTreeMap::new();
     for lease in ledger.leases() {
-        let entry = held.entry(pool_key(lease)).or_default();
+        let entry = held.entry(lease.pool_key()).or_default();
         entry.0 += 1;
         if lease.overdraft {
             entry.1 += lease.count;
@@ -100,7 +92,8 @@ pub(super) fn features_of(view: &View<'_>) -> Vec<FeatureJson> {
     }
     let mut out = Vec::new();
     for pool in ledger.catalog().all_pools() {
-        let (holders, overdraft_in_use, borrowed) = held.remove(&pool.key).unwrap_or_default();
+        let (holders, overdraft_in_use, borrowed) =
+            held.remove(&pool.key.as_pool_ref()).unwrap_or_default();
         out.push(FeatureJson {
             feature: pool.key.feature.clone(),
             vendor: pool.key.vendor.clone(),
@@ -116,10 +109,10 @@ pub(super) fn features_of(view: &View<'_>) -> Vec<FeatureJson> {
     }
     for (key, (holders, overdraft_in_use, borrowed)) in held {
         out.push(FeatureJson {
-            in_use: ledger.in_use(&key),
-            feature: key.feature,
-            vendor: key.vendor,
-            version: key.version,
+            in_use: ledger.in_use(key),
+            feature: key.feature.to_owned(),
+            vendor: key.vendor.to_owned(),
+            version: key.version.to_owned(),
             total: 0,
             overdraft: 0,
             overdraft_in_use,
