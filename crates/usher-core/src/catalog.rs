@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use usher_license::{Entitlement, SeatCount, TokenAlternative, Version};
+pub use usher_license::{DEFAULT_BORROW_HOURS, DupGroup, MAX_BORROW_HOURS};
+use usher_license::{Entitlement, SeatCount, Terms, TokenAlternative, Version};
 
 use crate::Millis;
 
@@ -128,47 +129,6 @@ pub struct Grant {
 impl Grant {
     fn is_valid_at(&self, now: Millis) -> bool {
         now >= self.valid_from && self.valid_until.is_none_or(|end| now < end)
-    }
-}
-
-/// Which checkouts of a pool share one seat (`DUP_GROUP=`): those whose user, host and
-/// display agree on the parts set here. With none set (`SITE`), every checkout shares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct DupGroup {
-    /// Same user (`U`).
-    pub user: bool,
-    /// Same host (`H`).
-    pub host: bool,
-    /// Same display (`D`).
-    pub display: bool,
-}
-
-impl DupGroup {
-    /// Parses a `DUP_GROUP=` value: `NONE` (no sharing: `Ok(None)`), `SITE`, or a
-    /// combination of `U`, `H` and `D`.
-    pub fn parse(text: &str) -> Result<Option<DupGroup>, String> {
-        let upper = text.to_ascii_uppercase();
-        match upper.as_str() {
-            "NONE" => return Ok(None),
-            "SITE" => {
-                return Ok(Some(DupGroup {
-                    user: false,
-                    host: false,
-                    display: false,
-                }));
-            }
-            _ => {}
-        }
-        if upper.is_empty() || !upper.chars().all(|c| matches!(c, 'U' | 'H' | 'D')) {
-            return Err(format!(
-                "DUP_GROUP={text:?} is not NONE, SITE or a combination of U, H and D"
-            ));
-        }
-        Ok(Some(DupGroup {
-            user: upper.contains('U'),
-            host: upper.contains('H'),
-            display: upper.contains('D'),
-        }))
     }
 }
 
@@ -318,49 +278,20 @@ impl Catalog {
             let SeatCount::Counted(seats) = e.count else {
                 continue;
             };
-            let overdraft = match e.attr("OVERDRAFT") {
-                None => 0,
-                Some(v) => v.parse::<u32>().unwrap_or_else(|_| {
-                    problems.push(format!(
-                        "line {}: feature {:?}: OVERDRAFT={v:?} is not a seat count; no overdraft allowed",
-                        e.line, e.feature
-                    ));
-                    0
-                }),
-            };
+            // Values the license crate refuses were reported when the file was loaded,
+            // with their position; `Terms` serves them as absent.
+            let terms = Terms::of(e);
             let grant = Grant {
                 seats,
                 valid_from: e.valid_from_ms(),
                 valid_until: e.valid_until_ms(),
-                overdraft,
+                overdraft: terms.overdraft,
             };
-            let user_based = e.attr("USER_BASED").map(|v| {
-                if v.is_empty() {
-                    return None;
-                }
-                v.parse::<u32>().ok().or_else(|| {
-                    problems.push(format!(
-                        "line {}: feature {:?}: USER_BASED={v:?} is not a number of users; \
-                         the seat count applies",
-                        e.line, e.feature
-                    ));
-                    None
-                })
-            });
-            let borrow = borrow_attr(e, &mut problems);
-            let linger = seconds_attr(e, "LINGER", &mut problems);
-            let min_checkout = seconds_attr(e, "MIN_CHECKOUT", &mut problems);
-            let dup_group = match e.attr("DUP_GROUP").map(DupGroup::parse) {
-                None => None,
-                Some(Ok(d)) => d,
-                Some(Err(why)) => {
-                    problems.push(format!(
-                        "line {}: feature {:?}: {why}; duplicates are not grouped",
-                        e.line, e.feature
-                    ));
-                    None
-                }
-            };
+            let user_based = terms.user_based;
+            let borrow = terms.borrow_hours.map(|hours| hours * 3_600_000);
+            let linger = terms.linger_secs * 1000;
+            let min_checkout = terms.min_checkout_secs * 1000;
+            let dup_group = terms.dup_group;
             let pools = features.entry(e.feature.clone()).or_default();
             match pools
                 .iter_mut()
@@ -418,8 +349,10 @@ impl Catalog {
         }
     }
 
-    /// Licensing attributes that could not be honoured (one line each, naming the license
-    /// line), for the server to log. The entitlements themselves are still served.
+    /// Conflicts between the lines of one feature that could not all be honoured (one
+    /// line each, naming the license line), for the server to log. The entitlements
+    /// themselves are still served. A single attribute's refused value is the license
+    /// file's problem ([`usher_license::LicenseFile::attribute_problems`]), not listed here.
     pub fn problems(&self) -> &[String] {
         &self.problems
     }
@@ -466,61 +399,6 @@ pub fn canonical_version(v: &Version) -> String {
         .map(u32::to_string)
         .collect::<Vec<_>>()
         .join(".")
-}
-
-/// The largest number of seconds `LINGER=` and `MIN_CHECKOUT=` may hold (one year).
-pub const MAX_HOLD_SECONDS: u64 = 366 * 86_400;
-
-/// How long a bare `BORROW` lets seats be borrowed, in hours (one week, as in FlexLM).
-pub const DEFAULT_BORROW_HOURS: u64 = 168;
-
-/// The longest `BORROW=` honoured, in hours (one year).
-pub const MAX_BORROW_HOURS: u64 = 366 * 24;
-
-/// `BORROW[=hours]` in milliseconds: `None` when absent, or (with a problem recorded)
-/// when not a whole number of hours from 1 to [`MAX_BORROW_HOURS`].
-fn borrow_attr(e: &Entitlement, problems: &mut Vec<String>) -> Option<Millis> {
-    let text = e.attr("BORROW")?;
-    if text.is_empty() {
-        return Some(DEFAULT_BORROW_HOURS * 3_600_000);
-    }
-    match text.parse::<u64>() {
-        Ok(hours)
-            if (1..=MAX_BORROW_HOURS).contains(&hours)
-                && text.bytes().all(|b| b.is_ascii_digit()) =>
-        {
-            Some(hours * 3_600_000)
-        }
-        _ => {
-            problems.push(format!(
-                "line {}: feature {:?}: BORROW={text:?} is not a number of hours from 1 to \
-                 {MAX_BORROW_HOURS}; the seats cannot be borrowed",
-                e.line, e.feature
-            ));
-            None
-        }
-    }
-}
-
-/// A duration attribute in milliseconds: 0 when absent, and 0 with a problem recorded when
-/// it is not a whole number of seconds up to [`MAX_HOLD_SECONDS`].
-fn seconds_attr(e: &Entitlement, key: &str, problems: &mut Vec<String>) -> Millis {
-    let Some(text) = e.attr(key) else {
-        return 0;
-    };
-    match text.parse::<u64>() {
-        Ok(secs) if secs <= MAX_HOLD_SECONDS && text.bytes().all(|b| b.is_ascii_digit()) => {
-            secs * 1000
-        }
-        _ => {
-            problems.push(format!(
-                "line {}: feature {:?}: {key}={text:?} is not a number of seconds from 0 to \
-                 {MAX_HOLD_SECONDS}; ignored",
-                e.line, e.feature
-            ));
-            0
-        }
-    }
 }
 
 #[cfg(test)]

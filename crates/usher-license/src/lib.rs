@@ -18,6 +18,7 @@
 //! signature fail, and no change to layout (whitespace, line breaks, continuations,
 //! attribute order, comments, lowercase attributes) does.
 
+mod attributes;
 mod canonical;
 mod check;
 mod entitlement;
@@ -31,6 +32,10 @@ mod statement;
 mod version;
 pub mod words;
 
+pub use attributes::{
+    AttributeProblem, AttributeValue, DEFAULT_BORROW_HOURS, DupGroup, MAX_BORROW_HOURS,
+    MAX_HOLD_SECONDS, Terms, attribute_value,
+};
 pub use canonical::CANONICAL_DOMAIN;
 pub use check::{Checked, SignatureError, Status, check, verify};
 pub use entitlement::{

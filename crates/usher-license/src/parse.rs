@@ -13,7 +13,9 @@ use chrono::NaiveDate;
 
 use crate::entitlement::{KNOWN_ATTRIBUTES, MAX_NAME_LEN};
 use crate::lex::{self, LexError, LogicalLine, Pos, Token};
-use crate::{Entitlement, Expiry, HostId, LineKind, SeatCount, Version};
+use crate::{
+    AttributeProblem, Entitlement, Expiry, HostId, LineKind, SeatCount, Version, attribute_value,
+};
 
 /// A syntax error, located in the original text.
 ///
@@ -85,6 +87,11 @@ pub struct LicenseFile {
     /// Lowercase (unsigned, administrator-editable) attributes of the entitlements, in
     /// file order.
     pub user_attrs: Vec<UserAttribute>,
+    /// Vendor attributes whose value is not one their keyword takes, or whose keyword usher
+    /// does not know, in file order (see [`crate::attribute_value`]). The lines still
+    /// parse: signing refuses them, checking marks them bad, the server serves them as
+    /// [`AttributeProblem::served_as`] says.
+    pub attribute_problems: Vec<AttributeProblem>,
 }
 
 /// Parses a license file. `file_name` is only used in error messages and
@@ -115,10 +122,14 @@ pub(crate) fn parse_with_ends(
         vendors: Vec::new(),
         use_server: false,
         user_attrs: Vec::new(),
+        attribute_problems: Vec::new(),
     };
     let mut ends = Vec::new();
     for line in lex::logical_lines(text).map_err(located)? {
         parse_line(&line, &mut file, &mut ends).map_err(located)?;
+    }
+    for problem in &mut file.attribute_problems {
+        problem.file = file_name.to_string();
     }
     Ok((file, ends))
 }
@@ -166,7 +177,21 @@ fn parse_line(
                 _ => LineKind::Increment,
             };
             let index = file.entitlements.len();
-            let (entitlement, user_attrs) = parse_entitlement(kind, at.line, &mut fields)?;
+            let (entitlement, user_attrs, problems) =
+                parse_entitlement(kind, at.line, &mut fields)?;
+            file.attribute_problems
+                .extend(
+                    problems
+                        .into_iter()
+                        .map(|(key, at, message)| AttributeProblem {
+                            file: String::new(),
+                            line: at.line,
+                            column: at.column,
+                            entitlement: index,
+                            key,
+                            message,
+                        }),
+                );
             file.entitlements.push(entitlement);
             file.user_attrs
                 .extend(user_attrs.into_iter().map(|(key, value)| UserAttribute {
@@ -295,12 +320,14 @@ const EXPIRY_EXPECTED: &str = "an expiry date (dd-mmm-yyyy, yyyy-mm-dd or perman
 const COUNT_EXPECTED: &str = "a seat count (a positive number, uncounted or token)";
 
 type UserAttrs = Vec<(String, String)>;
+/// Refused vendor attribute values: keyword, where, why.
+type Problems = Vec<(String, Pos, String)>;
 
 fn parse_entitlement(
     kind: LineKind,
     line: usize,
     fields: &mut Fields<'_>,
-) -> Result<(Entitlement, UserAttrs), LexError> {
+) -> Result<(Entitlement, UserAttrs, Problems), LexError> {
     let (feature, at) = fields.bare("a feature name")?;
     let feature = check_name(feature, at, "a feature name")?;
     let (vendor, at) = fields.bare("a vendor name")?;
@@ -340,6 +367,7 @@ fn parse_entitlement(
         line,
     };
     let mut user_attrs = Vec::new();
+    let mut problems = Vec::new();
     let mut seen: HashMap<String, Pos> = HashMap::new();
     while let Some(token) = fields.next_token() {
         let (key, value) = attribute(token)?;
@@ -362,7 +390,7 @@ fn parse_entitlement(
             user_attrs.push((key.to_string(), value.to_string()));
             continue;
         }
-        apply_signed_attribute(&mut entitlement, token, key, value)?;
+        apply_signed_attribute(&mut entitlement, token, key, value, &mut problems)?;
     }
 
     if entitlement.count == SeatCount::Uncounted && entitlement.hostid == HostId::Any {
@@ -396,7 +424,7 @@ fn parse_entitlement(
         _ => {}
     }
     entitlement.attrs.sort();
-    Ok((entitlement, user_attrs))
+    Ok((entitlement, user_attrs, problems))
 }
 
 /// Splits an attribute token into its key and value (`None` for a bare `FLAG`), checking
@@ -463,6 +491,7 @@ fn apply_signed_attribute(
     token: &Token,
     key: &str,
     value: Option<&str>,
+    problems: &mut Problems,
 ) -> Result<(), LexError> {
     let needs_value = |what: &str| error(token.pos, format!("expected {key}={what}"));
     let at = token.value_pos;
@@ -498,9 +527,20 @@ fn apply_signed_attribute(
             let text = value.ok_or_else(|| needs_value("\"<signature>\""))?;
             entitlement.signature = Some(parse_signature(text, at)?);
         }
-        _ => entitlement
-            .attrs
-            .push((key.to_string(), value.unwrap_or_default().to_string())),
+        _ => {
+            let text = value.unwrap_or_default();
+            if let Err(why) = attribute_value(key, text) {
+                // At the value, or at the keyword of a bare flag or an unknown keyword.
+                let known = KNOWN_ATTRIBUTES.contains(&key);
+                let pos = if value.is_some() && known {
+                    at
+                } else {
+                    token.pos
+                };
+                problems.push((key.to_string(), pos, why));
+            }
+            entitlement.attrs.push((key.to_string(), text.to_string()));
+        }
     }
     Ok(())
 }

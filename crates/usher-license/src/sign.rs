@@ -5,9 +5,8 @@
 
 use ed25519_dalek::Signer;
 
-use crate::entitlement::KNOWN_ATTRIBUTES;
 use crate::parse::{ParseError, parse_with_ends};
-use crate::{VendorSigningKey, parse, verify};
+use crate::{AttributeProblem, VendorSigningKey, parse, verify};
 
 /// The result of [`sign_text`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,20 +39,12 @@ pub enum SignError {
         /// The key's vendor.
         expected: String,
     },
-    /// An unsigned entitlement carries an upper-case attribute not in
-    /// [`KNOWN_ATTRIBUTES`](crate::KNOWN_ATTRIBUTES), most likely a typo.
-    #[error(
-        "{file}:{line}: unknown attribute {key}; check the spelling (known attributes: {})",
-        KNOWN_ATTRIBUTES.join(" ")
-    )]
-    UnknownAttribute {
-        /// File name.
-        file: String,
-        /// 1-based line of the entitlement.
-        line: usize,
-        /// The attribute name.
-        key: String,
-    },
+    /// An unsigned entitlement carries an attribute value its keyword does not take
+    /// (`BORROW=99999`), or an upper-case attribute not in
+    /// [`KNOWN_ATTRIBUTES`](crate::KNOWN_ATTRIBUTES), most likely a typo (`LINGRE=`):
+    /// signed, it could be fixed only by a new license.
+    #[error("{0}")]
+    Attribute(AttributeProblem),
     /// The signed text did not parse back to verifying entitlements. This is a bug in
     /// usher, reported instead of writing a license that would not work.
     #[error("internal error: the signed file does not verify: {0}")]
@@ -62,8 +53,9 @@ pub enum SignError {
 
 /// Signs every entitlement of `text` that has no `SIGN=` and belongs to `key`'s vendor.
 ///
-/// Refuses the whole file if an unsigned entitlement belongs to another vendor or uses an
-/// unknown upper-case attribute. `SIGN="..."` is appended on continuation lines after the
+/// Refuses the whole file if an unsigned entitlement belongs to another vendor, uses an
+/// unknown upper-case attribute or gives one a value it does not take (see
+/// [`crate::attribute_value`]). `SIGN="..."` is appended on continuation lines after the
 /// entitlement's last field (before any trailing comment); everything else is preserved
 /// byte for byte.
 pub fn sign_text(
@@ -90,16 +82,12 @@ pub fn sign_text(
                 expected: key.vendor().to_string(),
             });
         }
-        if let Some((unknown, _)) = entitlement
-            .attrs
+        if let Some(problem) = file
+            .attribute_problems
             .iter()
-            .find(|(k, _)| !KNOWN_ATTRIBUTES.contains(&k.as_str()))
+            .find(|p| p.entitlement == index)
         {
-            return Err(SignError::UnknownAttribute {
-                file: file_name.to_string(),
-                line: entitlement.line,
-                key: unknown.clone(),
-            });
+            return Err(SignError::Attribute(problem.clone()));
         }
         let signature = key.signing_key().sign(&entitlement.canonical_bytes());
         insertions.push((end, sign_attribute(&signature.to_bytes(), newline)));

@@ -213,7 +213,10 @@ pub fn load(
                 })?;
         let name = path.display().to_string();
         let file = usher_license::parse(&name, &text)?;
-        for checked in usher_license::check(&file, keys, today) {
+        for (index, checked) in usher_license::check(&file, keys, today)
+            .into_iter()
+            .enumerate()
+        {
             let e = &checked.entitlement;
             // An entitlement is a whole line: its problems are located at its first column.
             let at = format!(
@@ -239,6 +242,14 @@ pub fn load(
             if !checked.status.is_valid_now() {
                 warnings.push(format!("{at}: {}", checked.status));
             }
+            // The same judge as `usher vendor sign` and `usher license check`, located at
+            // the value; the line is still served, as `served_as` says.
+            warnings.extend(
+                file.attribute_problems
+                    .iter()
+                    .filter(|p| p.entitlement == index)
+                    .map(|p| format!("{p}; {}", p.served_as())),
+            );
             served.push(checked.entitlement);
         }
     }

@@ -12,7 +12,8 @@ use crate::exit::{BAD_LICENSE, Failure, OK};
 /// License subcommands.
 #[derive(Debug, Subcommand)]
 pub enum LicenseCommand {
-    /// Verify and pretty-print each entitlement; exit 6 if any is bad or not valid today.
+    /// Verify and pretty-print each entitlement; exit 6 if any is bad (signature, an
+    /// attribute's value) or not valid today.
     Check {
         /// License file.
         file: PathBuf,
@@ -36,9 +37,14 @@ pub fn run(cmd: LicenseCommand) -> Result<u8, Failure> {
     let today = chrono::Utc::now().date_naive();
     let checked = usher_license::check(&parsed, &keys, today);
     let mut bad = 0;
-    for c in &checked {
+    for (index, c) in checked.iter().enumerate() {
         let e = &c.entitlement;
-        let ok = c.status.signature_ok() && c.status.is_valid_now();
+        let problems: Vec<_> = parsed
+            .attribute_problems
+            .iter()
+            .filter(|p| p.entitlement == index)
+            .collect();
+        let ok = c.status.signature_ok() && c.status.is_valid_now() && problems.is_empty();
         if !ok {
             bad += 1;
         }
@@ -73,8 +79,11 @@ pub fn run(cmd: LicenseCommand) -> Result<u8, Failure> {
         for (k, v) in &e.attrs {
             println!("      {k}={v}");
         }
-        if !ok {
+        if !(c.status.signature_ok() && c.status.is_valid_now()) {
             println!("      problem: {}", c.status);
+        }
+        for p in problems {
+            println!("      problem: {p}");
         }
     }
     println!(

@@ -130,3 +130,56 @@ fn hostid_prints_the_server_identity_of_a_data_directory() {
     let empty = tempfile::tempdir().unwrap();
     run_usher(&["hostid", "--data-dir", empty.path().to_str().unwrap()]).expect_code(1);
 }
+
+/// Each refused attribute value, and the column of its value on line 2 of
+/// `FEATURE cad acme 2025 permanent 2 <attr>` (of the keyword, for an unknown one).
+const BAD_ATTRIBUTES: &[(&str, usize)] = &[
+    ("OVERDRAFT=lots", 45),
+    ("OVERDRAFT", 35),
+    ("LINGER=abc", 42),
+    ("MIN_CHECKOUT=1.5", 48),
+    ("DUP_GROUP=XYZ", 45),
+    ("BORROW=99999", 42),
+    ("BORROW=0", 42),
+    ("USER_BASED=many", 46),
+    ("HOST_BASED=-1", 46),
+    ("SUPERSEDE=\"a,b\"", 45),
+    ("QUEUE=yes", 41),
+    ("LINGRE=60", 35),
+];
+
+#[test]
+fn sign_and_check_refuse_each_bad_attribute_value_at_its_line_and_column() {
+    let vendor = Vendor::new("acme");
+    for &(attr, column) in BAD_ATTRIBUTES {
+        let input = vendor.dir.path().join("bad.lic");
+        let out = vendor.dir.path().join("bad-signed.lic");
+        std::fs::write(
+            &input,
+            format!("# one line\nFEATURE cad acme 2025 permanent 2 {attr}\n"),
+        )
+        .unwrap();
+        let at = format!("{}:2:{column}: ", input.display());
+
+        let mut sign = usher(&["vendor", "sign", "--key"]);
+        sign.arg(vendor.secret_key())
+            .arg("--in")
+            .arg(&input)
+            .arg("--out")
+            .arg(&out);
+        let signed = output(sign).expect_code(1);
+        assert!(
+            signed.stderr.contains(&at),
+            "{attr}: expected {at}\n{signed}"
+        );
+        assert!(!out.exists(), "{attr}: nothing is written\n{signed}");
+
+        let checked = check(&vendor, &input).expect_code(6);
+        let problem = format!("      problem: {at}");
+        assert!(
+            checked.stdout.lines().any(|l| l.starts_with(&problem)),
+            "{attr}: expected {problem:?}\n{checked}"
+        );
+        assert!(checked.stdout.contains("0 ok, 1 bad"), "{attr}\n{checked}");
+    }
+}

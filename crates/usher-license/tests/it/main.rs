@@ -1,5 +1,6 @@
 //! Integration tests of usher-license, in one test binary.
 
+mod attributes;
 mod check;
 mod corpus;
 mod keys;

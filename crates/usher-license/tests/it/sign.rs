@@ -96,7 +96,11 @@ fn leaves_other_vendors_signed_lines_alone() {
 fn refuses_unknown_attributes() {
     let text = replace_once(SAMPLE, "LINGER=60", "LINGRE=60");
     match sign_text("test.lic", &text, &acme_key()) {
-        Err(SignError::UnknownAttribute { line: 6, key, .. }) => assert_eq!(key, "LINGRE"),
+        Err(SignError::Attribute(p)) => {
+            // The physical line of the keyword (the entitlement starts on line 6).
+            assert_eq!((p.line, p.key.as_str()), (8, "LINGRE"));
+            assert!(p.column > 1, "{p:?}");
+        }
         other => panic!("{other:?}"),
     }
 }

@@ -395,3 +395,42 @@ async fn a_license_directory_serves_every_lic_file_in_it_and_a_reload_finds_new_
     assert_eq!(seats(&report, "cad"), 3, "{report:?}");
     server.stop();
 }
+
+/// A line signed by a tool that does not judge attribute values reaches the server: each
+/// refused value is logged at start, reported by `usherd check` and by a reload, at the
+/// value's file, line and column, with how the line is served instead; the line serves.
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_attribute_values_are_located_at_load_and_the_line_is_served_without_them() {
+    let lic = Licensed::new("FEATURE cad acme 2025 permanent 3 HOSTID=ANY\n");
+    lic.write_signed_unchecked(
+        "FEATURE cad acme 2025 permanent 3 HOSTID=ANY OVERDRAFT=lots LINGER=abc \
+         DUP_GROUP=XYZ BORROW=99999 LINGRE=60\n",
+    );
+    let name = lic.license.display().to_string();
+    let expected = [
+        format!("{name}:1:56: OVERDRAFT=\"lots\" is not a number of seats"),
+        format!("{name}:1:68: LINGER=\"abc\" is not a number of seconds"),
+        format!("{name}:1:82: DUP_GROUP=\"XYZ\" is not NONE, SITE"),
+        format!("{name}:1:93: BORROW=\"99999\" is not a number of hours from 1 to 8784"),
+        format!("{name}:1:99: unknown attribute LINGRE"),
+    ];
+    let config = write_config(lic.tmp.path(), &lic, "");
+    let (code, out) = check(&["--config".as_ref(), config.as_os_str()]);
+    assert_eq!(code, 0, "warnings only: {out}");
+    for e in &expected {
+        assert!(
+            out.lines().any(|l| l.starts_with(&format!("warning: {e}"))),
+            "usherd check: expected {e:?}\n{out}"
+        );
+    }
+    assert!(out.contains("served with no overdraft"), "{out}");
+    assert!(out.contains("its seats cannot be borrowed"), "{out}");
+
+    let mut server = Usherd::spawn(usherd(&lic, &[]), lic.tmp.path().join("attrs.log"));
+    let port = server.port();
+    assert_eq!(seats(&status_of(port).await, "cad"), 3, "the line serves");
+    let log = server.wait_for("LINGRE");
+    for e in &expected {
+        assert!(log.contains(e.as_str()), "start: expected {e:?}\n{log}");
+    }
+}
