@@ -21,9 +21,10 @@ use usher_proto::{
 };
 
 use crate::admin::AdminError;
+use crate::applied::Applied;
 use crate::clock::wall_clock_ms;
 use crate::config::StatusDetail;
-use crate::ledger_task::{Applied, LedgerGone};
+use crate::ledger_task::LedgerGone;
 use crate::metrics::{RejectReason, RequestKind};
 pub use crate::notices::PendingResponse;
 use crate::reply;

@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use usher_core::{Millis, SessionId};
+use usher_core::{Denial, Millis, SessionId};
 use usher_store::{LogEvent, UsageEvent};
 
 /// How long repeats of one denial are gathered into one record.
@@ -92,6 +92,12 @@ impl DenialRepeats {
             }
         }
     }
+}
+
+/// The reason a refusal is logged with: a stable snake_case name, for reports to group by
+/// (the one table of names and classes is [`usher_proto::DenyReason`]'s).
+pub fn denial_reason(denial: &Denial) -> &'static str {
+    crate::reply::deny_reason(denial).name()
 }
 
 #[cfg(test)]

@@ -18,20 +18,16 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info};
-use usher_core::{
-    Change, Command, Denial, DequeueReason, LeaseId, Ledger, LedgerError, Millis, Outcome,
-    ReleaseReason, SessionId,
-};
-use usher_license::Entitlement;
-use usher_proto::response;
+use usher_core::{Command, LeaseId, Ledger, Millis, Outcome, SessionId};
 use usher_store::{LogEvent, SqliteStore, UsageEvent};
 
+use crate::applied::Applied;
 use crate::clock::{sleep_until_ms, wall_clock_ms};
 use crate::commit::{CommitJob, Commits, Committer, PendingReply, Recovery};
+use crate::denial_log::denial_reason;
 use crate::fatal::Fatal;
 use crate::metrics::Metrics;
 use crate::notices::Notices;
-use crate::reply;
 
 /// Most commands applied in one batch, so one huge burst cannot delay the replies of the
 /// first requests in it indefinitely.
@@ -136,20 +132,6 @@ pub struct View<'a> {
     /// but a heartbeat, a reload, an expiry that ended something), so an unchanged value
     /// means a status view built earlier still holds.
     pub generation: u64,
-}
-
-/// The result of a command, with what the connection needs to answer the client.
-#[derive(Debug, Clone)]
-pub struct Applied {
-    /// The ledger's answer.
-    pub result: Result<Outcome, LedgerError>,
-    /// For a grant: when the pool's current entitlements expire (0: permanent).
-    pub expires_at_ms: u64,
-    /// For a grant: the entitlement the seats were drawn from, which a signed statement
-    /// (a borrow token, or a grant's answer to a nonce) carries.
-    pub source: Option<Arc<Entitlement>>,
-    /// For a grant: the holder's user name, which a signed statement names.
-    pub user: String,
 }
 
 /// The ledger task went away (the server is shutting down or failed).
@@ -424,7 +406,7 @@ async fn ledger_loop(
                 None
             };
         }
-        queue_notices(&ledger, now, &mut job, &notices);
+        notices.of_changes(&ledger, now, &job.changes, &mut job.replies);
         if job.changes.is_empty()
             && job.events.is_empty()
             && job.replies.is_empty()
@@ -579,42 +561,6 @@ fn handle_msg(
     }
 }
 
-/// Notices for this batch, sent once it is durable, like replies: queued checkouts that
-/// left the queue and whose client waits to hear (granted, timed out, refused), and seats
-/// reclaimed from idle clients under the policy's `TIMEOUT`.
-fn queue_notices(ledger: &Ledger, now: Millis, job: &mut CommitJob, notices: &Arc<Notices>) {
-    for change in &job.changes {
-        if let Change::LeaseReleased {
-            lease,
-            reason: ReleaseReason::IdleTimeout,
-        } = change
-        {
-            let notice = response::Kind::LeaseLost(usher_proto::LeaseLost {
-                lease_id: lease.id.0,
-                reason: "reclaimed: the application was idle for longer than the server's \
-                         TIMEOUT for this feature"
-                    .into(),
-            });
-            let (notices, session) = (notices.clone(), lease.session);
-            job.replies
-                .push(Box::new(move || notices.send(session, notice)));
-            continue;
-        }
-        let Change::Dequeued { request, reason } = change else {
-            continue;
-        };
-        let expires_at_ms = match reason {
-            DequeueReason::Granted(lease) => pool_expiry(ledger, lease, now),
-            _ => 0,
-        };
-        if let Some(kind) = reply::dequeued(request, reason, expires_at_ms) {
-            let (notices, session) = (notices.clone(), request.session);
-            job.replies
-                .push(Box::new(move || notices.send(session, kind)));
-        }
-    }
-}
-
 /// The `seats` records of every pool: what reports take as the totals from now on.
 pub fn seat_events(catalog: &usher_core::Catalog, now: Millis) -> Vec<LogEvent> {
     catalog
@@ -628,18 +574,4 @@ pub fn seat_events(catalog: &usher_core::Catalog, now: Millis) -> Vec<LogEvent> 
             )
         })
         .collect()
-}
-
-/// The reason a refusal is logged with: a stable snake_case name, for reports to group by
-/// (the one table of names and classes is [`usher_proto::DenyReason`]'s).
-pub fn denial_reason(denial: &Denial) -> &'static str {
-    crate::reply::deny_reason(denial).name()
-}
-
-fn pool_expiry(ledger: &Ledger, lease: &usher_core::Lease, now: Millis) -> u64 {
-    ledger
-        .catalog()
-        .pool(lease.pool_key())
-        .and_then(|p| p.expires_at(now))
-        .unwrap_or(0)
 }

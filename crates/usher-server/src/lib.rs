@@ -7,6 +7,7 @@
 pub mod accept_backoff;
 pub mod access;
 pub mod admin;
+pub mod applied;
 pub mod auth;
 pub mod check;
 pub mod clock;

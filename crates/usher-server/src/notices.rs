@@ -8,14 +8,21 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
-use usher_core::SessionId;
+use usher_core::{Change, DequeueReason, Ledger, Millis, ReleaseReason, SessionId};
 use usher_proto::{Response, response};
+
+use crate::commit::PendingReply;
+use crate::reply;
 
 /// A response still being worked out (for example waiting for its batch to commit).
 pub type PendingResponse = Pin<Box<dyn Future<Output = Response> + Send>>;
+
+/// What a lease reclaimed under the policy's `TIMEOUT` is lost for.
+const IDLE_RECLAIMED: &str =
+    "reclaimed: the application was idle for longer than the server's TIMEOUT for this feature";
 
 /// The response queue of every connected session.
 #[derive(Default)]
@@ -83,9 +90,54 @@ impl Notices {
         self.send(session, notice);
     }
 
+    /// The notices a batch's `changes` call for, to send once it is durable, like replies: queued checkouts that
+    /// left the queue and whose client waits to hear (granted, timed out, refused), and seats
+    /// reclaimed from idle clients under the policy's `TIMEOUT`.
+    pub fn of_changes(
+        self: &Arc<Self>,
+        ledger: &Ledger,
+        now: Millis,
+        changes: &[Change],
+        out: &mut Vec<PendingReply>,
+    ) {
+        for change in changes {
+            if let Change::LeaseReleased {
+                lease,
+                reason: ReleaseReason::IdleTimeout,
+            } = change
+            {
+                let (notices, session, id) = (self.clone(), lease.session, lease.id.0);
+                out.push(Box::new(move || {
+                    notices.lease_lost(session, id, IDLE_RECLAIMED)
+                }));
+                continue;
+            }
+            let Change::Dequeued { request, reason } = change else {
+                continue;
+            };
+            let expires_at_ms = match reason {
+                DequeueReason::Granted(lease) => pool_expiry(ledger, lease, now),
+                _ => 0,
+            };
+            if let Some(kind) = reply::dequeued(request, reason, expires_at_ms) {
+                let (notices, session) = (self.clone(), request.session);
+                out.push(Box::new(move || notices.send(session, kind)));
+            }
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, mpsc::Sender<PendingResponse>>> {
         self.queues
             .lock()
             .expect("no panics while the lock is held")
     }
+}
+
+/// When the pool a lease's seats come from expires (0: never).
+fn pool_expiry(ledger: &Ledger, lease: &usher_core::Lease, now: Millis) -> u64 {
+    ledger
+        .catalog()
+        .pool(lease.pool_key())
+        .and_then(|p| p.expires_at(now))
+        .unwrap_or(0)
 }

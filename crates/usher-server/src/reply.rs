@@ -9,9 +9,9 @@ use usher_proto::{
     Returned, response,
 };
 
+use crate::applied::Applied;
 use crate::clock::wall_clock_ms;
 use crate::identity::Identity;
-use crate::ledger_task::Applied;
 
 /// A successful response.
 pub fn ok(id: u64, kind: response::Kind) -> Response {
