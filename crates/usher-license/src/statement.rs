@@ -435,7 +435,9 @@ impl SignedStatement {
         };
         line("kind", s.kind.as_str());
         line("server-key", &hex::encode(s.server_key));
-        line("lease", &format!("{:x}", s.lease_id));
+        // The handle every view shows (decimal). Tokens written before this key existed
+        // carry `lease` in hex; `from_text` still reads those.
+        line("lease-id", &crate::words::lease_handle(s.lease_id));
         if s.session != 0 {
             line("session", &format!("{:x}", s.session));
         }
@@ -509,8 +511,19 @@ impl SignedStatement {
         let (n, key) = one("server-key")?;
         let mut server_key = [0u8; 32];
         hex::decode_to_slice(key, &mut server_key).map_err(|_| bad(n, "server-key"))?;
-        let (n, lease) = one("lease")?;
-        let lease_id = u64::from_str_radix(lease, 16).map_err(|_| bad(n, "lease"))?;
+        let lease_id = match (optional("lease-id")?, optional("lease")?) {
+            (Some((n, v)), None) => {
+                crate::words::parse_lease_handle(v).ok_or_else(|| bad(n, "lease-id"))?
+            }
+            // A token written by an earlier usher: the lease id in hex.
+            (None, Some((n, v))) => u64::from_str_radix(v, 16).map_err(|_| bad(n, "lease"))?,
+            (Some((n, _)), Some(_)) => {
+                return Err(TokenError::Malformed(format!(
+                    "line {n}: both lease-id and lease lines"
+                )));
+            }
+            (None, None) => return Err(TokenError::Malformed("no lease-id line".into())),
+        };
         let session = match optional("session")? {
             Some((n, v)) => u64::from_str_radix(v, 16).map_err(|_| bad(n, "session"))?,
             None => 0,

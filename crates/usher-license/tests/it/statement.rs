@@ -113,6 +113,11 @@ fn a_genuine_token_grants_its_feature_on_its_host_until_it_ends() {
     // The text form reads back to the same token.
     let text = token.to_text();
     assert_eq!(BorrowToken::from_text(&text).unwrap(), token);
+    // The lease id as every view shows it (usher_license::words::lease_handle): decimal.
+    assert!(text.contains("\nlease-id 42\n"), "{text}");
+    // A token written by an earlier usher (`lease` in hex) still reads as the same lease.
+    let older = text.replacen("lease-id 42", "lease 2a", 1);
+    assert_eq!(BorrowToken::from_text(&older).unwrap(), token);
     assert!(check(&BorrowToken::from_text(&text).unwrap(), NOW).is_ok());
 }
 
@@ -211,7 +216,15 @@ fn malformed_token_files_name_the_problem() {
     for (text, needle) in [
         ("", "line 1"),
         ("usher-borrow-token 1\n", "no kind line"),
-        (&text.replacen("lease 2a", "lease zz", 1), "bad lease"),
+        (
+            &text.replacen("lease-id 42", "lease-id 0x2a", 1),
+            "bad lease-id",
+        ),
+        (&text.replacen("lease-id 42", "lease zz", 1), "bad lease"),
+        (
+            &text.replacen("lease-id 42", "lease-id 42\nlease 2a", 1),
+            "both",
+        ),
         (&format!("{text}count 2\n"), "a second count line"),
     ] {
         let err = BorrowToken::from_text(text).unwrap_err().to_string();
