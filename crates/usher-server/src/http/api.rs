@@ -230,17 +230,22 @@ pub struct UsageJson {
     peak: (Millis, u32),
     /// When checkouts of the feature were refused.
     denials: Vec<DenialJson>,
+    /// Refusals in the window: the sum of the denials' `count`.
+    denied: u64,
     /// Whether the log was read back to `from` (false if the window reaches past the
     /// records this endpoint reads, in which case the series starts later).
     complete: bool,
 }
 
-/// One refused checkout.
+/// Refused checkouts: one, or the repeats of one gathered into one record.
 #[derive(Debug, Serialize)]
 pub struct DenialJson {
     at: Millis,
     user: Option<String>,
     reason: Option<String>,
+    /// Refusals this stands for: 1, or for repeats of the same refusal by one session
+    /// (a `denied_repeats` record) their number, counted up to `at`.
+    count: u32,
 }
 
 /// Most usage records one `/usage` request reads.
@@ -315,11 +320,15 @@ pub(super) async fn usage(
             UsageEvent::Checkin | UsageEvent::Expire | UsageEvent::Remove | UsageEvent::Return => {
                 current.saturating_add(count)
             }
-            UsageEvent::Denied => {
+            UsageEvent::Denied | UsageEvent::DeniedRepeats => {
                 denials.push(DenialJson {
                     at: r.at,
                     user: r.user.clone(),
                     reason: r.detail.clone(),
+                    count: match r.event {
+                        UsageEvent::DeniedRepeats => count,
+                        _ => 1,
+                    },
                 });
                 continue;
             }
@@ -342,6 +351,7 @@ pub(super) async fn usage(
         to,
         points,
         peak,
+        denied: denials.iter().map(|d| u64::from(d.count)).sum(),
         denials,
         complete,
     }))

@@ -224,4 +224,25 @@ async fn repeated_denials_of_one_session_are_one_record_with_a_count() {
     assert_eq!(repeats.detail.as_deref(), Some("all_in_use"));
     assert_eq!(repeats.user.as_deref(), Some("bob"));
     assert!(store.verify_usage_log().unwrap().broken.is_none());
+    drop(store);
+
+    // The admin API's usage series counts the repeats too: 300 refusals of sim.
+    let server = TestServer::start(config).await;
+    let usage = crate::http::http(
+        server.admin.unwrap(),
+        "GET",
+        "/api/v1/usage?feature=sim&window_s=600",
+        Some(&server.token),
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(usage["denied"], 300, "{usage:#}");
+    let counts: Vec<u64> = usage["denials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["count"].as_u64().unwrap())
+        .collect();
+    assert_eq!(counts, [1, 299], "{usage:#}");
 }

@@ -242,7 +242,7 @@ function renderChart(c, u) {
   c.chart.replaceChildren(...kids);
   c.chartNote.textContent = `peak ${u.peak[1]} of ${u.total}` +
     (u.peak[1] > 0 ? ` at ${clock(u.peak[0])}` : "") +
-    ` · ${u.denials.length} denial${u.denials.length === 1 ? "" : "s"}` +
+    ` · ${u.denied} denial${u.denied === 1 ? "" : "s"}` +
     (u.complete ? "" : " · older records not read");
 }
 
