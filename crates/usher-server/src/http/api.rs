@@ -248,6 +248,12 @@ pub struct DenialJson {
     count: u32,
 }
 
+/// The shortest `window_s` of `/usage` (the OpenAPI document's `minimum`).
+const USAGE_MIN_WINDOW_S: u64 = 10;
+
+/// The longest `window_s` of `/usage`, 31 days (the OpenAPI document's `maximum`).
+const USAGE_MAX_WINDOW_S: u64 = 31 * 86_400;
+
 /// Most usage records one `/usage` request reads.
 const USAGE_MAX_RECORDS: usize = 50_000;
 
@@ -256,7 +262,13 @@ pub(super) async fn usage(
     query: Result<Query<UsageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<UsageJson>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
-    let window = q.window_s.unwrap_or(3600).clamp(10, 31 * 86_400);
+    let window = q.window_s.unwrap_or(3600);
+    if !(USAGE_MIN_WINDOW_S..=USAGE_MAX_WINDOW_S).contains(&window) {
+        return Err(ApiError::bad_request(
+            "bad_query",
+            format!("window_s must be {USAGE_MIN_WINDOW_S} to {USAGE_MAX_WINDOW_S} (31 days)"),
+        ));
+    }
     let feature = q.feature.clone();
     let (known, total, level) = s
         .ctx
@@ -424,6 +436,7 @@ pub(super) async fn healthz(State(s): State<ApiState>) -> Response {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RemoveBody {
+    #[serde(default, deserialize_with = "json_integer")]
     lease_id: Option<u64>,
     feature: Option<String>,
     user: Option<String>,
@@ -439,6 +452,28 @@ pub struct RemovedJson {
     user: String,
     host: String,
     count: u32,
+}
+
+/// A JSON integer as JSON Schema defines it: `7` or `7.0` (a number whose fraction is
+/// zero), as long as it fits in a `u64`.
+fn json_integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    use serde::de::Error;
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if let Some(n) = n.as_u64() {
+        return Ok(Some(n));
+    }
+    match n.as_f64() {
+        // 2^64 as f64 is the first value past u64: below it, the cast is exact.
+        Some(f) if f.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&f) => {
+            Ok(Some(f as u64))
+        }
+        _ => Err(D::Error::custom(format!(
+            "{n} is not an integer from 0 to {}",
+            u64::MAX
+        ))),
+    }
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {

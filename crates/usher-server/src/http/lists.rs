@@ -138,6 +138,11 @@ pub(super) struct Paging {
 }
 
 impl Paging {
+    /// The cursor, if one was given (an empty one is none: the first page).
+    fn cursor(&self) -> Option<&str> {
+        self.cursor.as_deref().filter(|c| !c.is_empty())
+    }
+
     fn limit(&self) -> Result<usize, ApiError> {
         match self.limit.unwrap_or(DEFAULT_PAGE) {
             0 => Err(bad_query(format!("limit must be 1 to {MAX_PAGE}"))),
@@ -157,11 +162,24 @@ fn bad_cursor(text: &str) -> ApiError {
     ))
 }
 
+/// One number of a cursor: 1 to 20 digits (the document's pattern). A value beyond `u64`
+/// is past every key, so it stands for the end of the list.
+fn cursor_number(part: &str, cursor: &str) -> Result<u64, ApiError> {
+    if part.is_empty() || part.len() > 20 || !part.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad_cursor(cursor));
+    }
+    Ok(part.parse().unwrap_or(u64::MAX))
+}
+
 /// Parses `N.N` (the key of a holder or a session).
 fn two_numbers(text: &str) -> Result<(u64, u64), ApiError> {
     let (a, b) = text.split_once('.').ok_or_else(|| bad_cursor(text))?;
-    let parse = |s: &str| s.parse::<u64>().map_err(|_| bad_cursor(text));
-    Ok((parse(a)?, parse(b)?))
+    Ok((cursor_number(a, text)?, cursor_number(b, text)?))
+}
+
+/// Parses the hex encoding of a name (any bytes: keys compare as bytes).
+fn hex_name(part: &str, cursor: &str) -> Result<Vec<u8>, ApiError> {
+    hex::decode(part).map_err(|_| bad_cursor(cursor))
 }
 
 /// Which holders a query wants.
@@ -289,7 +307,7 @@ fn holders_page(
     paging: &Paging,
 ) -> Result<Page<HolderJson>, ApiError> {
     let limit = paging.limit()?;
-    let start = match paging.cursor.as_deref() {
+    let start = match paging.cursor() {
         // Just after the last holder read.
         Some(c) => {
             let (since, id) = two_numbers(c)?;
@@ -357,17 +375,13 @@ fn groups_page(
     paging: &Paging,
 ) -> Result<Page<GroupJson>, ApiError> {
     let limit = paging.limit()?;
-    let after = match paging.cursor.as_deref() {
-        Some(c) => Some(
-            hex::decode(c)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(|| bad_cursor(c))?,
-        ),
+    let after = match paging.cursor() {
+        Some(c) => Some(hex_name(c, c)?),
         None => None,
     };
     let wanted = query.filter.matcher();
-    let mut groups: BTreeMap<&str, (usize, u64)> = BTreeMap::new();
+    // By the name's bytes, which is the names' order and lets any cursor compare.
+    let mut groups: BTreeMap<&[u8], (usize, u64)> = BTreeMap::new();
     let mut seats = 0u64;
     for row in view.holders_by_grant() {
         if !wanted(row) {
@@ -381,18 +395,18 @@ fn groups_page(
             GroupBy::Host => c.host.as_str(),
             GroupBy::Program => c.program.as_str(),
         };
-        let g = groups.entry(key).or_default();
+        let g = groups.entry(key.as_bytes()).or_default();
         g.0 += 1;
         g.1 += u64::from(row.lease.count);
         seats += u64::from(row.lease.count);
     }
     let total = groups.len();
     let range = match &after {
-        Some(a) => groups.range::<str, _>((
-            std::ops::Bound::Excluded(a.as_str()),
+        Some(a) => groups.range::<[u8], _>((
+            std::ops::Bound::Excluded(a.as_slice()),
             std::ops::Bound::Unbounded,
         )),
-        None => groups.range::<str, _>(..),
+        None => groups.range::<[u8], _>(..),
     };
     let mut items: Vec<GroupJson> = Vec::new();
     let mut more = false;
@@ -402,7 +416,8 @@ fn groups_page(
             break;
         }
         items.push(GroupJson {
-            key: (*key).to_owned(),
+            // The bytes of a `str`, so always UTF-8.
+            key: String::from_utf8_lossy(key).into_owned(),
             holders: *holders,
             seats: *seats,
         });
@@ -424,7 +439,7 @@ fn groups_page(
 fn sessions_page(view: &StatusView, paging: &Paging) -> Result<Page<SessionJson>, ApiError> {
     let limit = paging.limit()?;
     let all = view.sessions();
-    let start = match paging.cursor.as_deref() {
+    let start = match paging.cursor() {
         Some(c) => {
             let key = two_numbers(c)?;
             all.partition_point(|s| (s.opened_at, s.id.0) <= key)
@@ -452,10 +467,10 @@ pub(super) struct QueueFilter {
 }
 
 /// A queue entry's key: feature, then its serving slot (rank, arrival).
-fn queue_key(q: &QueueRow) -> (&str, u64, u64) {
+fn queue_key(q: &QueueRow) -> (&[u8], u64, u64) {
     let r = &q.request;
     (
-        r.feature.as_str(),
+        r.feature.as_bytes(),
         r.priority.map_or(u64::MAX, u64::from),
         r.seq,
     )
@@ -470,19 +485,19 @@ fn queue_page(
 ) -> Result<Page<QueueJson>, ApiError> {
     let limit = paging.limit()?;
     let all = view.queue();
-    let start = match paging.cursor.as_deref() {
+    let start = match paging.cursor() {
         Some(c) => {
             let mut parts = c.splitn(3, '.');
-            let (rank, seq, feature) = (parts.next(), parts.next(), parts.next());
-            let number = |s: Option<&str>| s.and_then(|s| s.parse::<u64>().ok());
-            let feature = feature
-                .and_then(|f| hex::decode(f).ok())
-                .and_then(|b| String::from_utf8(b).ok());
-            let (Some(rank), Some(seq), Some(feature)) = (number(rank), number(seq), feature)
+            let (Some(rank), Some(seq), Some(feature)) = (parts.next(), parts.next(), parts.next())
             else {
                 return Err(bad_cursor(c));
             };
-            let key = (feature.as_str(), rank, seq);
+            let feature = hex_name(feature, c)?;
+            let key = (
+                feature.as_slice(),
+                cursor_number(rank, c)?,
+                cursor_number(seq, c)?,
+            );
             all.partition_point(|q| queue_key(q) <= key)
         }
         None => 0,
@@ -593,5 +608,13 @@ mod tests {
             assert!(two_numbers(bad).is_err(), "{bad:?}");
         }
         assert_eq!(two_numbers("7.9").unwrap(), (7, 9));
+        // Past the end of every list: valid, and an empty page.
+        assert_eq!(
+            two_numbers("99999999999999999999.0").unwrap(),
+            (u64::MAX, 0)
+        );
+        assert!(two_numbers("999999999999999999999.0").is_err(), "21 digits");
+        assert!(hex_name("zz", "zz").is_err() && hex_name("f", "f").is_err());
+        assert_eq!(hex_name("ff00", "").unwrap(), [0xff, 0], "any bytes");
     }
 }

@@ -435,6 +435,38 @@ async fn errors_are_json_with_proper_status_codes() {
         let max = server.get(&format!("/api/v1/{list}{sep}limit=10000")).await;
         assert_eq!(max.status, 200, "{list}: {}", max.body);
     }
+    // Cursors of the documented form are accepted, whatever they name: empty is the first
+    // page, a key past every item an empty last page, any bytes a group name.
+    for ok in [
+        "holders?cursor=",
+        "sessions?cursor=99999999999999999999.0",
+        "queue?cursor=1.2.ff00",
+        "holders/groups?by=user&cursor=ff",
+    ] {
+        let r = server.get(&format!("/api/v1/{ok}")).await;
+        assert_eq!(r.status, 200, "{ok}: {}", r.body);
+    }
+    // Found by the API fuzzer: a window the document allows is served, one it does not is
+    // refused (an integer too large for the server included).
+    for (window, status) in [("10", 200), ("2678400", 200), ("9", 400), ("2678401", 400)] {
+        let r = server
+            .get(&format!("/api/v1/usage?feature=cad&window_s={window}"))
+            .await;
+        assert_eq!(r.status, status, "window_s={window}: {}", r.body);
+    }
+    server
+        .get("/api/v1/usage?feature=cad&window_s=6798461677874668265013248")
+        .await
+        .assert_error(400, "bad_query");
+    // JSON Schema's integers include 7.0.
+    server
+        .post("/api/v1/remove", r#"{"lease_id": 123456.0}"#)
+        .await
+        .assert_error(404, "not_held");
+    server
+        .post("/api/v1/remove", r#"{"lease_id": 1.5}"#)
+        .await
+        .assert_error(400, "bad_json");
     server
         .get("/api/v1/holders/groups")
         .await
