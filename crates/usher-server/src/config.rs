@@ -62,6 +62,11 @@ pub struct Config {
     pub reconnect_grace: Duration,
     /// How long a new connection may take to send its handshake.
     pub handshake_timeout: Duration,
+    /// How long one answer may wait to be written to a client connection: a client that
+    /// does not read its answers (its socket does not drain) for this long is
+    /// disconnected, and its seats come back as for any connection closed without a
+    /// goodbye.
+    pub send_timeout: Duration,
     /// Most connections served at once; further connections wait in the kernel's backlog.
     pub max_connections: usize,
     /// How long a graceful shutdown waits for connections to finish in-flight requests.
@@ -124,6 +129,7 @@ impl Config {
             session_ttl: Duration::from_secs(120),
             reconnect_grace: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
+            send_timeout: Duration::from_secs(30),
             max_connections: 100_000,
             shutdown_timeout: Duration::from_secs(10),
             min_remove: Duration::from_secs(120),
@@ -182,6 +188,9 @@ impl Config {
         }
         if self.reconnect_grace.is_zero() {
             return invalid("reconnect_grace", "must be greater than zero");
+        }
+        if self.send_timeout.is_zero() {
+            return invalid("send_timeout", "must be greater than zero");
         }
         if self.max_connections_per_ip == 0 {
             return invalid("max_connections_per_ip", "must be at least 1");
@@ -253,6 +262,8 @@ pub struct FileConfig {
     pub reconnect_grace: Option<String>,
     /// See [`Config::handshake_timeout`].
     pub handshake_timeout: Option<String>,
+    /// See [`Config::send_timeout`].
+    pub send_timeout: Option<String>,
     /// See [`Config::max_connections`].
     pub max_connections: Option<usize>,
     /// See [`Config::shutdown_timeout`].
@@ -377,6 +388,7 @@ impl FileConfig {
                 self.handshake_timeout,
                 &mut config.handshake_timeout,
             ),
+            ("send_timeout", self.send_timeout, &mut config.send_timeout),
             (
                 "shutdown_timeout",
                 self.shutdown_timeout,

@@ -4,6 +4,11 @@
 //! written in the same order by a separate writer task. A client may therefore pipeline
 //! requests, up to `max_requests_in_flight` of them (64 by default), after which the reader stops reading and
 //! TCP flow control pushes back on the client.
+//!
+//! A connection is closed when its session ends (the ledger let it lapse, or a request on
+//! it was answered "session expired"), and when one of its answers could not be written
+//! within `send_timeout` (the client does not read): neither may keep a socket and a task
+//! that serve no live session, or a client that only pipelines and never reads.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -26,6 +31,7 @@ use crate::clock::wall_clock_ms;
 use crate::config::StatusDetail;
 use crate::ledger_task::LedgerGone;
 use crate::metrics::{RejectReason, RequestKind};
+use crate::notices::Carrier;
 pub use crate::notices::PendingResponse;
 use crate::reply;
 use crate::shared::Shared;
@@ -78,6 +84,10 @@ enum End {
     LedgerGone,
     /// The store cannot commit, so no session can open (see `store_unavailable`).
     StoreUnavailable(String),
+    /// The session this connection carried has ended.
+    SessionEnded,
+    /// An answer waited `send_timeout` to be written: the client does not read.
+    NotReading,
 }
 
 /// Serves one connection until the peer leaves, misbehaves or the server shuts down.
@@ -101,9 +111,13 @@ pub async fn serve<S>(
     // The response queue exists before the handshake: a session's notices must come to
     // this connection from the moment its Welcome is sent (see `handshake`).
     let (out_tx, mut out_rx) = mpsc::channel::<PendingResponse>(ctx.max_in_flight);
+    let carrier = Carrier {
+        queue: out_tx.clone(),
+        ended: CancellationToken::new(),
+    };
     let session = match tokio::time::timeout(
         ctx.handshake_timeout,
-        handshake(&mut reader, &mut wr, &peer, &ctx, &out_tx),
+        handshake(&mut reader, &mut wr, &peer, &ctx, &carrier),
     )
     .await
     {
@@ -138,32 +152,73 @@ pub async fn serve<S>(
         }
     };
 
-    let writer = tokio::spawn(async move {
-        while let Some(pending) = out_rx.recv().await {
-            let response = crate::status::within_frame(pending.await);
-            if usher_proto::write_frame(&mut wr, &response).await.is_err() {
-                break;
+    let stalled = CancellationToken::new();
+    let writer = {
+        let (send_timeout, stalled, ended) =
+            (ctx.send_timeout, stalled.clone(), carrier.ended.clone());
+        let carries = session.is_some();
+        tokio::spawn(async move {
+            while let Some(pending) = out_rx.recv().await {
+                let response = crate::status::within_frame(pending.await);
+                let write = usher_proto::write_frame(&mut wr, &response);
+                match tokio::time::timeout(send_timeout, write).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => break,
+                    Err(_) => {
+                        stalled.cancel();
+                        break;
+                    }
+                }
+                if carries && says_session_expired(&response) {
+                    // The client starts over on a new connection; this one serves nothing.
+                    ended.cancel();
+                }
             }
-        }
-    });
+        })
+    };
 
     let peer_ip = peer.parse::<std::net::SocketAddr>().ok().map(|a| a.ip());
-    let end = request_loop(&mut reader, session, (admin, peer_ip), &ctx, &stop, &out_tx).await;
+    // The request loop is dropped wherever it waits (reading, or queueing an answer
+    // behind ones the client does not read) when the connection is to close.
+    let end = tokio::select! {
+        end = request_loop(&mut reader, session, (admin, peer_ip), &ctx, &stop, &out_tx) => end,
+        _ = carrier.ended.cancelled() => End::SessionEnded,
+        _ = stalled.cancelled() => End::NotReading,
+    };
+    // A writer that gave up on the client also ends the loop (its queue closes).
+    let end = if stalled.is_cancelled() {
+        End::NotReading
+    } else {
+        end
+    };
+    if matches!(end, End::NotReading) {
+        let detail = format!(
+            "an answer could not be written within the send timeout of {:?}: the client \
+             does not read its answers; the connection is closed",
+            ctx.send_timeout
+        );
+        ctx.metrics
+            .connection_rejected(RejectReason::NotReading, &peer, &detail);
+    }
     // Whether this connection still carries its session. A client that gave up on it (a
     // half-open connection the server only drops after a silent TTL) may have resumed the
     // session on a new connection long ago; that one has replaced our entry.
-    let carrier = session.is_some_and(|id| ctx.notices.unregister(id, &out_tx));
+    let carried = session.is_some_and(|id| ctx.notices.unregister(id, &out_tx));
     match &end {
         End::Protocol(why) => debug!(%why, "closing the connection after a protocol error"),
         other => debug!(end = ?other, "connection ending"),
     }
-    drop(out_tx);
+    // The writer ends once every sender of its queue is gone.
+    drop((out_tx, carrier));
     // Finish writing the answers to requests already accepted.
     let _ = writer.await;
 
     if let Some(id) = session
-        && carrier
-        && matches!(end, End::Eof | End::Idle | End::Protocol(_))
+        && carried
+        && matches!(
+            end,
+            End::Eof | End::Idle | End::Protocol(_) | End::NotReading
+        )
     {
         // Closed without a goodbye: most likely the client process died. Its seats come
         // back after the reconnect grace unless it resumes first. (Not if the session has
@@ -630,6 +685,11 @@ async fn dispatch(
     }
 }
 
+/// Whether `response` tells the client that its session has expired.
+fn says_session_expired(response: &Response) -> bool {
+    matches!(&response.kind, Some(response::Kind::Error(e)) if e.code() == ErrorCode::SessionExpired)
+}
+
 /// Checks the admin token a status request on the client port presents: it is accepted
 /// only from `admin_from`, and a wrong one counts against the address.
 fn token_status(ctx: &Shared, peer: Option<IpAddr>, token: &str) -> Result<(), String> {
@@ -700,7 +760,7 @@ async fn handshake<R, W>(
     wr: &mut W,
     peer: &str,
     ctx: &Shared,
-    out: &mpsc::Sender<PendingResponse>,
+    carrier: &Carrier,
 ) -> Result<Option<SessionId>, End>
 where
     R: AsyncRead + Unpin,
@@ -777,7 +837,7 @@ where
                     welcomed(
                         wr,
                         ctx,
-                        out,
+                        carrier,
                         session,
                         reply::ok(id, response::Kind::Welcome(welcome)),
                     )
@@ -804,7 +864,7 @@ where
         ctx.metrics
             .request_done(RequestKind::Hello, started.elapsed());
         let welcome = reply::ok(id, response::Kind::Welcome(welcome));
-        welcomed(wr, ctx, out, session.0, welcome).await?;
+        welcomed(wr, ctx, carrier, session.0, welcome).await?;
         return Ok(Some(session.0));
     }
     Err(End::Protocol("too many handshakes".into()))
@@ -817,13 +877,13 @@ where
 async fn welcomed<W: AsyncWrite + Unpin>(
     wr: &mut W,
     ctx: &Shared,
-    out: &mpsc::Sender<PendingResponse>,
+    carrier: &Carrier,
     session: SessionId,
     welcome: Response,
 ) -> Result<(), End> {
-    ctx.notices.register(session, out.clone());
+    ctx.notices.register(session, carrier.clone());
     if let Err(end) = send(wr, &welcome).await {
-        ctx.notices.unregister(session, out);
+        ctx.notices.unregister(session, &carrier.queue);
         return Err(end);
     }
     Ok(())

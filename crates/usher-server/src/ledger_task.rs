@@ -370,6 +370,14 @@ async fn ledger_loop(
                 count = sessions.len(),
                 "sessions expired; their seats are released"
             );
+            // A connection that outlived its session (busy, but with nothing that keeps
+            // the session alive) is closed once the end is durable.
+            let notices = notices.clone();
+            job.replies.push(Box::new(move || {
+                for id in sessions {
+                    notices.end(id);
+                }
+            }));
         }
         if !job.changes.is_empty() {
             generation += 1;

@@ -195,10 +195,12 @@ pub enum RejectReason {
     Plaintext,
     /// A connection sent requests faster than `max_request_rate` (held back, not closed).
     RateLimited,
+    /// A connection whose client did not read its answers within `send_timeout` (closed).
+    NotReading,
 }
 
 impl RejectReason {
-    const ALL: [RejectReason; 7] = [
+    const ALL: [RejectReason; 8] = [
         RejectReason::NotAllowed,
         RejectReason::PerAddressLimit,
         RejectReason::TotalLimit,
@@ -206,6 +208,7 @@ impl RejectReason {
         RejectReason::HandshakeTimeout,
         RejectReason::Plaintext,
         RejectReason::RateLimited,
+        RejectReason::NotReading,
     ];
 
     /// The `reason` label (and the reason the warning names).
@@ -218,6 +221,7 @@ impl RejectReason {
             RejectReason::HandshakeTimeout => "handshake_timeout",
             RejectReason::Plaintext => "plaintext",
             RejectReason::RateLimited => "rate_limited",
+            RejectReason::NotReading => "not_reading",
         }
     }
 

@@ -1,9 +1,11 @@
 //! Messages the server sends a session unasked: a lease taken away, a queued checkout
 //! granted or given up.
 //!
-//! Each connection that carries a session registers its response queue here; a resumed
-//! session's new connection replaces the old one's entry. The lock is only ever held for
-//! one map operation, never across I/O or an await.
+//! Each connection that carries a session registers itself here (its response queue, and
+//! a token that closes it); a resumed session's new connection replaces the old one's
+//! entry. When the ledger ends a session (it lapsed), its connection is closed through
+//! [`Notices::end`]. The lock is only ever held for one map operation, never across I/O or
+//! an await.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -11,6 +13,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use usher_core::{Change, DequeueReason, Ledger, Millis, ReleaseReason, SessionId};
 use usher_proto::{Response, response};
 
@@ -24,10 +27,19 @@ pub type PendingResponse = Pin<Box<dyn Future<Output = Response> + Send>>;
 const IDLE_RECLAIMED: &str =
     "reclaimed: the application was idle for longer than the server's TIMEOUT for this feature";
 
-/// The response queue of every connected session.
+/// The connection that carries a session.
+#[derive(Debug, Clone)]
+pub struct Carrier {
+    /// Its response queue, which notices join.
+    pub queue: mpsc::Sender<PendingResponse>,
+    /// Cancelled when the session ends: the connection then closes.
+    pub ended: CancellationToken,
+}
+
+/// The carrier of every connected session.
 #[derive(Default)]
 pub struct Notices {
-    queues: Mutex<HashMap<SessionId, mpsc::Sender<PendingResponse>>>,
+    queues: Mutex<HashMap<SessionId, Carrier>>,
     /// Detached sessions (kept alive over UDP) are called back over TCP instead.
     detached: Option<std::sync::Arc<crate::keepalives::Keepalives>>,
 }
@@ -47,16 +59,19 @@ impl Notices {
         }
     }
 
-    /// Makes `queue` the one that carries notices for `session`.
-    pub fn register(&self, session: SessionId, queue: mpsc::Sender<PendingResponse>) {
-        self.lock().insert(session, queue);
+    /// Makes `carrier` the connection that carries `session` and its notices.
+    pub fn register(&self, session: SessionId, carrier: Carrier) {
+        self.lock().insert(session, carrier);
     }
 
     /// Forgets `queue` as the carrier of `session`, unless another connection has taken
     /// over since. Returns whether it was still the carrier.
     pub fn unregister(&self, session: SessionId, queue: &mpsc::Sender<PendingResponse>) -> bool {
         let mut queues = self.lock();
-        if queues.get(&session).is_some_and(|q| q.same_channel(queue)) {
+        if queues
+            .get(&session)
+            .is_some_and(|c| c.queue.same_channel(queue))
+        {
             queues.remove(&session);
             true
         } else {
@@ -69,7 +84,7 @@ impl Notices {
     /// listed then, and a retried checkout returns its grant). A detached session is told
     /// to resume by its next keepalive acknowledgement.
     pub fn send(&self, session: SessionId, kind: response::Kind) {
-        let queue = self.lock().get(&session).cloned();
+        let queue = self.lock().get(&session).map(|c| c.queue.clone());
         if let Some(queue) = queue {
             let notice = Response {
                 id: 0,
@@ -126,7 +141,17 @@ impl Notices {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, mpsc::Sender<PendingResponse>>> {
+    /// The session has ended: its connection, if it has one, is closed (after the answers
+    /// already queued on it), so a client that keeps a connection busy without keeping its
+    /// session alive does not keep the connection either. Its client hears that the
+    /// session expired when it tries to resume.
+    pub fn end(&self, session: SessionId) {
+        if let Some(carrier) = self.lock().remove(&session) {
+            carrier.ended.cancel();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Carrier>> {
         self.queues
             .lock()
             .expect("no panics while the lock is held")

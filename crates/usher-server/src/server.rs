@@ -443,6 +443,7 @@ impl Server {
             heartbeat_interval: config.heartbeat_interval,
             session_ttl: config.session_ttl,
             handshake_timeout: config.handshake_timeout,
+            send_timeout: config.send_timeout,
             server_name: info.server_name.clone(),
             status_detail: config.status_detail,
             admin_auth: Arc::new(crate::auth::AdminAuth::new(&admin_token, metrics.clone())),

@@ -33,6 +33,8 @@ pub struct Shared {
     pub session_ttl: Duration,
     /// How long the handshake may take.
     pub handshake_timeout: Duration,
+    /// See [`crate::Config::send_timeout`].
+    pub send_timeout: Duration,
     /// Server host name.
     pub server_name: String,
     /// See [`crate::Config::status_detail`].

@@ -8,6 +8,7 @@
 mod access;
 mod admin;
 mod api_pages;
+mod closing;
 mod compat;
 mod dashboard;
 mod fail_loudly;
