@@ -27,7 +27,7 @@ pub use catalog::{
 };
 pub use command::{Ask, Change, Command, Denial, LedgerError, Outcome, ReleaseReason};
 pub use ledger::{Ledger, LedgerConfig};
-pub use policy::{Policy, PolicyError, Who};
+pub use policy::{NamedFeature, Policy, PolicyError, Who};
 pub use queue::{DequeueReason, QueuedRequest, Wait};
 pub use session::{ClientInfo, Lease, LeaseId, Name, Session, SessionId};
 

@@ -175,6 +175,19 @@ pub struct Counted {
     pub line: usize,
 }
 
+/// A feature name a policy rule names, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedFeature {
+    /// The feature.
+    pub feature: String,
+    /// The rule's keyword (`MAX`, `TIMEOUT`, ...).
+    pub keyword: String,
+    /// 1-based line of the name.
+    pub line: usize,
+    /// 1-based column of the name.
+    pub column: usize,
+}
+
 /// The parsed policy. `Policy::default()` allows everything and changes nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Policy {
@@ -186,7 +199,11 @@ pub struct Policy {
     reserves: Vec<Counted>,
     maxes: Vec<Counted>,
     priorities: Vec<Counted>,
-    timeouts: Vec<(Scope, Millis)>,
+    /// Each `TIMEOUT`/`TIMEOUTALL` with its line, for messages.
+    timeouts: Vec<(Scope, Millis, usize)>,
+    /// Every feature name a rule names, in file order, for warning about names no license
+    /// serves.
+    named_features: Vec<NamedFeature>,
     lingers: HashMap<String, Millis>,
     max_borrow_hours: HashMap<String, u32>,
     borrow_lowwater: HashMap<String, u32>,
@@ -338,13 +355,17 @@ impl Policy {
             "TIMEOUT" => {
                 let feature = words.feature()?;
                 let secs = words.number("a number of seconds")?;
-                policy
-                    .timeouts
-                    .push((Scope::Feature(feature), u64::from(secs) * 1000));
+                policy.timeouts.push((
+                    Scope::Feature(feature),
+                    u64::from(secs) * 1000,
+                    keyword_pos.line,
+                ));
             }
             "TIMEOUTALL" => {
                 let secs = words.number("a number of seconds")?;
-                policy.timeouts.push((Scope::All, u64::from(secs) * 1000));
+                policy
+                    .timeouts
+                    .push((Scope::All, u64::from(secs) * 1000, keyword_pos.line));
             }
             "LINGER" => {
                 let feature = words.feature()?;
@@ -377,6 +398,14 @@ impl Policy {
                 ));
             }
         }
+        policy
+            .named_features
+            .extend(words.features.drain(..).map(|(pos, feature)| NamedFeature {
+                feature,
+                keyword: keyword.clone(),
+                line: pos.line,
+                column: pos.column,
+            }));
         words.finish()
     }
 
@@ -491,15 +520,27 @@ impl Policy {
             .timeouts
             .iter()
             .rev()
-            .find(|(s, _)| *s == Scope::Feature(feature.to_string()));
+            .find(|(s, _, _)| *s == Scope::Feature(feature.to_string()));
         specific
-            .or_else(|| self.timeouts.iter().rev().find(|(s, _)| *s == Scope::All))
-            .map(|&(_, ms)| ms)
+            .or_else(|| {
+                self.timeouts
+                    .iter()
+                    .rev()
+                    .find(|(s, _, _)| *s == Scope::All)
+            })
+            .map(|&(_, ms, _)| ms)
     }
 
-    /// Every timeout in the file, for clamping to the server's minimum.
-    pub fn timeouts_mut(&mut self) -> impl Iterator<Item = &mut Millis> {
-        self.timeouts.iter_mut().map(|(_, ms)| ms)
+    /// Every timeout in the file with the line it is on, for clamping to the server's
+    /// minimum.
+    pub fn timeouts_mut(&mut self) -> impl Iterator<Item = (usize, &mut Millis)> {
+        self.timeouts.iter_mut().map(|(_, ms, line)| (*line, ms))
+    }
+
+    /// Every feature name the rules name, in file order, with where (for the server to
+    /// warn about a name no license has: such a rule has no effect).
+    pub fn named_features(&self) -> &[NamedFeature] {
+        &self.named_features
     }
 
     /// `LINGER` for a feature: lengthens (never shortens) the license's linger.
@@ -539,6 +580,8 @@ struct Words<'l, F> {
     tokens: std::slice::Iter<'l, Token>,
     line: &'l LogicalLine,
     at: &'l F,
+    /// The feature names read, with where.
+    features: Vec<(Pos, String)>,
 }
 
 impl<'l, F: Fn(Pos, String) -> PolicyError> Words<'l, F> {
@@ -547,6 +590,7 @@ impl<'l, F: Fn(Pos, String) -> PolicyError> Words<'l, F> {
             tokens: line.tokens.iter(),
             line,
             at,
+            features: Vec::new(),
         }
     }
 
@@ -572,6 +616,7 @@ impl<'l, F: Fn(Pos, String) -> PolicyError> Words<'l, F> {
         if name.is_empty() || name.contains(char::is_whitespace) {
             return Err((self.at)(pos, format!("{name:?} is not a feature name")));
         }
+        self.features.push((pos, name.clone()));
         Ok(name)
     }
 

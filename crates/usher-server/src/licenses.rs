@@ -91,10 +91,11 @@ pub fn load_policy(
     let mut policy = Policy::parse(&path.display().to_string(), &text)?;
     let floor = min_timeout.as_millis() as u64;
     let mut warnings = Vec::new();
-    for timeout in policy.timeouts_mut() {
+    for (line, timeout) in policy.timeouts_mut() {
         if *timeout < floor {
             warnings.push(format!(
-                "{}: a TIMEOUT of {} s is below the server's minimum; using {} s (min_timeout)",
+                "{}:{line}: a TIMEOUT of {} s is below the server's minimum; using {} s \
+                 (min_timeout)",
                 path.display(),
                 *timeout / 1000,
                 floor / 1000
@@ -105,6 +106,27 @@ pub fn load_policy(
     Ok((policy, warnings))
 }
 
+/// A warning for each feature name in `policy` that no served license has: a rule for it
+/// has no effect (most likely a misspelling, or a license not yet installed).
+fn unlicensed_features(path: &Path, policy: &Policy, catalog: &Catalog) -> Vec<String> {
+    policy
+        .named_features()
+        .iter()
+        .filter(|named| !catalog.knows(&named.feature))
+        .map(|named| {
+            format!(
+                "{}:{}:{}: {} names feature {:?}, which no license served here has; the \
+                 rule has no effect",
+                path.display(),
+                named.line,
+                named.column,
+                named.keyword,
+                named.feature
+            )
+        })
+        .collect()
+}
+
 /// Everything a server serves, as loaded from its files: the licenses and the policy.
 #[derive(Debug, Clone)]
 pub struct Loaded {
@@ -112,7 +134,8 @@ pub struct Loaded {
     pub licenses: LoadedLicenses,
     /// The policy (empty without a policy file).
     pub policy: Policy,
-    /// What the policy needed adjusting (TIMEOUTs raised to `min_timeout`), one line each.
+    /// What the policy needed adjusting (TIMEOUTs raised to `min_timeout`) and rules for
+    /// features no license has, one located line each.
     pub policy_warnings: Vec<String>,
 }
 
@@ -133,7 +156,10 @@ pub fn load_all(
         &served_host_ids(server_host_id),
         today,
     )?;
-    let (policy, policy_warnings) = load_policy(policy_file, min_timeout)?;
+    let (policy, mut policy_warnings) = load_policy(policy_file, min_timeout)?;
+    if let Some(path) = policy_file {
+        policy_warnings.extend(unlicensed_features(path, &policy, &licenses.catalog));
+    }
     Ok(Loaded {
         licenses,
         policy,

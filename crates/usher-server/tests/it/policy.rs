@@ -150,17 +150,61 @@ async fn a_timeout_below_the_floor_is_raised_with_a_warning() {
     let mut config = lic.config();
     config.policy_file = Some(policy.clone());
     let _server = TestServer::start(config.clone()).await;
-    std::fs::write(&policy, "TIMEOUT cad 60\n").unwrap();
+    std::fs::write(&policy, "# short\nTIMEOUT cad 60\n").unwrap();
     let Ok(response::Kind::Reloaded(done)) = reload(&config).await else {
         panic!("the reload is accepted");
     };
+    let at = format!("{}:2: ", policy.display());
     assert!(
-        done.warnings
-            .iter()
-            .any(|w| w.contains("TIMEOUT of 60 s is below the server's minimum; using 900 s")),
-        "{:?}",
+        done.warnings.iter().any(|w| w.starts_with(&at)
+            && w.contains("TIMEOUT of 60 s is below the server's minimum; using 900 s")),
+        "the warning names the file and line {at:?}: {:?}",
         done.warnings
     );
+}
+
+/// A rule for a feature no license has does nothing: the server says so, naming the file,
+/// line and column, at start (`usherd check` uses the same load) and on reload; rules for
+/// licensed features draw no warning.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rule_for_a_feature_no_license_has_is_warned_about_with_its_line() {
+    let lic = Licensed::new(LICENSE);
+    let policy = lic.tmp.path().join("usher.opt");
+    std::fs::write(&policy, "MAX 1 cad USER bob\n").unwrap();
+    let mut config = lic.config();
+    config.policy_file = Some(policy.clone());
+    let loaded = usher_server::licenses::load_all(
+        &config.license_files,
+        &config.vendor_keys,
+        Some(&policy),
+        config.min_timeout,
+        "USHER_ID=none",
+        chrono::Utc::now().date_naive(),
+    )
+    .unwrap();
+    assert_eq!(loaded.policy_warnings, Vec::<String>::new());
+    let _server = TestServer::start(config.clone()).await;
+
+    std::fs::write(
+        &policy,
+        "MAX 1 cad USER bob\nMAX 2 nosuchfeature USER bob\nTIMEOUT cda 3600\n",
+    )
+    .unwrap();
+    let Ok(response::Kind::Reloaded(done)) = reload(&config).await else {
+        panic!("the reload is accepted");
+    };
+    let name = policy.display();
+    for expected in [
+        format!("{name}:2:7: MAX names feature \"nosuchfeature\", which no license"),
+        format!("{name}:3:9: TIMEOUT names feature \"cda\", which no license"),
+    ] {
+        assert!(
+            done.warnings.iter().any(|w| w.starts_with(&expected)),
+            "expected {expected:?} in {:?}",
+            done.warnings
+        );
+    }
+    assert_eq!(done.warnings.len(), 2, "{:?}", done.warnings);
 }
 
 /// Policy, license and config files are read only when they are regular files within
