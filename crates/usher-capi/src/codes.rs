@@ -204,6 +204,16 @@ const TABLE: &[(i32, &CStr, bool)] = &[
         c"cannot save the borrowed token",
         false,
     ),
+    (
+        USHER_E_MORE_THAN_LICENSED,
+        c"more seats asked for than licensed",
+        false,
+    ),
+    (
+        USHER_E_MORE_THAN_ALLOWED,
+        c"more seats asked for than the policy allows",
+        false,
+    ),
 ];
 
 /// The static message of `code` (`"unknown status code"` for a value no version defined).
@@ -295,6 +305,11 @@ mod tests {
             assert!(!msg.is_empty());
         }
         assert_eq!(message(12345), c"unknown status code");
+        // Every code from success down to the newest has its own message.
+        for code in USHER_E_MORE_THAN_ALLOWED..=USHER_OK {
+            let defined = !(-19..=-17).contains(&code);
+            assert_eq!(message(code) != c"unknown status code", defined, "{code}");
+        }
         assert!(retryable(USHER_E_ALL_IN_USE) && !retryable(USHER_E_NO_SUCH_FEATURE));
     }
 }

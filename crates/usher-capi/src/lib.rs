@@ -14,7 +14,7 @@
 //!   every call returns `USHER_E_FORKED` (the child has none of its threads).
 #![deny(unsafe_op_in_unsafe_fn)]
 
-mod codes;
+pub mod codes;
 mod events;
 
 use std::collections::HashSet;
