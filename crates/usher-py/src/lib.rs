@@ -276,58 +276,6 @@ fn epoch_seconds(t: SystemTime) -> f64 {
 }
 
 impl Client {
-    fn connect(
-        py: Python<'_>,
-        servers: Option<&str>,
-        vendor_keys: Vec<std::path::PathBuf>,
-        connect_timeout: f64,
-        request_timeout: f64,
-    ) -> PyResult<Client> {
-        let invalid = |code: i32, detail: String| to_py(py, Failure::new(code, detail));
-        let mut config = match servers {
-            None => ClientConfig::from_env().map_err(|e| client_error(py, e.into()))?,
-            Some(list) => {
-                let servers =
-                    usher_client::parse_servers(list).map_err(|e| client_error(py, e.into()))?;
-                let mut config = ClientConfig::new(servers);
-                config.transport_from_env();
-                config
-            }
-        };
-        config.connect_timeout = seconds(py, "connect_timeout", connect_timeout)?;
-        config.request_timeout = seconds(py, "request_timeout", request_timeout)?;
-        for path in vendor_keys {
-            let key = usher_license::VendorPublicKey::read_from(&path).map_err(|e| {
-                invalid(
-                    c::USHER_E_BAD_VENDOR_KEY,
-                    format!("{}: {e}", path.display()),
-                )
-            })?;
-            config.vendor_keys.push(key);
-        }
-        config.identity.program = program_name(py);
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("usher-client")
-            .enable_all()
-            .build()
-            .map_err(|e| {
-                invalid(
-                    c::USHER_E_INTERNAL,
-                    format!("cannot start the usher client runtime: {e}"),
-                )
-            })?;
-        let shared = Shared {
-            runtime: Some(runtime),
-            client: Mutex::new(None),
-        };
-        let client = shared.wait(py, usher_client::Client::connect(config))?;
-        *shared.client.lock().unwrap_or_else(|p| p.into_inner()) = Some(client);
-        Ok(Client {
-            shared: std::sync::Arc::new(shared),
-        })
-    }
-
     fn checkout_license(
         &self,
         py: Python<'_>,
@@ -392,7 +340,49 @@ impl Client {
         connect_timeout: f64,
         request_timeout: f64,
     ) -> PyResult<Client> {
-        Client::connect(py, servers, vendor_keys, connect_timeout, request_timeout)
+        let invalid = |code: i32, detail: String| to_py(py, Failure::new(code, detail));
+        let mut config = match servers {
+            None => ClientConfig::from_env().map_err(|e| client_error(py, e.into()))?,
+            Some(list) => {
+                let servers =
+                    usher_client::parse_servers(list).map_err(|e| client_error(py, e.into()))?;
+                let mut config = ClientConfig::new(servers);
+                config.transport_from_env();
+                config
+            }
+        };
+        config.connect_timeout = seconds(py, "connect_timeout", connect_timeout)?;
+        config.request_timeout = seconds(py, "request_timeout", request_timeout)?;
+        for path in vendor_keys {
+            let key = usher_license::VendorPublicKey::read_from(&path).map_err(|e| {
+                invalid(
+                    c::USHER_E_BAD_VENDOR_KEY,
+                    format!("{}: {e}", path.display()),
+                )
+            })?;
+            config.vendor_keys.push(key);
+        }
+        config.identity.program = program_name(py);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("usher-client")
+            .enable_all()
+            .build()
+            .map_err(|e| {
+                invalid(
+                    c::USHER_E_INTERNAL,
+                    format!("cannot start the usher client runtime: {e}"),
+                )
+            })?;
+        let shared = Shared {
+            runtime: Some(runtime),
+            client: Mutex::new(None),
+        };
+        let client = shared.wait(py, usher_client::Client::connect(config))?;
+        *shared.client.lock().unwrap_or_else(|p| p.into_inner()) = Some(client);
+        Ok(Client {
+            shared: std::sync::Arc::new(shared),
+        })
     }
 
     /// `checkout(feature, version="", count=1, wait=0)`: checks out `count` seats of
@@ -698,7 +688,7 @@ fn checkout(
     servers: Option<&str>,
     vendor_keys: Vec<std::path::PathBuf>,
 ) -> PyResult<License> {
-    let client = Client::connect(py, servers, vendor_keys, 3.0, 30.0)?;
+    let client = Client::new(py, servers, vendor_keys, 3.0, 30.0)?;
     let license = client.checkout_license(py, feature, version, count, wait, true);
     if license.is_err() {
         client.shared.close(py);
@@ -715,18 +705,23 @@ fn usher_py(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<License>()?;
     m.add_function(wrap_pyfunction!(checkout, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-    m.add("UsherError", py.get_type::<UsherError>())?;
-    m.add("InvalidArgument", py.get_type::<InvalidArgument>())?;
-    m.add("ServerUnreachable", py.get_type::<ServerUnreachable>())?;
-    m.add("ServerError", py.get_type::<ServerError>())?;
-    m.add("ClientClosed", py.get_type::<ClientClosed>())?;
-    m.add("GrantUntrusted", py.get_type::<GrantUntrusted>())?;
-    m.add("LicenseUnavailable", py.get_type::<LicenseUnavailable>())?;
-    m.add("NoSuchFeature", py.get_type::<NoSuchFeature>())?;
-    m.add("LicenseExpired", py.get_type::<LicenseExpired>())?;
-    m.add("AllInUse", py.get_type::<AllInUse>())?;
-    m.add("WaitTimedOut", py.get_type::<WaitTimedOut>())?;
-    m.add("PolicyDenied", py.get_type::<PolicyDenied>())?;
-    m.add("LicenseLost", py.get_type::<LicenseLost>())?;
+    macro_rules! add_exceptions {
+        ($($name:ident),*) => { $( m.add(stringify!($name), py.get_type::<$name>())?; )* };
+    }
+    add_exceptions!(
+        UsherError,
+        InvalidArgument,
+        ServerUnreachable,
+        ServerError,
+        ClientClosed,
+        GrantUntrusted,
+        LicenseUnavailable,
+        NoSuchFeature,
+        LicenseExpired,
+        AllInUse,
+        WaitTimedOut,
+        PolicyDenied,
+        LicenseLost
+    );
     Ok(())
 }
