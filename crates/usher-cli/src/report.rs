@@ -561,7 +561,7 @@ pub fn buckets(req: &Request) -> Vec<(Ms, Ms)> {
 #[cfg(test)]
 mod tests {
     use usher_core::{LeaseId, SessionId};
-    use usher_store::{DETAIL_LINGER_OVER, DETAIL_REUSED, UsageEvent, UsageRecord};
+    use usher_store::{DETAIL_LINGER_OVER, DETAIL_REUSED, LogEvent, UsageEvent, UsageRecord};
 
     use super::*;
 
@@ -569,9 +569,7 @@ mod tests {
     const S: u64 = 1_000;
 
     fn record(at: u64, event: UsageEvent, lease: u64, detail: Option<&str>) -> UsageRecord {
-        UsageRecord {
-            seq: 0,
-            at,
+        let columns = LogEvent {
             event,
             session: Some(SessionId(lease)),
             lease: Some(LeaseId(lease)),
@@ -583,6 +581,11 @@ mod tests {
             host: Some("ws1".into()),
             display: None,
             detail: detail.map(str::to_owned),
+        };
+        UsageRecord {
+            seq: 0,
+            at,
+            columns,
             hash: [0; 32],
         }
     }

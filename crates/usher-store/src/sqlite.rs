@@ -741,9 +741,13 @@ impl<'conn> Batch<'conn> {
     fn append(&mut self, mut record: UsageRecord) -> rusqlite::Result<()> {
         debug_assert_eq!(record.seq, self.head.seq + 1);
         if let Some(key) = &self.pseudonym_key {
-            for name in [&mut record.user, &mut record.host, &mut record.display]
-                .into_iter()
-                .flatten()
+            for name in [
+                &mut record.columns.user,
+                &mut record.columns.host,
+                &mut record.columns.display,
+            ]
+            .into_iter()
+            .flatten()
             {
                 if !name.is_empty() {
                     *name = pseudonym(key, name);
@@ -911,17 +915,19 @@ pub(crate) fn usage_columns(r: &Row<'_>) -> rusqlite::Result<UsageRecord> {
     Ok(UsageRecord {
         seq: r.get(0)?,
         at: r.get::<_, i64>(1)? as u64,
-        event: UsageEvent::from(r.get::<_, String>(2)?.as_str()),
-        session: r.get::<_, Option<i64>>(3)?.map(|id| SessionId(id as u64)),
-        lease: r.get::<_, Option<i64>>(4)?.map(|id| LeaseId(id as u64)),
-        feature: r.get(5)?,
-        vendor: r.get(6)?,
-        version: r.get(7)?,
-        count: r.get(8)?,
-        user: r.get(9)?,
-        host: r.get(10)?,
-        display: r.get(11)?,
-        detail: r.get(12)?,
+        columns: LogEvent {
+            event: UsageEvent::from(r.get::<_, String>(2)?.as_str()),
+            session: r.get::<_, Option<i64>>(3)?.map(|id| SessionId(id as u64)),
+            lease: r.get::<_, Option<i64>>(4)?.map(|id| LeaseId(id as u64)),
+            feature: r.get(5)?,
+            vendor: r.get(6)?,
+            version: r.get(7)?,
+            count: r.get(8)?,
+            user: r.get(9)?,
+            host: r.get(10)?,
+            display: r.get(11)?,
+            detail: r.get(12)?,
+        },
         hash: [0; 32],
     })
 }

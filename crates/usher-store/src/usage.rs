@@ -143,8 +143,10 @@ impl fmt::Display for UsageEvent {
     }
 }
 
-/// One row of the usage log.
+/// One row of the usage log: an event, where it stands in the log, and its link in the
+/// hash chain.
 ///
+/// The event's columns are a [`LogEvent`], read through the record (`record.feature`).
 /// Columns that do not apply to an event are `None`: session events carry no lease,
 /// server events carry no session. `user`, `host` and `display` are copied from the
 /// session row as it stood when the record was written, so they survive the session.
@@ -154,31 +156,25 @@ pub struct UsageRecord {
     pub seq: i64,
     /// When it happened: the `at` of the batch or event that wrote it.
     pub at: Millis,
-    /// What happened.
-    pub event: UsageEvent,
-    /// The session concerned.
-    pub session: Option<SessionId>,
-    /// The lease concerned.
-    pub lease: Option<LeaseId>,
-    /// Feature of the lease.
-    pub feature: Option<String>,
-    /// Vendor of the lease's pool.
-    pub vendor: Option<String>,
-    /// Version of the pool the seats came from (not the version the client asked for).
-    pub version: Option<String>,
-    /// Seats.
-    pub count: Option<u32>,
-    /// User of the session.
-    pub user: Option<String>,
-    /// Host of the session.
-    pub host: Option<String>,
-    /// Display of the session.
-    pub display: Option<String>,
-    /// Free text: why, or anything the event wants to add.
-    pub detail: Option<String>,
+    /// What happened, to whom (for a change, `version` is the version of the pool the
+    /// seats came from, not the version the client asked for).
+    pub columns: LogEvent,
     /// Link in the log's hash chain: SHA-256 of the previous record's hash and this
     /// record's other columns (see [`record_hash`](crate::chain::record_hash)).
     pub hash: [u8; 32],
+}
+
+impl std::ops::Deref for UsageRecord {
+    type Target = LogEvent;
+    fn deref(&self) -> &LogEvent {
+        &self.columns
+    }
+}
+
+impl std::ops::DerefMut for UsageRecord {
+    fn deref_mut(&mut self) -> &mut LogEvent {
+        &mut self.columns
+    }
 }
 
 /// A usage record that the caller composes in full, committed with a batch by
@@ -246,17 +242,7 @@ impl LogEvent {
         UsageRecord {
             seq,
             at,
-            event: self.event.clone(),
-            session: self.session,
-            lease: self.lease,
-            feature: self.feature.clone(),
-            vendor: self.vendor.clone(),
-            version: self.version.clone(),
-            count: self.count,
-            user: self.user.clone(),
-            host: self.host.clone(),
-            display: self.display.clone(),
-            detail: self.detail.clone(),
+            columns: self.clone(),
             hash: [0; 32],
         }
     }
@@ -373,9 +359,7 @@ impl Entry<'_> {
             None => (None, None, None),
         };
         let queued = self.queued;
-        UsageRecord {
-            seq,
-            at,
+        let columns = LogEvent {
             event: self.event.clone(),
             session: self.session,
             lease: lease.map(|l| l.id).or(queued.map(|q| q.lease_id)),
@@ -391,6 +375,11 @@ impl Entry<'_> {
             host,
             display,
             detail: self.detail.map(str::to_owned),
+        };
+        UsageRecord {
+            seq,
+            at,
+            columns,
             hash: [0; 32],
         }
     }

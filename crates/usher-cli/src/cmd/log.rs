@@ -309,17 +309,7 @@ mod tests {
         let record = UsageRecord {
             seq: 1,
             at: 0,
-            event: usher_store::UsageEvent::ServerStart,
-            session: None,
-            lease: None,
-            feature: None,
-            vendor: None,
-            version: None,
-            count: None,
-            user: None,
-            host: None,
-            display: None,
-            detail: None,
+            columns: usher_store::LogEvent::server(usher_store::UsageEvent::ServerStart, None),
             hash: [0; 32],
         };
         let json = serde_json::to_value(Row::from(&record)).unwrap();

@@ -56,10 +56,16 @@ pub struct EventJson {
 }
 
 impl From<UsageRecord> for EventJson {
-    fn from(r: UsageRecord) -> Self {
+    fn from(record: UsageRecord) -> Self {
+        let UsageRecord {
+            seq,
+            at,
+            columns: r,
+            ..
+        } = record;
         EventJson {
-            seq: r.seq,
-            at: r.at,
+            seq,
+            at,
             event: r.event.as_str().to_owned(),
             // Session ids are 64-bit: as strings, so JavaScript does not round them.
             session_id: r.session.map(|s| s.0.to_string()),
