@@ -1,4 +1,6 @@
 // usherd dashboard: polls the admin API every 2 s and redraws in place (no page reload).
+// Counts and charts come first; holders and the queue are paged through the API (grouped,
+// filtered and searched by the server), so the page stays light with 100,000 holders.
 // Everything that comes from the server is inserted as text, never as HTML.
 "use strict";
 
@@ -132,8 +134,7 @@ function card(name) {
     count, total, fill,
     bar: h("div", { class: "bar" }, fill),
     meta: h("div", { class: "meta" }),
-    holders: h("div"),
-    queue: h("div"),
+    people: h("div", { class: "meta" }),
     chart: s("svg", { class: "chart", viewBox: "0 0 600 150", preserveAspectRatio: "none", role: "img" }),
     chartNote: h("div", { class: "meta" }),
     chartTitle: h("h3", {}, "Usage"),
@@ -143,20 +144,19 @@ function card(name) {
     h("div", { class: "card-head" },
       h("div", {}, h("h2", {}, name), c.meta),
       h("div", { class: "count" }, count, h("span", { class: "of" }, " / ", total))),
-    c.bar,
+    c.bar, c.people,
     c.chartTitle, c.chart, c.chartNote,
-    h("h3", {}, "Holders"), c.holders,
-    h("h3", {}, "Queue"), c.queue,
   );
   $("features").append(c.root);
   cards.set(name, c);
   return c;
 }
 
-function renderFeature(name, pools, holders, queue) {
+function renderFeature(name, pools) {
   const c = card(name);
   const total = pools.reduce((a, p) => a + p.total, 0);
   const inUse = pools.reduce((a, p) => a + p.in_use, 0);
+  const holders = pools.reduce((a, p) => a + p.holders, 0);
   c.count.textContent = inUse;
   // A change redraws the chart at once rather than at its next turn.
   if (c.shown !== null && c.shown !== inUse) chartsDue = 0;
@@ -169,36 +169,176 @@ function renderFeature(name, pools, holders, queue) {
   c.meta.textContent = pools.map(p => p.vendor + " v" + p.version).join(", ") +
     (expiry.length ? " · expires " + new Date(Math.min(...expiry)).toLocaleDateString() : " · permanent") +
     (pools.some(p => p.overdraft > 0) ? " · overdraft " + pools.reduce((a, p) => a + p.overdraft, 0) : "");
+  c.people.replaceChildren(
+    h("span", { class: "holders-count" }, number(holders) + (holders === 1 ? " holder" : " holders")), " · ",
+    h("button", { type: "button", class: "link", onclick: () => showHoldersOf(name) }, "list them"));
+}
 
+function number(n) { return Number(n).toLocaleString(); }
+
+function stat(id, value, label) {
+  return h("div", {}, h("b", { id, "data-value": value }, number(value)), h("span", {}, label));
+}
+
+function renderTotals(features, health, queueTotal) {
+  const sum = k => features.reduce((a, p) => a + p[k], 0);
+  $("totals").replaceChildren(
+    stat("total-in-use", sum("in_use"), "seats in use"),
+    stat("total-seats", sum("total"), "seats licensed"),
+    stat("total-holders", sum("holders"), "holders"),
+    stat("total-sessions", health.sessions, "sessions"),
+    stat("total-queued", queueTotal, "waiting"),
+  );
+}
+
+// --- paged lists --------------------------------------------------------------------
+// The API pages by key: a page's next_cursor starts the next one. `stack` keeps the
+// cursor of every page up to the one shown, so "previous" goes back without offsets.
+
+const PAGE = 50;
+
+function pages() { return { stack: [null], at: 0, next: null }; }
+
+const holderList = { ...pages(), feature: "", group: "", search: "", exact: null };
+const queueList = pages();
+
+function restart(list) { list.stack = [null]; list.at = 0; list.next = null; }
+
+function pageQuery(list, params) {
+  params.set("limit", PAGE);
+  const cursor = list.stack[list.at];
+  if (cursor) params.set("cursor", cursor);
+  return params;
+}
+
+function holdersPath() {
+  const p = new URLSearchParams();
+  if (holderList.feature) p.set("feature", holderList.feature);
+  if (holderList.search) p.set("q", holderList.search);
+  if (holderList.exact) p.set(holderList.exact.field, holderList.exact.value);
+  if (holderList.group) p.set("by", holderList.group);
+  pageQuery(holderList, p);
+  return (holderList.group ? "holders/groups?" : "holders?") + p;
+}
+
+function queuePath() { return "queue?" + pageQuery(queueList, new URLSearchParams()); }
+
+function renderPager(list, answer, shown, name, onChange) {
+  list.next = answer.next_cursor;
+  const from = list.at * PAGE + 1;
+  $(name + "-range").textContent = shown === 0 ? "none" :
+    `${number(from)}–${number(from + shown - 1)} of ${number(answer.total)}`;
+  $(name + "-range").dataset.total = answer.total;
+  $(name + "-prev").disabled = list.at === 0;
+  $(name + "-next").disabled = !list.next;
+  $(name + "-prev").onclick = () => { if (list.at > 0) { list.at--; onChange(); } };
+  $(name + "-next").onclick = () => {
+    if (!list.next) return;
+    list.stack.length = list.at + 1;
+    list.stack.push(list.next);
+    list.at++;
+    onChange();
+  };
+}
+
+function holderTags(x) {
+  return [
+    x.overdraft ? h("span", { class: "tag", title: "granted beyond the count (OVERDRAFT)" }, "overdraft") : "",
+    x.borrowed_until ? h("span", { class: "tag", title: "borrowed for offline use until " + new Date(x.borrowed_until).toLocaleString() }, "borrowed") : "",
+    x.lingering_until ? h("span", { class: "tag", title: "given back; held until " + new Date(x.lingering_until).toLocaleString() + " (LINGER)" }, "lingering") : "",
+    !x.lingering_until && !x.borrowed_until && x.detached ? h("span", { class: "tag", title: "no connection: the client keeps its seats with UDP keepalives" }, "detached") : "",
+    !x.lingering_until && !x.borrowed_until && !x.connected ? h("span", { class: "tag", title: "the connection dropped: the seats go back unless the client comes back within the reconnect grace" }, "disconnected") : "",
+  ];
+}
+
+function renderHolders(answer) {
+  const box = $("holders-list");
+  if (holderList.group) {
+    const groups = answer.groups;
+    renderPager(holderList, answer, groups.length, "holders", refresh);
+    if (groups.length === 0) return box.replaceChildren(h("p", { class: "empty" }, "Nobody holds a seat."));
+    const field = holderList.group;
+    box.replaceChildren(h("table", {},
+      h("thead", {}, h("tr", {}, h("th", {}, field), h("th", { class: "num" }, "Holders"), h("th", { class: "num" }, "Seats"), h("th", {}, ""))),
+      h("tbody", {}, ...groups.map(g => h("tr", { "data-group": g.key },
+        h("td", {}, g.key || "(none)"),
+        h("td", { class: "num" }, number(g.holders)),
+        h("td", { class: "num" }, number(g.seats)),
+        h("td", { class: "num" }, h("button", { type: "button", onclick: () => showExact(field, g.key) }, "Show")))))));
+    return;
+  }
+  const holders = answer.holders;
+  renderPager(holderList, answer, holders.length, "holders", refresh);
   if (holders.length === 0) {
-    c.holders.replaceChildren(h("p", { class: "empty" }, "Nobody holds a seat."));
-  } else {
-    const rows = holders.map(x => h("tr", { "data-lease": x.id },
-      h("td", {}, x.user,
-        x.overdraft ? h("span", { class: "tag", title: "granted beyond the count (OVERDRAFT)" }, "overdraft") : "",
-        x.borrowed_until ? h("span", { class: "tag", title: "borrowed for offline use until " + new Date(x.borrowed_until).toLocaleString() }, "borrowed") : "",
-        x.lingering_until ? h("span", { class: "tag", title: "given back; held until " + new Date(x.lingering_until).toLocaleString() + " (LINGER)" }, "lingering") : "",
-        !x.lingering_until && !x.borrowed_until && x.detached ? h("span", { class: "tag", title: "no connection: the client keeps its seats with UDP keepalives" }, "detached") : "",
-        !x.lingering_until && !x.borrowed_until && !x.connected ? h("span", { class: "tag", title: "the connection dropped: the seats go back unless the client comes back within the reconnect grace" }, "disconnected") : ""),
+    const filtered = holderList.feature || holderList.search || holderList.exact;
+    return box.replaceChildren(h("p", { class: "empty" }, filtered ? "No holder matches." : "Nobody holds a seat."));
+  }
+  box.replaceChildren(h("table", {},
+    h("thead", {}, h("tr", {}, h("th", {}, "Feature"), h("th", {}, "User"), h("th", {}, "Host"), h("th", {}, "Program"), h("th", { class: "num" }, "Seats"), h("th", {}, "For"), h("th", {}, ""))),
+    h("tbody", {}, ...holders.map(x => h("tr", { "data-lease": x.id, "data-feature": x.feature },
+      h("td", {}, x.feature),
+      h("td", {}, x.user, ...holderTags(x)),
       h("td", {}, x.host + (x.display ? " " + x.display : "")),
+      h("td", {}, x.program),
       h("td", { class: "num" }, x.count),
       h("td", { title: new Date(x.since).toLocaleString() }, ago(x.since)),
       h("td", { class: "num" }, x.borrowed_until ? "" : h("button", { type: "button", onclick: () => removeLease(x) }, "Remove")),
-    ));
-    c.holders.replaceChildren(h("table", {},
-      h("thead", {}, h("tr", {}, h("th", {}, "User"), h("th", {}, "Host"), h("th", { class: "num" }, "Seats"), h("th", {}, "For"), h("th", {}, ""))),
-      h("tbody", {}, ...rows)));
-  }
+    )))));
+}
 
-  if (queue.length === 0) {
-    c.queue.replaceChildren(h("p", { class: "empty" }, "Nobody is waiting."));
-  } else {
-    c.queue.replaceChildren(h("table", {},
-      h("thead", {}, h("tr", {}, h("th", {}, "#"), h("th", {}, "User"), h("th", {}, "Host"), h("th", { class: "num" }, "Seats"), h("th", {}, "Waiting"))),
-      h("tbody", {}, ...queue.map(q => h("tr", {},
-        h("td", {}, q.position), h("td", {}, q.user), h("td", {}, q.host),
-        h("td", { class: "num" }, q.count), h("td", {}, ago(q.since)))))));
+function renderQueue(answer) {
+  const queue = answer.queue;
+  renderPager(queueList, answer, queue.length, "queue", refresh);
+  if (queue.length === 0) return $("queue-list").replaceChildren(h("p", { class: "empty" }, "Nobody is waiting."));
+  $("queue-list").replaceChildren(h("table", {},
+    h("thead", {}, h("tr", {}, h("th", {}, "Feature"), h("th", {}, "#"), h("th", {}, "User"), h("th", {}, "Host"), h("th", { class: "num" }, "Seats"), h("th", {}, "Waiting"))),
+    h("tbody", {}, ...queue.map(q => h("tr", { "data-queued": q.id },
+      h("td", {}, q.feature), h("td", {}, q.position), h("td", {}, q.user), h("td", {}, q.host),
+      h("td", { class: "num" }, q.count), h("td", {}, ago(q.since)))))));
+}
+
+function renderFeatureChoice(names) {
+  const select = $("holders-feature");
+  const have = [...select.options].slice(1).map(o => o.value);
+  if (have.join("\n") === names.join("\n")) return;
+  select.replaceChildren(h("option", { value: "" }, "all"), ...names.map(n => h("option", { value: n }, n)));
+  select.value = names.includes(holderList.feature) ? holderList.feature : "";
+}
+
+function renderExact() {
+  const chip = $("holders-exact");
+  chip.hidden = !holderList.exact;
+  if (holderList.exact) {
+    chip.replaceChildren(holderList.exact.field + ": " + (holderList.exact.value || "(none)"),
+      h("button", { type: "button", title: "clear", onclick: () => showExact(null) }, "×"));
   }
+}
+
+function showExact(field, value) {
+  holderList.exact = field ? { field, value } : null;
+  holderList.group = "";
+  $("holders-group").value = "";
+  restart(holderList);
+  renderExact();
+  refresh();
+}
+
+function showHoldersOf(feature) {
+  holderList.feature = feature;
+  $("holders-feature").value = feature;
+  restart(holderList);
+  refresh();
+  $("holders").scrollIntoView({ block: "start" });
+}
+
+function wireControls() {
+  $("holders-feature").addEventListener("change", ev => { holderList.feature = ev.target.value; restart(holderList); refresh(); });
+  $("holders-group").addEventListener("change", ev => { holderList.group = ev.target.value; restart(holderList); refresh(); });
+  let typing = null;
+  $("holders-search").addEventListener("input", ev => {
+    clearTimeout(typing);
+    typing = setTimeout(() => { holderList.search = ev.target.value.trim(); restart(holderList); refresh(); }, 250);
+  });
 }
 
 function renderChart(c, u) {
@@ -242,7 +382,7 @@ function renderChart(c, u) {
   c.chart.replaceChildren(...kids);
   c.chartNote.textContent = `peak ${u.peak[1]} of ${u.total}` +
     (u.peak[1] > 0 ? ` at ${clock(u.peak[0])}` : "") +
-    ` · ${u.denied} denial${u.denied === 1 ? "" : "s"}` +
+    ` · ${number(u.denied)} denial${u.denied === 1 ? "" : "s"}` +
     (u.complete ? "" : " · older records not read");
 }
 
@@ -263,16 +403,20 @@ async function removeLease(x) {
 // --- polling ------------------------------------------------------------------------
 
 let chartsDue = 0;
+let generation = 0;
 
 async function refresh() {
   clearTimeout(timer);
+  // An answer to an older refresh (controls changed meanwhile) is dropped.
+  const mine = ++generation;
   try {
-    const [features, holderPage, queuePage, health] = await Promise.all([
-      api("features"), api("holders"), api("queue"), api("health"),
+    const [features, health, holders, queue] = await Promise.all([
+      api("features"), api("health"), api(holdersPath()), api(queuePath()),
     ]);
-    const holders = holderPage.holders, queue = queuePage.queue;
+    if (mine !== generation) return;
     showBoard();
     renderHealth(health);
+    renderTotals(features, health, queue.total);
     const byName = new Map();
     for (const p of features) {
       if (!byName.has(p.feature)) byName.set(p.feature, []);
@@ -281,12 +425,15 @@ async function refresh() {
     for (const [name, c] of cards) {
       if (!byName.has(name)) { c.root.remove(); cards.delete(name); }
     }
-    for (const [name, pools] of byName) {
-      renderFeature(name, pools,
-        holders.filter(x => x.feature === name),
-        queue.filter(q => q.feature === name));
-    }
+    for (const [name, pools] of byName) renderFeature(name, pools);
+    renderFeatureChoice([...byName.keys()]);
     $("no-features").hidden = byName.size > 0;
+    // A page emptied by changes (its holders left): back to the first page.
+    const shown = holderList.group ? holders.groups : holders.holders;
+    if (shown.length === 0 && holderList.at > 0) { restart(holderList); return refresh(); }
+    if (queue.queue.length === 0 && queueList.at > 0) { restart(queueList); return refresh(); }
+    renderHolders(holders);
+    renderQueue(queue);
     // Charts read the usage log: every 10 s is plenty.
     if (Date.now() >= chartsDue) {
       chartsDue = Date.now() + 10000;
@@ -302,14 +449,16 @@ async function refresh() {
     }
     $("updated").textContent = new Date().toLocaleTimeString();
   } catch (e) {
+    if (mine !== generation) return;
     if (e instanceof Unauthorized) return showLogin("That token was refused: " + e.message);
     $("updated").textContent = "failed (" + e.message + "), retrying";
   }
-  timer = setTimeout(refresh, POLL_MS);
+  if (mine === generation) timer = setTimeout(refresh, POLL_MS);
 }
 
 function start() {
   token = takeTokenFromFragment();
+  wireControls();
   $("login-form").addEventListener("submit", ev => {
     ev.preventDefault();
     token = $("token-input").value.trim();
