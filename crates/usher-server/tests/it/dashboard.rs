@@ -200,6 +200,15 @@ async fn attr_of(browser: &fantoccini::Client, css: &str, name: &str) -> Option<
         .ok()?
 }
 
+/// Clicks the element `css`.
+async fn click(browser: &fantoccini::Client, css: &str) {
+    let el = browser.find(Locator::Css(css)).await;
+    el.unwrap_or_else(|e| panic!("no {css}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
+}
+
 /// The texts of every element `css`.
 async fn texts_of(browser: &fantoccini::Client, css: &str) -> Option<Vec<String>> {
     let mut out = Vec::new();
@@ -409,13 +418,7 @@ async fn five_thousand_holders_are_counted_paged_grouped_and_searched_in_chromiu
                 .as_deref(),
             Some(all.as_str())
         );
-        browser
-            .find(Locator::Id("holders-next"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&browser, "#holders-next").await;
         let second = eventually(Duration::from_secs(30), "the second page", || {
             page("51–100 of 5,000")
         })
@@ -424,13 +427,7 @@ async fn five_thousand_holders_are_counted_paged_grouped_and_searched_in_chromiu
             first.iter().all(|r| !second.contains(r)),
             "the second page holds other holders"
         );
-        browser
-            .find(Locator::Id("holders-prev"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&browser, "#holders-prev").await;
         eventually(Duration::from_secs(30), "back to the first page", || {
             page("1–50 of 5,000")
         })
@@ -456,13 +453,7 @@ async fn five_thousand_holders_are_counted_paged_grouped_and_searched_in_chromiu
             "{groups:?}"
         );
         // One group's holders.
-        browser
-            .find(Locator::Css("#holders tr[data-group=\"user-03\"] button"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&browser, "#holders tr[data-group=\"user-03\"] button").await;
         let rows = eventually(Duration::from_secs(30), "user-03's holders", || async {
             let total = attr_of(&browser, "#holders-range", "data-total").await?;
             let rows = texts_of(&browser, "#holders tr[data-lease]").await?;
@@ -470,13 +461,7 @@ async fn five_thousand_holders_are_counted_paged_grouped_and_searched_in_chromiu
         })
         .await;
         assert!(rows.iter().all(|r| r.contains("user-03")), "{rows:?}");
-        browser
-            .find(Locator::Css("#holders-exact button"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&browser, "#holders-exact button").await;
 
         // A search, any case.
         browser
