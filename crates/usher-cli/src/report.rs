@@ -3,9 +3,14 @@
 //! Pure: records in, figures out. The log is replayed from its first record (seats held
 //! when the period starts must be counted), and the state between two records is constant,
 //! so every figure is an exact integral over time, not a sample.
+//!
+//! Seats in use are counted by the ledger's own accounting ([`SeatsInUse`]), under the
+//! `DUP_GROUP=` rule each `seats` record gives its pool, so duplicate checkouts that share
+//! a seat in the ledger share it in the report too.
 
 use std::collections::{BTreeMap, HashMap};
 
+use usher_core::{DupGroup, DupKey, Holder, LeaseId, PoolKey, SeatsInUse};
 use usher_license::words::{plural, plural_noun};
 use usher_proto::{DenyReason, RefusalClass};
 use usher_store::{UsageEvent, UsageRecord};
@@ -195,10 +200,80 @@ pub fn reason_class(name: &str) -> RefusalClass {
 /// One lease being replayed.
 struct Held {
     feature: String,
+    pool: PoolKey,
     count: u32,
     user: String,
     host: String,
+    display: String,
     since: Ms,
+}
+
+impl Held {
+    fn holder(&self) -> Holder<'_> {
+        Holder {
+            user: &self.user,
+            host: &self.host,
+            display: &self.display,
+        }
+    }
+}
+
+/// The ledger's seat counts, rebuilt from the log: the seats of every held lease, shared
+/// under each pool's `DUP_GROUP=` as the latest `seats` records say.
+#[derive(Default)]
+struct Counts {
+    seats: SeatsInUse,
+    /// Each pool's rule, from the last batch of `seats` records (a pool missing from a
+    /// batch left the catalog, and its leases share no more).
+    rules: HashMap<PoolKey, DupGroup>,
+    /// The rules of a batch of `seats` records being read, put in force when it ends.
+    incoming: Option<(Ms, HashMap<PoolKey, DupGroup>)>,
+}
+
+impl Counts {
+    fn add(&mut self, id: u64, h: &Held) -> u32 {
+        let group = DupKey::of(
+            h.pool.as_pool_ref(),
+            self.rules.get(&h.pool).copied(),
+            Some(h.holder()),
+        );
+        self.seats
+            .add(h.pool.as_pool_ref(), group, LeaseId(id), h.count)
+    }
+
+    fn remove(&mut self, id: u64, h: &Held) -> u32 {
+        self.seats
+            .remove(h.pool.as_pool_ref(), LeaseId(id), h.count)
+    }
+
+    /// Puts the rules of the `seats` batch just read in force and, if they changed,
+    /// counts every held lease again under them (as the ledger does on a reload);
+    /// returns whether the counts were redone.
+    fn end_batch(&mut self, held: &HashMap<u64, Held>) -> bool {
+        let Some((_, rules)) = self.incoming.take() else {
+            return false;
+        };
+        if rules == self.rules {
+            return false;
+        }
+        self.rules = rules;
+        self.seats.clear();
+        let mut ids: Vec<&u64> = held.keys().collect();
+        ids.sort();
+        for id in ids {
+            self.add(*id, &held[id]);
+        }
+        true
+    }
+
+    /// Seats in use of each feature, from the counts.
+    fn per_feature(&self) -> HashMap<&str, u32> {
+        let mut out: HashMap<&str, u32> = HashMap::new();
+        for (pool, n) in self.seats.pools() {
+            *out.entry(pool.feature.as_str()).or_default() += n;
+        }
+        out
+    }
 }
 
 /// Per-feature replay state.
@@ -234,6 +309,7 @@ pub struct Replay {
     req: Request,
     live: BTreeMap<String, Live>,
     held: HashMap<u64, Held>,
+    counts: Counts,
     waiting: HashMap<u64, (String, Ms, u32)>,
     reports: BTreeMap<String, FeatureReport>,
     /// When the last record happened; `None` before the first.
@@ -248,6 +324,7 @@ impl Replay {
             req,
             live: BTreeMap::new(),
             held: HashMap::new(),
+            counts: Counts::default(),
             waiting: HashMap::new(),
             reports: BTreeMap::new(),
             last_at: None,
@@ -261,10 +338,17 @@ impl Replay {
 
     /// Replays the next record.
     pub fn feed(&mut self, r: &UsageRecord) {
+        let at = (r.at as Ms).max(self.last_at.unwrap_or(Ms::MIN));
+        let batch_goes_on = r.event == UsageEvent::Seats
+            && self.counts.incoming.as_ref().is_some_and(|(t, _)| *t == at);
+        if !batch_goes_on {
+            self.end_seats_batch();
+        }
         let Replay {
             req,
             live,
             held,
+            counts,
             waiting,
             reports,
             last_at,
@@ -295,31 +379,43 @@ impl Replay {
         let mut changed = false;
         match &r.event {
             UsageEvent::Seats => {
-                let pool = (
-                    r.vendor.clone().unwrap_or_default(),
-                    r.version.clone().unwrap_or_default(),
-                );
-                state.seats.insert(pool, count);
+                let vendor = r.vendor.clone().unwrap_or_default();
+                let version = r.version.clone().unwrap_or_default();
+                state.seats.insert((vendor.clone(), version.clone()), count);
+                let (_, rules) = counts.incoming.get_or_insert_with(|| (at, HashMap::new()));
+                if let Some(rule) = r.dup_group() {
+                    let pool = PoolKey {
+                        feature: feature.clone(),
+                        vendor,
+                        version,
+                    };
+                    rules.insert(pool, rule);
+                }
             }
             UsageEvent::Checkout | UsageEvent::Borrow => {
-                if let Some(id) = lease {
-                    state.in_use += count;
-                    changed = true;
-                    held.insert(
-                        id,
-                        Held {
+                // A lease granted again (a retry logged twice) is counted once.
+                if let Some(id) = lease.filter(|id| !held.contains_key(id)) {
+                    let h = Held {
+                        feature: feature.clone(),
+                        pool: PoolKey {
                             feature: feature.clone(),
-                            count,
-                            user: r.user.clone().unwrap_or_default(),
-                            host: r.host.clone().unwrap_or_default(),
-                            since: at,
+                            vendor: r.vendor.clone().unwrap_or_default(),
+                            version: r.version.clone().unwrap_or_default(),
                         },
-                    );
+                        count,
+                        user: r.user.clone().unwrap_or_default(),
+                        host: r.host.clone().unwrap_or_default(),
+                        display: r.display.clone().unwrap_or_default(),
+                        since: at,
+                    };
+                    state.in_use += counts.add(id, &h);
+                    changed = true;
+                    held.insert(id, h);
                 }
             }
             UsageEvent::Checkin | UsageEvent::Expire | UsageEvent::Remove | UsageEvent::Return => {
-                if let Some(h) = lease.and_then(|id| held.remove(&id)) {
-                    state.in_use = state.in_use.saturating_sub(h.count);
+                if let Some((id, h)) = lease.and_then(|id| held.remove_entry(&id)) {
+                    state.in_use = state.in_use.saturating_sub(counts.remove(id, &h));
                     changed = true;
                     if wanted(&h.feature) {
                         let report = report_of(reports, &h.feature, req);
@@ -390,8 +486,36 @@ impl Replay {
         }
     }
 
+    /// Puts the rules of a batch of `seats` records that ended in force; if that changed
+    /// any feature's seats in use, the change is recorded at the time of the batch.
+    fn end_seats_batch(&mut self) {
+        let Some(batch_at) = self.counts.incoming.as_ref().map(|(t, _)| *t) else {
+            return;
+        };
+        if !self.counts.end_batch(&self.held) {
+            return;
+        }
+        let now = self.counts.per_feature();
+        let req = &self.req;
+        for (feature, state) in self.live.iter_mut() {
+            let in_use = now.get(feature.as_str()).copied().unwrap_or(0);
+            if in_use == state.in_use {
+                continue;
+            }
+            state.in_use = in_use;
+            if Self::wanted(req, feature) {
+                let report = report_of(&mut self.reports, feature, req);
+                if batch_at >= req.from && batch_at < req.to {
+                    report.series.push((batch_at, in_use));
+                }
+                mark_peak(report, state, batch_at, req);
+            }
+        }
+    }
+
     /// Ends the replay at the end of the period and returns the reports.
     pub fn finish(mut self) -> Vec<FeatureReport> {
+        self.end_seats_batch();
         let req = &self.req;
         let wanted = |f: &str| Self::wanted(req, f);
         let last_at = self.last_at.unwrap_or(req.from);
@@ -559,6 +683,9 @@ pub fn buckets(req: &Request) -> Vec<(Ms, Ms)> {
 }
 
 #[cfg(test)]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use usher_core::{LeaseId, SessionId};
     use usher_store::{DETAIL_LINGER_OVER, DETAIL_REUSED, LogEvent, UsageEvent, UsageRecord};
@@ -620,6 +747,45 @@ mod tests {
         assert_eq!(reports[0].total.peak, 1, "a takeover never counts twice");
         let hours = reports[0].by_user["alice"];
         assert!((hours - 75.0 / 3600.0).abs() < 1e-9, "{hours} hours");
+    }
+
+    /// Under `DUP_GROUP=UH`, alice's second checkout on ws1 shares her seat: live status
+    /// says `1 of 1`, and so must the report (peak 1, no seat wanted).
+    #[test]
+    fn duplicates_share_a_seat_as_in_the_ledger() {
+        let mut seats = record(0, UsageEvent::Seats, 0, Some("DUP_GROUP=UH"));
+        (seats.session, seats.lease, seats.user, seats.host) = (None, None, None, None);
+        let mut other_host = record(30 * S, UsageEvent::Checkout, 3, None);
+        other_host.host = Some("ws2".into());
+        let records = [
+            seats,
+            record(10 * S, UsageEvent::Checkout, 1, None),
+            record(20 * S, UsageEvent::Checkout, 2, None),
+            other_host,
+            record(40 * S, UsageEvent::Checkin, 3, None),
+            record(50 * S, UsageEvent::Checkin, 1, None),
+            record(60 * S, UsageEvent::Checkin, 2, None),
+        ];
+        let req = Request {
+            from: 0,
+            to: 100_000,
+            by: Bucket::Whole,
+            feature: None,
+        };
+        let r = build(&records, &req).remove(0);
+        assert_eq!(
+            r.total.peak, 2,
+            "only ws2's checkout needs a seat of its own: {r:?}"
+        );
+        assert_eq!(
+            r.series,
+            [10, 20, 30, 40, 50, 60]
+                .into_iter()
+                .zip([1, 1, 2, 1, 1, 0])
+                .map(|(t, n)| (t * S as Ms, n))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(r.total.used_ms, u128::from((50 + 10) * S));
     }
 
     /// A `denied_repeats` record counts as `count` denials of its reason.

@@ -15,6 +15,7 @@
 
 mod catalog;
 mod command;
+mod in_use;
 mod ledger;
 mod names;
 pub mod policy;
@@ -26,6 +27,7 @@ pub use catalog::{
     TokenFeature, canonical_version,
 };
 pub use command::{Ask, Change, Command, Denial, LedgerError, Outcome, ReleaseReason};
+pub use in_use::{DupKey, Holder, SeatsInUse};
 pub use ledger::{Ledger, LedgerConfig};
 pub use policy::{NamedFeature, Policy, PolicyError, Who};
 pub use queue::{DequeueReason, QueuedRequest, Wait};

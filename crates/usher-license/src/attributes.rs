@@ -70,6 +70,22 @@ impl DupGroup {
     }
 }
 
+impl std::fmt::Display for DupGroup {
+    /// The `DUP_GROUP=` value [`DupGroup::parse`] reads back: `SITE`, or the letters of
+    /// the parts compared, in the order `U`, `H`, `D`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if !(self.user || self.host || self.display) {
+            return f.write_str("SITE");
+        }
+        for (set, letter) in [(self.user, "U"), (self.host, "H"), (self.display, "D")] {
+            if set {
+                f.write_str(letter)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A vendor attribute's value, as [`attribute_value`] reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttributeValue {

@@ -580,6 +580,7 @@ pub fn seat_events(catalog: &usher_core::Catalog, now: Millis) -> Vec<LogEvent> 
                 &p.key.version,
                 p.seats_at(now),
             )
+            .sharing(p.dup_group)
         })
         .collect()
 }

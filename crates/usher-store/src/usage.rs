@@ -8,7 +8,8 @@
 use std::fmt;
 
 use usher_core::{
-    Change, DequeueReason, Lease, LeaseId, Millis, QueuedRequest, ReleaseReason, SessionId,
+    Change, DequeueReason, DupGroup, Lease, LeaseId, Millis, QueuedRequest, ReleaseReason,
+    SessionId,
 };
 
 /// What a usage record is about. Stored as its [`as_str`](UsageEvent::as_str) name, so the
@@ -42,7 +43,9 @@ pub enum UsageEvent {
     DeniedRepeats,
     /// `seats`: how many seats a pool offers from now on (`count`; `feature`, `vendor` and
     /// `version` name the pool), written for every pool at start and on every reload, so
-    /// reports know the totals at each moment.
+    /// reports know the totals at each moment. The detail names the pool's `DUP_GROUP=`
+    /// rule, if it has one (see [`LogEvent::dup_group`]), so reports count shared
+    /// seats as the ledger does.
     Seats,
     /// `linger`: the client gave a lease back, but its seats stay held until the linger
     /// ends (`LINGER=`, `MIN_CHECKOUT=`); a `checkin` with detail [`DETAIL_LINGER_OVER`]
@@ -177,6 +180,22 @@ impl std::ops::DerefMut for UsageRecord {
     }
 }
 
+/// How a `seats` record's detail begins when its pool groups duplicate checkouts.
+const DUP_GROUP_DETAIL: &str = "DUP_GROUP=";
+
+impl LogEvent {
+    /// For a `seats` record: the pool's `DUP_GROUP=` rule, if its duplicate checkouts
+    /// share seats (see [`LogEvent::sharing`]). `None` for every other record, and for a
+    /// detail that is no rule.
+    pub fn dup_group(&self) -> Option<DupGroup> {
+        if self.event != UsageEvent::Seats {
+            return None;
+        }
+        let rule = self.detail.as_deref()?.strip_prefix(DUP_GROUP_DETAIL)?;
+        DupGroup::parse(rule).ok().flatten()
+    }
+}
+
 /// A usage record that the caller composes in full, committed with a batch by
 /// [`Store::commit_batch`](crate::Store::commit_batch): events the ledger produces without
 /// a change, such as a refused checkout. The store adds `seq`, `at` and `hash`, and writes
@@ -234,6 +253,17 @@ impl LogEvent {
             version: Some(version.to_owned()),
             count: Some(seats),
             ..LogEvent::server(UsageEvent::Seats, None)
+        }
+    }
+
+    /// This `seats` record, for a pool whose duplicate checkouts share seats under `dup`
+    /// (`DUP_GROUP=`): the rule goes in the detail, as `DUP_GROUP=UH` (read back by
+    /// [`LogEvent::dup_group`]), so that a replay of the log counts seats as the
+    /// ledger did.
+    pub fn sharing(self, dup: Option<DupGroup>) -> Self {
+        LogEvent {
+            detail: dup.map(|d| format!("{DUP_GROUP_DETAIL}{d}")),
+            ..self
         }
     }
 
@@ -431,6 +461,24 @@ mod tests {
                 "round trip of {event}"
             );
         }
+    }
+
+    #[test]
+    fn a_seats_record_carries_its_pool_s_dup_group() {
+        for rule in ["SITE", "U", "UH", "HD", "UHD", "D"] {
+            let dup = DupGroup::parse(rule).unwrap();
+            let record = LogEvent::seats("cad", "acme", "2025", 3)
+                .sharing(dup)
+                .record(1, 0);
+            assert_eq!(
+                record.detail.as_deref(),
+                Some(&*format!("DUP_GROUP={rule}"))
+            );
+            assert_eq!(record.dup_group(), dup, "{rule}");
+        }
+        let plain = LogEvent::seats("cad", "acme", "2025", 3).sharing(None);
+        assert_eq!(plain.detail, None);
+        assert_eq!(plain.record(1, 0).dup_group(), None);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! `usher report` on a generated history with known peaks, denials and queueing, written
-//! through the store's own API into a real SQLite file.
+//! through the store's own API into a real SQLite file, and on a real server's log.
 
 use std::path::Path;
 
@@ -316,4 +316,54 @@ fn a_log_longer_than_a_page_is_replayed_whole() {
     let bot = sim["seat_hours_by_user"]["bot"].as_f64().unwrap();
     let expected = (pairs * 100) as f64 / HOUR as f64;
     assert!((bot - expected).abs() < 1e-6, "{bot} != {expected}");
+}
+
+/// `DUP_GROUP=UH`: two `usher run dupapp` of one user on one host share the only seat
+/// (status says 1 in use), and the report of the server's own usage log agrees: peak 1,
+/// demand 1.
+#[test]
+fn a_real_server_s_shared_seat_is_reported_once() {
+    use crate::util::{Holder, Server, Timings, Vendor, feature_of};
+    let vendor = Vendor::new("acme");
+    let license = vendor.sign(
+        "dup.lic",
+        "FEATURE dupapp acme 1.0 permanent 1 DUP_GROUP=UH\n",
+    );
+    let mut server = Server::start(&vendor, &license, Timings::LONG);
+    let first = Holder::spawn(&server, "dupapp", &["sleep", "60"]);
+    server.wait_in_use("dupapp", 1);
+    let second = Holder::spawn(&server, "dupapp", &["sleep", "60"]);
+    crate::util::poll("two holders sharing the seat", crate::util::WAIT, || {
+        let status = server.try_status()?;
+        let f = feature_of(&status, "dupapp");
+        match f["holders"].as_array().map(Vec::len) {
+            Some(2) if f["in_use"] == 1 => Ok(()),
+            _ => Err(format!("{status:#}")),
+        }
+    });
+    drop((first, second));
+    let data_dir = server
+        .admin_token_file()
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("the token is in DATA_DIR/admin")
+        .to_owned();
+    server.shutdown();
+    let out = run_usher(&[
+        "report",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--format",
+        "json",
+    ])
+    .ok();
+    let json: Value = serde_json::from_str(&out.stdout).unwrap();
+    let dup = &json["features"][0];
+    assert_eq!(dup["feature"], "dupapp", "{json:#}");
+    assert_eq!(dup["total"]["seats"], 1, "{json:#}");
+    assert_eq!(dup["total"]["peak"], 1, "the seat is shared: {json:#}");
+    assert_eq!(
+        dup["peak_demand"], 1,
+        "nobody wanted a second seat: {json:#}"
+    );
 }

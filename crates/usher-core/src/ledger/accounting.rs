@@ -1,8 +1,8 @@
 //! The ledger's indexes and seat accounting: every lease enters and leaves them through
 //! [`Ledger::insert_lease`] and [`Ledger::remove_lease`], which keep them in step.
 
-use super::{DupKey, Ledger};
-use crate::catalog::PoolName;
+use super::Ledger;
+use crate::in_use::{DupKey, Holder};
 use crate::{ClientInfo, Lease, LeaseId, PoolRef};
 
 impl Ledger {
@@ -55,58 +55,28 @@ impl Ledger {
         lease
     }
 
-    /// Counts a lease's seats into its pool. Under `DUP_GROUP`, a group of duplicates
-    /// holds as many seats as its largest lease.
+    /// Counts a lease's seats into its pool (see [`crate::SeatsInUse::add`]).
     pub(super) fn account_add(&mut self, lease: &Lease) {
         let key = lease.pool_key();
-        let added = match self.dup_key(key, self.client_of(lease.session)) {
-            Some(dk) => {
-                let group = self.dup_groups.entry(dk.clone()).or_default();
-                let before = group.values().copied().max().unwrap_or(0);
-                group.insert(lease.id, lease.count);
-                self.lease_dup.insert(lease.id, dk);
-                lease.count.saturating_sub(before)
-            }
-            None => lease.count,
-        };
-        match self.in_use.get_mut(&key as &dyn PoolName) {
-            Some(n) => *n += added,
-            None => {
-                self.in_use.insert(key.to_key(), added);
-            }
-        }
+        let group = self.dup_key(key, self.client_of(lease.session));
+        self.in_use.add(key, group, lease.id, lease.count);
     }
 
-    /// Takes a lease's seats out of its pool (see [`Ledger::account_add`]).
+    /// Takes a lease's seats out of its pool (see [`crate::SeatsInUse::remove`]).
     fn account_remove(&mut self, lease: &Lease) {
-        let removed = match self.lease_dup.remove(&lease.id) {
-            Some(dk) => {
-                let group = self.dup_groups.entry(dk.clone()).or_default();
-                let before = group.values().copied().max().unwrap_or(0);
-                group.remove(&lease.id);
-                let after = group.values().copied().max().unwrap_or(0);
-                if group.is_empty() {
-                    self.dup_groups.remove(&dk);
-                }
-                before - after
-            }
-            None => lease.count,
-        };
-        if let Some(n) = self.in_use.get_mut(&lease.pool_key() as &dyn PoolName) {
-            *n -= removed;
-        }
+        self.in_use.remove(lease.pool_key(), lease.id, lease.count);
     }
 
-    /// The `DUP_GROUP` a lease belongs to, if its pool groups duplicates.
+    /// The `DUP_GROUP` a checkout of `pool` by `client` joins, if the pool groups
+    /// duplicates.
     fn dup_key(&self, pool: PoolRef<'_>, client: Option<&ClientInfo>) -> Option<DupKey> {
-        let group = self.catalog.pool(pool)?.dup_group?;
-        let client = client?;
-        Some((
-            pool.to_key(),
-            group.user.then(|| client.user.to_string()),
-            group.host.then(|| client.host.to_string()),
-            group.display.then(|| client.display.to_string()),
-        ))
+        let dup = self.catalog.pool(pool)?.dup_group;
+        let who = client.map(|c| Holder {
+            user: &c.user,
+            host: &c.host,
+            display: &c.display,
+        });
+        DupKey::of(pool, dup, who)
     }
 
     /// Seats a checkout of `count` by `who` would add to `pool`: fewer (or none) when it
@@ -117,12 +87,7 @@ impl Ledger {
         who: Option<&ClientInfo>,
         count: u32,
     ) -> u32 {
-        let held = self
-            .dup_key(pool, who)
-            .and_then(|dk| self.dup_groups.get(&dk))
-            .and_then(|g| g.values().copied().max())
-            .unwrap_or(0);
-        count.saturating_sub(held)
+        self.in_use.extra(self.dup_key(pool, who).as_ref(), count)
     }
 
     /// Sets the idle deadline of a lease known to exist, if its session is idle and the

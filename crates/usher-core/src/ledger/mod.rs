@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::catalog::PoolName;
+use crate::in_use::SeatsInUse;
 use crate::names::Names;
 use crate::queue::Queue;
 use crate::{
@@ -57,10 +57,9 @@ pub struct Ledger {
     /// Each session's leases, in id order. Usually one, kept inline in the map's slot;
     /// more spill to the heap.
     session_leases: HashMap<SessionId, LeaseIds>,
-    /// Seats held per pool. A pool that left the catalog (license removed on reload) keeps
-    /// its count until its holders let go. A pool's entry stays when its count falls to
-    /// zero, so seats coming and going allocate no key (reloads start the map afresh).
-    in_use: HashMap<PoolKey, u32>,
+    /// Seats held per pool, `DUP_GROUP` sharing applied. A pool that left the catalog
+    /// (license removed on reload) keeps its count until its holders let go.
+    in_use: SeatsInUse,
     /// Checkouts waiting for seats. Soft state: not stored, empty after a restart.
     queue: Queue,
     /// The administrator's rules.
@@ -76,10 +75,6 @@ pub struct Ledger {
     idle_deadlines: BTreeSet<(Millis, LeaseId)>,
     /// The same deadlines by lease, to disarm them.
     idle_deadline_of: HashMap<LeaseId, Millis>,
-    /// Leases grouped as duplicates under their pool's `DUP_GROUP`, with their seats.
-    dup_groups: HashMap<DupKey, BTreeMap<LeaseId, u32>>,
-    /// The group of each grouped lease.
-    lease_dup: HashMap<LeaseId, DupKey>,
     /// Sessions that ended (goodbye or expiry) while some of their seats linger. They
     /// cannot be resumed or used; each is closed when its last lingering lease ends.
     departed: HashMap<SessionId, Box<Session>>,
@@ -94,10 +89,6 @@ pub struct Ledger {
 /// A session's lease ids, sorted.
 type LeaseIds = smallvec::SmallVec<[LeaseId; 1]>;
 
-/// A group of duplicate checkouts: the pool, and the user, host and display where the
-/// pool's `DUP_GROUP` compares them.
-type DupKey = (PoolKey, Option<String>, Option<String>, Option<String>);
-
 impl Ledger {
     /// An empty ledger serving `catalog`.
     pub fn new(catalog: Catalog, config: LedgerConfig) -> Self {
@@ -108,15 +99,13 @@ impl Ledger {
             expiries: BTreeSet::new(),
             leases: BTreeMap::new(),
             session_leases: HashMap::new(),
-            in_use: HashMap::new(),
+            in_use: SeatsInUse::default(),
             queue: Queue::default(),
             policy: Policy::default(),
             policy_leases: HashMap::new(),
             idle_since: HashMap::new(),
             idle_deadlines: BTreeSet::new(),
             idle_deadline_of: HashMap::new(),
-            dup_groups: HashMap::new(),
-            lease_dup: HashMap::new(),
             departed: HashMap::new(),
             lingering: BTreeSet::new(),
             borrowed: BTreeSet::new(),
@@ -141,20 +130,13 @@ impl Ledger {
 
     /// Seats held from a pool (named by a `&PoolKey` or a [`PoolRef`]).
     pub fn in_use<'k>(&self, pool: impl Into<PoolRef<'k>>) -> u32 {
-        let pool = pool.into();
-        self.in_use
-            .get(&pool as &dyn PoolName)
-            .copied()
-            .unwrap_or(0)
+        self.in_use.get(pool)
     }
 
     /// Seats in use per pool, for every pool with any (including pools that left the
     /// catalog on a reload but still have holders).
     pub fn pools_in_use(&self) -> impl Iterator<Item = (&PoolKey, u32)> {
-        self.in_use
-            .iter()
-            .filter(|(_, n)| **n > 0)
-            .map(|(k, n)| (k, *n))
+        self.in_use.pools()
     }
 
     /// All live sessions.

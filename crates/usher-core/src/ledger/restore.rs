@@ -143,7 +143,7 @@ impl Ledger {
             {
                 grouped.push(key.to_key());
             } else {
-                *self.in_use.entry(key.to_key()).or_default() += sum;
+                self.in_use.add_ungrouped(key, sum);
             }
         }
         if !grouped.is_empty() {
@@ -184,8 +184,6 @@ impl Ledger {
         self.catalog = catalog;
         // `DUP_GROUP` may have changed: count every pool's seats again.
         self.in_use.clear();
-        self.dup_groups.clear();
-        self.lease_dup.clear();
         let leases: Vec<Lease> = self.leases.values().map(|l| Lease::clone(l)).collect();
         for lease in &leases {
             self.account_add(lease);
