@@ -110,12 +110,11 @@ fn ledger_counts(ledger: &Ledger) -> BTreeMap<String, u32> {
     out
 }
 
+/// The ledger's seats in use per feature after each step, and when.
+type Counts = Vec<(Millis, BTreeMap<String, u32>)>;
+
 /// Runs `ops`; returns the usage log and the ledger's counts after every step.
-fn run(
-    rule: &str,
-    seats: (u32, u32),
-    ops: &[Op],
-) -> (MemoryStore, Vec<(Millis, BTreeMap<String, u32>)>) {
+fn run(rule: &str, seats: (u32, u32), ops: &[Op]) -> (MemoryStore, Counts) {
     let lines = [line("cad", seats.0, Some(rule)), line("sim", seats.1, None)];
     let catalog = Catalog::from_entitlements(&lines);
     let mut ledger = Ledger::new(catalog, CONFIG);
@@ -125,8 +124,7 @@ fn run(
     let mut counts = vec![(T0, ledger_counts(&ledger))];
     let (mut sessions, mut leases): (Vec<SessionId>, Vec<(SessionId, LeaseId)>) = (vec![], vec![]);
     let mut now = T0;
-    let mut next_id = 1u64;
-    for op in ops {
+    for (next_id, op) in (1u64..).zip(ops) {
         now += 1;
         let pick = |v: &[SessionId], i: usize| (!v.is_empty()).then(|| v[i % v.len()]);
         let command = match *op {
@@ -193,7 +191,6 @@ fn run(
                 Some(Command::Expire)
             }
         };
-        next_id += 1;
         let mut changes = Vec::new();
         // The server brings the ledger up to date before every batch.
         let _ = ledger.apply(now, Command::Expire, &mut changes);
