@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use usher_core::{
-    Catalog, ClientInfo, Command, LeaseId, Ledger, LedgerConfig, Millis, SessionId, Wait,
+    Ask, Catalog, ClientInfo, Command, LeaseId, Ledger, LedgerConfig, Millis, SessionId, Wait,
 };
 use usher_license::{Entitlement, Expiry, HostId, LineKind, SeatCount, Version};
 use usher_store::{MemoryStore, Store};
@@ -157,12 +157,14 @@ fn run(rule: &str, seats: (u32, u32), ops: &[Op]) -> (MemoryStore, Counts) {
             } => pick(&sessions, session).map(|s| {
                 leases.push((s, LeaseId(next_id)));
                 Command::Checkout {
-                    session: s,
-                    lease_id: LeaseId(next_id),
-                    feature: FEATURES[feature].into(),
-                    version: String::new(),
-                    count,
-                    client_ref: next_id,
+                    ask: Ask {
+                        session: s,
+                        lease_id: LeaseId(next_id),
+                        feature: FEATURES[feature].into(),
+                        version: String::new(),
+                        count,
+                        client_ref: next_id,
+                    },
                     wait: if wait {
                         Wait::Until(now + 30_000)
                     } else {
