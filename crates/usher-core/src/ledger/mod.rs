@@ -1,4 +1,9 @@
 //! The ledger proper: sessions, leases and seat counts, changed only by `apply`.
+//!
+//! One type in `impl` blocks by concern: this file holds the state, the read accessors
+//! and [`Ledger::apply`], which hands each command to its own method in `sessions`,
+//! `checkout` or `release`; `choose` decides which pool pays, `accounting` keeps the
+//! indexes and seat counts, `restore` rebuilds a ledger (restart, rollback, reload).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -216,7 +221,19 @@ impl Ledger {
 
     /// Applies one command at time `now`, appending its durable effects to `changes`.
     ///
-    /// On `Err`, nothing changed and nothing was appended.
+    /// This is the ledger's whole interface for change, and what a replicated log would
+    /// carry: in, the command (with every id it uses: session, lease, client reference)
+    /// and its time; out, the [`Outcome`] for whoever asked and the [`Change`]s for the
+    /// store, in the order they happened.
+    ///
+    /// To ensure correctness:
+    /// - on `Err`, nothing changed and nothing was appended;
+    /// - on `Ok`, the appended changes are exactly what a store must apply (and log) to
+    ///   hold what [`Ledger::restore`] rebuilds this ledger's sessions and leases from;
+    /// - the same ledger given the same commands at the same times gives the same
+    ///   outcomes and changes (nothing here reads a clock or draws a random number);
+    /// - `now` should not go backwards between calls; a command's deadlines (a wait, a
+    ///   borrow's end) are absolute times on the same clock.
     pub fn apply(
         &mut self,
         now: Millis,
