@@ -12,10 +12,11 @@
 
 use std::path::Path;
 
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::{Connection, Row, TransactionBehavior};
+use usher_core::{LeaseId, SessionId};
 
 use crate::{
-    StoreError,
+    LogEvent, StoreError, UsageEvent, UsageRecord,
     chain::{HEAD_KEY, Head, record_hash},
     error::{Context, sqlite},
 };
@@ -177,7 +178,7 @@ fn hash_existing_rows(conn: &Connection) -> rusqlite::Result<()> {
     let mut head = Head::EMPTY;
     let mut rows = select.query([])?;
     while let Some(row) = rows.next()? {
-        let record = crate::sqlite::usage_columns(row)?;
+        let record = usage_columns(row)?;
         let hash = record_hash(&head.hash, &record);
         update.execute(rusqlite::params![record.seq, &hash[..]])?;
         head = Head {
@@ -283,6 +284,28 @@ pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<i64, StoreEr
         )
     })?;
     Ok(found)
+}
+
+/// The first 13 columns of a usage row (`seq` … `detail`), with the hash left zero.
+pub(crate) fn usage_columns(r: &Row<'_>) -> rusqlite::Result<UsageRecord> {
+    Ok(UsageRecord {
+        seq: r.get(0)?,
+        at: r.get::<_, i64>(1)? as u64,
+        columns: LogEvent {
+            event: UsageEvent::from(r.get::<_, String>(2)?.as_str()),
+            session: r.get::<_, Option<i64>>(3)?.map(|id| SessionId(id as u64)),
+            lease: r.get::<_, Option<i64>>(4)?.map(|id| LeaseId(id as u64)),
+            feature: r.get(5)?,
+            vendor: r.get(6)?,
+            version: r.get(7)?,
+            count: r.get(8)?,
+            user: r.get(9)?,
+            host: r.get(10)?,
+            display: r.get(11)?,
+            detail: r.get(12)?,
+        },
+        hash: [0; 32],
+    })
 }
 
 #[cfg(test)]

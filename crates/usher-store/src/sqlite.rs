@@ -199,7 +199,7 @@ impl SqliteStore {
         loop {
             let page: Vec<(UsageRecord, Option<Vec<u8>>)> = st
                 .query_map(params![after, PAGE], |r| {
-                    Ok((usage_columns(r)?, r.get::<_, Option<Vec<u8>>>(13)?))
+                    Ok((schema::usage_columns(r)?, r.get::<_, Option<Vec<u8>>>(13)?))
                 })
                 .and_then(|rows| rows.collect())
                 .context(what)?;
@@ -906,29 +906,7 @@ fn lease_from_row(r: &Row<'_>) -> rusqlite::Result<Lease> {
 fn usage_from_row(r: &Row<'_>) -> rusqlite::Result<UsageRecord> {
     Ok(UsageRecord {
         hash: r.get(13)?,
-        ..usage_columns(r)?
-    })
-}
-
-/// The first 13 columns of a usage row (`seq` … `detail`), with the hash left zero.
-pub(crate) fn usage_columns(r: &Row<'_>) -> rusqlite::Result<UsageRecord> {
-    Ok(UsageRecord {
-        seq: r.get(0)?,
-        at: r.get::<_, i64>(1)? as u64,
-        columns: LogEvent {
-            event: UsageEvent::from(r.get::<_, String>(2)?.as_str()),
-            session: r.get::<_, Option<i64>>(3)?.map(|id| SessionId(id as u64)),
-            lease: r.get::<_, Option<i64>>(4)?.map(|id| LeaseId(id as u64)),
-            feature: r.get(5)?,
-            vendor: r.get(6)?,
-            version: r.get(7)?,
-            count: r.get(8)?,
-            user: r.get(9)?,
-            host: r.get(10)?,
-            display: r.get(11)?,
-            detail: r.get(12)?,
-        },
-        hash: [0; 32],
+        ..schema::usage_columns(r)?
     })
 }
 
