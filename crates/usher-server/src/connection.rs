@@ -1,16 +1,19 @@
 //! One task per client connection: handshake, then requests in, responses out.
 //!
-//! Requests are read in order and submitted to the ledger at once; their replies are
-//! written in the same order by a separate writer task. A client may therefore pipeline
-//! requests, up to `max_requests_in_flight` of them (64 by default), after which the reader stops reading and
-//! TCP flow control pushes back on the client.
+//! The transport only: framing, the handshake, pipelining, throttling and write batching.
+//! What a request means is the request layer's ([`crate::requests`]).
+//!
+//! Requests are read in order and handed to [`requests::dispatch`] at once; their replies
+//! are written in the same order by a separate writer task, the replies already worked out
+//! together in one write ([`write_answers`]). A client may therefore pipeline requests, up
+//! to `max_requests_in_flight` of them (64 by default), after which the reader stops
+//! reading and TCP flow control pushes back on the client.
 //!
 //! A connection is closed when its session ends (the ledger let it lapse, or a request on
 //! it was answered "session expired"), and when one of its answers could not be written
 //! within `send_timeout` (the client does not read): neither may keep a socket and a task
 //! that serve no live session, or a client that only pipelines and never reads.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,26 +22,18 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, instrument};
-use usher_core::{Ask, ClientInfo, Command, LeaseId, LedgerError, Outcome, SessionId, Wait};
+use usher_core::{ClientInfo, Command, LedgerError, Outcome, SessionId};
 use usher_proto::{
-    Bye, ErrorCode, FrameError, FrameReader, HeartbeatAck, Hello, Request, Response, Welcome,
-    request, response,
+    ErrorCode, FrameError, FrameReader, Hello, Request, Response, Welcome, request, response,
 };
 
-use crate::admin::AdminError;
-use crate::applied::Applied;
-use crate::clock::wall_clock_ms;
-use crate::config::StatusDetail;
 use crate::ledger_task::LedgerGone;
 use crate::metrics::{RejectReason, RequestKind};
 use crate::notices::Carrier;
 pub use crate::notices::PendingResponse;
-use crate::reply;
+use crate::requests::admin::ADMIN_SOCKET;
+use crate::requests::{self, Caller, ready, refuse_bad_names, request_kind, store_unavailable};
 use crate::shared::Shared;
-use crate::status;
-
-/// Who acted, in the usage log, for actions arriving on the admin socket.
-const ADMIN_SOCKET: &str = "admin socket";
 
 /// How many times a client may retry the handshake on one connection (a failed resume is
 /// followed by a fresh Hello).
@@ -154,34 +149,24 @@ pub async fn serve<S>(
 
     let stalled = CancellationToken::new();
     let writer = {
-        let (send_timeout, stalled, ended) =
-            (ctx.send_timeout, stalled.clone(), carrier.ended.clone());
-        let carries = session.is_some();
-        tokio::spawn(async move {
-            while let Some(pending) = out_rx.recv().await {
-                let response = crate::status::within_frame(pending.await);
-                let write = usher_proto::write_frame(&mut wr, &response);
-                match tokio::time::timeout(send_timeout, write).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => break,
-                    Err(_) => {
-                        stalled.cancel();
-                        break;
-                    }
-                }
-                if carries && says_session_expired(&response) {
-                    // The client starts over on a new connection; this one serves nothing.
-                    ended.cancel();
-                }
-            }
-        })
+        let watch = Watch {
+            send_timeout: ctx.send_timeout,
+            stalled: stalled.clone(),
+            // Only a connection that carries a session closes when the session ends.
+            ended: session.map(|_| carrier.ended.clone()),
+        };
+        tokio::spawn(async move { write_answers(&mut wr, &mut out_rx, &watch).await })
     };
 
-    let peer_ip = peer.parse::<std::net::SocketAddr>().ok().map(|a| a.ip());
+    let caller = Caller {
+        session,
+        admin,
+        peer_ip: peer.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()),
+    };
     // The request loop is dropped wherever it waits (reading, or queueing an answer
     // behind ones the client does not read) when the connection is to close.
     let end = tokio::select! {
-        end = request_loop(&mut reader, session, (admin, peer_ip), &ctx, &stop, &out_tx) => end,
+        end = request_loop(&mut reader, caller, &ctx, &stop, &out_tx) => end,
         _ = carrier.ended.cancelled() => End::SessionEnded,
         _ = stalled.cancelled() => End::NotReading,
     };
@@ -228,10 +213,101 @@ pub async fn serve<S>(
     }
 }
 
+/// Most bytes of answers gathered into one write: a burst of large status pages is still
+/// written page by page.
+const BURST_BYTES: usize = 64 * 1024;
+
+/// What the writer watches for besides writing.
+struct Watch {
+    /// How long one write may wait for the client to take it.
+    send_timeout: Duration,
+    /// Cancelled when a write waited `send_timeout`: the client does not read.
+    stalled: CancellationToken,
+    /// For a connection that carries a session: cancelled once an answer that says the
+    /// session expired is written (the client starts over on a new connection, so this
+    /// one serves nothing).
+    ended: Option<CancellationToken>,
+}
+
+/// Writes the answers in the order their requests came, as each is worked out. Answers
+/// already worked out when the one before them is written share its write: one write and
+/// one flush per burst, not per frame. Returns when the queue closes, the peer fails or
+/// does not take a write within the send timeout, or the session has ended.
+async fn write_answers<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    queue: &mut mpsc::Receiver<PendingResponse>,
+    watch: &Watch,
+) {
+    use std::task::Poll;
+
+    let mut burst = Vec::new();
+    let mut next = queue.recv().await;
+    while let Some(mut pending) = next.take() {
+        // Wait for this answer only once what is ready before it has been sent, so no
+        // answer is held back behind a slower one.
+        let ready_now = std::future::poll_fn(|cx| Poll::Ready(pending.as_mut().poll(cx))).await;
+        let response = match ready_now {
+            Poll::Ready(response) => response,
+            Poll::Pending => {
+                if !flush(wr, &mut burst, watch).await {
+                    return;
+                }
+                pending.await
+            }
+        };
+        let response = requests::status_view::within_frame(response);
+        burst.extend_from_slice(&usher_proto::encode_frame(&response));
+        if let Some(ended) = &watch.ended
+            && says_session_expired(&response)
+        {
+            let flushed = flush(wr, &mut burst, watch).await;
+            ended.cancel();
+            if !flushed {
+                return;
+            }
+        }
+        next = match queue.try_recv() {
+            Ok(more) if burst.len() < BURST_BYTES => Some(more),
+            more => {
+                if !flush(wr, &mut burst, watch).await {
+                    return;
+                }
+                match more {
+                    Ok(more) => Some(more),
+                    Err(_) => queue.recv().await,
+                }
+            }
+        };
+    }
+}
+
+/// Writes the gathered answers and flushes; false if the connection is to close (the write
+/// failed, or the client did not take it within the send timeout).
+async fn flush<W: AsyncWrite + Unpin>(wr: &mut W, burst: &mut Vec<u8>, watch: &Watch) -> bool {
+    use tokio::io::AsyncWriteExt;
+
+    if burst.is_empty() {
+        return true;
+    }
+    let write = async {
+        wr.write_all(burst).await?;
+        wr.flush().await
+    };
+    let written = tokio::time::timeout(watch.send_timeout, write).await;
+    burst.clear();
+    match written {
+        Ok(Ok(())) => true,
+        Ok(Err(_)) => false,
+        Err(_) => {
+            watch.stalled.cancel();
+            false
+        }
+    }
+}
+
 async fn request_loop<R: AsyncRead + Unpin>(
     reader: &mut FrameReader<R>,
-    session: Option<SessionId>,
-    caller: (bool, Option<IpAddr>),
+    caller: Caller,
     ctx: &Arc<Shared>,
     stop: &CancellationToken,
     out: &mpsc::Sender<PendingResponse>,
@@ -245,7 +321,7 @@ async fn request_loop<R: AsyncRead + Unpin>(
         // pushes back on the sender, and nothing it sends is lost or refused.
         if let Some(wait) = bucket.take(tokio::time::Instant::now()) {
             let who = caller
-                .1
+                .peer_ip
                 .map_or_else(|| ADMIN_SOCKET.to_owned(), |ip| ip.to_string());
             ctx.metrics.request_throttled(&who, ctx.max_request_rate);
             tokio::select! {
@@ -283,7 +359,7 @@ async fn request_loop<R: AsyncRead + Unpin>(
         let started = std::time::Instant::now();
         let kind = request_kind(&req);
         let detaching = matches!(req.kind, Some(request::Kind::Detach(_)));
-        let (pending, goodbye) = match dispatch(req, session, caller, ctx).await {
+        let (pending, goodbye) = match requests::dispatch(req, caller, ctx).await {
             Ok((pending, goodbye)) => match kind {
                 Some(kind) => {
                     let metrics = ctx.metrics.clone();
@@ -317,441 +393,9 @@ async fn request_loop<R: AsyncRead + Unpin>(
     }
 }
 
-/// The metrics label of a request, if it is one this server knows.
-fn request_kind(req: &Request) -> Option<RequestKind> {
-    Some(match req.kind.as_ref()? {
-        request::Kind::Hello(_) => RequestKind::Hello,
-        request::Kind::Checkout(_) => RequestKind::Checkout,
-        request::Kind::Checkin(_) => RequestKind::Checkin,
-        request::Kind::Heartbeat(_) => RequestKind::Heartbeat,
-        request::Kind::Status(_) => RequestKind::Status,
-        request::Kind::Remove(_) => RequestKind::Remove,
-        request::Kind::Reload(_) => RequestKind::Reload,
-        request::Kind::Down(_) => RequestKind::Down,
-        request::Kind::Goodbye(_) => RequestKind::Goodbye,
-        request::Kind::Dequeue(_) => RequestKind::Dequeue,
-        request::Kind::Activity(_) => RequestKind::Activity,
-        request::Kind::Borrow(_) => RequestKind::Borrow,
-        request::Kind::Return(_) => RequestKind::Return,
-        request::Kind::Detach(_) => RequestKind::Detach,
-    })
-}
-
-fn ready(r: Response) -> PendingResponse {
-    Box::pin(std::future::ready(r))
-}
-
-/// Submits one request and returns the future of its response, plus whether the client
-/// said goodbye.
-async fn dispatch(
-    req: Request,
-    session: Option<SessionId>,
-    (admin, peer_ip): (bool, Option<IpAddr>),
-    ctx: &Arc<Shared>,
-) -> Result<(PendingResponse, bool), LedgerGone> {
-    let id = req.id;
-    let Some(kind) = req.kind else {
-        let msg = "this server does not know that request; it may be older than the client";
-        return Ok((
-            ready(Response::error(id, ErrorCode::UnknownRequest, msg)),
-            false,
-        ));
-    };
-    let need_session = |what: &str| {
-        let msg = format!("{what} needs a session; this connection was opened query-only");
-        ready(Response::error(id, ErrorCode::NotPermitted, msg))
-    };
-    match kind {
-        request::Kind::Hello(_) => {
-            let msg = "handshake already done on this connection";
-            Ok((
-                ready(Response::error(id, ErrorCode::BadRequest, msg)),
-                false,
-            ))
-        }
-        request::Kind::Checkout(c) => {
-            let Some(session) = session else {
-                return Ok((need_session("checkout"), false));
-            };
-            if c.nonce.len() > usher_proto::MAX_NONCE_LEN {
-                let msg = format!(
-                    "a checkout nonce is at most {} bytes",
-                    usher_proto::MAX_NONCE_LEN
-                );
-                return Ok((
-                    ready(Response::error(id, ErrorCode::BadRequest, msg)),
-                    false,
-                ));
-            }
-            let (feature, version) = (c.feature.clone(), c.version.clone());
-            let cmd = Command::Checkout {
-                ask: Ask {
-                    session,
-                    // The ledger task allocates the handle.
-                    lease_id: LeaseId(0),
-                    feature: c.feature,
-                    version: c.version,
-                    count: c.count.max(1),
-                    client_ref: c.client_ref,
-                },
-                wait: match (c.wait, c.wait_ms) {
-                    (false, _) => Wait::No,
-                    (true, 0) => Wait::Forever,
-                    (true, ms) => Wait::Until(wall_clock_ms().saturating_add(ms)),
-                },
-            };
-            let rx = ctx.ledger.submit(cmd).await?;
-            let (identity, nonce) = (ctx.identity.clone(), c.nonce);
-            Ok((
-                answer(ctx, id, rx, move |a| {
-                    reply::checkout(&feature, &version, a, nonce, &identity)
-                }),
-                false,
-            ))
-        }
-        request::Kind::Borrow(b) => {
-            let Some(session) = session else {
-                return Ok((need_session("borrow"), false));
-            };
-            let (feature, version) = (b.feature.clone(), b.version.clone());
-            let cmd = Command::Borrow {
-                ask: Ask {
-                    session,
-                    // The ledger task allocates the handle.
-                    lease_id: LeaseId(0),
-                    feature: b.feature,
-                    version: b.version,
-                    count: b.count.max(1),
-                    client_ref: b.client_ref,
-                },
-                until: wall_clock_ms().saturating_add(b.duration_ms),
-            };
-            let rx = ctx.ledger.submit(cmd).await?;
-            let (identity, host_ids) = (ctx.identity.clone(), b.host_ids);
-            Ok((
-                answer(ctx, id, rx, move |a| {
-                    reply::borrow(&feature, &version, a, &identity, host_ids)
-                }),
-                false,
-            ))
-        }
-        request::Kind::Return(r) => {
-            let Some(session) = session else {
-                return Ok((need_session("return"), false));
-            };
-            let cmd = Command::Return {
-                session,
-                feature: r.feature,
-                lease_id: (r.lease_id != 0).then_some(LeaseId(r.lease_id)),
-            };
-            let rx = ctx.ledger.submit(cmd).await?;
-            Ok((answer(ctx, id, rx, reply::returned), false))
-        }
-        request::Kind::Checkin(c) => {
-            let Some(session) = session else {
-                return Ok((need_session("checkin"), false));
-            };
-            let lease_id = c.lease_id;
-            let cmd = Command::Checkin {
-                session,
-                lease_id: LeaseId(lease_id),
-            };
-            let rx = ctx.ledger.submit(cmd).await?;
-            Ok((
-                answer(ctx, id, rx, move |a| reply::checkin(lease_id, a)),
-                false,
-            ))
-        }
-        request::Kind::Dequeue(d) => {
-            let Some(session) = session else {
-                return Ok((need_session("dequeue"), false));
-            };
-            let client_ref = d.client_ref;
-            let cmd = Command::Dequeue {
-                session,
-                client_ref,
-            };
-            let rx = ctx.ledger.submit(cmd).await?;
-            Ok((
-                answer(ctx, id, rx, move |a| reply::dequeue(client_ref, a)),
-                false,
-            ))
-        }
-        request::Kind::Activity(a) => {
-            let Some(session) = session else {
-                return Ok((need_session("activity"), false));
-            };
-            let cmd = Command::Activity {
-                id: session,
-                idle: a.idle,
-            };
-            let rx = ctx.ledger.submit(cmd).await?;
-            Ok((answer(ctx, id, rx, reply::heartbeat), false))
-        }
-        request::Kind::Heartbeat(_) => match session {
-            Some(session) => {
-                let rx = ctx
-                    .ledger
-                    .submit(Command::Heartbeat { id: session })
-                    .await?;
-                Ok((answer(ctx, id, rx, reply::heartbeat), false))
-            }
-            None => {
-                let ack = HeartbeatAck {
-                    server_time_ms: wall_clock_ms(),
-                };
-                Ok((
-                    ready(reply::ok(id, response::Kind::HeartbeatAck(ack))),
-                    false,
-                ))
-            }
-        },
-        request::Kind::Status(s) => {
-            // Whoever asks without the admin socket or the token learns file names at
-            // most, never where the server keeps its files.
-            let anonymous = !admin && s.admin_token.is_empty();
-            let detail = if admin {
-                StatusDetail::Full
-            } else if !s.admin_token.is_empty() {
-                match token_status(ctx, peer_ip, &s.admin_token) {
-                    Ok(()) => StatusDetail::Full,
-                    Err(msg) => {
-                        return Ok((
-                            ready(Response::error(id, ErrorCode::NotPermitted, msg)),
-                            false,
-                        ));
-                    }
-                }
-            } else {
-                ctx.status_detail
-            };
-            if detail == StatusDetail::None {
-                let msg = "status is available to administrators only on this server";
-                return Ok((
-                    ready(Response::error(id, ErrorCode::NotPermitted, msg)),
-                    false,
-                ));
-            }
-            if detail == StatusDetail::Totals {
-                // Counts only: nobody's name, host or program.
-                let ledger = ctx.ledger.clone();
-                let fut = async move {
-                    let feature = s.feature;
-                    match ledger.query(move |v| status::totals(v, &feature)).await {
-                        Ok(report) => reply::ok(id, response::Kind::Status(report)),
-                        Err(LedgerGone) => shutting_down(id),
-                    }
-                };
-                return Ok((Box::pin(fut), false));
-            }
-            let cursor = match s.cursor.as_str() {
-                "" => None,
-                text => match status::Cursor::parse(text) {
-                    Ok(c) => Some(c),
-                    Err(msg) => {
-                        return Ok((
-                            ready(Response::error(id, ErrorCode::BadRequest, msg)),
-                            false,
-                        ));
-                    }
-                },
-            };
-            let (ledger, views) = (ctx.ledger.clone(), ctx.status_views.clone());
-            let fut = async move {
-                let kept = cursor.and_then(|c| views.by_generation(c.generation));
-                let view = match kept {
-                    Some(view) => view,
-                    // No cursor, or its view is gone: the newest view (a walk then goes on
-                    // from the same offset in it).
-                    None => match views.fresh(&ledger).await {
-                        Ok(view) => view,
-                        Err(LedgerGone) => return shutting_down(id),
-                    },
-                };
-                // Building a page is CPU work: off the runtime's workers, which the
-                // ledger task and every connection share.
-                let built = tokio::task::spawn_blocking(move || {
-                    let request = status::PageRequest {
-                        feature: &s.feature,
-                        offset: cursor.map_or(0, |c| c.offset),
-                        page_size: s.page_size as usize,
-                        max_bytes: usher_proto::MAX_FRAME_LEN,
-                    };
-                    status::page(&view, id, request)
-                })
-                .await;
-                let Ok(mut report) = built else {
-                    return shutting_down(id);
-                };
-                if report.truncated {
-                    status::log_truncated(&report);
-                }
-                if anonymous {
-                    status::hide_paths(&mut report);
-                }
-                reply::ok(id, response::Kind::Status(report))
-            };
-            Ok((Box::pin(fut), false))
-        }
-        request::Kind::Remove(_) | request::Kind::Reload(_) | request::Kind::Down(_) if !admin => {
-            let msg = "administration is accepted only on the server's admin socket";
-            Ok((
-                ready(Response::error(id, ErrorCode::NotPermitted, msg)),
-                false,
-            ))
-        }
-        request::Kind::Remove(r) => {
-            let ctx = ctx.clone();
-            let fut = async move {
-                let removed = |was_held, feature: String, count| {
-                    let r = usher_proto::Removed {
-                        lease_id: r.lease_id,
-                        was_held,
-                        feature,
-                        count,
-                    };
-                    reply::ok(id, response::Kind::Removed(r))
-                };
-                match ctx.admin.remove(r.lease_id, ADMIN_SOCKET).await {
-                    Ok(Some(lease)) => removed(true, lease.feature.to_string(), lease.count),
-                    Ok(None) => removed(false, String::new(), 0),
-                    Err(AdminError::Gone(_)) => shutting_down(id),
-                    Err(e) => Response::error(id, ErrorCode::NotPermitted, e.to_string()),
-                }
-            };
-            Ok((Box::pin(fut), false))
-        }
-        request::Kind::Reload(_) => {
-            let ctx = ctx.clone();
-            let fut = async move {
-                match ctx.admin.reload(ADMIN_SOCKET).await {
-                    Ok(done) => {
-                        let done = usher_proto::Reloaded {
-                            entitlements: done.entitlements as u32,
-                            refused: done.refused,
-                            warnings: done.warnings,
-                        };
-                        reply::ok(id, response::Kind::Reloaded(done))
-                    }
-                    Err(e @ AdminError::ReloadRefused(_)) => {
-                        Response::error(id, ErrorCode::BadRequest, e.to_string())
-                    }
-                    Err(AdminError::Gone(_)) => shutting_down(id),
-                    Err(e) => Response::error(id, ErrorCode::Internal, e.to_string()),
-                }
-            };
-            Ok((Box::pin(fut), false))
-        }
-        request::Kind::Down(_) => {
-            // Either way the server stops; a failed audit record means it is stopping already.
-            let _ = ctx.admin.down(ADMIN_SOCKET).await;
-            Ok((ready(reply::ok(id, response::Kind::Bye(Bye {}))), true))
-        }
-        request::Kind::Detach(_) => {
-            let (Some(session), Some(udp_port)) = (session, ctx.udp_port) else {
-                let msg = if session.is_none() {
-                    "detach needs a session; this connection was opened query-only"
-                } else {
-                    "this server has no UDP port for keepalives; stay connected"
-                };
-                return Ok((
-                    ready(Response::error(id, ErrorCode::NotPermitted, msg)),
-                    false,
-                ));
-            };
-            let key = ctx.keepalives.issue(session);
-            // The TTL counts from now; the first keepalive is due within an interval.
-            let rx = ctx.ledger.submit(Command::Detach { id: session }).await?;
-            let interval = ctx.heartbeat_interval.as_millis() as u64;
-            let detached = move |_| {
-                response::Kind::Detached(usher_proto::Detached {
-                    keepalive_key: key.to_vec(),
-                    udp_port: u32::from(udp_port),
-                    keepalive_interval_ms: interval,
-                })
-            };
-            Ok((answer(ctx, id, rx, detached), true))
-        }
-        request::Kind::Goodbye(_) => match session {
-            Some(session) => {
-                let rx = ctx
-                    .ledger
-                    .submit(Command::CloseSession { id: session })
-                    .await?;
-                Ok((answer(ctx, id, rx, |_| response::Kind::Bye(Bye {})), true))
-            }
-            None => Ok((ready(reply::ok(id, response::Kind::Bye(Bye {}))), true)),
-        },
-    }
-}
-
 /// Whether `response` tells the client that its session has expired.
 fn says_session_expired(response: &Response) -> bool {
     matches!(&response.kind, Some(response::Kind::Error(e)) if e.code() == ErrorCode::SessionExpired)
-}
-
-/// Checks the admin token a status request on the client port presents: it is accepted
-/// only from `admin_from`, and a wrong one counts against the address.
-fn token_status(ctx: &Shared, peer: Option<IpAddr>, token: &str) -> Result<(), String> {
-    if !peer.is_some_and(|ip| crate::access::Cidr::any_contains(&ctx.admin_from, ip)) {
-        return Err(
-            "the admin token is accepted only from the addresses in the server's admin_from".into(),
-        );
-    }
-    match ctx
-        .admin_auth
-        .check(peer, token, "status on the client port")
-    {
-        Ok(()) => Ok(()),
-        Err(crate::auth::Refused::Wrong) => {
-            Err("the admin token does not match DATA_DIR/admin/token".into())
-        }
-        Err(crate::auth::Refused::LockedOut(wait)) => Err(format!(
-            "too many wrong admin tokens from this address; try again in {} s",
-            wait.as_secs().max(1)
-        )),
-    }
-}
-
-fn shutting_down(id: u64) -> Response {
-    Response::error(id, ErrorCode::ShuttingDown, "the server is shutting down")
-}
-
-/// Turns a pending ledger result into a pending response.
-fn answer(
-    ctx: &Shared,
-    id: u64,
-    rx: tokio::sync::oneshot::Receiver<Applied>,
-    convert: impl FnOnce(Applied) -> response::Kind + Send + 'static,
-) -> PendingResponse {
-    let metrics = ctx.metrics.clone();
-    Box::pin(async move {
-        match rx.await {
-            Ok(applied) => match &applied.result {
-                Err(LedgerError::UnknownSession) => Response::error(
-                    id,
-                    ErrorCode::SessionExpired,
-                    "the session has expired; its seats were released",
-                ),
-                _ => reply::ok(id, convert(applied)),
-            },
-            // Unanswered: the ledger went away, or refused the request because the store
-            // cannot commit (its batch was rolled back, or it is a new grant meanwhile).
-            Err(_) => match metrics.store_unavailable() {
-                Some(why) => store_unavailable(id, &why),
-                None => shutting_down(id),
-            },
-        }
-    })
-}
-
-/// The answer to a request the server cannot make durable now.
-fn store_unavailable(id: u64, why: &str) -> Response {
-    let msg = format!(
-        "store unavailable: the server cannot write its store ({why}); seats already held \
-         are kept, new grants are refused until it can; try again shortly"
-    );
-    Response::error(id, ErrorCode::StoreUnavailable, msg)
 }
 
 /// Reads Hello, opens or resumes the session, and answers Welcome.
@@ -816,7 +460,7 @@ where
         if hello.query_only {
             ctx.metrics
                 .request_done(RequestKind::Hello, started.elapsed());
-            send(wr, &reply::ok(id, response::Kind::Welcome(welcome))).await?;
+            send(wr, &requests::ok(id, response::Kind::Welcome(welcome))).await?;
             return Ok(None);
         }
         if hello.resume_session != 0 {
@@ -831,7 +475,10 @@ where
                 Ok(Outcome::Resumed { leases }) => {
                     welcome.session_id = session.0;
                     welcome.resumed = true;
-                    welcome.leases = leases.iter().map(|l| reply::granted(l, 0)).collect();
+                    welcome.leases = leases
+                        .iter()
+                        .map(|l| requests::checkout::granted(l, 0))
+                        .collect();
                     ctx.metrics
                         .request_done(RequestKind::Hello, started.elapsed());
                     welcomed(
@@ -839,7 +486,7 @@ where
                         ctx,
                         carrier,
                         session,
-                        reply::ok(id, response::Kind::Welcome(welcome)),
+                        requests::ok(id, response::Kind::Welcome(welcome)),
                     )
                     .await?;
                     debug!(session = %session, "session resumed");
@@ -863,7 +510,7 @@ where
         welcome.session_secret = session.1.to_vec();
         ctx.metrics
             .request_done(RequestKind::Hello, started.elapsed());
-        let welcome = reply::ok(id, response::Kind::Welcome(welcome));
+        let welcome = requests::ok(id, response::Kind::Welcome(welcome));
         welcomed(wr, ctx, carrier, session.0, welcome).await?;
         return Ok(Some(session.0));
     }
@@ -927,19 +574,6 @@ async fn open_session(
     }
 }
 
-/// The one check of the names a request carries (feature, version, user, host, ...; see
-/// `usher_proto::names`): the refusal to send if one breaks its rule. Every request passes
-/// here before it is dispatched, so nothing unbounded reaches the ledger, the usage log or
-/// a metric label.
-fn refuse_bad_names(req: &Request) -> Option<Response> {
-    let e = usher_proto::names::check_request(req).err()?;
-    Some(Response::error(
-        req.id,
-        ErrorCode::BadRequest,
-        format!("refused: the {e}"),
-    ))
-}
-
 async fn send<W: AsyncWrite + Unpin>(wr: &mut W, r: &Response) -> Result<(), End> {
     usher_proto::write_frame(wr, r)
         .await
@@ -994,6 +628,96 @@ impl TokenBucket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn watch() -> Watch {
+        Watch {
+            send_timeout: Duration::from_secs(30),
+            stalled: CancellationToken::new(),
+            ended: None,
+        }
+    }
+
+    fn answer(id: u64) -> Response {
+        Response::error(id, ErrorCode::BadRequest, "test")
+    }
+
+    /// Counts the writes a writer is given.
+    struct Counting {
+        writes: usize,
+        bytes: Vec<u8>,
+    }
+
+    impl AsyncWrite for Counting {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            self.writes += 1;
+            self.bytes.extend_from_slice(buf);
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_ready_together_go_out_in_one_write_in_order() {
+        let (tx, mut rx) = mpsc::channel(8);
+        for id in 1..=3 {
+            tx.send(ready(answer(id))).await.unwrap();
+        }
+        drop(tx);
+        let mut wr = Counting {
+            writes: 0,
+            bytes: Vec::new(),
+        };
+        write_answers(&mut wr, &mut rx, &watch()).await;
+        assert_eq!(wr.writes, 1, "one write for the burst");
+        let mut reader = FrameReader::new(&wr.bytes[..]);
+        for id in 1..=3 {
+            let r: Response = reader.read().await.unwrap().expect("a frame");
+            assert_eq!(r.id, id, "in request order");
+        }
+        assert!(reader.read::<Response>().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_ready_answer_is_not_held_back_behind_a_slower_one() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let writer = tokio::spawn(async move {
+            let mut server = server;
+            write_answers(&mut server, &mut rx, &watch()).await;
+        });
+        let (done, later) = tokio::sync::oneshot::channel::<Response>();
+        tx.send(ready(answer(1))).await.unwrap();
+        tx.send(Box::pin(async move { later.await.unwrap() }))
+            .await
+            .unwrap();
+        let mut reader = FrameReader::new(client);
+        let first: Response = tokio::time::timeout(Duration::from_secs(5), reader.read())
+            .await
+            .expect("the first answer is written while the second is pending")
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.id, 1);
+        done.send(answer(2)).unwrap();
+        let second: Response = reader.read().await.unwrap().unwrap();
+        assert_eq!(second.id, 2);
+        drop(tx);
+        writer.await.unwrap();
+    }
 
     #[test]
     fn the_bucket_allows_a_burst_then_the_rate() {

@@ -97,7 +97,7 @@ impl DenialRepeats {
 /// The reason a refusal is logged with: a stable snake_case name, for reports to group by
 /// (the one table of names and classes is [`usher_proto::DenyReason`]'s).
 pub fn denial_reason(denial: &Denial) -> &'static str {
-    crate::reply::deny_reason(denial).name()
+    crate::requests::denied::deny_reason(denial).name()
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use crate::keepalives::Keepalives;
 use crate::ledger_task::LedgerHandle;
 use crate::metrics::Metrics;
 use crate::notices::Notices;
-use crate::status::StatusViews;
+use crate::requests::status_view::StatusViews;
 
 /// The server-wide state connections and the admin API are served with.
 #[derive(Debug)]

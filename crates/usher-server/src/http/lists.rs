@@ -1,6 +1,6 @@
 //! The long lists of the admin API (`/holders`, `/holders/groups`, `/sessions`, `/queue`),
 //! served in pages from the status view the ledger task publishes (see
-//! [`crate::status::StatusViews`]), never computed on the ledger task per request.
+//! [`crate::requests::status_view::StatusViews`]), never computed on the ledger task per request.
 //!
 //! **Paging is by key, not by offset.** Each list is sorted by a key that never changes
 //! while its item lives (holders: grant time then lease id; sessions: opening time then
@@ -22,10 +22,10 @@ use serde::{Deserialize, Serialize};
 use usher_core::{ClientInfo, Millis};
 
 use super::{ApiError, ApiState};
-use crate::status::{HolderRow, QueueRow, SessionRow, StatusView};
+use crate::requests::status_view::{HolderRow, QueueRow, SessionRow, StatusView};
 
 /// The largest `limit` of a page (the OpenAPI document's `maximum`).
-pub const MAX_PAGE: usize = crate::status::MAX_PAGE_ITEMS;
+pub const MAX_PAGE: usize = crate::requests::status_view::MAX_PAGE_ITEMS;
 
 /// The `limit` of a page that does not give one.
 const DEFAULT_PAGE: usize = 1000;
