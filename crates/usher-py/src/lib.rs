@@ -32,6 +32,9 @@ use usher_client::{ClientConfig, ClientError, QueueWait};
 /// The longest stretch a waiting call stays in Rust before it checks for signals.
 const SLICE: Duration = Duration::from_millis(100);
 
+/// How long a client dropped without `close()` waits for the server to confirm its goodbye.
+const DROP_GOODBYE: Duration = Duration::from_secs(2);
+
 pyo3::create_exception!(
     usher,
     UsherError,
@@ -233,7 +236,11 @@ impl Drop for Shared {
             .take();
         if let Some(runtime) = self.runtime.take() {
             if let Some(client) = client {
-                runtime.block_on(client.close());
+                // Garbage collection may run this with the GIL held, so the goodbye gets a
+                // short bound; a session not closed here ends at the server's TTL.
+                runtime.block_on(async {
+                    let _ = tokio::time::timeout(DROP_GOODBYE, client.close()).await;
+                });
             }
             // Do not wait for background tasks beyond the goodbye.
             runtime.shutdown_background();

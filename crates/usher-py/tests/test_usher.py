@@ -165,7 +165,9 @@ def test_ctrl_c_interrupts_a_waiting_checkout_and_withdraws_it(server):
         t.start()
         started = time.monotonic()
         with pytest.raises(KeyboardInterrupt):
-            client.checkout("cad", wait=None)  # as long as it takes
+            # Long enough that only the interrupt can end it within the test's bounds
+            # (were Ctrl-C ignored, this would fail with WaitTimedOut, not hang).
+            client.checkout("cad", wait=3 * WAIT)
         assert time.monotonic() - started < WAIT
         t.join(WAIT)
         # The interrupted request leaves the queue; the client still works.
