@@ -9,13 +9,14 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use usher_core::{Ledger, Millis, PoolRef};
+use usher_core::{Lease, Ledger, Millis, PoolRef};
 use usher_store::{UsageEvent, UsageRecord};
 
 use super::{ApiError, ApiState, Caller};
 use crate::admin::AdminError;
 use crate::clock::wall_clock_ms;
 use crate::ledger_task::View;
+use crate::status::StatusView;
 
 /// One pool: a feature at one version.
 #[derive(Debug, Serialize)]
@@ -130,10 +131,39 @@ pub(super) fn features_of(view: &View<'_>) -> Vec<FeatureJson> {
     out
 }
 
+/// [`features_of`] from the published status view, off the ledger task.
+fn features_of_view(view: &StatusView) -> Vec<FeatureJson> {
+    view.pools_with_holders()
+        .map(|(pool, overdraft, rows)| {
+            let seats = |pick: fn(&Lease) -> bool| -> u32 {
+                rows.iter()
+                    .filter(|r| pick(&r.lease))
+                    .map(|r| r.lease.count)
+                    .sum()
+            };
+            FeatureJson {
+                feature: pool.feature.clone(),
+                vendor: pool.vendor.clone(),
+                version: pool.version.clone(),
+                total: pool.total,
+                in_use: pool.in_use,
+                overdraft,
+                overdraft_in_use: seats(|l| l.overdraft),
+                borrowed: seats(|l| l.borrowed_until.is_some()),
+                expires_at: (pool.expires_at_ms != 0).then_some(pool.expires_at_ms),
+                holders: rows.len(),
+            }
+        })
+        .collect()
+}
+
 pub(super) async fn features(
     State(s): State<ApiState>,
 ) -> Result<Json<Vec<FeatureJson>>, ApiError> {
-    Ok(Json(s.ctx.ledger.query(features_of).await?))
+    // Every lease is counted: from the view, so 100,000 holders cost the writer nothing.
+    Ok(Json(
+        super::lists::from_view(&s, |v| Ok(features_of_view(v))).await?,
+    ))
 }
 
 /// `?since_seq=&limit=` for the usage log.
@@ -282,11 +312,13 @@ pub(super) async fn usage(
         .query(move |v| {
             let pools = v.ledger.catalog().pools(&feature);
             let total = pools.map_or(0, |p| p.iter().map(|p| p.seats_at(v.now)).sum());
+            // The pools' counts (every lease counts in its pool's), not a walk of the leases:
+            // the same with 10 holders or 100,000.
             let level: u32 = v
                 .ledger
-                .leases()
-                .filter(|l| l.feature == feature)
-                .map(|l| l.count)
+                .pools_in_use()
+                .filter(|(k, _)| k.feature == feature)
+                .map(|(_, n)| n)
                 .sum();
             (pools.is_some() || level > 0, total, level)
         })

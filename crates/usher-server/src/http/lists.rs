@@ -533,7 +533,7 @@ fn query_of<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
 }
 
 /// Runs `build` on a fresh view, on a blocking thread.
-async fn from_view<T: Send + 'static>(
+pub(super) async fn from_view<T: Send + 'static>(
     s: &ApiState,
     build: impl FnOnce(&StatusView) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {

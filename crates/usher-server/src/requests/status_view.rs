@@ -59,6 +59,8 @@ pub struct StatusView {
     info: ServerInfo,
     /// Every pool, catalog order, then pools that left the catalog but have holders.
     pools: Vec<FeatureStatus>,
+    /// Each pool's overdraft allowance (`OVERDRAFT=`) now, in `pools` order.
+    overdraft: Vec<u32>,
     /// Holders grouped by pool (in `pools` order), by grant time within a pool.
     holders: Vec<HolderRow>,
     /// `holders[starts[p]..starts[p + 1]]` are pool `p`'s.
@@ -116,9 +118,11 @@ impl StatusView {
         let now = view.now;
         let mut pools = Vec::new();
         let mut index: HashMap<PoolRef<'_>, usize> = HashMap::new();
+        let mut overdraft = Vec::new();
         for pool in ledger.catalog().all_pools() {
             let key = &pool.key;
             index.insert(key.as_pool_ref(), pools.len());
+            overdraft.push(pool.overdraft_at(now));
             pools.push(FeatureStatus {
                 feature: key.feature.clone(),
                 vendor: key.vendor.clone(),
@@ -134,6 +138,7 @@ impl StatusView {
             let at = lease.pool_key();
             let pool = *index.entry(at).or_insert_with(|| {
                 // A pool that left the catalog on a reload but still has holders.
+                overdraft.push(0);
                 pools.push(FeatureStatus {
                     in_use: ledger.in_use(at),
                     feature: at.feature.to_owned(),
@@ -179,6 +184,7 @@ impl StatusView {
             now_ms: now,
             info: view.info.clone(),
             pools,
+            overdraft,
             holders,
             starts: Vec::new(),
             queue,
@@ -202,6 +208,7 @@ impl StatusView {
         }
         let mut pools: Vec<Option<FeatureStatus>> = self.pools.into_iter().map(Some).collect();
         self.pools = order.iter().filter_map(|&p| pools[p].take()).collect();
+        self.overdraft = order.iter().map(|&p| self.overdraft[p]).collect();
         for h in &mut self.holders {
             h.pool = rank[h.pool];
         }
@@ -245,6 +252,17 @@ impl StatusView {
         self.by_grant.partition_point(|&i| {
             let l = &self.holders[i as usize].lease;
             (l.granted_at, l.id.0) < key
+        })
+    }
+
+    /// Every pool (catalog order, then pools that left the catalog but have holders, by
+    /// name), with its overdraft allowance and its holders (by grant time).
+    pub(crate) fn pools_with_holders(
+        &self,
+    ) -> impl Iterator<Item = (&FeatureStatus, u32, &[HolderRow])> + '_ {
+        self.pools.iter().enumerate().map(|(p, pool)| {
+            let rows = &self.holders[self.starts[p]..self.starts[p + 1]];
+            (pool, self.overdraft[p], rows)
         })
     }
 
@@ -781,6 +799,7 @@ mod tests {
             generation: 42,
             now_ms: 9,
             info: info(),
+            overdraft: vec![0; pools.len()],
             pools,
             holders: rows,
             starts: Vec::new(),

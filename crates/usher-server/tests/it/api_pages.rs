@@ -127,6 +127,17 @@ async fn a_hundred_thousand_holders_page_through_the_api_exactly_once_while_they
     let late_id = late_seat.as_ref().unwrap().lease_id();
     assert_eq!(seen.last(), Some(&late_id), "the late holder is read last");
 
+    // The per-pool counts come from the same view: 50 removed, one late checkout.
+    let features = get(&server, "/api/v1/features").await;
+    let big = features
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["feature"] == "big")
+        .unwrap();
+    assert_eq!(big["holders"].as_u64(), Some(HOLDERS - 50 + 1), "{big}");
+    assert_eq!(big["in_use"].as_u64(), Some(HOLDERS - 50 + 1), "{big}");
+
     // A feature filter and a search, paged small; the totals count every match.
     let page = get(&server, "/api/v1/holders?feature=tiny").await;
     assert_eq!(

@@ -1134,3 +1134,40 @@ async fn closed_within(
     }
     out
 }
+
+/// `/features` counts from the published view: the overdraft allowance and the seats held
+/// beyond the count, and a pool that left the catalog on a reload but is still held.
+#[tokio::test(flavor = "multi_thread")]
+async fn features_show_overdraft_and_pools_that_left_the_catalog() {
+    let lic = Licensed::new("FEATURE cad acme 1.0 permanent 1 HOSTID=ANY OVERDRAFT=1\n");
+    let server = TestServer::start(lic.config()).await;
+    let ana = server.client().await;
+    let _a = ana.checkout("cad", "", 1).await.unwrap();
+    let _b = ana.checkout("cad", "", 1).await.unwrap();
+    let features = server.get("/api/v1/features").await.json();
+    let cad = &features[0];
+    assert_eq!(
+        (&cad["overdraft"], &cad["overdraft_in_use"], &cad["in_use"]),
+        (&Value::from(1), &Value::from(1), &Value::from(2)),
+        "{features:#}"
+    );
+    assert_eq!(cad["holders"], 2, "{features:#}");
+
+    lic.write("FEATURE sim acme 1.0 permanent 4 HOSTID=ANY\n");
+    let reloaded = server.post("/api/v1/reload", "").await;
+    assert_eq!(reloaded.status, 200, "{reloaded:?}");
+    let features = server.get("/api/v1/features").await.json();
+    let names: Vec<&str> = features
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["feature"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["sim", "cad"], "{features:#}");
+    let cad = &features[1];
+    assert_eq!(
+        (&cad["total"], &cad["in_use"]),
+        (&Value::from(0), &Value::from(2))
+    );
+    assert!(cad["expires_at"].is_null());
+}
