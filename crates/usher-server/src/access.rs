@@ -1,15 +1,28 @@
-//! Who may connect: the client allow-list and the per-address connection cap.
+//! Who may connect: the client allow-list, the per-address rate of new connections and the
+//! per-address connection cap.
 //!
-//! Both are checked right after `accept`, before a single byte is read or written. A peer
+//! All are checked right after `accept`, before a single byte is read or written. A peer
 //! outside the allow-list learns nothing (no feature names, counts, versions or vendors):
-//! its connection is simply closed. A peer over the per-address cap is told so in answer
-//! to its Hello, and nothing else (see `connection::refuse`).
+//! its connection is simply closed. So is, while the handshake slots are contended (half
+//! of `max_handshakes` or more in use), a peer opening connections faster than its share
+//! (`max_connection_rate_per_ip`): refusing it costs no TLS handshake and no task, so a
+//! few busy addresses cannot take every slot, and on a quiet server a burst from one
+//! address (a NAT, a node starting many jobs) is still served. A peer over
+//! the per-address cap is told so in answer to its Hello, and nothing else (see
+//! `connection::refuse`).
 
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Most addresses whose connection rate is tracked at once; when the table is full,
+/// addresses whose budget has refilled are forgotten (they are no different from new
+/// ones), and if none has, the table starts afresh. Bounds the memory a flood from many
+/// addresses can cost.
+const RATE_TABLE: usize = 65_536;
 
 /// An address range such as `10.0.0.0/8`, `192.168.1.7` or `fd00::/8`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +112,11 @@ pub struct Gate {
     allow: Vec<Cidr>,
     per_ip: usize,
     open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    /// New connections per second one address may open (with a burst as large); 0: no
+    /// limit.
+    rate: u32,
+    /// Each recently seen address's budget of new connections: tokens left, and when.
+    budgets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
 }
 
 /// Why a connection was turned away. A peer outside the allow-list is told nothing; the
@@ -109,6 +127,12 @@ pub enum Refusal {
     NotAllowed,
     /// The peer already has the most connections one address may have.
     TooManyFromAddress,
+    /// The peer opens new connections faster than one address may (closed at once, told
+    /// nothing).
+    AddressRate,
+    /// The server already has the most connections still in their handshake (closed at
+    /// once, told nothing).
+    Handshakes,
     /// The server already has the most client connections it may have.
     ServerFull,
 }
@@ -139,13 +163,32 @@ impl Gate {
             allow,
             per_ip,
             open: Arc::default(),
+            rate: 0,
+            budgets: Mutex::default(),
         }
     }
 
-    /// Admits or refuses a new connection from `ip`.
-    pub fn admit(&self, ip: IpAddr) -> Result<Admitted, Refusal> {
+    /// The same gate, letting one address open at most `per_second` new connections a
+    /// second (with a burst as large); 0: no limit.
+    pub fn with_rate(mut self, per_second: u32) -> Self {
+        self.rate = per_second;
+        self
+    }
+
+    /// Admits or refuses a new connection from `ip`; `contended`: whether new connections
+    /// are competing for handshake slots, when an address over its rate is refused.
+    pub fn admit(&self, ip: IpAddr, contended: bool) -> Result<Admitted, Refusal> {
+        self.admit_at(ip, contended, Instant::now())
+    }
+
+    fn admit_at(&self, ip: IpAddr, contended: bool, now: Instant) -> Result<Admitted, Refusal> {
         if !self.allow.is_empty() && !self.allow.iter().any(|c| c.contains(ip)) {
             return Err(Refusal::NotAllowed);
+        }
+        // The budget is spent either way, so an address flooding a quiet server is held
+        // to its share as soon as the slots become contended.
+        if !self.take_token(ip, now) && contended {
+            return Err(Refusal::AddressRate);
         }
         let mut open = self.open.lock().expect("no panics while the lock is held");
         let n = open.entry(ip).or_default();
@@ -157,6 +200,35 @@ impl Gate {
             ip,
             open: self.open.clone(),
         })
+    }
+
+    /// Spends one of `ip`'s new-connection tokens, if it has one left.
+    fn take_token(&self, ip: IpAddr, now: Instant) -> bool {
+        if self.rate == 0 {
+            return true;
+        }
+        let rate = f64::from(self.rate);
+        let refill = |(tokens, at): (f64, Instant)| {
+            (tokens + now.saturating_duration_since(at).as_secs_f64() * rate).min(rate)
+        };
+        let mut budgets = self
+            .budgets
+            .lock()
+            .expect("no panics while the lock is held");
+        if budgets.len() >= RATE_TABLE && !budgets.contains_key(&ip) {
+            budgets.retain(|_, b| refill(*b) < rate);
+            if budgets.len() >= RATE_TABLE {
+                budgets.clear();
+            }
+        }
+        let budget = budgets.entry(ip).or_insert((rate, now));
+        let tokens = refill(*budget);
+        if tokens < 1.0 {
+            *budget = (tokens, now);
+            return false;
+        }
+        *budget = (tokens - 1.0, now);
+        true
     }
 }
 
@@ -194,21 +266,57 @@ mod tests {
     #[test]
     fn the_gate_counts_per_address_and_forgets_closed_connections() {
         let gate = Gate::new(vec![c("127.0.0.0/8")], 2);
-        let a = gate.admit(ip("127.0.0.1")).unwrap();
-        let _b = gate.admit(ip("127.0.0.1")).unwrap();
+        let a = gate.admit(ip("127.0.0.1"), false).unwrap();
+        let _b = gate.admit(ip("127.0.0.1"), false).unwrap();
         assert_eq!(
-            gate.admit(ip("127.0.0.1")).unwrap_err(),
+            gate.admit(ip("127.0.0.1"), false).unwrap_err(),
             Refusal::TooManyFromAddress
         );
         let _other = gate
-            .admit(ip("127.0.0.2"))
+            .admit(ip("127.0.0.2"), false)
             .expect("a different address has its own count");
         drop(a);
-        gate.admit(ip("127.0.0.1"))
+        gate.admit(ip("127.0.0.1"), false)
             .expect("a slot freed by a closed connection");
         assert_eq!(
-            gate.admit(ip("192.0.2.1")).unwrap_err(),
+            gate.admit(ip("192.0.2.1"), false).unwrap_err(),
             Refusal::NotAllowed
         );
+    }
+
+    #[test]
+    fn each_address_gets_its_share_of_new_connections_when_contended() {
+        let gate = Gate::new(Vec::new(), 1_000).with_rate(5);
+        let t0 = Instant::now();
+        let mut held = Vec::new();
+        for _ in 0..5 {
+            held.push(gate.admit_at(ip("10.0.0.1"), true, t0).expect("the burst"));
+        }
+        assert_eq!(
+            gate.admit_at(ip("10.0.0.1"), true, t0).unwrap_err(),
+            Refusal::AddressRate
+        );
+        held.push(
+            gate.admit_at(ip("10.0.0.1"), false, t0)
+                .expect("uncontended, the rate does not refuse"),
+        );
+        held.push(
+            gate.admit_at(ip("10.0.0.2"), true, t0)
+                .expect("another address has its own share"),
+        );
+        // A fifth of a second later, one more.
+        let later = t0 + std::time::Duration::from_millis(200);
+        held.push(
+            gate.admit_at(ip("10.0.0.1"), true, later)
+                .expect("refilled"),
+        );
+        assert_eq!(
+            gate.admit_at(ip("10.0.0.1"), true, later).unwrap_err(),
+            Refusal::AddressRate
+        );
+        let gate = Gate::new(Vec::new(), 1_000);
+        for _ in 0..100 {
+            held.push(gate.admit_at(ip("10.0.0.1"), true, t0).expect("no limit"));
+        }
     }
 }

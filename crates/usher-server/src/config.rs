@@ -81,6 +81,14 @@ pub struct Config {
     pub allow: Vec<crate::access::Cidr>,
     /// Most connections one client address may hold open at once.
     pub max_connections_per_ip: usize,
+    /// Most new connections one client address may open per second (with a burst as
+    /// large) while handshake slots are contended (half of [`Config::max_handshakes`] or
+    /// more in use); faster ones are then closed at once, before TLS. 0: no limit.
+    pub max_connection_rate_per_ip: u32,
+    /// Most client connections still in their handshake (TLS and Hello) at once; further
+    /// new connections are closed at once, before TLS, so a flood of connections that
+    /// never finish their handshake costs bounded work beside the established ones.
+    pub max_handshakes: usize,
     /// Address ranges from which a status request on the client port may present the
     /// admin token for the full status (holders and queue). Loopback only by default;
     /// add a monitoring host's address so that it can read holders without making them
@@ -136,6 +144,8 @@ impl Config {
             min_timeout: Duration::from_secs(900),
             allow: Vec::new(),
             max_connections_per_ip: 1_000,
+            max_connection_rate_per_ip: 20,
+            max_handshakes: 512,
             admin_from: crate::access::Cidr::loopback(),
             admin_listen: Some(DEFAULT_ADMIN_LISTEN),
             admin_hosts: Vec::new(),
@@ -194,6 +204,9 @@ impl Config {
         }
         if self.max_connections_per_ip == 0 {
             return invalid("max_connections_per_ip", "must be at least 1");
+        }
+        if self.max_handshakes == 0 {
+            return invalid("max_handshakes", "must be at least 1");
         }
         if self.max_connections == 0 {
             return invalid("max_connections", "must be at least 1");
@@ -276,6 +289,10 @@ pub struct FileConfig {
     pub allow: Option<Vec<String>>,
     /// See [`Config::max_connections_per_ip`].
     pub max_connections_per_ip: Option<usize>,
+    /// See [`Config::max_connection_rate_per_ip`].
+    pub max_connection_rate_per_ip: Option<u32>,
+    /// See [`Config::max_handshakes`].
+    pub max_handshakes: Option<usize>,
     /// See [`Config::admin_from`], e.g. `["127.0.0.0/8", "::1", "10.1.2.3"]`.
     pub admin_from: Option<Vec<String>>,
     /// See [`Config::admin_listen`]: an address such as `"127.0.0.1:1649"`, or `"off"`.
@@ -407,6 +424,12 @@ impl FileConfig {
         }
         if let Some(v) = self.max_connections {
             config.max_connections = v;
+        }
+        if let Some(v) = self.max_connection_rate_per_ip {
+            config.max_connection_rate_per_ip = v;
+        }
+        if let Some(v) = self.max_handshakes {
+            config.max_handshakes = v;
         }
         if let Some(v) = self.max_connections_per_ip {
             config.max_connections_per_ip = v;

@@ -85,20 +85,50 @@ enum End {
     NotReading,
 }
 
-/// Serves one connection until the peer leaves, misbehaves or the server shuts down.
-///
-/// `admin` is true only for connections on the administration socket: they may use the
-/// remove, reload and down requests.
-#[instrument(name = "conn", skip_all, fields(peer = %peer))]
-pub async fn serve<S>(
-    stream: S,
-    peer: String,
+/// Who a connection is with.
+#[derive(Debug)]
+pub struct Peer {
+    /// The peer's address, or what stands for it, for the log.
+    name: String,
+    /// Only connections on the administration socket may use the remove, reload and down
+    /// requests.
     admin: bool,
-    ctx: Arc<Shared>,
-    stop: CancellationToken,
-) where
+    /// The connection's slot among those still in their handshake (`max_handshakes`),
+    /// given back once its Hello is answered.
+    handshake: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Peer {
+    /// A client connection from `addr`, holding its handshake slot.
+    pub fn client(addr: String, handshake: tokio::sync::OwnedSemaphorePermit) -> Peer {
+        Peer {
+            name: addr,
+            admin: false,
+            handshake: Some(handshake),
+        }
+    }
+
+    /// A connection on the administration socket.
+    pub fn admin_socket() -> Peer {
+        Peer {
+            name: ADMIN_SOCKET.into(),
+            admin: true,
+            handshake: None,
+        }
+    }
+}
+
+/// Serves one connection until the peer leaves, misbehaves or the server shuts down.
+#[instrument(name = "conn", skip_all, fields(peer = %peer.name))]
+pub async fn serve<S>(stream: S, peer: Peer, ctx: Arc<Shared>, stop: CancellationToken)
+where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
+    let Peer {
+        name: peer,
+        admin,
+        handshake: handshake_slot,
+    } = peer;
     let _counted = (!admin).then(|| ctx.metrics.connection_opened());
     let (rd, mut wr) = tokio::io::split(stream);
     let mut reader = FrameReader::with_limit(rd, ctx.max_frame_bytes);
@@ -116,7 +146,11 @@ pub async fn serve<S>(
     )
     .await
     {
-        Ok(Ok(session)) => session,
+        Ok(Ok(session)) => {
+            // Handshake done: the slot goes to the next new connection.
+            drop(handshake_slot);
+            session
+        }
         Ok(Err(end)) => {
             if !matches!(end, End::Eof) {
                 let detail = format!("handshake failed: {end:?}");

@@ -197,10 +197,14 @@ pub enum RejectReason {
     RateLimited,
     /// A connection whose client did not read its answers within `send_timeout` (closed).
     NotReading,
+    /// The peer's address opened new connections faster than `max_connection_rate_per_ip`.
+    AddressRate,
+    /// The server already had `max_handshakes` connections in their handshake.
+    HandshakesLimit,
 }
 
 impl RejectReason {
-    const ALL: [RejectReason; 8] = [
+    const ALL: [RejectReason; 10] = [
         RejectReason::NotAllowed,
         RejectReason::PerAddressLimit,
         RejectReason::TotalLimit,
@@ -209,6 +213,8 @@ impl RejectReason {
         RejectReason::Plaintext,
         RejectReason::RateLimited,
         RejectReason::NotReading,
+        RejectReason::AddressRate,
+        RejectReason::HandshakesLimit,
     ];
 
     /// The `reason` label (and the reason the warning names).
@@ -222,6 +228,8 @@ impl RejectReason {
             RejectReason::Plaintext => "plaintext",
             RejectReason::RateLimited => "rate_limited",
             RejectReason::NotReading => "not_reading",
+            RejectReason::AddressRate => "address_rate",
+            RejectReason::HandshakesLimit => "handshakes_limit",
         }
     }
 

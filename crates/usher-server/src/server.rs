@@ -90,6 +90,27 @@ impl Refusing<'_> {
                     .connection_rejected(RejectReason::NotAllowed, &peer, detail);
                 return;
             }
+            // Closed at once, before TLS: answering would cost what the limit saves.
+            Refusal::AddressRate => {
+                let detail = format!(
+                    "the address opens new connections faster than {} a second \
+                     (max_connection_rate_per_ip; closed, told nothing)",
+                    config.max_connection_rate_per_ip
+                );
+                self.metrics
+                    .connection_rejected(RejectReason::AddressRate, &peer, &detail);
+                return;
+            }
+            Refusal::Handshakes => {
+                let detail = format!(
+                    "{} connections are already in their handshake (max_handshakes; \
+                     closed, told nothing)",
+                    config.max_handshakes
+                );
+                self.metrics
+                    .connection_rejected(RejectReason::HandshakesLimit, &peer, &detail);
+                return;
+            }
             Refusal::TooManyFromAddress => (
                 RejectReason::PerAddressLimit,
                 format!(
@@ -135,6 +156,12 @@ impl Refusing<'_> {
             drop(slot);
         });
     }
+}
+
+/// Whether new connections compete for handshake slots: half of the `max` or more are in
+/// use, so each address is held to its share of new connections.
+fn contended(handshaking: &Semaphore, max: usize) -> bool {
+    handshaking.available_permits() <= max / 2
 }
 
 /// Binds the UDP socket on the listener's address and port. A server without it still
@@ -542,7 +569,10 @@ impl Server {
         let mut connections = tokio::task::JoinSet::new();
         let limit = Arc::new(Semaphore::new(config.max_connections));
         let mut permit = None;
-        let gate = crate::access::Gate::new(config.allow.clone(), config.max_connections_per_ip);
+        let gate = crate::access::Gate::new(config.allow.clone(), config.max_connections_per_ip)
+            .with_rate(config.max_connection_rate_per_ip);
+        // Connections still in their handshake (TLS and Hello), all addresses together.
+        let handshaking = Arc::new(Semaphore::new(config.max_handshakes));
         let refusing = Arc::new(Semaphore::new(REFUSALS_IN_FLIGHT));
         // Out of descriptors, both accept loops would otherwise spin (see accept_backoff).
         let mut admin_backoff = crate::accept_backoff::AcceptBackoff::new("admin socket");
@@ -578,7 +608,8 @@ impl Server {
                         admin_backoff.succeeded();
                         let (ctx, stop) = (ctx.clone(), stop.clone());
                         connections.spawn(async move {
-                            connection::serve(stream, "admin socket".into(), true, ctx, stop).await;
+                            let admin = connection::Peer::admin_socket();
+                            connection::serve(stream, admin, ctx, stop).await;
                         });
                     }
                     Err(e) => admin_backoff.pause(&e).await,
@@ -598,10 +629,15 @@ impl Server {
                             permit = limit.clone().try_acquire_owned().ok();
                         }
                         let admitted = match &permit {
-                            Some(_) => gate.admit(peer.ip()),
+                            Some(_) => gate.admit(peer.ip(), contended(&handshaking, config.max_handshakes)).and_then(|a| {
+                                let handshake = handshaking.clone().try_acquire_owned();
+                                let handshake =
+                                    handshake.map_err(|_| crate::access::Refusal::Handshakes)?;
+                                Ok((a, handshake))
+                            }),
                             None => Err(crate::access::Refusal::ServerFull),
                         };
-                        let admitted = match admitted {
+                        let (admitted, handshake) = match admitted {
                             Ok(a) => a,
                             Err(why) => {
                                 let refusal = Refusing {
@@ -627,11 +663,13 @@ impl Server {
                             );
                             match accepted.await {
                                 Ok(Ok(crate::tls::Accepted::Tls(s))) => {
-                                    connection::serve(*s, peer, false, ctx, stop).await;
+                                    let client = connection::Peer::client(peer, handshake);
+                                    connection::serve(*s, client, ctx, stop).await;
                                 }
                                 Ok(Ok(crate::tls::Accepted::Plain(s))) => {
                                     warning.used(&peer, wall_clock_ms());
-                                    connection::serve(s, peer, false, ctx, stop).await;
+                                    let client = connection::Peer::client(peer, handshake);
+                                    connection::serve(s, client, ctx, stop).await;
                                 }
                                 Ok(Err(refused)) => refused.count(&ctx.metrics, &peer),
                                 Err(_) => {
@@ -654,6 +692,9 @@ impl Server {
             }
             // Reap finished connections so the set stays the size of the live ones.
             while connections.try_join_next().is_some() {}
+            // Established connections first: their tasks that are ready run before the
+            // next connection is accepted, however fast new ones arrive.
+            tokio::task::yield_now().await;
         }
         drop(admin);
         let _ = std::fs::remove_file(config.admin_socket());

@@ -186,3 +186,151 @@ async fn requests_over_the_rate_limit_are_held_back_and_counted() {
     }
     rejected(&server, "usher_requests_throttled_total", None, 1.0).await;
 }
+
+/// A raw connection from `ip`, which must be on loopback.
+async fn connect_from(ip: &str, port: u16) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(std::net::SocketAddr::new(ip.parse().unwrap(), 0))
+        .unwrap();
+    socket.connect(([127, 0, 0, 1], port).into()).await.unwrap()
+}
+
+/// Whether the server closed `stream` without a word within a second.
+async fn closed_at_once(stream: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 16];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), stream.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+/// Whether a Hello on `stream` is welcomed (rather than the connection closed).
+async fn greeted(stream: tokio::net::TcpStream) -> bool {
+    let (rd, writer) = stream.into_split();
+    let mut conn = RawConn {
+        reader: usher_proto::FrameReader::new(rd),
+        writer,
+    };
+    let hello = request::Kind::Hello(hello("burst"));
+    let req = usher_proto::Request {
+        id: 1,
+        kind: Some(hello),
+    };
+    if usher_proto::write_frame(&mut conn.writer, &req)
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    matches!(
+        conn.reader.read::<usher_proto::Response>().await,
+        Ok(Some(usher_proto::Response {
+            kind: Some(response::Kind::Welcome(_)),
+            ..
+        }))
+    )
+}
+
+/// While handshake slots are contended, an address opening connections faster than its
+/// share is closed at once, before TLS, and counted; another address is still served, and
+/// so is an established client. On a quiet server the same burst is served whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_address_over_its_connection_rate_is_closed_and_others_are_served() {
+    let lic = Licensed::new(LICENSE);
+    let mut config = lic.config();
+    config.max_connection_rate_per_ip = 5;
+    config.max_handshakes = 8;
+    // The idle peers below hold their slots for the test's length.
+    config.handshake_timeout = Duration::from_secs(20);
+    let server = TestServer::start(config).await;
+    let port = server.addr.port();
+    let mut established = RawConn::connect(server.addr).await;
+    established.hello("steady").await;
+
+    // Quiet: twenty connections from one address, each greeted, all served.
+    for n in 0..20 {
+        let s = connect_from("127.0.0.6", port).await;
+        assert!(greeted(s).await, "connection {n} on a quiet server");
+    }
+    // Four idle peers hold half of the handshake slots: contended.
+    let mut idle = Vec::new();
+    for n in 0..4 {
+        idle.push(connect_from(&format!("127.0.0.{}", 40 + n), port).await);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut refused = 0;
+    for _ in 0..20 {
+        if !greeted(connect_from("127.0.0.7", port).await).await {
+            refused += 1;
+        }
+    }
+    assert!(
+        (5..=15).contains(&refused),
+        "{refused} of 20 closed (a share of 5 a second)"
+    );
+    let counted = rejected(
+        &server,
+        "usher_connections_rejected_total",
+        Some("address_rate"),
+        5.0,
+    )
+    .await;
+    assert_eq!(counted, f64::from(refused));
+    assert!(
+        greeted(connect_from("127.0.0.8", port).await).await,
+        "another address is served"
+    );
+    let granted = established.call(2, checkout("cad", 1, 1)).await;
+    assert!(matches!(granted, response::Kind::Granted(_)), "{granted:?}");
+    drop(idle);
+}
+
+/// With `max_handshakes` connections still in their handshake, the next new connection is
+/// closed at once (before TLS) and counted, while established clients are served; once
+/// the handshakes end (here by the handshake timeout), new clients are served again.
+#[tokio::test(flavor = "multi_thread")]
+async fn over_the_handshake_cap_new_connections_are_closed_and_established_ones_served() {
+    let lic = Licensed::new(LICENSE);
+    let mut config = lic.config();
+    config.max_handshakes = 4;
+    let server = TestServer::start(config).await;
+    let port = server.addr.port();
+    let mut established = RawConn::connect(server.addr).await;
+    established.hello("steady").await;
+
+    // Four peers that never say hello hold every handshake slot ...
+    let mut idle = Vec::new();
+    for n in 0..4 {
+        idle.push(connect_from(&format!("127.0.0.{}", 20 + n), port).await);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // ... so a fifth is closed at once.
+    let mut fifth = connect_from("127.0.0.30", port).await;
+    assert!(
+        closed_at_once(&mut fifth).await,
+        "over the cap, closed at once"
+    );
+    assert!(
+        rejected(
+            &server,
+            "usher_connections_rejected_total",
+            Some("handshakes_limit"),
+            1.0
+        )
+        .await
+            >= 1.0
+    );
+    let granted = established.call(2, checkout("cad", 1, 1)).await;
+    assert!(matches!(granted, response::Kind::Granted(_)), "{granted:?}");
+
+    // The idle ones are closed by the handshake timeout (500 ms here): room again.
+    for s in &mut idle {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 256];
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+    }
+    let mut later = RawConn::connect(server.addr).await;
+    later.hello("later").await;
+}
