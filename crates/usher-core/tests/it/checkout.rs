@@ -2,13 +2,14 @@
 //! each records.
 
 use usher_core::{
-    Change, Denial, LeaseId, Ledger, LedgerError, Millis, Outcome, ReleaseReason, SessionId,
+    Change, Denial, LeaseId, Ledger, LedgerError, Millis, Outcome, PoolKey, ReleaseReason,
+    SessionId,
 };
 use usher_license::Entitlement;
 
 use crate::util::{
-    DAY, T0, VENDOR, apply, checkout_cmd, checkout_ref_cmd, day_ms, ent, expiring, from_vendor,
-    grant, increment, key, ledger, pool_of, session, snapshot, starting, uncounted,
+    DAY, T0, VENDOR, apply, checkin_cmd, checkout_cmd, checkout_ref_cmd, day_ms, ent, expiring,
+    from_vendor, grant, increment, key, ledger, pool_of, session, snapshot, starting, uncounted,
 };
 
 /// What a table case expects of its request.
@@ -295,6 +296,33 @@ fn checkin_frees_a_seat() {
 
     grant(&mut ledger, T0 + 6, s, 3, "cad", "2025", 1);
     assert_eq!(ledger.in_use(&pool), 2);
+}
+
+/// A pool whose last seat goes back is listed nowhere as in use, however its count is
+/// kept, and the next grant counts from zero again.
+#[test]
+fn a_pool_back_to_zero_seats_is_not_in_use() {
+    let mut ledger = ledger(&[ent("cad", "2025", 2), ent("cam", "2025", 1)]);
+    let (cad, cam) = (key("cad", VENDOR, "2025"), key("cam", VENDOR, "2025"));
+    let s = session(&mut ledger, 1, T0);
+    let lease = grant(&mut ledger, T0, s, 1, "cad", "2025", 2);
+    grant(&mut ledger, T0, s, 2, "cam", "2025", 1);
+    let in_use = |ledger: &Ledger| {
+        let mut pools: Vec<(PoolKey, u32)> =
+            ledger.pools_in_use().map(|(k, n)| (k.clone(), n)).collect();
+        pools.sort();
+        pools
+    };
+    assert_eq!(in_use(&ledger), vec![(cad.clone(), 2), (cam.clone(), 1)]);
+    assert_eq!(ledger.in_use(lease.pool_key()), 2);
+    apply(&mut ledger, T0 + 1, checkin_cmd(s, 1)).0.unwrap();
+    assert_eq!(in_use(&ledger), vec![(cam.clone(), 1)]);
+    assert_eq!(
+        (ledger.in_use(&cad), ledger.in_use(lease.pool_key())),
+        (0, 0)
+    );
+    grant(&mut ledger, T0 + 2, s, 3, "cad", "2025", 1);
+    assert_eq!(in_use(&ledger), vec![(cad, 1), (cam, 1)]);
 }
 
 #[test]
