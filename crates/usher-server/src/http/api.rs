@@ -16,7 +16,7 @@ use super::{ApiError, ApiState, Caller};
 use crate::admin::AdminError;
 use crate::clock::wall_clock_ms;
 use crate::ledger_task::View;
-use crate::status::StatusView;
+use crate::requests::status_view::StatusView;
 
 /// One pool: a feature at one version.
 #[derive(Debug, Serialize)]
