@@ -120,21 +120,18 @@ impl Ledger {
         self.touch(session, now);
         match self.borrow_source(now, &ask, until) {
             Err(denial) => Ok(Outcome::Denied(denial)),
-            Ok((pool, until)) => {
+            // A borrow's choice is never overdraft nor tokens (neither can be borrowed).
+            Ok((choice, until)) => {
                 let lease = Lease {
-                    id: ask.lease_id,
-                    session,
-                    feature: ask.feature.into(),
-                    vendor: pool.vendor.into(),
-                    requested_version: ask.version.into(),
-                    pool_version: pool.version.into(),
-                    count: ask.count,
-                    granted_at: now,
-                    client_ref: ask.client_ref,
-                    overdraft: false,
-                    lingering_until: None,
                     borrowed_until: Some(until),
-                    token_for: None,
+                    ..new_lease(
+                        ask.lease_id,
+                        session,
+                        ask.version,
+                        ask.client_ref,
+                        now,
+                        choice,
+                    )
                 };
                 Ok(Outcome::Granted(self.grant(lease, changes)))
             }

@@ -158,7 +158,7 @@ impl Ledger {
         now: Millis,
         ask: &Ask,
         until: Millis,
-    ) -> Result<(PoolKey, Millis), Denial> {
+    ) -> Result<(Choice, Millis), Denial> {
         let (session, feature, count) = (ask.session, ask.feature.as_str(), ask.count);
         if until <= now {
             return Err(Denial::BadRequest("a borrow must end in the future".into()));
@@ -207,7 +207,7 @@ impl Ledger {
             }
         }
         let until = pool.expires_at(now).map_or(until, |end| until.min(end));
-        Ok((choice.pool, until))
+        Ok((choice, until))
     }
 
     /// Picks where a checkout of `feature` is served from: its own pools
