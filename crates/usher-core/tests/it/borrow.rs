@@ -3,7 +3,7 @@
 
 use usher_core::{
     Ask, Change, Command, Denial, Lease, LeaseId, Ledger, LedgerError, Outcome, Policy,
-    ReleaseReason, SessionId, Wait,
+    ReleaseReason, SessionId,
 };
 use usher_license::Entitlement;
 
@@ -169,21 +169,7 @@ fn borrows_obey_the_policy_and_the_queue() {
     let b = session(&mut ledger, 2, T0);
     let c = session(&mut ledger, 3, T0);
     grant(&mut ledger, T0, a, 10, "cad", "", 1);
-    let (result, _) = apply(
-        &mut ledger,
-        T0,
-        Command::Checkout {
-            ask: Ask {
-                session: b,
-                lease_id: LeaseId(20),
-                feature: "cad".into(),
-                version: String::new(),
-                count: 1,
-                client_ref: 7,
-            },
-            wait: Wait::Forever,
-        },
-    );
+    let (result, _) = apply(&mut ledger, T0, waiting_cmd(b, 20, "cad", 1, 7));
     assert!(matches!(result, Ok(Outcome::Queued { .. })), "{result:?}");
     let (result, changes) = apply(&mut ledger, T0, checkin_cmd(a, 10));
     assert!(matches!(result, Ok(Outcome::Released(_))));

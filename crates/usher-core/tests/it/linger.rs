@@ -1,8 +1,8 @@
 //! LINGER= and MIN_CHECKOUT=: seats stay held after they are given back.
 
 use usher_core::{
-    Ask, Change, Command, Denial, DequeueReason, Lease, LeaseId, Ledger, LedgerError, Outcome,
-    Policy, ReleaseReason, SessionId, Wait,
+    Change, Command, Denial, DequeueReason, Lease, LeaseId, Ledger, LedgerError, Outcome, Policy,
+    ReleaseReason, SessionId,
 };
 
 use crate::util::*;
@@ -231,21 +231,7 @@ fn a_lapsed_linger_serves_the_queue() {
     let b = session(&mut ledger, 2, T0);
     grant(&mut ledger, T0, a, 10, "cad", "", 1);
     checkin(&mut ledger, T0, a, 10);
-    let (result, _) = apply(
-        &mut ledger,
-        T0 + 1_000,
-        Command::Checkout {
-            ask: Ask {
-                session: b,
-                lease_id: LeaseId(20),
-                feature: "cad".into(),
-                version: String::new(),
-                count: 1,
-                client_ref: 7,
-            },
-            wait: Wait::Forever,
-        },
-    );
+    let (result, _) = apply(&mut ledger, T0 + 1_000, waiting_cmd(b, 20, "cad", 1, 7));
     assert!(matches!(result, Ok(Outcome::Queued { .. })), "{result:?}");
     let (result, _) = apply(&mut ledger, T0 + 30_000, Command::Heartbeat { id: b });
     assert_eq!(result, Ok(Outcome::Done));

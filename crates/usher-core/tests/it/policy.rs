@@ -470,17 +470,7 @@ fn priority_orders_the_queue_then_arrival() {
     grant(&mut ledger, T0, s[0], 10, "cad", "", 1);
     for (i, session) in [s[1], s[2], s[3]].into_iter().enumerate() {
         let lease = 20 + i as u64;
-        let cmd = Command::Checkout {
-            ask: Ask {
-                session,
-                lease_id: LeaseId(lease),
-                feature: "cad".into(),
-                version: String::new(),
-                count: 1,
-                client_ref: lease,
-            },
-            wait: Wait::Forever,
-        };
+        let cmd = waiting_cmd(session, lease, "cad", 1, lease);
         let (result, _) = apply(&mut ledger, T0 + i as u64, cmd);
         assert!(matches!(result, Ok(Outcome::Queued { .. })), "{result:?}");
     }
@@ -521,17 +511,7 @@ fn a_member_takes_a_reserved_seat_past_a_waiting_queue() {
     ledger.set_policy(policy);
     let s: Vec<SessionId> = (1..=3).map(|n| session(&mut ledger, n, T0)).collect();
     grant(&mut ledger, T0, s[0], 10, "cad", "", 1);
-    let wait = Command::Checkout {
-        ask: Ask {
-            session: s[1],
-            lease_id: LeaseId(20),
-            feature: "cad".into(),
-            version: String::new(),
-            count: 1,
-            client_ref: 20,
-        },
-        wait: Wait::Forever,
-    };
+    let wait = waiting_cmd(s[1], 20, "cad", 1, 20);
     let (result, _) = apply(&mut ledger, T0, wait);
     assert!(
         matches!(result, Ok(Outcome::Queued { .. })),

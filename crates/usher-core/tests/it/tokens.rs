@@ -1,7 +1,7 @@
 //! Token-based features (count `token`, `TOKEN="<pool version tokens> ..."`): each
 //! checkout draws tokens from another pool, trying the alternatives in file order.
 
-use usher_core::{Ask, Catalog, Change, Command, Denial, LeaseId, Ledger, Outcome, Policy, Wait};
+use usher_core::{Ask, Catalog, Change, Command, Denial, LeaseId, Ledger, Outcome, Policy};
 use usher_license::{Entitlement, SeatCount};
 
 use crate::util::*;
@@ -157,17 +157,7 @@ fn ledger_of(ents: &[Entitlement]) -> Ledger {
 }
 
 fn waiting(session: usher_core::SessionId, lease: u64, feature: &str, count: u32) -> Command {
-    Command::Checkout {
-        ask: Ask {
-            session,
-            lease_id: LeaseId(lease),
-            feature: feature.into(),
-            version: String::new(),
-            count,
-            client_ref: lease,
-        },
-        wait: Wait::Forever,
-    }
+    waiting_cmd(session, lease, feature, count, lease)
 }
 
 #[test]

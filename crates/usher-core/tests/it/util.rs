@@ -232,6 +232,28 @@ pub fn checkout_ref_cmd(
     }
 }
 
+/// A checkout of `count` seats of `feature` (any version) that waits in the queue as long
+/// as it takes.
+pub fn waiting_cmd(
+    session: SessionId,
+    lease: u64,
+    feature: &str,
+    count: u32,
+    client_ref: u64,
+) -> Command {
+    Command::Checkout {
+        ask: Ask {
+            session,
+            lease_id: LeaseId(lease),
+            feature: feature.to_string(),
+            version: String::new(),
+            count,
+            client_ref,
+        },
+        wait: Wait::Forever,
+    }
+}
+
 /// Checks out seats that the test expects to be granted; checks the lease and its change.
 pub fn grant(
     ledger: &mut Ledger,
