@@ -390,6 +390,17 @@ int32_t usher_license_server(const usher_license *lic, char *buf, size_t len);
 // `lic` is a live license, `buf` valid for writing `len` bytes.
 int32_t usher_license_version(const usher_license *lic, char *buf, size_t len);
 
+// The grant's statement signed by the server, as text, copied into `buf`: present when
+// the grant was verified against a vendor key (`USHER_OPT_VENDOR_KEY`), an empty string
+// otherwise. Another program (a helper the application starts, say) can check it against
+// the vendor key it was built with. `USHER_E_NOT_GRANTED` while queued.
+//
+// Thread-safe.
+//
+// # Safety
+// `lic` is a live license, `buf` valid for writing `len` bytes.
+int32_t usher_license_statement(const usher_license *lic, char *buf, size_t len);
+
 // Checks the seats in (or withdraws a queued checkout) and frees the license. Waits
 // (bounded by the request timeout) until the server has them back, except inside a
 // callback, where it only queues the checkin. The handle is invalid afterwards.

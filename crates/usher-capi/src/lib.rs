@@ -862,6 +862,25 @@ pub unsafe extern "C" fn usher_license_version(
     unsafe { granted(lic, |l, _| copy_out(l.version(), buf, len)) }
 }
 
+/// The grant's statement signed by the server, as text, copied into `buf`: present when
+/// the grant was verified against a vendor key (`USHER_OPT_VENDOR_KEY`), an empty string
+/// otherwise. Another program (a helper the application starts, say) can check it against
+/// the vendor key it was built with. `USHER_E_NOT_GRANTED` while queued.
+///
+/// Thread-safe.
+///
+/// # Safety
+/// `lic` is a live license, `buf` valid for writing `len` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn usher_license_statement(
+    lic: *const UsherLicense,
+    buf: *mut c_char,
+    len: usize,
+) -> i32 {
+    // SAFETY: the caller guarantees both pointers.
+    unsafe { granted(lic, |l, _| copy_out(l.statement().unwrap_or(""), buf, len)) }
+}
+
 /// Checks the seats in (or withdraws a queued checkout) and frees the license. Waits
 /// (bounded by the request timeout) until the server has them back, except inside a
 /// callback, where it only queues the checkin. The handle is invalid afterwards.

@@ -120,7 +120,7 @@ static int grant(void) {
     uint32_t count = 0;
     int64_t expiry = -1;
     int32_t status = 0, verified = -1;
-    char server[64], small[4];
+    char server[64], small[4], statement[4096];
     CHECK(usher_abi_version() == USHER_ABI_VERSION);
     CHECK(strcmp(usher_version(), USHER_HEADER_VERSION) == 0);
     OK(usher_checkout(c, "cad", "2025", 2, USHER_CHECKOUT_NOWAIT, 0, &lic));
@@ -134,6 +134,10 @@ static int grant(void) {
     CHECK(expiry == 0);
     OK(usher_license_verified(lic, &verified));
     CHECK(verified == 0);
+    /* Not verified, so no statement to pass on. */
+    strcpy(statement, "x");
+    OK(usher_license_statement(lic, statement, sizeof statement));
+    CHECK(statement[0] == '\0');
     OK(usher_license_server(lic, server, sizeof server));
     CHECK(strstr(server, "@127.0.0.1") != NULL);
     CHECK(usher_license_server(lic, small, sizeof small) == USHER_E_BUFFER_TOO_SMALL);
