@@ -80,6 +80,16 @@ struct Args {
     /// Internal: be the echo floor's server process on this address.
     #[arg(long, hide = true)]
     serve_echo: Option<std::net::SocketAddr>,
+    /// Internal: be the flood scenario's junk generator against this address.
+    #[arg(long, hide = true)]
+    flood_generator: Option<std::net::SocketAddr>,
+    /// Junk peers of the flood scenario.
+    #[arg(long, default_value_t = 2_000)]
+    flood_peers: usize,
+    /// Run the flood scenario against a usherd without its handshake cap and per-address
+    /// connection rate (`max_handshakes`, `max_connection_rate_per_ip`), to compare with.
+    #[arg(long)]
+    flood_limits_off: bool,
 }
 
 /// A measurement the harness can make.
@@ -151,6 +161,9 @@ async fn main() -> anyhow::Result<()> {
     if let Some(addr) = args.serve_echo {
         return usher::serve_echo(addr).await;
     }
+    if let Some(addr) = args.flood_generator {
+        return flood::generate(addr, args.flood_peers).await;
+    }
     let scenarios = match &args.scenario[..] {
         [] => vec![
             Scenario::Checkout,
@@ -181,19 +194,26 @@ async fn flood_scenario(args: &Args) -> anyhow::Result<()> {
     let (peers, ops) = if args.quick {
         (40, 100)
     } else {
-        (2_000, 2_000)
+        (args.flood_peers, args.ops.unwrap_or(2_000))
     };
     let limit = Duration::from_secs(if args.quick { 5 } else { args.seconds });
     let mut rows = Vec::new();
     for clients in [1, 16] {
-        rows.push(flood::run(peers, clients, ops, limit).await?);
+        rows.push(flood::run(peers, clients, ops, limit, args.flood_limits_off).await?);
     }
     if !args.json {
         println!("flood: legitimate checkout+checkin latency, quiet and while {peers} junk peers");
         println!("(idle, slowloris, 4 GiB frames, garbage) reconnect from 127.0.N.M");
+        match rows.first().and_then(|r| r.pinned) {
+            Some(core) => println!("the junk generator runs in its own process on core {core}"),
+            None => println!("the junk generator runs in its own process, unpinned (no taskset)"),
+        }
+        if args.flood_limits_off {
+            println!("usherd runs without max_handshakes and max_connection_rate_per_ip");
+        }
         println!();
         println!(
-            "{:>7} | {:>10} {:>8} {:>8} | {:>10} {:>8} {:>8} | {:>8} {:>8} {:>8}",
+            "{:>7} | {:>10} {:>8} {:>8} | {:>10} {:>8} {:>8} | {:>8} {:>7} {:>7} {:>7} | {:>9}",
             "clients",
             "quiet op/s",
             "p50 µs",
@@ -202,13 +222,17 @@ async fn flood_scenario(args: &Args) -> anyhow::Result<()> {
             "p50 µs",
             "p99 µs",
             "junk",
+            "op/s ×",
             "p50 ×",
-            "p99 ×"
+            "p99 ×",
+            "µs/junk"
         );
     }
     for r in rows {
         let p50 = ratio(r.flooded.p50_us, Some(r.quiet.p50_us));
         let p99 = ratio(r.flooded.p99_us, Some(r.quiet.p99_us));
+        let ops_ratio = ratio(r.flooded.ops_per_s, Some(r.quiet.ops_per_s));
+        let cpu = (r.cpu_us_per_junk() * 10.0).round() / 10.0;
         if args.json {
             println!(
                 "{}",
@@ -224,13 +248,17 @@ async fn flood_scenario(args: &Args) -> anyhow::Result<()> {
                     "quiet_ops_per_s": r.quiet.ops_per_s.round(),
                     "quiet_p50_us": r.quiet.p50_us,
                     "quiet_p99_us": r.quiet.p99_us,
+                    "ops_ratio_vs_quiet": ops_ratio,
                     "p50_ratio_vs_quiet": p50,
                     "p99_ratio_vs_quiet": p99,
+                    "usherd_cpu_us_per_junk_connection": cpu,
+                    "generator_core": r.pinned,
+                    "limits_off": args.flood_limits_off,
                 })
             );
         } else {
             println!(
-                "{:>7} | {:>10.0} {:>8.0} {:>8.0} | {:>10.0} {:>8.0} {:>8.0} | {:>8} {:>8.2} {:>8.2}",
+                "{:>7} | {:>10.0} {:>8.0} {:>8.0} | {:>10.0} {:>8.0} {:>8.0} | {:>8} {:>7.2} {:>7.2} {:>7.2} | {:>9.1}",
                 r.clients,
                 r.quiet.ops_per_s,
                 r.quiet.p50_us,
@@ -239,8 +267,10 @@ async fn flood_scenario(args: &Args) -> anyhow::Result<()> {
                 r.flooded.p50_us,
                 r.flooded.p99_us,
                 r.junk_connections,
+                ops_ratio.unwrap_or(0.0),
                 p50.unwrap_or(0.0),
                 p99.unwrap_or(0.0),
+                cpu,
             );
         }
     }

@@ -349,7 +349,7 @@ fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
 }
 
 /// CPU time (user + system) process `pid` has used.
-fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+pub(crate) fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which is in parentheses and may contain spaces).
     let rest = stat
