@@ -204,6 +204,9 @@
 // More seats were asked for than the policy's maximum allows: it can never be granted.
 #define USHER_E_MORE_THAN_ALLOWED -39
 
+// The feature's licenses are bound to another host than the server (`HOSTID=`).
+#define USHER_E_BOUND_TO_OTHER_HOST -40
+
 // A license client (opaque). Created by `usher_client_new`, freed by `usher_client_free`.
 typedef struct usher_client usher_client;
 

@@ -82,6 +82,8 @@ pub const USHER_E_BORROW_STORE: i32 = -37;
 pub const USHER_E_MORE_THAN_LICENSED: i32 = -38;
 /// More seats were asked for than the policy's maximum allows: it can never be granted.
 pub const USHER_E_MORE_THAN_ALLOWED: i32 = -39;
+/// The feature's licenses are bound to another host than the server (`HOSTID=`).
+pub const USHER_E_BOUND_TO_OTHER_HOST: i32 = -40;
 
 /// `(code, message, retryable)` for every code.
 const TABLE: &[(i32, &CStr, bool)] = &[
@@ -214,6 +216,11 @@ const TABLE: &[(i32, &CStr, bool)] = &[
         c"more seats asked for than the policy allows",
         false,
     ),
+    (
+        USHER_E_BOUND_TO_OTHER_HOST,
+        c"license bound to another host",
+        false,
+    ),
 ];
 
 /// The static message of `code` (`"unknown status code"` for a value no version defined).
@@ -287,6 +294,7 @@ fn denial_code(reason: DenyReason) -> i32 {
         DenyReason::BorrowLowWater => USHER_E_BORROW_LOW_WATER,
         DenyReason::MoreThanLicensed => USHER_E_MORE_THAN_LICENSED,
         DenyReason::MoreThanAllowed => USHER_E_MORE_THAN_ALLOWED,
+        DenyReason::BoundToOtherHost => USHER_E_BOUND_TO_OTHER_HOST,
         DenyReason::BadRequest => USHER_E_INVALID_ARGUMENT,
         DenyReason::Unspecified => USHER_E_DENIED,
     }
@@ -306,7 +314,7 @@ mod tests {
         }
         assert_eq!(message(12345), c"unknown status code");
         // Every code from success down to the newest has its own message.
-        for code in USHER_E_MORE_THAN_ALLOWED..=USHER_OK {
+        for code in USHER_E_BOUND_TO_OTHER_HOST..=USHER_OK {
             let defined = !(-19..=-17).contains(&code);
             assert_eq!(message(code) != c"unknown status code", defined, "{code}");
         }

@@ -17,8 +17,9 @@ pub const UNREACHABLE: u8 = 3;
 /// Refused for lack of seats ([`RefusalClass::Shortage`]): every seat is in use, others
 /// are queued ahead, or a wait in the queue ran out.
 pub const ALL_IN_USE: u8 = 4;
-/// Refused by the licenses ([`RefusalClass::Licensing`]): unknown feature, version too
-/// new, expired, not yet started, not a named user, more seats than licensed; or a grant
+/// Refused by the licenses ([`RefusalClass::Licensing`]): unknown feature, bound to
+/// another host, version too new, expired, not yet started, not a named user, more seats
+/// than licensed; or a grant
 /// that did not verify against the vendor's key.
 pub const NOT_LICENSED: u8 = 5;
 /// `usher license check`: at least one entitlement is bad, expired or not yet valid.

@@ -245,6 +245,9 @@ pub struct Catalog {
     features: BTreeMap<String, Vec<Pool>>,
     /// Token-based features, by name, in file order.
     tokens: BTreeMap<String, Vec<TokenFeature>>,
+    /// Features served by no line here because their lines are bound to another host:
+    /// the `HOSTID=` of the first such line.
+    bound_elsewhere: BTreeMap<String, String>,
     problems: Vec<String>,
 }
 
@@ -345,6 +348,7 @@ impl Catalog {
         Catalog {
             features,
             tokens,
+            bound_elsewhere: BTreeMap::new(),
             problems,
         }
     }
@@ -355,6 +359,26 @@ impl Catalog {
     /// file's problem ([`usher_license::LicenseFile::attribute_problems`]), not listed here.
     pub fn problems(&self) -> &[String] {
         &self.problems
+    }
+
+    /// Records features whose lines were not served because they are bound (`HOSTID=`) to
+    /// another host, with that host id, so a checkout of one is refused with that reason
+    /// rather than as an unknown feature. Features the catalog serves are left out.
+    pub fn with_bound_elsewhere(
+        mut self,
+        lines: impl IntoIterator<Item = (String, String)>,
+    ) -> Self {
+        for (feature, hostid) in lines {
+            if !self.knows(&feature) {
+                self.bound_elsewhere.entry(feature).or_insert(hostid);
+            }
+        }
+        self
+    }
+
+    /// The host id a feature's lines are bound to, when it is served only elsewhere.
+    pub fn bound_elsewhere(&self, feature: &str) -> Option<&str> {
+        self.bound_elsewhere.get(feature).map(String::as_str)
     }
 
     /// The pools of a feature, in ascending version, or `None` if the feature is unknown.

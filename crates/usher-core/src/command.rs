@@ -136,6 +136,12 @@ pub struct Ask {
 pub enum Denial {
     /// No license names this feature.
     UnknownFeature,
+    /// The only licenses for this feature are bound to another host than this server
+    /// (`HOSTID=`), so they are not served.
+    BoundToOtherHost {
+        /// The `HOSTID=` they name, as written (case-normalised).
+        hostid: String,
+    },
     /// Licenses exist for the feature but none for a version this new.
     VersionTooNew {
         /// Highest version licensed.

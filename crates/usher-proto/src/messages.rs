@@ -433,6 +433,9 @@ pub enum DenyReason {
     /// More seats were asked for than the policy's `MAX` allows this client (`total`): it
     /// can never be met, so it is refused at once and never queued.
     MoreThanAllowed = 17,
+    /// The only licenses for the feature are bound (`HOSTID=`) to another host than this
+    /// server, so the server does not serve them.
+    BoundToOtherHost = 18,
 }
 
 /// What kind of refusal a [`DenyReason`] is: the one classification the usage report,
@@ -469,7 +472,7 @@ impl RefusalClass {
 
 impl DenyReason {
     /// Every reason, for tables and tests.
-    pub const ALL: [DenyReason; 18] = [
+    pub const ALL: [DenyReason; 19] = [
         DenyReason::Unspecified,
         DenyReason::UnknownFeature,
         DenyReason::VersionTooNew,
@@ -488,6 +491,7 @@ impl DenyReason {
         DenyReason::BorrowLowWater,
         DenyReason::MoreThanLicensed,
         DenyReason::MoreThanAllowed,
+        DenyReason::BoundToOtherHost,
     ];
 
     /// The stable snake_case name the usage log, the metrics and the admin API use
@@ -512,6 +516,7 @@ impl DenyReason {
             DenyReason::BorrowLowWater => "borrow_lowwater",
             DenyReason::MoreThanLicensed => "more_than_licensed",
             DenyReason::MoreThanAllowed => "more_than_allowed",
+            DenyReason::BoundToOtherHost => "bound_to_other_host",
         }
     }
 
@@ -531,7 +536,8 @@ impl DenyReason {
             | DenyReason::Expired
             | DenyReason::NotYetStarted
             | DenyReason::NotNamedUser
-            | DenyReason::MoreThanLicensed => RefusalClass::Licensing,
+            | DenyReason::MoreThanLicensed
+            | DenyReason::BoundToOtherHost => RefusalClass::Licensing,
             DenyReason::Excluded
             | DenyReason::MaxReached
             | DenyReason::Reserved

@@ -230,6 +230,8 @@ pub fn load(
     let mut served = Vec::new();
     let mut refused = Vec::new();
     let mut warnings = Vec::new();
+    // Lines bound to another host: their features are refused with that reason.
+    let mut bound_elsewhere = Vec::new();
     for path in files {
         let text =
             usher_license::input::read_text_file(path, usher_license::input::MAX_LICENSE_FILE)
@@ -263,6 +265,7 @@ pub fn load(
                     "{at}: bound to another server (HOSTID={})",
                     hostid(e)
                 ));
+                bound_elsewhere.push((e.feature.clone(), hostid(e)));
                 continue;
             }
             if !checked.status.is_valid_now() {
@@ -282,7 +285,7 @@ pub fn load(
     let mut vendors: Vec<String> = served.iter().map(|e| e.vendor.clone()).collect();
     vendors.sort();
     vendors.dedup();
-    let catalog = Catalog::from_entitlements(&served);
+    let catalog = Catalog::from_entitlements(&served).with_bound_elsewhere(bound_elsewhere);
     warnings.extend(catalog.problems().iter().cloned());
     Ok(LoadedLicenses {
         catalog,

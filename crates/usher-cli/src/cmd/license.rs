@@ -13,19 +13,48 @@ use crate::exit::{BAD_LICENSE, Failure, OK};
 #[derive(Debug, Subcommand)]
 pub enum LicenseCommand {
     /// Verify and pretty-print each entitlement; exit 6 if any is bad (signature, an
-    /// attribute's value) or not valid today.
+    /// attribute's value, bound to another host) or not valid today.
     Check {
         /// License file.
         file: PathBuf,
         /// Vendor public key(s) to verify against (repeatable).
         #[arg(long = "vendor-key", required = true)]
         vendor_keys: Vec<PathBuf>,
+        /// Judge host-bound lines against these host ids (repeatable, as `usher hostid`
+        /// prints them) instead of this machine's: to check a license for another server.
+        #[arg(long = "host-id")]
+        host_ids: Vec<String>,
+        /// A server's data directory: its own id (`USHER_ID=`) counts as one of the host's.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
 }
 
 /// Runs a license subcommand.
 pub fn run(cmd: LicenseCommand) -> Result<u8, Failure> {
-    let LicenseCommand::Check { file, vendor_keys } = cmd;
+    let LicenseCommand::Check {
+        file,
+        vendor_keys,
+        host_ids,
+        data_dir,
+    } = cmd;
+    let (mut ids, whose) = if host_ids.is_empty() {
+        (usher_license::host_ids(), "this host")
+    } else {
+        (host_ids, "the given host ids")
+    };
+    if let Some(dir) = &data_dir {
+        let id = usher_server::identity::host_id_in(dir).ok_or_else(|| {
+            Failure::new(
+                crate::exit::FAILURE,
+                format!(
+                    "no server identity in {} (usherd makes it at its first start)",
+                    dir.display()
+                ),
+            )
+        })?;
+        ids.push(id);
+    }
     let keys = vendor_keys
         .iter()
         .map(|p| VendorPublicKey::read_from(p).map_err(anyhow::Error::from))
@@ -44,7 +73,16 @@ pub fn run(cmd: LicenseCommand) -> Result<u8, Failure> {
             .iter()
             .filter(|p| p.entitlement == index)
             .collect();
-        let ok = c.status.signature_ok() && c.status.is_valid_now() && problems.is_empty();
+        // A host-bound line is served (counted) or runs (uncounted, node-locked) only on
+        // a host it names.
+        let fits = match &e.hostid {
+            HostId::Any => None,
+            bound => Some(usher_license::matches_host(bound, &ids)),
+        };
+        let ok = c.status.signature_ok()
+            && c.status.is_valid_now()
+            && problems.is_empty()
+            && fits != Some(false);
         if !ok {
             bad += 1;
         }
@@ -84,6 +122,18 @@ pub fn run(cmd: LicenseCommand) -> Result<u8, Failure> {
         }
         for p in problems {
             println!("      problem: {p}");
+        }
+        match fits {
+            Some(true) => println!("      host: fits {whose}"),
+            Some(false) => println!(
+                "      problem: bound to another host: HOSTID={} names none of {whose}'s ids ({})",
+                match &e.hostid {
+                    HostId::Id(id) => id.as_str(),
+                    HostId::Any => "ANY",
+                },
+                ids.join(" ")
+            ),
+            None => {}
         }
     }
     println!(

@@ -183,3 +183,55 @@ fn sign_and_check_refuse_each_bad_attribute_value_at_its_line_and_column() {
         assert!(checked.stdout.contains("0 ok, 1 bad"), "{attr}\n{checked}");
     }
 }
+
+/// A line bound to another machine is not `ok` in `usher license check` (it says which
+/// host ids it names and which this host has), fits when checked for that host
+/// (`--host-id`), and `usher run` is refused with that reason, not as an unknown feature.
+#[test]
+fn a_line_bound_to_another_host_is_named_by_check_and_by_the_refusal() {
+    let vendor = Vendor::new("acme");
+    let other = "ETHER=02deadbeef01";
+    let signed = vendor.sign(
+        "bound.lic",
+        &format!(
+            "FEATURE cad acme 2025 permanent 2 HOSTID=ANY\n\
+             FEATURE viewer acme 2025 permanent 1 HOSTID={other}\n"
+        ),
+    );
+    let here = check(&vendor, &signed).expect_code(6);
+    assert!(
+        here.stdout
+            .lines()
+            .any(|l| l.starts_with("BAD line ") && l.contains(" viewer v2025")),
+        "{here}"
+    );
+    assert!(
+        here.stdout.contains(&format!(
+            "problem: bound to another host: HOSTID={} names none of this host's ids",
+            other.to_ascii_lowercase().replace("ether", "ETHER")
+        )),
+        "{here}"
+    );
+    assert!(here.stdout.contains("1 ok, 1 bad"), "{here}");
+
+    let mut there = usher(&["license", "check"]);
+    there
+        .arg(&signed)
+        .arg("--vendor-key")
+        .arg(vendor.public_key())
+        .args(["--host-id", other]);
+    let there = output(there).ok();
+    assert!(
+        there.stdout.contains("host: fits the given host ids"),
+        "{there}"
+    );
+
+    let server = crate::util::Server::start(&vendor, &signed, crate::util::Timings::SHORT);
+    let refused = run_usher(&["run", "-c", &server.spec(), "viewer", "--", "true"]).expect_code(5);
+    assert!(
+        refused
+            .stderr
+            .contains("\"viewer\" is bound to another host"),
+        "{refused}"
+    );
+}

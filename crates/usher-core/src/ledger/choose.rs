@@ -53,7 +53,14 @@ impl Ledger {
             return Err(Denial::BadRequest("empty feature name".into()));
         }
         let wanted = wanted_version(version, count)?;
-        let pools = self.catalog.pools(feature).ok_or(Denial::UnknownFeature)?;
+        let pools = self.catalog.pools(feature).ok_or_else(|| {
+            match self.catalog.bound_elsewhere(feature) {
+                Some(hostid) => Denial::BoundToOtherHost {
+                    hostid: hostid.to_string(),
+                },
+                None => Denial::UnknownFeature,
+            }
+        })?;
         let mut candidates: Vec<_> = pools.iter().filter(|p| p.version >= wanted).collect();
         if candidates.is_empty() {
             let highest = pools

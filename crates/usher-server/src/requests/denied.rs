@@ -10,6 +10,10 @@ pub fn denied(feature: &str, version: &str, denial: &Denial) -> Denied {
     let mut d = Denied::default();
     let message = match denial {
         Denial::UnknownFeature => format!("no license for feature \"{feature}\" on this server"),
+        Denial::BoundToOtherHost { hostid } => format!(
+            "the license for feature \"{feature}\" is bound to another host (HOSTID={hostid}), \
+             not this server; `usher hostid` on the server prints the ids a license may name"
+        ),
         Denial::VersionTooNew { highest } => {
             d.highest_version = highest.clone();
             format!(
@@ -104,6 +108,7 @@ pub fn denied(feature: &str, version: &str, denial: &Denial) -> Denied {
 pub fn deny_reason(denial: &Denial) -> DenyReason {
     match denial {
         Denial::UnknownFeature => DenyReason::UnknownFeature,
+        Denial::BoundToOtherHost { .. } => DenyReason::BoundToOtherHost,
         Denial::VersionTooNew { .. } => DenyReason::VersionTooNew,
         Denial::Expired { .. } => DenyReason::Expired,
         Denial::NotYetStarted { .. } => DenyReason::NotYetStarted,

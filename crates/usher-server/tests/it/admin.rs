@@ -306,8 +306,14 @@ async fn a_license_bound_to_the_server_identity_is_served_by_that_server_only() 
     let elsewhere = crate::util::TestServer::start(config).await;
     let client = elsewhere.client().await;
     match client.checkout("bound", "", 1).await {
+        // Refused with its own reason, not as a feature no license names.
         Err(ClientError::Denied(d)) => {
-            assert_eq!(d.reason, usher_proto::DenyReason::UnknownFeature)
+            assert_eq!(d.reason, usher_proto::DenyReason::BoundToOtherHost, "{d:?}");
+            assert!(
+                d.message.contains("bound to another host") && d.message.contains(&id),
+                "{}",
+                d.message
+            );
         }
         other => panic!("another server must not serve it: {other:?}"),
     }
