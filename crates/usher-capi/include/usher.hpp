@@ -91,6 +91,13 @@ public:
         detail::check(usher_license_server(lic_, buf, sizeof buf));
         return buf;
     }
+    /// The server-signed statement of a grant verified against a vendor key
+    /// (`USHER_OPT_VENDOR_KEY`), as text; empty when the grant was not verified.
+    std::string statement() const {
+        char buf[16384];
+        detail::check(usher_license_statement(lic_, buf, sizeof buf));
+        return buf;
+    }
     /// Checks the seats in now (the destructor then does nothing).
     void checkin() {
         usher_license *lic = std::exchange(lic_, nullptr);

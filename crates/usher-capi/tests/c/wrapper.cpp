@@ -21,7 +21,7 @@ int main() {
         {
             usher::license lic = client.checkout("cad", "2025", 2);
             if (lic.status() != USHER_STATUS_GRANTED || lic.count() != 2 || lic.lease_id() == 0 ||
-                lic.server().find("@127.0.0.1") == std::string::npos) {
+                lic.server().find("@127.0.0.1") == std::string::npos || !lic.statement().empty()) {
                 std::cerr << "FAIL: grant information\n";
                 return 1;
             }
