@@ -22,9 +22,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
 
+use crate::junk::junk_peer;
 use crate::stats::Measured;
 use crate::usher::{Usherd, usher_worker};
 
@@ -203,7 +202,7 @@ pub async fn generate(addr: SocketAddr, peers: usize) -> anyhow::Result<()> {
     let junk: Vec<_> = (0..peers)
         .map(|n| {
             let (flooding, connections) = (flooding.clone(), connections.clone());
-            tokio::spawn(junk_peer(n, addr, flooding, connections, deadline))
+            tokio::spawn(junk_peer(n, addr, flooding, connections, (1_000, deadline)))
         })
         .collect();
     // Each line asks for the count so far; the end of input (the harness is done, or
@@ -223,62 +222,4 @@ pub async fn generate(addr: SocketAddr, peers: usize) -> anyhow::Result<()> {
     }
     println!("{}", connections.load(Ordering::Relaxed));
     Ok(())
-}
-
-/// A connection from `127.0.<1 + n / 200>.<n % 200 + 1>`, so no one address reaches the
-/// per-address cap.
-async fn connect_from(n: usize, addr: SocketAddr) -> Option<TcpStream> {
-    let ip = std::net::Ipv4Addr::new(127, 0, 1 + (n / 200) as u8, (n % 200) as u8 + 1);
-    let socket = TcpSocket::new_v4().ok()?;
-    socket.bind((ip, 0).into()).ok()?;
-    socket.connect(addr).await.ok()
-}
-
-/// One junk peer: reconnects and misbehaves in its own way until told to stop (at most
-/// 1,000 connections, and never past `deadline`).
-async fn junk_peer(
-    n: usize,
-    addr: SocketAddr,
-    flooding: Arc<AtomicBool>,
-    connections: Arc<AtomicU64>,
-    deadline: Instant,
-) {
-    for _ in 0..1_000 {
-        if !flooding.load(Ordering::Relaxed) || Instant::now() > deadline {
-            return;
-        }
-        let Some(mut s) = connect_from(n, addr).await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        connections.fetch_add(1, Ordering::Relaxed);
-        let mut buf = [0u8; 256];
-        let wait = Duration::from_secs(5);
-        match n % 4 {
-            // Idle: says nothing until the handshake timeout closes it.
-            0 => {
-                let _ = tokio::time::timeout(wait, s.read(&mut buf)).await;
-            }
-            // Slowloris: a byte of a frame every 100 ms.
-            1 => {
-                for b in [0u8, 0, 0, 200, 1, 2, 3] {
-                    if s.write_all(&[b]).await.is_err() {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-            // A frame announcing 4 GiB, refused from its length prefix.
-            2 => {
-                let _ = s.write_all(&u32::MAX.to_be_bytes()).await;
-                let _ = tokio::time::timeout(wait, s.read(&mut buf)).await;
-            }
-            // Garbage.
-            _ => {
-                let _ = s.write_all(&[0, 0, 0, 16]).await;
-                let _ = s.write_all(&[0xFF; 16]).await;
-                let _ = tokio::time::timeout(wait, s.read(&mut buf)).await;
-            }
-        }
-    }
 }

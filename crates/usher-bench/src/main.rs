@@ -23,6 +23,7 @@
 //! Nothing here asserts a speed.
 
 mod flood;
+mod junk;
 mod recovery;
 mod redis;
 mod sessions;

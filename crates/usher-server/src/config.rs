@@ -145,7 +145,7 @@ impl Config {
             allow: Vec::new(),
             max_connections_per_ip: 1_000,
             max_connection_rate_per_ip: 20,
-            max_handshakes: 512,
+            max_handshakes: 4_096,
             admin_from: crate::access::Cidr::loopback(),
             admin_listen: Some(DEFAULT_ADMIN_LISTEN),
             admin_hosts: Vec::new(),

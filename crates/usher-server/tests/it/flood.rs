@@ -4,14 +4,17 @@
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use usher_client::{Client, ClientConfig, ServerAddr};
 
 use crate::util::*;
+
+/// The junk peers, the same as `usher-bench --scenario flood` floods with.
+#[path = "../../../usher-bench/src/junk.rs"]
+mod junk;
 
 /// Junk connections of each kind.
 const PER_KIND: usize = 400;
@@ -33,15 +36,6 @@ fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmRSS")
-}
-
-/// A connection from `127.0.<1 + n / 200>.<n % 200 + 1>`, so no one address reaches the
-/// per-address cap.
-async fn connect_from(n: usize, port: u16) -> Option<TcpStream> {
-    let ip = std::net::Ipv4Addr::new(127, 0, 1 + (n / 200) as u8, (n % 200) as u8 + 1);
-    let socket = TcpSocket::new_v4().ok()?;
-    socket.bind((ip, 0).into()).ok()?;
-    socket.connect(([127, 0, 0, 1], port).into()).await.ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,55 +80,21 @@ async fn legitimate_clients_are_served_through_a_flood_and_memory_stays_bounded(
     let baseline = rss_kib(pid);
 
     let flooding = Arc::new(AtomicBool::new(true));
-    let connects = Arc::new(AtomicUsize::new(0));
+    let connects = Arc::new(AtomicU64::new(0));
     let mut junk = tokio::task::JoinSet::new();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    // Each junk peer keeps at it (reconnecting when dropped) until the legitimate clients
+    // are done, bounded in count (100 connections each) and time (60 s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     for n in 0..PER_KIND * 4 {
         let (flooding, connects) = (flooding.clone(), connects.clone());
-        junk.spawn(async move {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-            // Each junk peer keeps at it (reconnecting when dropped) until the legitimate
-            // clients are done, bounded in count and time.
-            for _ in 0..100 {
-                if !flooding.load(Ordering::Relaxed) || tokio::time::Instant::now() > deadline {
-                    break;
-                }
-                let Some(mut s) = connect_from(n, port).await else {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                };
-                connects.fetch_add(1, Ordering::Relaxed);
-                let mut buf = [0u8; 256];
-                match n % 4 {
-                    // Idle: says nothing until the handshake timeout closes it.
-                    0 => {
-                        let _ =
-                            tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
-                    }
-                    // Slowloris: a byte of a frame every 100 ms.
-                    1 => {
-                        for b in [0u8, 0, 0, 200, 1, 2, 3] {
-                            if s.write_all(&[b]).await.is_err() {
-                                break;
-                            }
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                    }
-                    // An oversized frame, refused from its length prefix.
-                    2 => {
-                        let _ = s.write_all(&u32::MAX.to_be_bytes()).await;
-                        let _ =
-                            tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
-                    }
-                    // Garbage.
-                    _ => {
-                        let _ = s.write_all(&[0, 0, 0, 16]).await;
-                        let _ = s.write_all(&[0xFF; 16]).await;
-                        let _ =
-                            tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
-                    }
-                }
-            }
-        });
+        junk.spawn(junk::junk_peer(
+            n,
+            addr,
+            flooding,
+            connects,
+            (100, deadline),
+        ));
     }
     // Let the flood build up.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -167,7 +127,7 @@ async fn legitimate_clients_are_served_through_a_flood_and_memory_stays_bounded(
     let connects = connects.load(Ordering::Relaxed);
     eprintln!("flood: {connects} junk connections; usherd RSS {baseline} KiB -> peak {peak} KiB");
     assert!(
-        connects >= PER_KIND * 4,
+        connects >= (PER_KIND * 4) as u64,
         "the flood reached the server: {connects} connections"
     );
     let mut server = server;
