@@ -18,7 +18,7 @@ use usher_core::{Change, DequeueReason, Ledger, Millis, ReleaseReason, SessionId
 use usher_proto::{Response, response};
 
 use crate::commit::PendingReply;
-use crate::requests::queue;
+use crate::requests::lease;
 
 /// A response still being worked out (for example waiting for its batch to commit).
 pub type PendingResponse = Pin<Box<dyn Future<Output = Response> + Send>>;
@@ -134,7 +134,7 @@ impl Notices {
                 DequeueReason::Granted(lease) => pool_expiry(ledger, lease, now),
                 _ => 0,
             };
-            if let Some(kind) = queue::dequeued(request, reason, expires_at_ms) {
+            if let Some(kind) = lease::dequeued(request, reason, expires_at_ms) {
                 let (notices, session) = (self.clone(), request.session);
                 out.push(Box::new(move || notices.send(session, kind)));
             }

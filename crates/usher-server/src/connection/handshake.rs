@@ -98,7 +98,7 @@ where
                     welcome.resumed = true;
                     welcome.leases = leases
                         .iter()
-                        .map(|l| requests::checkout::granted(l, 0))
+                        .map(|l| requests::lease::granted(l, 0))
                         .collect();
                     ctx.metrics
                         .request_done(RequestKind::Hello, started.elapsed());

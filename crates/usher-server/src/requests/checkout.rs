@@ -5,6 +5,7 @@ use usher_license::{Statement, StatementKind, binding_ids};
 use usher_proto::{ErrorCode, Granted, Queued, response};
 
 use super::denied::denied;
+use super::lease::granted;
 use super::{Caller, Dispatched, answer, internal, need_session, refusal};
 use crate::applied::Applied;
 use crate::clock::wall_clock_ms;
@@ -85,34 +86,6 @@ pub async fn borrow(
         borrowed(&feature, &version, a, &identity, host_ids)
     });
     Ok((pending, false))
-}
-
-/// The wire form of a lease.
-pub fn granted(lease: &Lease, expires_at_ms: u64) -> Granted {
-    Granted {
-        lease_id: lease.id.0,
-        feature: (lease
-            .token_for
-            .clone()
-            .unwrap_or_else(|| lease.feature.clone()))
-        .to_string(),
-        version: lease.pool_version.to_string(),
-        count: lease.count,
-        vendor: lease.vendor.to_string(),
-        expires_at_ms,
-        granted_at_ms: lease.granted_at,
-        client_ref: lease.client_ref,
-        overdraft: lease.overdraft,
-        borrowed_until_ms: lease.borrowed_until.unwrap_or(0),
-        borrow_token: String::new(),
-        token_pool: (lease
-            .token_for
-            .as_ref()
-            .map(|_| lease.feature.clone())
-            .unwrap_or_default())
-        .to_string(),
-        statement: String::new(),
-    }
 }
 
 /// The statement the server signs about a grant (a borrow, or an answer to a checkout's

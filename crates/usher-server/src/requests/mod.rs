@@ -10,7 +10,8 @@
 //! |---|---|
 //! | [`checkout`] | Checkout, Borrow (and the grant a queued checkout ends with) |
 //! | [`checkin`] | Checkin, Return |
-//! | [`queue`] | Dequeue, and the notice that ends a queued checkout's wait |
+//! | [`queue`] | Dequeue |
+//! | [`lease`] | the wire form of a grant, and the notice that ends a queued checkout's wait |
 //! | [`session`] | Heartbeat, Activity, Detach, Goodbye |
 //! | [`status`] | Status (served from [`status_view`]) |
 //! | [`admin`] | Remove, Reload, Down (admin socket only) |
@@ -20,6 +21,7 @@ pub mod admin;
 pub mod checkin;
 pub mod checkout;
 pub mod denied;
+pub mod lease;
 pub mod queue;
 pub mod session;
 pub mod status;
