@@ -8,6 +8,7 @@
 
 mod borrow;
 mod demo;
+mod exit_codes;
 mod hygiene;
 mod lmstat;
 mod log;
