@@ -268,7 +268,9 @@ pub fn render_status<Tz: TimeZone>(
 }
 
 /// `lmstat -i`: FlexLM's note, then one row per pool: feature, version, license count,
-/// expiry (`dd-mon-yyyy` or `permanent`) and vendor, in FlexLM's columns.
+/// expiry (`dd-mon-yyyy` or `permanent`) and vendor, in FlexLM's columns. Like FlexLM,
+/// which reads the license file, an expired or not yet started pool shows the count and
+/// expiry its lines carry (a date in the past for an expired one), not zero seats.
 ///
 /// Rows match flexlm_exporter's
 /// `^(\S+)\s+([\d.]+)\s+(\d+)\s+([\w-]+)\s+(\w+)$` as long as the version is numeric and the
@@ -297,7 +299,11 @@ pub fn render_info<Tz: TimeZone>(
             "{:<31} {:<12} {:<11} {:<12} {}",
             clean(&pool.feature, "unknown"),
             version_or_zero(&pool.version),
-            pool.total,
+            if pool.total == 0 && pool.licensed > 0 {
+                pool.licensed
+            } else {
+                pool.total
+            },
             flexlm_expiry(pool.expires_at_ms),
             clean(&pool.vendor, "unknown"),
         );
@@ -359,6 +365,13 @@ pub use usher_license::words::{lease_handle as format_handle, parse_lease_handle
 pub fn expiry_date(expires_at_ms: u64) -> Option<NaiveDate> {
     let last_valid_ms = i64::try_from(expires_at_ms.checked_sub(1)?).ok()?;
     DateTime::from_timestamp_millis(last_valid_ms).map(|t| t.date_naive())
+}
+
+/// The first day of validity of seats starting at `starts_at_ms` (their first valid
+/// millisecond, UTC), or `None` for 0 (not waiting to start).
+pub fn start_date(starts_at_ms: u64) -> Option<NaiveDate> {
+    let first_valid_ms = i64::try_from(starts_at_ms).ok().filter(|ms| *ms > 0)?;
+    DateTime::from_timestamp_millis(first_valid_ms).map(|t| t.date_naive())
 }
 
 /// The instant `ms` (since the Unix epoch) in `tz`; clamped to chrono's range.
@@ -782,6 +795,7 @@ mod tests {
             total,
             in_use: holders.iter().map(|h| h.count.max(1)).sum(),
             holders,
+            ..FeatureStatus::default()
         }
     }
 

@@ -13,7 +13,7 @@ use chrono::{DateTime, Datelike, SecondsFormat, TimeZone, Timelike, Utc};
 use serde_json::{Value, json};
 use usher_proto::{FeatureStatus, Holder, QueueEntry, StatusReport};
 
-use crate::lmstat::{clean, expiry_date, format_handle, instant};
+use crate::lmstat::{clean, expiry_date, format_handle, instant, start_date};
 
 /// The column titles of a holder row.
 const COLUMNS: [&str; 8] = [
@@ -120,6 +120,9 @@ fn queue_row<Tz: TimeZone>(q: &QueueEntry, tz: &Tz) -> [String; 8] {
 ///   "features": [
 ///     { "feature": "cad", "vendor": "demo", "version": "2025",
 ///       "expires": "2027-12-31",            // last valid day; null when permanent
+///       "expired": null,                    // every line expired: the last valid day
+///       "starts": null,                     // no line valid yet: the first valid day
+///       "licensed": null,                   // for those two: the seats of the lines
 ///       "total": 3, "in_use": 1,
 ///       "holders": [
 ///         { "user": "alice", "host": "ws1", "display": "/dev/pts/0", "pid": 4242,
@@ -185,11 +188,15 @@ fn queue_json(q: &QueueEntry) -> Value {
 }
 
 fn pool_json(pool: &FeatureStatus) -> Value {
+    let day = |d: Option<chrono::NaiveDate>| d.map(|d| d.format("%Y-%m-%d").to_string());
     json!({
         "feature": pool.feature,
         "vendor": pool.vendor,
         "version": pool.version,
-        "expires": expiry_date(pool.expires_at_ms).map(|d| d.format("%Y-%m-%d").to_string()),
+        "expires": day(expiry_date(pool.expires_at_ms)),
+        "expired": day(expiry_date(pool.ended_at_ms)),
+        "starts": day(start_date(pool.starts_at_ms)),
+        "licensed": (pool.licensed > 0).then_some(pool.licensed),
         "total": pool.total,
         "in_use": pool.in_use,
         "holders": pool.holders.iter().map(holder_json).collect::<Vec<_>>(),
@@ -239,12 +246,21 @@ fn seconds<Tz: TimeZone>(t: &DateTime<Tz>) -> String {
     format!("{}:{:02}", minutes(t), t.second())
 }
 
-/// `cad v2025 (demo)  1 of 3 seats in use  expires 2027-12-31`.
+/// `cad v2025 (demo)  1 of 3 seats in use  expires 2027-12-31`; for a pool with no seats
+/// valid now, `expired 2025-01-31 (5 seats)` or `starts 2027-01-01 (5 seats, permanent)`.
 fn pool_header(out: &mut String, pool: &FeatureStatus) {
     let seats = usher_license::words::plural_noun(pool.total.into(), "seat");
     let expiry = match expiry_date(pool.expires_at_ms) {
         Some(date) => format!("expires {}", date.format("%Y-%m-%d")),
         None => "permanent".to_owned(),
+    };
+    let licensed = usher_license::words::plural(pool.licensed.into(), "seat|seats");
+    let expiry = if let Some(date) = expiry_date(pool.ended_at_ms) {
+        format!("expired {} ({licensed})", date.format("%Y-%m-%d"))
+    } else if let Some(date) = start_date(pool.starts_at_ms) {
+        format!("starts {} ({licensed}, {expiry})", date.format("%Y-%m-%d"))
+    } else {
+        expiry
     };
     let _ = writeln!(
         out,
@@ -419,6 +435,7 @@ mod tests {
                         holder("alice", "/dev/pts/0", 4242, 1, 7),
                         holder("bartholomew", "", 0, 2, 18446744073709551615),
                     ],
+                    ..FeatureStatus::default()
                 },
                 FeatureStatus {
                     feature: "sim".into(),
@@ -428,6 +445,7 @@ mod tests {
                     total: 1,
                     in_use: 0,
                     holders: vec![],
+                    ..FeatureStatus::default()
                 },
             ],
             started_at_ms: utc_ms(2026, 3, 1, 6, 0),
@@ -608,6 +626,9 @@ sim v1.0 (demo)  0 of 1 seat in use  permanent
                     "vendor": "demo",
                     "version": "2025",
                     "expires": "2027-12-31",
+                    "expired": null,
+                    "starts": null,
+                    "licensed": null,
                     "total": 3,
                     "in_use": 3,
                     "holders": [
@@ -640,6 +661,9 @@ sim v1.0 (demo)  0 of 1 seat in use  permanent
                     "vendor": "demo",
                     "version": "1.0",
                     "expires": null,
+                    "expired": null,
+                    "starts": null,
+                    "licensed": null,
                     "total": 1,
                     "in_use": 0,
                     "holders": [],

@@ -208,6 +208,29 @@ impl Pool {
             .map(|(_, e)| e)
     }
 
+    /// When every entitlement of the pool has ended by `now`: the end of the last (the
+    /// first millisecond after it). `None` while any is valid or yet to start.
+    pub fn ended_at(&self, now: Millis) -> Option<Millis> {
+        let ends: Option<Vec<Millis>> = self
+            .grants
+            .iter()
+            .map(|g| g.valid_until.filter(|end| *end <= now))
+            .collect();
+        ends?.into_iter().max()
+    }
+
+    /// When the pool's first seats start, if none is valid at `now` and some start later.
+    pub fn starts_at(&self, now: Millis) -> Option<Millis> {
+        if self.grants.iter().any(|g| g.is_valid_at(now)) {
+            return None;
+        }
+        self.grants
+            .iter()
+            .map(|g| g.valid_from)
+            .filter(|from| *from > now)
+            .min()
+    }
+
     /// When the pool's current seats run out: the earliest end among grants valid at `now`.
     pub fn expires_at(&self, now: Millis) -> Option<Millis> {
         self.grants

@@ -740,7 +740,9 @@ pub struct FeatureStatus {
     /// Pool version.
     #[prost(string, tag = "3")]
     pub version: String,
-    /// Earliest expiry among the pool's current entitlements (ms since epoch; 0: permanent).
+    /// Earliest expiry among the pool's current entitlements (ms since epoch, the first
+    /// millisecond after the last valid day; 0: permanent). For a pool with none valid
+    /// now: the expiry of those that start at `starts_at_ms`, or `ended_at_ms`.
     #[prost(uint64, tag = "4")]
     pub expires_at_ms: u64,
     /// Seats valid now.
@@ -752,6 +754,18 @@ pub struct FeatureStatus {
     /// Who holds them.
     #[prost(message, repeated, tag = "7")]
     pub holders: Vec<Holder>,
+    /// Every entitlement of the pool has expired: when the last ended (ms since epoch, as
+    /// `expires_at_ms`). 0: not expired.
+    #[prost(uint64, tag = "8")]
+    pub ended_at_ms: u64,
+    /// No entitlement of the pool is valid yet: when the first starts (ms since epoch).
+    /// 0: not waiting to start.
+    #[prost(uint64, tag = "9")]
+    pub starts_at_ms: u64,
+    /// For an expired or not yet started pool (`total` 0): the seats its license lines
+    /// hold (those that ended last, or those that start first). 0 otherwise.
+    #[prost(uint32, tag = "10")]
+    pub licensed: u32,
 }
 
 /// One lease, as status shows it.

@@ -65,3 +65,66 @@ fn status_of_one_feature_lists_only_that_feature() {
         .collect();
     assert_eq!(names, ["sim"], "{outcome}");
 }
+
+/// A line that expired and one that starts later are shown as such, with their dates and
+/// seats, in `usher status` (text and JSON) and in `usher lmstat -i` (as FlexLM, which
+/// reads the file: the count and expiry of the lines), not as `0 of 0 seats ... permanent`.
+#[test]
+fn expired_and_not_yet_started_lines_show_their_dates() {
+    use crate::util::{Server, Vendor};
+    let vendor = Vendor::new("acme");
+    let license = vendor.sign(
+        "dates.lic",
+        "FEATURE old acme 1.0 31-jan-2020 5\n\
+         FEATURE new acme 2.0 31-dec-2099 3 START=1-jan-2099\n\
+         FEATURE cad acme 2025 permanent 2\n",
+    );
+    let server = Server::start(&vendor, &license, Timings::LONG);
+    let spec = server.spec();
+
+    let text = run_usher(&["status", "-c", &spec]).ok().stdout;
+    assert!(
+        text.contains("old v1.0 (acme)  0 of 0 seats in use  expired 2020-01-31 (5 seats)"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "new v2.0 (acme)  0 of 0 seats in use  starts 2099-01-01 (3 seats, expires 2099-12-31)"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("cad v2025 (acme)  0 of 2 seats in use  permanent"),
+        "{text}"
+    );
+
+    let json = server.status();
+    let old = feature_of(&json, "old");
+    assert_eq!(old["expired"], "2020-01-31", "{json:#}");
+    assert_eq!(old["expires"], "2020-01-31", "{json:#}");
+    assert_eq!(old["licensed"], 5, "{json:#}");
+    assert_eq!(old["starts"], serde_json::Value::Null, "{json:#}");
+    let new = feature_of(&json, "new");
+    assert_eq!(new["starts"], "2099-01-01", "{json:#}");
+    assert_eq!(new["expires"], "2099-12-31", "{json:#}");
+    assert_eq!(new["licensed"], 3, "{json:#}");
+    assert_eq!(new["expired"], serde_json::Value::Null, "{json:#}");
+
+    let info = run_usher(&["lmstat", "-i", "-c", &spec]).ok().stdout;
+    let row = regex::Regex::new(r"^(\S+)\s+([\d.]+)\s+(\d+)\s+([\w-]+)\s+(\w+)$").unwrap();
+    let rows: Vec<_> = info
+        .lines()
+        .filter_map(|l| row.captures(l))
+        .map(|c| (c[1].to_string(), c[3].to_string(), c[4].to_string()))
+        .collect();
+    for (feature, count, expiry) in [
+        ("old", "5", "31-jan-2020"),
+        ("new", "3", "31-dec-2099"),
+        ("cad", "2", "permanent"),
+    ] {
+        assert!(
+            rows.contains(&(feature.into(), count.into(), expiry.into())),
+            "{feature} {count} {expiry} not in\n{info}"
+        );
+    }
+}

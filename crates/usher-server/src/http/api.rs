@@ -33,8 +33,16 @@ pub struct FeatureJson {
     overdraft_in_use: u32,
     /// Seats of `in_use` borrowed for offline use.
     pub(super) borrowed: u32,
-    /// When the pool's entitlements expire; `null` if permanent.
+    /// When the pool's entitlements expire (for an expired pool: expired; for one yet to
+    /// start: those that start); `null` if permanent.
     expires_at: Option<Millis>,
+    /// Every entitlement of the pool has expired, at this moment; `null` otherwise.
+    expired_at: Option<Millis>,
+    /// No entitlement of the pool is valid yet; the first starts at this moment.
+    starts_at: Option<Millis>,
+    /// For an expired or not yet started pool: the seats of those license lines.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    licensed: Option<u32>,
     holders: usize,
 }
 
@@ -101,6 +109,7 @@ pub(super) fn features_of(view: &View<'_>) -> Vec<FeatureJson> {
     for pool in ledger.catalog().all_pools() {
         let (holders, overdraft_in_use, borrowed) =
             held.remove(&pool.key.as_pool_ref()).unwrap_or_default();
+        let status = crate::requests::status_view::pool_status(pool, view.now, 0);
         out.push(FeatureJson {
             feature: pool.key.feature.clone(),
             vendor: pool.key.vendor.clone(),
@@ -110,7 +119,10 @@ pub(super) fn features_of(view: &View<'_>) -> Vec<FeatureJson> {
             overdraft: pool.overdraft_at(view.now),
             overdraft_in_use,
             borrowed,
-            expires_at: pool.expires_at(view.now),
+            expires_at: nonzero(status.expires_at_ms),
+            expired_at: nonzero(status.ended_at_ms),
+            starts_at: nonzero(status.starts_at_ms),
+            licensed: (status.licensed > 0).then_some(status.licensed),
             holders,
         });
     }
@@ -125,10 +137,18 @@ pub(super) fn features_of(view: &View<'_>) -> Vec<FeatureJson> {
             overdraft_in_use,
             borrowed,
             expires_at: None,
+            expired_at: None,
+            starts_at: None,
+            licensed: None,
             holders,
         });
     }
     out
+}
+
+/// A time in ms, or `None` for 0 ("not set").
+fn nonzero(ms: u64) -> Option<Millis> {
+    (ms != 0).then_some(ms)
 }
 
 /// [`features_of`] from the published status view, off the ledger task.
@@ -150,7 +170,10 @@ fn features_of_view(view: &StatusView) -> Vec<FeatureJson> {
                 overdraft,
                 overdraft_in_use: seats(|l| l.overdraft),
                 borrowed: seats(|l| l.borrowed_until.is_some()),
-                expires_at: (pool.expires_at_ms != 0).then_some(pool.expires_at_ms),
+                expires_at: nonzero(pool.expires_at_ms),
+                expired_at: nonzero(pool.ended_at_ms),
+                starts_at: nonzero(pool.starts_at_ms),
+                licensed: (pool.licensed > 0).then_some(pool.licensed),
                 holders: rows.len(),
             }
         })

@@ -127,15 +127,7 @@ impl StatusView {
             let key = &pool.key;
             index.insert(key.as_pool_ref(), pools.len());
             overdraft.push(pool.overdraft_at(now));
-            pools.push(FeatureStatus {
-                feature: key.feature.clone(),
-                vendor: key.vendor.clone(),
-                version: pool.version.to_string(),
-                expires_at_ms: pool.expires_at(now).unwrap_or(0),
-                total: pool.seats_at(now),
-                in_use: ledger.in_use(key),
-                holders: Vec::new(),
-            });
+            pools.push(pool_status(pool, now, ledger.in_use(key)));
         }
         let mut holders = Vec::with_capacity(ledger.leases().size_hint().0);
         for lease in ledger.leases() {
@@ -148,9 +140,7 @@ impl StatusView {
                     feature: at.feature.to_owned(),
                     vendor: at.vendor.to_owned(),
                     version: at.version.to_owned(),
-                    expires_at_ms: 0,
-                    total: 0,
-                    holders: Vec::new(),
+                    ..FeatureStatus::default()
                 });
                 pools.len() - 1
             });
@@ -432,5 +422,36 @@ impl StatusViews {
                 }
             }
         }
+    }
+}
+
+/// A catalog pool's line of status at `now`, without holders: its seats valid now, or,
+/// when none is, whether they have all expired (and when) or when they start, with the
+/// seats those license lines hold and their expiry.
+pub fn pool_status(pool: &usher_core::Pool, now: Millis, in_use: u32) -> FeatureStatus {
+    let ended = pool.ended_at(now);
+    let starts = pool.starts_at(now);
+    // The moment whose seats and expiry are shown: now, the last valid millisecond of an
+    // expired pool, or the start of one yet to start.
+    let shown = match (ended, starts) {
+        (Some(end), _) => end - 1,
+        (None, Some(start)) => start,
+        (None, None) => now,
+    };
+    FeatureStatus {
+        feature: pool.key.feature.clone(),
+        vendor: pool.key.vendor.clone(),
+        version: pool.version.to_string(),
+        expires_at_ms: ended.or_else(|| pool.expires_at(shown)).unwrap_or(0),
+        total: pool.seats_at(now),
+        in_use,
+        holders: Vec::new(),
+        ended_at_ms: ended.unwrap_or(0),
+        starts_at_ms: starts.unwrap_or(0),
+        licensed: if shown == now {
+            0
+        } else {
+            pool.seats_at(shown)
+        },
     }
 }

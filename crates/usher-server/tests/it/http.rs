@@ -1171,3 +1171,52 @@ async fn features_show_overdraft_and_pools_that_left_the_catalog() {
     );
     assert!(cad["expires_at"].is_null());
 }
+
+/// An expired pool and one not yet started are told apart from a pool of no seats:
+/// `expired_at` / `starts_at` with the seats of their lines, and `expires_at` never null
+/// for a line that has an expiry.
+#[tokio::test(flavor = "multi_thread")]
+async fn features_show_expired_and_not_yet_started_pools_with_their_dates() {
+    let lic = Licensed::new(
+        "FEATURE old acme 1.0 31-jan-2020 5 HOSTID=ANY\n\
+         FEATURE new acme 1.0 31-dec-2099 3 START=1-jan-2099 HOSTID=ANY\n\
+         FEATURE cad acme 2025 permanent 2 HOSTID=ANY\n",
+    );
+    let server = TestServer::start(lic.config()).await;
+    let features = server.get("/api/v1/features").await.json();
+    let of = |name: &str| {
+        features
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["feature"] == name)
+            .unwrap_or_else(|| panic!("{name} missing: {features}"))
+            .clone()
+    };
+    let day = |y, m, d| {
+        chrono::NaiveDate::from_ymd_opt(y, m, d)
+            .unwrap()
+            .and_hms_opt(0, 0, 0)
+            .unwrap()
+            .and_utc()
+            .timestamp_millis()
+    };
+    let old = of("old");
+    assert_eq!(old["total"], 0, "{old}");
+    assert_eq!(old["expired_at"], day(2020, 2, 1), "{old}");
+    assert_eq!(old["expires_at"], day(2020, 2, 1), "{old}");
+    assert_eq!(old["starts_at"], Value::Null, "{old}");
+    assert_eq!(old["licensed"], 5, "{old}");
+    let new = of("new");
+    assert_eq!(new["total"], 0, "{new}");
+    assert_eq!(new["starts_at"], day(2099, 1, 1), "{new}");
+    assert_eq!(new["expires_at"], day(2100, 1, 1), "{new}");
+    assert_eq!(new["expired_at"], Value::Null, "{new}");
+    assert_eq!(new["licensed"], 3, "{new}");
+    let cad = of("cad");
+    assert_eq!(cad["total"], 2);
+    for field in ["expired_at", "starts_at", "expires_at"] {
+        assert_eq!(cad[field], Value::Null, "{field}: {cad}");
+    }
+    assert!(cad.get("licensed").is_none(), "{cad}");
+}

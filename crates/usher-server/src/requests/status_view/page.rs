@@ -178,15 +178,7 @@ pub fn totals(view: &View<'_>, feature: &str) -> StatusReport {
         .catalog()
         .all_pools()
         .filter(|p| wanted(&p.key.feature))
-        .map(|pool| FeatureStatus {
-            feature: pool.key.feature.clone(),
-            vendor: pool.key.vendor.clone(),
-            version: pool.version.to_string(),
-            expires_at_ms: pool.expires_at(now).unwrap_or(0),
-            total: pool.seats_at(now),
-            in_use: ledger.in_use(&pool.key),
-            holders: Vec::new(),
-        })
+        .map(|pool| pool_status(pool, now, ledger.in_use(&pool.key)))
         .collect();
     // Pools that left the catalog but still hold seats.
     let mut orphans: Vec<(PoolKey, u32)> = ledger
@@ -200,9 +192,7 @@ pub fn totals(view: &View<'_>, feature: &str) -> StatusReport {
         feature: key.feature,
         vendor: key.vendor,
         version: key.version,
-        expires_at_ms: 0,
-        total: 0,
-        holders: Vec::new(),
+        ..FeatureStatus::default()
     }));
     let info = view.info;
     StatusReport {
