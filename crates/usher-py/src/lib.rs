@@ -138,7 +138,9 @@ fn to_py(py: Python<'_>, failure: Failure) -> PyErr {
         | c::USHER_E_NOT_NAMED_USER
         | c::USHER_E_MORE_THAN_ALLOWED => PolicyDenied::new_err(detail),
         c::USHER_E_LICENSE_LOST => LicenseLost::new_err(detail),
-        code if (-39..=-20).contains(&code) => LicenseUnavailable::new_err(detail),
+        code if (c::USHER_E_BOUND_TO_OTHER_HOST..=c::USHER_E_NO_SUCH_FEATURE).contains(&code) => {
+            LicenseUnavailable::new_err(detail)
+        }
         _ => UsherError::new_err(detail),
     };
     let value = err.value(py);
