@@ -318,7 +318,13 @@ impl FileConfig {
                     path: path.to_path_buf(),
                     source,
                 })?;
-        let mut file: FileConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        Self::parse(path, &text)
+    }
+
+    /// Parses `text`, the content of the config file at `path` (relative paths in it are
+    /// made relative to the file's directory), as [`FileConfig::read`] does after reading.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let mut file: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;

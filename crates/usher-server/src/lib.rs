@@ -20,6 +20,7 @@ pub mod denial_log;
 pub mod fatal;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
+pub mod fuzzing;
 pub mod http;
 pub mod identity;
 pub mod keepalives;

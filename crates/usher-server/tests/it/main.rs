@@ -10,6 +10,7 @@ mod admin;
 mod api_pages;
 mod closing;
 mod compat;
+mod corpus;
 mod dashboard;
 mod fail_loudly;
 mod flood;
