@@ -1,7 +1,7 @@
 //! `usher status`, `usher status --json` and `lmstat` with more holders than one frame
 //! holds: the client reads the status page by page, and the text still parses as FlexLM's.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -89,6 +89,156 @@ fn hundreds_of_real_holders_are_shown_whole() {
     assert_eq!(user_lines(&one), HOLDERS, "{one}");
     let other = run_usher(&["lmstat", "-f", "other", "-c", &spec]).ok();
     assert_eq!(user_lines(&other), 0, "{other}");
+}
+
+/// Thousands of real `usher run` processes on this machine, one seat each under short
+/// names (user `uNNNN`, this host): status, its JSON and lmstat (`-a` and `-f`, read with
+/// the public parsers' user-line pattern) show every one. CI runs 1,000 (each `usher run` costs
+/// about 1.7 MiB of memory of its own and 2 threads, see BENCHMARKS.md);
+/// [`two_thousand_five_hundred_real_usher_run_holders`] is the full size.
+#[test]
+fn a_thousand_real_usher_run_holders_are_read_by_lmstat_parsers() {
+    many_real_holders(1_000);
+}
+
+/// [`a_thousand_real_usher_run_holders_are_read_by_lmstat_parsers`] at 2,500 processes,
+/// run by hand (7,500 processes and threads with their `sleep`s; figures in BENCHMARKS.md):
+/// `cargo test -p usher-cli --test it -- --ignored two_thousand_five --nocapture`.
+#[test]
+#[ignore = "2,500 usher run processes: run by hand, see BENCHMARKS.md"]
+fn two_thousand_five_hundred_real_usher_run_holders() {
+    many_real_holders(2_500);
+}
+
+/// Resident memory of process `pid` in KiB (`VmRSS`), 0 if it is gone.
+fn rss_kib(pid: u32) -> u64 {
+    kib(pid, "status", "VmRSS:")
+}
+
+/// Proportional set size of process `pid` in KiB (its private memory plus its share of
+/// pages mapped by others, such as the `usher` binary's text), 0 if it is gone.
+fn pss_kib(pid: u32) -> u64 {
+    kib(pid, "smaps_rollup", "Pss:")
+}
+
+/// The `key` line of `/proc/PID/FILE`, in KiB.
+fn kib(pid: u32, file: &str, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Threads of process `pid`, 0 if it is gone.
+fn threads(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// `holders` real `usher run -- sleep 900` processes, then every reader; prints the figures
+/// (start time, memory, threads, reader times) to standard error.
+fn many_real_holders(holders: usize) {
+    let vendor = Vendor::new("acme");
+    let seats = holders + 100;
+    let license = vendor.sign(
+        "big.lic",
+        &format!("FEATURE big acme 1.0 permanent {seats} HOSTID=ANY\n"),
+    );
+    // Heartbeats every 20 s: thousands of holders stay well within the request rate and
+    // the machine's CPU. All come from 127.0.0.1, so the per-address cap is raised.
+    let timings = Timings {
+        heartbeat: "20s",
+        session_ttl: "10m",
+        reconnect_grace: "10m",
+    };
+    let cap = (holders + 100).to_string();
+    let server = Server::start_with(
+        &vendor,
+        &license,
+        timings,
+        &["--max-connections-per-ip", &cap],
+    );
+    let started = Instant::now();
+    let spawned: Vec<Holder> = (0..holders)
+        .map(|n| {
+            let user = format!("u{n:04}");
+            Holder::spawn_as(&server, Some(&user), &[], "big", &["sleep", "900"])
+        })
+        .collect();
+    let spawn_time = started.elapsed();
+    let spec = server.spec();
+    poll(
+        &format!("{holders} seats of big in use"),
+        Duration::from_secs(600),
+        || {
+            let status = server.try_status()?;
+            match feature_of(&status, "big")["in_use"].as_u64() {
+                Some(n) if n == holders as u64 => Ok(()),
+                other => Err(format!("{other:?} in use")),
+            }
+        },
+    );
+    let all_in_use = started.elapsed();
+    let holder_rss: Vec<u64> = spawned.iter().map(|h| rss_kib(h.pid())).collect();
+    let holder_pss: u64 = spawned.iter().map(|h| pss_kib(h.pid())).sum();
+    let holder_threads: u64 = spawned.iter().map(|h| threads(h.pid())).sum();
+    let server_rss = rss_kib(server.pid());
+
+    let timed = |args: &[&str]| {
+        let t = Instant::now();
+        let out = run_usher(args).ok();
+        (out, t.elapsed())
+    };
+    let (json, json_time) = timed(&["status", "--json", "-c", &spec]);
+    let listed = json_holders(&json);
+    assert_eq!(listed.len(), holders, "{json}");
+    let mut users: Vec<&str> = listed.iter().filter_map(|h| h["user"].as_str()).collect();
+    users.sort_unstable();
+    users.dedup();
+    assert_eq!(users.len(), holders, "each holder once");
+    let (table, table_time) = timed(&["status", "-c", &spec]);
+    assert!(!table.stdout.contains("not shown"), "{table}");
+    let row = re(r"^\s*u\d{4}\s");
+    assert_eq!(
+        table.stdout.lines().filter(|l| row.is_match(l)).count(),
+        holders,
+        "{table}"
+    );
+    let (all, lmstat_time) = timed(&["lmstat", "-a", "-c", &spec]);
+    assert_eq!(user_lines(&all), holders, "{all}");
+    assert!(
+        all.stdout.lines().any(|l| l
+            == format!(
+                "Users of big:  (Total of {seats} licenses issued;  Total of {holders} licenses in use)"
+            )),
+        "{all}"
+    );
+    let (one, lmstat_f_time) = timed(&["lmstat", "-f", "big", "-c", &spec]);
+    assert_eq!(user_lines(&one), holders, "{one}");
+    let alive = holder_rss.iter().filter(|&&r| r > 0).count();
+    assert_eq!(alive, holders, "every usher run is still running");
+    let mean_rss = holder_rss.iter().sum::<u64>() / holders as u64;
+    let max_rss = holder_rss.iter().max().copied().unwrap_or(0);
+    eprintln!(
+        "{holders} usher run holders: spawned in {spawn_time:.1?}, all in use after \
+         {all_in_use:.1?}; usher run RSS mean {mean_rss} KiB, max {max_rss} KiB, \
+         PSS mean {} KiB, {:.1} threads each; usherd RSS {server_rss} KiB; status --json {json_time:.2?}, \
+         status {table_time:.2?}, lmstat -a {lmstat_time:.2?}, lmstat -f {lmstat_f_time:.2?}",
+        holder_pss / holders as u64,
+        holder_threads as f64 / holders as f64
+    );
+    let t = Instant::now();
+    drop(spawned);
+    eprintln!("holders stopped in {:.1?}", t.elapsed());
+    let t = Instant::now();
+    drop(server);
+    eprintln!("server stopped in {:.1?}", t.elapsed());
 }
 
 /// 100,000 holders (leases over a few plaintext connections from this test) on a real

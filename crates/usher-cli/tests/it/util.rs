@@ -311,6 +311,11 @@ impl Server {
         )
     }
 
+    /// The `usherd` process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Serves `license` like [`Server::start`], with `extra` flags for usherd.
     pub fn start_with(vendor: &Vendor, license: &Path, timings: Timings, extra: &[&str]) -> Server {
         let scratch = tempfile::tempdir().expect("creating a temporary directory");
