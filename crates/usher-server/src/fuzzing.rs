@@ -45,6 +45,7 @@ pub const ADMIN_ROUTES: &[(&str, &str)] = &[
     // A path of the fuzzer's own under the API (the query part becomes the path).
     ("GET", "/api/v1/"),
     ("POST", "/api/v1/"),
+    ("GET", "/api/v1/holders/groups"),
 ];
 
 /// One admin HTTP request made from fuzz input.
