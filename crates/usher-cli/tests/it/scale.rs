@@ -33,6 +33,17 @@ fn json_holders(out: &Outcome) -> Vec<Value> {
         .collect()
 }
 
+/// `usher status --json` output lists `holders` holders, each user once.
+#[track_caller]
+fn assert_each_holder_once(json: &Outcome, holders: usize) {
+    let listed = json_holders(json);
+    assert_eq!(listed.len(), holders, "{json}");
+    let mut users: Vec<&str> = listed.iter().filter_map(|h| h["user"].as_str()).collect();
+    users.sort_unstable();
+    users.dedup();
+    assert_eq!(users.len(), holders, "each holder once");
+}
+
 /// A few hundred real `usher run` holders with long user names (together far more than one
 /// 64 KiB frame): status, its JSON and lmstat show every one.
 #[test]
@@ -55,12 +66,7 @@ fn hundreds_of_real_holders_are_shown_whole() {
     let spec = server.spec();
 
     let json = run_usher(&["status", "--json", "-c", &spec]).ok();
-    let holders = json_holders(&json);
-    assert_eq!(holders.len(), HOLDERS, "{json}");
-    let mut users: Vec<&str> = holders.iter().filter_map(|h| h["user"].as_str()).collect();
-    users.sort_unstable();
-    users.dedup();
-    assert_eq!(users.len(), HOLDERS, "each holder once");
+    assert_each_holder_once(&json, HOLDERS);
     assert!(
         json.stdout.len() > 2 * usher_proto::MAX_FRAME_LEN,
         "more than a frame"
@@ -235,12 +241,7 @@ fn many_real_holders(holders: usize) {
         (out, t.elapsed())
     };
     let (json, json_time) = timed(&["status", "--json", "-c", &spec]);
-    let listed = json_holders(&json);
-    assert_eq!(listed.len(), holders, "{json}");
-    let mut users: Vec<&str> = listed.iter().filter_map(|h| h["user"].as_str()).collect();
-    users.sort_unstable();
-    users.dedup();
-    assert_eq!(users.len(), holders, "each holder once");
+    assert_each_holder_once(&json, holders);
     let (table, table_time) = timed(&["status", "-c", &spec]);
     assert!(!table.stdout.contains("not shown"), "{table}");
     let row = re(r"^\s*u\d{4}\s");
