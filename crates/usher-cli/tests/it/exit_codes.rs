@@ -22,14 +22,7 @@ fn each_command_exits_with_the_documented_code_for_each_outcome() {
         &["--policy", policy.to_str().unwrap()],
     );
     let spec = server.spec();
-    let data_dir = server
-        .admin_token_file()
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("the token is in DATA_DIR/admin")
-        .to_str()
-        .expect("temporary paths are UTF-8")
-        .to_owned();
+    let data_dir = server.data_dir_arg();
     let _holder = Holder::spawn(&server, "cad", &["sleep", "60"]);
     server.wait_in_use("cad", 1);
 

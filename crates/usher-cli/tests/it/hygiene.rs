@@ -26,14 +26,7 @@ fn every_command_exits_quietly_when_its_reader_goes_away() {
     let fixture = Licensed::start(Timings::LONG);
     let server = &fixture.server;
     let spec = server.spec();
-    let data_dir = server
-        .admin_token_file()
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("the token is in DATA_DIR/admin")
-        .to_str()
-        .expect("temporary paths are UTF-8")
-        .to_owned();
+    let data_dir = server.data_dir_arg();
     let keys = tempfile::tempdir().unwrap();
     let keys_dir = keys.path().to_str().unwrap();
     quiet_on_a_closed_pipe(&["--help"]);

@@ -327,6 +327,14 @@ impl Server {
         })
     }
 
+    /// The server's data directory, as a command-line argument (`--data-dir`).
+    pub fn data_dir_arg(&self) -> String {
+        self.data_dir
+            .to_str()
+            .expect("temporary paths are UTF-8")
+            .to_owned()
+    }
+
     /// The server's admin token file (`DATA_DIR/admin/token`).
     pub fn admin_token_file(&self) -> PathBuf {
         self.data_dir.join("admin").join("token")
