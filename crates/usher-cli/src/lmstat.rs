@@ -16,9 +16,9 @@
 //! non-zero exit as a failed scrape).
 //!
 //! Decisions where FlexLM itself varies:
-//! - **Handles** are the lease id in decimal ([`format_handle`]). FlexLM handles are small
+//! - **Handles** are the lease id in decimal ([`crate::show::format_handle`]). FlexLM handles are small
 //!   decimal numbers and flexlm_exporter requires `\d+` there; `usher remove` accepts the
-//!   same text ([`parse_handle`]).
+//!   same text ([`crate::show::parse_handle`]).
 //! - **Permanent** entitlements show `permanent` as their expiry. Some FlexLM versions print
 //!   `1-jan-0`; current flexlm_exporter reads any expiry without `-` as permanent.
 //! - **PID** (`, PID: n`, printed by recent FlexLM versions for some vendors) is off unless
@@ -28,8 +28,10 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
-use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Timelike, Utc};
+use chrono::{DateTime, Datelike, TimeZone, Timelike};
 use usher_proto::{FeatureStatus, Holder, QueueEntry, StatusReport};
+
+use crate::show::{clean, expiry_date, format_handle, instant};
 
 /// The FlexLM version usher claims in `lmstat -v`, in `license server UP ... v…` and in
 /// vendor daemon lines.
@@ -263,7 +265,7 @@ pub fn render_status<Tz: TimeZone>(
     for group in feature_groups(report, args) {
         users_of(&mut out, &group, &report.queue, &server, args, tz);
     }
-    out.push_str(&crate::status_table::not_shown(report));
+    out.push_str(&crate::show::not_shown(report));
     out
 }
 
@@ -352,53 +354,6 @@ pub fn render_unreachable<Tz: TimeZone>(
         "Error getting status: Cannot connect to license server ({code} \"{text}\")"
     );
     out
-}
-
-pub use usher_license::words::{lease_handle as format_handle, parse_lease_handle as parse_handle};
-
-/// The last day on which an entitlement is valid, or `None` for permanent ones.
-///
-/// `expires_at_ms` is the first millisecond *after* validity (00:00 UTC of the day after
-/// the expiry date, as usher-license computes it; 0 means permanent), so the date shown is
-/// the UTC day of the millisecond before: the date written in the license file. A value
-/// past chrono's range reads as permanent.
-pub fn expiry_date(expires_at_ms: u64) -> Option<NaiveDate> {
-    let last_valid_ms = i64::try_from(expires_at_ms.checked_sub(1)?).ok()?;
-    DateTime::from_timestamp_millis(last_valid_ms).map(|t| t.date_naive())
-}
-
-/// The first day of validity of seats starting at `starts_at_ms` (their first valid
-/// millisecond, UTC), or `None` for 0 (not waiting to start).
-pub fn start_date(starts_at_ms: u64) -> Option<NaiveDate> {
-    let first_valid_ms = i64::try_from(starts_at_ms).ok().filter(|ms| *ms > 0)?;
-    DateTime::from_timestamp_millis(first_valid_ms).map(|t| t.date_naive())
-}
-
-/// The instant `ms` (since the Unix epoch) in `tz`; clamped to chrono's range.
-pub(crate) fn instant<Tz: TimeZone>(ms: u64, tz: &Tz) -> DateTime<Tz> {
-    let utc = i64::try_from(ms)
-        .ok()
-        .and_then(DateTime::from_timestamp_millis)
-        .unwrap_or(DateTime::<Utc>::MAX_UTC);
-    utc.with_timezone(tz)
-}
-
-/// Replaces characters that would break the line structure (newlines, tabs, other control
-/// characters) with `?`, and an empty value with `fallback`. Spaces stay: FlexLM prints
-/// user names such as `John Smith` as they are. Without this a client could send a user
-/// name containing `\nUsers of ...` and forge lines in every monitoring tool.
-pub(crate) fn clean<'a>(text: &'a str, fallback: &'a str) -> Cow<'a, str> {
-    if text.is_empty() {
-        Cow::Borrowed(fallback)
-    } else if text.chars().any(char::is_control) {
-        Cow::Owned(
-            text.chars()
-                .map(|c| if c.is_control() { '?' } else { c })
-                .collect(),
-        )
-    } else {
-        Cow::Borrowed(text)
-    }
 }
 
 /// Parsers need a version token (`v[\w.]+`, `[\d.]+`); an empty one reads as `0`.
@@ -667,10 +622,11 @@ fn flexlm_expiry(expires_at_ms: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use chrono::FixedOffset;
+    use chrono::{FixedOffset, NaiveDate};
     use regex::Regex;
 
     use super::*;
+    use crate::show::parse_handle;
 
     // Regular expressions of published lmstat parsers, quoted as they use them. The output
     // must satisfy all of them at once.

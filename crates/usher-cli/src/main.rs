@@ -10,6 +10,7 @@ mod doc_examples;
 mod exit;
 mod lmstat;
 mod report;
+mod show;
 mod status_table;
 
 use std::process::ExitCode;

@@ -4,7 +4,7 @@
 //! change. The JSON shape is a contract, documented on [`render_json`]: fields may be
 //! added, never renamed or retyped.
 //!
-//! Handles are shown as [`crate::lmstat::format_handle`] writes them, so the handle an
+//! Handles are shown as [`crate::show::format_handle`] writes them, so the handle an
 //! administrator copies from either output is the one `usher remove` accepts.
 
 use std::fmt::Write as _;
@@ -13,7 +13,7 @@ use chrono::{DateTime, Datelike, SecondsFormat, TimeZone, Timelike, Utc};
 use serde_json::{Value, json};
 use usher_proto::{FeatureStatus, Holder, QueueEntry, StatusReport};
 
-use crate::lmstat::{clean, expiry_date, format_handle, instant, start_date};
+use crate::show::{clean, expiry_date, format_handle, instant, not_shown, start_date};
 
 /// The column titles of a holder row.
 const COLUMNS: [&str; 8] = [
@@ -67,21 +67,6 @@ pub fn render_table<Tz: TimeZone>(report: &StatusReport, tz: &Tz) -> String {
         holder_table(&mut out, &QUEUE_HEADERS, &QUEUE_NUMERIC, &rows);
     }
     out.push_str(&not_shown(report));
-    out
-}
-
-/// `N more holders not shown` (and the same of the queue), on lines of their own, when the
-/// report holds less than the whole status; empty otherwise.
-pub fn not_shown(report: &StatusReport) -> String {
-    let mut out = String::new();
-    for (n, what) in [
-        (report.holders_not_shown(), "holders"),
-        (report.queue_not_shown(), "queued requests"),
-    ] {
-        if n > 0 {
-            let _ = writeln!(out, "\n{n} more {what} not shown");
-        }
-    }
     out
 }
 
@@ -679,7 +664,7 @@ sim v1.0 (demo)  0 of 1 seat in use  permanent
         let json = render_json(&report());
         let handle = &json["features"][0]["holders"][1]["handle"];
         assert_eq!(
-            crate::lmstat::parse_handle(handle.as_str().unwrap()),
+            crate::show::parse_handle(handle.as_str().unwrap()),
             Some(u64::MAX)
         );
         let mut r = report();

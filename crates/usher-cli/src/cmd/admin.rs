@@ -1,7 +1,7 @@
 //! `usher remove`, `usher reload`, `usher down`: administration over the server's Unix
 //! socket, which only the server's user (and root) can open.
 
-use crate::lmstat::format_handle;
+use crate::show::format_handle;
 use std::path::PathBuf;
 use std::time::Duration;
 use usher_license::words::plural;
@@ -61,7 +61,7 @@ pub async fn remove(args: RemoveArgs) -> Result<u8, Failure> {
     let mut conn = args.target.connect().await?;
     let handles = match args.what.as_slice() {
         [handle] => {
-            let id = crate::lmstat::parse_handle(handle).ok_or_else(|| {
+            let id = crate::show::parse_handle(handle).ok_or_else(|| {
                 Failure::new(
                     crate::exit::USAGE,
                     format!("{handle:?} is not a lease handle"),
