@@ -11,17 +11,7 @@ use crate::util::*;
 
 /// A checkout that waits as `wait` says, with idempotency key `lease` (unique per test).
 fn waiting(session: SessionId, lease: u64, feature: &str, count: u32, wait: Wait) -> Command {
-    Command::Checkout {
-        ask: Ask {
-            session,
-            lease_id: LeaseId(lease),
-            feature: feature.to_string(),
-            version: String::new(),
-            count,
-            client_ref: lease,
-        },
-        wait,
-    }
+    checkout_wait_cmd(session, lease, feature, "", count, lease, wait)
 }
 
 /// Queues a checkout that the test expects to wait; returns its position.

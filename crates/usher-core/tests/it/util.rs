@@ -219,17 +219,15 @@ pub fn checkout_ref_cmd(
     count: u32,
     client_ref: u64,
 ) -> Command {
-    Command::Checkout {
-        ask: Ask {
-            session,
-            lease_id: LeaseId(lease),
-            feature: feature.to_string(),
-            version: version_text.to_string(),
-            count,
-            client_ref,
-        },
-        wait: Wait::No,
-    }
+    checkout_wait_cmd(
+        session,
+        lease,
+        feature,
+        version_text,
+        count,
+        client_ref,
+        Wait::No,
+    )
 }
 
 /// A checkout of `count` seats of `feature` (any version) that waits in the queue as long
@@ -241,16 +239,37 @@ pub fn waiting_cmd(
     count: u32,
     client_ref: u64,
 ) -> Command {
+    checkout_wait_cmd(
+        session,
+        lease,
+        feature,
+        "",
+        count,
+        client_ref,
+        Wait::Forever,
+    )
+}
+
+/// A checkout that waits as `wait` says: the one builder the others call.
+pub fn checkout_wait_cmd(
+    session: SessionId,
+    lease: u64,
+    feature: &str,
+    version_text: &str,
+    count: u32,
+    client_ref: u64,
+    wait: Wait,
+) -> Command {
     Command::Checkout {
         ask: Ask {
             session,
             lease_id: LeaseId(lease),
             feature: feature.to_string(),
-            version: String::new(),
+            version: version_text.to_string(),
             count,
             client_ref,
         },
-        wait: Wait::Forever,
+        wait,
     }
 }
 
