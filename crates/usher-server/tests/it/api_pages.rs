@@ -101,7 +101,9 @@ async fn a_hundred_thousand_holders_page_through_the_api_exactly_once_while_they
         async |page, got: &[Value]| {
             if page == 1 {
                 for h in &got[..50] {
-                    *removed_of.entry(h["user"].as_str().unwrap().to_string()).or_default() += 1;
+                    *removed_of
+                        .entry(h["user"].as_str().unwrap().to_string())
+                        .or_default() += 1;
                     remove(&server, h["id"].as_u64().unwrap()).await;
                 }
             }
