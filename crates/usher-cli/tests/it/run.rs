@@ -208,10 +208,19 @@ fn run_exports_the_lease_and_forwards_signals_to_the_command() {
     ])
     .expect_code(0);
 
-    // SIGTERM to usher reaches the command, whose own exit status is usher's.
-    let script = "trap 'exit 7' TERM; while :; do sleep 0.05; done";
-    let mut holder = Holder::spawn(server, "cad", &["sh", "-c", script]);
+    // SIGTERM to usher reaches the command, whose own exit status is usher's. The signal
+    // is sent once the command has set its trap (a seat in use says only that usher has
+    // started it; a shell killed before its trap exits 143).
+    let ready = server.scratch.path().join("trap.ready");
+    let script = format!(
+        "trap 'exit 7' TERM; touch {}; while :; do sleep 0.05; done",
+        ready.display()
+    );
+    let mut holder = Holder::spawn(server, "cad", &["sh", "-c", &script]);
     server.wait_in_use("cad", 1);
+    poll("the command to set its trap", WAIT, || {
+        ready.exists().then_some(()).ok_or("not yet".to_string())
+    });
     holder.signal("TERM");
     assert_eq!(holder.wait_exit(), Some(7), "{}", holder.stderr());
     server.wait_in_use("cad", 0);
@@ -264,13 +273,20 @@ fn lose_the_seat(
     grace: &str,
     script: &str,
 ) -> (Holder, std::time::Instant) {
+    // The seat is removed once the command has run up to `READY` (after any trap it
+    // sets): a shell signalled before its trap is set dies of the signal instead.
+    let ready = server.scratch.path().join("command.ready");
+    let script = script.replace("READY", &format!("touch {}", ready.display()));
     let holder = Holder::spawn_with(
         server,
         &["--on-lost", policy, "--grace", grace],
         "cad",
-        &["sh", "-c", script],
+        &["sh", "-c", &script],
     );
     server.wait_in_use("cad", 1);
+    poll("the command to be ready", WAIT, || {
+        ready.exists().then_some(()).ok_or("not yet".to_string())
+    });
     let removed_at = std::time::Instant::now();
     server.remove_first_holder("cad");
     server.wait_in_use("cad", 0);
@@ -289,7 +305,7 @@ fn lose_the_seat(
 fn run_on_lost_warn_lets_the_command_run_on() {
     let fixture = removable();
     let server = &fixture.server;
-    let (mut holder, _) = lose_the_seat(server, "warn", "0", "read x; exit 5");
+    let (mut holder, _) = lose_the_seat(server, "warn", "0", "READY; read x; exit 5");
     // Well past the (zero) grace period the command still runs: it ends only when told.
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert!(
@@ -305,7 +321,7 @@ fn run_on_lost_warn_lets_the_command_run_on() {
 fn run_on_lost_term_sends_sigterm_after_the_grace_period() {
     let fixture = removable();
     let server = &fixture.server;
-    let script = "trap 'exit 7' TERM; while :; do sleep 0.05; done";
+    let script = "trap 'exit 7' TERM; READY; while :; do sleep 0.05; done";
     let (mut holder, removed_at) = lose_the_seat(server, "term", "1", script);
     // The command's own answer to SIGTERM becomes usher's exit status.
     assert_eq!(holder.wait_exit(), Some(7), "{}", holder.stderr());
@@ -323,7 +339,7 @@ fn run_on_lost_term_sends_sigterm_after_the_grace_period() {
 fn run_on_lost_term_escalates_to_sigkill_when_sigterm_is_ignored() {
     let fixture = removable();
     let server = &fixture.server;
-    let script = "trap '' TERM; while :; do sleep 0.05; done";
+    let script = "trap '' TERM; READY; while :; do sleep 0.05; done";
     let (mut holder, removed_at) = lose_the_seat(server, "term", "1", script);
     assert_eq!(holder.wait_exit(), Some(128 + 9), "{}", holder.stderr());
     assert!(
@@ -342,7 +358,7 @@ fn run_on_lost_term_escalates_to_sigkill_when_sigterm_is_ignored() {
 fn run_on_lost_kill_sends_sigkill_after_the_grace_period() {
     let fixture = removable();
     let server = &fixture.server;
-    let script = "trap 'exit 7' TERM; while :; do sleep 0.05; done";
+    let script = "trap 'exit 7' TERM; READY; while :; do sleep 0.05; done";
     let (mut holder, removed_at) = lose_the_seat(server, "kill", "1", script);
     assert_eq!(holder.wait_exit(), Some(128 + 9), "{}", holder.stderr());
     assert!(
