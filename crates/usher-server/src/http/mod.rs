@@ -17,10 +17,14 @@
 //! (here or in status requests on the client port) has its wrong tokens answered 429 for a
 //! minute, counted; the right token always passes (see [`crate::auth`]).
 
+mod actions;
 mod api;
+mod health;
 pub mod listener;
 mod lists;
+mod paging;
 mod prometheus;
+mod usage;
 
 pub use listener::{AllowedHosts, serve};
 
@@ -134,11 +138,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/sessions", get(lists::sessions))
         .route("/queue", get(lists::queue))
         .route("/events", get(api::events))
-        .route("/usage", get(api::usage))
-        .route("/health", get(api::health))
-        .route("/remove", post(api::remove))
-        .route("/reload", post(api::reload))
-        .route("/down", post(api::down))
+        .route("/usage", get(usage::usage))
+        .route("/health", get(health::health))
+        .route("/remove", post(actions::remove))
+        .route("/reload", post(actions::reload))
+        .route("/down", post(actions::down))
         .fallback(not_found)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
@@ -154,7 +158,7 @@ pub fn router(state: ApiState) -> Router {
             "/dashboard.css",
             get(|| async { static_file(DASHBOARD_CSS, "text/css; charset=utf-8") }),
         )
-        .route("/healthz", get(api::healthz))
+        .route("/healthz", get(health::healthz))
         .route("/metrics", get(prometheus::metrics))
         .route("/openapi.json", get(openapi))
         .nest("/api/v1", api)
