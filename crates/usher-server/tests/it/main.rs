@@ -18,6 +18,7 @@ mod full_disk;
 mod hostile;
 mod http;
 mod local;
+mod metric_names;
 mod names;
 mod ops;
 mod policy;
