@@ -29,7 +29,7 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Datelike, TimeZone, Timelike};
-use usher_proto::{FeatureStatus, Holder, QueueEntry, StatusReport};
+use usher_proto::{FeatureStatus, Holder, QueueEntry, StatusReport, TokenFeatureStatus};
 
 use crate::show::{clean, expiry_date, format_handle, instant};
 
@@ -265,6 +265,13 @@ pub fn render_status<Tz: TimeZone>(
     for group in feature_groups(report, args) {
         users_of(&mut out, &group, &report.queue, &server, args, tz);
     }
+    for feature in report.token_features.iter().filter(|t| {
+        args.feature.as_deref().is_none_or(|f| t.feature == f)
+            && args.vendor.as_deref().is_none_or(|v| t.vendor == v)
+            && (!args.active_only || t.in_use > 0)
+    }) {
+        token_users_of(&mut out, report, feature, &server, args, tz);
+    }
     out.push_str(&crate::show::not_shown(report));
     out
 }
@@ -499,13 +506,12 @@ fn users_of<Tz: TimeZone>(
     );
     out.push('\n');
     for pool in group.pools.iter().filter(|p| p.in_use > 0) {
-        let _ = writeln!(
+        detail_line(
             out,
-            "  \"{}\" v{}, vendor: {}, expiry: {}",
-            clean(&pool.feature, "unknown"),
-            version_or_zero(&pool.version),
-            clean(&pool.vendor, "unknown"),
-            flexlm_expiry(pool.expires_at_ms),
+            &pool.feature,
+            &pool.version,
+            &pool.vendor,
+            pool.expires_at_ms,
         );
         out.push_str("  floating license\n\n");
         for holder in &pool.holders {
@@ -516,6 +522,115 @@ fn users_of<Tz: TimeZone>(
     // A checkout that asked for any version waits for the feature's licensed version.
     let licensed = group.pools.first().map_or("", |p| p.version.as_str());
     queued_lines(out, group.name, licensed, queue, server);
+}
+
+/// `  "cad" v2025, vendor: demo, expiry: 31-dec-2027`: the line a detail block opens with.
+fn detail_line(out: &mut String, feature: &str, version: &str, vendor: &str, expires_at_ms: u64) {
+    let _ = writeln!(
+        out,
+        "  \"{}\" v{}, vendor: {}, expiry: {}",
+        clean(feature, "unknown"),
+        version_or_zero(version),
+        clean(vendor, "unknown"),
+        flexlm_expiry(expires_at_ms),
+    );
+}
+
+/// A token-based feature's `Users of` block, as FlexLM shows a package's: the licenses
+/// its first pool could pay for (issued) and those checked out, then a detail block
+/// naming what a license costs, and a user line per checkout with its licenses (not its
+/// tokens, which the pool's block shows).
+fn token_users_of<Tz: TimeZone>(
+    out: &mut String,
+    report: &StatusReport,
+    feature: &TokenFeatureStatus,
+    server: &ServerName,
+    args: &LmstatArgs,
+    tz: &Tz,
+) {
+    let issued: u64 = feature.costs.first().map_or(0, |cost| {
+        let tokens: u64 = report
+            .features
+            .iter()
+            .filter(|p| p.feature == cost.pool)
+            .map(|p| u64::from(p.total))
+            .sum();
+        tokens / u64::from(cost.tokens.max(1))
+    });
+    let in_use = u64::from(feature.in_use);
+    let _ = writeln!(
+        out,
+        "Users of {}:  (Total of {issued} {} issued;  Total of {in_use} {} in use)",
+        clean(&feature.feature, "unknown"),
+        licenses(issued),
+        licenses(in_use),
+    );
+    out.push('\n');
+    if in_use > 0 {
+        token_holders(out, report, feature, server, args, tz);
+    }
+    queued_lines(
+        out,
+        &feature.feature,
+        &feature.version,
+        &report.queue,
+        server,
+    );
+}
+
+/// The detail block of a token-based feature in use: its line, its price, and a user line
+/// per checkout, in licenses of the feature.
+fn token_holders<Tz: TimeZone>(
+    out: &mut String,
+    report: &StatusReport,
+    feature: &TokenFeatureStatus,
+    server: &ServerName,
+    args: &LmstatArgs,
+    tz: &Tz,
+) {
+    let as_pool = FeatureStatus {
+        feature: feature.feature.clone(),
+        vendor: feature.vendor.clone(),
+        version: feature.version.clone(),
+        ..FeatureStatus::default()
+    };
+    let costs: Vec<String> = feature
+        .costs
+        .iter()
+        .map(|c| {
+            let tokens = usher_license::words::plural(c.tokens.into(), "token");
+            format!("{tokens} of \"{}\"", clean(&c.pool, "unknown"))
+        })
+        .collect();
+    detail_line(
+        out,
+        &feature.feature,
+        &feature.version,
+        &feature.vendor,
+        feature.expires_at_ms,
+    );
+    let _ = writeln!(out, "  token license: {} per license\n", costs.join(" or "));
+    let price = |pool: &str| {
+        feature
+            .costs
+            .iter()
+            .find(|c| c.pool == pool)
+            .map_or(1, |c| c.tokens.max(1))
+    };
+    let drawn = report.features.iter().flat_map(|pool| {
+        pool.holders
+            .iter()
+            .filter(|h| h.token_for == feature.feature)
+            .map(move |h| (pool, h))
+    });
+    for (pool, holder) in drawn {
+        let seats = Holder {
+            count: holder.count / price(&pool.feature),
+            ..holder.clone()
+        };
+        user_line(out, &as_pool, &seats, server, args.show_pid, tz);
+    }
+    out.push('\n');
 }
 
 /// `    user host display (vVER) (server/port handle) queued for N license(s)`, one per
@@ -767,6 +882,7 @@ mod tests {
             holders_total: 0,
             queue_total: 0,
             truncated: false,
+            token_features: vec![],
             features: vec![
                 pool(
                     "cad",

@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, Datelike, SecondsFormat, TimeZone, Timelike, Utc};
 use serde_json::{Value, json};
-use usher_proto::{FeatureStatus, Holder, QueueEntry, StatusReport};
+use usher_proto::{FeatureStatus, Holder, QueueEntry, StatusReport, TokenFeatureStatus};
 
 use crate::show::{clean, expiry_date, format_handle, instant, not_shown, start_date};
 
@@ -45,7 +45,7 @@ pub fn render_table<Tz: TimeZone>(report: &StatusReport, tz: &Tz) -> String {
         );
     }
     out.push('\n');
-    if report.features.is_empty() {
+    if report.features.is_empty() && report.token_features.is_empty() {
         out.push_str("\n(no features)\n");
     }
     for pool in &report.features {
@@ -60,6 +60,10 @@ pub fn render_table<Tz: TimeZone>(report: &StatusReport, tz: &Tz) -> String {
             let rows: Vec<[String; 8]> = pool.holders.iter().map(|h| holder_row(h, tz)).collect();
             holder_table(&mut out, &COLUMNS, &NUMERIC, &rows);
         }
+    }
+    for feature in &report.token_features {
+        out.push('\n');
+        token_header(&mut out, feature);
     }
     if !report.queue.is_empty() {
         out.push_str("\nwaiting for seats\n");
@@ -115,6 +119,10 @@ fn queue_row<Tz: TimeZone>(q: &QueueEntry, tz: &Tz) -> [String; 8] {
 ///           "count": 1, "handle": "1234", "connected": true, "detached": false,
 ///           "overdraft": false,
 ///           "lingering_until": null, "borrowed_until": null, "token_for": null } ] } ],
+///   "token_features": [
+///     { "feature": "solver", "vendor": "demo", "version": "1",
+///       "expires": null, "in_use": 1, "tokens_in_use": 4,
+///       "costs": [ { "pool": "tokens", "version": "1", "tokens": 4 } ] } ],
 ///   "queue": [
 ///     { "feature": "cad", "version": "2025", "position": 1, "priority": 0, "count": 1,
 ///       "user": "bob", "host": "ws2", "display": ":0", "pid": 77, "program": "cad",
@@ -122,7 +130,9 @@ fn queue_row<Tz: TimeZone>(q: &QueueEntry, tz: &Tz) -> [String; 8] {
 /// }
 /// ```
 ///
-/// One `features` entry per pool, in report order. `handle` is a string of decimal digits
+/// One `features` entry per pool, in report order. A token-based feature has no pool: it
+/// is a `token_features` entry, whose `costs` say what one seat costs in which pool (tried
+/// in order), and whose tokens are held by the pools' holders marked `token_for`. `handle` is a string of decimal digits
 /// (the text `usher remove` takes) rather than a number, because lease ids use all 64 bits
 /// and JSON readers that hold numbers as doubles would round them. `pid` 0 means unknown.
 /// `connected` is false while a holder's session is disconnected but still holds seats;
@@ -140,6 +150,7 @@ pub fn render_json(report: &StatusReport) -> Value {
             "vendors": report.vendors,
         },
         "features": report.features.iter().map(pool_json).collect::<Vec<_>>(),
+        "token_features": report.token_features.iter().map(token_json).collect::<Vec<_>>(),
         "queue": report.queue.iter().map(queue_json).collect::<Vec<_>>(),
     });
     // Only when the report is short of the whole status, so the usual shape is unchanged.
@@ -188,6 +199,23 @@ fn pool_json(pool: &FeatureStatus) -> Value {
     })
 }
 
+fn token_json(feature: &TokenFeatureStatus) -> Value {
+    let costs: Vec<Value> = feature
+        .costs
+        .iter()
+        .map(|c| json!({ "pool": c.pool, "version": c.version, "tokens": c.tokens }))
+        .collect();
+    json!({
+        "feature": feature.feature,
+        "vendor": feature.vendor,
+        "version": feature.version,
+        "expires": expiry_date(feature.expires_at_ms).map(|d| d.format("%Y-%m-%d").to_string()),
+        "in_use": feature.in_use,
+        "tokens_in_use": feature.tokens_in_use,
+        "costs": costs,
+    })
+}
+
 fn holder_json(holder: &Holder) -> Value {
     json!({
         "user": holder.user,
@@ -231,14 +259,19 @@ fn seconds<Tz: TimeZone>(t: &DateTime<Tz>) -> String {
     format!("{}:{:02}", minutes(t), t.second())
 }
 
+/// `expires 2027-12-31`, or `permanent`.
+fn expiry_text(expires_at_ms: u64) -> String {
+    match expiry_date(expires_at_ms) {
+        Some(date) => format!("expires {}", date.format("%Y-%m-%d")),
+        None => "permanent".to_owned(),
+    }
+}
+
 /// `cad v2025 (demo)  1 of 3 seats in use  expires 2027-12-31`; for a pool with no seats
 /// valid now, `expired 2025-01-31 (5 seats)` or `starts 2027-01-01 (5 seats, permanent)`.
 fn pool_header(out: &mut String, pool: &FeatureStatus) {
     let seats = usher_license::words::plural_noun(pool.total.into(), "seat");
-    let expiry = match expiry_date(pool.expires_at_ms) {
-        Some(date) => format!("expires {}", date.format("%Y-%m-%d")),
-        None => "permanent".to_owned(),
-    };
+    let expiry = expiry_text(pool.expires_at_ms);
     let licensed = usher_license::words::plural(pool.licensed.into(), "seat|seats");
     let expiry = if let Some(date) = expiry_date(pool.ended_at_ms) {
         format!("expired {} ({licensed})", date.format("%Y-%m-%d"))
@@ -255,6 +288,36 @@ fn pool_header(out: &mut String, pool: &FeatureStatus) {
         clean(&pool.vendor, "?"),
         pool.in_use,
         pool.total,
+    );
+}
+
+/// `solver v1 (demo)  1 seat in use (4 tokens)  a seat costs 4 tokens of "tokens"  permanent`:
+/// a token-based feature has no seats of its own; its tokens' holders are listed under
+/// the pools they draw from (`tokens for solver`).
+fn token_header(out: &mut String, feature: &TokenFeatureStatus) {
+    use usher_license::words::plural;
+    let costs: Vec<String> = feature
+        .costs
+        .iter()
+        .map(|c| {
+            format!(
+                "{} of \"{}\" v{}",
+                plural(c.tokens.into(), "token"),
+                clean(&c.pool, "?"),
+                clean(&c.version, "?")
+            )
+        })
+        .collect();
+    let expiry = expiry_text(feature.expires_at_ms);
+    let _ = writeln!(
+        out,
+        "{} v{} ({})  {} in use ({})  a seat costs {}  {expiry}",
+        clean(&feature.feature, "?"),
+        clean(&feature.version, "?"),
+        clean(&feature.vendor, "?"),
+        plural(feature.in_use.into(), "seat"),
+        plural(feature.tokens_in_use.into(), "token"),
+        costs.join(" or "),
     );
 }
 
@@ -407,6 +470,7 @@ mod tests {
             holders_total: 0,
             queue_total: 0,
             truncated: false,
+            token_features: vec![],
             features: vec![
                 FeatureStatus {
                     feature: "cad".into(),

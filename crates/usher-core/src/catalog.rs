@@ -414,6 +414,13 @@ impl Catalog {
         self.tokens.get(feature).map(Vec::as_slice)
     }
 
+    /// Every token-based feature with its definitions, by name in lexical order.
+    pub fn token_features(&self) -> impl Iterator<Item = (&str, &[TokenFeature])> {
+        self.tokens
+            .iter()
+            .map(|(f, defs)| (f.as_str(), defs.as_slice()))
+    }
+
     /// Whether any license names the feature (counted or token-based).
     pub fn knows(&self, feature: &str) -> bool {
         self.features.contains_key(feature) || self.tokens.contains_key(feature)

@@ -164,6 +164,18 @@ pub enum Denial {
         /// Seats in those pools.
         total: u32,
     },
+    /// A token-based feature's checkout cannot be paid for: its pool has too few tokens
+    /// free. The pool is the first of the feature's `TOKEN=` alternatives that ran short.
+    TokensInUse {
+        /// The pool the tokens are drawn from.
+        pool: String,
+        /// Tokens the checkout costs.
+        cost: u32,
+        /// Tokens in use in that pool.
+        in_use: u32,
+        /// Tokens in that pool.
+        total: u32,
+    },
     /// Seats may be free, but other checkouts for the feature are queued ahead and the
     /// request did not ask to wait.
     QueuedAhead {

@@ -559,10 +559,12 @@ pub struct Denied {
     /// One line for a human, e.g. `all 3 seats of "cad" are in use`.
     #[prost(string, tag = "2")]
     pub message: String,
-    /// For `AllInUse`: seats in use.
+    /// For `AllInUse`: seats in use (for a token-based feature: tokens in use in the pool
+    /// it draws from).
     #[prost(uint32, tag = "3")]
     pub in_use: u32,
-    /// For `AllInUse`: seats in the pools that could serve the request.
+    /// For `AllInUse`: seats in the pools that could serve the request (for a token-based
+    /// feature: tokens in the pool).
     #[prost(uint32, tag = "4")]
     pub total: u32,
     /// For `VersionTooNew`: the highest licensed version.
@@ -678,6 +680,51 @@ pub struct StatusReport {
     /// more holders or queue entries exist than it shows.
     #[prost(bool, tag = "13")]
     pub truncated: bool,
+    /// Token-based features (`count` = `token`): they have no seats of their own, so they
+    /// are not in `features`; each checkout draws tokens from a pool that is. On a later
+    /// page: empty. Older servers never send it; older clients ignore it.
+    #[prost(message, repeated, tag = "14")]
+    pub token_features: Vec<TokenFeatureStatus>,
+}
+
+/// A token-based feature: what a seat of it costs, and how much of it is checked out.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TokenFeatureStatus {
+    /// Feature.
+    #[prost(string, tag = "1")]
+    pub feature: String,
+    /// Vendor.
+    #[prost(string, tag = "2")]
+    pub vendor: String,
+    /// Highest version licensed.
+    #[prost(string, tag = "3")]
+    pub version: String,
+    /// What one seat costs, in the order the pools are tried (`TOKEN=`).
+    #[prost(message, repeated, tag = "4")]
+    pub costs: Vec<TokenCost>,
+    /// Seats of the feature checked out.
+    #[prost(uint32, tag = "5")]
+    pub in_use: u32,
+    /// Tokens those seats hold, across their pools.
+    #[prost(uint32, tag = "6")]
+    pub tokens_in_use: u32,
+    /// Earliest expiry among its license lines valid now (ms since epoch; 0: permanent).
+    #[prost(uint64, tag = "7")]
+    pub expires_at_ms: u64,
+}
+
+/// One way a seat of a token-based feature is paid for.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TokenCost {
+    /// The pool's feature.
+    #[prost(string, tag = "1")]
+    pub pool: String,
+    /// The pool's lowest version that pays.
+    #[prost(string, tag = "2")]
+    pub version: String,
+    /// Tokens per seat.
+    #[prost(uint32, tag = "3")]
+    pub tokens: u32,
 }
 
 /// A checkout waiting in the queue, as status shows it.

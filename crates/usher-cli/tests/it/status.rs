@@ -128,3 +128,89 @@ fn expired_and_not_yet_started_lines_show_their_dates() {
         );
     }
 }
+
+/// A token-based feature (`count` = `token`) is shown by name, with the pool it draws from
+/// and what a seat costs, in `usher status` (text, JSON, and asked for by name), and a
+/// refusal names it and its pool with the pool's figures in tokens.
+#[test]
+fn a_token_based_feature_is_shown_with_its_pool_and_price() {
+    use crate::util::{Server, Vendor};
+    let vendor = Vendor::new("acme");
+    let license = vendor.sign(
+        "tokens.lic",
+        "FEATURE tokens acme 1 permanent 10\n\
+         FEATURE solver acme 1 permanent token TOKEN=\"<tokens 1 4>\"\n",
+    );
+    let server = Server::start(&vendor, &license, Timings::LONG);
+    let spec = server.spec();
+    let _first = Holder::spawn(&server, "solver", &["sleep", "60"]);
+    server.wait_in_use("tokens", 4);
+    let _second = Holder::spawn(&server, "solver", &["sleep", "60"]);
+    server.wait_in_use("tokens", 8);
+
+    let text = run_usher(&["status", "-c", &spec]).ok().stdout;
+    assert!(
+        text.contains("tokens v1 (acme)  8 of 10 seats in use  permanent"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "solver v1 (acme)  2 seats in use (8 tokens)  a seat costs 4 tokens of \"tokens\" v1  permanent"
+        ),
+        "{text}"
+    );
+
+    let by_name = run_usher(&["status", "-c", &spec, "solver"]).ok().stdout;
+    assert!(!by_name.contains("(no features)"), "{by_name}");
+    assert!(
+        by_name.contains("solver v1 (acme)  2 seats in use"),
+        "{by_name}"
+    );
+    assert!(by_name.contains("tokens v1 (acme)  8 of 10"), "{by_name}");
+
+    let json = server.status();
+    let solver = json["token_features"]
+        .as_array()
+        .and_then(|t| t.iter().find(|f| f["feature"] == "solver"))
+        .unwrap_or_else(|| panic!("no token feature solver: {json:#}"));
+    assert_eq!(
+        (&solver["in_use"], &solver["tokens_in_use"]),
+        (&serde_json::json!(2), &serde_json::json!(8)),
+        "{json:#}"
+    );
+    assert_eq!(
+        solver["costs"],
+        serde_json::json!([{ "pool": "tokens", "version": "1", "tokens": 4 }]),
+        "{json:#}"
+    );
+
+    let lmstat = run_usher(&["lmstat", "-a", "-c", &spec]).ok().stdout;
+    for line in [
+        "Users of tokens:  (Total of 10 licenses issued;  Total of 8 licenses in use)",
+        "Users of solver:  (Total of 2 licenses issued;  Total of 2 licenses in use)",
+        "  token license: 4 tokens of \"tokens\" per license",
+    ] {
+        assert!(
+            lmstat.lines().any(|l| l == line),
+            "{line:?} not in\n{lmstat}"
+        );
+    }
+    let solver_block = lmstat.split("Users of solver:").nth(1).unwrap_or_default();
+    let users = solver_block
+        .lines()
+        .filter(|l| l.starts_with("    ") && l.contains(", start "))
+        .collect::<Vec<_>>();
+    assert_eq!(users.len(), 2, "one user line per checkout\n{lmstat}");
+    assert!(
+        users.iter().all(|l| !l.contains("licenses")),
+        "each holds one license of solver\n{lmstat}"
+    );
+
+    let refused = run_usher(&["run", "-c", &spec, "solver", "--", "true"]).expect_code(4);
+    assert!(
+        refused
+            .stderr
+            .contains("\"solver\" costs 4 tokens of pool \"tokens\"; 8 of 10 tokens in use"),
+        "{refused}"
+    );
+}

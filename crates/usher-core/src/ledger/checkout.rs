@@ -67,9 +67,12 @@ impl Ledger {
             chosen => chosen,
         };
         match chosen {
-            Err(Denial::AllInUse { .. } | Denial::QueuedAhead { .. } | Denial::Reserved { .. })
-                if let Some(deadline) = deadline =>
-            {
+            Err(
+                Denial::AllInUse { .. }
+                | Denial::TokensInUse { .. }
+                | Denial::QueuedAhead { .. }
+                | Denial::Reserved { .. },
+            ) if let Some(deadline) = deadline => {
                 let request = QueuedRequest {
                     lease_id: ask.lease_id,
                     session,
@@ -267,7 +270,11 @@ impl Ledger {
                 let id = request.lease_id;
                 let (version, count) = (&request.version, request.count);
                 match self.resolve(now, &feature, version, count, who.as_ref(), false) {
-                    Err(Denial::AllInUse { .. } | Denial::Reserved { .. }) => blocked = true,
+                    Err(
+                        Denial::AllInUse { .. }
+                        | Denial::TokensInUse { .. }
+                        | Denial::Reserved { .. },
+                    ) => blocked = true,
                     Err(denial) => self.dequeue(id, DequeueReason::Refused(denial), changes),
                     Ok(choice) if blocked && !choice.reserved => {}
                     // Tokens wait behind the checkouts queued for their pool itself.

@@ -278,11 +278,15 @@ impl Ledger {
                         ..choice
                     });
                 }
-                Err(
-                    d @ (Denial::AllInUse { .. }
-                    | Denial::Reserved { .. }
-                    | Denial::MaxReached { .. }),
-                ) => {
+                Err(Denial::AllInUse { in_use, total }) => {
+                    short.get_or_insert(Denial::TokensInUse {
+                        pool: alt.feature.clone(),
+                        cost: tokens,
+                        in_use,
+                        total,
+                    });
+                }
+                Err(d @ (Denial::Reserved { .. } | Denial::MaxReached { .. })) => {
                     short.get_or_insert(d);
                 }
                 Err(d) => {

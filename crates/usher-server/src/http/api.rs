@@ -7,6 +7,7 @@ use axum::Json;
 use axum::extract::{Query, State};
 use serde::{Deserialize, Serialize};
 use usher_core::{Lease, Ledger, Millis, PoolRef};
+use usher_proto::TokenFeatureStatus;
 use usher_store::UsageRecord;
 
 use super::{ApiError, ApiState};
@@ -39,6 +40,28 @@ pub struct FeatureJson {
     #[serde(skip_serializing_if = "Option::is_none")]
     licensed: Option<u32>,
     holders: usize,
+    /// For a token-based feature (no seats of its own; `in_use` counts its checkouts):
+    /// what a seat costs. Absent for a pool.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tokens: Option<TokensJson>,
+}
+
+/// What a token-based feature's seat costs, and the tokens its checkouts hold.
+#[derive(Debug, Serialize)]
+pub struct TokensJson {
+    /// One per pool it may draw from, in the order tried.
+    costs: Vec<TokenCostJson>,
+    /// Tokens its checkouts hold, across those pools.
+    tokens_in_use: u32,
+}
+
+/// One pool a token-based feature draws from: `tokens` per seat, from `pool` at `version`
+/// or newer.
+#[derive(Debug, Serialize)]
+pub struct TokenCostJson {
+    pool: String,
+    version: String,
+    tokens: u32,
 }
 
 /// One usage-log record.
@@ -119,6 +142,7 @@ pub(super) fn features_of(view: &View<'_>) -> Vec<FeatureJson> {
             starts_at: nonzero(status.starts_at_ms),
             licensed: (status.licensed > 0).then_some(status.licensed),
             holders,
+            tokens: None,
         });
     }
     for (key, (holders, overdraft_in_use, borrowed)) in held {
@@ -136,6 +160,7 @@ pub(super) fn features_of(view: &View<'_>) -> Vec<FeatureJson> {
             starts_at: None,
             licensed: None,
             holders,
+            tokens: None,
         });
     }
     out
@@ -170,9 +195,52 @@ fn features_of_view(view: &StatusView) -> Vec<FeatureJson> {
                 starts_at: nonzero(pool.starts_at_ms),
                 licensed: (pool.licensed > 0).then_some(pool.licensed),
                 holders: rows.len(),
+                tokens: None,
             }
         })
+        .chain(
+            view.token_features()
+                .iter()
+                .map(|t| token_feature_json(view, t)),
+        )
         .collect()
+}
+
+/// A token-based feature as the features list shows it: after the pools, with no seats
+/// of its own, its checkouts as `in_use` and their leases as `holders`.
+fn token_feature_json(view: &StatusView, t: &TokenFeatureStatus) -> FeatureJson {
+    let holders = view
+        .pools_with_holders()
+        .flat_map(|(_, _, rows)| rows)
+        .filter(|r| r.lease.token_for.as_deref() == Some(t.feature.as_str()))
+        .count();
+    FeatureJson {
+        feature: t.feature.clone(),
+        vendor: t.vendor.clone(),
+        version: t.version.clone(),
+        total: 0,
+        in_use: t.in_use,
+        overdraft: 0,
+        overdraft_in_use: 0,
+        borrowed: 0,
+        expires_at: nonzero(t.expires_at_ms),
+        expired_at: None,
+        starts_at: None,
+        licensed: None,
+        holders,
+        tokens: Some(TokensJson {
+            costs: t
+                .costs
+                .iter()
+                .map(|c| TokenCostJson {
+                    pool: c.pool.clone(),
+                    version: c.version.clone(),
+                    tokens: c.tokens,
+                })
+                .collect(),
+            tokens_in_use: t.tokens_in_use,
+        }),
+    }
 }
 
 pub(super) async fn features(

@@ -40,6 +40,20 @@ pub fn denied(feature: &str, version: &str, denial: &Denial) -> Denied {
             };
             format!("{all} of \"{feature}\" in use ({in_use} of {total} in use)")
         }
+        Denial::TokensInUse {
+            pool,
+            cost,
+            in_use,
+            total,
+        } => {
+            d.in_use = *in_use;
+            d.total = *total;
+            format!(
+                "\"{feature}\" costs {} of pool \"{pool}\"; {in_use} of {} in use",
+                plural((*cost).into(), "token"),
+                plural((*total).into(), "token")
+            )
+        }
         Denial::QueuedAhead { waiting } => format!(
             "{} already waiting for \"{feature}\"",
             plural((*waiting).into(), "checkout is|checkouts are")
@@ -112,7 +126,7 @@ pub fn deny_reason(denial: &Denial) -> DenyReason {
         Denial::VersionTooNew { .. } => DenyReason::VersionTooNew,
         Denial::Expired { .. } => DenyReason::Expired,
         Denial::NotYetStarted { .. } => DenyReason::NotYetStarted,
-        Denial::AllInUse { .. } => DenyReason::AllInUse,
+        Denial::AllInUse { .. } | Denial::TokensInUse { .. } => DenyReason::AllInUse,
         Denial::QueuedAhead { .. } => DenyReason::QueuedAhead,
         Denial::Excluded => DenyReason::Excluded,
         Denial::NotNamedUser { .. } => DenyReason::NotNamedUser,

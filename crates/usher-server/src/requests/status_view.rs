@@ -26,15 +26,17 @@ use std::time::{Duration, Instant};
 use tracing::warn;
 use usher_core::{ClientInfo, Lease, Millis, PoolKey, PoolRef, QueuedRequest, SessionId};
 use usher_proto::{
-    FeatureStatus, Holder, MAX_FRAME_LEN, QueueEntry, Response, StatusReport, field_len,
-    payload_len,
+    FeatureStatus, Holder, MAX_FRAME_LEN, QueueEntry, Response, StatusReport, TokenFeatureStatus,
+    field_len, payload_len,
 };
 
 use crate::ledger_task::{LedgerGone, LedgerHandle, ServerInfo, View};
 
 mod page;
+mod tokens;
 
 pub use page::{Cursor, PageRequest, hide_paths, log_truncated, page, totals, within_frame};
+pub use tokens::{shows_pool, token_statuses};
 
 /// Most holders and queue entries in one status page, whatever the client asks for.
 pub const MAX_PAGE_ITEMS: usize = 10_000;
@@ -65,6 +67,8 @@ pub struct StatusView {
     pools: Vec<FeatureStatus>,
     /// Each pool's overdraft allowance (`OVERDRAFT=`) now, in `pools` order.
     overdraft: Vec<u32>,
+    /// Token-based features, by name.
+    tokens: Vec<TokenFeatureStatus>,
     /// Holders grouped by pool (in `pools` order), by grant time within a pool.
     holders: Vec<HolderRow>,
     /// `holders[starts[p]..starts[p + 1]]` are pool `p`'s.
@@ -173,12 +177,14 @@ impl StatusView {
                 leases: 0,
             })
             .collect();
+        let tokens = token_statuses(ledger.catalog(), now, |_| true, ledger.leases());
         StatusView {
             generation: view.generation,
             now_ms: now,
             info: view.info.clone(),
             pools,
             overdraft,
+            tokens,
             holders,
             starts: Vec::new(),
             queue,
@@ -258,6 +264,11 @@ impl StatusView {
             let rows = &self.holders[self.starts[p]..self.starts[p + 1]];
             (pool, self.overdraft[p], rows)
         })
+    }
+
+    /// Token-based features, by name.
+    pub(crate) fn token_features(&self) -> &[TokenFeatureStatus] {
+        &self.tokens
     }
 
     /// Live sessions by opening time, then id.

@@ -8,6 +8,21 @@ use crate::util::*;
 
 /// What a first-generation client sent: the fewest fields that ever existed.
 mod old {
+    /// A status report as a client that predates token-based features reads it.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct StatusReport {
+        #[prost(message, repeated, tag = "4")]
+        pub features: Vec<FeatureStatus>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct FeatureStatus {
+        #[prost(string, tag = "1")]
+        pub feature: String,
+        #[prost(uint32, tag = "5")]
+        pub total: u32,
+        #[prost(uint32, tag = "6")]
+        pub in_use: u32,
+    }
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct Hello {
         #[prost(string, tag = "1")]
@@ -251,4 +266,30 @@ fn this_client_reads_a_newer_servers_responses() {
     .encode_to_vec();
     let then = old::Request::decode(now.as_slice()).unwrap();
     assert!(matches!(then.kind, Some(old::Kind::Checkout(c)) if c.feature == "cad"));
+}
+
+/// A real server's status with a token-based feature in use reads, in a client that
+/// predates them, as its pools with their seats: the new field is skipped.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_old_client_reads_a_status_with_token_based_features() {
+    let lic = Licensed::new(TOKEN_LICENSE);
+    let server = TestServer::start(lic.config()).await;
+    let _held = server
+        .client()
+        .await
+        .checkout("sample", "", 1)
+        .await
+        .unwrap();
+    let report = server.status().await;
+    assert_eq!(report.token_features.len(), 1, "{report:#?}");
+    let then = old::StatusReport::decode(report.encode_to_vec().as_slice())
+        .expect("unknown fields are skipped");
+    assert_eq!(
+        then.features,
+        [old::FeatureStatus {
+            feature: "units".into(),
+            total: 6,
+            in_use: 5,
+        }]
+    );
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use usher_client::ClientError;
 use usher_server::http::{OPENAPI, ROUTES};
@@ -642,6 +642,44 @@ async fn a_borrowed_seat_shows_as_borrowed_and_cannot_be_removed() {
         .await;
     r.assert_error(409, "borrowed");
     assert_eq!(crate::util::in_use(&server.status().await, "cad"), 3);
+}
+
+/// A token-based feature is listed after the pools, with no seats of its own, its
+/// checkouts in use and what a seat costs in which pool.
+#[tokio::test(flavor = "multi_thread")]
+async fn features_list_a_token_based_feature_with_its_price() {
+    let lic = Licensed::new(crate::util::TOKEN_LICENSE);
+    let server = TestServer::start(lic.config()).await;
+    let _held = server
+        .client()
+        .await
+        .checkout("sample", "", 1)
+        .await
+        .unwrap();
+    let features = server.get("/api/v1/features").await.json();
+    let names: Vec<_> = features
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["feature"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["units", "sample"], "{features:#}");
+    assert_eq!(features[0]["in_use"], 5, "{features:#}");
+    assert!(features[0].get("tokens").is_none(), "{features:#}");
+    let sample = &features[1];
+    assert_eq!(
+        (&sample["total"], &sample["in_use"]),
+        (&json!(0), &json!(1))
+    );
+    assert_eq!(sample["holders"], 1, "{features:#}");
+    assert_eq!(
+        sample["tokens"],
+        json!({
+            "costs": [{ "pool": "units", "version": "2", "tokens": 5 }],
+            "tokens_in_use": 5
+        }),
+        "{features:#}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

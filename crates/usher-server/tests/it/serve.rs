@@ -239,10 +239,7 @@ async fn a_lingering_seat_stays_held_after_checkin_then_comes_back() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_token_based_feature_draws_tokens_from_its_pool_on_a_real_server() {
-    let lic = Licensed::new(
-        "FEATURE units acme 2 permanent 6 HOSTID=ANY\n\
-         FEATURE sample acme 1 permanent token HOSTID=ANY TOKEN=\"<units 2 5>\"\n",
-    );
+    let lic = Licensed::new(TOKEN_LICENSE);
     let server = TestServer::start(lic.config()).await;
     let client = server.client().await;
     let license = client.checkout("sample", "", 1).await.unwrap();
@@ -251,10 +248,37 @@ async fn a_token_based_feature_draws_tokens_from_its_pool_on_a_real_server() {
     assert_eq!(in_use(&report, "units"), 5, "{report:?}");
     let holder = holders(&report)[0];
     assert_eq!((holder.count, holder.token_for.as_str()), (5, "sample"));
+    let [sample] = report.token_features.as_slice() else {
+        panic!("one token-based feature: {report:#?}")
+    };
+    assert_eq!(
+        (sample.feature.as_str(), sample.in_use, sample.tokens_in_use),
+        ("sample", 1, 5),
+        "{sample:?}"
+    );
+    let costs: Vec<_> = sample
+        .costs
+        .iter()
+        .map(|c| (c.pool.as_str(), c.version.as_str(), c.tokens))
+        .collect();
+    assert_eq!(costs, [("units", "2", 5)]);
+    // Asked for by name, status shows the feature and the pool it draws from.
+    let by_name = client.status("sample").await.unwrap();
+    let pools: Vec<_> = by_name
+        .features
+        .iter()
+        .map(|f| f.feature.as_str())
+        .collect();
+    assert_eq!(pools, ["units"], "{by_name:#?}");
+    assert_eq!(by_name.token_features, report.token_features);
     // One unit is left: a second sample is refused, with the pool's figures.
     match client.checkout("sample", "", 1).await {
         Err(ClientError::Denied(d)) => {
-            assert_eq!((d.reason, d.in_use, d.total), (DenyReason::AllInUse, 5, 6))
+            assert_eq!((d.reason, d.in_use, d.total), (DenyReason::AllInUse, 5, 6));
+            assert_eq!(
+                d.message,
+                "\"sample\" costs 5 tokens of pool \"units\"; 5 of 6 tokens in use"
+            );
         }
         other => panic!("expected a refusal: {other:?}"),
     }

@@ -8,6 +8,10 @@ use usher_proto::{FrameReader, Hello, Request, Response, request};
 use usher_server::{Config, Server};
 
 /// Default test license: 3 seats of `cad`, 2 of `sim`.
+/// A pool of six `units` and `sample`, a token-based feature whose seat costs five of them.
+pub const TOKEN_LICENSE: &str = "FEATURE units acme 2 permanent 6 HOSTID=ANY\n\
+     FEATURE sample acme 1 permanent token HOSTID=ANY TOKEN=\"<units 2 5>\"\n";
+
 pub const LICENSE: &str = "\
 FEATURE cad acme 2025 permanent 3 HOSTID=ANY
 FEATURE sim acme 1.0 permanent 2 HOSTID=ANY

@@ -152,7 +152,25 @@ function card(name) {
   return c;
 }
 
+// A token-based feature has no seats of its own: its card shows its checkouts and what a
+// seat costs; the tokens they hold are counted, and their holders listed, in the pools.
+function renderTokenFeature(name, t) {
+  const c = card(name);
+  c.count.textContent = t.in_use;
+  if (c.shown !== null && c.shown !== t.in_use) chartsDue = 0;
+  c.shown = t.in_use;
+  c.total.textContent = "tokens";
+  c.fill.style.width = "0%";
+  c.bar.className = "bar";
+  c.meta.textContent = t.vendor + " v" + t.version + " · token-based: a seat costs " +
+    t.tokens.costs.map(k => k.tokens + (k.tokens === 1 ? " token" : " tokens") + " of " + k.pool).join(" or ") +
+    (t.expires_at ? " · expires " + new Date(t.expires_at).toLocaleDateString() : " · permanent");
+  c.people.replaceChildren(
+    h("span", { class: "holders-count" }, number(t.tokens.tokens_in_use) + " tokens in use"));
+}
+
 function renderFeature(name, pools) {
+  if (pools.length === 1 && pools[0].tokens) return renderTokenFeature(name, pools[0]);
   const c = card(name);
   const total = pools.reduce((a, p) => a + p.total, 0);
   const inUse = pools.reduce((a, p) => a + p.in_use, 0);
@@ -181,7 +199,9 @@ function stat(id, value, label) {
 }
 
 function renderTotals(features, health, queueTotal) {
-  const sum = k => features.reduce((a, p) => a + p[k], 0);
+  // Token-based features hold seats of the pools: counting them again would count twice.
+  const pools = features.filter(p => !p.tokens);
+  const sum = k => pools.reduce((a, p) => a + p[k], 0);
   $("totals").replaceChildren(
     stat("total-in-use", sum("in_use"), "seats in use"),
     stat("total-seats", sum("total"), "seats licensed"),

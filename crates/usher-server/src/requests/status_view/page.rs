@@ -47,7 +47,7 @@ pub struct PageRequest<'a> {
 /// those whose holders the page holds), and as many holders, then queue entries, as fit in
 /// `max_bytes` (for a response with id `id`). `next_cursor` is set if more remain.
 pub fn page(view: &StatusView, id: u64, req: PageRequest<'_>) -> StatusReport {
-    let wanted = |f: &str| req.feature.is_empty() || f == req.feature;
+    let wanted = |f: &str| shows_pool(req.feature, &view.tokens, f);
     let pools: Vec<usize> = (0..view.pools.len())
         .filter(|&p| wanted(&view.pools[p].feature))
         .collect();
@@ -56,6 +56,7 @@ pub fn page(view: &StatusView, id: u64, req: PageRequest<'_>) -> StatusReport {
         .iter()
         .filter(|q| wanted(&q.request.feature))
         .collect();
+    let own = |f: &str| req.feature.is_empty() || f == req.feature;
     let holders_total: usize = pools
         .iter()
         .map(|&p| view.starts[p + 1] - view.starts[p])
@@ -85,6 +86,15 @@ pub fn page(view: &StatusView, id: u64, req: PageRequest<'_>) -> StatusReport {
         },
         queue: Vec::new(),
         truncated: true,
+        token_features: if first {
+            view.tokens
+                .iter()
+                .filter(|t| own(&t.feature))
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        },
     };
     // Where each wanted pool sits in `report.features`, once it is there.
     let mut placed: HashMap<usize, usize> = if first {
@@ -170,10 +180,15 @@ pub fn page(view: &StatusView, id: u64, req: PageRequest<'_>) -> StatusReport {
 
 /// Seat counts per pool, without holders or queue: computed from the ledger's counts on
 /// the ledger task, which costs the same with 10 holders or 100,000.
+///
+/// Token-based features count their seats from the leases drawn for them, so a server
+/// that has any pays for a walk of the leases when one is asked for.
 pub fn totals(view: &View<'_>, feature: &str) -> StatusReport {
-    let wanted = |f: &str| feature.is_empty() || f == feature;
     let ledger = view.ledger;
     let now = view.now;
+    let own = |f: &str| feature.is_empty() || f == feature;
+    let token_features = token_statuses(ledger.catalog(), now, own, ledger.leases());
+    let wanted = |f: &str| shows_pool(feature, &token_features, f);
     let mut features: Vec<FeatureStatus> = ledger
         .catalog()
         .all_pools()
@@ -204,6 +219,7 @@ pub fn totals(view: &View<'_>, feature: &str) -> StatusReport {
         license_files: info.license_files.iter().map(|p| file_name(p)).collect(),
         vendors: info.vendors.clone(),
         now_ms: now,
+        token_features,
         ..StatusReport::default()
     }
 }
@@ -362,6 +378,7 @@ mod tests {
             now_ms: 9,
             info: info(),
             overdraft: vec![0; pools.len()],
+            tokens: Vec::new(),
             pools,
             holders: rows,
             starts: Vec::new(),

@@ -1,0 +1,91 @@
+//! Token-based features in status: they have no pool of their own, so status lists them
+//! beside the pools, with what a seat costs and how much of them is checked out.
+
+use usher_core::{Catalog, Lease, Millis, TokenFeature};
+use usher_proto::{TokenCost, TokenFeatureStatus};
+
+/// The token-based features `wanted` accepts, by name, with the seats and tokens of them
+/// `leases` hold. Only leases drawn for a token-based feature (`token_for`) count, so
+/// callers may pass only those.
+pub fn token_statuses<'a>(
+    catalog: &Catalog,
+    now: Millis,
+    wanted: impl Fn(&str) -> bool,
+    leases: impl Iterator<Item = &'a Lease>,
+) -> Vec<TokenFeatureStatus> {
+    let mut statuses: Vec<TokenFeatureStatus> = catalog
+        .token_features()
+        .filter(|(feature, _)| wanted(feature))
+        .map(|(feature, defs)| token_status(feature, defs, now))
+        .collect();
+    if statuses.is_empty() {
+        return statuses;
+    }
+    for lease in leases {
+        let Some(name) = lease.token_for.as_deref() else {
+            continue;
+        };
+        let Some(status) = statuses.iter_mut().find(|s| s.feature == name) else {
+            continue;
+        };
+        status.tokens_in_use = status.tokens_in_use.saturating_add(lease.count);
+        // A lease holds `count` tokens of one pool: seats times that pool's price.
+        let price = status
+            .costs
+            .iter()
+            .find(|c| c.pool == *lease.feature)
+            .map_or(lease.count, |c| c.tokens);
+        status.in_use = status.in_use.saturating_add(lease.count / price.max(1));
+    }
+    statuses
+}
+
+/// One token-based feature's line: the definitions valid now (or, if none is, all of
+/// them) give its prices, in the order tried, and its expiry.
+fn token_status(feature: &str, defs: &[TokenFeature], now: Millis) -> TokenFeatureStatus {
+    let valid: Vec<&TokenFeature> = defs.iter().filter(|d| d.is_valid_at(now)).collect();
+    let shown: Vec<&TokenFeature> = if valid.is_empty() {
+        defs.iter().collect()
+    } else {
+        valid.clone()
+    };
+    let mut costs: Vec<TokenCost> = Vec::new();
+    for alt in shown.iter().flat_map(|d| &d.alternatives) {
+        let cost = TokenCost {
+            pool: alt.feature.clone(),
+            version: alt.version.to_string(),
+            tokens: alt.tokens,
+        };
+        if !costs.contains(&cost) {
+            costs.push(cost);
+        }
+    }
+    TokenFeatureStatus {
+        feature: feature.to_owned(),
+        vendor: shown.first().map(|d| d.vendor.clone()).unwrap_or_default(),
+        version: shown
+            .iter()
+            .map(|d| &d.version)
+            .max()
+            .map(|v| v.to_string())
+            .unwrap_or_default(),
+        costs,
+        in_use: 0,
+        tokens_in_use: 0,
+        expires_at_ms: valid
+            .iter()
+            .filter_map(|d| d.validity.valid_until)
+            .min()
+            .unwrap_or(0),
+    }
+}
+
+/// The pools a status asked for `feature` shows: the feature's own, or, for a token-based
+/// feature, the pools its tokens come from. Empty `feature`: every pool.
+pub fn shows_pool(feature: &str, tokens: &[TokenFeatureStatus], pool: &str) -> bool {
+    feature.is_empty()
+        || pool == feature
+        || tokens
+            .iter()
+            .any(|t| t.feature == feature && t.costs.iter().any(|c| c.pool == pool))
+}
