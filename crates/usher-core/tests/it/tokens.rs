@@ -55,7 +55,9 @@ fn a_token_checkout_draws_its_tokens_from_the_pool_and_a_checkin_returns_them() 
     let denial = denied(&mut ledger, T0, checkout_cmd(a, 12, "sample", "", 1));
     assert_eq!(
         denial,
-        Denial::AllInUse {
+        Denial::TokensInUse {
+            pool: "units".into(),
+            cost: 5,
             in_use: 10,
             total: 12
         }
@@ -96,7 +98,7 @@ fn alternatives_are_tried_in_file_order() {
         ("write", "office")
     );
     let denial = denied(&mut ledger, T0, checkout_cmd(a, 12, "editor", "", 1));
-    assert!(matches!(denial, Denial::AllInUse { .. }), "{denial:?}");
+    assert!(matches!(denial, Denial::TokensInUse { .. }), "{denial:?}");
 }
 
 #[test]
