@@ -6,6 +6,7 @@ use crate::{
 
 /// A request to change (or read) the ledger. Everything non-deterministic (ids, secrets,
 /// time) is supplied by the caller.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// Open a new session.
@@ -115,6 +116,7 @@ pub enum Command {
 
 /// The seats a [`Command::Checkout`] or a [`Command::Borrow`] asks for, and the ids that
 /// make the request idempotent.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ask {
     /// Requesting session.
@@ -132,6 +134,7 @@ pub struct Ask {
 }
 
 /// Why a checkout was refused. These are ordinary outcomes, not errors.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Denial {
     /// No license names this feature.
@@ -238,6 +241,7 @@ pub enum Denial {
 }
 
 /// A failure to apply a command because it does not fit the ledger's state.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LedgerError {
     /// The session does not exist (never opened, or expired).
@@ -266,6 +270,7 @@ pub enum LedgerError {
 }
 
 /// The result of applying a command.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// The command had its effect (or none was needed).

@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use crate::{Denial, Lease, LeaseId, Millis, SessionId};
 
 /// How long a checkout is willing to wait for a seat when none is free.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Wait {
     /// Not at all: refuse at once (the default).
@@ -28,6 +29,7 @@ pub enum Wait {
 }
 
 /// A checkout waiting in the queue.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueuedRequest {
     /// The lease id the grant will carry; also names the request while it waits.

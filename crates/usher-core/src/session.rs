@@ -164,11 +164,30 @@ impl fmt::Display for Name {
     }
 }
 
+/// A name travels as its text; a deserialized name has a copy of its own, which the
+/// ledger interns like any other when it stores it.
+#[cfg(feature = "serde")]
+impl serde::Serialize for Name {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for Name {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Name, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Ok(Name::from(text.as_str()))
+    }
+}
+
 /// A session's identifier, chosen at random by the server when the session opens.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId(pub u64);
 
 /// A lease's identifier (the "handle" administrators see), chosen by the server.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LeaseId(pub u64);
 
@@ -187,6 +206,7 @@ impl fmt::Display for LeaseId {
 }
 
 /// Who a client process says it is, as sent in its handshake.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct ClientInfo {
     /// Login name of the user running the application.
@@ -211,6 +231,7 @@ pub struct ClientInfo {
 /// part (`expires_at`, `connected`, `detached`, and `client.address`, which a resume
 /// updates to the new connection's address) is soft state that a restart resets, giving every recovered
 /// session a fresh TTL in which to come back.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
     /// Session id.
@@ -235,6 +256,7 @@ pub struct Session {
 }
 
 /// Seats held by a session from one pool.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
     /// Lease id.
