@@ -1,0 +1,64 @@
+//! The usher ledger replicated over Raft ([openraft] 0.9), the foundation of a cluster of
+//! three or five servers of which any majority serves.
+//!
+//! Every openraft type stays inside this crate, so that a move to another openraft
+//! version touches one place. What is here:
+//!
+//! - [`TypeConfig`]: the Raft type configuration. The log's application entry is a
+//!   [`Batch`] of ledger commands with the leader's time; the response is [`Applied`],
+//!   one outcome per command.
+//! - [`LogStore`]: the durable Raft log in SQLite, on a worker thread of its own.
+//! - [`StateMachine`]: applies committed batches to a [`usher_core::Ledger`] and builds
+//!   and installs snapshots of it.
+//! - [`network`]: the peer transport, length-prefixed JSON frames over TCP, every RPC
+//!   under a hard deadline.
+//! - [`Node`]: one running member (all of the above plus its Raft instance), with an
+//!   interface free of openraft types: start, form the cluster, write a batch, watch
+//!   the leader, stop.
+//!
+//! `usherd` does not serve a cluster yet: see `docs/cluster.md` for what exists and what
+//! is still to come.
+//!
+//! **Architecture invariant:** the state machine changes the ledger only through
+//! [`usher_core::Ledger::apply`], at the time recorded in the log entry, never reading a
+//! clock, so every member that applies the same log holds the same ledger.
+//!
+//! **Architecture invariant:** an append, a vote and a truncation are durable (committed
+//! to SQLite with `synchronous=FULL`) before openraft is told they are done, and
+//! appends are reported done in the order they were made.
+
+// openraft's storage and RPC traits return its own large error types (`StorageError`,
+// `RPCError`), so every function on those paths does too.
+#![allow(clippy::result_large_err)]
+
+mod batch;
+mod log_store;
+pub mod network;
+mod node;
+mod state_machine;
+
+pub use batch::{Applied, Batch};
+pub use log_store::LogStore;
+pub use node::{Node, StartError, Status, Timing, WriteError};
+pub use state_machine::StateMachine;
+
+/// A member's id in the cluster.
+pub type NodeId = u64;
+
+openraft::declare_raft_types!(
+    /// The Raft type configuration of an usher cluster.
+    pub TypeConfig:
+        D = Batch,
+        R = Applied,
+        NodeId = NodeId,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = std::io::Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// A Raft instance replicating the ledger.
+pub type Raft = openraft::Raft<TypeConfig>;
+
+/// A member's address as the cluster membership records it.
+use openraft::BasicNode as Member;

@@ -1,0 +1,328 @@
+//! The peer transport: Raft's three RPCs between members over TCP.
+//!
+//! Each message is a frame: a 4-byte big-endian length, then that many bytes of JSON. A
+//! member keeps one connection per peer and sends one request at a time on it, each
+//! answered by one response. Every RPC runs under openraft's hard deadline for it: a
+//! peer that accepts a connection but never answers must not hold the Raft core up
+//! (openraft#1810). After any failure the connection is dropped and the next RPC
+//! connects afresh.
+//!
+//! The transport is plain TCP without authentication: peers are trusted and reached on
+//! a private network. Mutual TLS with pinned member keys is still to come (see
+//! `docs/cluster.md`).
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+};
+use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+
+use crate::{Member, NodeId, Raft, TypeConfig};
+
+/// The largest frame accepted (a snapshot chunk is far smaller): a bigger length prefix
+/// is refused instead of allocated.
+const MAX_FRAME: u32 = 64 << 20;
+
+/// How long a peer may take to accept a connection before it counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A request from one member to another.
+#[derive(Debug, Serialize, Deserialize)]
+enum PeerRequest {
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<NodeId>),
+    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+}
+
+/// The answer to a [`PeerRequest`], of the same kind.
+#[derive(Debug, Serialize, Deserialize)]
+enum PeerResponse {
+    AppendEntries(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    InstallSnapshot(
+        Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>,
+    ),
+}
+
+/// Serves the Raft RPCs that peers send to `raft` on `listener`, until the listener
+/// fails. Each connection is served by a task of its own, owned by this one: aborting
+/// this task closes every peer connection too.
+pub async fn serve(listener: TcpListener, raft: Raft) -> io::Result<()> {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _) = accepted?;
+                connections.spawn(serve_connection(stream, raft.clone()));
+            }
+            Some(done) = connections.join_next() => {
+                if let Ok(Err(e)) = done {
+                    tracing::debug!(error = %e, "peer connection closed");
+                }
+            }
+        }
+    }
+}
+
+/// Answers one peer's requests, in order, until it hangs up.
+async fn serve_connection(stream: TcpStream, raft: Raft) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut stream = BufReader::new(stream);
+    while let Some(request) = read_frame::<PeerRequest>(&mut stream).await? {
+        let response = match request {
+            PeerRequest::AppendEntries(rpc) => {
+                PeerResponse::AppendEntries(raft.append_entries(rpc).await)
+            }
+            PeerRequest::Vote(rpc) => PeerResponse::Vote(raft.vote(rpc).await),
+            PeerRequest::InstallSnapshot(rpc) => {
+                PeerResponse::InstallSnapshot(raft.install_snapshot(rpc).await)
+            }
+        };
+        write_frame(stream.get_mut(), &response).await?;
+    }
+    Ok(())
+}
+
+/// Makes a [`Peer`] client for each member openraft replicates to.
+#[derive(Debug, Clone, Copy)]
+pub struct Network {
+    /// This member's id.
+    id: NodeId,
+}
+
+impl Network {
+    /// The network of member `id`.
+    pub fn new(id: NodeId) -> Network {
+        Network { id }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Peer;
+
+    async fn new_client(&mut self, target: NodeId, node: &Member) -> Peer {
+        Peer {
+            id: self.id,
+            target,
+            addr: node.addr.clone(),
+            conn: None,
+        }
+    }
+}
+
+/// The connection to one peer, opened on first use and after any failure.
+#[derive(Debug)]
+pub struct Peer {
+    id: NodeId,
+    target: NodeId,
+    addr: String,
+    conn: Option<BufReader<TcpStream>>,
+}
+
+/// What can go wrong with one RPC, before it is sorted into openraft's error kinds.
+enum Failure {
+    /// No connection could be made: back off before retrying.
+    Unreachable(io::Error),
+    /// The connection failed mid-exchange: retry at once on a new one.
+    Network(io::Error),
+    /// The deadline passed.
+    Timeout,
+}
+
+impl Peer {
+    /// Sends `request` and waits for its response, within `deadline`.
+    async fn call(
+        &mut self,
+        request: &PeerRequest,
+        deadline: Duration,
+    ) -> Result<PeerResponse, Failure> {
+        let result = tokio::time::timeout(deadline, self.exchange(request)).await;
+        let result = result.unwrap_or(Err(Failure::Timeout));
+        if result.is_err() {
+            // A half-written request or a late response would desynchronize the stream.
+            self.conn = None;
+        }
+        result
+    }
+
+    async fn exchange(&mut self, request: &PeerRequest) -> Result<PeerResponse, Failure> {
+        let conn = match &mut self.conn {
+            Some(conn) => conn,
+            None => self
+                .conn
+                .insert(connect(&self.addr).await.map_err(Failure::Unreachable)?),
+        };
+        write_frame(conn.get_mut(), request)
+            .await
+            .map_err(Failure::Network)?;
+        match read_frame(conn).await {
+            Ok(Some(response)) => Ok(response),
+            Ok(None) => Err(Failure::Network(io::ErrorKind::UnexpectedEof.into())),
+            Err(e) => Err(Failure::Network(e)),
+        }
+    }
+
+    /// The error openraft expects for `failure` of an RPC of type `action`.
+    fn rpc_error<E: std::error::Error>(
+        &self,
+        failure: Failure,
+        action: RPCTypes,
+        deadline: Duration,
+    ) -> RPCError<NodeId, Member, E> {
+        match failure {
+            Failure::Unreachable(e) => RPCError::Unreachable(Unreachable::new(&e)),
+            Failure::Network(e) => RPCError::Network(NetworkError::new(&e)),
+            Failure::Timeout => RPCError::Timeout(Timeout {
+                action,
+                id: self.id,
+                target: self.target,
+                timeout: deadline,
+            }),
+        }
+    }
+
+    /// Sends `request`, of type `action`, under `option`'s hard deadline; `unpack` takes
+    /// the answer out of a response of the same kind (`None` for another kind).
+    async fn rpc<T, E: std::error::Error>(
+        &mut self,
+        request: PeerRequest,
+        action: RPCTypes,
+        option: RPCOption,
+        unpack: fn(PeerResponse) -> Option<Result<T, E>>,
+    ) -> Result<T, RPCError<NodeId, Member, E>> {
+        let deadline = option.hard_ttl();
+        let response = match self.call(&request, deadline).await {
+            Ok(response) => response,
+            Err(failure) => return Err(self.rpc_error(failure, action, deadline)),
+        };
+        match unpack(response) {
+            Some(answer) => {
+                answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            None => {
+                self.conn = None;
+                let e = io::Error::new(io::ErrorKind::InvalidData, "peer answered another request");
+                Err(RPCError::Network(NetworkError::new(&e)))
+            }
+        }
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Peer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        let request = PeerRequest::AppendEntries(rpc);
+        self.rpc(
+            request,
+            RPCTypes::AppendEntries,
+            option,
+            |response| match response {
+                PeerResponse::AppendEntries(answer) => Some(answer),
+                _ => None,
+            },
+        )
+        .await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, Member, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        let request = PeerRequest::InstallSnapshot(rpc);
+        self.rpc(
+            request,
+            RPCTypes::InstallSnapshot,
+            option,
+            |response| match response {
+                PeerResponse::InstallSnapshot(answer) => Some(answer),
+                _ => None,
+            },
+        )
+        .await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        let request = PeerRequest::Vote(rpc);
+        self.rpc(request, RPCTypes::Vote, option, |response| match response {
+            PeerResponse::Vote(answer) => Some(answer),
+            _ => None,
+        })
+        .await
+    }
+}
+
+/// Connects to a peer at `addr` (`host:port`).
+async fn connect(addr: &str) -> io::Result<BufReader<TcpStream>> {
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+    stream.set_nodelay(true)?;
+    Ok(BufReader::new(stream))
+}
+
+/// Writes `message` as one frame.
+async fn write_frame<T: Serialize>(
+    stream: &mut (impl AsyncWrite + Unpin),
+    message: &T,
+) -> io::Result<()> {
+    let body = serde_json::to_vec(message).map_err(io::Error::other)?;
+    let len = u32::try_from(body.len())
+        .ok()
+        .filter(|&len| len <= MAX_FRAME)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
+    let mut frame = Vec::with_capacity(4 + body.len());
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(&body);
+    stream.write_all(&frame).await?;
+    stream.flush().await
+}
+
+/// Reads one frame, or `None` if the peer closed the connection between frames.
+async fn read_frame<T: DeserializeOwned>(
+    stream: &mut (impl AsyncRead + Unpin),
+) -> io::Result<Option<T>> {
+    let mut len = [0; 4];
+    match stream.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_be_bytes(len);
+    if len > MAX_FRAME {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes is too large"),
+        ));
+    }
+    let mut body = vec![0; len as usize];
+    stream.read_exact(&mut body).await?;
+    serde_json::from_slice(&body)
+        .map(Some)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}

@@ -1,0 +1,6 @@
+//! Integration tests of the replicated ledger.
+
+mod cluster;
+mod snapshot;
+mod suite;
+mod util;
