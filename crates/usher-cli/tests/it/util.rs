@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::fs::File;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -17,7 +17,7 @@ use tempfile::TempDir;
 
 /// How long any wait may last before the test fails. Generous: it bounds a hang, it is
 /// not a performance requirement.
-pub const WAIT: Duration = Duration::from_secs(20);
+pub const WAIT: Duration = Duration::from_secs(30);
 
 /// The `usher` binary under test.
 pub fn usher_bin() -> &'static Path {
@@ -359,48 +359,40 @@ impl Server {
         })
     }
 
-    /// Starts usherd with `configure`'s flags on a free port and waits until it accepts
-    /// connections. Another process may take the port between our probe and usherd's
-    /// bind; then usherd exits and we try another port.
+    /// Starts usherd with `configure`'s flags on a port of its own choosing (the kernel's,
+    /// so no other process can take it between a probe and the bind) and waits until it
+    /// says where it serves.
     fn spawn(scratch: TempDir, data_dir: PathBuf, configure: impl Fn(&mut Command)) -> Server {
-        let mut failures = String::new();
-        for attempt in 0..3 {
-            let port = free_port();
-            let stdout = scratch.path().join(format!("usherd-{attempt}.out"));
-            let log = scratch.path().join(format!("usherd-{attempt}.log"));
-            let mut cmd = command(usherd_bin());
-            cmd.arg("--listen")
-                .arg(SocketAddr::from((Ipv4Addr::LOCALHOST, port)).to_string())
-                .arg("--data-dir")
-                .arg(&data_dir)
-                .args(["--log", "info"])
-                // Parallel tests would all want the default admin HTTP port.
-                .args(["--admin-listen", "off"]);
-            configure(&mut cmd);
-            cmd.stdout(File::create(&stdout).expect("creating usherd's stdout file"))
-                .stderr(File::create(&log).expect("creating usherd's log file"));
-            let mut child = cmd
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-            match wait_ready(&mut child, port, &log) {
-                Ok(()) => {
-                    return Server {
-                        child,
-                        port,
-                        data_dir,
-                        stdout,
-                        log,
-                        scratch,
-                    };
-                }
-                Err(failure) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    failures.push_str(&format!("attempt {attempt}: {cmd:?}\n{failure}\n"));
-                }
+        let stdout = scratch.path().join("usherd.out");
+        let log = scratch.path().join("usherd.log");
+        let mut cmd = command(usherd_bin());
+        cmd.args(["--listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["--log", "info"])
+            // Parallel tests would all want the default admin HTTP port.
+            .args(["--admin-listen", "off"]);
+        configure(&mut cmd);
+        cmd.stdout(File::create(&stdout).expect("creating usherd's stdout file"))
+            .stderr(File::create(&log).expect("creating usherd's log file"));
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        match wait_ready(&mut child, &log) {
+            Ok(port) => Server {
+                child,
+                port,
+                data_dir,
+                stdout,
+                log,
+                scratch,
+            },
+            Err(failure) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("usherd did not start: {cmd:?}\n{failure}");
             }
         }
-        panic!("usherd did not start:\n{failures}");
     }
 
     /// `PORT@127.0.0.1`, the form `-c` and `USHER_LICENSE` take.
@@ -539,25 +531,35 @@ fn licensed_showing<'a>(
     }
 }
 
-/// Polls until `port` accepts connections; fails if usherd exits first.
-fn wait_ready(child: &mut Child, port: u16, log: &Path) -> Result<(), String> {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+/// Polls usherd's log until it says where it serves (it logs that once it is listening)
+/// and returns the port; fails if usherd exits first.
+fn wait_ready(child: &mut Child, log: &Path) -> Result<u16, String> {
     let deadline = Instant::now() + WAIT;
     loop {
         if let Some(status) = child.try_wait().expect("polling usherd") {
             return Err(format!("usherd exited with {status}\n{}", read_log(log)));
         }
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return Ok(());
+        if let Some(port) = serving_port(&read_log(log)) {
+            return Ok(port);
         }
         if Instant::now() >= deadline {
             return Err(format!(
-                "usherd did not accept connections on {addr} within {WAIT:?}\n{}",
+                "usherd did not say where it serves within {WAIT:?}\n{}",
                 read_log(log)
             ));
         }
         std::thread::sleep(Duration::from_millis(25));
     }
+}
+
+/// The port of the `serving addr=127.0.0.1:PORT` line of a log, once it is there.
+fn serving_port(log: &str) -> Option<u16> {
+    log.lines()
+        .filter(|line| line.contains(" serving"))
+        .flat_map(str::split_whitespace)
+        .find_map(|word| word.strip_prefix("addr="))
+        .and_then(|addr| addr.parse::<SocketAddr>().ok())
+        .map(|addr| addr.port())
 }
 
 fn read_log(path: &Path) -> String {

@@ -18,7 +18,7 @@ async fn metric(server: &TestServer, family: &str, labels: &[(&str, &str)]) -> f
 
 /// Waits until the server holds no client connection.
 async fn no_connection_left(server: &TestServer, what: &str) {
-    eventually(Duration::from_secs(15), what, || async {
+    eventually(Duration::from_secs(30), what, || async {
         (metric(server, "usher_connections", &[]).await == 0.0).then_some(())
     })
     .await;
@@ -93,7 +93,7 @@ async fn a_client_that_never_reads_its_answers_is_disconnected_and_its_seats_fre
             >= 1.0,
         "the closing is counted"
     );
-    eventually(Duration::from_secs(10), "its seat is freed", || async {
+    eventually(Duration::from_secs(30), "its seat is freed", || async {
         (in_use(&server.status().await, "cad") == 0).then_some(())
     })
     .await;
@@ -121,12 +121,13 @@ async fn a_connection_whose_session_expired_is_closed() {
     let granted = conn.call(2, checkout("cad", 1, 1)).await;
     assert!(matches!(granted, response::Kind::Granted(_)), "{granted:?}");
     // Status requests do not keep a session alive; they keep the connection busy, so it
-    // is never idle. The TTL is 2 s: within 10 s the session must have lapsed and the
-    // connection closed.
+    // is never idle. The TTL is 2 s: within 30 s (a loaded machine's margin) the session
+    // must have lapsed and the connection closed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let mut id = 3;
     let closed = loop {
         assert!(
-            id < 3 + 50,
+            std::time::Instant::now() < deadline,
             "the connection of the lapsed session is still open"
         );
         conn.send(id, status()).await;

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use usher_proto::response;
@@ -155,9 +155,10 @@ async fn kill_9_under_load_loses_no_grant_overgrants_nothing_and_holders_resume(
     // Clients cycle checkout/checkin as fast as they can, each holding at most one seat,
     // so together with the abandoned one they never need more than SEATS.
     let stop = Arc::new(AtomicBool::new(false));
+    let granted = Arc::new(AtomicUsize::new(0));
     let mut workers = Vec::new();
     for _ in 0..WORKERS {
-        let stop = stop.clone();
+        let (stop, granted) = (stop.clone(), granted.clone());
         workers.push(tokio::spawn(async move {
             let client = client_for(port).await;
             let mut current = None;
@@ -170,13 +171,19 @@ async fn kill_9_under_load_loses_no_grant_overgrants_nothing_and_holders_resume(
                 if let Ok(license) = client.checkout("cad", "", 1).await {
                     told.push(license.lease_id());
                     current = Some(license);
+                    granted.fetch_add(1, Ordering::SeqCst);
                 }
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
             (client, current, told) as WorkerEnd
         }));
     }
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The crash comes once the workers are cycling (a few grants each), however long a
+    // loaded machine takes them to connect.
+    eventually(WAIT, "the workers to cycle", || async {
+        (granted.load(Ordering::SeqCst) >= 3 * WORKERS).then_some(())
+    })
+    .await;
     stop.store(true, Ordering::SeqCst);
     server.kill();
     drop(abandoned);

@@ -2,6 +2,8 @@
 //! replayed, stale or garbage), the call-back of a detached client, and discovery.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
@@ -20,6 +22,26 @@ async fn udp_count(server: &TestServer, result: &str) -> f64 {
     let scrape = http(server.admin.unwrap(), "GET", "/metrics", None, None).await;
     let (_, samples) = parse_exposition(&scrape.body);
     value(&samples, "usher_udp_datagrams_total", &[("result", result)]).unwrap_or(0.0)
+}
+
+/// Sends `datagram` every second until an answer comes, for at most [`WAIT`].
+async fn answered(socket: &UdpSocket, datagram: &[u8]) -> Option<Vec<u8>> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::time::Instant::now() < deadline {
+        if let Some(answer) = exchange(socket, datagram, Duration::from_secs(1)).await {
+            return Some(answer);
+        }
+    }
+    None
+}
+
+/// Waits until `usher_udp_datagrams_total{result}` is 1: a request the client gave up
+/// waiting for an answer to may still be in the server's queue on a loaded machine.
+async fn counted_once(server: &TestServer, result: &str) {
+    eventually(WAIT, result, || async {
+        (udp_count(server, result).await == 1.0).then_some(())
+    })
+    .await;
 }
 
 /// A raw session that holds one `cad` seat and has detached: its id, key and the
@@ -313,7 +335,7 @@ async fn discovery_finds_the_server_and_can_be_turned_off() {
         .await
         .unwrap();
     assert!(none.is_empty(), "{none:?}");
-    assert_eq!(udp_count(&hidden, "discovery_off").await, 1.0);
+    counted_once(&hidden, "discovery_off").await;
 
     // Outside the allow-list.
     let walled = Licensed::new(LICENSE);
@@ -324,7 +346,7 @@ async fn discovery_finds_the_server_and_can_be_turned_off() {
         .await
         .unwrap();
     assert!(none.is_empty(), "{none:?}");
-    assert_eq!(udp_count(&walled, "not_allowed").await, 1.0);
+    counted_once(&walled, "not_allowed").await;
 }
 
 /// A discovery request shorter than the answer could be is refused: the port cannot be
@@ -357,36 +379,45 @@ async fn a_flooding_sender_gets_its_share_and_others_are_still_answered() {
     let flooder = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     flooder.connect(server.addr).await.unwrap();
     let request = udp::encode_discover(1);
-    // A burst well past any per-second budget, then a steady flood (bounded: 3,000
-    // datagrams over at most about 3 s) while the other sender asks.
+    // A burst well past any per-second budget, then a steady flood while the other sender
+    // asks (bounded: 20,000 datagrams over at most 40 s).
     for _ in 0..300 {
         flooder.send(&request).await.unwrap();
     }
-    let flood = tokio::spawn(async move {
-        let started = tokio::time::Instant::now();
-        for _ in 0..2_700 {
-            if started.elapsed() > Duration::from_secs(3) {
-                break;
+    let flooding = Arc::new(AtomicBool::new(true));
+    let flood = tokio::spawn({
+        let flooding = flooding.clone();
+        async move {
+            let started = tokio::time::Instant::now();
+            for _ in 0..19_700 {
+                if !flooding.load(Ordering::Relaxed) || started.elapsed() > 2 * WAIT {
+                    break;
+                }
+                // An ICMP error from an earlier answer may surface here: keep flooding.
+                let _ = flooder.send(&request).await;
+                tokio::time::sleep(Duration::from_millis(1)).await;
             }
-            // An ICMP error from an earlier answer may surface here: keep flooding.
-            let _ = flooder.send(&request).await;
-            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     });
-    // Another loopback address: another sender.
+    // Another loopback address: another sender. Each request is sent again every second
+    // until answered: the flood may fill the socket's receive buffer, and the kernel drops
+    // what does not fit before the server sees it.
     let other = UdpSocket::bind("127.0.0.2:0").await.unwrap();
     other.connect(server.addr).await.unwrap();
     for nonce in 10..15 {
-        let answer = exchange(&other, &udp::encode_discover(nonce), Duration::from_secs(2))
+        let answer = answered(&other, &udp::encode_discover(nonce))
             .await
             .unwrap_or_else(|| panic!("request {nonce} of the other sender went unanswered"));
         assert_eq!(udp::decode_announce(&answer).unwrap().nonce, nonce);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The flooder's requests beyond its share are counted (it keeps flooding until they
+    // are: a loaded machine may send, or the kernel keep, fewer of them per second).
+    eventually(WAIT, "the flooder's requests beyond its share", || async {
+        (udp_count(&server, "over_share").await >= 200.0).then_some(())
+    })
+    .await;
+    flooding.store(false, Ordering::Relaxed);
     flood.await.unwrap();
-    assert!(
-        udp_count(&server, "over_share").await >= 200.0,
-        "the flooder's requests beyond its share are counted"
-    );
     assert!(udp_count(&server, "discovered").await >= 5.0);
 }

@@ -120,7 +120,7 @@ fn other_identity() -> (tempfile::TempDir, Identity) {
 
 /// Waits until no seat of `cad` is held on `server`.
 async fn all_seats_back(server: &TestServer, what: &str) {
-    eventually(Duration::from_secs(10), what, || async {
+    eventually(Duration::from_secs(30), what, || async {
         (in_use(&server.status().await, "cad") == 0).then_some(())
     })
     .await;
@@ -162,7 +162,7 @@ async fn grants_from_the_licensed_server_verify_directly_and_after_queueing() {
             .await;
         (b, license)
     });
-    eventually(Duration::from_secs(10), "b waits in the queue", || async {
+    eventually(Duration::from_secs(30), "b waits in the queue", || async {
         (server.status().await.queue.len() == 1).then_some(())
     })
     .await;
