@@ -5,6 +5,7 @@
 //! monitoring tools that scrape lmstat work unchanged.
 
 mod cmd;
+mod connect_retry;
 #[cfg(test)]
 mod doc_examples;
 mod exit;

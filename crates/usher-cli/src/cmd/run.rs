@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use clap::Args;
 use tokio::sync::watch;
-use usher_client::{Client, QueueWait};
+use usher_client::QueueWait;
 
 use crate::exit::{FAILURE, Failure};
 
@@ -48,6 +48,16 @@ pub struct RunArgs {
     /// after another; `kill` sends SIGKILL after the grace period.
     #[arg(long, value_enum, default_value_t = OnLost::Warn)]
     pub on_lost: OnLost,
+    /// Keep trying to reach a server for up to SECONDS (with growing, jittered waits
+    /// between attempts) when it is down, restarting or swamped by clients starting at
+    /// once; 0: try once.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        env = "USHER_CONNECT_DEADLINE",
+        default_value_t = crate::connect_retry::DEFAULT_DEADLINE_SECS
+    )]
+    pub connect_deadline: u64,
     /// Seconds between the loss of the seat and `--on-lost`'s signal.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     pub grace: u64,
@@ -163,7 +173,8 @@ pub async fn run(server: super::Target, args: RunArgs) -> Result<u8, Failure> {
     let mut config = super::client_config(&server)?;
     config.identity.program = args.command[0].clone();
     config.vendor_keys = keys;
-    let client = Client::connect(config).await?;
+    let deadline = Duration::from_secs(args.connect_deadline);
+    let client = crate::connect_retry::connect(config, deadline).await?;
     let wait = match args.wait {
         None => QueueWait::No,
         Some(0) => QueueWait::Indefinitely,

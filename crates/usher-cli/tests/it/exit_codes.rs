@@ -70,7 +70,16 @@ fn each_command_exits_with_the_documented_code_for_each_outcome() {
         ),
         (
             "run: unreachable",
-            vec!["run", "-c", u, "free", "--", "true"],
+            vec![
+                "run",
+                "-c",
+                u,
+                "--connect-deadline",
+                "0",
+                "free",
+                "--",
+                "true",
+            ],
             3,
         ),
         (

@@ -1,5 +1,9 @@
 //! `usher run`: holds a seat while a command runs; exit codes tell why it could not.
 
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
 use serde_json::Value;
 
 use crate::util::{Holder, Licensed, Timings, WAIT, free_port, poll, run_usher};
@@ -32,12 +36,145 @@ fn run_holds_seats_and_its_exit_code_says_why_it_could_not() {
 #[test]
 fn run_exits_3_when_no_server_answers() {
     let spec = format!("{}@127.0.0.1", free_port());
-    let outcome = run_usher(&["run", "-c", &spec, "cad", "--", "true"]).expect_code(3);
+    let once = [
+        "run",
+        "-c",
+        &spec,
+        "--connect-deadline",
+        "0",
+        "cad",
+        "--",
+        "true",
+    ];
+    let outcome = run_usher(&once).expect_code(3);
     assert!(
-        !outcome.stderr.trim().is_empty(),
-        "a reason is printed\n{outcome}"
+        !outcome.stderr.trim().is_empty() && !outcome.stderr.contains("gave up after"),
+        "a reason is printed, after one attempt\n{outcome}"
     );
-    run_usher(&["run", "-c", "1@127.0.0.1", "cad", "--", "true"]).expect_code(3);
+    run_usher(&[
+        "run",
+        "-c",
+        "1@127.0.0.1",
+        "--connect-deadline",
+        "0",
+        "cad",
+        "--",
+        "true",
+    ])
+    .expect_code(3);
+    // With a deadline, usher keeps trying until it passes, then says so.
+    let retried = [
+        "run",
+        "-c",
+        &spec,
+        "--connect-deadline",
+        "1",
+        "cad",
+        "--",
+        "true",
+    ];
+    let outcome = run_usher(&retried).expect_code(3);
+    assert!(
+        outcome.stderr.contains("gave up after")
+            && outcome.stderr.contains("--connect-deadline is 1 s"),
+        "{outcome}"
+    );
+}
+
+/// A wrapper started before its server (a batch system starting jobs while the server
+/// restarts) keeps trying, and gets its seat once the server is up.
+#[test]
+fn run_started_before_the_server_keeps_trying_and_gets_its_seat() {
+    let relay = Relay::start();
+    let spec = format!("{}@127.0.0.1", relay.port);
+    // A deadline well past what starting a server takes on a loaded machine.
+    let mut run = crate::util::usher(&[
+        "run",
+        "-c",
+        &spec,
+        "--connect-deadline",
+        "120",
+        "cad",
+        "--",
+        "sh",
+        "-c",
+        "echo $USHER_LEASE",
+    ]);
+    run.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let run = run.spawn().expect("usher run starts");
+    // The server is not up: every attempt is turned away, and usher tries again.
+    poll("usher run to try again", WAIT, || {
+        let refused = relay.refused.load(Ordering::SeqCst);
+        (refused >= 2)
+            .then_some(())
+            .ok_or(format!("{refused} attempts"))
+    });
+    let fixture = Licensed::start(Timings::LONG);
+    relay.forward_to(fixture.server.port);
+    let out = run.wait_with_output().expect("usher run ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let lease = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        lease.trim().parse::<u64>().is_ok(),
+        "the command ran holding a seat: {lease:?}\n{stderr}"
+    );
+}
+
+/// A loopback port standing in for a server that is not up yet: it turns every
+/// connection away (accepts and closes it) until [`Relay::forward_to`] names the real
+/// server, then relays every connection to it. The port is the relay's for the whole
+/// test, so no other process can take it between the two phases.
+struct Relay {
+    port: u16,
+    refused: Arc<AtomicUsize>,
+    upstream: Arc<Mutex<Option<u16>>>,
+}
+
+impl Relay {
+    fn start() -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
+        let port = listener.local_addr().unwrap().port();
+        let refused = Arc::new(AtomicUsize::new(0));
+        let upstream = Arc::new(Mutex::new(None::<u16>));
+        let (counted, target) = (refused.clone(), upstream.clone());
+        // Lives until the test process ends, blocked in accept once the test is done.
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                match *target.lock().unwrap() {
+                    None => {
+                        counted.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Some(port) => relay(client, port),
+                }
+            }
+        });
+        Relay {
+            port,
+            refused,
+            upstream,
+        }
+    }
+
+    fn forward_to(&self, port: u16) {
+        *self.upstream.lock().unwrap() = Some(port);
+    }
+}
+
+/// Copies bytes both ways between `client` and the server on `port`, until either ends.
+fn relay(client: TcpStream, port: u16) {
+    let Ok(server) = TcpStream::connect(("127.0.0.1", port)) else {
+        return;
+    };
+    let pipe = |mut from: TcpStream, mut to: TcpStream| {
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut from, &mut to);
+            let _ = to.shutdown(Shutdown::Write);
+        });
+    };
+    pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
+    pipe(server, client);
 }
 
 #[test]
