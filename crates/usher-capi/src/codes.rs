@@ -320,4 +320,65 @@ mod tests {
         }
         assert!(retryable(USHER_E_ALL_IN_USE) && !retryable(USHER_E_NO_SUCH_FEATURE));
     }
+
+    /// Every reason a server can give has a code of its own, so a C caller never has to
+    /// parse the detail text: only `Unspecified` is the catch-all `USHER_E_DENIED`, and only
+    /// `BadRequest` (the library's own fault, never the user's) shares a code.
+    #[test]
+    fn every_denial_reason_has_its_own_code() {
+        let mut seen = std::collections::HashMap::new();
+        for reason in DenyReason::ALL {
+            let code = denial_code(reason);
+            assert_ne!(message(code), c"unknown status code", "{reason:?}");
+            assert!(
+                (code == USHER_E_DENIED) == (reason == DenyReason::Unspecified),
+                "{reason:?} -> {code}"
+            );
+            if let Some(other) = seen.insert(code, reason) {
+                panic!("{reason:?} and {other:?} both map to {code}");
+            }
+        }
+    }
+
+    /// docs/c-api.md's porting table has one row per code, with its value and whether it is
+    /// retryable as [`retryable`] says, so the porting guide cannot drift from the library.
+    #[test]
+    fn the_porting_table_lists_every_code_with_its_value_and_retry_flag() {
+        let doc = include_str!("../../../docs/c-api.md");
+        let header = include_str!("../include/usher.h");
+        let names: std::collections::HashMap<i32, &str> = header
+            .lines()
+            .filter_map(|l| {
+                let mut words = l.strip_prefix("#define ")?.split_whitespace();
+                let name = words
+                    .next()
+                    .filter(|n| *n == "USHER_OK" || n.starts_with("USHER_E_"))?;
+                Some((
+                    words
+                        .next()?
+                        .trim_matches(|c| c == '(' || c == ')')
+                        .parse()
+                        .ok()?,
+                    name,
+                ))
+            })
+            .collect();
+        for (code, _, retry) in TABLE {
+            let name = names
+                .get(code)
+                .unwrap_or_else(|| panic!("usher.h defines no name for {code}"));
+            let row = doc
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{name}` |")))
+                .unwrap_or_else(|| panic!("docs/c-api.md has no row for {name}"));
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            assert_eq!(cells[2], code.to_string(), "{row}");
+            assert_eq!(cells[3] == "yes", *retry, "retry column of {row}");
+        }
+        assert_eq!(
+            names.len(),
+            TABLE.len(),
+            "usher.h defines codes the table lacks"
+        );
+    }
 }
