@@ -20,6 +20,12 @@ impl SqliteStore {
         let what = || format!("backing up {} to {}", self.path().display(), out.display());
         let partial = partial_path(out);
         let _ = std::fs::remove_file(&partial);
+        // Private from the start, as the store is: the copy holds every holder's user,
+        // host and address.
+        crate::sqlite::create_private(&partial).map_err(|source| StoreError::CreateFile {
+            path: partial.clone(),
+            source,
+        })?;
         {
             let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
                 | OpenFlags::SQLITE_OPEN_CREATE

@@ -50,7 +50,7 @@ pub const LEGACY_PSEUDONYM_KEY: &str = "pseudonym_key";
 /// exist. SQLite gives the `-wal` and `-shm` files it makes later the mode of the database
 /// file, so they are private too: another user who could lock a byte of `-shm` could make
 /// every commit fail, and one who could read the file would see every holder.
-fn create_private(path: &Path) -> std::io::Result<()> {
+pub(crate) fn create_private(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .read(true)

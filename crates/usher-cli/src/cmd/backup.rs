@@ -1,6 +1,7 @@
 //! `usher backup` and `usher restore`: a consistent copy of a server's store, taken while
 //! it runs, and putting one back into a stopped server's data directory after checking it.
 
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -61,13 +62,16 @@ fn checked(path: &Path) -> Result<usher_store::CopyCheck, Failure> {
 pub fn restore(args: RestoreArgs) -> Result<u8, Failure> {
     let check = checked(&args.file)?;
     let dir = args.data_dir.unwrap_or_else(default_data_dir);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Private as usherd makes them: the store holds every holder's user, host and address.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
     // Held until the copy is in place, so no server starts on a half-restored directory.
     let lock_path = dir.join(LOCK_FILE);
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
+    let lock = private_file()
         .truncate(false)
-        .write(true)
         .open(&lock_path)
         .with_context(|| format!("opening {}", lock_path.display()))?;
     match lock.try_lock() {
@@ -89,8 +93,18 @@ pub fn restore(args: RestoreArgs) -> Result<u8, Failure> {
     }
     let store = dir.join(STORE_FILE);
     let incoming = dir.join(format!("{STORE_FILE}.restoring"));
-    std::fs::copy(&args.file, &incoming)
-        .and_then(|_| std::fs::File::open(&incoming)?.sync_all())
+    std::fs::File::open(&args.file)
+        .and_then(|mut from| {
+            // A leftover from an interrupted restore goes; creating anew (O_EXCL) never
+            // follows a symbolic link.
+            match std::fs::remove_file(&incoming) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+            let mut to = private_file().create_new(true).open(&incoming)?;
+            std::io::copy(&mut from, &mut to)?;
+            to.sync_all()
+        })
         .with_context(|| format!("copying {} to {}", args.file.display(), incoming.display()))?;
     // The store being replaced goes aside whole: its file and its write-ahead log.
     for suffix in ["", "-wal", "-shm"] {
@@ -123,4 +137,11 @@ pub fn restore(args: RestoreArgs) -> Result<u8, Failure> {
         store.display()
     );
     Ok(OK)
+}
+
+/// Options that open (creating if need be) a file for writing, mode 0600 when created.
+fn private_file() -> std::fs::OpenOptions {
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).write(true).mode(0o600);
+    options
 }

@@ -10,6 +10,12 @@ fn path(p: &Path) -> &str {
     p.to_str().expect("temporary paths are UTF-8")
 }
 
+/// The permission bits of `p`.
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
 /// A busy client: `usher run cad -- true`, `rounds` times in a row.
 fn churn(server: &Server, rounds: u32) -> std::process::Child {
     Command::new("sh")
@@ -55,14 +61,21 @@ fn a_backup_under_load_verifies_and_a_server_restored_from_it_serves_the_same_le
     }
     server.wait_in_use("cad", 2);
     let copy = data.path().join("final.db");
-    run_usher(&[
-        "backup",
-        "--data-dir",
-        path(&live_dir),
-        "--out",
-        path(&copy),
-    ])
-    .ok();
+    // Under the usual umask 022 a new file is world-readable; a copy of the store holds
+    // every holder's user, host and address, so it must not be.
+    let mut backup = Command::new("sh");
+    backup
+        .args(["-c", "umask 022 && exec \"$0\" \"$@\""])
+        .arg(crate::util::usher_bin())
+        .args([
+            "backup",
+            "--data-dir",
+            path(&live_dir),
+            "--out",
+            path(&copy),
+        ]);
+    output(backup).ok();
+    assert_eq!(mode(&copy), 0o600, "the backup is private");
     let copied = usher_store::SqliteStore::open_read_only(&copy)
         .unwrap()
         .load()
@@ -93,7 +106,19 @@ fn a_backup_under_load_verifies_and_a_server_restored_from_it_serves_the_same_le
     assert!(!restored_dir.join("usher.db").exists());
 
     server.shutdown();
+    // A copy that was made readable (copied around, say) is still restored private.
+    std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     run_usher(&["restore", "--data-dir", path(&restored_dir), path(&copy)]).ok();
+    assert_eq!(
+        mode(&restored_dir.join("usher.db")),
+        0o600,
+        "the restored store is private"
+    );
+    assert_eq!(
+        mode(&restored_dir),
+        0o700,
+        "the data directory restore made is private"
+    );
     let restored = Server::start_in(&vendor, &license, Timings::LONG, &restored_dir);
     restored.wait_in_use("cad", 2);
     let status = restored.status();
