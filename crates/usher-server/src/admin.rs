@@ -167,6 +167,7 @@ impl Admin {
                 crate::licenses::REFUSED_ADVICE
             );
         }
+        crate::licenses::warn_not_usable(&loaded.warnings);
         for line in &policy_warnings {
             warn!("{line}");
         }

@@ -31,6 +31,15 @@ pub const REFUSED_ADVICE: &str = "it is not served; check that vendor_keys holds
 pub const NOT_VALID_ADVICE: &str = "checkouts of it are refused until it is valid; ask the \
     vendor for a renewed line, then `usher reload`";
 
+/// Logs each entitlement not usable today (expired, or not yet started) with what to
+/// do: at start and on every reload, however it was asked for (SIGHUP has no one to
+/// answer).
+pub fn warn_not_usable(lines: &[String]) {
+    for line in lines {
+        tracing::warn!("entitlement not usable today: {line}; {NOT_VALID_ADVICE}");
+    }
+}
+
 /// Why licenses could not be loaded at all.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -116,7 +125,8 @@ fn unlicensed_features(path: &Path, policy: &Policy, catalog: &Catalog) -> Vec<S
         .map(|named| {
             format!(
                 "{}:{}:{}: {} names feature {:?}, which no license served here has; the \
-                 rule has no effect",
+                 rule has no effect: correct the name to one `usher status` lists, or install \
+                 the license for it, then `usher reload`",
                 path.display(),
                 named.line,
                 named.column,

@@ -255,12 +255,7 @@ impl Server {
         for line in &licenses.refused {
             error!("entitlement refused: {line}; {}", licenses::REFUSED_ADVICE);
         }
-        for line in &licenses.warnings {
-            warn!(
-                "entitlement not usable today: {line}; {}",
-                licenses::NOT_VALID_ADVICE
-            );
-        }
+        licenses::warn_not_usable(&licenses.warnings);
         info!(
             files = licenses.files.len(),
             entitlements = licenses.entitlements.len(),

@@ -279,7 +279,12 @@ async fn sighup_reloads_like_usher_reload() {
     let port = server.port();
     assert_eq!(seats(&status_of(port).await, "cad"), 3);
 
-    lic.write("FEATURE cad acme 2025 permanent 5 HOSTID=ANY\n");
+    // The new file also has a line that expired: SIGHUP has no one to answer, so the
+    // warning, with what to do, goes to the log.
+    lic.write(
+        "FEATURE cad acme 2025 permanent 5 HOSTID=ANY\n\
+         FEATURE old acme 1 01-jan-2020 2 HOSTID=ANY\n",
+    );
     server.signal("HUP");
     let deadline = Instant::now() + Duration::from_secs(30);
     while seats(&status_of(port).await, "cad") != 5 {
@@ -291,6 +296,14 @@ async fn sighup_reloads_like_usher_reload() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     server.wait_for("licenses reloaded");
+    server.wait_for("entitlement not usable today");
+    assert!(
+        server
+            .log_text()
+            .contains("ask the vendor for a renewed line"),
+        "{}",
+        server.log_text()
+    );
     assert!(
         server.log_text().contains("by=\"SIGHUP\""),
         "{}",
