@@ -302,24 +302,78 @@ pub fn render_info<Tz: TimeZone>(
         .iter()
         .filter(|p| wanted.is_none_or(|f| p.feature == f))
     {
-        // Widths from FlexLM's own output: the row's columns start at 0, 32, 45, 57, 70.
-        // Padding one short and adding a space keeps fields apart when one overflows.
-        let line = format!(
-            "{:<31} {:<12} {:<11} {:<12} {}",
-            clean(&pool.feature, "unknown"),
-            version_or_zero(&pool.version),
-            if pool.total == 0 && pool.licensed > 0 {
-                pool.licensed
-            } else {
-                pool.total
-            },
-            flexlm_expiry(pool.expires_at_ms),
-            clean(&pool.vendor, "unknown"),
+        let count = if pool.total == 0 && pool.licensed > 0 {
+            pool.licensed
+        } else {
+            pool.total
+        };
+        let expiry = flexlm_expiry(pool.expires_at_ms);
+        info_row(
+            &mut out,
+            &pool.feature,
+            &pool.version,
+            count.into(),
+            &expiry,
+            &pool.vendor,
         );
-        out.push_str(line.trim_end());
-        out.push('\n');
+    }
+    // A token-based feature's row counts what its first pool's tokens pay for, as its
+    // `Users of` line does.
+    for token in report
+        .token_features
+        .iter()
+        .filter(|t| wanted.is_none_or(|f| t.feature == f))
+    {
+        let expiry = flexlm_expiry(token.expires_at_ms);
+        let count = token_issued(report, token);
+        info_row(
+            &mut out,
+            &token.feature,
+            &token.version,
+            count,
+            &expiry,
+            &token.vendor,
+        );
     }
     out
+}
+
+/// One row of `lmstat -i`. Widths from FlexLM's own output: the row's columns start at 0,
+/// 32, 45, 57, 70; padding one short and adding a space keeps fields apart when one
+/// overflows.
+fn info_row(
+    out: &mut String,
+    feature: &str,
+    version: &str,
+    count: u64,
+    expiry: &str,
+    vendor: &str,
+) {
+    let line = format!(
+        "{:<31} {:<12} {:<11} {:<12} {}",
+        clean(feature, "unknown"),
+        version_or_zero(version),
+        count,
+        expiry,
+        clean(vendor, "unknown"),
+    );
+    out.push_str(line.trim_end());
+    out.push('\n');
+}
+
+/// The licenses of a token-based feature shown as issued: those its first pool could pay
+/// for (the pool's own line counts the same tokens again, as FlexLM counts a package's
+/// components beside it).
+fn token_issued(report: &StatusReport, feature: &TokenFeatureStatus) -> u64 {
+    feature.costs.first().map_or(0, |cost| {
+        let tokens: u64 = report
+            .features
+            .iter()
+            .filter(|p| p.feature == cost.pool)
+            .map(|p| u64::from(p.total))
+            .sum();
+        tokens / u64::from(cost.tokens.max(1))
+    })
 }
 
 /// What `lmstat` prints when the server cannot be reached: the header, the server asked
@@ -548,15 +602,7 @@ fn token_users_of<Tz: TimeZone>(
     args: &LmstatArgs,
     tz: &Tz,
 ) {
-    let issued: u64 = feature.costs.first().map_or(0, |cost| {
-        let tokens: u64 = report
-            .features
-            .iter()
-            .filter(|p| p.feature == cost.pool)
-            .map(|p| u64::from(p.total))
-            .sum();
-        tokens / u64::from(cost.tokens.max(1))
-    });
+    let issued = token_issued(report, feature);
     let in_use = u64::from(feature.in_use);
     let _ = writeln!(
         out,

@@ -206,6 +206,11 @@ fn a_token_based_feature_is_shown_with_its_pool_and_price() {
         "each holds one license of solver\n{lmstat}"
     );
 
+    // lmstat -i: a row for it, counting what the pool's tokens pay for.
+    let info = run_usher(&["lmstat", "-i", "-c", &spec]).ok().stdout;
+    let row = crate::lmstat::re(r"^solver\s+1\s+2\s+permanent\s+acme$");
+    assert!(info.lines().any(|l| row.is_match(l)), "{info}");
+
     let refused = run_usher(&["run", "-c", &spec, "solver", "--", "true"]).expect_code(4);
     assert!(
         refused
