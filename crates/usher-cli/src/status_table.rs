@@ -719,6 +719,7 @@ sim v1.0 (demo)  0 of 1 seat in use  permanent
                 },
             ],
             "queue": [],
+            "token_features": [],
         });
         assert_eq!(render_json(&report()), expected);
     }
