@@ -4,7 +4,12 @@
 //! ids and secrets all arrive inside the command, so the same sequence of commands always
 //! produces the same state and the same outcomes. That property is what lets the server
 //! replay the store after a crash, lets tests drive the ledger through millions of random
-//! operations, and will let a replicated log carry the same commands to every node.
+//! operations, and lets a replicated log carry the same commands to every node.
+//!
+//! Callers stamp a batch of commands with a [`Stamper`] (one time that never runs
+//! backwards, fresh lease ids) into an [`Entry`] and apply it with
+//! [`Ledger::apply_entry`]: the single server's ledger task and a cluster member's state
+//! machine apply entries the same way.
 //!
 //! **Architecture invariant:** this crate performs no I/O, reads no clock, draws no random
 //! numbers and depends on no async runtime.
@@ -15,6 +20,7 @@
 
 mod catalog;
 mod command;
+mod entry;
 mod in_use;
 mod ledger;
 mod names;
@@ -27,6 +33,7 @@ pub use catalog::{
     TokenFeature, canonical_version,
 };
 pub use command::{Ask, Change, Command, Denial, LedgerError, Outcome, ReleaseReason};
+pub use entry::{Entry, Stamper};
 pub use in_use::{DupKey, Holder, SeatsInUse};
 pub use ledger::{Ledger, LedgerConfig};
 pub use policy::{NamedFeature, Policy, PolicyError, Who};
