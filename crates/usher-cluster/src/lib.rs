@@ -4,23 +4,24 @@
 //! Every openraft type stays inside this crate, so that a move to another openraft
 //! version touches one place. What is here:
 //!
-//! - [`TypeConfig`]: the Raft type configuration. The log's application entry is a
-//!   [`Batch`] of ledger commands with the leader's time; the response is [`Applied`],
+//! - [`TypeConfig`]: the Raft type configuration. The log's application entry is an
+//!   [`usher_core::Entry`] (ledger commands the leader stamped with its time and their
+//!   ids, as the single server's ledger task applies them); the response is [`Applied`],
 //!   one outcome per command.
 //! - [`LogStore`]: the durable Raft log in SQLite, on a worker thread of its own.
-//! - [`StateMachine`]: applies committed batches to a [`usher_core::Ledger`] and builds
+//! - [`StateMachine`]: applies committed entries to a [`usher_core::Ledger`] and builds
 //!   and installs snapshots of it.
 //! - [`network`]: the peer transport, length-prefixed JSON frames over TCP, every RPC
 //!   under a hard deadline.
 //! - [`Node`]: one running member (all of the above plus its Raft instance), with an
-//!   interface free of openraft types: start, form the cluster, write a batch, watch
+//!   interface free of openraft types: start, form the cluster, write an entry, watch
 //!   the leader, stop.
 //!
 //! `usherd` does not serve a cluster yet: see `docs/cluster.md` for what exists and what
 //! is still to come.
 //!
 //! **Architecture invariant:** the state machine changes the ledger only through
-//! [`usher_core::Ledger::apply`], at the time recorded in the log entry, never reading a
+//! [`usher_core::Ledger::apply_entry`], at the time recorded in the log entry, never reading a
 //! clock, so every member that applies the same log holds the same ledger.
 //!
 //! **Architecture invariant:** an append, a vote and a truncation are durable (committed
@@ -31,13 +32,13 @@
 // `RPCError`), so every function on those paths does too.
 #![allow(clippy::result_large_err)]
 
-mod batch;
+mod applied;
 mod log_store;
 pub mod network;
 mod node;
 mod state_machine;
 
-pub use batch::{Applied, Batch};
+pub use applied::Applied;
 pub use log_store::LogStore;
 pub use node::{Node, StartError, Status, Timing, WriteError};
 pub use state_machine::StateMachine;
@@ -48,7 +49,7 @@ pub type NodeId = u64;
 openraft::declare_raft_types!(
     /// The Raft type configuration of an usher cluster.
     pub TypeConfig:
-        D = Batch,
+        D = usher_core::Entry,
         R = Applied,
         NodeId = NodeId,
         Node = openraft::BasicNode,

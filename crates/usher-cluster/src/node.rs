@@ -13,7 +13,7 @@ use openraft::{Config, RaftMetrics};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::{Applied, Batch, LogStore, Member, NodeId, Raft, StateMachine, network};
+use crate::{Applied, LogStore, Member, NodeId, Raft, StateMachine, network};
 
 /// The Raft timing of a member, in milliseconds.
 ///
@@ -154,7 +154,7 @@ impl Node {
 
     /// Replicates `batch` and applies it, returning its outcomes once a majority holds
     /// it durably and this member (the leader) has applied it.
-    pub async fn write(&self, batch: Batch) -> Result<Applied, WriteError> {
+    pub async fn write(&self, batch: usher_core::Entry) -> Result<Applied, WriteError> {
         match self.raft.client_write(batch).await {
             Ok(response) => Ok(response.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {

@@ -12,7 +12,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 use usher_core::{Lease, Ledger, Millis, Session};
 
-use crate::{Applied, Batch, Member, NodeId, TypeConfig};
+use crate::{Applied, Member, NodeId, TypeConfig};
 
 type Result<T, E = StorageError<NodeId>> = std::result::Result<T, E>;
 
@@ -117,20 +117,15 @@ impl StateMachine {
 }
 
 impl Inner {
-    /// Applies one batch at `max(batch.time, the previous batch's time)`.
-    fn apply_batch(&mut self, batch: Batch) -> Applied {
-        self.time = self.time.max(batch.time);
+    /// Applies one entry at `max(entry.at, the previous entry's time)`, so ledger time
+    /// never runs backwards even if a new leader's clock is behind the old one's.
+    fn apply_entry(&mut self, mut entry: usher_core::Entry) -> Applied {
+        self.time = self.time.max(entry.at);
+        entry.at = self.time;
         // The changes are what a single server's store persists; here the log and the
         // snapshots are the durable record, so they are not kept.
         let mut changes = Vec::new();
-        let outcomes = batch
-            .commands
-            .into_iter()
-            .map(|command| {
-                changes.clear();
-                self.ledger.apply(self.time, command, &mut changes)
-            })
-            .collect();
+        let outcomes = self.ledger.apply_entry(entry, &mut changes);
         Applied { outcomes }
     }
 
@@ -239,7 +234,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 inner.last_applied = Some(entry.log_id);
                 match entry.payload {
                     EntryPayload::Blank => Applied::default(),
-                    EntryPayload::Normal(batch) => inner.apply_batch(batch),
+                    EntryPayload::Normal(entry) => inner.apply_entry(entry),
                     EntryPayload::Membership(membership) => {
                         inner.membership = StoredMembership::new(Some(entry.log_id), membership);
                         Applied::default()

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info};
-use usher_core::{Command, LeaseId, Ledger, Millis, Outcome, SessionId};
+use usher_core::{Ask, Command, Entry, Ledger, LedgerError, Millis, Outcome, SessionId, Stamper};
 use usher_store::{LogEvent, SqliteStore, UsageEvent};
 
 use crate::applied::Applied;
@@ -265,7 +265,8 @@ impl LedgerService {
     /// Starts the ledger task and the committer thread.
     ///
     /// Lease handles are allocated here, from `first_lease_id` upwards, so that they are
-    /// small, unique and never reused (the caller starts above every handle ever granted).
+    /// small, unique and never reused (the caller starts above every handle ever granted),
+    /// and batch times never fall before the newest time already in the store.
     pub fn start(
         ledger: Ledger,
         first_lease_id: u64,
@@ -274,6 +275,10 @@ impl LedgerService {
         queue_depth: usize,
         outlets: Outlets,
     ) -> std::io::Result<Self> {
+        let floor = store
+            .newest_write_at()
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let stamper = Stamper::new(floor, first_lease_id);
         let Outlets {
             notices,
             metrics,
@@ -284,7 +289,7 @@ impl LedgerService {
         let fatal = commits.fatal();
         let task = fatal.watch(
             "ledger task",
-            ledger_loop(ledger, first_lease_id, rx, commits, info, notices),
+            ledger_loop(ledger, stamper, rx, commits, info, notices),
         );
         Ok(LedgerService {
             handle: LedgerHandle { tx },
@@ -312,13 +317,12 @@ impl LedgerService {
 
 async fn ledger_loop(
     mut ledger: Ledger,
-    mut next_lease_id: u64,
+    mut stamper: Stamper,
     mut rx: mpsc::Receiver<LedgerMsg>,
     commits: Commits,
     mut info: ServerInfo,
     notices: Arc<Notices>,
 ) {
-    let mut last_now: Millis = 0;
     let mut denials = Denials::default();
     let mut generation = 0;
     let mut recovery = Recovery::default();
@@ -339,7 +343,7 @@ async fn ledger_loop(
                     let mut events = Vec::new();
                     denials.repeats.close(None, &mut events);
                     if !events.is_empty() {
-                        let at = wall_clock_ms().max(last_now);
+                        let at = stamper.time(wall_clock_ms());
                         commits.commit(CommitJob { events, ..CommitJob::new(at) });
                     }
                     break;
@@ -347,9 +351,9 @@ async fn ledger_loop(
             },
             _ = sleep_until_ms(deadline) => None,
         };
-        // Time never runs backwards inside the ledger, even if the wall clock does.
-        let now = wall_clock_ms().max(last_now);
-        last_now = now;
+        // The one place the batch gets its time: never earlier than the last batch's, even
+        // if the wall clock steps back.
+        let now = stamper.time(wall_clock_ms());
         if commits.rolled_back() {
             recovery.reload(&mut ledger, &commits, now).await;
             // What status shows comes from the reloaded ledger.
@@ -358,28 +362,17 @@ async fn ledger_loop(
         if recovery.unavailable {
             recovery.probe(&commits, now);
         }
-        let mut job = CommitJob::new(now);
-        denials.repeats.close(Some(now), &mut job.events);
+        let mut batch = Batch {
+            job: CommitJob::new(now),
+            entry: Vec::new(),
+            asked: Vec::new(),
+        };
+        denials.repeats.close(Some(now), &mut batch.job.events);
         // Lapsed sessions are ended before anything else in the batch, so a session whose
         // TTL has run out can never act again.
-        if let Ok(Outcome::Expired { sessions }) =
-            ledger.apply(now, Command::Expire, &mut job.changes)
-            && !sessions.is_empty()
-        {
-            info!(
-                count = sessions.len(),
-                "sessions expired; their seats are released"
-            );
-            // A connection that outlived its session (busy, but with nothing that keeps
-            // the session alive) is closed once the end is durable.
-            let notices = notices.clone();
-            job.replies.push(Box::new(move || {
-                for id in sessions {
-                    notices.end(id);
-                }
-            }));
-        }
-        if !job.changes.is_empty() {
+        batch.push(Command::Expire, Asked::Tick);
+        batch.apply(&mut ledger, &notices, &mut denials);
+        if !batch.job.changes.is_empty() {
             generation += 1;
         }
         let mut next = first;
@@ -397,14 +390,13 @@ async fn ledger_loop(
             if recovery.unavailable && grant {
                 drop(msg);
             } else {
-                handle_msg(
+                batch.take(
                     &mut ledger,
-                    &mut next_lease_id,
-                    now,
+                    &mut stamper,
                     msg,
-                    &mut job,
                     &mut info,
                     (&mut denials, &mut generation),
+                    &notices,
                 );
             }
             taken += 1;
@@ -414,6 +406,8 @@ async fn ledger_loop(
                 None
             };
         }
+        batch.apply(&mut ledger, &notices, &mut denials);
+        let Batch { mut job, .. } = batch;
         notices.of_changes(&ledger, now, &job.changes, &mut job.replies);
         if job.changes.is_empty()
             && job.events.is_empty()
@@ -431,141 +425,235 @@ async fn ledger_loop(
     debug!("ledger task finished");
 }
 
-fn handle_msg(
-    ledger: &mut Ledger,
-    next_lease_id: &mut u64,
-    now: Millis,
-    msg: LedgerMsg,
-    job: &mut CommitJob,
-    info: &mut ServerInfo,
-    (denials, generation): (&mut Denials, &mut u64),
-) {
-    match msg {
-        LedgerMsg::Apply { mut cmd, reply } => {
+/// One batch on its way to the store: the commit job, and the stamped commands gathered
+/// for the ledger but not yet applied (applied together as one [`Entry`] before anything
+/// else reads or changes the ledger).
+struct Batch {
+    job: CommitJob,
+    entry: Vec<Command>,
+    /// For each command in `entry`, what its result is for.
+    asked: Vec<Asked>,
+}
+
+/// What a command's result is for.
+enum Asked {
+    /// The batch's own expiry tick: sessions it ended are told.
+    Tick,
+    /// Nobody waits for it (the expiry after a reload, which may serve the queue).
+    Nobody,
+    /// A connection waits for the answer.
+    Reply {
+        reply: oneshot::Sender<Applied>,
+        /// A checkout's or borrow's ask, which a refusal is logged with.
+        ask: Option<Ask>,
+    },
+}
+
+impl Batch {
+    fn push(&mut self, command: Command, asked: Asked) {
+        self.entry.push(command);
+        self.asked.push(asked);
+    }
+
+    /// Applies the gathered commands as one entry at the batch's time, and answers each.
+    fn apply(&mut self, ledger: &mut Ledger, notices: &Arc<Notices>, denials: &mut Denials) {
+        if self.entry.is_empty() {
+            return;
+        }
+        let now = self.job.at;
+        let entry = Entry {
+            at: now,
+            commands: std::mem::take(&mut self.entry),
+        };
+        let mut asked = std::mem::take(&mut self.asked).into_iter();
+        let (events, replies) = (&mut self.job.events, &mut self.job.replies);
+        ledger.apply_entry_with(entry, &mut self.job.changes, |ledger, _, result| {
+            match asked.next() {
+                Some(Asked::Tick) => expired(result, notices, replies),
+                Some(Asked::Reply { reply, ask }) => {
+                    if let (Ok(Outcome::Denied(denial)), Some(ask)) = (&result, &ask) {
+                        denied(ledger, now, ask, denial, denials, events);
+                    }
+                    let applied = answer(ledger, now, result);
+                    replies.push(Box::new(move || {
+                        // The connection may have gone; then nobody is waiting for it.
+                        let _ = reply.send(applied);
+                    }));
+                }
+                Some(Asked::Nobody) | None => {}
+            }
+        });
+    }
+
+    /// Takes one message into the batch: a command is stamped and gathered; anything
+    /// else first applies what is gathered, so it sees the ledger as of its arrival.
+    fn take(
+        &mut self,
+        ledger: &mut Ledger,
+        stamper: &mut Stamper,
+        msg: LedgerMsg,
+        info: &mut ServerInfo,
+        (denials, generation): (&mut Denials, &mut u64),
+        notices: &Arc<Notices>,
+    ) {
+        let now = self.job.at;
+        if let LedgerMsg::Apply { mut cmd, reply } = msg {
             #[cfg(feature = "fault-injection")]
             if let fault @ crate::fault::CommitFault::Panic = crate::fault::on_command(&cmd) {
-                job.fault = fault;
+                self.job.fault = fault;
             }
             if !matches!(cmd, Command::Heartbeat { .. }) {
                 *generation += 1;
             }
-            // What a refusal is logged with; taken before the ledger consumes the command.
-            let mut asked = None;
-            if let Command::Checkout { ask, .. } | Command::Borrow { ask, .. } = &mut cmd {
-                ask.lease_id = LeaseId(*next_lease_id);
-                *next_lease_id += 1;
-                asked = Some((
-                    ask.session,
-                    ask.feature.clone(),
-                    ask.version.clone(),
-                    ask.count,
-                ));
-            }
-            let result = ledger.apply(now, cmd, &mut job.changes);
-            if let (Ok(Outcome::Denied(denial)), Some((session, feature, version, count))) =
-                (&result, asked)
-            {
-                // The session exists (the ledger refuses unknown sessions with an error,
-                // not a denial), so its identity is there to copy.
-                let label = if ledger.catalog().knows(&feature) {
-                    feature.clone()
-                } else {
-                    UNKNOWN_FEATURE.to_owned()
-                };
-                *denials
-                    .tally
-                    .entry((label, denial_reason(denial)))
-                    .or_default() += 1;
-                let client = ledger.session(session).map(|s| &s.client);
-                let record = LogEvent {
-                    event: UsageEvent::Denied,
-                    session: Some(session),
-                    lease: None,
-                    feature: Some(feature),
-                    vendor: None,
-                    version: Some(version),
-                    count: Some(count),
-                    user: client.map(|c| c.user.to_string()),
-                    host: client.map(|c| c.host.to_string()),
-                    display: client.map(|c| c.display.to_string()),
-                    detail: Some(denial_reason(denial).to_owned()),
-                };
-                if denials.repeats.note(now, &record) {
-                    job.events.push(record);
-                }
-            }
-            let (mut expires_at_ms, mut source, mut user) = (0, None, String::new());
-            if let Ok(Outcome::Granted(lease)) = &result {
-                let pool = ledger.catalog().pool(lease.pool_key());
-                expires_at_ms = pool.and_then(|p| p.expires_at(now)).unwrap_or(0);
-                source = pool.and_then(|p| p.source_at(now)).cloned();
-                user = (ledger
-                    .holder(lease.session)
-                    .map(|s| s.client.user.clone())
-                    .unwrap_or_default())
-                .to_string();
-            }
-            let applied = Applied {
-                result,
-                expires_at_ms,
-                source,
-                user,
+            stamper.stamp(&mut cmd);
+            let ask = match &cmd {
+                Command::Checkout { ask, .. } | Command::Borrow { ask, .. } => Some(ask.clone()),
+                _ => None,
             };
-            job.replies.push(Box::new(move || {
-                // The connection may have gone; then nobody is waiting for the answer.
-                let _ = reply.send(applied);
-            }));
+            self.push(cmd, Asked::Reply { reply, ask });
+            return;
         }
-        LedgerMsg::Reload {
-            catalog,
-            policy,
-            license_files,
-            vendors,
-            reply,
-        } => {
-            *generation += 1;
-            ledger.set_catalog(catalog);
-            ledger.set_policy(*policy);
-            job.events.extend(seat_events(ledger.catalog(), now));
-            // The new catalog may serve queued checkouts at once.
-            let _ = ledger.apply(now, Command::Expire, &mut job.changes);
-            info.license_files = license_files;
-            info.vendors = vendors;
-            job.replies.push(Box::new(move || {
-                let _ = reply.send(());
-            }));
+        self.apply(ledger, notices, denials);
+        let job = &mut self.job;
+        match msg {
+            LedgerMsg::Apply { .. } => unreachable!("commands are gathered above"),
+            LedgerMsg::Reload {
+                catalog,
+                policy,
+                license_files,
+                vendors,
+                reply,
+            } => {
+                *generation += 1;
+                ledger.set_catalog(catalog);
+                ledger.set_policy(*policy);
+                job.events.extend(seat_events(ledger.catalog(), now));
+                info.license_files = license_files;
+                info.vendors = vendors;
+                job.replies.push(Box::new(move || {
+                    let _ = reply.send(());
+                }));
+                // The new catalog may serve queued checkouts at once.
+                self.push(Command::Expire, Asked::Nobody);
+            }
+            LedgerMsg::Query(Query(read)) => {
+                let view = View {
+                    ledger,
+                    now,
+                    info,
+                    denials: &denials.tally,
+                    generation: *generation,
+                };
+                job.replies.push(read(&view));
+            }
+            LedgerMsg::Record { event, reply } => {
+                job.events.push(event);
+                job.replies.push(Box::new(move || {
+                    let _ = reply.send(());
+                }));
+            }
+            LedgerMsg::Prune { before } => job.prune_before = Some(before),
+            LedgerMsg::Touch { ids, reply } => {
+                // Heartbeats change nothing stored (see `LedgerMsg::Touch`): no commit to
+                // wait for, and nothing a log would need to carry.
+                let mut none = Vec::new();
+                let alive = ids
+                    .into_iter()
+                    .map(|id| {
+                        ledger
+                            .apply(now, Command::Heartbeat { id }, &mut none)
+                            .is_ok()
+                    })
+                    .collect();
+                debug_assert!(none.is_empty(), "a heartbeat changed the store");
+                let _ = reply.send(alive);
+            }
         }
-        LedgerMsg::Query(Query(read)) => {
-            let view = View {
-                ledger,
-                now,
-                info,
-                denials: &denials.tally,
-                generation: *generation,
-            };
-            job.replies.push(read(&view));
-        }
-        LedgerMsg::Record { event, reply } => {
-            job.events.push(event);
-            job.replies.push(Box::new(move || {
-                let _ = reply.send(());
-            }));
-        }
-        LedgerMsg::Prune { before } => job.prune_before = Some(before),
-        LedgerMsg::Touch { ids, reply } => {
-            // Heartbeats change nothing stored (see `LedgerMsg::Touch`): no commit to wait for.
-            let mut none = Vec::new();
-            let alive = ids
-                .into_iter()
-                .map(|id| {
-                    ledger
-                        .apply(now, Command::Heartbeat { id }, &mut none)
-                        .is_ok()
-                })
-                .collect();
-            debug_assert!(none.is_empty(), "a heartbeat changed the store");
-            let _ = reply.send(alive);
-        }
+    }
+}
+
+/// The batch's expiry tick ended `sessions`: their connections are closed once that is
+/// durable.
+fn expired(
+    result: Result<Outcome, LedgerError>,
+    notices: &Arc<Notices>,
+    replies: &mut Vec<PendingReply>,
+) {
+    if let Ok(Outcome::Expired { sessions }) = result
+        && !sessions.is_empty()
+    {
+        info!(
+            count = sessions.len(),
+            "sessions expired; their seats are released"
+        );
+        // A connection that outlived its session (busy, but with nothing that keeps the
+        // session alive) is closed once the end is durable.
+        let notices = notices.clone();
+        replies.push(Box::new(move || {
+            for id in sessions {
+                notices.end(id);
+            }
+        }));
+    }
+}
+
+/// Counts a refused checkout and logs it (repeats gathered into one record).
+fn denied(
+    ledger: &Ledger,
+    now: Millis,
+    ask: &Ask,
+    denial: &usher_core::Denial,
+    denials: &mut Denials,
+    events: &mut Vec<LogEvent>,
+) {
+    let label = if ledger.catalog().knows(&ask.feature) {
+        ask.feature.clone()
+    } else {
+        UNKNOWN_FEATURE.to_owned()
+    };
+    *denials
+        .tally
+        .entry((label, denial_reason(denial)))
+        .or_default() += 1;
+    // The session exists (the ledger refuses unknown sessions with an error, not a
+    // denial), so its identity is there to copy.
+    let client = ledger.session(ask.session).map(|s| &s.client);
+    let record = LogEvent {
+        event: UsageEvent::Denied,
+        session: Some(ask.session),
+        lease: None,
+        feature: Some(ask.feature.clone()),
+        vendor: None,
+        version: Some(ask.version.clone()),
+        count: Some(ask.count),
+        user: client.map(|c| c.user.to_string()),
+        host: client.map(|c| c.host.to_string()),
+        display: client.map(|c| c.display.to_string()),
+        detail: Some(denial_reason(denial).to_owned()),
+    };
+    if denials.repeats.note(now, &record) {
+        events.push(record);
+    }
+}
+
+/// A command's result with what the ledger knows right after it that the answer needs.
+fn answer(ledger: &Ledger, now: Millis, result: Result<Outcome, LedgerError>) -> Applied {
+    let (mut expires_at_ms, mut source, mut user) = (0, None, String::new());
+    if let Ok(Outcome::Granted(lease)) = &result {
+        let pool = ledger.catalog().pool(lease.pool_key());
+        expires_at_ms = pool.and_then(|p| p.expires_at(now)).unwrap_or(0);
+        source = pool.and_then(|p| p.source_at(now)).cloned();
+        user = (ledger
+            .holder(lease.session)
+            .map(|s| s.client.user.clone())
+            .unwrap_or_default())
+        .to_string();
+    }
+    Applied {
+        result,
+        expires_at_ms,
+        source,
+        user,
     }
 }
 

@@ -513,6 +513,32 @@ impl SqliteStore {
             .unwrap_or(0))
     }
 
+    /// The latest time anything was written at (0 if nothing was): the newer of the
+    /// newest usage record and the newest held lease's grant. A server whose ledger time
+    /// starts here never stamps a change earlier than one already stored, even if it
+    /// restarts on a clock that is behind.
+    pub fn newest_write_at(&self) -> Result<Millis, StoreError> {
+        let logged: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT at FROM usage_log ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .context(|| "reading the newest usage record".into())?;
+        let granted: Option<i64> = self
+            .conn
+            .query_row("SELECT max(granted_at) FROM leases", [], |r| r.get(0))
+            .context(|| "reading the newest grant".into())?;
+        Ok([logged, granted]
+            .into_iter()
+            .flatten()
+            .map(|at| at.max(0) as Millis)
+            .max()
+            .unwrap_or(0))
+    }
+
     /// See [`Store::get_meta`].
     pub fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.conn

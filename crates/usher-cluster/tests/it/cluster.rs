@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 use tokio::net::TcpListener;
-use usher_cluster::{Applied, Batch, Node, NodeId, Timing, WriteError};
+use usher_cluster::{Applied, Node, NodeId, Timing, WriteError};
 use usher_core::{Command, Denial, Outcome};
 
 use crate::util::{SEATS, T0, checkin, checkout, ledger, open};
@@ -77,7 +77,7 @@ impl Cluster {
 
     /// Writes `commands` at `time` through the leader, following it if it moves.
     async fn write(&self, time: u64, commands: Vec<Command>) -> Applied {
-        let batch = Batch { time, commands };
+        let batch = usher_core::Entry { at: time, commands };
         let mut leader = self.leader().await;
         loop {
             match self.nodes[&leader].write(batch.clone()).await {

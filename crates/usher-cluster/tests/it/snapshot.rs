@@ -4,12 +4,12 @@
 use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftSnapshotBuilder};
 use tempfile::TempDir;
-use usher_cluster::{Batch, StateMachine};
+use usher_cluster::StateMachine;
 use usher_core::{Denial, Outcome};
 
 use crate::util::{SEATS, T0, checkout, ledger, open};
 
-fn entry(index: u64, batch: Batch) -> Entry<usher_cluster::TypeConfig> {
+fn entry(index: u64, batch: usher_core::Entry) -> Entry<usher_cluster::TypeConfig> {
     Entry {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
         payload: EntryPayload::Normal(batch),
@@ -30,7 +30,7 @@ async fn a_snapshot_restores_the_seats_elsewhere_and_after_a_restart() {
         checkout(1, 11),
         checkout(2, 12),
     ];
-    a.apply([entry(1, Batch { time: T0, commands })])
+    a.apply([entry(1, usher_core::Entry { at: T0, commands })])
         .await
         .unwrap();
     let snapshot = a
@@ -51,8 +51,8 @@ async fn a_snapshot_restores_the_seats_elsewhere_and_after_a_restart() {
     drop(b);
     let mut b = StateMachine::open(dir_b.path(), ledger()).unwrap();
     assert_eq!(leases(&b), [11, 12]);
-    let batch = Batch {
-        time: T0 + 1_000,
+    let batch = usher_core::Entry {
+        at: T0 + 1_000,
         commands: vec![open(3, "cy"), checkout(3, 13)],
     };
     let applied = b.apply([entry(2, batch)]).await.unwrap();
