@@ -13,6 +13,8 @@
 //!   and installs snapshots of it.
 //! - [`network`]: the peer transport, length-prefixed JSON frames over TCP, every RPC
 //!   under a hard deadline.
+//! - [`Proposer`]: the leader's batching of client commands into stamped entries, with
+//!   an expiry tick in each and a grace for every session when a new leader takes over.
 //! - [`Node`]: one running member (all of the above plus its Raft instance), with an
 //!   interface free of openraft types: start, form the cluster, write an entry, watch
 //!   the leader, stop.
@@ -36,11 +38,13 @@ mod applied;
 mod log_store;
 pub mod network;
 mod node;
+mod proposer;
 mod state_machine;
 
 pub use applied::Applied;
 pub use log_store::LogStore;
 pub use node::{Node, StartError, Status, Timing, WriteError};
+pub use proposer::{Proposed, Proposer, ProposerConfig};
 pub use state_machine::StateMachine;
 
 /// A member's id in the cluster.

@@ -13,7 +13,9 @@ use openraft::{Config, RaftMetrics};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::{Applied, LogStore, Member, NodeId, Raft, StateMachine, network};
+use crate::{
+    Applied, LogStore, Member, NodeId, Proposer, ProposerConfig, Raft, StateMachine, network,
+};
 
 /// The Raft timing of a member, in milliseconds.
 ///
@@ -68,8 +70,8 @@ pub enum StartError {
     Raft(String),
 }
 
-/// Why a batch was not applied.
-#[derive(Debug, thiserror::Error)]
+/// Why an entry was not applied.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum WriteError {
     /// This member does not lead; the batch should go to the leader, if one is known.
     #[error("not the leader (the leader is {leader:?})")]
@@ -152,18 +154,24 @@ impl Node {
             .map_err(|e| StartError::Raft(e.to_string()))
     }
 
-    /// Replicates `batch` and applies it, returning its outcomes once a majority holds
-    /// it durably and this member (the leader) has applied it.
-    pub async fn write(&self, batch: usher_core::Entry) -> Result<Applied, WriteError> {
-        match self.raft.client_write(batch).await {
-            Ok(response) => Ok(response.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
-                Err(WriteError::NotLeader {
-                    leader: forward.leader_id,
-                })
-            }
-            Err(e) => Err(WriteError::Raft(e.to_string())),
-        }
+    /// Replicates `entry` and applies it, returning its outcomes once a majority holds
+    /// it durably and this member (the leader) has applied it. The entry is applied as
+    /// it is: its time and ids are the caller's (see [`Node::proposer`] for a proposer
+    /// that stamps them).
+    pub async fn write(&self, entry: usher_core::Entry) -> Result<Applied, WriteError> {
+        write_entry(&self.raft, entry).await
+    }
+
+    /// Starts this member's proposer, which batches the commands submitted to it into
+    /// entries while this member leads, stamped with the system clock.
+    pub fn proposer(&self, config: ProposerConfig) -> Proposer {
+        Proposer::start(
+            self.id,
+            self.raft.clone(),
+            self.state.clone(),
+            config,
+            system_clock_ms,
+        )
     }
 
     /// This member's view of the cluster now.
@@ -202,6 +210,29 @@ impl Node {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft did not stop cleanly");
         }
+    }
+}
+
+/// Milliseconds since the Unix epoch from the system clock: a leader's time.
+fn system_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Replicates and applies `entry` through `raft` (see [`Node::write`]).
+pub(crate) async fn write_entry(
+    raft: &Raft,
+    entry: usher_core::Entry,
+) -> Result<Applied, WriteError> {
+    match raft.client_write(entry).await {
+        Ok(response) => Ok(response.data),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+            Err(WriteError::NotLeader {
+                leader: forward.leader_id,
+            })
+        }
+        Err(e) => Err(WriteError::Raft(e.to_string())),
     }
 }
 

@@ -10,7 +10,7 @@ use openraft::{
     StoredMembership,
 };
 use serde::{Deserialize, Serialize};
-use usher_core::{Lease, Ledger, Millis, Session};
+use usher_core::{Command, Lease, Ledger, Millis, Session};
 
 use crate::{Applied, Member, NodeId, TypeConfig};
 
@@ -40,8 +40,11 @@ struct Inner {
     last_applied: Option<LogId<NodeId>>,
     /// The last membership applied.
     membership: StoredMembership<NodeId, Member>,
-    /// The time the last batch was applied at: batches apply at no earlier time.
+    /// The time the last entry was applied at: entries apply at no earlier time.
     time: Millis,
+    /// Above every lease id any applied entry used, granted or not: where a new leader's
+    /// stamper starts, so no lease id is handed out twice across a failover.
+    next_lease_id: u64,
     /// The latest snapshot, built here or installed from the leader.
     snapshot: Option<StoredSnapshot>,
 }
@@ -58,6 +61,10 @@ struct StoredSnapshot {
 #[derive(Debug, Serialize, Deserialize)]
 struct LedgerImage {
     time: Millis,
+    /// See [`Inner::next_lease_id`]; 0 in a snapshot that predates it (then one above the
+    /// highest lease it holds).
+    #[serde(default)]
+    next_lease_id: u64,
     sessions: Vec<Session>,
     leases: Vec<Lease>,
 }
@@ -72,6 +79,7 @@ impl StateMachine {
             last_applied: None,
             membership: StoredMembership::default(),
             time: 0,
+            next_lease_id: 1,
             snapshot: None,
         };
         match std::fs::read(dir.join(SNAPSHOT_FILE)) {
@@ -95,6 +103,13 @@ impl StateMachine {
     pub fn read<T>(&self, f: impl FnOnce(&Ledger, Option<u64>) -> T) -> T {
         let inner = self.lock();
         f(&inner.ledger, inner.last_applied.map(|id| id.index))
+    }
+
+    /// Where a new leader's [`usher_core::Stamper`] starts: the time of the last entry
+    /// applied, and the first lease id no applied entry used.
+    pub fn stamp_seed(&self) -> (Millis, u64) {
+        let inner = self.lock();
+        (inner.time, inner.next_lease_id)
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -122,6 +137,11 @@ impl Inner {
     fn apply_entry(&mut self, mut entry: usher_core::Entry) -> Applied {
         self.time = self.time.max(entry.at);
         entry.at = self.time;
+        for command in &entry.commands {
+            if let Command::Checkout { ask, .. } | Command::Borrow { ask, .. } = command {
+                self.next_lease_id = self.next_lease_id.max(ask.lease_id.0.saturating_add(1));
+            }
+        }
         // The changes are what a single server's store persists; here the log and the
         // snapshots are the durable record, so they are not kept.
         let mut changes = Vec::new();
@@ -133,6 +153,7 @@ impl Inner {
     fn snapshot(&self, id: &str) -> StoredSnapshot {
         let image = LedgerImage {
             time: self.time,
+            next_lease_id: self.next_lease_id,
             sessions: self
                 .ledger
                 .sessions()
@@ -154,6 +175,8 @@ impl Inner {
     /// Replaces the ledger's state with the snapshot's.
     fn install(&mut self, snapshot: StoredSnapshot) -> Result<(), serde_json::Error> {
         let image: LedgerImage = serde_json::from_slice(&snapshot.data)?;
+        let highest_held = image.leases.iter().map(|l| l.id.0).max().unwrap_or(0);
+        let next_lease_id = image.next_lease_id.max(highest_held.saturating_add(1));
         let mut restored = Ledger::restore(
             self.ledger.catalog().clone(),
             self.ledger.config(),
@@ -165,6 +188,7 @@ impl Inner {
         restored.set_policy(self.ledger.policy().clone());
         self.ledger = restored;
         self.time = image.time;
+        self.next_lease_id = next_lease_id;
         self.last_applied = snapshot.meta.last_log_id;
         self.membership = snapshot.meta.last_membership.clone();
         self.snapshot = Some(snapshot);

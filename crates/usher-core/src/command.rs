@@ -105,6 +105,14 @@ pub enum Command {
     /// every session whose TTL or grace has lapsed, and grant queued checkouts that can
     /// now be served (also after a license reload).
     Expire,
+    /// Every live session lives at least until `until`, whether or not it is heard from
+    /// before then. A cluster's new leader proposes this in its first entry: clients had no
+    /// leader to heartbeat while the members elected one, and get a bounded time to find
+    /// the new one before their seats lapse.
+    ExtendSessions {
+        /// The earliest expiry any live session has afterwards.
+        until: Millis,
+    },
     /// An administrator takes a lease away (like `lmremove`). Refused while the lease is
     /// younger than the configured minimum remove time, so a lease cannot be bounced
     /// between users faster than the applications can notice.

@@ -13,24 +13,29 @@ use crate::util::{SEATS, T0, checkin, checkout, ledger, open};
 
 /// Long enough for an election on a loaded machine; tests wait on conditions, never
 /// this long unless something is wrong.
-const PATIENCE: Duration = Duration::from_secs(60);
+pub const PATIENCE: Duration = Duration::from_secs(60);
 
 /// Election timeouts generous for a loaded two-core machine: no member should stand for
 /// election while a healthy leader's heartbeats are merely late.
-const TIMING: Timing = Timing {
+pub const TIMING: Timing = Timing {
     heartbeat_ms: 200,
     election_min_ms: 1_500,
     election_max_ms: 3_000,
 };
 
 /// Members 1, 2 and 3, each with its own directory, formed into one cluster.
-struct Cluster {
-    nodes: BTreeMap<NodeId, Node>,
+pub struct Cluster {
+    pub nodes: BTreeMap<NodeId, Node>,
     _dirs: Vec<TempDir>,
 }
 
 impl Cluster {
     async fn start() -> Cluster {
+        Cluster::start_with(ledger).await
+    }
+
+    /// Members whose ledgers start as `ledger` makes them.
+    pub async fn start_with(ledger: fn() -> usher_core::Ledger) -> Cluster {
         let mut listeners = BTreeMap::new();
         for id in 1..=3 {
             let listener = TcpListener::bind("127.0.0.1:0")
@@ -58,7 +63,7 @@ impl Cluster {
 
     /// The leader every remaining member agrees on, once they do (a member that was
     /// stopped is not one, even while the others still follow it).
-    async fn leader(&self) -> NodeId {
+    pub async fn leader(&self) -> NodeId {
         let first = self.nodes.values().next().expect("a member is left");
         let leader = first
             .wait_until(PATIENCE, |s| {

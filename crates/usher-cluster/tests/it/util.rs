@@ -16,6 +16,11 @@ pub const SEATS: u32 = 2;
 
 /// An empty ledger serving [`SEATS`] seats of [`FEATURE`].
 pub fn ledger() -> Ledger {
+    ledger_with(LedgerConfig::default())
+}
+
+/// An empty ledger serving [`SEATS`] seats of [`FEATURE`], with timing rules `config`.
+pub fn ledger_with(config: LedgerConfig) -> Ledger {
     let line = Entitlement {
         kind: LineKind::Feature,
         feature: FEATURE.to_string(),
@@ -31,7 +36,7 @@ pub fn ledger() -> Ledger {
         signature: None,
         line: 1,
     };
-    Ledger::new(Catalog::from_entitlements(&[line]), LedgerConfig::default())
+    Ledger::new(Catalog::from_entitlements(&[line]), config)
 }
 
 /// Opens session `id` for user `user`.

@@ -270,6 +270,7 @@ impl Ledger {
             } => self.withdraw(now, session, client_ref, changes),
             Command::Remove { lease_id } => self.remove(now, lease_id, changes),
             Command::Expire => Ok(self.expire(now, changes)),
+            Command::ExtendSessions { until } => Ok(self.extend_sessions(until)),
         }
     }
 }

@@ -105,6 +105,20 @@ impl Ledger {
         Ok(Outcome::Done)
     }
 
+    /// `ExtendSessions`: no live session lapses before `until`. Nothing stored changes
+    /// (expiries are soft state, as heartbeats are).
+    pub(super) fn extend_sessions(&mut self, until: Millis) -> Outcome {
+        let short: Vec<SessionId> = self
+            .expiries
+            .range(..(until, SessionId(0)))
+            .map(|&(_, id)| id)
+            .collect();
+        for id in short {
+            self.set_expiry(id, until);
+        }
+        Outcome::Done
+    }
+
     /// `Activity`: the session's user went idle or came back; the idle deadlines of its
     /// leases are armed or disarmed accordingly.
     pub(super) fn activity(

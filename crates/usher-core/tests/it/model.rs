@@ -164,6 +164,8 @@ pub enum Op {
     Advance(Millis),
     /// Expire lapsed sessions.
     Expire,
+    /// No live session lapses within the next `Millis` (a cluster's new leader).
+    Extend(Millis),
     /// Restart the server: rebuild the ledger from the durable state.
     Restart,
     /// Reload the license with line `i` re-counted to `seats[i]` (uncounted lines stay so).
@@ -203,6 +205,7 @@ pub fn ops(max_len: usize) -> impl Strategy<Value = Vec<Op>> {
         ]
         .prop_map(Op::Advance),
         2 => Just(Op::Expire),
+        1 => (0..(2 * TTL)).prop_map(Op::Extend),
         1 => Just(Op::Restart),
         1 => prop::collection::vec(0u32..=5, MAX_LINES).prop_map(Op::Reload),
     ];
@@ -625,6 +628,12 @@ impl Model {
                 });
                 Ok(Outcome::Released(lease))
             }
+            Command::ExtendSessions { until } => {
+                for s in self.sessions.values_mut() {
+                    s.expires_at = s.expires_at.max(*until);
+                }
+                Ok(Outcome::Done)
+            }
             Command::Expire => {
                 let mut lapsed: Vec<_> = self
                     .sessions
@@ -836,6 +845,9 @@ impl Harness {
                 Command::Remove { lease_id }
             }
             Op::Expire => Command::Expire,
+            Op::Extend(by) => Command::ExtendSessions {
+                until: self.now + by,
+            },
             Op::Advance(_) | Op::Restart | Op::Reload(_) => {
                 unreachable!("{op:?} is handled by step, not sent as a command")
             }

@@ -362,3 +362,25 @@ fn leases_over_a_wide_id_range_load_whole_and_in_order() {
     assert_eq!(got, ids, "every lease once, in ascending u64 order");
     assert_eq!(loaded.sessions, vec![stored(&session(1))]);
 }
+
+#[test]
+fn the_newest_write_is_the_later_of_the_last_record_and_the_newest_grant() {
+    let dir = tempdir();
+    let path = db_path(&dir);
+    let mut store = open(&path);
+    assert_eq!(store.newest_write_at().unwrap(), 0, "an empty store");
+    // The lease's grant time (1_700_000_001_010) is later than the batch's.
+    ok(store.commit(5_000, &[opened(1), granted(10, 1)]), "grant");
+    assert_eq!(store.newest_write_at().unwrap(), 1_700_000_001_010);
+    ok(
+        store.commit(
+            1_800_000_000_000,
+            &[released(10, 1, ReleaseReason::Checkin)],
+        ),
+        "release",
+    );
+    drop(store);
+    // After a reopen, the newest record (the release) is later than any held grant.
+    let store = open(&path);
+    assert_eq!(store.newest_write_at().unwrap(), 1_800_000_000_000);
+}
