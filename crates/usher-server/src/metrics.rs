@@ -1,20 +1,28 @@
-//! Server metrics: counters and histograms the hot paths bump with relaxed atomics, and the
-//! Prometheus text exposition that `/metrics` serves.
+//! Server metrics: counters and histograms the hot paths bump with relaxed atomics,
+//! encoded for `/metrics` by prometheus-client, the Prometheus project's Rust client.
 //!
-//! Why hand-written rather than a metrics crate: the hot paths (every request, every
-//! commit, every accept) must cost a few atomic adds and never a lock or a map lookup, and
-//! several servers run in one test process, so a process-global recorder (the `metrics`
-//! crate's model) would mix their figures. The seat gauges are not kept here at all: a
-//! scrape reads them from the ledger in one consistent view (see `http`), so they can
-//! never drift from the truth. The text format itself is small and stable (version 0.0.4).
+//! The hot paths (every request, every commit, every accept) must cost a few atomic adds
+//! and never a lock or a map lookup, so the metrics are our own types (see `encode` and
+//! `histogram`) that implement prometheus-client's `EncodeMetric`; it writes the families,
+//! the labels and the text format. Several servers run in one test process, so each has
+//! its own [`Metrics`] rather than a process-global recorder (the `metrics` crate's model)
+//! that would mix their figures. The seat gauges are not kept here at all: a scrape reads
+//! them from the ledger in one consistent view (see `http`), so they can never drift from
+//! the truth.
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+
+mod encode;
 mod histogram;
 mod labels;
 
+pub use encode::{ByLabel, Counter, Label, Samples, families};
 pub use histogram::{BATCH_BUCKETS, Histogram, LATENCY_BUCKETS};
 pub use labels::{RejectReason, RequestKind, UdpResult};
 
@@ -24,10 +32,13 @@ pub use labels::{RejectReason, RequestKind, UdpResult};
 #[derive(Debug, Default)]
 struct RefusalWarnings {
     /// When each reason was last reported (ms since the metrics were made, plus one).
-    last: [AtomicU64; RejectReason::ALL.len()],
+    last: [AtomicU64; THROTTLED + 1],
     /// Refusals of each reason not reported since.
-    quiet: [AtomicU64; RejectReason::ALL.len()],
+    quiet: [AtomicU64; THROTTLED + 1],
 }
+
+/// The place of throttled requests among [`RefusalWarnings`]' reasons: after the refusals.
+const THROTTLED: usize = <RejectReason as Label>::VALUES.len();
 
 /// The shortest time between two warnings of one refusal reason.
 pub const REFUSAL_WARN_EVERY: Duration = Duration::from_secs(10);
@@ -36,17 +47,17 @@ pub const REFUSAL_WARN_EVERY: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct Metrics {
     started: Instant,
-    requests: [Histogram; RequestKind::ALL.len()],
+    requests: ByLabel<RequestKind, Histogram>,
     /// Time to write and fsync one group commit.
     pub store_commit: Histogram,
     /// Commands made durable by one commit (the group-commit factor).
     pub store_batch: Histogram,
-    connections: AtomicI64,
-    rejected: [AtomicU64; RejectReason::ALL.len()],
-    frames_rejected: AtomicU64,
-    requests_throttled: AtomicU64,
-    udp: [AtomicU64; UdpResult::ALL.len()],
-    admin_auth_failures: AtomicU64,
+    connections: Gauge,
+    rejected: ByLabel<RejectReason, Counter>,
+    frames_rejected: Counter,
+    requests_throttled: Counter,
+    udp: ByLabel<UdpResult, Counter>,
+    admin_auth_failures: Counter,
     refusal_warnings: RefusalWarnings,
     /// Why the store cannot commit, while it cannot (new grants are refused meanwhile).
     store_unavailable: std::sync::Mutex<Option<String>>,
@@ -63,15 +74,15 @@ impl Metrics {
     pub fn new() -> Self {
         Metrics {
             started: Instant::now(),
-            requests: std::array::from_fn(|_| Histogram::latency()),
+            requests: ByLabel::new(Histogram::latency),
             store_commit: Histogram::latency(),
             store_batch: Histogram::new(BATCH_BUCKETS, 1.0),
-            connections: AtomicI64::new(0),
-            rejected: Default::default(),
-            frames_rejected: AtomicU64::new(0),
-            requests_throttled: AtomicU64::new(0),
-            udp: Default::default(),
-            admin_auth_failures: AtomicU64::new(0),
+            connections: Gauge::default(),
+            rejected: ByLabel::new(Counter::default),
+            frames_rejected: Counter::default(),
+            requests_throttled: Counter::default(),
+            udp: ByLabel::new(Counter::default),
+            admin_auth_failures: Counter::default(),
             refusal_warnings: RefusalWarnings::default(),
             store_unavailable: std::sync::Mutex::new(None),
         }
@@ -100,22 +111,18 @@ impl Metrics {
 
     /// Records how long a request of `kind` took, from being read to its answer being ready.
     pub fn request_done(&self, kind: RequestKind, took: Duration) {
-        let i = RequestKind::ALL
-            .iter()
-            .position(|&k| k == kind)
-            .expect("ALL lists every kind");
-        self.requests[i].observe_duration(took);
+        self.requests.get(kind).observe_duration(took);
     }
 
     /// Counts a connection in; the guard counts it out when dropped.
     pub fn connection_opened(self: &std::sync::Arc<Self>) -> ConnectionGuard {
-        self.connections.fetch_add(1, Ordering::Relaxed);
+        self.connections.inc();
         ConnectionGuard(self.clone())
     }
 
     /// Client connections open now.
     pub fn connections(&self) -> i64 {
-        self.connections.load(Ordering::Relaxed)
+        self.connections.get()
     }
 
     /// Counts a refused connection and warns about it, naming `peer` and `detail` (at most
@@ -126,18 +133,14 @@ impl Metrics {
         peer: &dyn std::fmt::Display,
         detail: &str,
     ) {
-        self.rejected[why.index()].fetch_add(1, Ordering::Relaxed);
-        self.warn_refusal(why, peer, detail);
+        self.rejected.get(why).inc();
+        self.warn_refusal(Some(why), peer, detail);
     }
 
-    /// Connections refused for `why` so far.
-    pub fn rejected_count(&self, why: RejectReason) -> u64 {
-        self.rejected[why.index()].load(Ordering::Relaxed)
-    }
-
-    fn warn_refusal(&self, why: RejectReason, peer: &dyn std::fmt::Display, detail: &str) {
+    /// Warns about a refusal for `why`, or (`None`) a throttled request.
+    fn warn_refusal(&self, why: Option<RejectReason>, peer: &dyn std::fmt::Display, detail: &str) {
         let w = &self.refusal_warnings;
-        let i = why.index();
+        let i = why.map_or(THROTTLED, Label::index);
         let now = self.started.elapsed().as_millis() as u64 + 1;
         let last = w.last[i].load(Ordering::Relaxed);
         let due = last == 0 || now.saturating_sub(last) >= REFUSAL_WARN_EVERY.as_millis() as u64;
@@ -152,7 +155,7 @@ impl Metrics {
         let unreported = w.quiet[i].swap(0, Ordering::Relaxed);
         tracing::warn!(
             %peer,
-            reason = why.as_str(),
+            reason = why.map_or("rate_limited", Label::as_str),
             unreported,
             "client refused: {detail} (further refusals for this reason are reported at most \
              every {}s; `unreported` counts those since the last report)",
@@ -163,150 +166,93 @@ impl Metrics {
     /// Counts a request held back by its connection's rate limit, and warns about it as
     /// about a refusal (it is counted under `usher_requests_throttled_total`).
     pub fn request_throttled(&self, peer: &dyn std::fmt::Display, limit: u32) {
-        self.requests_throttled.fetch_add(1, Ordering::Relaxed);
+        self.requests_throttled.inc();
         let detail = format!("requests faster than the limit of {limit}/s are held back");
-        self.warn_refusal(RejectReason::RateLimited, peer, &detail);
+        self.warn_refusal(None, peer, &detail);
     }
 
     /// Counts a wrong admin API token.
     pub fn admin_auth_failed(&self) {
-        self.admin_auth_failures.fetch_add(1, Ordering::Relaxed);
+        self.admin_auth_failures.inc();
     }
 
     /// Counts a datagram on the UDP port by what became of it.
     pub fn udp(&self, result: UdpResult) {
-        let i = UdpResult::ALL
-            .iter()
-            .position(|&r| r == result)
-            .expect("ALL lists every result");
-        self.udp[i].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Datagrams counted with `result` so far.
-    pub fn udp_count(&self, result: UdpResult) -> u64 {
-        let i = UdpResult::ALL
-            .iter()
-            .position(|&r| r == result)
-            .expect("ALL lists every result");
-        self.udp[i].load(Ordering::Relaxed)
+        self.udp.get(result).inc();
     }
 
     /// Counts a frame refused as too large or malformed.
     pub fn frame_rejected(&self) {
-        self.frames_rejected.fetch_add(1, Ordering::Relaxed);
+        self.frames_rejected.inc();
     }
+}
 
-    /// Appends this struct's families to `out` in the text exposition format.
-    pub fn render(&self, out: &mut String) {
-        family(
-            out,
-            "usher_request_duration_seconds",
-            "histogram",
-            "Time from reading a protocol request to its answer being ready (durable).",
-        );
-        for (kind, h) in RequestKind::ALL.iter().zip(&self.requests) {
-            h.render(
-                out,
-                "usher_request_duration_seconds",
-                &format!("kind=\"{}\"", kind.as_str()),
-            );
-        }
-        family(
-            out,
-            "usher_store_commit_duration_seconds",
-            "histogram",
-            "Time to write and fsync one group commit.",
-        );
-        self.store_commit
-            .render(out, "usher_store_commit_duration_seconds", "");
-        family(
-            out,
-            "usher_store_batch_size",
-            "histogram",
-            "Commands made durable by one commit.",
-        );
-        self.store_batch.render(out, "usher_store_batch_size", "");
-        family(
-            out,
-            "usher_store_available",
-            "gauge",
-            "1 while the store commits; 0 while it cannot (a full disk), when new grants are refused.",
-        );
-        let available = u8::from(self.store_unavailable().is_none());
-        let _ = writeln!(out, "usher_store_available {available}");
-        family(
-            out,
-            "usher_connections",
-            "gauge",
-            "Client connections open now.",
-        );
-        let _ = writeln!(out, "usher_connections {}", self.connections());
-        family(
-            out,
-            "usher_connections_rejected_total",
-            "counter",
-            "Client connections refused, by reason.",
-        );
-        // Rate-limited requests have their own family (they are held back, not refused).
-        let refusals = RejectReason::ALL
-            .iter()
-            .filter(|&&r| r != RejectReason::RateLimited);
-        for &why in refusals {
-            let _ = writeln!(
-                out,
-                "usher_connections_rejected_total{{reason=\"{}\"}} {}",
-                why.as_str(),
-                self.rejected_count(why)
-            );
-        }
-        family(
-            out,
-            "usher_frames_rejected_total",
-            "counter",
-            "Frames refused as too large or malformed (each ends its connection).",
-        );
-        let _ = writeln!(
-            out,
-            "usher_frames_rejected_total {}",
-            self.frames_rejected.load(Ordering::Relaxed)
-        );
-        family(
-            out,
-            "usher_requests_throttled_total",
-            "counter",
-            "Requests a connection sent faster than its rate limit, held back until allowed.",
-        );
-        let _ = writeln!(
-            out,
-            "usher_requests_throttled_total {}",
-            self.requests_throttled.load(Ordering::Relaxed)
-        );
-        family(
-            out,
-            "usher_admin_auth_failures_total",
-            "counter",
-            "Admin API requests with a wrong bearer token.",
-        );
-        let _ = writeln!(
-            out,
-            "usher_admin_auth_failures_total {}",
-            self.admin_auth_failures.load(Ordering::Relaxed)
-        );
-        family(
-            out,
-            "usher_udp_datagrams_total",
-            "counter",
-            "Datagrams on the UDP port by result: accepted keepalives and answered discovery, \
+/// The hot-path families and the uptime, as of the scrape.
+impl Collector for Metrics {
+    fn encode(&self, encoder: DescriptorEncoder) -> fmt::Result {
+        let available = ConstGauge::new(u32::from(self.store_unavailable().is_none()));
+        let uptime = ConstGauge::new(self.uptime().as_secs());
+        families(
+            encoder,
+            &[
+                (
+                    "usher_request_duration_seconds",
+                    "Time from reading a protocol request to its answer being ready (durable).",
+                    &self.requests,
+                ),
+                (
+                    "usher_store_commit_duration_seconds",
+                    "Time to write and fsync one group commit.",
+                    &self.store_commit,
+                ),
+                (
+                    "usher_store_batch_size",
+                    "Commands made durable by one commit.",
+                    &self.store_batch,
+                ),
+                (
+                    "usher_store_available",
+                    "1 while the store commits; 0 while it cannot (a full disk), when new grants are refused.",
+                    &available,
+                ),
+                (
+                    "usher_connections",
+                    "Client connections open now.",
+                    &self.connections,
+                ),
+                (
+                    "usher_connections_rejected_total",
+                    "Client connections refused, by reason.",
+                    &self.rejected,
+                ),
+                (
+                    "usher_frames_rejected_total",
+                    "Frames refused as too large or malformed (each ends its connection).",
+                    &self.frames_rejected,
+                ),
+                (
+                    "usher_requests_throttled_total",
+                    "Requests a connection sent faster than its rate limit, held back until allowed.",
+                    &self.requests_throttled,
+                ),
+                (
+                    "usher_admin_auth_failures_total",
+                    "Admin API requests with a wrong bearer token.",
+                    &self.admin_auth_failures,
+                ),
+                (
+                    "usher_udp_datagrams_total",
+                    "Datagrams on the UDP port by result: accepted keepalives and answered discovery, \
              and every refusal by reason (refused datagrams are never answered).",
-        );
-        for (r, n) in UdpResult::ALL.iter().zip(&self.udp) {
-            let _ = writeln!(
-                out,
-                "usher_udp_datagrams_total{{result=\"{}\"}} {}",
-                r.as_str(),
-                n.load(Ordering::Relaxed)
-            );
-        }
+                    &self.udp,
+                ),
+                (
+                    "usher_uptime_seconds",
+                    "Seconds since the server started.",
+                    &uptime,
+                ),
+            ],
+        )
     }
 }
 
@@ -316,28 +262,8 @@ pub struct ConnectionGuard(std::sync::Arc<Metrics>);
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+        self.0.connections.dec();
     }
-}
-
-/// Writes a family's `# HELP` and `# TYPE` lines.
-pub fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-/// Escapes a label value: backslash, double quote and line feed, as the format requires.
-pub fn label(value: &str) -> String {
-    let mut s = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '\\' => s.push_str("\\\\"),
-            '"' => s.push_str("\\\""),
-            '\n' => s.push_str("\\n"),
-            c => s.push(c),
-        }
-    }
-    s
 }
 
 #[cfg(test)]
@@ -374,8 +300,8 @@ mod tests {
             }
             m.connection_rejected(RejectReason::NotAllowed, &"198.51.100.7:1", "not allowed");
         });
-        assert_eq!(m.rejected_count(RejectReason::PerAddressLimit), 100);
-        assert_eq!(m.rejected_count(RejectReason::NotAllowed), 1);
+        assert_eq!(m.rejected.get(RejectReason::PerAddressLimit).get(), 100);
+        assert_eq!(m.rejected.get(RejectReason::NotAllowed).get(), 1);
         let log = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<&str> = log.lines().collect();
         assert_eq!(lines.len(), 2, "one warning per reason: {log}");
@@ -392,10 +318,5 @@ mod tests {
             99,
             "the next warning reports the 99 left unreported"
         );
-    }
-
-    #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }

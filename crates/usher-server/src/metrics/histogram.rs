@@ -1,8 +1,14 @@
 //! A histogram with fixed bucket bounds that the hot paths update with relaxed atomics.
+//!
+//! prometheus-client's own histogram takes a lock on every observation; this one is
+//! encoded through prometheus-client ([`EncodeMetric`]) but observed with atomics only.
 
-use std::fmt::Write as _;
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::{MetricType, TypedMetric};
 
 /// A histogram with fixed bucket bounds, updated with atomics only.
 #[derive(Debug)]
@@ -67,33 +73,27 @@ impl Histogram {
     pub fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
     }
+}
 
-    pub(super) fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let sep = if labels.is_empty() { "" } else { "," };
-        let mut cumulative = 0;
-        for (i, bound) in self.bounds.iter().enumerate() {
-            cumulative += self.buckets[i].load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}"
-            );
-        }
-        cumulative += self.buckets[self.bounds.len()].load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cumulative}"
-        );
-        let braces = |s: &str| {
-            if s.is_empty() {
-                String::new()
-            } else {
-                format!("{{{s}}}")
-            }
-        };
+impl TypedMetric for Histogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for Histogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> fmt::Result {
+        // Each bucket is read once and the count is their total, so the buckets and the
+        // count always agree within one scrape.
+        let bounds = self.bounds.iter().copied().chain([f64::INFINITY]);
+        let buckets: Vec<(f64, u64)> = bounds
+            .zip(self.buckets.iter().map(|n| n.load(Ordering::Relaxed)))
+            .collect();
+        let count = buckets.iter().map(|&(_, n)| n).sum();
         let sum = self.sum.load(Ordering::Relaxed) as f64 / self.scale;
-        let _ = writeln!(out, "{name}_sum{} {sum}", braces(labels));
-        // The count is the +Inf bucket, read once, so the two always agree in one scrape.
-        let _ = writeln!(out, "{name}_count{} {cumulative}", braces(labels));
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
     }
 }
 
@@ -103,15 +103,15 @@ mod tests {
 
     #[test]
     fn histogram_buckets_are_cumulative_and_agree_with_the_count() {
-        let h = Histogram::new(&[1.0, 2.0], 1.0);
+        let h = Histogram::new(&[1.0, 2.0], 10.0);
         for v in [0.5, 1.0, 1.5, 3.0] {
             h.observe(v);
         }
-        let mut out = String::new();
-        h.render(&mut out, "x", "k=\"a\"");
-        assert!(out.contains("x_bucket{k=\"a\",le=\"1\"} 2\n"), "{out}");
-        assert!(out.contains("x_bucket{k=\"a\",le=\"2\"} 3\n"), "{out}");
-        assert!(out.contains("x_bucket{k=\"a\",le=\"+Inf\"} 4\n"), "{out}");
-        assert!(out.contains("x_count{k=\"a\"} 4\n"), "{out}");
+        let out = super::super::encode::encoded("x", h);
+        assert!(out.contains("x_bucket{le=\"1.0\"} 2\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"2.0\"} 3\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"+Inf\"} 4\n"), "{out}");
+        assert!(out.contains("x_count 4\n"), "{out}");
+        assert!(out.contains("x_sum 6.0\n"), "{out}");
     }
 }
