@@ -22,7 +22,8 @@ mod encode;
 mod histogram;
 mod labels;
 
-pub use encode::{ByLabel, Counter, Label, Samples, families};
+use encode::{ByLabel, Counter};
+pub use encode::{Label, Samples, families};
 pub use histogram::{BATCH_BUCKETS, Histogram, LATENCY_BUCKETS};
 pub use labels::{RejectReason, RequestKind, UdpResult};
 
