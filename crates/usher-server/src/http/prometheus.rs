@@ -1,4 +1,5 @@
-//! `/metrics`: the Prometheus text exposition.
+//! `/metrics`: the Prometheus text exposition (0.0.4), encoded by prometheus-client from
+//! two collectors.
 //!
 //! Seat gauges come from one ledger query, so a scrape sees one consistent moment; the
 //! hot-path histograms and counters come from [`crate::metrics::Metrics`]. The `flexlm_*`
@@ -38,6 +39,8 @@ struct Seats {
 }
 
 impl Seats {
+    /// Copies what a scrape shows, on the ledger task between batches; the formatting is
+    /// left to the scrape's own task.
     fn read(v: &View<'_>) -> Seats {
         let mut pools = BTreeMap::new();
         for f in super::api::features_of(v) {
