@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::catalog::PoolName;
-use crate::{DupGroup, LeaseId, PoolKey, PoolRef};
+use crate::{DupGroup, Lease, LeaseId, PoolKey, PoolRef};
 
 /// Who checked a lease out, as `DUP_GROUP=` compares checkouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,5 +211,74 @@ mod tests {
         seats.add(pool().as_pool_ref(), None, LeaseId(1), 2);
         seats.add(pool().as_pool_ref(), None, LeaseId(2), 2);
         assert_eq!(seats.get(&pool()), 4);
+    }
+}
+
+/// What the leases drawn from one pool add up to besides its seats in use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolTally {
+    /// Leases held (a lease of several seats counts once).
+    pub holders: u32,
+    /// Seats held beyond the pool's count (`OVERDRAFT=`).
+    pub overdraft: u32,
+    /// Seats borrowed for offline use.
+    pub borrowed: u32,
+}
+
+/// A [`PoolTally`] per pool, kept as leases come and go, so that totals (status,
+/// metrics, health) cost one entry per pool instead of a walk over every lease.
+#[derive(Debug, Clone, Default)]
+pub struct PoolTallies {
+    /// A pool's entry stays when its leases are gone, so leases coming and going allocate
+    /// no key.
+    pools: HashMap<PoolKey, PoolTally>,
+}
+
+impl PoolTallies {
+    /// The tally of `pool` (named by a `&PoolKey` or a [`PoolRef`]).
+    pub fn get<'k>(&self, pool: impl Into<PoolRef<'k>>) -> PoolTally {
+        let pool = pool.into();
+        self.pools
+            .get(&pool as &dyn PoolName)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Every pool with a lease held, and its tally.
+    pub fn pools(&self) -> impl Iterator<Item = (&PoolKey, PoolTally)> {
+        self.pools
+            .iter()
+            .filter(|(_, t)| t.holders > 0)
+            .map(|(k, t)| (k, *t))
+    }
+
+    /// Counts `lease` in.
+    pub fn add(&mut self, lease: &Lease) {
+        let pool = lease.pool_key();
+        let tally = match self.pools.get_mut(&pool as &dyn PoolName) {
+            Some(tally) => tally,
+            None => self.pools.entry(pool.to_key()).or_default(),
+        };
+        tally.holders += 1;
+        if lease.overdraft {
+            tally.overdraft += lease.count;
+        }
+        if lease.borrowed_until.is_some() {
+            tally.borrowed += lease.count;
+        }
+    }
+
+    /// Counts `lease` (counted in by [`add`](PoolTallies::add)) out.
+    pub fn remove(&mut self, lease: &Lease) {
+        let pool = lease.pool_key();
+        if let Some(tally) = self.pools.get_mut(&pool as &dyn PoolName) {
+            tally.holders = tally.holders.saturating_sub(1);
+            if lease.overdraft {
+                tally.overdraft = tally.overdraft.saturating_sub(lease.count);
+            }
+            if lease.borrowed_until.is_some() {
+                tally.borrowed = tally.borrowed.saturating_sub(lease.count);
+            }
+        }
     }
 }

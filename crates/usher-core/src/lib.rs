@@ -34,7 +34,7 @@ pub use catalog::{
 };
 pub use command::{Ask, Change, Command, Denial, LedgerError, Outcome, ReleaseReason};
 pub use entry::{Entry, Stamper};
-pub use in_use::{DupKey, Holder, SeatsInUse};
+pub use in_use::{DupKey, Holder, PoolTallies, PoolTally, SeatsInUse};
 pub use ledger::{Ledger, LedgerConfig};
 pub use policy::{NamedFeature, Policy, PolicyError, Who};
 pub use queue::{DequeueReason, QueuedRequest, Wait};

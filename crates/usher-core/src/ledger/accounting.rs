@@ -9,6 +9,7 @@ impl Ledger {
     pub(super) fn insert_lease(&mut self, mut lease: Lease) {
         self.names.lease(&mut lease);
         self.account_add(&lease);
+        self.tallies.add(&lease);
         let ids = self.session_leases.entry(lease.session).or_default();
         if let Err(at) = ids.binary_search(&lease.id) {
             ids.insert(at, lease.id);
@@ -44,6 +45,7 @@ impl Ledger {
             self.borrowed.remove(&(until, id));
         }
         self.account_remove(&lease);
+        self.tallies.remove(&lease);
         if let Some(set) = self.session_leases.get_mut(&lease.session) {
             if let Ok(at) = set.binary_search(&id) {
                 set.remove(at);

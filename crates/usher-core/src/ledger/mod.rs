@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::in_use::SeatsInUse;
+use crate::in_use::{PoolTallies, SeatsInUse};
 use crate::names::Names;
 use crate::queue::Queue;
 use crate::{
@@ -65,6 +65,8 @@ pub struct Ledger {
     /// Seats held per pool, `DUP_GROUP` sharing applied. A pool that left the catalog
     /// (license removed on reload) keeps its count until its holders let go.
     in_use: SeatsInUse,
+    /// Holders, overdraft and borrowed seats per pool, kept with `in_use`.
+    tallies: PoolTallies,
     /// Checkouts waiting for seats. Soft state: not stored, empty after a restart.
     queue: Queue,
     /// The administrator's rules.
@@ -105,6 +107,7 @@ impl Ledger {
             leases: BTreeMap::new(),
             session_leases: HashMap::new(),
             in_use: SeatsInUse::default(),
+            tallies: PoolTallies::default(),
             queue: Queue::default(),
             policy: Policy::default(),
             policy_leases: HashMap::new(),
@@ -142,6 +145,28 @@ impl Ledger {
     /// catalog on a reload but still have holders).
     pub fn pools_in_use(&self) -> impl Iterator<Item = (&PoolKey, u32)> {
         self.in_use.pools()
+    }
+
+    /// Holders, overdraft and borrowed seats of a pool (named by a `&PoolKey` or a
+    /// [`PoolRef`]), without a walk over the leases.
+    pub fn pool_tally<'k>(&self, pool: impl Into<PoolRef<'k>>) -> crate::PoolTally {
+        self.tallies.get(pool)
+    }
+
+    /// The tally of every pool with a lease held (including pools that left the catalog on
+    /// a reload but still have holders).
+    pub fn pool_tallies(&self) -> impl Iterator<Item = (&PoolKey, crate::PoolTally)> {
+        self.tallies.pools()
+    }
+
+    /// How many sessions are live.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// How many leases are held (lingering and borrowed ones included).
+    pub fn lease_count(&self) -> usize {
+        self.leases.len()
     }
 
     /// All live sessions.

@@ -157,6 +157,7 @@ impl Ledger {
         // Ids arrive ascending, so each session's ids do too: sets built from sorted runs.
         let mut by_session: HashMap<SessionId, LeaseIds> = HashMap::new();
         for lease in &kept {
+            self.tallies.add(lease);
             by_session.entry(lease.session).or_default().push(lease.id);
             if let Some(until) = lease.lingering_until {
                 self.lingering.insert((until, lease.id));

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 use usher_core::{
     Ask, Catalog, Change, Command, Denial, Lease, LeaseId, Ledger, LedgerError, Millis, Outcome,
-    ReleaseReason, Session, SessionId, Wait,
+    PoolKey, PoolTally, ReleaseReason, Session, SessionId, Wait,
 };
 use usher_license::{Entitlement, SeatCount};
 
@@ -926,6 +926,33 @@ impl Harness {
             if held != in_use {
                 return Err(format!("{pool:?}: in_use {in_use} but leases hold {held}"));
             }
+        }
+        // The tallies kept per pool are what a walk over the leases adds up to.
+        let mut walked: BTreeMap<PoolKey, PoolTally> = BTreeMap::new();
+        for lease in snap.leases.values() {
+            let tally = walked.entry(pool_of(lease)).or_default();
+            tally.holders += 1;
+            tally.overdraft += if lease.overdraft { lease.count } else { 0 };
+            tally.borrowed += if lease.borrowed_until.is_some() {
+                lease.count
+            } else {
+                0
+            };
+        }
+        let kept: BTreeMap<PoolKey, PoolTally> = self
+            .ledger
+            .pool_tallies()
+            .map(|(k, t)| (k.clone(), t))
+            .collect();
+        if kept != walked {
+            return Err(format!(
+                "pool tallies:\n kept   {kept:?}\n walked {walked:?}"
+            ));
+        }
+        if (self.ledger.session_count(), self.ledger.lease_count())
+            != (snap.sessions.len(), snap.leases.len())
+        {
+            return Err("session or lease count differs from the maps".into());
         }
         for lease in snap.leases.values() {
             if !snap.sessions.contains_key(&lease.session) {

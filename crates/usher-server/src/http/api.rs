@@ -112,17 +112,11 @@ impl From<UsageRecord> for EventJson {
 /// Every pool of the catalog, then pools that left it but are still held.
 pub(super) fn features_of(view: &View<'_>) -> Vec<FeatureJson> {
     let ledger: &Ledger = view.ledger;
-    let mut held: BTreeMap<PoolRef<'_>, (usize, u32, u32)> = BTreeMap::new();
-    for lease in ledger.leases() {
-        let entry = held.entry(lease.pool_key()).or_default();
-        entry.0 += 1;
-        if lease.overdraft {
-            entry.1 += lease.count;
-        }
-        if lease.borrowed_until.is_some() {
-            entry.2 += lease.count;
-        }
-    }
+    // The ledger keeps these per pool: no walk over the leases.
+    let mut held: BTreeMap<PoolRef<'_>, (usize, u32, u32)> = ledger
+        .pool_tallies()
+        .map(|(key, t)| (key.into(), (t.holders as usize, t.overdraft, t.borrowed)))
+        .collect();
     let mut out = Vec::new();
     for pool in ledger.catalog().all_pools() {
         let (holders, overdraft_in_use, borrowed) =

@@ -34,8 +34,8 @@ pub(super) async fn health(State(s): State<ApiState>) -> Result<Json<HealthJson>
             (
                 v.info.server_name.clone(),
                 v.info.started_at_ms,
-                v.ledger.sessions().count(),
-                v.ledger.leases().count(),
+                v.ledger.session_count(),
+                v.ledger.lease_count(),
             )
         })
         .await?;

@@ -58,7 +58,7 @@ impl Seats {
         Seats {
             pools,
             queued,
-            sessions: v.ledger.sessions().count(),
+            sessions: v.ledger.session_count(),
             denials: v.denials.iter().map(|(k, n)| (k.clone(), *n)).collect(),
             server_name: v.info.server_name.clone(),
             port: v.info.port,
