@@ -1,0 +1,239 @@
+//! What the store reads: the snapshot a restarting server loads, the usage log, the
+//! highest lease id and newest write time a new ledger starts from, and `meta`.
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+use usher_core::{ClientInfo, Lease, LeaseId, Millis, Session, SessionId};
+
+use super::{BUSY_TIMEOUT, SqliteStore, read_head};
+use crate::{Snapshot, StoreError, error::Context, schema, usage::UsageRecord};
+
+impl SqliteStore {
+    /// See [`Store::load`](crate::Store::load).
+    pub fn load(&self) -> Result<Snapshot, StoreError> {
+        // One read transaction, so sessions and leases come from the same moment.
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .context(|| "starting to load".into())?;
+        let sessions = by_u64_id(&tx, SELECT_SESSIONS, session_from_row)
+            .context(|| "loading sessions".into())?;
+        let leases = self.load_leases(&tx).context(|| "loading leases".into())?;
+        Ok(Snapshot { sessions, leases })
+    }
+
+    /// Every lease in ascending u64 id order, read in `tx`.
+    ///
+    /// A restart waits for this, and with a million leases it is most of the wait: the
+    /// rows are decoded one by one. So when there are many, the upper half of the id range
+    /// is read at the same time on a second core, by a read-only connection of its own.
+    /// That connection's read transaction is used only if it sees the same usage-log head
+    /// as `tx`: every commit that changes a lease also appends a usage record, so the same
+    /// head means the same leases. Otherwise (a commit landed in between) or if it fails,
+    /// `tx` reads that half too.
+    fn load_leases(&self, tx: &Connection) -> rusqlite::Result<Vec<Lease>> {
+        /// Fewer ids than this are read on one thread: the second connection costs more
+        /// than it saves.
+        const SPLIT_AT: i64 = 100_000;
+        let (lo, hi): (Option<i64>, Option<i64>) = tx.query_row(
+            "SELECT min(id), max(id) FROM leases WHERE id >= 0",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let (Some(lo), Some(hi)) = (lo, hi) else {
+            return by_u64_id(tx, SELECT_LEASES, lease_from_row);
+        };
+        if hi - lo < SPLIT_AT {
+            return by_u64_id(tx, SELECT_LEASES, lease_from_row);
+        }
+        let mid = lo + (hi - lo) / 2;
+        let head = read_head(tx)?;
+        let path = self.path.as_path();
+        let (lower, upper) = std::thread::scope(|scope| {
+            let helper = scope.spawn(move || {
+                let conn = Connection::open_with_flags(
+                    path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                conn.busy_timeout(BUSY_TIMEOUT)?;
+                let tx = conn.unchecked_transaction()?;
+                if read_head(&tx)? != head {
+                    return Ok(None);
+                }
+                in_range(&tx, mid + 1, i64::MAX).map(Some)
+            });
+            let lower = in_range(tx, 0, mid);
+            let upper: rusqlite::Result<Option<Vec<Lease>>> = helper.join().unwrap_or(Ok(None));
+            (lower, upper)
+        });
+        let upper = match upper {
+            Ok(Some(upper)) => upper,
+            Ok(None) | Err(_) => in_range(tx, mid + 1, i64::MAX)?,
+        };
+        let mut leases = lower?;
+        leases.extend(upper);
+        leases.extend(in_range(tx, i64::MIN, -1)?);
+        Ok(leases)
+    }
+
+    /// See [`Store::usage_log`](crate::Store::usage_log).
+    pub fn usage_log(&self, after_seq: i64, limit: usize) -> Result<Vec<UsageRecord>, StoreError> {
+        // A limit beyond i64 is no limit; SQLite reads a negative LIMIT the same way.
+        let limit = i64::try_from(limit).unwrap_or(-1);
+        self.conn
+            .prepare_cached(SELECT_USAGE)
+            .and_then(|mut st| {
+                st.query_map(params![after_seq, limit], usage_from_row)?
+                    .collect()
+            })
+            .context(|| format!("reading usage log after seq {after_seq}"))
+    }
+
+    /// The highest lease id ever granted (0 if none): the larger of the held leases' ids
+    /// and the newest checkout in the usage log. Lease ids only grow, so a server that
+    /// allocates above this never hands out a handle that was used before, even for leases
+    /// long since released.
+    pub fn max_lease_id(&self) -> Result<u64, StoreError> {
+        let held: Option<i64> = self
+            .conn
+            .query_row("SELECT max(id) FROM leases", [], |r| r.get(0))
+            .context(|| "reading the highest lease id".into())?;
+        let logged: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT lease FROM usage_log WHERE event = 'checkout' ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .context(|| "reading the newest checkout".into())?
+            .flatten();
+        // Ids are stored bit-cast from u64; cast back the same way.
+        Ok([held, logged]
+            .into_iter()
+            .flatten()
+            .map(|v| v as u64)
+            .max()
+            .unwrap_or(0))
+    }
+
+    /// The latest time anything was written at (0 if nothing was): the newer of the
+    /// newest usage record and the newest held lease's grant. A server whose ledger time
+    /// starts here never stamps a change earlier than one already stored, even if it
+    /// restarts on a clock that is behind.
+    pub fn newest_write_at(&self) -> Result<Millis, StoreError> {
+        let logged: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT at FROM usage_log ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .context(|| "reading the newest usage record".into())?;
+        let granted: Option<i64> = self
+            .conn
+            .query_row("SELECT max(granted_at) FROM leases", [], |r| r.get(0))
+            .context(|| "reading the newest grant".into())?;
+        Ok([logged, granted]
+            .into_iter()
+            .flatten()
+            .map(|at| at.max(0) as Millis)
+            .max()
+            .unwrap_or(0))
+    }
+
+    /// See [`Store::get_meta`](crate::Store::get_meta).
+    pub fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT value FROM meta WHERE key = ?1")
+            .and_then(|mut st| st.query_row([key], |r| r.get(0)).optional())
+            .context(|| format!("reading meta key {key:?}"))
+    }
+}
+
+// Every statement stores u64 ids, times and client refs bit-cast to i64 (see `schema`).
+
+pub(super) const SELECT_USAGE: &str = "
+SELECT seq, at, event, session, lease, feature, vendor, version, count, user, host, display,
+       detail, hash
+FROM usage_log WHERE seq > ?1 ORDER BY seq LIMIT ?2";
+
+/// ?1..?2 is an id range, so the same statement reads the two halves of the u64 space.
+const SELECT_SESSIONS: &str = "
+SELECT id, secret_hash, user, host, display, pid, program, program_version, address, opened_at
+FROM sessions WHERE id BETWEEN ?1 AND ?2 ORDER BY id";
+
+const SELECT_LEASES: &str = "
+SELECT id, session, feature, vendor, requested_version, pool_version, count, granted_at, client_ref,
+       overdraft, lingering_until, borrowed_until, token_for
+FROM leases WHERE id BETWEEN ?1 AND ?2 ORDER BY id";
+
+/// Runs `sql` (which selects rows with ids between ?1 and ?2, in id order) so that the rows
+/// come back in ascending **u64** order: ids stored as non-negative i64 first, then those
+/// that bit-cast to negative. Two range scans of the primary key; no sort.
+fn by_u64_id<T>(
+    conn: &Connection,
+    sql: &str,
+    from_row: fn(&Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Vec<T>> {
+    let mut st = conn.prepare_cached(sql)?;
+    let mut out = Vec::new();
+    for (lo, hi) in [(0, i64::MAX), (i64::MIN, -1)] {
+        for row in st.query_map([lo, hi], from_row)? {
+            out.push(row?);
+        }
+    }
+    Ok(out)
+}
+
+/// The leases whose ids (as stored, i64) lie in `lo..=hi`, in id order.
+fn in_range(conn: &Connection, lo: i64, hi: i64) -> rusqlite::Result<Vec<Lease>> {
+    let mut st = conn.prepare_cached(SELECT_LEASES)?;
+    st.query_map([lo, hi], lease_from_row)?.collect()
+}
+
+fn session_from_row(r: &Row<'_>) -> rusqlite::Result<Session> {
+    Ok(Session {
+        id: SessionId(r.get::<_, i64>(0)? as u64),
+        secret_hash: r.get(1)?,
+        client: ClientInfo {
+            user: r.get::<_, String>(2)?.into(),
+            host: r.get::<_, String>(3)?.into(),
+            display: r.get::<_, String>(4)?.into(),
+            pid: r.get(5)?,
+            program: r.get::<_, String>(6)?.into(),
+            program_version: r.get::<_, String>(7)?.into(),
+            address: r.get::<_, String>(8)?.into(),
+        },
+        opened_at: r.get::<_, i64>(9)? as u64,
+        // Soft state: the ledger gives every recovered session a fresh TTL.
+        expires_at: 0,
+        connected: false,
+        detached: false,
+    })
+}
+
+fn lease_from_row(r: &Row<'_>) -> rusqlite::Result<Lease> {
+    Ok(Lease {
+        id: LeaseId(r.get::<_, i64>(0)? as u64),
+        session: SessionId(r.get::<_, i64>(1)? as u64),
+        feature: r.get::<_, String>(2)?.into(),
+        vendor: r.get::<_, String>(3)?.into(),
+        requested_version: r.get::<_, String>(4)?.into(),
+        pool_version: r.get::<_, String>(5)?.into(),
+        count: r.get(6)?,
+        granted_at: r.get::<_, i64>(7)? as u64,
+        client_ref: r.get::<_, i64>(8)? as u64,
+        overdraft: r.get(9)?,
+        lingering_until: r.get::<_, Option<i64>>(10)?.map(|t| t as u64),
+        borrowed_until: r.get::<_, Option<i64>>(11)?.map(|t| t as u64),
+        token_for: r.get::<_, Option<String>>(12)?.map(Into::into),
+    })
+}
+
+fn usage_from_row(r: &Row<'_>) -> rusqlite::Result<UsageRecord> {
+    Ok(UsageRecord {
+        hash: r.get(13)?,
+        ..schema::usage_columns(r)?
+    })
+}
