@@ -18,7 +18,7 @@
 //!   `foreign_keys=ON`, and a schema versioned by `PRAGMA user_version`.
 //! - [`MemoryStore`]: a plain in-memory model with no durability, used as the reference
 //!   model in tests and for fast tests of the server. Both pass the same conformance suite
-//!   (`tests/it/conformance.rs`).
+//!   (`tests/it/conformance/`).
 //!
 //! # Why one writer thread and group commit
 //!
