@@ -227,7 +227,9 @@ async fn an_idle_client_detaches_by_itself_and_resumes_for_its_next_request() {
     let lic = Licensed::new(LICENSE);
     let server = TestServer::start(lic.config()).await;
     let mut config = client_config(&server);
-    config.detach_after = Some(Duration::from_millis(300));
+    // Long enough that the status read right after the second checkout comes before the
+    // client goes idle again, even on a loaded machine; short enough to detach soon.
+    config.detach_after = Some(Duration::from_millis(1_500));
     let client = Client::connect(config).await.unwrap();
     let license = client.checkout("cad", "", 1).await.unwrap();
 
