@@ -1,6 +1,7 @@
 //! Integration tests of the replicated ledger.
 
 mod cluster;
+mod history;
 mod proposer;
 mod snapshot;
 mod suite;
