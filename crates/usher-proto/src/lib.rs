@@ -15,6 +15,7 @@ mod frame;
 pub mod fuzzing;
 mod messages;
 pub mod names;
+mod opening;
 pub mod udp;
 
 pub use frame::{
@@ -22,6 +23,7 @@ pub use frame::{
     field_len, payload_len, write_frame,
 };
 pub use messages::*;
+pub use opening::{NotHello, check_opening};
 
 /// The protocol version this build speaks. Bumped only for changes that old peers cannot
 /// ignore; additive changes (new fields, new request kinds) keep the version.

@@ -65,6 +65,8 @@ pub enum Refused {
     Plaintext,
     /// The TLS handshake failed (or the peer left).
     Handshake(std::io::Error),
+    /// Plaintext whose first frame cannot begin a usher handshake (see [`judge`]).
+    NotHello(usher_proto::NotHello),
 }
 
 impl Refused {
@@ -79,6 +81,14 @@ impl Refused {
             ),
             Refused::Handshake(e) => {
                 let detail = format!("TLS handshake failed: {e}");
+                metrics.connection_rejected(RejectReason::Handshake, peer, &detail);
+            }
+            // Counted as the handshake counts a bad first frame.
+            Refused::NotHello(why) => {
+                if matches!(why, usher_proto::NotHello::Frame(_)) {
+                    metrics.frame_rejected();
+                }
+                let detail = format!("handshake failed: {why} (in its first bytes; told nothing)");
                 metrics.connection_rejected(RejectReason::Handshake, peer, &detail);
             }
         }
@@ -105,6 +115,33 @@ pub async fn accept(
         return Err(Refused::Handshake(std::io::ErrorKind::UnexpectedEof.into()));
     }
     Err(Refused::Plaintext)
+}
+
+/// The most of what a new connection already sent that [`judge`] looks at: a Hello with
+/// short names fits; a longer one is left to the handshake.
+const JUDGED_BYTES: usize = 2048;
+
+/// Judges a new connection by what its peer has already sent, without waiting for more
+/// (one `recv` with `MSG_PEEK | MSG_DONTWAIT`, which leaves the bytes to be read): `Err`
+/// for a peer that [`accept`] or the handshake would refuse anyway, told nothing (one
+/// that already left, plaintext on a server that requires TLS, or, where plaintext is
+/// allowed, a first frame over `max_frame` bytes, undecodable, or a Hello without the
+/// usher magic); `Ok` for the rest, to go through [`accept`]: TLS, a beginning that may
+/// still be a Hello, or nothing sent yet.
+pub fn judge(stream: &TcpStream, plaintext: bool, max_frame: usize) -> Result<(), Refused> {
+    use rustix::net::RecvFlags;
+    let mut first = [0u8; JUDGED_BYTES];
+    let n = match rustix::net::recv(stream, &mut first, RecvFlags::PEEK | RecvFlags::DONTWAIT) {
+        Ok((n, _)) => n,
+        Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => return Ok(()),
+        Err(e) => return Err(Refused::Handshake(e.into())),
+    };
+    match first[..n].first() {
+        None => Err(Refused::Handshake(std::io::ErrorKind::UnexpectedEof.into())),
+        Some(&TLS_HANDSHAKE) => Ok(()),
+        Some(_) if !plaintext => Err(Refused::Plaintext),
+        Some(_) => usher_proto::check_opening(&first[..n], max_frame).map_err(Refused::NotHello),
+    }
 }
 
 /// Logs a warning when plaintext is used, at most once per `every_ms` milliseconds.

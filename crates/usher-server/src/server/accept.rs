@@ -171,6 +171,12 @@ pub(super) async fn accept_loop(
     let mut client_backoff = crate::accept_backoff::AcceptBackoff::new("client");
     tokio::pin!(shutdown);
     loop {
+        // Reap finished connections so the set stays the size of the live ones.
+        while connections.try_join_next().is_some() {}
+        // Established connections first: their tasks that are ready run before the next
+        // connection is accepted, however fast new ones arrive. At the top of the turn, so
+        // that a turn cut short (a refusal's `continue`) yields too.
+        tokio::task::yield_now().await;
         tokio::select! {
             _ = &mut shutdown => break,
             Some(()) = next_signal(&mut reload_signal) => {
@@ -212,27 +218,38 @@ pub(super) async fn accept_loop(
                     if permit.is_none() {
                         permit = limit.clone().try_acquire_owned().ok();
                     }
+                    let refusal = Refusing {
+                        slots: &refusing,
+                        tls,
+                        config,
+                        metrics,
+                    };
+                    let contended = contended(&handshaking, config.max_handshakes);
                     let admitted = match &permit {
-                        Some(_) => gate.admit(peer.ip(), contended(&handshaking, config.max_handshakes)).and_then(|a| {
-                            let handshake = handshaking.clone().try_acquire_owned();
-                            let handshake =
-                                handshake.map_err(|_| crate::access::Refusal::Handshakes)?;
-                            Ok((a, handshake))
-                        }),
+                        Some(_) => gate.admit(peer.ip(), contended),
                         None => Err(crate::access::Refusal::ServerFull),
                     };
-                    let (admitted, handshake) = match admitted {
+                    let admitted = match admitted {
                         Ok(a) => a,
                         Err(why) => {
-                            let refusal = Refusing {
-                                slots: &refusing,
-                                tls,
-                                config,
-                                metrics,
-                            };
                             refusal.refuse(stream, peer, why, connections);
                             continue;
                         }
+                    };
+                    // Junk already sent is refused here, for the price of one `recv`, not of
+                    // a task, and before it can take a handshake slot; what may still be a
+                    // client goes on to TLS and the handshake.
+                    let (plaintext, max_frame) =
+                        (config.insecure_plaintext, config.max_frame_bytes);
+                    if let Err(refused) = crate::tls::judge(&stream, plaintext, max_frame) {
+                        refused.count(metrics, &peer);
+                        continue;
+                    }
+                    let Ok(handshake) = handshaking.clone().try_acquire_owned() else {
+                        drop(admitted);
+                        let why = crate::access::Refusal::Handshakes;
+                        refusal.refuse(stream, peer, why, connections);
+                        continue;
                     };
                     let _ = stream.set_nodelay(true);
                     let (ctx, stop, permit) = (ctx.clone(), stop.clone(), permit.take());
@@ -274,11 +291,6 @@ pub(super) async fn accept_loop(
                 Err(e) => client_backoff.pause(&e).await,
             },
         }
-        // Reap finished connections so the set stays the size of the live ones.
-        while connections.try_join_next().is_some() {}
-        // Established connections first: their tasks that are ready run before the
-        // next connection is accepted, however fast new ones arrive.
-        tokio::task::yield_now().await;
     }
 }
 

@@ -17,6 +17,7 @@ mod flood;
 mod full_disk;
 mod hostile;
 mod http;
+mod junk;
 mod local;
 mod metric_names;
 mod names;

@@ -29,7 +29,12 @@ async fn connect_error(port: u16) -> String {
 }
 
 /// The `usher_connections_rejected_total` sample of `reason`, once it reaches `at_least`.
-async fn rejected(server: &TestServer, family: &str, reason: Option<&str>, at_least: f64) -> f64 {
+pub(crate) async fn rejected(
+    server: &TestServer,
+    family: &str,
+    reason: Option<&str>,
+    at_least: f64,
+) -> f64 {
     let admin = server.admin.unwrap();
     eventually(
         Duration::from_secs(20),
