@@ -259,7 +259,11 @@ impl From<ClientError> for Failure {
     fn from(e: ClientError) -> Self {
         let code = match &e {
             ClientError::Unreachable { .. } => USHER_E_UNREACHABLE,
-            ClientError::Denied(d) => denial_code(d.reason),
+            // By the reason's stable name: each wire reason has its C code, and one this
+            // build does not know is a plain denial.
+            ClientError::Denied(d) => denial_code(
+                DenyReason::from_name(d.reason.name()).unwrap_or(DenyReason::Unspecified),
+            ),
             ClientError::Server {
                 code: ErrorCode::ShuttingDown,
                 ..
@@ -270,6 +274,8 @@ impl From<ClientError> for Failure {
             ClientError::Untrusted(_) => USHER_E_UNTRUSTED,
             ClientError::Closed => USHER_E_CLOSED,
             ClientError::Config(_) => USHER_E_BAD_SERVER_LIST,
+            // A kind of failure newer than this table: the detail text still says it.
+            _ => USHER_E_INTERNAL,
         };
         Failure::new(code, e.to_string())
     }

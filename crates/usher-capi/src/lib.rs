@@ -268,11 +268,11 @@ impl UsherClient {
         let verified = !config.vendor_keys.is_empty();
         let client = runtime.block_on(usher_client::Client::connect(config))?;
         // Connection events, from the client's connection state.
-        let mut up = client.connection();
+        let mut up = client.connection_watch();
         let events = self.events.clone();
         runtime.spawn(async move {
-            while up.changed().await.is_ok() {
-                let event = if *up.borrow_and_update() {
+            while let Some(connected) = up.changed().await {
+                let event = if connected {
                     (USHER_EVENT_RECONNECTED, "reconnected")
                 } else {
                     (USHER_EVENT_CONNECTION_LOST, "connection lost; reconnecting")
@@ -327,17 +327,12 @@ impl UsherClient {
 
 /// Watches a granted license for its loss and reports it as an event.
 fn watch_loss(runtime: &tokio::runtime::Handle, events: Arc<Events>, lic: &usher_client::License) {
-    let mut loss = lic.loss();
+    let loss = lic.loss_watch();
     let lease_id = lic.lease_id();
     runtime.spawn(async move {
-        loop {
-            if let Some(reason) = loss.borrow_and_update().clone() {
-                events.push(USHER_EVENT_LICENSE_LOST, lease_id, &reason);
-                return;
-            }
-            if loss.changed().await.is_err() {
-                return; // checked in
-            }
+        // `None`: checked in without a loss.
+        if let Some(reason) = loss.lost().await {
+            events.push(USHER_EVENT_LICENSE_LOST, lease_id, &reason.to_string());
         }
     });
 }
@@ -666,7 +661,10 @@ pub unsafe extern "C" fn usher_checkout(
             let handle = connected.runtime.handle().clone();
             task = Some(connected.runtime.spawn(async move {
                 let result = c
-                    .checkout_waiting(&feature, &version, count, wait, None)
+                    .checkout(&feature)
+                    .version(&version)
+                    .count(count)
+                    .wait(wait)
                     .await;
                 let mut s = lock(&slot2);
                 if matches!(*s, Slot::CheckedIn) {
@@ -682,9 +680,13 @@ pub unsafe extern "C" fn usher_checkout(
                 };
             }));
         } else {
-            let lic = connected
-                .runtime
-                .block_on(c.checkout_waiting(&feature, &version, count, wait, None))?;
+            let lic = connected.runtime.block_on(
+                c.checkout(&feature)
+                    .version(&version)
+                    .count(count)
+                    .wait(wait)
+                    .send(),
+            )?;
             watch_loss(connected.runtime.handle(), client.events.clone(), &lic);
             *lock(&slot) = Slot::Granted(lic);
         }
@@ -717,9 +719,7 @@ pub unsafe extern "C" fn usher_license_status(lic: *const UsherLicense, status: 
         *status = match &*slot {
             Slot::Queued => USHER_STATUS_QUEUED,
             Slot::Granted(l) if l.lost_reason().is_some() => USHER_STATUS_LOST,
-            Slot::Granted(_) if !*lic.connected.client.connection().borrow() => {
-                USHER_STATUS_RECONNECTING
-            }
+            Slot::Granted(_) if !lic.connected.client.is_connected() => USHER_STATUS_RECONNECTING,
             Slot::Granted(_) => USHER_STATUS_GRANTED,
             Slot::Failed(f) => {
                 *status = USHER_STATUS_DENIED;
@@ -969,12 +969,14 @@ pub unsafe extern "C" fn usher_borrow(
         }
         not_reentrant()?;
         let connected = client.connect()?;
-        let token = connected.runtime.block_on(connected.client.borrow(
-            feature,
-            version.unwrap_or(""),
-            count,
-            Duration::from_secs(seconds),
-        ))?;
+        let token = connected.runtime.block_on(
+            connected
+                .client
+                .borrow(feature, Duration::from_secs(seconds))
+                .version(version.unwrap_or(""))
+                .count(count)
+                .send(),
+        )?;
         let store = match dir {
             Some(d) => usher_client::borrow::BorrowStore::at(d),
             None => usher_client::borrow::BorrowStore::user_default(),

@@ -75,7 +75,11 @@ impl From<ClientError> for Failure {
     fn from(e: ClientError) -> Self {
         let code = match &e {
             ClientError::Unreachable { .. } | ClientError::Timeout => UNREACHABLE,
-            ClientError::Denied(d) => refusal_code(d.reason),
+            // By the reason's stable name: the classes are the wire's, and a reason this
+            // build does not know is a plain refusal.
+            ClientError::Denied(d) => refusal_code(
+                DenyReason::from_name(d.reason.name()).unwrap_or(DenyReason::Unspecified),
+            ),
             ClientError::Untrusted(_) => NOT_LICENSED,
             _ => FAILURE,
         };

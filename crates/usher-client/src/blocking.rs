@@ -83,16 +83,30 @@ impl Client {
         self.shared.client().session_info()
     }
 
-    /// See [`crate::Client::checkout`].
+    /// Checks out `count` seats of `feature` at version `version` or newer (empty: any),
+    /// refused at once if no seat is free: [`crate::Client::checkout`] with those options.
+    ///
+    /// ```no_run
+    /// # fn demo() -> Result<(), usher_client::ClientError> {
+    /// let client = usher_client::blocking::Client::connect(usher_client::ClientConfig::from_env()?)?;
+    /// let license = client.checkout("cad", "2025", 1)?;
+    /// // ... the licensed work; heartbeats go on in the client's own thread ...
+    /// drop(license); // checks the seat back in
+    /// # Ok(()) }
+    /// ```
     pub fn checkout(
         &self,
         feature: &str,
         version: &str,
         count: u32,
     ) -> Result<License, ClientError> {
-        let inner = self
+        let request = self
             .shared
-            .block_on(self.shared.client().checkout(feature, version, count))?;
+            .client()
+            .checkout(feature)
+            .version(version)
+            .count(count);
+        let inner = self.shared.block_on(request.send())?;
         Ok(License {
             inner,
             _shared: self.shared.clone(),
@@ -112,7 +126,7 @@ impl License {
     }
 
     /// Why the license was lost, if it was.
-    pub fn lost_reason(&self) -> Option<String> {
+    pub fn lost_reason(&self) -> Option<crate::LossReason> {
         self.inner.lost_reason()
     }
 }

@@ -1,9 +1,135 @@
 //! Client errors.
 
-use usher_proto::{DenyReason, ErrorCode};
+use usher_proto::ErrorCode;
+
+/// Why the server refused a checkout or borrow (see [`Denial`]).
+///
+/// More reasons may come in later versions; match with a `_` arm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DenyReason {
+    /// Not given, or a reason this client does not know (a newer server's): the message says it.
+    Unspecified,
+    /// No license names the feature.
+    UnknownFeature,
+    /// The licensed versions are all older than the one requested.
+    VersionTooNew,
+    /// The licenses for the feature have expired.
+    Expired,
+    /// The licenses for the feature have not started yet.
+    NotYetStarted,
+    /// Every seat is in use ([`Denial::in_use`] of [`Denial::total`]).
+    AllInUse,
+    /// The request is malformed (a count of 0, say).
+    BadRequest,
+    /// Other checkouts are queued ahead and the request did not ask to wait.
+    QueuedAhead,
+    /// The checkout waited in the queue for as long as it allowed ([`QueueWait::For`](crate::QueueWait::For)).
+    WaitTimedOut,
+    /// The server's policy keeps this client from the feature (`EXCLUDE`, `INCLUDE`).
+    Excluded,
+    /// A policy `MAX` for this client (or its group, host...) is reached; [`Denial::total`] is the limit.
+    MaxReached,
+    /// The free seats are reserved for others by policy (`RESERVE`).
+    Reserved,
+    /// The license is `USER_BASED` and this user is not one of its named users.
+    NotNamedUser,
+    /// No license for the feature allows borrowing.
+    NotBorrowable,
+    /// The borrow is longer than the license or policy allows.
+    BorrowTooLong,
+    /// The policy keeps the remaining seats from being borrowed (`BORROW_LOWWATER`).
+    BorrowLowWater,
+    /// More seats were asked for than the licenses have ([`Denial::total`]): never met, so never queued.
+    MoreThanLicensed,
+    /// More seats were asked for than the policy's `MAX` allows this client: never met, so never queued.
+    MoreThanAllowed,
+    /// The only licenses for the feature are bound (`HOSTID=`) to another host than the server.
+    BoundToOtherHost,
+}
+
+impl DenyReason {
+    /// The client's own name for the server's `DenyReason`.
+    pub(crate) fn from_proto(p: usher_proto::DenyReason) -> Self {
+        // Exhaustive on purpose: a new wire value must be given a name here.
+        match p {
+            usher_proto::DenyReason::Unspecified => DenyReason::Unspecified,
+            usher_proto::DenyReason::UnknownFeature => DenyReason::UnknownFeature,
+            usher_proto::DenyReason::VersionTooNew => DenyReason::VersionTooNew,
+            usher_proto::DenyReason::Expired => DenyReason::Expired,
+            usher_proto::DenyReason::NotYetStarted => DenyReason::NotYetStarted,
+            usher_proto::DenyReason::AllInUse => DenyReason::AllInUse,
+            usher_proto::DenyReason::BadRequest => DenyReason::BadRequest,
+            usher_proto::DenyReason::QueuedAhead => DenyReason::QueuedAhead,
+            usher_proto::DenyReason::WaitTimedOut => DenyReason::WaitTimedOut,
+            usher_proto::DenyReason::Excluded => DenyReason::Excluded,
+            usher_proto::DenyReason::MaxReached => DenyReason::MaxReached,
+            usher_proto::DenyReason::Reserved => DenyReason::Reserved,
+            usher_proto::DenyReason::NotNamedUser => DenyReason::NotNamedUser,
+            usher_proto::DenyReason::NotBorrowable => DenyReason::NotBorrowable,
+            usher_proto::DenyReason::BorrowTooLong => DenyReason::BorrowTooLong,
+            usher_proto::DenyReason::BorrowLowWater => DenyReason::BorrowLowWater,
+            usher_proto::DenyReason::MoreThanLicensed => DenyReason::MoreThanLicensed,
+            usher_proto::DenyReason::MoreThanAllowed => DenyReason::MoreThanAllowed,
+            usher_proto::DenyReason::BoundToOtherHost => DenyReason::BoundToOtherHost,
+        }
+    }
+
+    fn to_proto(self) -> usher_proto::DenyReason {
+        match self {
+            DenyReason::Unspecified => usher_proto::DenyReason::Unspecified,
+            DenyReason::UnknownFeature => usher_proto::DenyReason::UnknownFeature,
+            DenyReason::VersionTooNew => usher_proto::DenyReason::VersionTooNew,
+            DenyReason::Expired => usher_proto::DenyReason::Expired,
+            DenyReason::NotYetStarted => usher_proto::DenyReason::NotYetStarted,
+            DenyReason::AllInUse => usher_proto::DenyReason::AllInUse,
+            DenyReason::BadRequest => usher_proto::DenyReason::BadRequest,
+            DenyReason::QueuedAhead => usher_proto::DenyReason::QueuedAhead,
+            DenyReason::WaitTimedOut => usher_proto::DenyReason::WaitTimedOut,
+            DenyReason::Excluded => usher_proto::DenyReason::Excluded,
+            DenyReason::MaxReached => usher_proto::DenyReason::MaxReached,
+            DenyReason::Reserved => usher_proto::DenyReason::Reserved,
+            DenyReason::NotNamedUser => usher_proto::DenyReason::NotNamedUser,
+            DenyReason::NotBorrowable => usher_proto::DenyReason::NotBorrowable,
+            DenyReason::BorrowTooLong => usher_proto::DenyReason::BorrowTooLong,
+            DenyReason::BorrowLowWater => usher_proto::DenyReason::BorrowLowWater,
+            DenyReason::MoreThanLicensed => usher_proto::DenyReason::MoreThanLicensed,
+            DenyReason::MoreThanAllowed => usher_proto::DenyReason::MoreThanAllowed,
+            DenyReason::BoundToOtherHost => usher_proto::DenyReason::BoundToOtherHost,
+        }
+    }
+
+    /// The reason's stable snake-case name, as the usage log and `usher report` spell it
+    /// (`"all_in_use"`).
+    pub fn name(self) -> &'static str {
+        self.to_proto().name()
+    }
+}
+
+impl std::fmt::Display for DenyReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// A refused checkout: the server's typed reason and its one-line explanation.
+///
+/// ```no_run
+/// # async fn demo(client: &usher_client::Client) {
+/// use usher_client::{ClientError, DenyReason};
+///
+/// match client.checkout("cad").await {
+///     Err(ClientError::Denied(d)) if d.reason == DenyReason::AllInUse => {
+///         eprintln!("all {} seats of cad are in use", d.total);
+///     }
+///     Err(ClientError::Denied(d)) => eprintln!("refused ({}): {}", d.reason, d.message),
+///     Err(e) => eprintln!("no license server: {e}"),
+///     Ok(_license) => {}
+/// }
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Denial {
     /// Typed reason.
     pub reason: DenyReason,
@@ -16,7 +142,25 @@ pub struct Denial {
 }
 
 /// What can go wrong talking to a license server.
+///
+/// More variants may come in later versions; match with a `_` arm. An application
+/// usually tells a refusal ([`ClientError::Denied`], the server answered "no") from
+/// everything else (no answer to be had).
+///
+/// ```no_run
+/// # async fn demo(client: &usher_client::Client) {
+/// use usher_client::ClientError;
+///
+/// match client.checkout("cad").await {
+///     Ok(license) => { /* the licensed work */ }
+///     Err(ClientError::Denied(d)) => eprintln!("not licensed: {}", d.message),
+///     Err(ClientError::Unreachable { servers, .. }) => eprintln!("no license server at {servers}"),
+///     Err(e) => eprintln!("licensing failed: {e}"),
+/// }
+/// # }
+/// ```
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClientError {
     /// No server in the list could be reached in time.
     #[error("cannot reach any license server ({servers}): {detail}")]
@@ -29,7 +173,9 @@ pub enum ClientError {
     /// The checkout was refused.
     #[error("{}", .0.message)]
     Denied(Denial),
-    /// The server answered with an error.
+    /// The server answered with an error. (`code` is still the wire's own type: the
+    /// connection task builds this variant and is being rewritten; it gets a client type
+    /// of its own with it.)
     #[error("server error ({code:?}): {message}")]
     Server {
         /// Typed code.

@@ -3,7 +3,7 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), usher_client::ClientError> {
 //! let client = usher_client::Client::connect(usher_client::ClientConfig::from_env()?).await?;
-//! let license = client.checkout("cad", "2025", 1).await?;
+//! let license = client.checkout("cad").version("2025").await?;
 //! // ... run the licensed work; heartbeats and reconnects happen in the background ...
 //! drop(license); // checks the seat back in
 //! # Ok(()) }
@@ -17,23 +17,31 @@
 pub mod admin;
 pub mod blocking;
 pub mod borrow;
+mod builder;
 mod driver;
 mod error;
 pub mod known_servers;
+mod loss;
 pub mod node_locked;
 mod servers;
+/// TLS plumbing for usher's own tools (the benchmark opens raw connections with it): not
+/// part of the application-facing surface, and not covered by its stability promise.
+#[doc(hidden)]
 pub mod tls;
 mod udp;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use error::{ClientError, Denial};
+pub use builder::{BorrowRequest, CheckoutRequest, QueuePosition};
+pub use error::{ClientError, Denial, DenyReason};
+pub use loss::{ConnectionWatch, LossReason, LossWatch};
 pub use servers::{
     ClientConfig, ENV_LICENSE, ENV_SETTINGS, Identity, ServerAddr, ServerListError,
     check_env_setting, parse_server_ids, parse_servers, servers_from_env,
 };
 use tokio::sync::{mpsc, oneshot, watch};
+pub use usher_proto::ErrorCode;
 use usher_proto::{Checkout, StatusReport, StatusRequest, request, response};
 
 use crate::driver::Call;
@@ -51,6 +59,18 @@ const MAX_STATUS_PAGES: usize = 100_000;
 /// Cloning is cheap; all clones share one session. The session ends (and every seat it
 /// still holds is released) when the client and all its [`License`]s are dropped, or at
 /// [`Client::close`].
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), usher_client::ClientError> {
+/// use usher_client::{Client, ClientConfig};
+///
+/// let client = Client::connect(ClientConfig::from_env()?).await?;
+/// let license = client.checkout("cad").version("2025").await?;
+/// // ... the licensed work ...
+/// drop(license);
+/// client.close().await; // ends the session now rather than when the last clone goes
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Client {
     calls: mpsc::UnboundedSender<Call>,
@@ -67,8 +87,10 @@ pub struct Client {
     connected: watch::Receiver<bool>,
 }
 
-/// How long a checkout waits in the queue when every seat is taken.
+/// How long a checkout waits in the queue when every seat is taken (see
+/// [`CheckoutRequest::wait`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum QueueWait {
     /// Not at all: a checkout that finds no free seat is refused.
     No,
@@ -80,6 +102,7 @@ pub enum QueueWait {
 
 /// Facts learned in the handshake.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SessionInfo {
     /// Server software version.
     pub server_version: String,
@@ -96,6 +119,16 @@ pub struct SessionInfo {
 impl Client {
     /// Connects to the first reachable server and opens a session. Fails within the
     /// configured connect timeout per server if none answers.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), usher_client::ClientError> {
+    /// use usher_client::{Client, ClientConfig, parse_servers};
+    ///
+    /// let config = ClientConfig::new(parse_servers("1648@license1")?);
+    /// let client = Client::connect(config).await?;
+    /// println!("connected to {}", client.session_info().server_name);
+    /// # Ok(()) }
+    /// ```
     pub async fn connect(config: ClientConfig) -> Result<Client, ClientError> {
         let request_timeout = config.request_timeout;
         let vendor_keys = config.vendor_keys.clone().into();
@@ -116,9 +149,14 @@ impl Client {
 
     /// Whether the client is connected: `true` while a connection is up (or the session
     /// is detached and held by UDP keepalives), `false` from a lost connection until the
-    /// session is resumed on a new one. Await `changed()` on it to follow the changes.
-    pub fn connection(&self) -> watch::Receiver<bool> {
-        self.connected.clone()
+    /// session is resumed on a new one.
+    pub fn is_connected(&self) -> bool {
+        *self.connected.borrow()
+    }
+
+    /// A follower of [`Client::is_connected`]'s changes (see [`ConnectionWatch`]).
+    pub fn connection_watch(&self) -> ConnectionWatch {
+        ConnectionWatch::new(self.connected.clone())
     }
 
     /// Sends a heartbeat now and waits for the server's acknowledgement (bounded by the
@@ -141,32 +179,38 @@ impl Client {
         &self.info
     }
 
-    /// Checks out `count` seats of `feature` at version `version` or newer (empty: any).
-    /// Refused at once if no seat is free.
-    pub async fn checkout(
-        &self,
-        feature: &str,
-        version: &str,
-        count: u32,
-    ) -> Result<License, ClientError> {
-        self.checkout_waiting(feature, version, count, QueueWait::No, None)
-            .await
+    /// Starts a checkout of `feature`: set its options on the returned builder, then
+    /// `.await` it for the [`License`]. By default it asks for one seat of any version and
+    /// is refused at once if no seat is free.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &usher_client::Client) -> Result<(), usher_client::ClientError> {
+    /// use usher_client::{ClientError, DenyReason, QueueWait};
+    ///
+    /// match client.checkout("cad").version("2025").count(2).await {
+    ///     Ok(license) => println!("{} seats of cad until {:?}", license.count(), license.expires()),
+    ///     Err(ClientError::Denied(d)) if d.reason == DenyReason::AllInUse => {
+    ///         // Every seat is taken: wait in the queue for one instead.
+    ///         let license = client.checkout("cad").wait(QueueWait::Indefinitely).await?;
+    ///     }
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn checkout(&self, feature: &str) -> CheckoutRequest<'_> {
+        CheckoutRequest::new(self, feature)
     }
 
-    /// Checks out like [`Client::checkout`], but if every seat is taken, waits in the
-    /// server's queue (for at most `wait`) and returns once the seats are granted.
-    ///
-    /// `position`, if given, is told the request's place in the queue whenever the server
-    /// says it (when it is queued, and again after a reconnect). Dropping the returned
-    /// future withdraws the request from the queue (within one heartbeat interval).
-    pub async fn checkout_waiting(
-        &self,
-        feature: &str,
-        version: &str,
-        count: u32,
-        wait: QueueWait,
-        position: Option<watch::Sender<u32>>,
-    ) -> Result<License, ClientError> {
+    /// Sends a checkout built by [`Client::checkout`] and waits for its answer.
+    async fn send_checkout(&self, request: CheckoutRequest<'_>) -> Result<License, ClientError> {
+        let CheckoutRequest {
+            feature,
+            version,
+            count,
+            wait,
+            position,
+            ..
+        } = request;
         let (lost_tx, lost_rx) = watch::channel(None);
         let (wait, wait_ms, timeout) = match wait {
             QueueWait::No => (false, 0, Some(self.request_timeout)),
@@ -178,19 +222,16 @@ impl Client {
             QueueWait::Indefinitely => (true, 0, None),
         };
         no_seats_refused(count)?;
+        let nonce = self.nonce();
         let kind = request::Kind::Checkout(Checkout {
-            feature: feature.to_string(),
-            version: version.to_string(),
+            feature,
+            version,
             count,
             client_ref: 0, // assigned by the driver
             wait,
             wait_ms,
-            nonce: self.nonce(),
+            nonce: nonce.clone(),
         });
-        let nonce = match &kind {
-            request::Kind::Checkout(c) => c.nonce.clone(),
-            _ => Vec::new(),
-        };
         let g = match self
             .call_for(kind, Some(lost_tx), position, timeout)
             .await?
@@ -227,25 +268,42 @@ impl Client {
         })
     }
 
-    /// Borrows `count` seats of `feature` (version `version` or newer; empty: any) for
-    /// `duration`, for use on this host with no server. The server holds the seats until
-    /// the borrow ends (or [`Client::return_borrow`]) whatever becomes of this session, and
-    /// signs the returned token, bound to this machine's host ids. Keep it with
-    /// [`borrow::BorrowStore::save`]; [`borrow::check`] then grants the feature offline.
+    /// Starts a borrow of seats of `feature` for `duration`, for use on this host with no
+    /// server: set its options on the returned builder, then `.await` it for the signed
+    /// [`borrow::BorrowToken`]. The server holds the seats until the borrow ends (or
+    /// [`Client::return_borrow`]) whatever becomes of this session, and binds the token to
+    /// this machine's host ids. Keep it with [`borrow::BorrowStore::save`];
+    /// [`borrow::check`] then grants the feature offline.
     ///
     /// Refused (as a checkout is) if no seat is free, or if the license does not allow
     /// borrowing (`BORROW`) for that long.
-    pub async fn borrow(
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &usher_client::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// let token = client.borrow("cad", std::time::Duration::from_secs(3 * 86_400)).await?;
+    /// usher_client::borrow::BorrowStore::user_default().save(&token)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn borrow(&self, feature: &str, duration: Duration) -> BorrowRequest<'_> {
+        BorrowRequest::new(self, feature, duration)
+    }
+
+    /// Sends a borrow built by [`Client::borrow`] and waits for its token.
+    async fn send_borrow(
         &self,
-        feature: &str,
-        version: &str,
-        count: u32,
-        duration: Duration,
+        request: BorrowRequest<'_>,
     ) -> Result<borrow::BorrowToken, ClientError> {
+        let BorrowRequest {
+            feature,
+            version,
+            count,
+            duration,
+            ..
+        } = request;
         no_seats_refused(count)?;
         let kind = request::Kind::Borrow(usher_proto::Borrow {
-            feature: feature.to_string(),
-            version: version.to_string(),
+            feature: feature.clone(),
+            version: version.clone(),
             count,
             client_ref: 0, // assigned by the driver
             duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
@@ -259,14 +317,14 @@ impl Client {
                 if !self.vendor_keys.is_empty()
                     && let Err(why) = token.verify(
                         &self.vendor_keys,
-                        feature,
-                        version,
+                        &feature,
+                        &version,
                         &usher_license::host_ids(),
                         borrow::now_ms(),
                     )
                 {
                     // A token this host would refuse offline is no borrow: give it back.
-                    let _ = self.return_borrow(feature, Some(g.lease_id)).await;
+                    let _ = self.return_borrow(&feature, Some(g.lease_id)).await;
                     return Err(ClientError::Untrusted(why));
                 }
                 Ok(token)
@@ -496,7 +554,26 @@ fn unexpected(kind: response::Kind) -> ClientError {
     }
 }
 
-/// Seats held. Dropping it checks them back in.
+/// Seats held, from [`Client::checkout`]. Dropping it checks them back in. While it is
+/// held, the client keeps the seats alive (heartbeats, reconnects); if they are taken
+/// away anyway, [`License::lost`] says why.
+///
+/// ```no_run
+/// # async fn demo(client: &usher_client::Client) -> Result<(), usher_client::ClientError> {
+/// let license = client.checkout("cad").await?;
+/// println!(
+///     "{} seat(s) of {} {} from {}{}",
+///     license.count(),
+///     license.feature(),
+///     license.version(),
+///     license.vendor(),
+///     if license.overdraft() { " (overdraft)" } else { "" },
+/// );
+/// if let Some(reason) = license.lost_reason() {
+///     eprintln!("already lost: {reason}");
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct License {
     lease_id: u64,
@@ -558,30 +635,35 @@ impl License {
         self.statement.as_deref()
     }
 
-    /// Why the license was lost, if it was.
-    pub fn lost_reason(&self) -> Option<String> {
-        self.lost.borrow().clone()
+    /// Why the license was lost, if it was (so far).
+    pub fn lost_reason(&self) -> Option<LossReason> {
+        self.loss_watch().reason()
     }
 
-    /// The loss signal: `None` until the license is lost, then the reason. Unlike
-    /// [`License::lost`] it does not borrow the license, so a task of its own can follow
-    /// it; its `changed()` fails once the license is checked in.
-    pub fn loss(&self) -> watch::Receiver<Option<String>> {
-        self.lost.clone()
+    /// A follower of the license's loss that does not borrow the license, so a task of
+    /// its own can wait on it (see [`LossWatch`]).
+    pub fn loss_watch(&self) -> LossWatch {
+        LossWatch::new(self.lost.clone())
     }
 
     /// Completes when the license is lost (the session expired while the server was out
-    /// of reach, or an administrator removed it), with the reason.
-    pub async fn lost(&self) -> String {
-        let mut rx = self.lost.clone();
-        loop {
-            if let Some(reason) = rx.borrow_and_update().clone() {
-                return reason;
-            }
-            if rx.changed().await.is_err() {
-                // The client is gone for good, so nothing can ever report a loss.
-                std::future::pending::<()>().await;
-            }
+    /// of reach, or an administrator removed it), with the reason. Never completes for a
+    /// license that is not lost.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &usher_client::Client) -> Result<(), usher_client::ClientError> {
+    /// let license = client.checkout("cad").await?;
+    /// tokio::select! {
+    ///     () = std::future::pending::<()>() => {} // the licensed work
+    ///     reason = license.lost() => eprintln!("stopping: the license was lost ({reason})"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn lost(&self) -> LossReason {
+        match self.loss_watch().lost().await {
+            Some(reason) => reason,
+            // The client is gone for good, so nothing can ever report a loss.
+            None => std::future::pending().await,
         }
     }
 }
@@ -598,7 +680,7 @@ impl Drop for License {
 
 fn denial(d: usher_proto::Denied) -> ClientError {
     ClientError::Denied(Denial {
-        reason: d.reason(),
+        reason: DenyReason::from_proto(d.reason()),
         message: d.message,
         in_use: d.in_use,
         total: d.total,
@@ -621,7 +703,7 @@ fn no_seats_refused(count: u32) -> Result<(), ClientError> {
         return Ok(());
     }
     Err(ClientError::Denied(Denial {
-        reason: usher_proto::DenyReason::BadRequest,
+        reason: DenyReason::BadRequest,
         message: "a request must ask for at least 1 seat".into(),
         in_use: 0,
         total: 0,

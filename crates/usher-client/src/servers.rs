@@ -90,8 +90,10 @@ pub fn servers_from_env() -> Result<Vec<ServerAddr>, ServerListError> {
     }
 }
 
-/// Who the client is, as shown to administrators.
+/// Who the client is, as shown to administrators. Start from [`Identity::current`] and
+/// change the fields to present another.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Identity {
     /// Login name.
     pub user: String,
@@ -157,8 +159,20 @@ fn login_name_from_passwd() -> Option<String> {
     })
 }
 
-/// How a client connects.
+/// How a client connects. Made by [`ClientConfig::new`] or [`ClientConfig::from_env`]
+/// (new settings come with defaults, so a configuration cannot be written out field by
+/// field); change the fields after.
+///
+/// ```
+/// use std::time::Duration;
+/// use usher_client::{ClientConfig, parse_servers};
+///
+/// let mut config = ClientConfig::new(parse_servers("1648@license1,1648@license2").unwrap());
+/// config.connect_timeout = Duration::from_secs(1);
+/// config.identity.program = "cad-studio".into();
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ClientConfig {
     /// Servers to try, in order.
     pub servers: Vec<ServerAddr>,

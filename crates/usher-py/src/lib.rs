@@ -303,7 +303,10 @@ impl Client {
         let (feature, version) = (feature.to_owned(), version.to_owned());
         let inner = self.shared.wait(py, async move {
             client
-                .checkout_waiting(&feature, &version, count, wait, None)
+                .checkout(&feature)
+                .version(&version)
+                .count(count)
+                .wait(wait)
                 .await
         })?;
         Ok(License {
@@ -315,7 +318,7 @@ impl Client {
             expires: inner.expires().map(epoch_seconds),
             overdraft: inner.overdraft(),
             statement: inner.statement().map(str::to_owned),
-            loss: inner.loss(),
+            loss: inner.loss_watch(),
             inner: Mutex::new(Some(inner)),
             shared: std::sync::Arc::clone(&self.shared),
             owns_client,
@@ -502,7 +505,7 @@ struct License {
     expires: Option<f64>,
     overdraft: bool,
     statement: Option<String>,
-    loss: tokio::sync::watch::Receiver<Option<String>>,
+    loss: usher_client::LossWatch,
     /// `None` once checked in.
     inner: Mutex<Option<usher_client::License>>,
     shared: std::sync::Arc<Shared>,
@@ -519,7 +522,7 @@ impl License {
     }
 
     fn lost_reason_now(&self) -> Option<String> {
-        self.loss.borrow().clone()
+        self.loss.reason().map(|reason| reason.to_string())
     }
 }
 
@@ -620,18 +623,10 @@ impl License {
     #[pyo3(signature = (timeout=None))]
     fn wait_lost(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<String>> {
         let limit = timeout.map(|t| seconds(py, "timeout", t)).transpose()?;
-        let mut loss = self.loss.clone();
+        let loss = self.loss.clone();
         self.shared.wait(py, async move {
-            let lost = async {
-                loop {
-                    if let Some(reason) = loss.borrow_and_update().clone() {
-                        return Some(reason);
-                    }
-                    if loss.changed().await.is_err() {
-                        return None; // checked in: it can no longer be lost
-                    }
-                }
-            };
+            // `None`: checked in, so it can no longer be lost.
+            let lost = async { loss.lost().await.map(|reason| reason.to_string()) };
             Ok(match limit {
                 Some(limit) => tokio::time::timeout(limit, lost).await.ok().flatten(),
                 None => lost.await,

@@ -290,7 +290,7 @@ async fn scenario(name: &str, link: Link, under: Under) {
                 "RESTART" => f.restart().await,
                 "HOLD_THEN_RELEASE" => {
                     let client = f.client().await;
-                    let lic = client.checkout("cad", "", arg as u32).await.unwrap();
+                    let lic = client.checkout("cad").count(arg as u32).await.unwrap();
                     held.push(tokio::spawn(async move {
                         tokio::time::sleep(Duration::from_millis(500)).await;
                         drop(lic);

@@ -104,7 +104,9 @@ pub async fn run(server: super::Target, args: BorrowArgs) -> Result<u8, Failure>
     config.identity.program = "usher borrow".into();
     let client = Client::connect(config).await?;
     let borrowed = client
-        .borrow(&feature, &args.version, args.count, duration)
+        .borrow(&feature, duration)
+        .version(&args.version)
+        .count(args.count)
         .await;
     // The seats stay held on the server after this goodbye, until the borrow ends.
     client.close().await;

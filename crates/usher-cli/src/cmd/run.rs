@@ -22,7 +22,6 @@ use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
 use clap::Args;
-use tokio::sync::watch;
 use usher_client::QueueWait;
 
 use crate::exit::{FAILURE, Failure};
@@ -180,15 +179,13 @@ pub async fn run(server: super::Target, args: RunArgs) -> Result<u8, Failure> {
         Some(0) => QueueWait::Indefinitely,
         Some(secs) => QueueWait::For(Duration::from_secs(secs)),
     };
-    let (position_tx, mut position_rx) = watch::channel(0u32);
-    let checkout = client.checkout_waiting(
-        &args.feature,
-        &args.version,
-        args.count,
-        wait,
-        Some(position_tx),
-    );
-    let license = match wait_for(checkout, &mut position_rx, &args.feature).await {
+    let mut checkout = client
+        .checkout(&args.feature)
+        .version(&args.version)
+        .count(args.count)
+        .wait(wait);
+    let position = checkout.queue_position();
+    let license = match wait_for(checkout.send(), position, &args.feature).await {
         Ok(license) => license,
         Err(e) => {
             // Say goodbye before exiting, so nothing of ours lingers in the queue.
@@ -310,7 +307,7 @@ async fn wait_for(
     checkout: impl std::future::Future<
         Output = Result<usher_client::License, usher_client::ClientError>,
     >,
-    position: &mut watch::Receiver<u32>,
+    mut position: usher_client::QueuePosition,
     feature: &str,
 ) -> Result<usher_client::License, usher_client::ClientError> {
     tokio::pin!(checkout);
@@ -319,10 +316,9 @@ async fn wait_for(
         tokio::select! {
             license = &mut checkout => return license,
             changed = position.changed() => {
-                if changed.is_err() {
+                let Some(now) = changed else {
                     return checkout.await;
-                }
-                let now = *position.borrow_and_update();
+                };
                 if now != last {
                     last = now;
                     eprintln!(

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use usher_client::admin::AdminConnection;
-use usher_client::{Client, ClientConfig, ClientError, ServerAddr};
-use usher_proto::{DenyReason, ErrorCode, Reload, Remove, request, response};
+use usher_client::{Client, ClientConfig, ClientError, DenyReason, ServerAddr};
+use usher_proto::{ErrorCode, Reload, Remove, request, response};
 use usher_server::{Config, Server};
 
 struct Fixture {
@@ -98,10 +98,15 @@ async fn the_admin_socket_is_private_to_the_server_user() {
 async fn remove_frees_the_seat_and_tells_the_holder() {
     let f = start(TWO_SEATS).await;
     let holder = f.client().await;
-    let license = holder.checkout("cad", "2025", 2).await.unwrap();
+    let license = holder
+        .checkout("cad")
+        .version("2025")
+        .count(2)
+        .await
+        .unwrap();
     let other = f.client().await;
     assert!(matches!(
-        other.checkout("cad", "", 1).await,
+        other.checkout("cad").await,
         Err(ClientError::Denied(_))
     ));
 
@@ -121,9 +126,14 @@ async fn remove_frees_the_seat_and_tells_the_holder() {
     let reason = tokio::time::timeout(Duration::from_secs(20), license.lost())
         .await
         .unwrap();
-    assert!(reason.contains("administrator"), "{reason}");
+    assert_eq!(
+        reason,
+        usher_client::LossReason::RemovedByAdministrator,
+        "{reason}"
+    );
     other
-        .checkout("cad", "", 2)
+        .checkout("cad")
+        .count(2)
         .await
         .expect("the removed seats are free again");
 
@@ -141,7 +151,7 @@ async fn remove_frees_the_seat_and_tells_the_holder() {
 async fn administration_is_refused_over_the_client_port() {
     let f = start(TWO_SEATS).await;
     let holder = f.client().await;
-    let license = holder.checkout("cad", "", 1).await.unwrap();
+    let license = holder.checkout("cad").await.unwrap();
     // A client speaking the admin requests over TCP is refused, and nothing changes.
     let stream = tokio::net::TcpStream::connect(f.addr).await.unwrap();
     let (rd, mut wr) = stream.into_split();
@@ -189,8 +199,8 @@ async fn administration_is_refused_over_the_client_port() {
 async fn reload_shrinks_counts_without_evicting_and_serves_new_features() {
     let f = start(TWO_SEATS).await;
     let holder = f.client().await;
-    let _a = holder.checkout("cad", "", 1).await.unwrap();
-    let _b = holder.checkout("cad", "", 1).await.unwrap();
+    let _a = holder.checkout("cad").await.unwrap();
+    let _b = holder.checkout("cad").await.unwrap();
 
     f.relicense(
         "FEATURE cad acme 2025 permanent 1 HOSTID=ANY\nFEATURE sim acme 3.0 permanent 4 HOSTID=ANY\n",
@@ -210,12 +220,13 @@ async fn reload_shrinks_counts_without_evicting_and_serves_new_features() {
     );
     assert!(_a.lost_reason().is_none() && _b.lost_reason().is_none());
     let other = f.client().await;
-    match other.checkout("cad", "", 1).await {
+    match other.checkout("cad").await {
         Err(ClientError::Denied(d)) => assert_eq!(d.reason, DenyReason::AllInUse, "{d:?}"),
         other => panic!("expected a refusal, got {other:?}"),
     }
     other
-        .checkout("sim", "3.0", 1)
+        .checkout("sim")
+        .version("3.0")
         .await
         .expect("a new entitlement serves at once");
 
@@ -224,7 +235,7 @@ async fn reload_shrinks_counts_without_evicting_and_serves_new_features() {
     drop(_b);
     let mut granted = None;
     for _ in 0..200 {
-        match other.checkout("cad", "", 1).await {
+        match other.checkout("cad").await {
             Ok(l) => {
                 granted = Some(l);
                 break;
@@ -255,7 +266,8 @@ async fn a_bad_reload_leaves_the_licenses_in_force() {
     }
     let client = f.client().await;
     client
-        .checkout("cad", "", 2)
+        .checkout("cad")
+        .count(2)
         .await
         .expect("the old licenses still serve");
 }
@@ -293,7 +305,7 @@ async fn a_license_bound_to_the_server_identity_is_served_by_that_server_only() 
     let server = crate::util::TestServer::start(lic.config()).await;
     let client = server.client().await;
     client
-        .checkout("bound", "", 1)
+        .checkout("bound")
         .await
         .expect("served by the server it is bound to");
     drop(client);
@@ -305,10 +317,10 @@ async fn a_license_bound_to_the_server_identity_is_served_by_that_server_only() 
     config.vendor_keys = vec![lic.public.clone()];
     let elsewhere = crate::util::TestServer::start(config).await;
     let client = elsewhere.client().await;
-    match client.checkout("bound", "", 1).await {
+    match client.checkout("bound").await {
         // Refused with its own reason, not as a feature no license names.
         Err(ClientError::Denied(d)) => {
-            assert_eq!(d.reason, usher_proto::DenyReason::BoundToOtherHost, "{d:?}");
+            assert_eq!(d.reason, DenyReason::BoundToOtherHost, "{d:?}");
             assert!(
                 d.message.contains("bound to another host") && d.message.contains(&id),
                 "{}",

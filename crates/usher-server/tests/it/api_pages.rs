@@ -108,7 +108,7 @@ async fn a_hundred_thousand_holders_page_through_the_api_exactly_once_while_they
                 }
             }
             if page == 2 {
-                late_seat = Some(late.checkout("big", "", 1).await.expect("a late checkout"));
+                late_seat = Some(late.checkout("big").await.expect("a late checkout"));
             }
         },
     )

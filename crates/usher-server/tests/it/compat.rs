@@ -274,12 +274,7 @@ fn this_client_reads_a_newer_servers_responses() {
 async fn an_old_client_reads_a_status_with_token_based_features() {
     let lic = Licensed::new(TOKEN_LICENSE);
     let server = TestServer::start(lic.config()).await;
-    let _held = server
-        .client()
-        .await
-        .checkout("sample", "", 1)
-        .await
-        .unwrap();
+    let _held = server.client().await.checkout("sample").await.unwrap();
     let report = server.status().await;
     assert_eq!(report.token_features.len(), 1, "{report:#?}");
     let then = old::StatusReport::decode(report.encode_to_vec().as_slice())

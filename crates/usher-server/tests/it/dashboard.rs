@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use fantoccini::{ClientBuilder, Locator};
-use usher_client::{Client, ClientConfig, Identity, ServerAddr};
+use usher_client::{Client, ClientConfig, ServerAddr};
 
 use crate::util::{Licensed, eventually};
 
@@ -68,12 +68,9 @@ async fn client_as(port: u16, user: &str, host: &str) -> Client {
         host: "127.0.0.1".into(),
         port,
     }]);
-    config.identity = Identity {
-        user: user.into(),
-        host: host.into(),
-        display: ":0".into(),
-        ..Identity::current()
-    };
+    config.identity.user = user.into();
+    config.identity.host = host.into();
+    config.identity.display = ":0".into();
     config.request_timeout = Duration::from_secs(20);
     config.connect_timeout = Duration::from_secs(20);
     Client::connect(config).await.expect("client connects")
@@ -231,9 +228,9 @@ async fn the_dashboard_shows_a_checkout_live_in_chromium() {
 
     // Someone already holds a seat, and someone was turned away, so the page has history.
     let ana = client_as(port, "ana", "ws7").await;
-    let _held = ana.checkout("cad", "", 1).await.unwrap();
-    let _sim = ana.checkout("sim", "", 2).await.unwrap();
-    let _ = ana.checkout("sim", "", 1).await.unwrap_err();
+    let _held = ana.checkout("cad").await.unwrap();
+    let _sim = ana.checkout("sim").count(2).await.unwrap();
+    let _ = ana.checkout("sim").await.unwrap_err();
 
     // chromedriver, then Chromium through it.
     let chromium = open_browser(&out).await;
@@ -272,7 +269,7 @@ async fn the_dashboard_shows_a_checkout_live_in_chromium() {
 
         // A separate client checks out a seat; the page follows without being reloaded.
         let bob = client_as(port, "bob", "ws9").await;
-        let _seat = bob.checkout("cad", "", 1).await.unwrap();
+        let _seat = bob.checkout("cad").await.unwrap();
         eventually(
             Duration::from_secs(30),
             "the page shows 2 cad seats in use",

@@ -114,7 +114,7 @@ async fn legitimate_clients_are_served_through_a_flood_and_memory_stays_bounded(
             .await
             .unwrap_or_else(|e| panic!("round {round}: connect under flood: {e}"));
         let license = client
-            .checkout("cad", "", 1)
+            .checkout("cad")
             .await
             .unwrap_or_else(|e| panic!("round {round}: checkout under flood: {e}"));
         drop(license);

@@ -62,7 +62,7 @@ async fn hostile_peers_are_refused_while_everyone_else_is_served() {
             let mut rounds = 0u32;
             while rounds < 10_000 && (rounds < 3 || !stop.load(Ordering::SeqCst)) {
                 let license = client
-                    .checkout("sim", "", 1)
+                    .checkout("sim")
                     .await
                     .unwrap_or_else(|e| panic!("legit checkout {rounds} failed: {e}"));
                 drop(license);
@@ -198,10 +198,7 @@ async fn a_frame_over_the_configured_limit_closes_only_its_connection() {
     .await;
 
     let client = server.client().await;
-    client
-        .checkout("cad", "", 1)
-        .await
-        .expect("others are served");
+    client.checkout("cad").await.expect("others are served");
     client.close().await;
 }
 

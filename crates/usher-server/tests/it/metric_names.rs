@@ -151,15 +151,15 @@ async fn metric_names_types_and_labels_are_pinned() {
     let lic = Licensed::new(crate::util::LICENSE);
     let server = TestServer::start(lic.config()).await;
     let ana = server.client().await;
-    let _a = ana.checkout("cad", "", 1).await.unwrap();
+    let _a = ana.checkout("cad").await.unwrap();
     let bob = server.client().await;
-    let _b = bob.checkout("cad", "", 2).await.unwrap();
+    let _b = bob.checkout("cad").count(2).await.unwrap();
     assert!(matches!(
-        ana.checkout("cad", "", 1).await,
+        ana.checkout("cad").await,
         Err(ClientError::Denied(_))
     ));
     assert!(matches!(
-        ana.checkout("nosuch", "", 1).await,
+        ana.checkout("nosuch").await,
         Err(ClientError::Denied(_))
     ));
 

@@ -95,7 +95,7 @@ async fn the_client_clips_its_own_identity_to_the_rules() {
     config.identity.user = "é".repeat(1_000);
     config.identity.program = "tab\there".into();
     let client = usher_client::Client::connect(config).await.expect("served");
-    let _seat = client.checkout("cad", "", 1).await.unwrap();
+    let _seat = client.checkout("cad").await.unwrap();
     let report = server.status().await;
     let holder = holders(&report)[0];
     assert_eq!(holder.user.len(), 256, "{holder:?}");

@@ -117,13 +117,14 @@ async fn an_idle_application_loses_its_seat_after_the_policy_timeout() {
 
     let idle = server.client().await;
     let busy = server.client().await;
-    let idle_seat = idle.checkout("cad", "", 1).await.unwrap();
-    let busy_seat = busy.checkout("cad", "", 1).await.unwrap();
+    let idle_seat = idle.checkout("cad").await.unwrap();
+    let busy_seat = busy.checkout("cad").await.unwrap();
     idle.set_idle(true).await.unwrap();
     let reason = tokio::time::timeout(Duration::from_secs(20), idle_seat.lost())
         .await
         .expect("the idle client's seat is reclaimed");
-    assert!(reason.contains("TIMEOUT"), "{reason}");
+    assert_eq!(reason, usher_client::LossReason::IdleReclaimed, "{reason}");
+    assert!(reason.to_string().contains("TIMEOUT"), "{reason}");
     eventually(
         Duration::from_secs(20),
         "the reclaimed seat to be free",
@@ -137,7 +138,7 @@ async fn an_idle_application_loses_its_seat_after_the_policy_timeout() {
 
     // Active again, it checks out anew and keeps the seat.
     idle.set_idle(false).await.unwrap();
-    let again = idle.checkout("cad", "", 1).await.unwrap();
+    let again = idle.checkout("cad").await.unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(again.lost_reason().is_none(), "{:?}", again.lost_reason());
 }

@@ -4,9 +4,7 @@
 
 use std::time::Duration;
 
-use tokio::sync::watch;
-use usher_client::{Client, ClientError, License, QueueWait};
-use usher_proto::DenyReason;
+use usher_client::{Client, ClientError, DenyReason, License, QueuePosition, QueueWait};
 
 use crate::proxy::Proxy;
 use crate::util::*;
@@ -17,17 +15,31 @@ const ONE_SEAT: &str = "FEATURE cad acme 2025 permanent 1 HOSTID=ANY\n";
 
 type Waiting = tokio::task::JoinHandle<(Client, Result<License, ClientError>)>;
 
-/// Starts a checkout of one `cad` seat that waits indefinitely; returns the task and the
-/// channel its queue position arrives on.
-fn wait_for_seat(client: Client) -> (Waiting, watch::Receiver<u32>) {
-    let (tx, rx) = watch::channel(0);
+/// Starts a checkout of one `cad` seat that waits indefinitely; returns the task and a
+/// follower of its place in the queue.
+async fn wait_for_seat(client: Client) -> (Waiting, QueuePosition) {
+    let (tx, rx) = tokio::sync::oneshot::channel();
     let task = tokio::spawn(async move {
-        let license = client
-            .checkout_waiting("cad", "", 1, QueueWait::Indefinitely, Some(tx))
-            .await;
+        let mut checkout = client.checkout("cad").wait(QueueWait::Indefinitely);
+        let _ = tx.send(checkout.queue_position());
+        let license = checkout.await;
         (client, license)
     });
-    (task, rx)
+    let position = rx
+        .await
+        .expect("the checkout task sends its queue position");
+    (task, position)
+}
+
+/// Waits until the server has put the checkout at `place` in the queue.
+async fn at_place(position: &mut QueuePosition, place: u32) {
+    while position.get() != place {
+        let now = position.changed().await;
+        assert!(
+            now.is_some(),
+            "the checkout ended before reaching place {place}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -35,12 +47,12 @@ async fn a_waiting_client_is_told_its_position_and_granted_when_the_seat_frees()
     let lic = Licensed::new(ONE_SEAT);
     let server = TestServer::start(lic.config()).await;
     let holder = server.client().await;
-    let held = holder.checkout("cad", "", 1).await.unwrap();
+    let held = holder.checkout("cad").await.unwrap();
 
-    let (wait1, mut pos1) = wait_for_seat(server.client().await);
-    pos1.wait_for(|p| *p == 1).await.unwrap();
-    let (wait2, mut pos2) = wait_for_seat(server.client().await);
-    pos2.wait_for(|p| *p == 2).await.unwrap();
+    let (wait1, mut pos1) = wait_for_seat(server.client().await).await;
+    at_place(&mut pos1, 1).await;
+    let (wait2, mut pos2) = wait_for_seat(server.client().await).await;
+    at_place(&mut pos2, 2).await;
 
     let report = server.status().await;
     let queue: Vec<(u32, u32)> = report.queue.iter().map(|q| (q.position, q.count)).collect();
@@ -49,7 +61,7 @@ async fn a_waiting_client_is_told_its_position_and_granted_when_the_seat_frees()
 
     // A client that will not wait is refused while others queue, with a clear reason.
     let impatient = server.client().await;
-    match impatient.checkout("cad", "", 1).await {
+    match impatient.checkout("cad").await {
         Err(ClientError::Denied(d)) => assert_eq!(d.reason, DenyReason::AllInUse, "{d:?}"),
         other => panic!("expected a refusal, got {other:?}"),
     }
@@ -59,7 +71,7 @@ async fn a_waiting_client_is_told_its_position_and_granted_when_the_seat_frees()
     let license = license.expect("the first in line is granted the freed seat");
     assert_eq!(license.feature(), "cad");
     // The second moves up.
-    pos2.wait_for(|p| *p == 1).await.unwrap();
+    at_place(&mut pos2, 1).await;
     drop(license);
     let (_second, license) = tokio::time::timeout(WAIT, wait2).await.unwrap().unwrap();
     license.expect("then the second");
@@ -72,16 +84,11 @@ async fn a_wait_that_runs_out_is_refused_and_leaves_the_queue() {
     let lic = Licensed::new(ONE_SEAT);
     let server = TestServer::start(lic.config()).await;
     let holder = server.client().await;
-    let _held = holder.checkout("cad", "", 1).await.unwrap();
+    let _held = holder.checkout("cad").await.unwrap();
     let waiter = server.client().await;
     let outcome = waiter
-        .checkout_waiting(
-            "cad",
-            "",
-            1,
-            QueueWait::For(Duration::from_millis(600)),
-            None,
-        )
+        .checkout("cad")
+        .wait(QueueWait::For(Duration::from_millis(600)))
         .await;
     match outcome {
         Err(ClientError::Denied(d)) => {
@@ -98,10 +105,10 @@ async fn a_caller_that_stops_waiting_leaves_the_queue() {
     let lic = Licensed::new(ONE_SEAT);
     let server = TestServer::start(lic.config()).await;
     let holder = server.client().await;
-    let held = holder.checkout("cad", "", 1).await.unwrap();
+    let held = holder.checkout("cad").await.unwrap();
     let waiter = server.client().await;
-    let (waiting, mut pos) = wait_for_seat(waiter.clone());
-    pos.wait_for(|p| *p == 1).await.unwrap();
+    let (waiting, mut pos) = wait_for_seat(waiter.clone()).await;
+    at_place(&mut pos, 1).await;
     waiting.abort();
     // Within a heartbeat or so the client withdraws it; the freed seat then stays free.
     eventually(WAIT, "the abandoned request to leave the queue", || async {
@@ -122,9 +129,9 @@ async fn a_queued_client_waits_through_a_restart_and_a_network_blip() {
     let server = TestServer::start(lic.config()).await;
     let proxy = Proxy::start(server.addr).await;
     let holder = server.client().await;
-    let held = holder.checkout("cad", "", 1).await.unwrap();
-    let (waiting, mut pos) = wait_for_seat(client_for(proxy.port).await);
-    pos.wait_for(|p| *p == 1).await.unwrap();
+    let held = holder.checkout("cad").await.unwrap();
+    let (waiting, mut pos) = wait_for_seat(client_for(proxy.port).await).await;
+    at_place(&mut pos, 1).await;
 
     // The queue is soft state: a restart forgets it, and the waiting client queues again
     // when it resumes.

@@ -168,7 +168,7 @@ async fn kill_9_under_load_loses_no_grant_overgrants_nothing_and_holders_resume(
                     break;
                 }
                 current = None; // checks the previous seat in
-                if let Ok(license) = client.checkout("cad", "", 1).await {
+                if let Ok(license) = client.checkout("cad").await {
                     told.push(license.lease_id());
                     current = Some(license);
                     granted.fetch_add(1, Ordering::SeqCst);

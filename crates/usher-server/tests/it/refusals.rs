@@ -56,7 +56,7 @@ async fn over_the_per_address_cap_a_tls_client_is_told_the_limit() {
     config.max_connections_per_ip = 1;
     let server = TestServer::start(config).await;
     let held = server.client().await;
-    let _seat = held.checkout("cad", "", 1).await.unwrap();
+    let _seat = held.checkout("cad").await.unwrap();
     let message = connect_error(server.addr.port()).await;
     assert!(
         message.contains("too many connections from your address 127.0.0.1 (limit 1"),

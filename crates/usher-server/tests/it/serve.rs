@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use usher_client::ClientError;
-use usher_proto::{DenyReason, request, response};
+use usher_client::{ClientError, DenyReason};
+use usher_proto::{request, response};
 
 use crate::util::*;
 
@@ -18,7 +18,8 @@ async fn grants_every_seat_then_refuses_with_the_reason_then_grants_after_a_chec
     for _ in 0..3 {
         held.push(
             client
-                .checkout("cad", "2025", 1)
+                .checkout("cad")
+                .version("2025")
                 .await
                 .expect("a seat is free"),
         );
@@ -32,7 +33,7 @@ async fn grants_every_seat_then_refuses_with_the_reason_then_grants_after_a_chec
     want.sort();
     assert_eq!(ids, want, "{report:#?}");
 
-    let refused = server.client().await.checkout("cad", "2025", 1).await;
+    let refused = server.client().await.checkout("cad").version("2025").await;
     let Err(ClientError::Denied(d)) = refused else {
         panic!("expected a refusal: {refused:?}")
     };
@@ -43,7 +44,7 @@ async fn grants_every_seat_then_refuses_with_the_reason_then_grants_after_a_chec
     drop(held.pop());
     let other = server.client().await;
     let _again = eventually(WAIT, "a grant after the checkin", || async {
-        other.checkout("cad", "2025", 1).await.ok()
+        other.checkout("cad").version("2025").await.ok()
     })
     .await;
     let report = server.status().await;
@@ -80,12 +81,12 @@ async fn a_tampered_entitlement_is_refused_alone() {
 
     let server = TestServer::start(lic.config()).await;
     let client = server.client().await;
-    match client.checkout("cad", "", 1).await {
+    match client.checkout("cad").await {
         Err(ClientError::Denied(d)) => assert_eq!(d.reason, DenyReason::UnknownFeature),
         other => panic!("the tampered feature must not serve: {other:?}"),
     }
     client
-        .checkout("sim", "", 1)
+        .checkout("sim")
         .await
         .expect("the untouched feature still serves");
 }
@@ -104,7 +105,8 @@ async fn versions_and_dates_are_enforced() {
     let server = TestServer::start(lic.config()).await;
     let client = server.client().await;
     let granted = client
-        .checkout("cad", "2025.9", 1)
+        .checkout("cad")
+        .version("2025.9")
         .await
         .expect("2025.10 serves 2025.9");
     assert_eq!(granted.version(), "2025.10");
@@ -112,18 +114,15 @@ async fn versions_and_dates_are_enforced() {
         Err(ClientError::Denied(d)) => (d.reason, d.message),
         other => panic!("expected a refusal, got {other:?}"),
     };
-    let (r, msg) = reason(client.checkout("cad", "2025.11", 1).await);
+    let (r, msg) = reason(client.checkout("cad").version("2025.11").await);
     assert_eq!(r, DenyReason::VersionTooNew, "{msg}");
+    assert_eq!(reason(client.checkout("old").await).0, DenyReason::Expired);
     assert_eq!(
-        reason(client.checkout("old", "", 1).await).0,
-        DenyReason::Expired
-    );
-    assert_eq!(
-        reason(client.checkout("new", "", 1).await).0,
+        reason(client.checkout("new").await).0,
         DenyReason::NotYetStarted
     );
     assert_eq!(
-        reason(client.checkout("nope", "", 1).await).0,
+        reason(client.checkout("nope").await).0,
         DenyReason::UnknownFeature
     );
 }
@@ -149,13 +148,10 @@ async fn overdraft_seats_are_granted_beyond_the_count_and_flagged_everywhere() {
     let lic = Licensed::new("FEATURE od acme 1 permanent 1 HOSTID=ANY OVERDRAFT=1\n");
     let server = TestServer::start(lic.config()).await;
     let client = server.client().await;
-    let first = client.checkout("od", "", 1).await.unwrap();
-    let second = client
-        .checkout("od", "", 1)
-        .await
-        .expect("the overdraft seat");
+    let first = client.checkout("od").await.unwrap();
+    let second = client.checkout("od").await.expect("the overdraft seat");
     assert!(!first.overdraft() && second.overdraft());
-    match client.checkout("od", "", 1).await {
+    match client.checkout("od").await {
         Err(ClientError::Denied(d)) => {
             assert_eq!(
                 (d.reason, d.in_use, d.total),
@@ -217,7 +213,7 @@ async fn a_lingering_seat_stays_held_after_checkin_then_comes_back() {
     let lic = Licensed::new("FEATURE cad acme 2025 permanent 1 HOSTID=ANY LINGER=2\n");
     let server = TestServer::start(lic.config()).await;
     let client = server.client().await;
-    let license = client.checkout("cad", "", 1).await.unwrap();
+    let license = client.checkout("cad").await.unwrap();
     let lease = license.lease_id();
     drop(license);
     let report = eventually(Duration::from_secs(20), "the seat to linger", || async {
@@ -234,7 +230,7 @@ async fn a_lingering_seat_stays_held_after_checkin_then_comes_back() {
         (in_use(&server.status().await, "cad") == 0).then_some(())
     })
     .await;
-    client.checkout("cad", "", 1).await.expect("free again");
+    client.checkout("cad").await.expect("free again");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -242,7 +238,7 @@ async fn a_token_based_feature_draws_tokens_from_its_pool_on_a_real_server() {
     let lic = Licensed::new(TOKEN_LICENSE);
     let server = TestServer::start(lic.config()).await;
     let client = server.client().await;
-    let license = client.checkout("sample", "", 1).await.unwrap();
+    let license = client.checkout("sample").await.unwrap();
     assert_eq!((license.feature(), license.count()), ("sample", 5));
     let report = server.status().await;
     assert_eq!(in_use(&report, "units"), 5, "{report:?}");
@@ -272,7 +268,7 @@ async fn a_token_based_feature_draws_tokens_from_its_pool_on_a_real_server() {
     assert_eq!(pools, ["units"], "{by_name:#?}");
     assert_eq!(by_name.token_features, report.token_features);
     // One unit is left: a second sample is refused, with the pool's figures.
-    match client.checkout("sample", "", 1).await {
+    match client.checkout("sample").await {
         Err(ClientError::Denied(d)) => {
             assert_eq!((d.reason, d.in_use, d.total), (DenyReason::AllInUse, 5, 6));
             assert_eq!(

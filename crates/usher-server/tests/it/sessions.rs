@@ -53,7 +53,7 @@ async fn a_crashed_client_frees_its_seat_after_the_grace_and_a_goodbye_at_once()
 
     // A client that says goodbye frees its seats before the goodbye is acknowledged.
     let client = server.client().await;
-    let license = client.checkout("cad", "", 2).await.unwrap();
+    let license = client.checkout("cad").count(2).await.unwrap();
     assert_eq!(in_use(&server.status().await, "cad"), 2);
     std::mem::forget(license);
     client.close().await;
@@ -74,7 +74,7 @@ async fn a_silent_client_loses_its_seat_after_the_ttl_and_a_live_one_keeps_it() 
     assert!(matches!(granted, response::Kind::Granted(_)), "{granted:?}");
     // A well-behaved client, heartbeating in the background.
     let client = server.client().await;
-    let kept = client.checkout("cad", "", 1).await.unwrap();
+    let kept = client.checkout("cad").await.unwrap();
 
     eventually(WAIT, "the silent client's seat to lapse", || async {
         one_connected_holder(&server.status().await, kept.lease_id()).then_some(())
@@ -95,7 +95,7 @@ async fn a_network_blip_resumes_the_session_with_the_same_single_seat() {
     let server = TestServer::start(lic.config()).await;
     let proxy = Proxy::start(server.addr).await;
     let client = client_for(proxy.port).await;
-    let license = client.checkout("cad", "", 1).await.unwrap();
+    let license = client.checkout("cad").await.unwrap();
     let session = holders(&server.status().await)[0].session_id;
     assert_eq!(proxy.accepted(), 1);
 
@@ -142,7 +142,7 @@ async fn a_half_open_connection_is_abandoned_and_the_session_resumed_on_a_new_on
     let server = TestServer::start(config).await;
     let proxy = Proxy::start(server.addr).await;
     let client = client_for(proxy.port).await;
-    let license = client.checkout("cad", "", 1).await.unwrap();
+    let license = client.checkout("cad").await.unwrap();
     let session = holders(&server.status().await)[0].session_id;
 
     proxy.freeze_all();
@@ -195,7 +195,7 @@ async fn a_dead_connection_is_noticed_in_time_to_resume_with_the_default_ratio()
     let server = TestServer::start(config).await;
     let proxy = Proxy::start(server.addr).await;
     let client = client_for(proxy.port).await;
-    let license = client.checkout("cad", "", 1).await.unwrap();
+    let license = client.checkout("cad").await.unwrap();
 
     proxy.freeze_all();
     eventually(
@@ -268,7 +268,7 @@ async fn a_graceful_restart_keeps_every_seat_and_clients_resume() {
     let lic = Licensed::new(LICENSE);
     let server = TestServer::start(lic.config()).await;
     let client = server.client().await;
-    let license = client.checkout("cad", "", 2).await.unwrap();
+    let license = client.checkout("cad").count(2).await.unwrap();
 
     // Same data directory, same port, so the client can find it again.
     let server = server.restart().await;

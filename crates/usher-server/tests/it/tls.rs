@@ -39,7 +39,7 @@ async fn clients_speak_tls_by_default_and_plaintext_is_refused() {
     let client = Client::connect(config_for(server.addr.port()))
         .await
         .expect("TLS by default");
-    let held = client.checkout("cad", "", 1).await.unwrap();
+    let held = client.checkout("cad").await.unwrap();
     drop(held);
     client.close().await;
 
@@ -120,7 +120,7 @@ async fn the_network_sees_no_user_or_feature_name() {
     let mut config = config_for(port);
     config.identity.user = "secretuser".into();
     let client = Client::connect(config).await.unwrap();
-    let held = client.checkout("secretfeature", "", 1).await.unwrap();
+    let held = client.checkout("secretfeature").await.unwrap();
     drop(held);
     client.close().await;
     let bytes = seen.lock().unwrap().clone();
@@ -166,7 +166,7 @@ async fn grants_relayed_by_a_server_with_another_identity_are_refused() {
     let mut config = config_for(port);
     config.vendor_keys = vec![VendorPublicKey::read_from(&l.public).unwrap()];
     let client = Client::connect(config).await.expect("TLS to the relay");
-    match client.checkout("cad", "", 1).await {
+    match client.checkout("cad").await {
         Err(ClientError::Untrusted(TokenError::NotTheConnectedServer { .. })) => {}
         Err(other) => panic!("expected NotTheConnectedServer, got {other}"),
         Ok(_) => panic!("a relayed grant was accepted"),

@@ -90,32 +90,25 @@ async fn every_event_kind_shows_up_in_the_log() {
 
     let a = server.client().await;
     let b = server.client().await;
-    let first = a.checkout("cad", "", 1).await.unwrap(); // checkout
-    let over = b.checkout("cad", "", 1).await.unwrap(); // checkout (overdraft)
+    let first = a.checkout("cad").await.unwrap(); // checkout
+    let over = b.checkout("cad").await.unwrap(); // checkout (overdraft)
     assert!(over.overdraft());
     // denied
     assert!(matches!(
-        b.checkout("nosuch", "", 1).await,
+        b.checkout("nosuch").await,
         Err(ClientError::Denied(_))
     ));
     // queue, then dequeue (timed out)
     let waited = b
-        .checkout_waiting(
-            "cad",
-            "",
-            1,
-            QueueWait::For(Duration::from_millis(300)),
-            None,
-        )
+        .checkout("cad")
+        .wait(QueueWait::For(Duration::from_millis(300)))
         .await;
     assert!(matches!(waited, Err(ClientError::Denied(_))), "{waited:?}");
     // linger, then checkin (linger over)
-    let lingering = a.checkout("sim", "", 1).await.unwrap();
+    let lingering = a.checkout("sim").await.unwrap();
     drop(lingering);
     // borrow, then return (early)
-    a.borrow("solver", "", 1, Duration::from_secs(3600))
-        .await
-        .unwrap();
+    a.borrow("solver", Duration::from_secs(3600)).await.unwrap();
     assert_eq!(a.return_borrow("solver", None).await.unwrap(), Some(1));
     // remove (by the admin) and admin (reload)
     let mut admin = AdminConnection::connect(&admin_socket, Duration::from_secs(10))

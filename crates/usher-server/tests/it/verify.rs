@@ -135,7 +135,7 @@ async fn assert_untrusted(
     expected: impl Fn(&TokenError) -> bool,
 ) {
     let client = verifying_client(port, keys).await;
-    match client.checkout("cad", "", 1).await {
+    match client.checkout("cad").await {
         Err(ClientError::Untrusted(why)) => assert!(expected(&why), "refused for {why}"),
         Ok(_) => panic!("an unverifiable grant was accepted"),
         Err(other) => panic!("expected Untrusted, got {other}"),
@@ -150,7 +150,7 @@ async fn grants_from_the_licensed_server_verify_directly_and_after_queueing() {
     // Over TLS: the statements must also be signed by the key the channel authenticated.
     let port = server.addr.port();
     let a = client_with(port, acme(&l), false).await;
-    let held = a.checkout("cad", "", 2).await.expect("a verified grant");
+    let held = a.checkout("cad").count(2).await.expect("a verified grant");
     assert_eq!(held.count(), 2);
 
     // A queued checkout is granted by a notice when the seats come back; it is verified
@@ -158,7 +158,8 @@ async fn grants_from_the_licensed_server_verify_directly_and_after_queueing() {
     let b = client_with(port, acme(&l), false).await;
     let waiting = tokio::spawn(async move {
         let license = b
-            .checkout_waiting("cad", "", 1, QueueWait::For(Duration::from_secs(30)), None)
+            .checkout("cad")
+            .wait(QueueWait::For(Duration::from_secs(30)))
             .await;
         (b, license)
     });
@@ -234,7 +235,7 @@ async fn a_replayed_grant_is_refused() {
     )
     .await;
     let first = verifying_client(port, acme(&l)).await;
-    let held = first.checkout("cad", "", 1).await.expect("the first grant");
+    let held = first.checkout("cad").await.expect("the first grant");
     drop(held);
     first.close().await;
     all_seats_back(&server, "the first seat is back").await;
@@ -292,7 +293,7 @@ async fn a_borrow_token_from_an_emulator_is_refused_and_given_back() {
     )
     .await;
     let client = verifying_client(port, acme(&l)).await;
-    match client.borrow("cad", "", 1, Duration::from_secs(3600)).await {
+    match client.borrow("cad", Duration::from_secs(3600)).await {
         Err(ClientError::Untrusted(TokenError::ServerNotBound { .. })) => {}
         other => panic!("expected an untrusted borrow, got {other:?}"),
     }
@@ -300,7 +301,7 @@ async fn a_borrow_token_from_an_emulator_is_refused_and_given_back() {
     // Straight from the licensed server, the token verifies.
     let direct = client_with(server.addr.port(), acme(&l), false).await;
     let token = direct
-        .borrow("cad", "", 1, Duration::from_secs(3600))
+        .borrow("cad", Duration::from_secs(3600))
         .await
         .expect("a verified borrow");
     assert_eq!(token.statement.count, 1);
