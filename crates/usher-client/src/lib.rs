@@ -13,6 +13,22 @@
 //! announces, reconnects and resumes the session after a network blip (so the seats held
 //! stay the same seats: checkouts carry an idempotency key and are simply resent), and
 //! tells the application through [`License::lost`] if a seat is taken away.
+//!
+//! # A stable surface
+//!
+//! Vendors embed this crate in applications they ship for years, so its public API is a
+//! contract. It speaks its own types ([`DenyReason`], [`LossReason`], [`LossWatch`],
+//! [`ConnectionWatch`], [`QueuePosition`]), never the wire's messages or tokio's channels;
+//! requests are builders ([`Client::checkout`], [`Client::borrow`]), so a new option is a
+//! new method, not a new argument; and errors, configuration and enums that may grow are
+//! `#[non_exhaustive]` (match them with a `_` arm, make a [`ClientConfig`] with
+//! [`ClientConfig::new`] or [`ClientConfig::from_env`]).
+//!
+//! `tests/public_api.rs` names every public item with its exact signature and is built in
+//! CI: a change that could break an application fails there first, so changing the
+//! surface is always deliberate — make the change in that file too, in the same commit,
+//! and say it in the release notes. (Not yet in this shape: [`Client::status`] returns the
+//! wire's `StatusReport`, and [`ClientError::Server`] carries the wire's [`ErrorCode`].)
 
 pub mod admin;
 pub mod blocking;
