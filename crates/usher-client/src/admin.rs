@@ -8,9 +8,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use tokio::net::UnixStream;
-use usher_proto::{FrameReader, Hello, Request, Response, request, response};
+pub use usher_proto::StatusReport;
+use usher_proto::{FrameReader, Hello, Request, Response, StatusRequest, request, response};
 
-use crate::ClientError;
+use crate::{Client, ClientError};
 
 /// An open administration connection.
 #[derive(Debug)]
@@ -93,4 +94,42 @@ impl AdminConnection {
             Ok(Ok(Some(kind))) => Ok(kind),
         }
     }
+}
+
+/// Usage per feature with holders and queue, as an administrator sees it, over the
+/// client's own connection: the request presents the server's admin token (the contents
+/// of its `DATA_DIR/admin/token`). The server accepts it only from the addresses in its
+/// `admin_from` (loopback by default); a wrong token is refused and counts against this
+/// address. (Not a method of [`Client`]: applications do not administer.)
+///
+/// The token is sent only over TLS, or in plaintext when every server the client was
+/// configured with is on this host; otherwise this fails with
+/// [`ClientError::TokenNeedsTls`] and sends nothing.
+///
+/// ```no_run
+/// # async fn demo(client: &usher_client::Client) -> Result<(), usher_client::ClientError> {
+/// let token = std::fs::read_to_string("/var/lib/usher/admin/token").unwrap();
+/// let report = usher_client::admin::status_as_admin(client, "cad", &token).await?;
+/// # Ok(()) }
+/// ```
+pub async fn status_as_admin(
+    client: &Client,
+    feature: &str,
+    admin_token: &str,
+) -> Result<StatusReport, ClientError> {
+    let over_tls = client
+        .server_key
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .is_some();
+    if !over_tls && !client.all_servers_local {
+        return Err(ClientError::TokenNeedsTls);
+    }
+    client
+        .status_request(StatusRequest {
+            feature: feature.to_string(),
+            admin_token: admin_token.trim().to_string(),
+            ..StatusRequest::default()
+        })
+        .await
 }

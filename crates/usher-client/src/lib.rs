@@ -441,6 +441,9 @@ impl Client {
 
     /// Usage per feature (all features when `feature` is empty), as much of it as the
     /// server shows to anyone (its `status_detail`: by default seat counts, no holders).
+    /// [`admin::status_as_admin`] shows holders and queue.
+    ///
+    /// (The report is still the wire's own type; it is to get a client type of its own.)
     pub async fn status(&self, feature: &str) -> Result<StatusReport, ClientError> {
         self.status_request(StatusRequest {
             feature: feature.to_string(),
@@ -450,38 +453,12 @@ impl Client {
         .await
     }
 
-    /// Usage per feature with holders and queue, as an administrator sees it: the request
-    /// presents the server's admin token (the contents of its `DATA_DIR/admin/token`). The
-    /// server accepts it only from the addresses in its `admin_from` (loopback by
-    /// default); a wrong token is refused and counts against this address.
-    ///
-    /// The token is sent only over TLS, or in plaintext when every server the client was
-    /// configured with is on this host; otherwise this fails with
-    /// [`ClientError::TokenNeedsTls`] and sends nothing.
-    pub async fn status_as_admin(
-        &self,
-        feature: &str,
-        admin_token: &str,
-    ) -> Result<StatusReport, ClientError> {
-        let over_tls = self
-            .server_key
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some();
-        if !over_tls && !self.all_servers_local {
-            return Err(ClientError::TokenNeedsTls);
-        }
-        self.status_request(StatusRequest {
-            feature: feature.to_string(),
-            admin_token: admin_token.trim().to_string(),
-            ..StatusRequest::default()
-        })
-        .await
-    }
-
     /// Reads every page of the status (a server pages a status larger than one frame; an
     /// older one sends it whole, with no cursor) and returns them as one report.
-    async fn status_request(&self, request: StatusRequest) -> Result<StatusReport, ClientError> {
+    pub(crate) async fn status_request(
+        &self,
+        request: StatusRequest,
+    ) -> Result<StatusReport, ClientError> {
         let mut report: Option<StatusReport> = None;
         // A walk ends when the cursor does; the bound only stops a server that never ends
         // it (a million holders take some 10,000 pages).

@@ -39,6 +39,9 @@ async fn client(config: ClientConfig) -> Result<(), ClientError> {
     let (): () = client.detach().await?;
     let _: Option<u32> = client.return_borrow("cad", Some(7)).await?;
     let _: Option<u32> = client.return_borrow("cad", None).await?;
+    let _: usher_client::admin::StatusReport = client.status("cad").await?;
+    let _: usher_client::admin::StatusReport =
+        usher_client::admin::status_as_admin(&client, "cad", "token").await?;
     let (): () = client.clone().close().await;
     Ok(())
 }

@@ -103,7 +103,7 @@ pub async fn fetch_status(
     admin_token: Option<&str>,
 ) -> Result<StatusReport, ClientError> {
     match admin_token {
-        Some(token) => client.status_as_admin(feature, token).await,
+        Some(token) => usher_client::admin::status_as_admin(client, feature, token).await,
         None => client.status(feature).await,
     }
 }
