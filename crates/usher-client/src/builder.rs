@@ -197,3 +197,115 @@ impl<'c> IntoFuture for BorrowRequest<'c> {
         Box::pin(self.send())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tokio::sync::mpsc;
+    use usher_proto::request;
+
+    use super::*;
+    use crate::driver::Call;
+    use crate::{ClientError, DenyReason, ServerAddr, SessionInfo};
+
+    /// A client whose calls land in the returned channel instead of a driver.
+    fn client() -> (Client, mpsc::UnboundedReceiver<Call>) {
+        let (calls, rx) = mpsc::unbounded_channel();
+        let client = Client {
+            calls,
+            info: SessionInfo {
+                server_version: String::new(),
+                server_name: String::new(),
+                server: ServerAddr {
+                    host: "127.0.0.1".into(),
+                    port: 1648,
+                },
+                heartbeat_interval: Duration::from_secs(30),
+                session_ttl: Duration::from_secs(120),
+            },
+            request_timeout: Duration::from_secs(30),
+            vendor_keys: Arc::from(Vec::new()),
+            server_key: Arc::new(Mutex::new(None)),
+            all_servers_local: true,
+            connected: watch::channel(true).1,
+        };
+        (client, rx)
+    }
+
+    #[tokio::test]
+    async fn the_builder_sends_what_it_was_told_and_defaults_to_one_seat_of_any_version() {
+        let (client, mut calls) = client();
+        let cases = [
+            (client.checkout("cad"), ("cad", "", 1, false, 0)),
+            (
+                client
+                    .checkout("sim")
+                    .version("2025")
+                    .count(3)
+                    .wait(QueueWait::For(Duration::from_millis(1500))),
+                ("sim", "2025", 3, true, 1500),
+            ),
+            (
+                client.checkout("cad").wait(QueueWait::Indefinitely),
+                ("cad", "", 1, true, 0),
+            ),
+        ];
+        for (request, expected) in cases {
+            // Nothing answers: the request is sent, then dropped with the future.
+            let mut sending = std::pin::pin!(request.into_future());
+            let call = tokio::select! {
+                answer = &mut sending => panic!("answered with no server: {answer:?}"),
+                call = calls.recv() => call,
+            };
+            let Some(Call::Request { kind, .. }) = call else {
+                panic!("expected a request for {expected:?}");
+            };
+            let request::Kind::Checkout(c) = *kind else {
+                panic!("expected a checkout for {expected:?}, got {kind:?}");
+            };
+            let sent = (
+                c.feature.as_str(),
+                c.version.as_str(),
+                c.count,
+                c.wait,
+                c.wait_ms,
+            );
+            assert_eq!(sent, expected);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_for_no_seats_is_refused_without_asking_the_server() {
+        let (client, mut calls) = client();
+        let refused = client.checkout("cad").count(0).await;
+        assert!(
+            matches!(&refused, Err(ClientError::Denied(d)) if d.reason == DenyReason::BadRequest),
+            "{refused:?}"
+        );
+        let week = Duration::from_secs(7 * 86_400);
+        let refused = client.borrow("cad", week).count(0).await;
+        assert!(
+            matches!(refused, Err(ClientError::Denied(_))),
+            "{refused:?}"
+        );
+        assert!(calls.try_recv().is_err(), "nothing was sent");
+    }
+
+    #[tokio::test]
+    async fn a_queue_position_follows_the_server_and_ends_with_the_checkout() {
+        let (client, _calls) = client();
+        let mut request = client.checkout("cad").wait(QueueWait::Indefinitely);
+        let mut position = request.queue_position();
+        let sender = request
+            .position
+            .take()
+            .expect("the builder keeps the sender");
+        assert_eq!(position.get(), 0);
+        sender.send_replace(2);
+        assert_eq!(position.changed().await, Some(2));
+        assert_eq!(position.get(), 2);
+        drop(sender); // the checkout ended
+        assert_eq!(position.changed().await, None);
+    }
+}
