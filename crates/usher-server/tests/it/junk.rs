@@ -205,7 +205,7 @@ async fn a_client_is_served_during_a_burst_of_junk() {
         .expect("served during the burst");
     for round in 0..5 {
         let seat = client
-            .checkout("cad", "", 1)
+            .checkout("cad")
             .await
             .unwrap_or_else(|e| panic!("round {round}: checkout during the burst: {e}"));
         drop(seat);
