@@ -25,7 +25,7 @@ use anyhow::Context;
 
 use crate::junk::junk_peer;
 use crate::stats::Measured;
-use crate::usher::{Usherd, usher_worker};
+use crate::usher::{Transport, Usherd, usher_worker_over};
 
 /// Longest a flood generator runs, whatever happens to the harness.
 const GENERATOR_LIMIT: Duration = Duration::from_secs(600);
@@ -60,15 +60,15 @@ impl Flood {
     }
 }
 
-/// Runs `clients` legitimate clients for `ops` operations, first on a quiet server and
-/// then while `peers` junk peers flood it. `limits_off` starts usherd without its
-/// handshake cap and per-address connection rate, to compare with.
+/// Runs `clients` legitimate clients for `ops` operations over `transport`, first on a
+/// quiet server and then while `peers` junk peers flood it. `limits_off` starts usherd
+/// without its handshake cap and per-address connection rate, to compare with.
 pub async fn run(
     peers: usize,
     clients: usize,
-    ops: usize,
-    limit: Duration,
+    (ops, limit): (usize, Duration),
     limits_off: bool,
+    transport: Transport,
 ) -> anyhow::Result<Flood> {
     // Short handshake timeout, so idle junk is shed quickly, as a hardened setup would.
     let config = tempfile::Builder::new().suffix(".toml").tempfile()?;
@@ -82,8 +82,9 @@ pub async fn run(
     let addr = server.addr;
     let pid = server.pid().context("usherd is running")?;
     let before = crate::sessions::cpu_time(pid)?;
-    let quiet =
-        crate::run_clients(clients, ops, limit, move |_, n, d| usher_worker(addr, n, d)).await?;
+    let worker =
+        move |_: usize, n: usize, d: Instant| usher_worker_over(addr, transport.clone(), n, d);
+    let quiet = crate::run_clients(clients, ops, limit, worker.clone()).await?;
     let quiet_cpu = crate::sessions::cpu_time(pid)?.saturating_sub(before);
 
     let mut generator = Generator::start(addr, peers)?;
@@ -91,8 +92,7 @@ pub async fn run(
     tokio::time::sleep(Duration::from_secs(2)).await;
     generator.mark()?;
     let before = crate::sessions::cpu_time(pid)?;
-    let flooded =
-        crate::run_clients(clients, ops, limit, move |_, n, d| usher_worker(addr, n, d)).await;
+    let flooded = crate::run_clients(clients, ops, limit, worker).await;
     let flooded_cpu = crate::sessions::cpu_time(pid)?.saturating_sub(before);
     let junk_connections = generator.stop()?;
     Ok(Flood {

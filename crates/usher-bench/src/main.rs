@@ -91,6 +91,10 @@ struct Args {
     /// connection rate (`max_handshakes`, `max_connection_rate_per_ip`), to compare with.
     #[arg(long)]
     flood_limits_off: bool,
+    /// The flood scenario's legitimate clients speak TLS 1.3, as shipped, instead of
+    /// plaintext (the junk is the same either way).
+    #[arg(long)]
+    tls: bool,
 }
 
 /// A measurement the harness can make.
@@ -198,9 +202,16 @@ async fn flood_scenario(args: &Args) -> anyhow::Result<()> {
         (args.flood_peers, args.ops.unwrap_or(2_000))
     };
     let limit = Duration::from_secs(if args.quick { 5 } else { args.seconds });
+    let transport = if args.tls {
+        usher::Transport::tls()?
+    } else {
+        usher::Transport::Plaintext
+    };
     let mut rows = Vec::new();
     for clients in [1, 16] {
-        rows.push(flood::run(peers, clients, ops, limit, args.flood_limits_off).await?);
+        let run = (ops, limit);
+        let transport = transport.clone();
+        rows.push(flood::run(peers, clients, run, args.flood_limits_off, transport).await?);
     }
     if !args.json {
         println!("flood: legitimate checkout+checkin latency, quiet and while {peers} junk peers");
@@ -211,6 +222,9 @@ async fn flood_scenario(args: &Args) -> anyhow::Result<()> {
         }
         if args.flood_limits_off {
             println!("usherd runs without max_handshakes and max_connection_rate_per_ip");
+        }
+        if args.tls {
+            println!("the legitimate clients speak TLS 1.3");
         }
         println!();
         println!(
@@ -239,6 +253,7 @@ async fn flood_scenario(args: &Args) -> anyhow::Result<()> {
                 "{}",
                 json!({
                     "scenario": "flood",
+                    "tls": args.tls,
                     "clients": r.clients,
                     "junk_peers": r.peers,
                     "junk_connections": r.junk_connections,
