@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::catalog::PoolName;
-use crate::{DupGroup, Lease, LeaseId, PoolKey, PoolRef};
+use crate::{DupGroup, Lease, LeaseId, Name, PoolKey, PoolRef};
 
 /// Who checked a lease out, as `DUP_GROUP=` compares checkouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,6 +232,9 @@ pub struct PoolTallies {
     /// A pool's entry stays when its leases are gone, so leases coming and going allocate
     /// no key.
     pools: HashMap<PoolKey, PoolTally>,
+    /// Tokens held for each token-based feature (`token_for`) from each pool (the lease's
+    /// feature): the leases' counts added up, and the leases.
+    tokens: HashMap<(Name, Name), (u32, u32)>,
 }
 
 impl PoolTallies {
@@ -252,8 +255,24 @@ impl PoolTallies {
             .map(|(k, t)| (k, *t))
     }
 
+    /// Tokens held for each token-based feature, from each pool: `(token-based feature,
+    /// pool feature, tokens, leases)`, for every pair with a lease.
+    pub fn tokens(&self) -> impl Iterator<Item = (&str, &str, u32, u32)> {
+        self.tokens
+            .iter()
+            .map(|((f, pool), &(tokens, leases))| (&**f, &**pool, tokens, leases))
+    }
+
     /// Counts `lease` in.
     pub fn add(&mut self, lease: &Lease) {
+        if let Some(feature) = &lease.token_for {
+            let held = self
+                .tokens
+                .entry((feature.clone(), lease.feature.clone()))
+                .or_default();
+            held.0 += lease.count;
+            held.1 += 1;
+        }
         let pool = lease.pool_key();
         let tally = match self.pools.get_mut(&pool as &dyn PoolName) {
             Some(tally) => tally,
@@ -270,6 +289,16 @@ impl PoolTallies {
 
     /// Counts `lease` (counted in by [`add`](PoolTallies::add)) out.
     pub fn remove(&mut self, lease: &Lease) {
+        if let Some(feature) = &lease.token_for {
+            let key = (feature.clone(), lease.feature.clone());
+            if let Some(held) = self.tokens.get_mut(&key) {
+                held.0 = held.0.saturating_sub(lease.count);
+                held.1 = held.1.saturating_sub(1);
+                if held.1 == 0 {
+                    self.tokens.remove(&key);
+                }
+            }
+        }
         let pool = lease.pool_key();
         if let Some(tally) = self.pools.get_mut(&pool as &dyn PoolName) {
             tally.holders = tally.holders.saturating_sub(1);

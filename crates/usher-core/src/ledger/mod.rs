@@ -159,6 +159,12 @@ impl Ledger {
         self.tallies.pools()
     }
 
+    /// Tokens held for each token-based feature from each pool, as `(token-based feature,
+    /// pool feature, tokens, leases)`, without a walk over the leases.
+    pub fn token_use(&self) -> impl Iterator<Item = (&str, &str, u32, u32)> {
+        self.tallies.tokens()
+    }
+
     /// How many sessions are live.
     pub fn session_count(&self) -> usize {
         self.sessions.len()

@@ -949,6 +949,26 @@ impl Harness {
                 "pool tallies:\n kept   {kept:?}\n walked {walked:?}"
             ));
         }
+        let mut walked_tokens: BTreeMap<(String, String), (u32, u32)> = BTreeMap::new();
+        for lease in snap.leases.values() {
+            if let Some(f) = &lease.token_for {
+                let held = walked_tokens
+                    .entry((f.to_string(), lease.feature.to_string()))
+                    .or_default();
+                held.0 += lease.count;
+                held.1 += 1;
+            }
+        }
+        let kept_tokens: BTreeMap<(String, String), (u32, u32)> = self
+            .ledger
+            .token_use()
+            .map(|(f, pool, tokens, leases)| ((f.to_owned(), pool.to_owned()), (tokens, leases)))
+            .collect();
+        if kept_tokens != walked_tokens {
+            return Err(format!(
+                "token use:\n kept   {kept_tokens:?}\n walked {walked_tokens:?}"
+            ));
+        }
         if (self.ledger.session_count(), self.ledger.lease_count())
             != (snap.sessions.len(), snap.leases.len())
         {

@@ -62,12 +62,21 @@ fn a_token_checkout_draws_its_tokens_from_the_pool_and_a_checkin_returns_them() 
             total: 12
         }
     );
+    // The ledger keeps what token status shows: tokens and leases per feature and pool.
+    assert_eq!(
+        ledger.token_use().collect::<Vec<_>>(),
+        [("sample", "units", 10, 2)]
+    );
     // The pool's own seats are still there for direct checkouts.
     grant(&mut ledger, T0, a, 13, "units", "", 2);
     let (result, changes) = apply(&mut ledger, T0, checkin_cmd(a, 10));
     assert!(matches!(result, Ok(Outcome::Released(_))), "{result:?}");
     assert!(matches!(&changes[..], [Change::LeaseReleased { .. }]));
     assert_eq!(units(&ledger), 7);
+    assert_eq!(
+        ledger.token_use().collect::<Vec<_>>(),
+        [("sample", "units", 5, 1)]
+    );
 }
 
 #[test]

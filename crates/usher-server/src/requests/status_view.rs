@@ -177,7 +177,7 @@ impl StatusView {
                 leases: 0,
             })
             .collect();
-        let tokens = token_statuses(ledger.catalog(), now, |_| true, ledger.leases());
+        let tokens = token_statuses(ledger.catalog(), now, |_| true, ledger.token_use());
         StatusView {
             generation: view.generation,
             now_ms: now,

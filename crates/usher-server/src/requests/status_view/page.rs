@@ -187,7 +187,7 @@ pub fn totals(view: &View<'_>, feature: &str) -> StatusReport {
     let ledger = view.ledger;
     let now = view.now;
     let own = |f: &str| feature.is_empty() || f == feature;
-    let token_features = token_statuses(ledger.catalog(), now, own, ledger.leases());
+    let token_features = token_statuses(ledger.catalog(), now, own, ledger.token_use());
     let wanted = |f: &str| shows_pool(feature, &token_features, f);
     let mut features: Vec<FeatureStatus> = ledger
         .catalog()

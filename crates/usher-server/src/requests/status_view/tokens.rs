@@ -1,17 +1,17 @@
 //! Token-based features in status: they have no pool of their own, so status lists them
 //! beside the pools, with what a seat costs and how much of them is checked out.
 
-use usher_core::{Catalog, Lease, Millis, TokenFeature};
+use usher_core::{Catalog, Millis, TokenFeature};
 use usher_proto::{TokenCost, TokenFeatureStatus};
 
 /// The token-based features `wanted` accepts, by name, with the seats and tokens of them
-/// `leases` hold. Only leases drawn for a token-based feature (`token_for`) count, so
-/// callers may pass only those.
+/// held: `tokens` gives, for each token-based feature and pool, the tokens held
+/// ([`usher_core::Ledger::token_use`], kept by the ledger, so no lease is visited).
 pub fn token_statuses<'a>(
     catalog: &Catalog,
     now: Millis,
     wanted: impl Fn(&str) -> bool,
-    leases: impl Iterator<Item = &'a Lease>,
+    tokens: impl Iterator<Item = (&'a str, &'a str, u32, u32)>,
 ) -> Vec<TokenFeatureStatus> {
     let mut statuses: Vec<TokenFeatureStatus> = catalog
         .token_features()
@@ -21,21 +21,18 @@ pub fn token_statuses<'a>(
     if statuses.is_empty() {
         return statuses;
     }
-    for lease in leases {
-        let Some(name) = lease.token_for.as_deref() else {
-            continue;
-        };
+    for (name, pool, held, leases) in tokens {
         let Some(status) = statuses.iter_mut().find(|s| s.feature == name) else {
             continue;
         };
-        status.tokens_in_use = status.tokens_in_use.saturating_add(lease.count);
-        // A lease holds `count` tokens of one pool: seats times that pool's price.
-        let price = status
-            .costs
-            .iter()
-            .find(|c| c.pool == *lease.feature)
-            .map_or(lease.count, |c| c.tokens);
-        status.in_use = status.in_use.saturating_add(lease.count / price.max(1));
+        status.tokens_in_use = status.tokens_in_use.saturating_add(held);
+        // Leases hold tokens of one pool: seats times that pool's price. A pool no longer
+        // priced (after a reload) counts each of its leases as one seat.
+        let seats = match status.costs.iter().find(|c| c.pool == pool) {
+            Some(cost) => held / cost.tokens.max(1),
+            None => leases,
+        };
+        status.in_use = status.in_use.saturating_add(seats);
     }
     statuses
 }
