@@ -5,7 +5,8 @@ use std::collections::VecDeque;
 use std::ffi::{CString, c_char, c_void};
 use std::sync::{Condvar, Mutex};
 
-use crate::lock;
+use crate::boundary::lock;
+use crate::codes::{Failure, USHER_E_REENTRANT};
 
 thread_local! {
     static IN_CALLBACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
@@ -14,6 +15,16 @@ thread_local! {
 /// Whether this thread is inside an usher callback (blocking calls are refused there).
 pub fn in_callback() -> bool {
     IN_CALLBACK.with(|c| c.get())
+}
+
+pub(crate) fn not_reentrant() -> Result<(), Failure> {
+    if in_callback() {
+        return Err(Failure::new(
+            USHER_E_REENTRANT,
+            "blocking usher functions cannot be called from an usher callback",
+        ));
+    }
+    Ok(())
 }
 
 /// The application's callback and its user data.
