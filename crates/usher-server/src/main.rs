@@ -226,7 +226,8 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
-fn main() -> std::process::ExitCode {
+/// Runs usherd; also the entry point of `usherd-with-faults` (`src/bin/`).
+pub fn main() -> std::process::ExitCode {
     match serve() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
