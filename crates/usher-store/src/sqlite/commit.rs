@@ -152,10 +152,7 @@ impl SqliteStore {
     /// See [`Store::set_meta`](crate::Store::set_meta). Written and fsynced at once.
     pub fn set_meta(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError> {
         self.conn
-            .prepare_cached(
-                "INSERT INTO meta (key, value) VALUES (?1, ?2)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            )
+            .prepare_cached(UPSERT_META)
             .and_then(|mut st| st.execute(params![key, value]))
             .map(drop)
             .context(|| format!("writing meta key {key:?}"))
