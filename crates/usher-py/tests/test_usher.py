@@ -154,6 +154,16 @@ def test_the_gil_is_released_while_a_checkout_waits(server):
 
 
 def test_ctrl_c_interrupts_a_waiting_checkout_and_withdraws_it(server):
+    # Python's own Ctrl-C handler, even when this process started with SIGINT ignored
+    # (as a job started in the background by a non-interactive shell does).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        ctrl_c_interrupts_a_waiting_checkout(server)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def ctrl_c_interrupts_a_waiting_checkout(server):
     with usher.Client(server.spec) as client:
         held = client.checkout("cad", count=2)
 
