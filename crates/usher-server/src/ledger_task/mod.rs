@@ -245,6 +245,11 @@ struct Denials {
     repeats: crate::denial_log::DenialRepeats,
 }
 
+/// The newest grant time among `ledger`'s leases (0 if it holds none).
+pub(crate) fn newest_grant(ledger: &Ledger) -> Millis {
+    ledger.leases().map(|l| l.granted_at).max().unwrap_or(0)
+}
+
 /// The running ledger task and committer thread.
 pub struct LedgerService {
     /// Handle for connections.
@@ -269,7 +274,9 @@ impl LedgerService {
     ///
     /// Lease handles are allocated here, from `first_lease_id` upwards, so that they are
     /// small, unique and never reused (the caller starts above every handle ever granted),
-    /// and batch times never fall before the newest time already in the store.
+    /// and batch times never fall before the newest time already in the store: the later
+    /// of its newest usage record and the newest grant among the leases `ledger` was
+    /// restored with.
     pub fn start(
         ledger: Ledger,
         first_lease_id: u64,
@@ -279,8 +286,9 @@ impl LedgerService {
         outlets: Outlets,
     ) -> std::io::Result<Self> {
         let floor = store
-            .newest_write_at()
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+            .newest_record_at()
+            .map_err(|e| std::io::Error::other(e.to_string()))?
+            .max(newest_grant(&ledger));
         let stamper = Stamper::new(floor, first_lease_id);
         let Outlets {
             notices,

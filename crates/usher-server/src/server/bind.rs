@@ -80,7 +80,12 @@ impl Server {
             reconnect_grace: config.reconnect_grace.as_millis() as u64,
             min_remove: config.min_remove.as_millis() as u64,
         };
-        let now = wall_clock_ms();
+        // Never before the newest durable write, even on a clock that is behind: the
+        // releases of orphaned leases below are stamped with this time.
+        let newest_grant = snapshot.leases.iter().map(|l| l.granted_at).max();
+        let now = wall_clock_ms()
+            .max(store.newest_record_at()?)
+            .max(newest_grant.unwrap_or(0));
         let (sessions, leases) = (snapshot.sessions.len(), snapshot.leases.len());
         let first_lease_id = store.max_lease_id()?.saturating_add(1);
         let mut orphans = Vec::new();

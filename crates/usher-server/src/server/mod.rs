@@ -147,7 +147,10 @@ impl Server {
             .local_addr()
             .map_err(io("reading the bound address"))?;
         let detail = format!("listening on {addr}");
-        let now = wall_clock_ms();
+        // Not before the newest durable write, like every time the ledger stamps.
+        let now = wall_clock_ms()
+            .max(store.newest_record_at()?)
+            .max(crate::ledger_task::newest_grant(&ledger));
         store.log_event(now, UsageEvent::ServerStart, Some(&detail))?;
         store.commit_batch(
             now,
@@ -372,11 +375,8 @@ impl Server {
                 "the store could not be closed cleanly".into(),
             ));
         };
-        store.log_event(
-            wall_clock_ms(),
-            UsageEvent::ServerStop,
-            Some("graceful shutdown"),
-        )?;
+        let at = wall_clock_ms().max(store.newest_record_at()?);
+        store.log_event(at, UsageEvent::ServerStop, Some("graceful shutdown"))?;
         drop(store);
         debug!("store closed");
         info!("stopped");

@@ -8,6 +8,7 @@
 mod access;
 mod admin;
 mod api_pages;
+mod clock;
 mod closing;
 mod compat;
 mod corpus;

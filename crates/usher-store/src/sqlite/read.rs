@@ -116,11 +116,12 @@ impl SqliteStore {
             .unwrap_or(0))
     }
 
-    /// The latest time anything was written at (0 if nothing was): the newer of the
-    /// newest usage record and the newest held lease's grant. A server whose ledger time
-    /// starts here never stamps a change earlier than one already stored, even if it
+    /// The time of the newest usage record (0 if there is none). With the newest grant
+    /// among the loaded leases (which [`load`](Self::load) has already read) it is the
+    /// latest time anything was written at: a server whose ledger time starts at the later
+    /// of the two never stamps a change earlier than one already stored, even if it
     /// restarts on a clock that is behind.
-    pub fn newest_write_at(&self) -> Result<Millis, StoreError> {
+    pub fn newest_record_at(&self) -> Result<Millis, StoreError> {
         let logged: Option<i64> = self
             .conn
             .query_row(
@@ -130,16 +131,7 @@ impl SqliteStore {
             )
             .optional()
             .context(|| "reading the newest usage record".into())?;
-        let granted: Option<i64> = self
-            .conn
-            .query_row("SELECT max(granted_at) FROM leases", [], |r| r.get(0))
-            .context(|| "reading the newest grant".into())?;
-        Ok([logged, granted]
-            .into_iter()
-            .flatten()
-            .map(|at| at.max(0) as Millis)
-            .max()
-            .unwrap_or(0))
+        Ok(logged.map_or(0, |at| at.max(0) as Millis))
     }
 
     /// See [`Store::get_meta`](crate::Store::get_meta).

@@ -1,0 +1,121 @@
+//! Ledger time across restarts: a server never stamps a change earlier than one already
+//! in its store, even when the store holds times its clock has not reached (as after a
+//! restart on a clock that was stepped back).
+
+use usher_core::{Change, ClientInfo, Lease, LeaseId, ReleaseReason, Session, SessionId};
+use usher_server::clock::wall_clock_ms;
+use usher_store::SqliteStore;
+
+use crate::util::{LICENSE, Licensed, TestServer};
+
+const DAY_MS: u64 = 86_400_000;
+
+/// A session of someone else's, opened at `at`.
+fn session(at: u64) -> Session {
+    Session {
+        id: SessionId(1),
+        secret_hash: [1; 32],
+        client: ClientInfo {
+            user: "ada".into(),
+            host: "ws1".into(),
+            display: "/dev/pts/1".into(),
+            pid: 7,
+            program: "cad".into(),
+            program_version: "1".into(),
+            address: "10.0.0.1:5000".into(),
+        },
+        opened_at: at,
+        expires_at: 0,
+        connected: false,
+        detached: false,
+    }
+}
+
+/// One `cad` seat held by `session`, granted at `granted_at`.
+fn lease(granted_at: u64) -> Lease {
+    Lease {
+        id: LeaseId(1_000_000),
+        session: SessionId(1),
+        feature: "cad".into(),
+        vendor: "acme".into(),
+        requested_version: "2025".into(),
+        pool_version: "2025".into(),
+        count: 1,
+        granted_at,
+        client_ref: 0,
+        overdraft: false,
+        lingering_until: None,
+        borrowed_until: None,
+        token_for: None,
+    }
+}
+
+/// Starts a server on the store, checks a `cad` seat out and drops it, stops it, and
+/// returns the times of the usage records it wrote (those after `after_seq`) and
+/// the newest seq.
+async fn records_of_one_run(lic: &Licensed, after_seq: i64) -> (Vec<u64>, i64) {
+    let server = TestServer::start(lic.config()).await;
+    let client = server.client().await;
+    let seat = client.checkout("cad").await.expect("a cad seat");
+    drop(seat);
+    client.close().await;
+    server.shutdown().await.expect("a clean stop");
+    let store = SqliteStore::open_read_only(&lic.config().store_path()).unwrap();
+    let records = store.usage_log(after_seq, 10_000).unwrap();
+    let ats = records.iter().map(|r| r.at).collect();
+    (ats, newest_seq(&store, after_seq))
+}
+
+/// The seq of the newest usage record (`after` if none is newer).
+fn newest_seq(store: &SqliteStore, after: i64) -> i64 {
+    let records = store.usage_log(after, 10_000).unwrap();
+    records.last().map_or(after, |r| r.seq)
+}
+
+/// Both halves of the floor: the newest grant among the stored leases (written in a batch
+/// of an earlier time), then the newest usage record once no lease is left.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_server_never_stamps_a_time_before_its_newest_durable_write() {
+    let lic = Licensed::new(LICENSE);
+    let (_, seq) = records_of_one_run(&lic, 0).await;
+
+    // A held seat granted two days ahead, in a batch stamped one day ahead.
+    let granted_at = wall_clock_ms() + 2 * DAY_MS;
+    let mut store = SqliteStore::open(&lic.config().store_path()).unwrap();
+    let batch_at = granted_at - DAY_MS;
+    let changes = [
+        Change::SessionOpened(session(batch_at)),
+        Change::LeaseGranted(lease(granted_at)),
+    ];
+    store.commit(batch_at, &changes).unwrap();
+    let seq = newest_seq(&store, seq);
+    drop(store);
+    let (ats, seq) = records_of_one_run(&lic, seq).await;
+    assert!(!ats.is_empty(), "the run wrote its checkout");
+    assert!(
+        ats.iter().all(|&at| at >= granted_at),
+        "stamped before the newest grant {granted_at}: {ats:?}"
+    );
+
+    // The seat released and its session closed three days ahead: no lease is left, and
+    // the newest usage record is the floor.
+    let released_at = wall_clock_ms() + 3 * DAY_MS;
+    let mut store = SqliteStore::open(&lic.config().store_path()).unwrap();
+    let changes = [
+        Change::LeaseReleased {
+            lease: lease(granted_at),
+            reason: ReleaseReason::Checkin,
+        },
+        Change::SessionClosed(SessionId(1)),
+    ];
+    store.commit(released_at, &changes).unwrap();
+    assert!(store.load().unwrap().leases.is_empty(), "no lease is left");
+    let seq = newest_seq(&store, seq);
+    drop(store);
+    let (ats, _) = records_of_one_run(&lic, seq).await;
+    assert!(!ats.is_empty(), "the run wrote its checkout");
+    assert!(
+        ats.iter().all(|&at| at >= released_at),
+        "stamped before the newest record {released_at}: {ats:?}"
+    );
+}
