@@ -11,7 +11,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 /// Acquire: evict holders older than the TTL, then take a slot if fewer than the limit
-/// are held. KEYS[1] = semaphore; ARGV = now_ms, ttl_ms, limit, holder id.
+/// are held. `KEYS[1]` = semaphore; `ARGV` = now_ms, ttl_ms, limit, holder id.
 const ACQUIRE: &str = "\
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[1]) - tonumber(ARGV[2]))
 if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3]) then

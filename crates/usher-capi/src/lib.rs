@@ -4,7 +4,7 @@
 //! a test regenerates it and fails on any difference. docs/c-api.md is the guide.
 //!
 //! **ABI Invariants:**
-//! - No panic crosses the boundary: every entry point runs inside [`entry`](boundary::entry), which turns a
+//! - No panic crosses the boundary: every entry point runs inside `boundary::entry`, which turns a
 //!   panic into `USHER_E_INTERNAL`. The library never exits or aborts the host.
 //! - Strings in are borrowed, NUL-terminated UTF-8; strings out are static or copied
 //!   into the caller's buffer, so the caller frees only what it allocated.

@@ -37,7 +37,7 @@ pub struct LexError {
 
 /// Most characters in one logical line (a line with its continuations). Lines of license
 /// and policy files are far shorter; the cap keeps the memory of lexing one line small
-/// (16 bytes a character, see [`Char`]) whatever the file holds.
+/// (16 bytes a character, see `Char`) whatever the file holds.
 pub const MAX_LOGICAL_LINE: usize = 64 * 1024;
 
 /// One character of a logical line with where it came from.

@@ -7,12 +7,12 @@
 //!     ...  # the licensed work; `lic.lost` turns true if the seat is taken away
 //! ```
 //!
-//! Built on the Rust client (`usher-client`) directly. Each [`Client`](client::Client) runs the async
+//! Built on the Rust client (`usher-client`) directly. Each `Client` runs the async
 //! client on a private one-worker runtime, whose thread also sends the heartbeats, so
 //! seats stay alive while Python does anything at all.
 //!
 //! **Architecture Invariant:** no network wait holds the GIL. Every call that waits on the
-//! server releases it ([`Python::detach`]) in slices of at most [`SLICE`](shared::SLICE), checking for
+//! server releases it ([`Python::detach`]) in slices of at most `SLICE`, checking for
 //! signals between slices, so other Python threads run and Ctrl-C interrupts a waiting
 //! checkout (which is then withdrawn from the server's queue).
 //!

@@ -1,7 +1,7 @@
 //! Group commit: one thread owns the store and writes the ledger's batches in order.
 //!
 //! The ledger task hands each batch's changes, together with the replies, to
-//! [`Commits::commit`]. The committer writes every batch that is waiting in one SQLite
+//! `Commits::commit`. The committer writes every batch that is waiting in one SQLite
 //! transaction and only then releases the replies. So:
 //!
 //! - **a grant or release is durable before anyone hears of it**, because replies travel
@@ -22,7 +22,7 @@
 //! A failed commit (a full disk) is survived: its replies, and those of every batch built
 //! after it, are never sent (their connections answer `STORE_UNAVAILABLE`); the ledger task
 //! then reloads the ledger from the store, so it keeps nothing the store rolled back, and
-//! refuses new grants until a probe write every two seconds succeeds (see [`Recovery`]).
+//! refuses new grants until a probe write every two seconds succeeds (see `Recovery`).
 //! A panic of the committer is fatal: it reports to [`Fatal`], and the server stops with
 //! that reason.
 

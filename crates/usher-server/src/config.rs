@@ -29,7 +29,7 @@ pub fn default_data_dir() -> PathBuf {
     base.join("usher")
 }
 
-/// Everything `usherd` needs to run. Built by [`Config::load`] or directly by tests.
+/// Everything `usherd` needs to run. Built from the flags and a [`FileConfig`], or directly by tests.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// TCP address for the client protocol.

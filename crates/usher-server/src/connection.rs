@@ -5,7 +5,7 @@
 //!
 //! Requests are read in order and handed to [`requests::dispatch`] at once; their replies
 //! are written in the same order by a separate writer task, the replies already worked out
-//! together in one write ([`write_answers`]). A client may therefore pipeline requests, up
+//! together in one write (`write_answers`). A client may therefore pipeline requests, up
 //! to `max_requests_in_flight` of them (64 by default), after which the reader stops
 //! reading and TCP flow control pushes back on the client.
 //!

@@ -127,7 +127,7 @@ impl Metrics {
     }
 
     /// Counts a refused connection and warns about it, naming `peer` and `detail` (at most
-    /// once per reason every [`REFUSAL_WARN_EVERY`]; see [`RefusalWarnings`]).
+    /// once per reason every [`REFUSAL_WARN_EVERY`]; see `RefusalWarnings`).
     pub fn connection_rejected(
         &self,
         why: RejectReason,

@@ -50,6 +50,8 @@ pub struct RemoveArgs {
     /// A lease handle (as `usher status` and `lmstat` show it), or, as with `lmremove`,
     /// FEATURE USER HOST [DISPLAY]: every lease of that feature held by that user on that
     /// host (and display).
+    // The help text shows `[DISPLAY]` as written, so it stays unescaped.
+    #[allow(rustdoc::broken_intra_doc_links)]
     #[arg(required = true, num_args = 1..=4)]
     pub what: Vec<String>,
     #[command(flatten)]

@@ -4,7 +4,7 @@
 //! when the period starts must be counted), and the state between two records is constant,
 //! so every figure is an exact integral over time, not a sample.
 //!
-//! Seats in use are counted by the ledger's own accounting ([`SeatsInUse`]), under the
+//! Seats in use are counted by the ledger's own accounting ([`SeatsInUse`](usher_core::SeatsInUse)), under the
 //! `DUP_GROUP=` rule each `seats` record gives its pool, so duplicate checkouts that share
 //! a seat in the ledger share it in the report too.
 

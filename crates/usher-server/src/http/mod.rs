@@ -4,7 +4,7 @@
 //!
 //! Reads go to the ledger task as queries (one consistent view, answered after the batch
 //! it ran in is durable), to the status view it publishes (the long lists, paged by key:
-//! see [`lists`]) or to the store opened read-only; actions go through [`crate::admin`],
+//! see `lists`) or to the store opened read-only; actions go through [`crate::admin`],
 //! the same code the admin socket uses.
 //!
 //! **Authentication:** every `/api/` route needs `Authorization: Bearer TOKEN`, where the

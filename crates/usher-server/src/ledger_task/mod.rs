@@ -9,7 +9,7 @@
 //!
 //! After a failed commit (a full disk) the ledger task reloads the ledger from the store,
 //! so it keeps nothing the store rolled back, and refuses new grants until the store
-//! takes writes again (see [`crate::commit::Recovery`]). A panic of the ledger task is
+//! takes writes again (see `crate::commit::Recovery`). A panic of the ledger task is
 //! fatal: it reports to [`crate::fatal::Fatal`], and the server stops with that reason
 //! instead of answering "shutting down" forever.
 

@@ -125,7 +125,7 @@ impl<S: EncodeLabelSet, V: EncodeGaugeValue> Samples<S, V> {
         }
     }
 
-    /// Counters (named with their `_total`, as [`Counter`]).
+    /// Counters (named with their `_total`, as `Counter`).
     pub fn counters(samples: impl IntoIterator<Item = (S, V)>) -> Self {
         Samples {
             kind: MetricType::Counter,

@@ -179,7 +179,7 @@ impl SqliteStore {
     }
 
     /// From now on, write user, host and display names into the usage log as pseudonyms
-    /// under `key` (see [`pseudonym`]), as FlexLM's `HIDE_USER` does. The caller keeps the
+    /// under `key` (see `pseudonym`), as FlexLM's `HIDE_USER` does. The caller keeps the
     /// key outside the store (the server: a 0600 file beside it), so that whoever may read
     /// the usage log cannot reverse the pseudonyms, and passes the same key at every start
     /// so that they stay the same. Records already written keep their names. (Live
