@@ -5,8 +5,8 @@
 
 use std::ffi::CStr;
 
-use usher_client::ClientError;
-use usher_proto::{DenyReason, ErrorCode};
+use usher_client::{ClientError, ServerErrorCode};
+use usher_proto::DenyReason;
 
 /// Success.
 pub const USHER_OK: i32 = 0;
@@ -265,7 +265,7 @@ impl From<ClientError> for Failure {
                 DenyReason::from_name(d.reason.name()).unwrap_or(DenyReason::Unspecified),
             ),
             ClientError::Server {
-                code: ErrorCode::ShuttingDown,
+                code: ServerErrorCode::ShuttingDown,
                 ..
             } => USHER_E_SERVER_SHUTTING_DOWN,
             ClientError::Server { .. } => USHER_E_SERVER,

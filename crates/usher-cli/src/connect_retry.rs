@@ -12,8 +12,7 @@
 use std::time::Duration;
 
 use tokio::time::Instant;
-use usher_client::{Client, ClientConfig, ClientError};
-use usher_proto::ErrorCode;
+use usher_client::{Client, ClientConfig, ClientError, ServerErrorCode};
 
 use crate::exit::Failure;
 
@@ -60,7 +59,9 @@ fn retryable(error: &ClientError) -> bool {
         ClientError::Unreachable { .. } | ClientError::Timeout => true,
         ClientError::Server { code, .. } => matches!(
             code,
-            ErrorCode::ShuttingDown | ErrorCode::TooManyConnections | ErrorCode::HandshakeTimeout
+            ServerErrorCode::ShuttingDown
+                | ServerErrorCode::TooManyConnections
+                | ServerErrorCode::HandshakeTimeout
         ),
         _ => false,
     }
@@ -109,12 +110,12 @@ mod tests {
         assert!(retryable(&unreachable));
         assert!(retryable(&ClientError::Timeout));
         let busy = ClientError::Server {
-            code: ErrorCode::TooManyConnections,
+            code: ServerErrorCode::TooManyConnections,
             message: "too many connections".into(),
         };
         assert!(retryable(&busy));
         let bad = ClientError::Server {
-            code: ErrorCode::BadRequest,
+            code: ServerErrorCode::BadRequest,
             message: "no".into(),
         };
         assert!(!retryable(&bad));

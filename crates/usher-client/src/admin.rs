@@ -87,10 +87,7 @@ impl AdminConnection {
             Err(_) => Err(ClientError::Timeout),
             Ok(Err(e)) => Err(e),
             Ok(Ok(None)) => Err(ClientError::Protocol("response of an unknown kind".into())),
-            Ok(Ok(Some(response::Kind::Error(e)))) => Err(ClientError::Server {
-                code: e.code(),
-                message: e.message,
-            }),
+            Ok(Ok(Some(response::Kind::Error(e)))) => Err(ClientError::from_server(e)),
             Ok(Ok(Some(kind))) => Ok(kind),
         }
     }

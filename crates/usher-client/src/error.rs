@@ -1,7 +1,5 @@
 //! Client errors.
 
-use usher_proto::ErrorCode;
-
 /// Why the server refused a checkout or borrow (see [`Denial`]).
 ///
 /// More reasons may come in later versions; match with a `_` arm.
@@ -173,13 +171,11 @@ pub enum ClientError {
     /// The checkout was refused.
     #[error("{}", .0.message)]
     Denied(Denial),
-    /// The server answered with an error. (`code` is still the wire's own type: the
-    /// connection task builds this variant and is being rewritten; it gets a client type
-    /// of its own with it.)
+    /// The server answered with an error.
     #[error("server error ({code:?}): {message}")]
     Server {
         /// Typed code.
-        code: ErrorCode,
+        code: ServerErrorCode,
         /// Explanation.
         message: String,
     },
@@ -207,4 +203,113 @@ pub enum ClientError {
     /// The server list is malformed.
     #[error(transparent)]
     Config(#[from] crate::ServerListError),
+}
+
+/// What kind of error a server answered with (see [`ClientError::Server`]).
+///
+/// More codes may come in later versions; match with a `_` arm.
+///
+/// ```no_run
+/// # async fn demo(client: &usher_client::Client) {
+/// use usher_client::{ClientError, ServerErrorCode};
+///
+/// match client.status("cad").await {
+///     Err(ClientError::Server { code: ServerErrorCode::ShuttingDown, .. }) => {
+///         eprintln!("the server is shutting down; try again shortly");
+///     }
+///     Err(e) => eprintln!("no status: {e}"),
+///     Ok(status) => println!("{} pools", status.features.len()),
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ServerErrorCode {
+    /// Not given, or a code this client does not know (a newer server's): the message says it.
+    Unspecified,
+    /// The request is malformed or makes no sense here.
+    BadRequest,
+    /// The server does not know this kind of request (it is older than the client).
+    UnknownRequest,
+    /// No protocol version in common.
+    UnsupportedVersion,
+    /// The first request on a connection must be the handshake.
+    HandshakeRequired,
+    /// The session to resume (or act for) no longer exists.
+    SessionExpired,
+    /// The server is shutting down; try another server or again shortly.
+    ShuttingDown,
+    /// Something failed inside the server.
+    Internal,
+    /// The request is not allowed for this client (a wrong admin token, say).
+    NotPermitted,
+    /// The connection was refused: its address, or the server, holds as many connections
+    /// as it may (the message names the limit).
+    TooManyConnections,
+    /// The handshake did not complete in the time the server allows.
+    HandshakeTimeout,
+    /// The server cannot write its store (a full disk): new grants and sessions are
+    /// refused; held seats and heartbeats keep working.
+    StoreUnavailable,
+}
+
+impl ServerErrorCode {
+    /// The client's own name for the server's `ErrorCode`.
+    pub(crate) fn from_proto(p: usher_proto::ErrorCode) -> Self {
+        // Exhaustive on purpose: a new wire value must be given a name here.
+        match p {
+            usher_proto::ErrorCode::Unspecified => ServerErrorCode::Unspecified,
+            usher_proto::ErrorCode::BadRequest => ServerErrorCode::BadRequest,
+            usher_proto::ErrorCode::UnknownRequest => ServerErrorCode::UnknownRequest,
+            usher_proto::ErrorCode::UnsupportedVersion => ServerErrorCode::UnsupportedVersion,
+            usher_proto::ErrorCode::HandshakeRequired => ServerErrorCode::HandshakeRequired,
+            usher_proto::ErrorCode::SessionExpired => ServerErrorCode::SessionExpired,
+            usher_proto::ErrorCode::ShuttingDown => ServerErrorCode::ShuttingDown,
+            usher_proto::ErrorCode::Internal => ServerErrorCode::Internal,
+            usher_proto::ErrorCode::NotPermitted => ServerErrorCode::NotPermitted,
+            usher_proto::ErrorCode::TooManyConnections => ServerErrorCode::TooManyConnections,
+            usher_proto::ErrorCode::HandshakeTimeout => ServerErrorCode::HandshakeTimeout,
+            usher_proto::ErrorCode::StoreUnavailable => ServerErrorCode::StoreUnavailable,
+        }
+    }
+}
+
+impl ClientError {
+    /// The client's error for the server's error answer: the one place a wire error
+    /// becomes a [`ClientError::Server`].
+    pub(crate) fn from_server(e: usher_proto::Error) -> Self {
+        ClientError::Server {
+            code: ServerErrorCode::from_proto(e.code()),
+            message: e.message,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_error_reads_and_prints_as_the_wire_code_did() {
+        let e = ClientError::from_server(usher_proto::Error {
+            code: usher_proto::ErrorCode::TooManyConnections as i32,
+            message: "too many connections from 127.0.0.1".into(),
+        });
+        assert_eq!(
+            e.to_string(),
+            "server error (TooManyConnections): too many connections from 127.0.0.1"
+        );
+        // A code from a newer server reads as Unspecified, as the wire's own type does.
+        let newer = ClientError::from_server(usher_proto::Error {
+            code: 99,
+            message: "new".into(),
+        });
+        assert!(matches!(
+            newer,
+            ClientError::Server {
+                code: ServerErrorCode::Unspecified,
+                ..
+            }
+        ));
+    }
 }

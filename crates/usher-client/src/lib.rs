@@ -51,7 +51,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
 pub use builder::{BorrowRequest, CheckoutRequest, QueuePosition};
-pub use error::{ClientError, Denial, DenyReason};
+pub use error::{ClientError, Denial, DenyReason, ServerErrorCode};
 pub use license::License;
 pub use loss::{ConnectionWatch, LossReason, LossWatch};
 pub use servers::{
@@ -59,7 +59,6 @@ pub use servers::{
     check_env_setting, parse_server_ids, parse_servers, servers_from_env,
 };
 use tokio::sync::{mpsc, oneshot, watch};
-pub use usher_proto::ErrorCode;
 use usher_proto::{Checkout, StatusReport, StatusRequest, request, response};
 
 use crate::driver::Call;
@@ -541,10 +540,7 @@ impl Client {
 
 fn unexpected(kind: response::Kind) -> ClientError {
     match kind {
-        response::Kind::Error(e) => ClientError::Server {
-            code: e.code(),
-            message: e.message,
-        },
+        response::Kind::Error(e) => ClientError::from_server(e),
         other => ClientError::Protocol(format!("unexpected response {other:?}")),
     }
 }

@@ -22,8 +22,8 @@ use usher_client::known_servers::Seen;
 use usher_client::node_locked::{LocalError, NodeLocked};
 use usher_client::{
     BorrowRequest, CheckoutRequest, Client, ClientConfig, ClientError, ConnectionWatch, Denial,
-    DenyReason, Discovered, ENV_LICENSE, ENV_SETTINGS, ErrorCode, Identity, License, LossReason,
-    LossWatch, QueuePosition, QueueWait, ServerAddr, ServerListError, SessionInfo,
+    DenyReason, Discovered, ENV_LICENSE, ENV_SETTINGS, Identity, License, LossReason, LossWatch,
+    QueuePosition, QueueWait, ServerAddr, ServerErrorCode, ServerListError, SessionInfo,
 };
 
 /// `Client`: connect, the builders, the session calls.
@@ -114,7 +114,7 @@ fn errors(e: ClientError) -> String {
             total,
             ..
         }) => format!("{reason} {message} {in_use} {total}"),
-        ClientError::Server { code, message } => format!("{} {message}", code as i32),
+        ClientError::Server { code, message } => format!("{code:?} {message}"),
         ClientError::Protocol(message) => message,
         ClientError::Timeout | ClientError::Closed | ClientError::TokenNeedsTls => String::new(),
         ClientError::Untrusted(why) => why.to_string(),
@@ -164,12 +164,22 @@ fn loss_reason(reason: &LossReason) -> String {
     }
 }
 
-/// The error codes a server answers with (the wire's type, re-exported).
-fn error_code(code: ErrorCode) -> bool {
-    matches!(
-        code,
-        ErrorCode::ShuttingDown | ErrorCode::TooManyConnections
-    )
+/// The error codes a server answers with: the client's own, growing (`_` arm needed).
+fn error_code(code: ServerErrorCode) -> bool {
+    match code {
+        ServerErrorCode::Unspecified
+        | ServerErrorCode::BadRequest
+        | ServerErrorCode::UnknownRequest
+        | ServerErrorCode::UnsupportedVersion
+        | ServerErrorCode::HandshakeRequired
+        | ServerErrorCode::SessionExpired
+        | ServerErrorCode::Internal
+        | ServerErrorCode::NotPermitted
+        | ServerErrorCode::HandshakeTimeout
+        | ServerErrorCode::StoreUnavailable => false,
+        ServerErrorCode::ShuttingDown | ServerErrorCode::TooManyConnections => true,
+        _ => false,
+    }
 }
 
 /// Configuration: made by constructors, changed by field.

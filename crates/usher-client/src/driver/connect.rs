@@ -11,7 +11,7 @@ use usher_proto::{ErrorCode, FrameReader, Request, Response, request, response};
 
 use super::state::Core;
 use super::{Connection, Writer};
-use crate::{ClientConfig, ClientError, ServerAddr, SessionInfo};
+use crate::{ClientConfig, ClientError, ServerAddr, ServerErrorCode, SessionInfo};
 
 /// What a client is told when a server closes the connection without a word, as a server
 /// does (so as to tell a stranger nothing) when the peer is outside its allow-list or it is
@@ -70,7 +70,7 @@ impl Connector {
                 }
                 // Refused for want of room (or time): another server may have it.
                 Ok(Err(ClientError::Server {
-                    code: ErrorCode::TooManyConnections | ErrorCode::HandshakeTimeout,
+                    code: ServerErrorCode::TooManyConnections | ServerErrorCode::HandshakeTimeout,
                     message,
                 })) => last = format!("{server}: {message}"),
                 Ok(Err(e)) => return Err(e),
@@ -242,10 +242,7 @@ impl Connector {
                     core.resume_refused();
                 }
                 Some(response::Kind::Error(e)) => {
-                    return Err(ClientError::Server {
-                        code: e.code(),
-                        message: e.message,
-                    });
+                    return Err(ClientError::from_server(e));
                 }
                 other => {
                     return Err(ClientError::Protocol(format!(

@@ -256,7 +256,7 @@ async fn a_bad_reload_leaves_the_licenses_in_force() {
     let mut admin = f.admin().await;
     match admin.call(request::Kind::Reload(Reload {})).await {
         Err(ClientError::Server { code, message }) => {
-            assert_eq!(code, ErrorCode::BadRequest);
+            assert_eq!(code, usher_client::ServerErrorCode::BadRequest);
             assert!(
                 message.contains("acme.lic:1:"),
                 "names file and line: {message}"

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use usher_client::ClientError;
 use usher_client::admin::AdminConnection;
-use usher_proto::{DenyReason, ErrorCode, Reload, request, response};
+use usher_proto::{DenyReason, Reload, request, response};
 
 use crate::util::*;
 
@@ -57,7 +57,7 @@ async fn the_policy_is_enforced_and_a_bad_reload_keeps_it_in_force() {
     std::fs::write(&policy, "EXCLUDE cad USER mallory\nFROBNICATE cad\n").unwrap();
     match reload(&config).await {
         Err(ClientError::Server { code, message }) => {
-            assert_eq!(code, ErrorCode::BadRequest);
+            assert_eq!(code, usher_client::ServerErrorCode::BadRequest);
             assert!(
                 message.contains("usher.opt:2:1: unknown keyword"),
                 "{message}"
