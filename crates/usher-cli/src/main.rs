@@ -4,6 +4,37 @@
 //! `lmutil lmstat ...` / `lmstat ...` command lines with FlexLM-identical text, so
 //! monitoring tools that scrape lmstat work unchanged.
 
+/// Makes one of usher-client's status types (which an application cannot name field by
+/// field: they may grow) from its `Default` and the fields given, for the tests' inputs.
+/// `build!(Holder { user: "ann".into(), count: 2 })`, or `build!(Holder { count: 2, ..base })`
+/// to start from `base`.
+#[cfg(test)]
+macro_rules! build {
+    ($ty:ident { $($body:tt)* }) => {{
+        let mut built: $ty = build!(@base $ty; $($body)*);
+        build!(@set built; $($body)*);
+        built
+    }};
+    // The value to start from: `..base`, else the type's default.
+    (@base $ty:ident;) => { $ty::default() };
+    (@base $ty:ident; ..$base:expr) => { $base };
+    (@base $ty:ident; $field:ident: $value:expr $(, $($rest:tt)*)?) => {
+        build!(@base $ty; $($($rest)*)?)
+    };
+    (@base $ty:ident; $field:ident $(, $($rest:tt)*)?) => { build!(@base $ty; $($($rest)*)?) };
+    // The fields, `field: value` or `field` for `field: field`.
+    (@set $built:ident;) => {};
+    (@set $built:ident; ..$base:expr) => {};
+    (@set $built:ident; $field:ident: $value:expr $(, $($rest:tt)*)?) => {
+        $built.$field = $value;
+        build!(@set $built; $($($rest)*)?);
+    };
+    (@set $built:ident; $field:ident $(, $($rest:tt)*)?) => {
+        $built.$field = $field;
+        build!(@set $built; $($($rest)*)?);
+    };
+}
+
 mod cmd;
 mod connect_retry;
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
-use usher_proto::StatusReport;
+use usher_client::StatusReport;
 
 pub use usher_license::words::{lease_handle as format_handle, parse_lease_handle as parse_handle};
 

@@ -8,10 +8,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use tokio::net::UnixStream;
-pub use usher_proto::StatusReport;
 use usher_proto::{FrameReader, Hello, Request, Response, StatusRequest, request, response};
 
-use crate::{Client, ClientError};
+use crate::{Client, ClientError, StatusReport};
 
 /// An open administration connection.
 #[derive(Debug)]
@@ -107,6 +106,11 @@ impl AdminConnection {
 /// # async fn demo(client: &usher_client::Client) -> Result<(), usher_client::ClientError> {
 /// let token = std::fs::read_to_string("/var/lib/usher/admin/token").unwrap();
 /// let report = usher_client::admin::status_as_admin(client, "cad", &token).await?;
+/// for pool in &report.features {
+///     for h in &pool.holders {
+///         println!("{} {}@{} handle {}", pool.feature, h.user, h.host, h.lease_id);
+///     }
+/// }
 /// # Ok(()) }
 /// ```
 pub async fn status_as_admin(

@@ -10,9 +10,7 @@
 
 use std::sync::Arc;
 
-use usher_proto::StatusReport;
-
-use crate::{ClientConfig, ClientError, SessionInfo};
+use crate::{ClientConfig, ClientError, SessionInfo, StatusReport};
 
 /// What every clone of a blocking client and each of its licenses share.
 #[derive(Debug)]
@@ -113,7 +111,15 @@ impl Client {
         })
     }
 
-    /// See [`crate::Client::status`].
+    /// Usage per feature (all features when `feature` is empty): [`crate::Client::status`].
+    ///
+    /// ```no_run
+    /// # fn demo(client: &usher_client::blocking::Client) -> Result<(), usher_client::ClientError> {
+    /// for pool in client.status("cad")?.features {
+    ///     println!("{} {}: {} of {} in use", pool.feature, pool.version, pool.in_use, pool.total);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn status(&self, feature: &str) -> Result<StatusReport, ClientError> {
         self.shared.block_on(self.shared.client().status(feature))
     }

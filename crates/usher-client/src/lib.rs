@@ -17,8 +17,8 @@
 //! # A stable surface
 //!
 //! Vendors embed this crate in applications they ship for years, so its public API is a
-//! contract. It speaks its own types ([`DenyReason`], [`LossReason`], [`LossWatch`],
-//! [`ConnectionWatch`], [`QueuePosition`]), never the wire's messages or tokio's channels;
+//! contract. It speaks its own types ([`DenyReason`], [`ServerErrorCode`], [`LossReason`],
+//! [`LossWatch`], [`ConnectionWatch`], [`QueuePosition`], [`StatusReport`]), never the wire's messages or tokio's channels;
 //! requests are builders ([`Client::checkout`], [`Client::borrow`]), so a new option is a
 //! new method, not a new argument; and errors, configuration and enums that may grow are
 //! `#[non_exhaustive]` (match them with a `_` arm, make a [`ClientConfig`] with
@@ -27,8 +27,7 @@
 //! `tests/public_api.rs` names every public item with its exact signature and is built in
 //! CI: a change that could break an application fails there first, so changing the
 //! surface is always deliberate — make the change in that file too, in the same commit,
-//! and say it in the release notes. (Not yet in this shape: [`Client::status`] returns the
-//! wire's `StatusReport`, and [`ClientError::Server`] carries the wire's [`ErrorCode`].)
+//! and say it in the release notes.
 
 pub mod admin;
 pub mod blocking;
@@ -41,6 +40,7 @@ mod license;
 mod loss;
 pub mod node_locked;
 mod servers;
+pub mod status;
 /// TLS plumbing for usher's own tools (the benchmark opens raw connections with it): not
 /// part of the application-facing surface, and not covered by its stability promise.
 #[doc(hidden)]
@@ -58,8 +58,9 @@ pub use servers::{
     ClientConfig, ENV_LICENSE, ENV_SETTINGS, Identity, ServerAddr, ServerListError,
     check_env_setting, parse_server_ids, parse_servers, servers_from_env,
 };
+pub use status::StatusReport;
 use tokio::sync::{mpsc, oneshot, watch};
-use usher_proto::{Checkout, StatusReport, StatusRequest, request, response};
+use usher_proto::{Checkout, StatusRequest, request, response};
 
 use crate::driver::Call;
 pub use crate::udp::{Discovered, default_discovery_targets, discover};
@@ -442,9 +443,16 @@ impl Client {
 
     /// Usage per feature (all features when `feature` is empty), as much of it as the
     /// server shows to anyone (its `status_detail`: by default seat counts, no holders).
-    /// [`admin::status_as_admin`] shows holders and queue.
+    /// [`admin::status_as_admin`] shows holders and queue. A server pages a large status;
+    /// this reads every page and returns the whole (see [`status`] for its types).
     ///
-    /// (The report is still the wire's own type; it is to get a client type of its own.)
+    /// ```no_run
+    /// # async fn demo(client: &usher_client::Client) -> Result<(), usher_client::ClientError> {
+    /// let status = client.status("cad").await?;
+    /// let free: u32 = status.features.iter().map(|p| p.total.saturating_sub(p.in_use)).sum();
+    /// println!("{free} seats of cad free on {}", status.server_name);
+    /// # Ok(()) }
+    /// ```
     pub async fn status(&self, feature: &str) -> Result<StatusReport, ClientError> {
         self.status_request(StatusRequest {
             feature: feature.to_string(),
@@ -460,7 +468,7 @@ impl Client {
         &self,
         request: StatusRequest,
     ) -> Result<StatusReport, ClientError> {
-        let mut report: Option<StatusReport> = None;
+        let mut report: Option<usher_proto::StatusReport> = None;
         // A walk ends when the cursor does; the bound only stops a server that never ends
         // it (a million holders take some 10,000 pages).
         for _ in 0..MAX_STATUS_PAGES {
@@ -484,7 +492,7 @@ impl Client {
             if let Some(r) = &report
                 && r.next_cursor.is_empty()
             {
-                return Ok(report.unwrap_or_default());
+                return Ok(StatusReport::from_proto(report.unwrap_or_default()));
             }
         }
         Err(ClientError::Protocol(format!(

@@ -20,10 +20,12 @@ use std::time::{Duration, SystemTime};
 use usher_client::borrow::{BorrowError, BorrowStore, BorrowToken, Borrowed};
 use usher_client::known_servers::Seen;
 use usher_client::node_locked::{LocalError, NodeLocked};
+use usher_client::status::{FeatureStatus, Holder, QueueEntry, TokenCost, TokenFeatureStatus};
 use usher_client::{
     BorrowRequest, CheckoutRequest, Client, ClientConfig, ClientError, ConnectionWatch, Denial,
     DenyReason, Discovered, ENV_LICENSE, ENV_SETTINGS, Identity, License, LossReason, LossWatch,
     QueuePosition, QueueWait, ServerAddr, ServerErrorCode, ServerListError, SessionInfo,
+    StatusReport,
 };
 
 /// `Client`: connect, the builders, the session calls.
@@ -39,9 +41,8 @@ async fn client(config: ClientConfig) -> Result<(), ClientError> {
     let (): () = client.detach().await?;
     let _: Option<u32> = client.return_borrow("cad", Some(7)).await?;
     let _: Option<u32> = client.return_borrow("cad", None).await?;
-    let _: usher_client::admin::StatusReport = client.status("cad").await?;
-    let _: usher_client::admin::StatusReport =
-        usher_client::admin::status_as_admin(&client, "cad", "token").await?;
+    let _: StatusReport = client.status("cad").await?;
+    let _: StatusReport = usher_client::admin::status_as_admin(&client, "cad", "token").await?;
     let (): () = client.clone().close().await;
     Ok(())
 }
@@ -253,6 +254,111 @@ fn session_info(info: &SessionInfo) {
     } = info;
 }
 
+/// The status: the client's own types, read by field (made only by `Default`).
+fn status(report: &StatusReport) -> u64 {
+    let _: fn() -> StatusReport = StatusReport::default;
+    let _: fn(&StatusReport) -> u64 = StatusReport::holders_not_shown;
+    let _: fn(&StatusReport) -> u64 = StatusReport::queue_not_shown;
+    let _: fn(u64) -> Option<SystemTime> = usher_client::status::ms_to_time;
+    let StatusReport {
+        server_name: _,
+        server_version: _,
+        port: _,
+        features,
+        started_at_ms: _,
+        license_files: _,
+        vendors: _,
+        now_ms: _,
+        queue,
+        holders_total: _,
+        queue_total: _,
+        truncated: _,
+        token_features,
+        ..
+    } = report;
+    let mut sum = 0;
+    for FeatureStatus {
+        feature: _,
+        vendor: _,
+        version: _,
+        expires_at_ms,
+        total: _,
+        in_use: _,
+        holders,
+        ended_at_ms: _,
+        starts_at_ms: _,
+        licensed: _,
+        ..
+    } in features
+    {
+        sum += expires_at_ms;
+        for Holder {
+            user: _,
+            host: _,
+            display: _,
+            pid: _,
+            program: _,
+            version: _,
+            since_ms,
+            count: _,
+            lease_id: _,
+            session_id: _,
+            connected: _,
+            overdraft: _,
+            lingering_until_ms: _,
+            borrowed_until_ms: _,
+            token_for: _,
+            detached: _,
+            ..
+        } in holders
+        {
+            sum += since_ms;
+        }
+    }
+    for QueueEntry {
+        feature: _,
+        version: _,
+        count: _,
+        position: _,
+        priority: _,
+        user: _,
+        host: _,
+        display: _,
+        pid: _,
+        program: _,
+        since_ms,
+        deadline_ms: _,
+        lease_id: _,
+        session_id: _,
+        ..
+    } in queue
+    {
+        sum += since_ms;
+    }
+    for TokenFeatureStatus {
+        feature: _,
+        vendor: _,
+        version: _,
+        costs,
+        in_use: _,
+        tokens_in_use: _,
+        expires_at_ms: _,
+        ..
+    } in token_features
+    {
+        for TokenCost {
+            pool: _,
+            version: _,
+            tokens,
+            ..
+        } in costs
+        {
+            sum += u64::from(*tokens);
+        }
+    }
+    sum
+}
+
 /// Discovery.
 async fn discovery() -> std::io::Result<()> {
     let found: Vec<Discovered> =
@@ -298,6 +404,7 @@ fn blocking(config: ClientConfig) -> Result<(), ClientError> {
     let license: usher_client::blocking::License = client.checkout("cad", "2025", 1)?;
     let _: &License = license.get();
     let _: Option<LossReason> = license.lost_reason();
+    let _: StatusReport = client.status("cad")?;
     Ok(())
 }
 

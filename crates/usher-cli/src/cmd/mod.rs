@@ -17,8 +17,8 @@ pub mod vendor;
 
 use std::path::PathBuf;
 
+use usher_client::StatusReport;
 use usher_client::{Client, ClientConfig, ClientError};
-use usher_proto::StatusReport;
 
 /// The servers the command line names, and how to reach them.
 #[derive(Debug, Clone, Default)]

@@ -1,7 +1,7 @@
 //! `lmstat -i`: the license table, one row per pool and per token-based feature.
 
 use chrono::{DateTime, TimeZone};
-use usher_proto::{StatusReport, TokenFeatureStatus};
+use usher_client::status::{StatusReport, TokenFeatureStatus};
 
 use super::args::LmstatArgs;
 use super::text::{flexlm_expiry, header, version_or_zero};

@@ -35,7 +35,7 @@ mod users;
 mod tests;
 
 use chrono::{DateTime, TimeZone};
-use usher_proto::StatusReport;
+use usher_client::StatusReport;
 
 pub use args::{LmstatArgs, LmstatMode, USAGE, parse_args};
 pub use info::render_info;

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use chrono::{DateTime, TimeZone};
-use usher_proto::StatusReport;
+use usher_client::StatusReport;
 
 use super::text::{LMSTAT_COMPAT_VERSION, header};
 use crate::show::clean;

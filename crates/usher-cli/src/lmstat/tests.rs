@@ -3,7 +3,7 @@
 
 use chrono::{FixedOffset, NaiveDate};
 use regex::Regex;
-use usher_proto::{FeatureStatus, Holder, QueueEntry};
+use usher_client::status::{FeatureStatus, Holder, QueueEntry};
 
 use super::text::flexlm_expiry;
 use super::*;
@@ -96,7 +96,7 @@ fn holder(
     lease_id: u64,
     pid: u32,
 ) -> Holder {
-    Holder {
+    build!(Holder {
         user: user.into(),
         host: host.into(),
         display: display.into(),
@@ -113,7 +113,7 @@ fn holder(
         lingering_until_ms: 0,
         borrowed_until_ms: 0,
         token_for: String::new(),
-    }
+    })
 }
 
 fn pool(
@@ -124,7 +124,7 @@ fn pool(
     total: u32,
     holders: Vec<Holder>,
 ) -> FeatureStatus {
-    FeatureStatus {
+    build!(FeatureStatus {
         feature: feature.into(),
         vendor: vendor.into(),
         version: version.into(),
@@ -132,19 +132,17 @@ fn pool(
         total,
         in_use: holders.iter().map(|h| h.count.max(1)).sum(),
         holders,
-        ..FeatureStatus::default()
-    }
+    })
 }
 
 /// Two pools of `cad` (one in use), one `sim` seat in use, and two idle features, one
 /// from a second vendor.
 fn report() -> StatusReport {
-    StatusReport {
+    build!(StatusReport {
         server_name: "lic1".into(),
         server_version: "0.1.0".into(),
         port: 1648,
         queue: vec![],
-        next_cursor: String::new(),
         holders_total: 0,
         queue_total: 0,
         truncated: false,
@@ -195,7 +193,7 @@ fn report() -> StatusReport {
         license_files: vec!["/etc/usher/a.lic".into(), "/etc/usher/b.lic".into()],
         vendors: vec!["demo".into(), "acme".into()],
         now_ms: ms(2023, 8, 20, 12, 25),
-    }
+    })
 }
 
 fn args(words: &[&str]) -> LmstatArgs {
@@ -268,7 +266,7 @@ Users of calc:  (Total of 10 licenses issued;  Total of 0 licenses in use)
 #[test]
 fn queued_checkouts_follow_the_holders_of_their_feature() {
     let mut r = report();
-    r.queue = vec![QueueEntry {
+    r.queue = vec![build!(QueueEntry {
         feature: "cad".into(),
         version: "2025".into(),
         count: 2,
@@ -276,10 +274,9 @@ fn queued_checkouts_follow_the_holders_of_their_feature() {
         user: "dave".into(),
         host: "ws9".into(),
         lease_id: 4100,
-        ..QueueEntry::default()
-    }];
+    })];
     // A checkout for any version shows the licensed one, never `(v0)`.
-    r.queue.push(QueueEntry {
+    r.queue.push(build!(QueueEntry {
         version: String::new(),
         count: 1,
         position: 2,
@@ -287,7 +284,7 @@ fn queued_checkouts_follow_the_holders_of_their_feature() {
         host: "ws3".into(),
         lease_id: 4101,
         ..r.queue[0].clone()
-    });
+    }));
     let out = render_status(
         &r,
         "1648@lic1",

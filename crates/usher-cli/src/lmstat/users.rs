@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use chrono::{Datelike, TimeZone, Timelike};
-use usher_proto::{FeatureStatus, Holder, QueueEntry, StatusReport, TokenFeatureStatus};
+use usher_client::status::{FeatureStatus, Holder, QueueEntry, StatusReport, TokenFeatureStatus};
 
 use super::args::LmstatArgs;
 use super::info::token_issued;
@@ -143,12 +143,10 @@ fn token_holders<Tz: TimeZone>(
     args: &LmstatArgs,
     tz: &Tz,
 ) {
-    let as_pool = FeatureStatus {
-        feature: feature.feature.clone(),
-        vendor: feature.vendor.clone(),
-        version: feature.version.clone(),
-        ..FeatureStatus::default()
-    };
+    let mut as_pool = FeatureStatus::default();
+    as_pool.feature = feature.feature.clone();
+    as_pool.vendor = feature.vendor.clone();
+    as_pool.version = feature.version.clone();
     let costs: Vec<String> = feature
         .costs
         .iter()
@@ -179,10 +177,8 @@ fn token_holders<Tz: TimeZone>(
             .map(move |h| (pool, h))
     });
     for (pool, holder) in drawn {
-        let seats = Holder {
-            count: holder.count / price(&pool.feature),
-            ..holder.clone()
-        };
+        let mut seats = holder.clone();
+        seats.count = holder.count / price(&pool.feature);
         user_line(out, &as_pool, &seats, server, args.show_pid, tz);
     }
     out.push('\n');

@@ -3,7 +3,7 @@
 
 use chrono::{SecondsFormat, Utc};
 use serde_json::{Value, json};
-use usher_proto::{FeatureStatus, Holder, QueueEntry, StatusReport, TokenFeatureStatus};
+use usher_client::status::{FeatureStatus, Holder, QueueEntry, StatusReport, TokenFeatureStatus};
 
 use crate::show::{expiry_date, format_handle, instant, start_date};
 

@@ -17,7 +17,7 @@ pub use json::render_json;
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Datelike, TimeZone, Timelike};
-use usher_proto::{FeatureStatus, Holder, QueueEntry, StatusReport, TokenFeatureStatus};
+use usher_client::status::{FeatureStatus, Holder, QueueEntry, StatusReport, TokenFeatureStatus};
 
 use crate::show::{clean, expiry_date, format_handle, instant, not_shown, start_date};
 

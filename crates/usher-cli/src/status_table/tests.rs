@@ -4,7 +4,7 @@
 use chrono::{FixedOffset, NaiveDate};
 
 use serde_json::{Value, json};
-use usher_proto::{FeatureStatus, Holder, QueueEntry, StatusReport};
+use usher_client::status::{FeatureStatus, Holder, QueueEntry, StatusReport};
 
 use super::*;
 
@@ -22,7 +22,7 @@ fn utc_ms(y: i32, m: u32, d: u32, h: u32, min: u32) -> u64 {
 }
 
 fn holder(user: &str, display: &str, pid: u32, count: u32, lease_id: u64) -> Holder {
-    Holder {
+    build!(Holder {
         user: user.into(),
         host: "ws1".into(),
         display: display.into(),
@@ -39,22 +39,21 @@ fn holder(user: &str, display: &str, pid: u32, count: u32, lease_id: u64) -> Hol
         lingering_until_ms: 0,
         borrowed_until_ms: 0,
         token_for: String::new(),
-    }
+    })
 }
 
 fn report() -> StatusReport {
-    StatusReport {
+    build!(StatusReport {
         server_name: "lic1".into(),
         server_version: "0.1.0".into(),
         port: 1648,
         queue: vec![],
-        next_cursor: String::new(),
         holders_total: 0,
         queue_total: 0,
         truncated: false,
         token_features: vec![],
         features: vec![
-            FeatureStatus {
+            build!(FeatureStatus {
                 feature: "cad".into(),
                 vendor: "demo".into(),
                 version: "2025".into(),
@@ -66,9 +65,8 @@ fn report() -> StatusReport {
                     holder("alice", "/dev/pts/0", 4242, 1, 7),
                     holder("bartholomew", "", 0, 2, 18446744073709551615),
                 ],
-                ..FeatureStatus::default()
-            },
-            FeatureStatus {
+            }),
+            build!(FeatureStatus {
                 feature: "sim".into(),
                 vendor: "demo".into(),
                 version: "1.0".into(),
@@ -76,14 +74,13 @@ fn report() -> StatusReport {
                 total: 1,
                 in_use: 0,
                 holders: vec![],
-                ..FeatureStatus::default()
-            },
+            }),
         ],
         started_at_ms: utc_ms(2026, 3, 1, 6, 0),
         license_files: vec!["/etc/usher/a.lic".into()],
         vendors: vec!["demo".into()],
         now_ms: utc_ms(2026, 3, 1, 8, 0),
-    }
+    })
 }
 
 #[test]
@@ -105,7 +102,7 @@ sim v1.0 (demo)  0 of 1 seat in use  permanent
 #[test]
 fn queue_is_listed_after_the_pools_in_table_and_json() {
     let mut r = report();
-    r.queue = vec![QueueEntry {
+    r.queue = vec![build!(QueueEntry {
         feature: "cad".into(),
         version: "2025".into(),
         count: 1,
@@ -114,8 +111,7 @@ fn queue_is_listed_after_the_pools_in_table_and_json() {
         host: "ws9".into(),
         since_ms: utc_ms(2026, 3, 1, 9, 50),
         lease_id: 4100,
-        ..QueueEntry::default()
-    }];
+    })];
     let text = render_table(&r, &tz());
     let tail = "\nwaiting for seats\n  FEATURE  POS  USER  HOST  DISPLAY  SEATS  SINCE             \
                     GIVES UP\n  cad        1  dave  ws9   -            1  2026-03-01 11:50  never\n";
@@ -151,21 +147,21 @@ fn holders_left_out_are_counted_in_table_and_json() {
 fn seats_show_detached_disconnected_and_combined_notes() {
     let tz = tz();
     let plain = holder("alice", "", 1, 2, 7);
-    let detached = Holder {
+    let detached = build!(Holder {
         detached: true,
         ..plain.clone()
-    };
-    let dropped = Holder {
+    });
+    let dropped = build!(Holder {
         connected: false,
         overdraft: true,
         ..plain.clone()
-    };
-    let lingering = Holder {
+    });
+    let lingering = build!(Holder {
         connected: false,
         lingering_until_ms: utc_ms(2026, 3, 1, 8, 5),
         token_for: "suite".into(),
         ..plain.clone()
-    };
+    });
     assert_eq!(seats_cell(&plain, &tz), "2");
     assert_eq!(seats_cell(&detached, &tz), "2 (detached)");
     assert_eq!(seats_cell(&dropped, &tz), "2 (disconnected, overdraft)");

@@ -275,7 +275,14 @@ async fn an_old_client_reads_a_status_with_token_based_features() {
     let lic = Licensed::new(TOKEN_LICENSE);
     let server = TestServer::start(lic.config()).await;
     let _held = server.client().await.checkout("sample").await.unwrap();
-    let report = server.status().await;
+    // The report as the wire carries it, not as the client reads it.
+    let mut conn = RawConn::connect(server.addr).await;
+    conn.hello("watcher").await;
+    let status = request::Kind::Status(usher_proto::StatusRequest::default());
+    let report = match conn.call(2, status).await {
+        response::Kind::Status(r) => r,
+        other => panic!("expected a status, got {other:?}"),
+    };
     assert_eq!(report.token_features.len(), 1, "{report:#?}");
     let then = old::StatusReport::decode(report.encode_to_vec().as_slice())
         .expect("unknown fields are skipped");

@@ -103,7 +103,7 @@ impl Usherd {
     }
 }
 
-fn seats(report: &usher_proto::StatusReport, feature: &str) -> u32 {
+fn seats(report: &usher_client::StatusReport, feature: &str) -> u32 {
     report
         .features
         .iter()

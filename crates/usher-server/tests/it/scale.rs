@@ -133,7 +133,7 @@ async fn a_hundred_thousand_holders_and_a_queue_are_read_whole_and_old_clients_g
     assert_eq!(report.queue.len() as u64, queued);
     assert_eq!(report.holders_total, HOLDERS + 1);
     assert_eq!(report.queue_total, queued);
-    assert!(report.next_cursor.is_empty() && !report.truncated);
+    assert!(!report.truncated);
     let positions: Vec<u32> = report.queue.iter().map(|q| q.position).collect();
     assert_eq!(positions, (1..=queued as u32).collect::<Vec<_>>());
 

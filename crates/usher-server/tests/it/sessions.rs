@@ -12,7 +12,7 @@ use crate::util::*;
 const WAIT: Duration = Duration::from_secs(20);
 
 /// Status shows exactly one seat held, `lease_id`, and its session connected.
-fn one_connected_holder(report: &usher_proto::StatusReport, lease_id: u64) -> bool {
+fn one_connected_holder(report: &usher_client::StatusReport, lease_id: u64) -> bool {
     let h = holders(report);
     h.len() == 1 && h[0].lease_id == lease_id && h[0].connected
 }

@@ -196,7 +196,7 @@ impl TestServer {
         client_for(self.addr.port()).await
     }
 
-    pub async fn status(&self) -> usher_proto::StatusReport {
+    pub async fn status(&self) -> usher_client::StatusReport {
         status_of(self.addr.port()).await
     }
 }
@@ -239,7 +239,7 @@ pub async fn client_for(port: u16) -> Client {
 }
 
 /// The status report of the server on `port`, from a query-only connection.
-pub async fn status_of(port: u16) -> usher_proto::StatusReport {
+pub async fn status_of(port: u16) -> usher_client::StatusReport {
     let mut config = ClientConfig::new(vec![ServerAddr {
         host: "127.0.0.1".into(),
         port,
@@ -254,19 +254,45 @@ pub async fn status_of(port: u16) -> usher_proto::StatusReport {
     report
 }
 
+/// A status report as the tests read it: the client's (`Client::status`) or the wire's
+/// (from a raw or admin connection), which have the same pools and holders.
+pub trait Report {
+    /// The report's holder type.
+    type Holder;
+    /// Seats in use of `feature` (summed over its pools).
+    fn in_use(&self, feature: &str) -> u32;
+    /// Every holder, over all features.
+    fn holders(&self) -> Vec<&Self::Holder>;
+}
+
+macro_rules! report {
+    ($report:ty, $holder:ty) => {
+        impl Report for $report {
+            type Holder = $holder;
+            fn in_use(&self, feature: &str) -> u32 {
+                self.features
+                    .iter()
+                    .filter(|f| f.feature == feature)
+                    .map(|f| f.in_use)
+                    .sum()
+            }
+            fn holders(&self) -> Vec<&$holder> {
+                self.features.iter().flat_map(|f| &f.holders).collect()
+            }
+        }
+    };
+}
+report!(usher_client::StatusReport, usher_client::status::Holder);
+report!(usher_proto::StatusReport, usher_proto::Holder);
+
 /// Seats in use of `feature` (summed over its pools).
-pub fn in_use(report: &usher_proto::StatusReport, feature: &str) -> u32 {
-    report
-        .features
-        .iter()
-        .filter(|f| f.feature == feature)
-        .map(|f| f.in_use)
-        .sum()
+pub fn in_use(report: &impl Report, feature: &str) -> u32 {
+    report.in_use(feature)
 }
 
 /// Every holder in a report, over all features.
-pub fn holders(report: &usher_proto::StatusReport) -> Vec<&usher_proto::Holder> {
-    report.features.iter().flat_map(|f| &f.holders).collect()
+pub fn holders<R: Report>(report: &R) -> Vec<&R::Holder> {
+    report.holders()
 }
 
 /// Polls `check` every 50 ms until it returns `Some`, for at most `limit`.
