@@ -444,7 +444,7 @@ impl Client {
     /// Usage per feature (all features when `feature` is empty), as much of it as the
     /// server shows to anyone (its `status_detail`: by default seat counts, no holders).
     /// [`admin::status_as_admin`] shows holders and queue. A server pages a large status;
-    /// this reads every page and returns the whole (see [`status`] for its types).
+    /// this reads every page and returns the whole (its types are in [`mod@status`]).
     ///
     /// ```no_run
     /// # async fn demo(client: &usher_client::Client) -> Result<(), usher_client::ClientError> {
