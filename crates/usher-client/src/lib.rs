@@ -18,11 +18,12 @@
 //!
 //! Vendors embed this crate in applications they ship for years, so its public API is a
 //! contract. It speaks its own types ([`DenyReason`], [`ServerErrorCode`], [`LossReason`],
-//! [`LossWatch`], [`ConnectionWatch`], [`QueuePosition`], [`StatusReport`]), never the wire's messages or tokio's channels;
-//! requests are builders ([`Client::checkout`], [`Client::borrow`]), so a new option is a
-//! new method, not a new argument; and errors, configuration and enums that may grow are
-//! `#[non_exhaustive]` (match them with a `_` arm, make a [`ClientConfig`] with
-//! [`ClientConfig::new`] or [`ClientConfig::from_env`]).
+//! [`LossWatch`], [`ConnectionWatch`], [`QueuePosition`], [`StatusReport`]), never the
+//! wire's messages or tokio's channels; requests are builders ([`Client::checkout`],
+//! [`Client::borrow`]), so a new option is a new method, not a new argument; and errors,
+//! configuration, the status structs and enums that may grow are `#[non_exhaustive]`
+//! (match them with a `_` arm, make a [`ClientConfig`] with [`ClientConfig::new`] or
+//! [`ClientConfig::from_env`]).
 //!
 //! `tests/public_api.rs` names every public item with its exact signature and is built in
 //! CI: a change that could break an application fails there first, so changing the
