@@ -11,7 +11,8 @@
 //! - [`LogStore`]: the durable Raft log in SQLite, on a worker thread of its own.
 //! - [`StateMachine`]: applies committed entries to a [`usher_core::Ledger`] and builds
 //!   and installs snapshots of it.
-//! - [`network`]: the peer transport, length-prefixed JSON frames over TCP, every RPC
+//! - [`network`]: the peer transport, length-prefixed JSON frames over mutually
+//!   authenticated TLS 1.3 ([`PeerTls`]: each member's identity key pinned), every RPC
 //!   under a hard deadline.
 //! - [`Proposer`]: the leader's batching of client commands into stamped entries, with
 //!   an expiry tick in each and a grace for every session when a new leader takes over.
@@ -38,14 +39,20 @@ mod applied;
 mod log_store;
 pub mod network;
 mod node;
+mod peer_tls;
 mod proposer;
 mod state_machine;
 
 pub use applied::Applied;
 pub use log_store::LogStore;
 pub use node::{Node, StartError, Status, Timing, WriteError};
+pub use peer_tls::PeerTls;
 pub use proposer::{Proposed, Proposer, ProposerConfig};
 pub use state_machine::StateMachine;
+
+/// The default peer port (TCP): 1648 is the client protocol's, 1649 the admin HTTP
+/// listener's.
+pub const DEFAULT_PEER_PORT: u16 = 1650;
 
 /// A member's id in the cluster.
 pub type NodeId = u64;

@@ -1,4 +1,4 @@
-//! The peer transport: Raft's three RPCs between members over TCP.
+//! The peer transport: Raft's three RPCs between members over mutually authenticated TLS 1.3.
 //!
 //! Each message is a frame: a 4-byte big-endian length, then that many bytes of JSON. A
 //! member keeps one connection per peer and sends one request at a time on it, each
@@ -7,9 +7,12 @@
 //! (openraft#1810). After any failure the connection is dropped and the next RPC
 //! connects afresh.
 //!
-//! The transport is plain TCP without authentication: peers are trusted and reached on
-//! a private network. Mutual TLS with pinned member keys is still to come (see
-//! `docs/cluster.md`).
+//! Every connection is TLS 1.3, both sides authenticated by their identity keys pinned in
+//! the cluster configuration (see [`crate::PeerTls`]): a peer whose key is not pinned, one
+//! that cannot sign with the pinned key, or one speaking plaintext is refused (logged,
+//! rate-limited) before any frame of it is read, so it never reaches openraft. The
+//! dialling side's handshake runs under the RPC's deadline; the listening side gives a
+//! handshake [`HANDSHAKE_TIMEOUT`].
 
 use std::io;
 use std::net::SocketAddr;
@@ -28,7 +31,9 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
+use tokio_rustls::client::TlsStream;
 
+use crate::peer_tls::{self, PeerTlsConfig};
 use crate::{Member, NodeId, Raft, TypeConfig};
 
 /// The largest frame accepted (a snapshot chunk is far smaller): a bigger length prefix
@@ -37,6 +42,9 @@ const MAX_FRAME: u32 = 64 << 20;
 
 /// How long a peer may take to accept a connection before it counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long a peer connecting to this member may take over its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A request from one member to another.
 #[derive(Debug, Serialize, Deserialize)]
@@ -56,16 +64,16 @@ enum PeerResponse {
     ),
 }
 
-/// Serves the Raft RPCs that peers send to `raft` on `listener`, until the listener
-/// fails. Each connection is served by a task of its own, owned by this one: aborting
-/// this task closes every peer connection too.
-pub async fn serve(listener: TcpListener, raft: Raft) -> io::Result<()> {
+/// Serves the Raft RPCs that pinned members send to `raft` on `listener`, until the
+/// listener fails. Each connection is served by a task of its own, owned by this one:
+/// aborting this task closes every peer connection too.
+pub(crate) async fn serve(listener: TcpListener, raft: Raft, tls: PeerTlsConfig) -> io::Result<()> {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _) = accepted?;
-                connections.spawn(serve_connection(stream, raft.clone()));
+                let (stream, peer) = accepted?;
+                connections.spawn(accept(stream, peer, raft.clone(), tls.clone()));
             }
             Some(done) = connections.join_next() => {
                 if let Ok(Err(e)) = done {
@@ -76,9 +84,35 @@ pub async fn serve(listener: TcpListener, raft: Raft) -> io::Result<()> {
     }
 }
 
-/// Answers one peer's requests, in order, until it hangs up.
-async fn serve_connection(stream: TcpStream, raft: Raft) -> io::Result<()> {
+/// Completes the TLS handshake of a peer connecting from `peer`, then serves it; refuses
+/// (and logs) one that is not a pinned member over TLS 1.3.
+async fn accept(
+    stream: TcpStream,
+    peer: SocketAddr,
+    raft: Raft,
+    tls: PeerTlsConfig,
+) -> io::Result<()> {
     stream.set_nodelay(true)?;
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream)).await;
+    let stream = match handshake {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            tls.refused(&peer, &e);
+            return Ok(());
+        }
+        Err(_) => {
+            tls.refused(&peer, &"no TLS handshake in time");
+            return Ok(());
+        }
+    };
+    serve_connection(stream, raft).await
+}
+
+/// Answers one authenticated peer's requests, in order, until it hangs up.
+async fn serve_connection(
+    stream: tokio_rustls::server::TlsStream<TcpStream>,
+    raft: Raft,
+) -> io::Result<()> {
     let mut stream = BufReader::new(stream);
     while let Some(request) = read_frame::<PeerRequest>(&mut stream).await? {
         let response = match request {
@@ -96,16 +130,18 @@ async fn serve_connection(stream: TcpStream, raft: Raft) -> io::Result<()> {
 }
 
 /// Makes a [`Peer`] client for each member openraft replicates to.
-#[derive(Debug, Clone, Copy)]
-pub struct Network {
+#[derive(Debug, Clone)]
+pub(crate) struct Network {
     /// This member's id.
     id: NodeId,
+    /// The pinned keys of the members it may reach, and its own.
+    tls: PeerTlsConfig,
 }
 
 impl Network {
     /// The network of member `id`.
-    pub fn new(id: NodeId) -> Network {
-        Network { id }
+    pub(crate) fn new(id: NodeId, tls: PeerTlsConfig) -> Network {
+        Network { id, tls }
     }
 }
 
@@ -117,18 +153,21 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             id: self.id,
             target,
             addr: node.addr.clone(),
+            connector: self.tls.connector(target).cloned(),
             conn: None,
         }
     }
 }
 
 /// The connection to one peer, opened on first use and after any failure.
-#[derive(Debug)]
-pub struct Peer {
+pub(crate) struct Peer {
     id: NodeId,
     target: NodeId,
     addr: String,
-    conn: Option<BufReader<TcpStream>>,
+    /// The TLS connector that accepts only the target's pinned key (`None`: the target
+    /// has no pinned key, and cannot be reached).
+    connector: Option<tokio_rustls::TlsConnector>,
+    conn: Option<BufReader<TlsStream<TcpStream>>>,
 }
 
 /// What can go wrong with one RPC, before it is sorted into openraft's error kinds.
@@ -162,7 +201,7 @@ impl Peer {
             Some(conn) => conn,
             None => self
                 .conn
-                .insert(connect(&self.addr).await.map_err(Failure::Unreachable)?),
+                .insert(connect(&self.addr, self.target, self.connector.as_ref()).await?),
         };
         write_frame(conn.get_mut(), request)
             .await
@@ -274,16 +313,36 @@ impl RaftNetwork<TypeConfig> for Peer {
     }
 }
 
-/// Connects to a peer at `addr` (`host:port`).
-async fn connect(addr: &str) -> io::Result<BufReader<TcpStream>> {
+/// Connects to member `target` at `addr` (`host:port`) and completes the TLS handshake
+/// with `connector`, which accepts only the target's pinned key.
+async fn connect(
+    addr: &str,
+    target: NodeId,
+    connector: Option<&tokio_rustls::TlsConnector>,
+) -> Result<BufReader<TlsStream<TcpStream>>, Failure> {
+    let connector = connector.ok_or_else(|| {
+        Failure::Unreachable(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("member {target} has no pinned identity key"),
+        ))
+    })?;
     let addr: SocketAddr = addr
         .parse()
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        .map_err(|e| Failure::Unreachable(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
         .await
-        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
-    stream.set_nodelay(true)?;
-    Ok(BufReader::new(stream))
+        .map_err(|_| Failure::Unreachable(io::ErrorKind::TimedOut.into()))?
+        .map_err(Failure::Unreachable)?;
+    stream.set_nodelay(true).map_err(Failure::Unreachable)?;
+    // Under the RPC's deadline, like the rest of the exchange.
+    let tls = connector
+        .connect(peer_tls::server_name(), stream)
+        .await
+        .map_err(|e| {
+            tracing::debug!(target, error = %e, "TLS handshake with a peer failed");
+            Failure::Unreachable(e)
+        })?;
+    Ok(BufReader::new(tls))
 }
 
 /// Writes `message` as one frame.

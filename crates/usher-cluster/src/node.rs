@@ -13,8 +13,10 @@ use openraft::{Config, RaftMetrics};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::peer_tls::PeerTlsConfig;
 use crate::{
-    Applied, LogStore, Member, NodeId, Proposer, ProposerConfig, Raft, StateMachine, network,
+    Applied, LogStore, Member, NodeId, PeerTls, Proposer, ProposerConfig, Raft, StateMachine,
+    network,
 };
 
 /// The Raft timing of a member, in milliseconds.
@@ -65,6 +67,9 @@ pub enum StartError {
     /// The Raft timing is not valid (an election timeout not above the heartbeat...).
     #[error("invalid Raft timing: {0}")]
     Timing(String),
+    /// The peer TLS configuration is not usable (the identity key cannot be loaded).
+    #[error("peer TLS: {0}")]
+    Tls(String),
     /// Raft refused to start or to form the cluster.
     #[error("raft: {0}")]
     Raft(String),
@@ -95,14 +100,16 @@ pub struct Node {
 
 impl Node {
     /// Starts member `id` with its log and snapshot in `dir` and its ledger starting as
-    /// `ledger`, serving its peers on `listener`.
+    /// `ledger`, serving its peers on `listener` over TLS, authenticated as `tls` says.
     pub async fn start(
         id: NodeId,
         timing: Timing,
         dir: &Path,
         ledger: usher_core::Ledger,
         listener: TcpListener,
+        tls: PeerTls,
     ) -> Result<Node, StartError> {
+        let tls = PeerTlsConfig::new(&tls).map_err(|e| StartError::Tls(e.to_string()))?;
         let config = Config {
             heartbeat_interval: timing.heartbeat_ms,
             election_timeout_min: timing.election_min_ms,
@@ -116,13 +123,13 @@ impl Node {
         let raft = Raft::new(
             id,
             Arc::new(config),
-            network::Network::new(id),
+            network::Network::new(id, tls.clone()),
             log,
             state.clone(),
         )
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
-        let listener = tokio::spawn(network::serve(listener, raft.clone()));
+        let listener = tokio::spawn(network::serve(listener, raft.clone(), tls));
         Ok(Node {
             id,
             raft,
@@ -214,7 +221,7 @@ impl Node {
 }
 
 /// Milliseconds since the Unix epoch from the system clock: a leader's time.
-fn system_clock_ms() -> u64 {
+pub(crate) fn system_clock_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use usher_cluster::{Applied, Node, NodeId, Timing, WriteError};
 use usher_core::{Command, Denial, Outcome};
 
-use crate::util::{SEATS, T0, checkin, checkout, ledger, open};
+use crate::util::{SEATS, T0, checkin, checkout, ledger, open, peer_tls};
 
 /// Long enough for an election on a loaded machine; tests wait on conditions, never
 /// this long unless something is wrong.
@@ -51,9 +51,16 @@ impl Cluster {
         let mut dirs = Vec::new();
         for (id, listener) in listeners {
             let dir = TempDir::new().expect("temporary directory");
-            let node = Node::start(id, TIMING, dir.path(), ledger(), listener)
-                .await
-                .expect("member starts");
+            let node = Node::start(
+                id,
+                TIMING,
+                dir.path(),
+                ledger(),
+                listener,
+                peer_tls(id, 1..=3),
+            )
+            .await
+            .expect("member starts");
             nodes.insert(id, node);
             dirs.push(dir);
         }

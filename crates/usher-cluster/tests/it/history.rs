@@ -21,7 +21,7 @@ use usher_cluster::{Node, NodeId, Proposer, ProposerConfig, WriteError};
 use usher_core::{Command, LedgerError, Outcome};
 
 use crate::cluster::{PATIENCE, TIMING};
-use crate::util::{SEATS, checkin, checkout, ledger, open};
+use crate::util::{SEATS, checkin, checkout, ledger, open, peer_tls};
 
 /// How long one try may take before the client gives up on it and retries elsewhere.
 const TRY: Duration = Duration::from_secs(5);
@@ -44,9 +44,16 @@ async fn start_member(id: NodeId, dir: &TempDir, addr: SocketAddr) -> Member {
     let listener = TcpListener::bind(addr)
         .await
         .expect("bind the member's port");
-    let node = Node::start(id, TIMING, dir.path(), ledger(), listener)
-        .await
-        .expect("member starts");
+    let node = Node::start(
+        id,
+        TIMING,
+        dir.path(),
+        ledger(),
+        listener,
+        peer_tls(id, 1..=3),
+    )
+    .await
+    .expect("member starts");
     let proposer = Arc::new(node.proposer(ProposerConfig::default()));
     Member { node, proposer }
 }

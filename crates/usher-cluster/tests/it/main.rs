@@ -5,4 +5,5 @@ mod history;
 mod proposer;
 mod snapshot;
 mod suite;
+mod tls;
 mod util;

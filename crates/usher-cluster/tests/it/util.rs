@@ -1,5 +1,6 @@
 //! What the tests share: a ledger with a small pool, and the commands they send.
 
+use usher_cluster::{NodeId, PeerTls};
 use usher_core::{
     Ask, Catalog, ClientInfo, Command, LeaseId, Ledger, LedgerConfig, Millis, SessionId, Wait,
 };
@@ -72,5 +73,22 @@ pub fn checkin(session: u64, lease: u64) -> Command {
     Command::Checkin {
         session: SessionId(session),
         lease_id: LeaseId(lease),
+    }
+}
+
+/// Member `id`'s identity key in tests (fixed, so a restarted member keeps its key).
+pub fn identity(id: NodeId) -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(&[id as u8; 32])
+}
+
+/// Member `id`'s TLS configuration, with the test identity of every member in `members`
+/// pinned.
+pub fn peer_tls(id: NodeId, members: impl IntoIterator<Item = NodeId>) -> PeerTls {
+    PeerTls {
+        identity: identity(id),
+        members: members
+            .into_iter()
+            .map(|m| (m, identity(m).verifying_key().to_bytes()))
+            .collect(),
     }
 }
