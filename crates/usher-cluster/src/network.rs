@@ -12,7 +12,7 @@
 //! that cannot sign with the pinned key, or one speaking plaintext is refused (logged,
 //! rate-limited) before any frame of it is read, so it never reaches openraft. The
 //! dialling side's handshake runs under the RPC's deadline; the listening side gives a
-//! handshake [`HANDSHAKE_TIMEOUT`].
+//! handshake `HANDSHAKE_TIMEOUT` (5 s).
 
 use std::io;
 use std::net::SocketAddr;
