@@ -153,7 +153,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             id: self.id,
             target,
             addr: node.addr.clone(),
-            connector: self.tls.connector(target).cloned(),
+            tls: self.tls.clone(),
             conn: None,
         }
     }
@@ -164,9 +164,8 @@ pub(crate) struct Peer {
     id: NodeId,
     target: NodeId,
     addr: String,
-    /// The TLS connector that accepts only the target's pinned key (`None`: the target
-    /// has no pinned key, and cannot be reached).
-    connector: Option<tokio_rustls::TlsConnector>,
+    /// The pinned keys (the target's connector accepts only the target's).
+    tls: PeerTlsConfig,
     conn: Option<BufReader<TlsStream<TcpStream>>>,
 }
 
@@ -201,7 +200,7 @@ impl Peer {
             Some(conn) => conn,
             None => self
                 .conn
-                .insert(connect(&self.addr, self.target, self.connector.as_ref()).await?),
+                .insert(connect(&self.addr, self.target, &self.tls).await?),
         };
         write_frame(conn.get_mut(), request)
             .await
@@ -314,13 +313,14 @@ impl RaftNetwork<TypeConfig> for Peer {
 }
 
 /// Connects to member `target` at `addr` (`host:port`) and completes the TLS handshake
-/// with `connector`, which accepts only the target's pinned key.
+/// accepting only the target's pinned key in `tls`. A TLS failure (another key, a bad
+/// signature) is logged as a refusal, rate-limited.
 async fn connect(
     addr: &str,
     target: NodeId,
-    connector: Option<&tokio_rustls::TlsConnector>,
+    tls: &PeerTlsConfig,
 ) -> Result<BufReader<TlsStream<TcpStream>>, Failure> {
-    let connector = connector.ok_or_else(|| {
+    let connector = tls.connector(target).ok_or_else(|| {
         Failure::Unreachable(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("member {target} has no pinned identity key"),
@@ -335,14 +335,19 @@ async fn connect(
         .map_err(Failure::Unreachable)?;
     stream.set_nodelay(true).map_err(Failure::Unreachable)?;
     // Under the RPC's deadline, like the rest of the exchange.
-    let tls = connector
+    let stream = connector
         .connect(peer_tls::server_name(), stream)
         .await
         .map_err(|e| {
-            tracing::debug!(target, error = %e, "TLS handshake with a peer failed");
+            // rustls reports its own failures as invalid data; the rest is the network.
+            if e.kind() == io::ErrorKind::InvalidData {
+                tls.refused(&format_args!("member {target} at {addr}"), &e);
+            } else {
+                tracing::debug!(target, error = %e, "TLS handshake with a peer failed");
+            }
             Failure::Unreachable(e)
         })?;
-    Ok(BufReader::new(tls))
+    Ok(BufReader::new(stream))
 }
 
 /// Writes `message` as one frame.
