@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use crate::{ClientConfig, ClientError, SessionInfo, StatusReport};
+use crate::{ClientConfig, ClientError, QueueWait, SessionInfo, StatusReport};
 
 /// What every clone of a blocking client and each of its licenses share.
 #[derive(Debug)]
@@ -81,34 +81,27 @@ impl Client {
         self.shared.client().session_info()
     }
 
-    /// Checks out `count` seats of `feature` at version `version` or newer (empty: any),
-    /// refused at once if no seat is free: [`crate::Client::checkout`] with those options.
+    /// Starts a checkout of `feature`: options are set on the returned
+    /// [`CheckoutRequest`] (as on [`crate::Client::checkout`]), and
+    /// [`CheckoutRequest::call`] sends it and blocks for the seats. By default it asks
+    /// for one seat of any version, refused at once if no seat is free.
     ///
     /// ```no_run
     /// # fn demo() -> Result<(), usher_client::ClientError> {
     /// let client = usher_client::blocking::Client::connect(usher_client::ClientConfig::from_env()?)?;
-    /// let license = client.checkout("cad", "2025", 1)?;
+    /// let license = client.checkout("cad").version("2025").call()?;
     /// // ... the licensed work; heartbeats go on in the client's own thread ...
     /// drop(license); // checks the seat back in
     /// # Ok(()) }
     /// ```
-    pub fn checkout(
-        &self,
-        feature: &str,
-        version: &str,
-        count: u32,
-    ) -> Result<License, ClientError> {
-        let request = self
-            .shared
-            .client()
-            .checkout(feature)
-            .version(version)
-            .count(count);
-        let inner = self.shared.block_on(request.send())?;
-        Ok(License {
-            inner,
-            _shared: self.shared.clone(),
-        })
+    pub fn checkout(&self, feature: &str) -> CheckoutRequest<'_> {
+        CheckoutRequest {
+            client: self,
+            feature: feature.to_string(),
+            version: String::new(),
+            count: 1,
+            wait: QueueWait::No,
+        }
     }
 
     /// Usage per feature (all features when `feature` is empty): [`crate::Client::status`].
@@ -122,6 +115,71 @@ impl Client {
     /// ```
     pub fn status(&self, feature: &str) -> Result<StatusReport, ClientError> {
         self.shared.block_on(self.shared.client().status(feature))
+    }
+}
+
+/// A blocking checkout being built: made by [`Client::checkout`], sent by
+/// [`CheckoutRequest::call`], which blocks the calling thread until the seats are granted
+/// or refused.
+///
+/// ```no_run
+/// # fn demo(client: &usher_client::blocking::Client) -> Result<(), usher_client::ClientError> {
+/// use std::time::Duration;
+/// use usher_client::QueueWait;
+///
+/// let license = client
+///     .checkout("cad")
+///     .version("2025")
+///     .count(2)
+///     .wait(QueueWait::For(Duration::from_secs(300)))
+///     .call()?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+#[must_use = "a checkout does nothing until it is called"]
+pub struct CheckoutRequest<'c> {
+    client: &'c Client,
+    feature: String,
+    version: String,
+    count: u32,
+    wait: QueueWait,
+}
+
+impl CheckoutRequest<'_> {
+    /// Asks for version `version` or newer (default: any version).
+    pub fn version(mut self, version: &str) -> Self {
+        self.version = version.to_string();
+        self
+    }
+
+    /// Asks for `count` seats (default 1). A count of 0 is refused without asking the
+    /// server.
+    pub fn count(mut self, count: u32) -> Self {
+        self.count = count;
+        self
+    }
+
+    /// How long to wait in the server's queue if every seat is taken (default
+    /// [`QueueWait::No`]: refused at once). The calling thread blocks for the wait.
+    pub fn wait(mut self, wait: QueueWait) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// Sends the checkout and blocks until the seats are granted (or refused).
+    pub fn call(self) -> Result<License, ClientError> {
+        let shared = &self.client.shared;
+        let request = shared
+            .client()
+            .checkout(&self.feature)
+            .version(&self.version)
+            .count(self.count)
+            .wait(self.wait);
+        let inner = shared.block_on(request.send())?;
+        Ok(License {
+            inner,
+            _shared: shared.clone(),
+        })
     }
 }
 

@@ -401,7 +401,12 @@ fn offline(keys: &[usher_license::VendorPublicKey]) -> Result<(), BorrowError> {
 fn blocking(config: ClientConfig) -> Result<(), ClientError> {
     let client = usher_client::blocking::Client::connect(config)?;
     let _: &SessionInfo = client.session_info();
-    let license: usher_client::blocking::License = client.checkout("cad", "2025", 1)?;
+    let request: usher_client::blocking::CheckoutRequest<'_> = client.checkout("cad");
+    let request = request
+        .version("2025")
+        .count(1)
+        .wait(QueueWait::For(Duration::from_secs(1)));
+    let license: usher_client::blocking::License = request.call()?;
     let _: &License = license.get();
     let _: Option<LossReason> = license.lost_reason();
     let _: StatusReport = client.status("cad")?;
