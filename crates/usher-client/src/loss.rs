@@ -3,6 +3,9 @@
 //! The background task reports a loss as a line of text (its own, or the server's
 //! `LeaseLost` notice); [`LossReason::from_message`] reads that line into the reason an
 //! application can act on, keeping any line it does not know in [`LossReason::Other`].
+//! A server's notice also names its cause, typed ([`usher_proto::LossCause`]):
+//! [`LossReason::from_lease_lost`] takes that, and reads the line only when the cause is
+//! unspecified (an older server's notice).
 
 use std::fmt;
 
@@ -63,6 +66,34 @@ impl LossReason {
             REMOVED => LossReason::RemovedByAdministrator,
             m if m.starts_with(IDLE_RECLAIMED) => LossReason::IdleReclaimed,
             other => LossReason::Other(other.to_string()),
+        }
+    }
+}
+
+impl LossReason {
+    /// Reads the server's `LeaseLost` notice: its typed cause when it names one, else (a
+    /// server older than the cause, or a cause newer than this client) its text, as
+    /// [`LossReason::from_message`] does.
+    ///
+    /// ```
+    /// use usher_client::LossReason;
+    /// use usher_proto::{LeaseLost, LossCause};
+    ///
+    /// let typed = LeaseLost {
+    ///     lease_id: 7,
+    ///     reason: "removed by alice".into(),
+    ///     cause: LossCause::RemovedByAdministrator as i32,
+    /// };
+    /// assert_eq!(LossReason::from_lease_lost(&typed), LossReason::RemovedByAdministrator);
+    ///
+    /// let untyped = LeaseLost { cause: 0, reason: "removed by an administrator".into(), ..typed };
+    /// assert_eq!(LossReason::from_lease_lost(&untyped), LossReason::RemovedByAdministrator);
+    /// ```
+    pub fn from_lease_lost(notice: &usher_proto::LeaseLost) -> LossReason {
+        match notice.cause() {
+            usher_proto::LossCause::RemovedByAdministrator => LossReason::RemovedByAdministrator,
+            usher_proto::LossCause::IdleReclaimed => LossReason::IdleReclaimed,
+            usher_proto::LossCause::Unspecified => LossReason::from_message(&notice.reason),
         }
     }
 }
@@ -185,6 +216,55 @@ mod tests {
         let notice = "reclaimed: the application was idle for longer than the server's \
                       TIMEOUT for this feature";
         assert_eq!(LossReason::from_message(notice), LossReason::IdleReclaimed);
+    }
+
+    #[test]
+    fn a_notice_is_read_by_its_cause_and_by_its_text_without_one() {
+        use usher_proto::{LeaseLost, LossCause};
+        let notice = |cause: i32, reason: &str| LeaseLost {
+            lease_id: 1,
+            reason: reason.into(),
+            cause,
+        };
+        // An older server's notices (no cause) read as before.
+        for (text, reason) in [
+            (
+                "removed by an administrator",
+                LossReason::RemovedByAdministrator,
+            ),
+            (
+                "reclaimed: the application was idle for longer than the server's TIMEOUT \
+                 for this feature",
+                LossReason::IdleReclaimed,
+            ),
+            ("the moon", LossReason::Other("the moon".into())),
+        ] {
+            assert_eq!(
+                LossReason::from_lease_lost(&notice(0, text)),
+                reason,
+                "{text}"
+            );
+        }
+        // A typed cause wins over the text, whatever the text says.
+        let removed = notice(LossCause::RemovedByAdministrator as i32, "taken by alice");
+        assert_eq!(
+            LossReason::from_lease_lost(&removed),
+            LossReason::RemovedByAdministrator
+        );
+        let idle = notice(
+            LossCause::IdleReclaimed as i32,
+            "removed by an administrator",
+        );
+        assert_eq!(
+            LossReason::from_lease_lost(&idle),
+            LossReason::IdleReclaimed
+        );
+        // A cause newer than this client falls back on the text.
+        let newer = notice(99, "the moon");
+        assert_eq!(
+            LossReason::from_lease_lost(&newer),
+            LossReason::Other("the moon".into())
+        );
     }
 
     #[tokio::test]

@@ -154,6 +154,7 @@ fn deny_reason(reason: DenyReason) -> &'static str {
 /// Every reason a license is lost.
 fn loss_reason(reason: &LossReason) -> String {
     let _: fn(&str) -> LossReason = LossReason::from_message;
+    let _: fn(&usher_proto::LeaseLost) -> LossReason = LossReason::from_lease_lost;
     match reason {
         LossReason::ServerUnreachable
         | LossReason::SessionExpired

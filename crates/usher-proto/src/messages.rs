@@ -912,6 +912,23 @@ pub struct LeaseLost {
     /// Why, for a human.
     #[prost(string, tag = "2")]
     pub reason: String,
+    /// Why, typed (a [`LossCause`]). `Unspecified` from a server older than the field:
+    /// the client then reads `reason`.
+    #[prost(enumeration = "LossCause", tag = "3")]
+    pub cause: i32,
+}
+
+/// Why the server took a lease away, in a [`LeaseLost`]. Unknown values (from newer
+/// servers) read as `Unspecified`, and the client falls back on the `reason` text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum LossCause {
+    /// Not given (an older server), or not known to this build.
+    Unspecified = 0,
+    /// An administrator removed the lease (`usher remove`, the HTTP API).
+    RemovedByAdministrator = 1,
+    /// The application was idle for longer than the feature's `TIMEOUT`.
+    IdleReclaimed = 2,
 }
 
 /// Error codes. Unknown values (from newer servers) read as `Unspecified`.
@@ -1047,5 +1064,51 @@ impl StatusReport {
     /// Queue entries the whole status has beyond those in this report.
     pub fn queue_not_shown(&self) -> u64 {
         self.queue_total.saturating_sub(self.queue.len() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+
+    /// `LeaseLost { lease_id: 7, reason: "removed by an administrator" }` as a server
+    /// older than `cause` encodes it.
+    const LEASE_LOST_WITHOUT_CAUSE: &[u8] =
+        b"\x09\x07\0\0\0\0\0\0\0\x12\x1bremoved by an administrator";
+
+    #[test]
+    fn a_lease_lost_without_a_cause_still_decodes_as_unspecified() {
+        let lost = LeaseLost::decode(LEASE_LOST_WITHOUT_CAUSE).expect("decodes");
+        assert_eq!(lost.lease_id, 7);
+        assert_eq!(lost.reason, "removed by an administrator");
+        assert_eq!(lost.cause(), LossCause::Unspecified);
+        // And a frame without a cause is what a cause-less message encodes to.
+        assert_eq!(lost.encode_to_vec(), LEASE_LOST_WITHOUT_CAUSE);
+    }
+
+    #[test]
+    fn a_lease_lost_with_a_cause_has_a_fixed_encoding() {
+        let lost = LeaseLost {
+            lease_id: 7,
+            reason: "removed by an administrator".into(),
+            cause: LossCause::RemovedByAdministrator as i32,
+        };
+        let mut golden = LEASE_LOST_WITHOUT_CAUSE.to_vec();
+        golden.extend_from_slice(b"\x18\x01");
+        assert_eq!(lost.encode_to_vec(), golden);
+        assert_eq!(LeaseLost::decode(&golden[..]).expect("decodes"), lost);
+        assert_eq!(LossCause::IdleReclaimed as i32, 2);
+    }
+
+    #[test]
+    fn an_unknown_cause_from_a_newer_server_reads_as_unspecified() {
+        let mut frame = LEASE_LOST_WITHOUT_CAUSE.to_vec();
+        frame.extend_from_slice(b"\x18\x63");
+        let lost = LeaseLost::decode(&frame[..]).expect("decodes");
+        assert_eq!(lost.cause, 99);
+        assert_eq!(lost.cause(), LossCause::Unspecified);
+        assert_eq!(lost.reason, "removed by an administrator");
     }
 }

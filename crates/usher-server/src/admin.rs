@@ -115,8 +115,12 @@ impl Admin {
         match applied.result {
             Ok(Outcome::Released(lease)) => {
                 info!(lease = lease.id.0, feature = %lease.feature, by, "lease removed by an administrator");
-                self.notices
-                    .lease_lost(lease.session, lease.id.0, "removed by an administrator");
+                self.notices.lease_lost(
+                    lease.session,
+                    lease.id.0,
+                    usher_proto::LossCause::RemovedByAdministrator,
+                    "removed by an administrator",
+                );
                 self.audit(format!("remove lease {lease_id} by {by}"), Some(&lease))
                     .await?;
                 Ok(Some(lease))

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use usher_core::{Change, DequeueReason, Ledger, Millis, ReleaseReason, SessionId};
-use usher_proto::{Response, response};
+use usher_proto::{LossCause, Response, response};
 
 use crate::commit::PendingReply;
 use crate::requests::lease;
@@ -96,11 +96,13 @@ impl Notices {
         }
     }
 
-    /// Tells a session's connection, if it has one, that a lease was taken away.
-    pub fn lease_lost(&self, session: SessionId, lease_id: u64, reason: &str) {
+    /// Tells a session's connection, if it has one, that a lease was taken away: `cause`
+    /// typed, `reason` for a human (and for clients older than the cause).
+    pub fn lease_lost(&self, session: SessionId, lease_id: u64, cause: LossCause, reason: &str) {
         let notice = response::Kind::LeaseLost(usher_proto::LeaseLost {
             lease_id,
             reason: reason.to_string(),
+            cause: cause as i32,
         });
         self.send(session, notice);
     }
@@ -123,7 +125,7 @@ impl Notices {
             {
                 let (notices, session, id) = (self.clone(), lease.session, lease.id.0);
                 out.push(Box::new(move || {
-                    notices.lease_lost(session, id, IDLE_RECLAIMED)
+                    notices.lease_lost(session, id, LossCause::IdleReclaimed, IDLE_RECLAIMED)
                 }));
                 continue;
             }

@@ -127,7 +127,15 @@ impl Core {
         match kind {
             Some(response::Kind::LeaseLost(l)) => {
                 if let Some(w) = self.leases.remove(&l.lease_id) {
-                    let _ = w.send(Some(l.reason));
+                    // The watch carries the reason's words: a typed cause is put in this
+                    // client's own (which read back as that reason); a notice without one
+                    // (an older server's) keeps the server's.
+                    let reason = if l.cause() == usher_proto::LossCause::Unspecified {
+                        l.reason
+                    } else {
+                        crate::LossReason::from_lease_lost(&l).to_string()
+                    };
+                    let _ = w.send(Some(reason));
                 }
             }
             // A grant for a wait we no longer track (withdrawn just as it was granted):

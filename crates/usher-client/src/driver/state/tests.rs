@@ -426,6 +426,23 @@ fn a_grant_nobody_waits_for_is_given_back() {
 }
 
 #[test]
+fn a_typed_lease_lost_notice_reads_by_its_cause() {
+    let (mut core, t0) = connected(None);
+    let one = hold(&mut core, 1, t0);
+    let notice = response::Kind::LeaseLost(usher_proto::LeaseLost {
+        lease_id: 1,
+        reason: "taken back by alice".into(),
+        cause: usher_proto::LossCause::RemovedByAdministrator as i32,
+    });
+    core.response(respond(0, notice), t0);
+    let reason = lost_reason(&one).expect("lost");
+    assert_eq!(
+        crate::LossReason::from_message(&reason),
+        crate::LossReason::RemovedByAdministrator
+    );
+}
+
+#[test]
 fn a_lease_lost_notice_reaches_its_license() {
     let (mut core, t0) = connected(None);
     let one = hold(&mut core, 1, t0);
@@ -433,6 +450,7 @@ fn a_lease_lost_notice_reaches_its_license() {
     let notice = response::Kind::LeaseLost(usher_proto::LeaseLost {
         lease_id: 2,
         reason: "revoked by an administrator".into(),
+        cause: 0, // an older server's notice: the text is kept as it is
     });
     core.response(respond(0, notice), t0);
     assert_eq!(lost_reason(&one), None);
