@@ -13,6 +13,20 @@ use usher_proto::{FrameReader, Hello, Request, Response, StatusRequest, request,
 use crate::{Client, ClientError, StatusReport};
 
 /// An open administration connection.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), usher_client::ClientError> {
+/// use std::path::Path;
+/// use std::time::Duration;
+/// use usher_proto::{Reload, request, response};
+///
+/// let socket = Path::new("/var/lib/usher/admin.sock");
+/// let mut admin = usher_client::admin::AdminConnection::connect(socket, Duration::from_secs(10)).await?;
+/// if let response::Kind::Reloaded(r) = admin.call(request::Kind::Reload(Reload {})).await? {
+///     println!("{r:?}");
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct AdminConnection {
     reader: FrameReader<tokio::net::unix::OwnedReadHalf>,
@@ -22,7 +36,8 @@ pub struct AdminConnection {
 }
 
 impl AdminConnection {
-    /// Connects to the admin socket and completes the handshake.
+    /// Connects to the admin socket and completes the handshake (example on
+    /// [`AdminConnection`]).
     pub async fn connect(socket: &Path, timeout: Duration) -> Result<Self, ClientError> {
         let unreachable = |e: std::io::Error| ClientError::Unreachable {
             servers: socket.display().to_string(),
@@ -55,7 +70,7 @@ impl AdminConnection {
     }
 
     /// Sends one request and waits for its answer. Error responses become
-    /// [`ClientError::Server`].
+    /// [`ClientError::Server`]. (Example on [`AdminConnection`].)
     pub async fn call(&mut self, kind: request::Kind) -> Result<response::Kind, ClientError> {
         let id = self.next_id;
         self.next_id += 1;

@@ -42,13 +42,27 @@ impl Drop for Shared {
     }
 }
 
-/// Blocking counterpart of [`crate::Client`].
+/// Blocking counterpart of [`crate::Client`]; clones share one session.
+///
+/// ```no_run
+/// # fn demo() -> Result<(), usher_client::ClientError> {
+/// let config = usher_client::ClientConfig::from_env()?;
+/// let client = usher_client::blocking::Client::connect(config)?;
+/// println!("connected to {}", client.session_info().server_name);
+/// let license = client.checkout("cad").call()?;
+/// println!("lease {}", license.get().lease_id());
+/// if let Some(reason) = license.lost_reason() {
+///     eprintln!("license lost: {reason}");
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Client {
     shared: Arc<Shared>,
 }
 
 /// Blocking counterpart of [`crate::License`]; dropping it checks the seats in.
+/// (Example on [`Client`].)
 #[derive(Debug)]
 pub struct License {
     // Declared first so it is dropped (and its checkin queued) before the shared client
@@ -58,7 +72,7 @@ pub struct License {
 }
 
 impl Client {
-    /// Connects and opens a session.
+    /// Connects and opens a session (example on [`Client`]).
     pub fn connect(config: ClientConfig) -> Result<Client, ClientError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
