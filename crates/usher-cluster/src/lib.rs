@@ -36,6 +36,7 @@
 #![allow(clippy::result_large_err)]
 
 mod applied;
+mod clock;
 mod log_store;
 pub mod network;
 mod node;

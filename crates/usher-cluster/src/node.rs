@@ -177,7 +177,7 @@ impl Node {
             self.raft.clone(),
             self.state.clone(),
             config,
-            system_clock_ms,
+            crate::clock::system_clock_ms,
         )
     }
 
@@ -218,13 +218,6 @@ impl Node {
             tracing::warn!(error = %e, "raft did not stop cleanly");
         }
     }
-}
-
-/// Milliseconds since the Unix epoch from the system clock: a leader's time.
-pub(crate) fn system_clock_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Replicates and applies `entry` through `raft` (see [`Node::write`]).

@@ -129,7 +129,7 @@ impl PeerTlsConfig {
     /// refused.
     pub(crate) fn refused(&self, peer: &dyn std::fmt::Display, why: &dyn std::fmt::Display) {
         self.refusals
-            .refused(peer, why, crate::node::system_clock_ms());
+            .refused(peer, why, crate::clock::system_clock_ms());
     }
 }
 
