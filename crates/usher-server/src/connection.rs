@@ -27,7 +27,7 @@ use usher_proto::{ErrorCode, FrameError, FrameReader, Request, Response, request
 use crate::ledger_task::LedgerGone;
 use crate::metrics::RejectReason;
 use crate::notices::Carrier;
-pub use crate::notices::PendingResponse;
+pub use crate::notices::{Answer, PendingResponse};
 use crate::requests::admin::ADMIN_SOCKET;
 use crate::requests::{self, Caller, ready, refuse_bad_names, request_kind};
 use crate::shared::Shared;
@@ -278,8 +278,8 @@ async fn write_answers<W: AsyncWrite + Unpin>(
         // Wait for this answer only once what is ready before it has been sent, so no
         // answer is held back behind a slower one.
         let ready_now = std::future::poll_fn(|cx| Poll::Ready(pending.as_mut().poll(cx))).await;
-        let response = match ready_now {
-            Poll::Ready(response) => response,
+        let answer = match ready_now {
+            Poll::Ready(answer) => answer,
             Poll::Pending => {
                 if !flush(wr, &mut burst, watch).await {
                     return;
@@ -287,10 +287,24 @@ async fn write_answers<W: AsyncWrite + Unpin>(
                 pending.await
             }
         };
-        let response = requests::status_view::within_frame(response);
-        burst.extend_from_slice(&usher_proto::encode_frame(&response));
+        let expired = match answer {
+            Answer::Message(response) => {
+                let response = requests::status_view::within_frame(response);
+                burst.extend_from_slice(&usher_proto::encode_frame(&response));
+                says_session_expired(&response)
+            }
+            // A large frame is written as it is, not copied behind the others.
+            Answer::Frame(frame) if burst.is_empty() => {
+                burst = frame;
+                false
+            }
+            Answer::Frame(frame) => {
+                burst.extend_from_slice(&frame);
+                false
+            }
+        };
         if let Some(ended) = &watch.ended
-            && says_session_expired(&response)
+            && expired
         {
             let flushed = flush(wr, &mut burst, watch).await;
             ended.cancel();
@@ -326,7 +340,12 @@ async fn flush<W: AsyncWrite + Unpin>(wr: &mut W, burst: &mut Vec<u8>, watch: &W
         wr.flush().await
     };
     let written = tokio::time::timeout(watch.send_timeout, write).await;
-    burst.clear();
+    if burst.capacity() > 2 * BURST_BYTES {
+        // A large status page went out: do not keep its room for every later burst.
+        *burst = Vec::new();
+    } else {
+        burst.clear();
+    }
     match written {
         Ok(Ok(())) => true,
         Ok(Err(_)) => false,
@@ -396,9 +415,9 @@ async fn request_loop<R: AsyncRead + Unpin>(
                 Some(kind) => {
                     let metrics = ctx.metrics.clone();
                     let timed: PendingResponse = Box::pin(async move {
-                        let response = pending.await;
+                        let answer = pending.await;
                         metrics.request_done(kind, started.elapsed());
-                        response
+                        answer
                     });
                     (timed, goodbye)
                 }
@@ -527,6 +546,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn encoded_frames_go_out_as_they_are_in_order_with_messages() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let frame = |id| -> PendingResponse {
+            let bytes = usher_proto::encode_frame(&answer(id));
+            Box::pin(std::future::ready(Answer::Frame(bytes)))
+        };
+        // A frame first (it becomes the burst), a message behind it, a frame behind that.
+        tx.send(frame(1)).await.unwrap();
+        tx.send(ready(answer(2))).await.unwrap();
+        tx.send(frame(3)).await.unwrap();
+        drop(tx);
+        let mut wr = Counting {
+            writes: 0,
+            bytes: Vec::new(),
+        };
+        write_answers(&mut wr, &mut rx, &watch()).await;
+        let mut reader = FrameReader::new(&wr.bytes[..]);
+        for id in 1..=3 {
+            let r: Response = reader.read().await.unwrap().expect("a frame");
+            assert_eq!(r, answer(id), "whole, and in request order");
+        }
+        assert!(reader.read::<Response>().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
     async fn a_ready_answer_is_not_held_back_behind_a_slower_one() {
         let (tx, mut rx) = mpsc::channel(8);
         let (client, server) = tokio::io::duplex(64 * 1024);
@@ -536,7 +580,7 @@ mod tests {
         });
         let (done, later) = tokio::sync::oneshot::channel::<Response>();
         tx.send(ready(answer(1))).await.unwrap();
-        tx.send(Box::pin(async move { later.await.unwrap() }))
+        tx.send(Box::pin(async move { later.await.unwrap().into() }))
             .await
             .unwrap();
         let mut reader = FrameReader::new(client);

@@ -9,6 +9,7 @@ pub mod access;
 pub mod admin;
 pub mod applied;
 pub mod auth;
+pub mod background;
 pub mod check;
 pub mod clock;
 pub mod commit;

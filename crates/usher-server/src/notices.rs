@@ -21,7 +21,27 @@ use crate::commit::PendingReply;
 use crate::requests::lease;
 
 /// A response still being worked out (for example waiting for its batch to commit).
-pub type PendingResponse = Pin<Box<dyn Future<Output = Response> + Send>>;
+pub type PendingResponse = Pin<Box<dyn Future<Output = Answer> + Send>>;
+
+/// An answer for the connection's writer: a message to encode, or a frame already encoded
+/// (a large status page, encoded on a background thread rather than on the runtime's
+/// workers, see `crate::background`).
+#[derive(Debug)]
+// A message is the common case, on the hot path: boxing it would cost every answer an
+// allocation to save the rare frame a few bytes.
+#[allow(clippy::large_enum_variant)]
+pub enum Answer {
+    /// A message, encoded by the writer.
+    Message(Response),
+    /// A whole frame, length prefix included, within the frame limit.
+    Frame(Vec<u8>),
+}
+
+impl From<Response> for Answer {
+    fn from(response: Response) -> Answer {
+        Answer::Message(response)
+    }
+}
 
 /// What a lease reclaimed under the policy's `TIMEOUT` is lost for.
 const IDLE_RECLAIMED: &str =
@@ -90,7 +110,7 @@ impl Notices {
                 id: 0,
                 kind: Some(kind),
             };
-            let _ = queue.try_send(Box::pin(std::future::ready(notice)));
+            let _ = queue.try_send(Box::pin(std::future::ready(notice.into())));
         } else if let Some(k) = &self.detached {
             k.call_back(session);
         }

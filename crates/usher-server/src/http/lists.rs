@@ -446,15 +446,19 @@ fn queue_page(
     })
 }
 
-/// Runs `build` on a fresh view, on a blocking thread.
+/// Runs `build` on a fresh view, on the low-priority background threads (see
+/// `crate::background`).
 pub(super) async fn from_view<T: Send + 'static>(
     s: &ApiState,
     build: impl FnOnce(&StatusView) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let view = s.ctx.status_views.fresh(&s.ctx.ledger).await?;
-    tokio::task::spawn_blocking(move || build(&view))
+    let views = &s.ctx.status_views;
+    let view = views.fresh(&s.ctx.ledger).await?;
+    views
+        .background()
+        .run(move || build(&view))
         .await
-        .map_err(|e| ApiError::internal(format!("building the page failed: {e}")))?
+        .map_err(|_| ApiError::internal("building the page failed"))?
 }
 
 pub(super) async fn holders(

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use usher_proto::{Bye, ErrorCode, Response, response};
 
-use super::{Dispatched, ok, ready, shutting_down};
+use super::{Dispatched, later, ok, ready, shutting_down};
 use crate::admin::AdminError;
 use crate::shared::Shared;
 
@@ -32,7 +32,7 @@ pub fn remove(id: u64, r: usher_proto::Remove, ctx: &Arc<Shared>) -> Dispatched 
             Err(e) => Response::error(id, ErrorCode::NotPermitted, e.to_string()),
         }
     };
-    (Box::pin(fut), false)
+    (later(fut), false)
 }
 
 /// Reload: license files, vendor keys and the policy read again and put in force.
@@ -55,7 +55,7 @@ pub fn reload(id: u64, ctx: &Arc<Shared>) -> Dispatched {
             Err(e) => Response::error(id, ErrorCode::Internal, e.to_string()),
         }
     };
-    (Box::pin(fut), false)
+    (later(fut), false)
 }
 
 /// Down: a graceful shutdown. The connection ends after the answer.

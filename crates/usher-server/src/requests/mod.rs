@@ -36,7 +36,7 @@ use usher_proto::{ErrorCode, Request, Response, request, response};
 use crate::applied::Applied;
 use crate::ledger_task::LedgerGone;
 use crate::metrics::RequestKind;
-pub use crate::notices::PendingResponse;
+pub use crate::notices::{Answer, PendingResponse};
 use crate::shared::Shared;
 
 /// Who sent a request: what the connection knows of its peer.
@@ -135,7 +135,12 @@ pub fn ok(id: u64, kind: response::Kind) -> Response {
 
 /// A response that is ready now.
 pub fn ready(r: Response) -> PendingResponse {
-    Box::pin(std::future::ready(r))
+    Box::pin(std::future::ready(r.into()))
+}
+
+/// A response that `fut` works out.
+pub fn later(fut: impl Future<Output = Response> + Send + 'static) -> PendingResponse {
+    Box::pin(async move { fut.await.into() })
 }
 
 /// An error answer, ready now; the connection goes on.
@@ -172,7 +177,7 @@ fn answer(
 ) -> PendingResponse {
     let metrics = ctx.metrics.clone();
     Box::pin(async move {
-        match rx.await {
+        let response = match rx.await {
             Ok(applied) => match &applied.result {
                 Err(LedgerError::UnknownSession) => Response::error(
                     id,
@@ -187,7 +192,8 @@ fn answer(
                 Some(why) => store_unavailable(id, &why),
                 None => shutting_down(id),
             },
-        }
+        };
+        response.into()
     })
 }
 

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use usher_proto::{ErrorCode, response};
 
 use super::status_view as view;
-use super::{Caller, Dispatched, ok, refusal, shutting_down};
+use super::{Answer, Caller, Dispatched, later, ok, refusal, shutting_down};
+use crate::background::Gone;
 use crate::config::StatusDetail;
 use crate::ledger_task::LedgerGone;
 use crate::shared::Shared;
@@ -49,7 +50,7 @@ pub fn status(
                 Err(LedgerGone) => shutting_down(id),
             }
         };
-        return (Box::pin(fut), false);
+        return (later(fut), false);
     }
     let cursor = match s.cursor.as_str() {
         "" => None,
@@ -69,31 +70,33 @@ pub fn status(
             // from the same offset in it).
             None => match views.fresh(&ledger).await {
                 Ok(view) => view,
-                Err(LedgerGone) => return shutting_down(id),
+                Err(LedgerGone) => return shutting_down(id).into(),
             },
         };
-        // Building a page is CPU work: off the runtime's workers, which the
-        // ledger task and every connection share.
-        let built = tokio::task::spawn_blocking(move || {
+        // Building and encoding a page is CPU work: on the background threads, at the
+        // lowest priority, so that it never takes the CPU from grants.
+        let background = views.background();
+        let built = background.run(move || {
             let request = view::PageRequest {
                 feature: &s.feature,
                 offset: cursor.map_or(0, |c| c.offset),
                 page_size: s.page_size as usize,
                 max_bytes: usher_proto::MAX_FRAME_LEN,
             };
-            view::page(&view, id, request)
-        })
-        .await;
-        let Ok(mut report) = built else {
-            return shutting_down(id);
-        };
-        if report.truncated {
-            view::log_truncated(&report);
+            let mut report = view::page(&view, id, request);
+            if report.truncated {
+                view::log_truncated(&report);
+            }
+            if anonymous {
+                view::hide_paths(&mut report);
+            }
+            let response = view::within_frame(ok(id, response::Kind::Status(report)));
+            usher_proto::encode_frame(&response)
+        });
+        match built.await {
+            Ok(frame) => Answer::Frame(frame),
+            Err(Gone) => shutting_down(id).into(),
         }
-        if anonymous {
-            view::hide_paths(&mut report);
-        }
-        ok(id, response::Kind::Status(report))
     };
     (Box::pin(fut), false)
 }

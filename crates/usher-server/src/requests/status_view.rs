@@ -7,9 +7,10 @@
 //! - the ledger task copies what status shows into a [`StatusView`] (cheap clones of
 //!   reference-counted names, no formatting, no sorting) only when something changed since
 //!   the last view and someone asks ([`StatusViews::fresh`]); everything else (sorting,
-//!   paging, encoding) happens on the asking connection's task;
+//!   paging, encoding, and freeing old views) happens on the low-priority background
+//!   threads ([`crate::background`]), which get the CPU only when grants do not want it;
 //! - views are rebuilt at most once per [`StatusViews`] interval, which grows with the
-//!   cost of a build, so pollers cannot take more than a fifth of the writer's time
+//!   cost of a build, so pollers cannot take more than a twentieth of the writer's time
 //!   however many holders there are; a request that finds the view stale waits for the
 //!   next build, so it never sees a status older than itself;
 //! - a reply is one page of a view ([`page`]), never more than [`MAX_FRAME_LEN`] bytes;
@@ -30,6 +31,7 @@ use usher_proto::{
     field_len, payload_len,
 };
 
+use crate::background::Background;
 use crate::ledger_task::{LedgerGone, LedgerHandle, ServerInfo, View};
 
 mod page;
@@ -52,8 +54,9 @@ const MIN_REBUILD_INTERVAL: Duration = Duration::from_millis(20);
 const MAX_VIEW_AGE: Duration = Duration::from_secs(1);
 
 /// A build may take at most this share (1 / N) of the ledger task's time: the next build
-/// waits N times as long as the last one took.
-const BUILD_COST_FACTOR: u32 = 5;
+/// waits N times as long as the last one took. (A copy of 100,000 holders takes a few
+/// milliseconds, so such a view is at most a tenth of a second or so old.)
+const BUILD_COST_FACTOR: u32 = 20;
 
 /// What status shows, copied from the ledger as of one batch.
 #[derive(Debug)]
@@ -134,8 +137,17 @@ impl StatusView {
             pools.push(pool_status(pool, now, ledger.in_use(key)));
         }
         let mut holders = Vec::with_capacity(ledger.leases().size_hint().0);
+        // Leases of one pool tend to come together: the last pool found saves a lookup.
+        let mut last: Option<(PoolRef<'_>, usize)> = None;
         for lease in ledger.leases() {
             let at = lease.pool_key();
+            if let Some((key, pool)) = last
+                && key == at
+            {
+                let session = ledger.holder(lease.session);
+                holders.push(HolderRow::new(pool, lease, session));
+                continue;
+            }
             let pool = *index.entry(at).or_insert_with(|| {
                 // A pool that left the catalog on a reload but still has holders.
                 overdraft.push(0);
@@ -148,14 +160,9 @@ impl StatusView {
                 });
                 pools.len() - 1
             });
+            last = Some((at, pool));
             let session = ledger.holder(lease.session);
-            holders.push(HolderRow {
-                pool,
-                lease: lease.clone(),
-                client: session.map(|s| s.client.clone()),
-                connected: session.is_some_and(|s| s.connected),
-                detached: session.is_some_and(|s| s.detached),
-            });
+            holders.push(HolderRow::new(pool, lease, session));
         }
         let queue = ledger
             .queued()
@@ -288,15 +295,28 @@ impl StatusView {
 }
 
 impl HolderRow {
+    fn new(pool: usize, lease: &Lease, session: Option<&usher_core::Session>) -> HolderRow {
+        HolderRow {
+            pool,
+            lease: lease.clone(),
+            client: session.map(|s| s.client.clone()),
+            connected: session.is_some_and(|s| s.connected),
+            detached: session.is_some_and(|s| s.detached),
+        }
+    }
+
     fn to_proto(&self) -> Holder {
         let lease = &self.lease;
-        let client = self.client.clone().unwrap_or_default();
+        let text = |name: Option<&usher_core::Name>| {
+            name.map_or_else(String::new, |n| n.as_str().to_owned())
+        };
+        let client = self.client.as_ref();
         Holder {
-            user: client.user.to_string(),
-            host: client.host.to_string(),
-            display: client.display.to_string(),
-            pid: client.pid,
-            program: client.program.to_string(),
+            user: text(client.map(|c| &c.user)),
+            host: text(client.map(|c| &c.host)),
+            display: text(client.map(|c| &c.display)),
+            pid: client.map_or(0, |c| c.pid),
+            program: text(client.map(|c| &c.program)),
             version: lease.requested_version.to_string(),
             since_ms: lease.granted_at,
             count: lease.count,
@@ -345,6 +365,8 @@ pub struct StatusViews {
     /// Held while a view is being brought up to date, so concurrent askers share one
     /// build. Holds the last build's cost on the ledger task.
     refresh: tokio::sync::Mutex<Duration>,
+    /// Where views are sorted, paged, encoded and freed: never on the runtime's workers.
+    background: Background,
 }
 
 /// What the ledger task answers when asked for a view.
@@ -365,6 +387,11 @@ impl StatusViews {
             .rev()
             .find(|v| v.generation == generation)
             .cloned()
+    }
+
+    /// The low-priority threads that sort views and build their pages.
+    pub fn background(&self) -> &Background {
+        &self.background
     }
 
     fn latest(&self) -> Option<Arc<StatusView>> {
@@ -421,13 +448,16 @@ impl StatusViews {
                 Answer::Wait => tokio::time::sleep_until(allowed_at.into()).await,
                 Answer::Built(copy, pools, took) => {
                     *cost = took;
-                    // Sorting is CPU work: off the runtime's workers (see `page`'s callers).
-                    let finished = tokio::task::spawn_blocking(move || copy.finish(pools));
+                    // Sorting is CPU work: on the background threads (see `page`'s callers).
+                    let finished = self.background.run(move || copy.finish(pools));
                     let view = Arc::new(finished.await.map_err(|_| LedgerGone)?);
                     let mut recent = self.lock();
                     recent.push_back(view.clone());
                     while recent.len() > KEEP_VIEWS {
-                        recent.pop_front();
+                        if let Some(old) = recent.pop_front() {
+                            // Freeing 100,000 rows is work too.
+                            self.background.drop_later(old);
+                        }
                     }
                     return Ok(view);
                 }
