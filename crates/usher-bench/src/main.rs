@@ -28,6 +28,7 @@ mod recovery;
 mod redis;
 mod scenarios;
 mod sessions;
+mod side;
 mod stats;
 mod status_load;
 mod usher;
@@ -85,6 +86,9 @@ struct Args {
     /// Internal: be the flood scenario's junk generator against this address.
     #[arg(long, hide = true)]
     flood_generator: Option<std::net::SocketAddr>,
+    /// Internal: be the status-load scenario's pollers against this address.
+    #[arg(long, hide = true)]
+    status_pollers: Option<std::net::SocketAddr>,
     /// Junk peers of the flood scenario.
     #[arg(long, default_value_t = 2_000)]
     flood_peers: usize,
@@ -169,6 +173,11 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(addr) = args.flood_generator {
         return flood::generate(addr, args.flood_peers).await;
+    }
+    if let Some(addr) = args.status_pollers {
+        let holders = args.holders.unwrap_or(0);
+        let pause = std::time::Duration::from_millis(args.poll_interval_ms);
+        return status_load::poll(addr, holders, status_load::POLLERS, pause).await;
     }
     let scenarios = match &args.scenario[..] {
         [] => vec![

@@ -116,7 +116,7 @@ pub(crate) async fn status_load_scenario(args: &Args) -> anyhow::Result<()> {
     };
     let limit = Duration::from_secs(if args.quick { 5 } else { args.seconds });
     let pause = Duration::from_millis(args.poll_interval_ms);
-    let r = status_load::run(holders, (16, 4, pause), ops, limit).await?;
+    let r = status_load::run(holders, (16, pause), ops, limit).await?;
     let ratio_ops = ratio(r.polled.ops_per_s, Some(r.quiet.ops_per_s));
     let seconds = (r.polled.ops as f64 / r.polled.ops_per_s.max(1e-9)).max(1e-9);
     if args.json {

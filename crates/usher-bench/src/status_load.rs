@@ -1,7 +1,10 @@
 //! The `status-load` scenario: checkout+checkin throughput at C clients while pollers read
 //! the full status (every holder, page by page) in a loop, beside the same clients on the
 //! same server with nobody polling, in one run. usherd serves status from a view the
-//! ledger task publishes, so the ratio shows what the pollers cost the checkout path.
+//! ledger task publishes, and builds its pages on low-priority threads, so the ratio shows
+//! what the pollers cost the checkout path. The pollers run in a process of their own,
+//! pinned to one core like the flood generator, so that decoding 100,000 holders a walk is
+//! not counted as usherd's cost; the walks a second they managed are reported beside it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use usher_proto::{Request, StatusRequest, request, response};
 
+use crate::side::{Side, serve_counters};
 use crate::stats::Measured;
 use crate::usher::{Conn, Usherd, checkout_seats, usher_worker};
 
@@ -36,12 +40,18 @@ pub struct StatusLoad {
 /// Connections that hold the background holders, each this many leases.
 const PER_CONNECTION: usize = 5_000;
 
+/// Status readers polling at once.
+pub const POLLERS: usize = 4;
+
+/// Longest the pollers' process runs, whatever happens to the harness.
+const POLLER_LIMIT: Duration = Duration::from_secs(600);
+
 /// Fills the server with `holders` leases, then measures `clients` checkout clients for
-/// `ops` operations quiet and while `pollers` read the full status in a loop, `pause`
-/// apart.
+/// `ops` operations quiet and while [`POLLERS`] pollers (in a process of their own, see
+/// [`crate::side`]) read the full status in a loop, `pause` apart.
 pub async fn run(
     holders: usize,
-    (clients, pollers, pause): (usize, usize, Duration),
+    (clients, pause): (usize, Duration),
     ops: usize,
     limit: Duration,
 ) -> anyhow::Result<StatusLoad> {
@@ -62,39 +72,31 @@ pub async fn run(
     let quiet =
         crate::run_clients(clients, ops, limit, move |_, n, d| usher_worker(addr, n, d)).await?;
 
-    let polling = Arc::new(AtomicBool::new(true));
-    let (walks, pages) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let deadline = Instant::now() + limit * 2;
-    let poll_tasks: Vec<_> = (0..pollers)
-        .map(|_| {
-            let (polling, walks, pages) = (polling.clone(), walks.clone(), pages.clone());
-            tokio::spawn(poller(
-                addr,
-                holders,
-                (polling, pause),
-                walks,
-                pages,
-                deadline,
-            ))
-        })
-        .collect();
+    let args = [
+        "--status-pollers".to_string(),
+        addr.to_string(),
+        "--holders".to_string(),
+        holders.to_string(),
+        "--poll-interval-ms".to_string(),
+        pause.as_millis().to_string(),
+    ];
+    let mut side = Side::start("status pollers", &args)?;
     // Let every poller be reading before measuring.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (walks_before, pages_before) =
-        (walks.load(Ordering::Relaxed), pages.load(Ordering::Relaxed));
+    side.mark()?;
     let polled =
         crate::run_clients(clients, ops, limit, move |_, n, d| usher_worker(addr, n, d)).await;
-    let walked = walks.load(Ordering::Relaxed) - walks_before;
-    let paged = pages.load(Ordering::Relaxed) - pages_before;
-    polling.store(false, Ordering::Relaxed);
-    for p in poll_tasks {
-        p.await??;
-    }
+    let counts = side.stop()?;
+    let (walked, paged) = match counts[..] {
+        [walks, pages, 0] => (walks, pages),
+        [_, _, failed] => bail!("{failed} status walks failed; see the pollers' messages"),
+        _ => bail!("the pollers printed {counts:?}"),
+    };
     drop(held);
     Ok(StatusLoad {
         holders,
         clients,
-        pollers,
+        pollers: POLLERS,
         quiet,
         polled: polled?,
         walks: walked,
@@ -130,6 +132,44 @@ async fn hold(addr: SocketAddr, count: usize) -> anyhow::Result<Conn> {
         }
     }
     Ok(conn)
+}
+
+/// The pollers' process (`--status-pollers`): `pollers` pollers against `addr` until
+/// standard input closes (or [`POLLER_LIMIT`] passes), its counters the walks, the pages
+/// and the pollers that failed.
+pub async fn poll(
+    addr: SocketAddr,
+    holders: usize,
+    pollers: usize,
+    pause: Duration,
+) -> anyhow::Result<()> {
+    let polling = Arc::new(AtomicBool::new(true));
+    let (walks, pages) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let failed = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + POLLER_LIMIT;
+    let tasks: Vec<_> = (0..pollers)
+        .map(|_| {
+            let (polling, walks, pages, failed) = (
+                polling.clone(),
+                walks.clone(),
+                pages.clone(),
+                failed.clone(),
+            );
+            tokio::spawn(async move {
+                let polled = poller(addr, holders, (polling, pause), walks, pages, deadline);
+                if let Err(e) = polled.await {
+                    eprintln!("status poller: {e:#}");
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    serve_counters(vec![walks, pages, failed]).await;
+    polling.store(false, Ordering::Relaxed);
+    for t in tasks {
+        t.abort();
+    }
+    Ok(())
 }
 
 /// Reads the full status, every page, until told to stop (or the deadline), counting the
