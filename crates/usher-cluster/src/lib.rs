@@ -17,8 +17,8 @@
 //! - [`Proposer`]: the leader's batching of client commands into stamped entries, with
 //!   an expiry tick in each and a grace for every session when a new leader takes over.
 //! - [`Node`]: one running member (all of the above plus its Raft instance), with an
-//!   interface free of openraft types: start, form the cluster, write an entry, watch
-//!   the leader, stop.
+//!   interface free of openraft types: start, form the cluster, add and remove members,
+//!   write an entry, watch the leader and the replication, stop.
 //!
 //! `usherd` does not serve a cluster yet: see `docs/cluster.md` for what exists and what
 //! is still to come.
@@ -46,7 +46,7 @@ mod state_machine;
 
 pub use applied::Applied;
 pub use log_store::LogStore;
-pub use node::{Node, StartError, Status, Timing, WriteError};
+pub use node::{MembershipError, Node, StartError, Status, Timing, WriteError};
 pub use peer_tls::PeerTls;
 pub use proposer::{Proposed, Proposer, ProposerConfig};
 pub use state_machine::StateMachine;

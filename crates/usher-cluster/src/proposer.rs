@@ -25,7 +25,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use usher_core::{Command, Entry, LedgerError, Millis, Outcome, Stamper};
 
-use crate::{NodeId, Raft, StateMachine, WriteError, node::write_entry};
+use crate::node::{leader_of, write_entry};
+use crate::{NodeId, Raft, StateMachine, WriteError};
 
 /// How a proposer batches and how long a new leader's grace is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,7 +138,7 @@ impl Leading {
         loop {
             let (leader, term) = {
                 let m = metrics.borrow_and_update();
-                (m.current_leader, m.current_term)
+                (leader_of(self.id, &m), m.current_term)
             };
             if leader == Some(self.id) {
                 return Some(term);
@@ -196,7 +197,7 @@ impl Leading {
                         return false;
                     }
                     let m = metrics.borrow_and_update();
-                    if m.current_leader != Some(self.id) || m.current_term != term {
+                    if leader_of(self.id, &m) != Some(self.id) || m.current_term != term {
                         return true;
                     }
                     continue;

@@ -1,13 +1,14 @@
 //! The Raft state machine: committed batches applied to a ledger, and snapshots of it.
 
+use std::collections::BTreeSet;
 use std::io::{self, Cursor, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
-    Entry, EntryPayload, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError,
-    StoredMembership,
+    Entry, EntryPayload, LogId, Membership, RaftSnapshotBuilder, SnapshotMeta, StorageError,
+    StorageIOError, StoredMembership,
 };
 use serde::{Deserialize, Serialize};
 use usher_core::{Command, Lease, Ledger, Millis, Session};
@@ -45,6 +46,10 @@ struct Inner {
     /// Above every lease id any applied entry used, granted or not: where a new leader's
     /// stamper starts, so no lease id is handed out twice across a failover.
     next_lease_id: u64,
+    /// Every member id that was once in the membership and left it: never to be used
+    /// again (a removed member restarted with an empty disk under its old id could help
+    /// elect a second leader for a term it already voted in).
+    retired: BTreeSet<NodeId>,
     /// The latest snapshot, built here or installed from the leader.
     snapshot: Option<StoredSnapshot>,
 }
@@ -65,6 +70,9 @@ struct LedgerImage {
     /// highest lease it holds).
     #[serde(default)]
     next_lease_id: u64,
+    /// See [`Inner::retired`]; empty in a snapshot that predates it.
+    #[serde(default)]
+    retired: BTreeSet<NodeId>,
     sessions: Vec<Session>,
     leases: Vec<Lease>,
 }
@@ -80,6 +88,7 @@ impl StateMachine {
             membership: StoredMembership::default(),
             time: 0,
             next_lease_id: 1,
+            retired: BTreeSet::new(),
             snapshot: None,
         };
         match std::fs::read(dir.join(SNAPSHOT_FILE)) {
@@ -110,6 +119,12 @@ impl StateMachine {
     pub fn stamp_seed(&self) -> (Millis, u64) {
         let inner = self.lock();
         (inner.time, inner.next_lease_id)
+    }
+
+    /// The member ids that left the membership, as applied so far: none may be added
+    /// again.
+    pub fn retired(&self) -> BTreeSet<NodeId> {
+        self.lock().retired.clone()
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -149,11 +164,25 @@ impl Inner {
         Applied { outcomes }
     }
 
+    /// Applies a membership entry: every member of the previous membership that is not
+    /// in this one is retired.
+    fn apply_membership(&mut self, log_id: LogId<NodeId>, membership: Membership<NodeId, Member>) {
+        let left: Vec<NodeId> = self
+            .membership
+            .nodes()
+            .map(|(&id, _)| id)
+            .filter(|id| membership.get_node(id).is_none())
+            .collect();
+        self.retired.extend(left);
+        self.membership = StoredMembership::new(Some(log_id), membership);
+    }
+
     /// A snapshot of the ledger as applied so far.
     fn snapshot(&self, id: &str) -> StoredSnapshot {
         let image = LedgerImage {
             time: self.time,
             next_lease_id: self.next_lease_id,
+            retired: self.retired.clone(),
             sessions: self
                 .ledger
                 .sessions()
@@ -189,6 +218,7 @@ impl Inner {
         self.ledger = restored;
         self.time = image.time;
         self.next_lease_id = next_lease_id;
+        self.retired = image.retired;
         self.last_applied = snapshot.meta.last_log_id;
         self.membership = snapshot.meta.last_membership.clone();
         self.snapshot = Some(snapshot);
@@ -260,7 +290,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     EntryPayload::Blank => Applied::default(),
                     EntryPayload::Normal(entry) => inner.apply_entry(entry),
                     EntryPayload::Membership(membership) => {
-                        inner.membership = StoredMembership::new(Some(entry.log_id), membership);
+                        inner.apply_membership(entry.log_id, membership);
                         Applied::default()
                     }
                 }

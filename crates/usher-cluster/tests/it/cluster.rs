@@ -1,8 +1,9 @@
-//! Three members in one process on loopback: election, replication, and the loss of the
-//! leader.
+//! Members in one process on loopback: election, replication, and the loss of the
+//! leader. [`Cluster`] is the helper the membership and proposer tests share too.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 use tokio::net::TcpListener;
@@ -23,10 +24,18 @@ pub const TIMING: Timing = Timing {
     election_max_ms: 3_000,
 };
 
-/// Members 1, 2 and 3, each with its own directory, formed into one cluster.
+/// Every id a test member may have: each member pins the identity keys of all of them,
+/// so any of them can be added.
+pub const IDS: std::ops::RangeInclusive<NodeId> = 1..=5;
+
+/// Members on loopback, each with its own directory and port, kept across a restart.
 pub struct Cluster {
+    /// The running members.
     pub nodes: BTreeMap<NodeId, Node>,
-    _dirs: Vec<TempDir>,
+    /// Every member's peer address, running or not.
+    pub addrs: BTreeMap<NodeId, SocketAddr>,
+    dirs: BTreeMap<NodeId, TempDir>,
+    ledger: fn() -> usher_core::Ledger,
 }
 
 impl Cluster {
@@ -34,61 +43,111 @@ impl Cluster {
         Cluster::start_with(ledger).await
     }
 
-    /// Members whose ledgers start as `ledger` makes them.
+    /// Members 1, 2 and 3, whose ledgers start as `ledger` makes them, formed into one
+    /// cluster.
     pub async fn start_with(ledger: fn() -> usher_core::Ledger) -> Cluster {
-        let mut listeners = BTreeMap::new();
-        for id in 1..=3 {
-            let listener = TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind a loopback port");
-            listeners.insert(id, listener);
-        }
-        let addrs = listeners
-            .iter()
-            .map(|(&id, l)| (id, l.local_addr().expect("bound address")))
-            .collect();
-        let mut nodes = BTreeMap::new();
-        let mut dirs = Vec::new();
-        for (id, listener) in listeners {
-            let dir = TempDir::new().expect("temporary directory");
-            let node = Node::start(
-                id,
-                TIMING,
-                dir.path(),
-                ledger(),
-                listener,
-                peer_tls(id, 1..=3),
-            )
-            .await
-            .expect("member starts");
-            nodes.insert(id, node);
-            dirs.push(dir);
-        }
-        nodes[&1].initialize(&addrs).await.expect("cluster forms");
-        Cluster { nodes, _dirs: dirs }
+        Cluster::form(1..=3, ledger).await
     }
 
-    /// The leader every remaining member agrees on, once they do (a member that was
+    /// Members `ids`, whose ledgers start as `ledger` makes them, formed into one
+    /// cluster.
+    pub async fn form(
+        ids: impl IntoIterator<Item = NodeId>,
+        ledger: fn() -> usher_core::Ledger,
+    ) -> Cluster {
+        let mut cluster = Cluster {
+            nodes: BTreeMap::new(),
+            addrs: BTreeMap::new(),
+            dirs: BTreeMap::new(),
+            ledger,
+        };
+        for id in ids {
+            cluster.launch(id).await;
+        }
+        let (_, first) = cluster
+            .nodes
+            .first_key_value()
+            .expect("one member at least");
+        first
+            .initialize(&cluster.addrs)
+            .await
+            .expect("cluster forms");
+        cluster
+    }
+
+    /// Starts member `id` from its directory on its port (new ones if it has none yet),
+    /// without making it a member of anything: it waits to be added, or rejoins the
+    /// cluster its files say it is in. Returns its peer address.
+    pub async fn launch(&mut self, id: NodeId) -> SocketAddr {
+        let listener = match self.addrs.get(&id) {
+            Some(&addr) => bind_again(addr).await,
+            None => TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind a loopback port"),
+        };
+        let addr = listener.local_addr().expect("bound address");
+        self.addrs.insert(id, addr);
+        let dir = self
+            .dirs
+            .entry(id)
+            .or_insert_with(|| TempDir::new().expect("temporary directory"));
+        let node = Node::start(
+            id,
+            TIMING,
+            dir.path(),
+            (self.ledger)(),
+            listener,
+            peer_tls(id, IDS),
+        )
+        .await
+        .expect("member starts");
+        self.nodes.insert(id, node);
+        addr
+    }
+
+    /// Stops member `id` (its files stay, for [`Cluster::launch`] to restart it).
+    pub async fn stop(&mut self, id: NodeId) {
+        self.nodes
+            .remove(&id)
+            .expect("a running member")
+            .shutdown()
+            .await;
+    }
+
+    /// Stops every member.
+    pub async fn stop_all(&mut self) {
+        for node in std::mem::take(&mut self.nodes).into_values() {
+            node.shutdown().await;
+        }
+    }
+
+    /// The leader every running voter agrees on, once they do (a member that was
     /// stopped is not one, even while the others still follow it).
     pub async fn leader(&self) -> NodeId {
-        let first = self.nodes.values().next().expect("a member is left");
-        let leader = first
-            .wait_until(PATIENCE, |s| {
-                s.leader.is_some_and(|l| self.nodes.contains_key(&l))
-            })
-            .await
-            .and_then(|s| s.leader)
-            .expect("a leader is elected");
-        for node in self.nodes.values() {
-            node.wait_until(PATIENCE, |s| s.leader == Some(leader))
-                .await
-                .expect("every member follows the leader");
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            for node in self.nodes.values() {
+                let status = node.status().await;
+                if status.leader != Some(status.id) {
+                    continue;
+                }
+                let mut followed = true;
+                for voter in &status.voters {
+                    if let Some(voter) = self.nodes.get(voter) {
+                        followed &= voter.status().await.leader == Some(status.id);
+                    }
+                }
+                if followed {
+                    return status.id;
+                }
+            }
+            assert!(Instant::now() < deadline, "no leader every voter follows");
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        leader
     }
 
     /// Writes `commands` at `time` through the leader, following it if it moves.
-    async fn write(&self, time: u64, commands: Vec<Command>) -> Applied {
+    pub async fn write(&self, time: u64, commands: Vec<Command>) -> Applied {
         let batch = usher_core::Entry { at: time, commands };
         let mut leader = self.leader().await;
         loop {
@@ -103,7 +162,7 @@ impl Cluster {
 
     /// Waits until every member has applied up to `index`, then returns each member's
     /// seats in use.
-    async fn seats_after(&self, index: u64) -> BTreeMap<NodeId, u32> {
+    pub async fn seats_after(&self, index: u64) -> BTreeMap<NodeId, u32> {
         let mut seats = BTreeMap::new();
         for (&id, node) in &self.nodes {
             node.wait_until(PATIENCE, |s| s.applied >= Some(index))
@@ -119,7 +178,7 @@ impl Cluster {
 
     /// The index the leader's ledger has applied (everything written so far: a write
     /// returns once applied, though the Raft metrics may report it a moment later).
-    async fn applied(&self) -> u64 {
+    pub async fn applied(&self) -> u64 {
         let leader = self.leader().await;
         self.nodes[&leader]
             .state_machine()
@@ -216,7 +275,21 @@ async fn a_new_leader_takes_over_and_no_seat_is_granted_twice() {
         "leases per member: {leases:?}"
     );
 
-    for node in std::mem::take(&mut cluster.nodes).into_values() {
-        node.shutdown().await;
+    cluster.stop_all().await;
+}
+
+/// Binds `addr` again, the port of a member that was stopped: free once its listener
+/// task has ended, which may take a moment after the member stops.
+async fn bind_again(addr: SocketAddr) -> TcpListener {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match TcpListener::bind(addr).await {
+            Ok(listener) => return listener,
+            Err(e) if Instant::now() < deadline => {
+                tracing::debug!(error = %e, "port not free yet");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("cannot bind {addr} again: {e}"),
+        }
     }
 }

@@ -89,10 +89,14 @@ impl Cluster {
         loop {
             {
                 let members = self.members.read().await;
-                let leader = members
-                    .values()
-                    .filter_map(|m| m.node.status().leader)
-                    .find(|l| members.contains_key(l));
+                let mut leader = None;
+                for member in members.values() {
+                    let known = member.node.status().await.leader;
+                    if known.is_some_and(|l| members.contains_key(&l)) {
+                        leader = known;
+                        break;
+                    }
+                }
                 if let Some(id) = leader {
                     return (id, members[&id].proposer.clone());
                 }

@@ -2,6 +2,7 @@
 
 mod cluster;
 mod history;
+mod membership;
 mod proposer;
 mod snapshot;
 mod suite;
