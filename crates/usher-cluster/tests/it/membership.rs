@@ -40,6 +40,13 @@ async fn unused_addr() -> SocketAddr {
     probe.local_addr().expect("bound address")
 }
 
+/// The leader of `cluster` and one of its followers.
+async fn leader_and_follower(cluster: &Cluster) -> (NodeId, NodeId) {
+    let leader = cluster.leader().await;
+    let follower = cluster.nodes.keys().copied().find(|&id| id != leader);
+    (leader, follower.expect("a follower"))
+}
+
 fn ids(ids: impl IntoIterator<Item = NodeId>) -> BTreeSet<NodeId> {
     ids.into_iter().collect()
 }
@@ -99,8 +106,7 @@ async fn a_cluster_grows_from_one_member_to_three_under_writes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_learner_that_cannot_catch_up_does_not_block_the_cluster_and_add_times_out() {
     let mut cluster = Cluster::start_with(ledger).await;
-    let leader = cluster.leader().await;
-    let follower = *cluster.nodes.keys().find(|&&id| id != leader).unwrap();
+    let (leader, follower) = leader_and_follower(&cluster).await;
 
     // Only the leader changes the membership.
     let refused = cluster.nodes[&follower]
@@ -160,8 +166,7 @@ async fn a_learner_that_cannot_catch_up_does_not_block_the_cluster_and_add_times
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_follower_leaves_two_that_serve_and_its_id_is_never_reused() {
     let mut cluster = Cluster::start_with(ledger).await;
-    let leader = cluster.leader().await;
-    let removed = *cluster.nodes.keys().find(|&&id| id != leader).unwrap();
+    let (leader, removed) = leader_and_follower(&cluster).await;
     write_one(&cluster, 1).await;
     cluster.nodes[&leader]
         .remove(removed, PATIENCE)

@@ -2,6 +2,7 @@
 //! another member and across a restart.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
 use openraft::storage::RaftStateMachine;
 use openraft::{
@@ -18,6 +19,21 @@ fn entry(index: u64, batch: usher_core::Entry) -> Entry<usher_cluster::TypeConfi
         log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
         payload: EntryPayload::Normal(batch),
     }
+}
+
+/// A new state machine in `dir` that installed a snapshot `from` builds now.
+async fn copy_snapshot(from: &mut StateMachine, dir: &Path) -> StateMachine {
+    let snapshot = from
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let mut to = StateMachine::open(dir, ledger()).unwrap();
+    to.install_snapshot(&snapshot.meta, snapshot.snapshot)
+        .await
+        .unwrap();
+    to
 }
 
 fn leases(state: &StateMachine) -> Vec<u64> {
@@ -37,17 +53,7 @@ async fn a_snapshot_restores_the_seats_elsewhere_and_after_a_restart() {
     a.apply([entry(1, usher_core::Entry { at: T0, commands })])
         .await
         .unwrap();
-    let snapshot = a
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
-
-    let mut b = StateMachine::open(dir_b.path(), ledger()).unwrap();
-    b.install_snapshot(&snapshot.meta, snapshot.snapshot)
-        .await
-        .unwrap();
+    let b = copy_snapshot(&mut a, dir_b.path()).await;
     assert_eq!(leases(&b), [11, 12]);
     assert_eq!(b.read(|_, applied| applied), Some(1));
 
@@ -91,17 +97,7 @@ async fn a_removed_member_stays_retired_in_snapshots_and_after_a_restart() {
     assert!(a.retired().is_empty(), "nobody left yet");
     a.apply([membership(3, &[1, 2, 4])]).await.unwrap();
     assert_eq!(a.retired(), BTreeSet::from([3]));
-    let snapshot = a
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
-
-    let mut b = StateMachine::open(dir_b.path(), ledger()).unwrap();
-    b.install_snapshot(&snapshot.meta, snapshot.snapshot)
-        .await
-        .unwrap();
+    let b = copy_snapshot(&mut a, dir_b.path()).await;
     assert_eq!(b.retired(), BTreeSet::from([3]));
     drop(b);
     let b = StateMachine::open(dir_b.path(), ledger()).unwrap();
