@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use usher_cluster::{MembershipError, NodeId};
+use usher_cluster::{MembershipError, NodeId, ProposerConfig, WriteError};
 
 use crate::cluster::{Cluster, PATIENCE};
 use crate::util::{T0, ledger, open};
@@ -206,6 +206,7 @@ async fn a_removed_follower_leaves_two_that_serve_and_its_id_is_never_reused() {
 async fn the_leader_removes_itself_and_the_others_elect_a_new_one() {
     let mut cluster = Cluster::start_with(ledger).await;
     let old = cluster.leader().await;
+    let proposer = cluster.nodes[&old].proposer(ProposerConfig::default());
     write_one(&cluster, 1).await;
     cluster.nodes[&old]
         .remove(old, PATIENCE)
@@ -220,6 +221,15 @@ async fn the_leader_removes_itself_and_the_others_elect_a_new_one() {
     assert!(!stepped_down.voters.contains(&old), "{stepped_down:?}");
     let new = cluster.leader().await;
     assert_ne!(new, old);
+    // Its proposer knows it leads no more, though its vote still names it.
+    let refused = tokio::time::timeout(PATIENCE, proposer.submit(open(3, "bob")))
+        .await
+        .expect("the removed leader's proposer answers");
+    assert!(
+        matches!(refused, Err(WriteError::NotLeader { .. })),
+        "{refused:?}"
+    );
+    drop(proposer);
     cluster.stop(old).await;
     write_one(&cluster, 2).await;
     let status = cluster.nodes[&new].status().await;
