@@ -89,7 +89,9 @@ pub struct Snapshot {
 ///    batches, each as last written, in ascending id order, with the session soft state
 ///    reset (see [`Snapshot`]).
 /// 4. **Changes are applied in order, and are safe to repeat.** `SessionOpened` and
-///    `LeaseGranted` store their row, replacing any row with the same id; releasing a
+///    `LeaseGranted` store their row, replacing any row with the same id (a lease id
+///    names one lease: the ledger grants each id once, and a lease never changes
+///    session, so the SQLite store keys a lease by its session and id); releasing a
 ///    lease that is not stored, or closing a session that is not stored, does nothing.
 ///    `SessionClosed` also drops any lease of that session still stored (the ledger
 ///    releases them first, so normally there is none). A `LeaseGranted` whose session is

@@ -45,6 +45,7 @@ const MIGRATIONS: &[Migration] = &[
     Migration::Sql(V5),
     Migration::Sql(V6),
     Migration::Sql(V7),
+    Migration::Sql(V8),
 ];
 
 /// Version 1: sessions, leases, the usage log and the meta table.
@@ -165,6 +166,46 @@ FROM usage_log;
 DROP TABLE usage_log;
 ALTER TABLE usage_log_v7 RENAME TO usage_log;
 DELETE FROM sqlite_sequence WHERE name = 'usage_log';
+";
+
+/// Version 8: the leases in one B-tree keyed by `(session, id)`, `WITHOUT ROWID`, in place
+/// of a table keyed by `id` and its index `leases_by_session`. Closing a session finds its
+/// leases by the key's prefix, and deleting a session checks the foreign key through it,
+/// as the index did; a grant or release now writes one page for the lease instead of two
+/// (the table's and the index's), one WAL page of four. Every column, constraint and the
+/// foreign key stay; the rows are copied as they are.
+///
+/// `id` alone is no longer a key, and needs none: lease ids are unique across sessions
+/// because the ledger hands out each id once, counting up from above every id ever
+/// stored (`Stamper`, started from `max_lease_id`), and a lease never changes session
+/// (a lingering or borrowed lease keeps its session row alive until it goes). Every
+/// change names the lease with its session, so each statement finds the row by the whole
+/// key. A `UNIQUE (id)` would bring back the second B-tree and its page.
+const V8: &str = "
+CREATE TABLE leases_v8 (
+    id                INTEGER NOT NULL,
+    session           INTEGER NOT NULL REFERENCES sessions (id),
+    feature           TEXT    NOT NULL,
+    vendor            TEXT    NOT NULL,
+    requested_version TEXT    NOT NULL,
+    pool_version      TEXT    NOT NULL,
+    count             INTEGER NOT NULL,
+    granted_at        INTEGER NOT NULL,
+    client_ref        INTEGER NOT NULL,
+    overdraft         INTEGER NOT NULL DEFAULT 0 CHECK (overdraft IN (0, 1)),
+    lingering_until   INTEGER,
+    borrowed_until    INTEGER,
+    token_for         TEXT,
+    PRIMARY KEY (session, id)
+) STRICT, WITHOUT ROWID;
+INSERT INTO leases_v8
+    (id, session, feature, vendor, requested_version, pool_version, count, granted_at,
+     client_ref, overdraft, lingering_until, borrowed_until, token_for)
+SELECT id, session, feature, vendor, requested_version, pool_version, count, granted_at,
+       client_ref, overdraft, lingering_until, borrowed_until, token_for
+FROM leases;
+DROP TABLE leases;
+ALTER TABLE leases_v8 RENAME TO leases;
 ";
 
 /// Chains every record already in the log, oldest first, and stores the head.

@@ -171,19 +171,21 @@ ON CONFLICT (id) DO UPDATE SET
     program_version = excluded.program_version, address = excluded.address,
     opened_at = excluded.opened_at";
 
+/// A lease row is found by its whole key, `(session, id)` (see schema version 8).
 const UPSERT_LEASE: &str = "
 INSERT INTO leases
     (id, session, feature, vendor, requested_version, pool_version, count, granted_at, client_ref,
      overdraft, lingering_until, borrowed_until, token_for)
 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
-ON CONFLICT (id) DO UPDATE SET
-    session = excluded.session, feature = excluded.feature, vendor = excluded.vendor,
+ON CONFLICT (session, id) DO UPDATE SET
+    feature = excluded.feature, vendor = excluded.vendor,
     requested_version = excluded.requested_version, pool_version = excluded.pool_version,
     count = excluded.count, granted_at = excluded.granted_at, client_ref = excluded.client_ref,
     overdraft = excluded.overdraft, lingering_until = excluded.lingering_until,
     borrowed_until = excluded.borrowed_until, token_for = excluded.token_for";
 
-const DELETE_LEASE: &str = "DELETE FROM leases WHERE id = ?1";
+const DELETE_LEASE: &str = "DELETE FROM leases WHERE session = ?1 AND id = ?2";
+/// A range of the key's prefix.
 const DELETE_SESSION_LEASES: &str = "DELETE FROM leases WHERE session = ?1";
 const DELETE_SESSION: &str = "DELETE FROM sessions WHERE id = ?1";
 
@@ -290,7 +292,8 @@ impl<'conn> Batch<'conn> {
                 self.log(at, change)
             }
             Change::LeaseReleased { lease, .. } => {
-                self.delete_lease.execute([lease.id.0 as i64])?;
+                self.delete_lease
+                    .execute([lease.session.0 as i64, lease.id.0 as i64])?;
                 self.log(at, change)
             }
             // The queue is soft state: only its log records are kept.

@@ -1,6 +1,8 @@
 //! What the store reads: the snapshot a restarting server loads, the usage log, the
 //! highest lease id and newest write time a new ledger starts from, and `meta`.
 
+use std::path::Path;
+
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use usher_core::{ClientInfo, Lease, LeaseId, Millis, Session, SessionId};
 
@@ -22,57 +24,11 @@ impl SqliteStore {
     }
 
     /// Every lease in ascending u64 id order, read in `tx`.
-    ///
-    /// A restart waits for this, and with a million leases it is most of the wait: the
-    /// rows are decoded one by one. So when there are many, the upper half of the id range
-    /// is read at the same time on a second core, by a read-only connection of its own.
-    /// That connection's read transaction is used only if it sees the same usage-log head
-    /// as `tx`: every commit that changes a lease also appends a usage record, so the same
-    /// head means the same leases. Otherwise (a commit landed in between) or if it fails,
-    /// `tx` reads that half too.
     fn load_leases(&self, tx: &Connection) -> rusqlite::Result<Vec<Lease>> {
-        /// Fewer ids than this are read on one thread: the second connection costs more
-        /// than it saves.
+        /// Fewer leases than this are read on one thread: the second connection costs
+        /// more than it saves.
         const SPLIT_AT: i64 = 100_000;
-        let (lo, hi): (Option<i64>, Option<i64>) = tx.query_row(
-            "SELECT min(id), max(id) FROM leases WHERE id >= 0",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        let (Some(lo), Some(hi)) = (lo, hi) else {
-            return by_u64_id(tx, SELECT_LEASES, lease_from_row);
-        };
-        if hi - lo < SPLIT_AT {
-            return by_u64_id(tx, SELECT_LEASES, lease_from_row);
-        }
-        let mid = lo + (hi - lo) / 2;
-        let head = read_head(tx)?;
-        let path = self.path.as_path();
-        let (lower, upper) = std::thread::scope(|scope| {
-            let helper = scope.spawn(move || {
-                let conn = Connection::open_with_flags(
-                    path,
-                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                )?;
-                conn.busy_timeout(BUSY_TIMEOUT)?;
-                let tx = conn.unchecked_transaction()?;
-                if read_head(&tx)? != head {
-                    return Ok(None);
-                }
-                in_range(&tx, mid + 1, i64::MAX).map(Some)
-            });
-            let lower = in_range(tx, 0, mid);
-            let upper: rusqlite::Result<Option<Vec<Lease>>> = helper.join().unwrap_or(Ok(None));
-            (lower, upper)
-        });
-        let upper = match upper {
-            Ok(Some(upper)) => upper,
-            Ok(None) | Err(_) => in_range(tx, mid + 1, i64::MAX)?,
-        };
-        let mut leases = lower?;
-        leases.extend(upper);
-        leases.extend(in_range(tx, i64::MIN, -1)?);
-        Ok(leases)
+        load_leases(tx, &self.path, SPLIT_AT)
     }
 
     /// See [`Store::usage_log`](crate::Store::usage_log).
@@ -92,6 +48,10 @@ impl SqliteStore {
     /// and the newest checkout in the usage log. Lease ids only grow, so a server that
     /// allocates above this never hands out a handle that was used before, even for leases
     /// long since released.
+    ///
+    /// The held leases' maximum reads every row (the table is keyed by session first);
+    /// it is read once, when a server starts, after the [`load`](Self::load) that read
+    /// them all anyway.
     pub fn max_lease_id(&self) -> Result<u64, StoreError> {
         let held: Option<i64> = self
             .conn
@@ -155,10 +115,86 @@ const SELECT_SESSIONS: &str = "
 SELECT id, secret_hash, user, host, display, pid, program, program_version, address, opened_at
 FROM sessions WHERE id BETWEEN ?1 AND ?2 ORDER BY id";
 
+/// ?1..?2 is a range of session ids: a range of the table's key (see schema version 8),
+/// which comes back in (session, id) order.
 const SELECT_LEASES: &str = "
 SELECT id, session, feature, vendor, requested_version, pool_version, count, granted_at, client_ref,
        overdraft, lingering_until, borrowed_until, token_for
-FROM leases WHERE id BETWEEN ?1 AND ?2 ORDER BY id";
+FROM leases WHERE session BETWEEN ?1 AND ?2";
+
+/// Every lease in ascending u64 id order, read in `tx` from the store file at `path`.
+///
+/// A restart waits for this, and with a million leases it is most of the wait: the rows
+/// are decoded one by one. So when there are `split_at` or more, the upper half of the
+/// session id range is read at the same time on a second core, by a read-only connection
+/// of its own. That connection's read transaction is used only if it sees the same
+/// usage-log head as `tx`: every commit that changes a lease also appends a usage record,
+/// so the same head means the same leases. Otherwise (a commit landed in between) or if
+/// it fails, `tx` reads that half too.
+///
+/// The table is kept in (session, id) order, so each half is sorted by id where it was
+/// read, and the two sorted halves are merged.
+fn load_leases(tx: &Connection, path: &Path, split_at: i64) -> rusqlite::Result<Vec<Lease>> {
+    // Two lookups at the ends of the key (one min-max pair would scan the table).
+    let (lo, hi): (Option<i64>, Option<i64>) = tx.query_row(
+        "SELECT (SELECT min(session) FROM leases), (SELECT max(session) FROM leases)",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let (Some(lo), Some(hi)) = (lo, hi) else {
+        return Ok(Vec::new());
+    };
+    // Stops counting at `split_at`: a small store pays for its rows, not for a count of a
+    // big one.
+    let many: i64 = tx.query_row(
+        "SELECT count(*) FROM (SELECT 1 FROM leases LIMIT ?1)",
+        [split_at],
+        |r| r.get(0),
+    )?;
+    if lo == hi || many < split_at {
+        return sorted_in_range(tx, lo, hi);
+    }
+    // The midpoint, computed without overflow: lo <= mid < hi.
+    let mid = ((i128::from(lo) + i128::from(hi)).div_euclid(2)) as i64;
+    let head = read_head(tx)?;
+    let (lower, upper) = std::thread::scope(|scope| {
+        let helper = scope.spawn(move || {
+            let conn = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            conn.busy_timeout(BUSY_TIMEOUT)?;
+            let tx = conn.unchecked_transaction()?;
+            if read_head(&tx)? != head {
+                return Ok(None);
+            }
+            sorted_in_range(&tx, mid + 1, hi).map(Some)
+        });
+        let lower = sorted_in_range(tx, lo, mid);
+        let upper: rusqlite::Result<Option<Vec<Lease>>> = helper.join().unwrap_or(Ok(None));
+        (lower, upper)
+    });
+    let upper = match upper {
+        Ok(Some(upper)) => upper,
+        Ok(None) | Err(_) => sorted_in_range(tx, mid + 1, hi)?,
+    };
+    let mut leases = lower?;
+    leases.extend(upper);
+    // Two sorted runs: the stable sort finds them and merges them in one pass.
+    leases.sort_by_key(|l| l.id.0);
+    Ok(leases)
+}
+
+/// The leases of the sessions whose ids (as stored, i64) lie in `lo..=hi`, in ascending
+/// u64 id order.
+fn sorted_in_range(conn: &Connection, lo: i64, hi: i64) -> rusqlite::Result<Vec<Lease>> {
+    let mut st = conn.prepare_cached(SELECT_LEASES)?;
+    let mut leases: Vec<Lease> = st
+        .query_map([lo, hi], lease_from_row)?
+        .collect::<Result<_, _>>()?;
+    leases.sort_by_key(|l| l.id.0);
+    Ok(leases)
+}
 
 /// Runs `sql` (which selects rows with ids between ?1 and ?2, in id order) so that the rows
 /// come back in ascending **u64** order: ids stored as non-negative i64 first, then those
@@ -176,12 +212,6 @@ fn by_u64_id<T>(
         }
     }
     Ok(out)
-}
-
-/// The leases whose ids (as stored, i64) lie in `lo..=hi`, in id order.
-fn in_range(conn: &Connection, lo: i64, hi: i64) -> rusqlite::Result<Vec<Lease>> {
-    let mut st = conn.prepare_cached(SELECT_LEASES)?;
-    st.query_map([lo, hi], lease_from_row)?.collect()
 }
 
 fn session_from_row(r: &Row<'_>) -> rusqlite::Result<Session> {
@@ -228,4 +258,126 @@ fn usage_from_row(r: &Row<'_>) -> rusqlite::Result<UsageRecord> {
         hash: r.get(13)?,
         ..schema::usage_columns(r)?
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use usher_core::{Change, ClientInfo};
+
+    use super::*;
+
+    fn plan(conn: &Connection, sql: &str) -> String {
+        let mut st = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let rows: Vec<String> = st
+            .query_map([], |r| r.get::<_, String>(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        rows.join("; ")
+    }
+
+    /// Closing a session, releasing a lease and loading a range of sessions each search
+    /// the leases' key; none scans the table.
+    #[test]
+    fn lease_statements_search_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        for (sql, expected) in [
+            (
+                "DELETE FROM leases WHERE session = 1 AND id = 2",
+                "SEARCH leases USING PRIMARY KEY (session=? AND id=?)",
+            ),
+            (
+                "DELETE FROM leases WHERE session = 1",
+                "SEARCH leases USING PRIMARY KEY (session=?)",
+            ),
+            (
+                "SELECT * FROM leases WHERE session BETWEEN 1 AND 2",
+                "SEARCH leases USING PRIMARY KEY (session>? AND session<?)",
+            ),
+        ] {
+            assert_eq!(plan(&store.conn, sql), expected, "{sql}");
+        }
+        assert!(
+            !plan(
+                &store.conn,
+                "SELECT (SELECT min(session) FROM leases), (SELECT max(session) FROM leases)"
+            )
+            .contains("SCAN leases")
+        );
+    }
+
+    fn session(id: u64) -> Session {
+        Session {
+            id: SessionId(id),
+            secret_hash: [1; 32],
+            client: ClientInfo {
+                user: "u".into(),
+                host: "h".into(),
+                display: "d".into(),
+                pid: 1,
+                program: "p".into(),
+                program_version: "1".into(),
+                address: "a".into(),
+            },
+            opened_at: 0,
+            expires_at: 0,
+            connected: false,
+            detached: false,
+        }
+    }
+
+    fn lease(id: u64, session: u64) -> Lease {
+        Lease {
+            id: LeaseId(id),
+            session: SessionId(session),
+            feature: "f".into(),
+            vendor: "v".into(),
+            requested_version: "1".into(),
+            pool_version: "1".into(),
+            count: 1,
+            granted_at: id,
+            client_ref: id,
+            overdraft: false,
+            lingering_until: None,
+            borrowed_until: None,
+            token_for: None,
+        }
+    }
+
+    /// Leases of sessions on both sides of the split (and of the i64 sign), whose ids run
+    /// against the sessions' order, load whole and in ascending u64 id order whether read
+    /// on one connection or two.
+    #[test]
+    fn leases_load_in_id_order_from_one_or_two_connections() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        let sessions = [3, 1 << 62, u64::MAX, 1 << 63, 7];
+        let ids = [u64::MAX, 5, 1 << 63, 2, 9, 1, (1 << 63) - 1, 4, 3, 8];
+        let mut changes: Vec<Change> = sessions
+            .iter()
+            .map(|&s| Change::SessionOpened(session(s)))
+            .collect();
+        changes.extend(
+            ids.iter()
+                .zip(sessions.iter().cycle())
+                .map(|(&id, &s)| Change::LeaseGranted(lease(id, s))),
+        );
+        store.commit(1, &changes).unwrap();
+        let mut sorted = ids;
+        sorted.sort_unstable();
+        let tx = store.conn.unchecked_transaction().unwrap();
+        for split_at in [1_000, 2] {
+            let got: Vec<u64> = load_leases(&tx, &store.path, split_at)
+                .unwrap()
+                .iter()
+                .map(|l| l.id.0)
+                .collect();
+            assert_eq!(got, sorted, "split at {split_at}");
+        }
+        let loaded = load_leases(&tx, &store.path, 2).unwrap();
+        for l in &loaded {
+            assert_eq!(*l, lease(l.id.0, l.session.0), "every column round-trips");
+        }
+    }
 }

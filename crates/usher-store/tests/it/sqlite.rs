@@ -7,7 +7,8 @@ use usher_core::{Change, ReleaseReason};
 use usher_store::{SCHEMA_VERSION, SqliteStore, StoreError, UsageEvent};
 
 use crate::util::{
-    chain, closed, db_path, granted, ok, open, opened, released, session, stored, tempdir, usage,
+    chain, closed, db_path, granted, lease, ok, open, opened, released, session, stored, tempdir,
+    usage,
 };
 
 /// A second, plain connection to look at the file the way an administrator would.
@@ -392,4 +393,231 @@ fn the_newest_record_is_the_last_usage_record_whatever_its_grants() {
     drop(store);
     let store = open(&path);
     assert_eq!(store.newest_record_at().unwrap(), 1_800_000_000_000);
+}
+
+/// The WAL frames in the file at `wal` (its header holds the page size; each frame is a
+/// 24-byte header and a page). The file only grows until a checkpoint resets it, so the
+/// difference over a commit is what that commit appended.
+fn wal_frames(wal: &Path) -> u64 {
+    let bytes = std::fs::read(wal).unwrap_or_else(|e| panic!("reading {}: {e}", wal.display()));
+    assert!(bytes.len() >= 32, "a WAL starts with a 32-byte header");
+    let page_size = u64::from(u32::from_be_bytes(bytes[8..12].try_into().unwrap()));
+    let body = bytes.len() as u64 - 32;
+    assert_eq!(body % (24 + page_size), 0, "whole frames only");
+    body / (24 + page_size)
+}
+
+/// What a durable checkout and a checkin cost in the WAL: one page each for the lease's
+/// row (its table is keyed by session and lease id, so no index page), the usage record,
+/// and the chain's head in `meta`. A small store, far from the checkpoint at 1,000
+/// frames and from a page split, so every frame counted is the commit's own.
+#[test]
+fn a_checkout_and_a_checkin_each_append_three_wal_frames() {
+    let dir = tempdir();
+    let path = db_path(&dir);
+    let mut store = open(&path);
+    let wal = path.with_extension("db-wal");
+    ok(store.commit(1, &[opened(1), opened(2)]), "opening sessions");
+    ok(
+        store.commit(2, &[granted(20, 2)]),
+        "a lease of the other session",
+    );
+    for id in 10..13 {
+        let before = wal_frames(&wal);
+        ok(store.commit(3, &[granted(id, 1)]), "checkout");
+        let after_checkout = wal_frames(&wal);
+        ok(
+            store.commit(4, &[released(id, 1, ReleaseReason::Checkin)]),
+            "checkin",
+        );
+        let after_checkin = wal_frames(&wal);
+        assert_eq!(
+            (after_checkout - before, after_checkin - after_checkout),
+            (3, 3),
+            "WAL frames appended by the checkout and the checkin of lease {id}"
+        );
+    }
+    assert_eq!(ok(store.load(), "loading").leases, vec![lease(20, 2)]);
+}
+
+/// The `CREATE` text of a schema object, if it exists.
+fn schema_sql(conn: &Connection, name: &str) -> Option<String> {
+    conn.query_row(
+        "SELECT sql FROM sqlite_schema WHERE name = ?1",
+        [name],
+        |r| r.get(0),
+    )
+    .ok()
+}
+
+/// Every lease row as SQLite holds it, column by column, in id order.
+fn lease_rows(conn: &Connection) -> Vec<Vec<rusqlite::types::Value>> {
+    let mut st = conn
+        .prepare(
+            "SELECT id, session, feature, vendor, requested_version, pool_version, count,
+                    granted_at, client_ref, overdraft, lingering_until, borrowed_until,
+                    token_for
+             FROM leases ORDER BY id",
+        )
+        .unwrap();
+    st.query_map([], |r| (0..13).map(|i| r.get(i)).collect())
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// The leases table has the shape of schema version 8: one B-tree keyed by (session, id),
+/// no index beside it, the foreign key to sessions kept.
+fn assert_leases_are_clustered(conn: &Connection) {
+    let sql = schema_sql(conn, "leases").expect("a leases table");
+    assert!(sql.contains("WITHOUT ROWID"), "{sql}");
+    assert!(sql.contains("PRIMARY KEY (session, id)"), "{sql}");
+    assert_eq!(schema_sql(conn, "leases_by_session"), None, "no index");
+    let origins: Vec<String> = conn
+        .prepare("SELECT origin FROM pragma_index_list('leases')")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        origins,
+        ["pk"],
+        "the table is its key's B-tree; no other index"
+    );
+    let parent: String = conn
+        .query_row(
+            "SELECT \"table\" FROM pragma_foreign_key_list('leases')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(parent, "sessions");
+}
+
+#[test]
+fn a_new_store_keeps_leases_in_one_b_tree_keyed_by_session_and_id() {
+    let dir = tempdir();
+    let path = db_path(&dir);
+    drop(open(&path));
+    assert_leases_are_clustered(&raw(&path));
+}
+
+#[test]
+fn migration_to_version_8_keeps_every_lease_as_it_was_and_the_chain() {
+    let dir = tempdir();
+    let path = db_path(&dir);
+    let mut store = open(&path);
+    // Sessions on both sides of the i64 sign; leases plain, overdrawn, lingering, borrowed
+    // and of tokens, one with an id that bit-casts to negative.
+    let high = 0xF000_0000_0000_0001;
+    ok(
+        store.commit(1, &[opened(1), opened(2), opened(high)]),
+        "sessions",
+    );
+    let mut leases = vec![lease(10, 1), lease(11, 2), lease(u64::MAX - 1, high)];
+    leases[1].overdraft = true;
+    let mut lingering = lease(12, 1);
+    lingering.lingering_until = Some(1_700_000_900_000);
+    let mut borrowed = lease(13, high);
+    borrowed.borrowed_until = Some(1_700_009_000_000);
+    let mut tokens = lease(14, 2);
+    tokens.token_for = Some("sample-tokens".into());
+    tokens.count = 7;
+    leases.extend([lingering.clone(), borrowed, tokens]);
+    let mut grants: Vec<Change> = leases.iter().cloned().map(Change::LeaseGranted).collect();
+    grants.push(released(15, 1, ReleaseReason::Checkin));
+    ok(store.commit(2, &grants), "grants");
+    ok(
+        store.commit(3, &[Change::LeaseLingering(lingering)]),
+        "a linger",
+    );
+    let before = (ok(store.load(), "loading"), usage(&store));
+    drop(store);
+    let rows = lease_rows(&raw(&path));
+    assert_eq!(rows.len(), 6);
+
+    // Rebuild the leases as versions 1 to 7 declared them, rows as they are.
+    raw(&path)
+        .execute_batch(
+            "BEGIN;
+             CREATE TABLE old_leases (
+                 id INTEGER PRIMARY KEY,
+                 session INTEGER NOT NULL REFERENCES sessions (id),
+                 feature TEXT NOT NULL, vendor TEXT NOT NULL,
+                 requested_version TEXT NOT NULL, pool_version TEXT NOT NULL,
+                 count INTEGER NOT NULL, granted_at INTEGER NOT NULL,
+                 client_ref INTEGER NOT NULL,
+                 overdraft INTEGER NOT NULL DEFAULT 0 CHECK (overdraft IN (0, 1)),
+                 lingering_until INTEGER, borrowed_until INTEGER, token_for TEXT) STRICT;
+             INSERT INTO old_leases SELECT id, session, feature, vendor, requested_version,
+                 pool_version, count, granted_at, client_ref, overdraft, lingering_until,
+                 borrowed_until, token_for FROM leases;
+             DROP TABLE leases;
+             ALTER TABLE old_leases RENAME TO leases;
+             CREATE INDEX leases_by_session ON leases (session);
+             PRAGMA user_version = 7;
+             COMMIT;",
+        )
+        .unwrap();
+    let old = raw(&path);
+    assert!(schema_sql(&old, "leases_by_session").is_some());
+    assert_eq!(lease_rows(&old), rows);
+    drop(old);
+    match SqliteStore::open_read_only(&path) {
+        Err(StoreError::SchemaTooOld { found: 7, .. }) => {}
+        other => panic!("a read-only open of a v7 store must refuse, got {other:?}"),
+    }
+
+    let mut store = open(&path);
+    assert_eq!(
+        (ok(store.load(), "loading"), usage(&store)),
+        before,
+        "the same sessions, leases and usage records"
+    );
+    let report = ok(store.verify_usage_log(), "verifying");
+    assert_eq!(
+        (report.records, report.broken),
+        (before.1.len() as u64, None)
+    );
+    // Sessions still close through the key, and grants still need their session.
+    ok(
+        store.commit(
+            4,
+            &[
+                released(10, 1, ReleaseReason::Checkin),
+                released(12, 1, ReleaseReason::Expired),
+                closed(1),
+            ],
+        ),
+        "closing session 1",
+    );
+    assert!(matches!(
+        store.commit(5, &[granted(16, 1)]),
+        Err(StoreError::UnknownSession { .. })
+    ));
+    drop(store);
+    let conn = raw(&path);
+    assert_eq!(pragma_i64(&conn, "user_version"), SCHEMA_VERSION);
+    assert_leases_are_clustered(&conn);
+    let kept: Vec<_> = rows
+        .iter()
+        .filter(|row| ![10.into(), 12.into()].contains(&row[0]))
+        .cloned()
+        .collect();
+    assert_eq!(
+        lease_rows(&conn),
+        kept,
+        "the released leases went, the rest stayed"
+    );
+    // The foreign key is checked through the key when a session goes.
+    conn.pragma_update(None, "foreign_keys", true).unwrap();
+    let err = conn
+        .execute("DELETE FROM sessions WHERE id = 2", [])
+        .expect_err("session 2 still holds leases");
+    assert_eq!(
+        err.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::ConstraintViolation),
+        "{err}"
+    );
 }
