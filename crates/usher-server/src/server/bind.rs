@@ -87,7 +87,7 @@ impl Server {
             .max(store.newest_record_at()?)
             .max(newest_grant.unwrap_or(0));
         let (sessions, leases) = (snapshot.sessions.len(), snapshot.leases.len());
-        let first_lease_id = store.max_lease_id()?.saturating_add(1);
+        let first_lease_id = store.max_lease_id(&snapshot)?.saturating_add(1);
         let mut orphans = Vec::new();
         for line in &policy_warnings {
             warn!("{line}");

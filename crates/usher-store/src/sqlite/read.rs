@@ -45,18 +45,12 @@ impl SqliteStore {
     }
 
     /// The highest lease id ever granted (0 if none): the larger of the held leases' ids
-    /// and the newest checkout in the usage log. Lease ids only grow, so a server that
-    /// allocates above this never hands out a handle that was used before, even for leases
-    /// long since released.
-    ///
-    /// The held leases' maximum reads every row (the table is keyed by session first);
-    /// it is read once, when a server starts, after the [`load`](Self::load) that read
-    /// them all anyway.
-    pub fn max_lease_id(&self) -> Result<u64, StoreError> {
-        let held: Option<i64> = self
-            .conn
-            .query_row("SELECT max(id) FROM leases", [], |r| r.get(0))
-            .context(|| "reading the highest lease id".into())?;
+    /// (from `loaded`, the [`load`](Self::load) a server has just made, so the table is
+    /// not read twice) and the newest checkout in the usage log. Lease ids only grow, so a
+    /// server that allocates above this never hands out a handle that was used before,
+    /// even for leases long since released.
+    pub fn max_lease_id(&self, loaded: &Snapshot) -> Result<u64, StoreError> {
+        let held = loaded.leases.iter().map(|l| l.id.0).max();
         let logged: Option<i64> = self
             .conn
             .query_row(
@@ -68,10 +62,9 @@ impl SqliteStore {
             .context(|| "reading the newest checkout".into())?
             .flatten();
         // Ids are stored bit-cast from u64; cast back the same way.
-        Ok([held, logged]
+        Ok([held, logged.map(|v| v as u64)]
             .into_iter()
             .flatten()
-            .map(|v| v as u64)
             .max()
             .unwrap_or(0))
     }
