@@ -22,8 +22,11 @@ pub enum Wait {
     /// Not at all: refuse at once (the default).
     #[default]
     No,
-    /// Until this moment (ms since the epoch), then give up.
-    Until(Millis),
+    /// This long (ms) from the moment the ledger applies the checkout, then give up. The
+    /// deadline is the ledger's time plus this, never the caller's clock plus this: the
+    /// ledger's time never runs backwards and may be ahead of a clock that was stepped
+    /// back, and a deadline taken from that clock would already have passed.
+    For(Millis),
     /// Until a seat frees or the client leaves.
     Forever,
 }

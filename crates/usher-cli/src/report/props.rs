@@ -165,11 +165,7 @@ fn run(rule: &str, seats: (u32, u32), ops: &[Op]) -> (MemoryStore, Counts) {
                         count,
                         client_ref: next_id,
                     },
-                    wait: if wait {
-                        Wait::Until(now + 30_000)
-                    } else {
-                        Wait::No
-                    },
+                    wait: if wait { Wait::For(30_000) } else { Wait::No },
                 }
             }),
             Op::Checkin { lease } => (!leases.is_empty()).then(|| {

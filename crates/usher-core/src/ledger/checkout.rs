@@ -39,8 +39,8 @@ impl Ledger {
         self.touch(session, now);
         let deadline = match wait {
             Wait::No => None,
-            Wait::Until(at) if at <= now => None,
-            Wait::Until(at) => Some(Some(at)),
+            Wait::For(0) => None,
+            Wait::For(ms) => Some(Some(now.saturating_add(ms))),
             Wait::Forever => Some(None),
         };
         if let Some(lease) = self.reuse_lingering(now, &ask, changes) {

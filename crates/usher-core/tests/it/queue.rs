@@ -149,11 +149,7 @@ fn a_wait_that_runs_out_leaves_the_queue_at_its_deadline() {
     let (a, b) = (session(&mut ledger, 1, T0), session(&mut ledger, 2, T0));
     grant(&mut ledger, T0, a, 10, "cad", "", 1);
     let deadline = T0 + 30_000;
-    queue(
-        &mut ledger,
-        T0,
-        waiting(b, 20, "cad", 1, Wait::Until(deadline)),
-    );
+    queue(&mut ledger, T0, waiting(b, 20, "cad", 1, Wait::For(30_000)));
     assert_eq!(ledger.next_deadline(), Some(deadline));
 
     let (_, changes) = apply(&mut ledger, deadline - 1, Command::Expire);
@@ -167,11 +163,11 @@ fn a_wait_that_runs_out_leaves_the_queue_at_its_deadline() {
 }
 
 #[test]
-fn a_wait_that_has_already_run_out_is_no_wait() {
+fn a_wait_of_nothing_is_no_wait() {
     let mut ledger = ledger(&[ent("cad", "2025", 1)]);
     let (a, b) = (session(&mut ledger, 1, T0), session(&mut ledger, 2, T0));
     grant(&mut ledger, T0, a, 10, "cad", "", 1);
-    let (result, changes) = apply(&mut ledger, T0, waiting(b, 20, "cad", 1, Wait::Until(T0)));
+    let (result, changes) = apply(&mut ledger, T0, waiting(b, 20, "cad", 1, Wait::For(0)));
     assert!(
         matches!(result, Ok(Outcome::Denied(Denial::AllInUse { .. }))),
         "{result:?}"
@@ -417,7 +413,7 @@ proptest! {
                         wait: match wait {
                             0 => Wait::No,
                             1 => Wait::Forever,
-                            n => Wait::Until(now + u64::from(n) * 10_000),
+                            n => Wait::For(u64::from(n) * 10_000),
                         },
                     }
                 }
@@ -533,7 +529,7 @@ fn a_request_that_can_never_be_met_is_refused_at_once_and_never_queued() {
     let mut ledger = ledger(&[ent("cad", "2025", 3)]);
     let (a, b) = (session(&mut ledger, 1, T0), session(&mut ledger, 2, T0));
     grant(&mut ledger, T0, a, 10, "cad", "", 1);
-    for wait in [Wait::No, Wait::Forever, Wait::Until(T0 + 60_000)] {
+    for wait in [Wait::No, Wait::Forever, Wait::For(60_000)] {
         let (result, changes) = apply(&mut ledger, T0, waiting(b, 20, "cad", 4, wait));
         assert_eq!(
             result,

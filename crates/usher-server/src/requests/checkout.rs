@@ -45,7 +45,7 @@ pub async fn checkout(
         wait: match (c.wait, c.wait_ms) {
             (false, _) => Wait::No,
             (true, 0) => Wait::Forever,
-            (true, ms) => Wait::Until(wall_clock_ms().saturating_add(ms)),
+            (true, ms) => Wait::For(ms),
         },
     };
     let rx = ctx.ledger.submit(cmd).await?;

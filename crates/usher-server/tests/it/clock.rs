@@ -2,6 +2,9 @@
 //! in its store, even when the store holds times its clock has not reached (as after a
 //! restart on a clock that was stepped back).
 
+use std::time::Duration;
+
+use usher_client::QueueWait;
 use usher_core::{Change, ClientInfo, Lease, LeaseId, ReleaseReason, Session, SessionId};
 use usher_server::clock::wall_clock_ms;
 use usher_store::SqliteStore;
@@ -118,4 +121,51 @@ async fn a_restarted_server_never_stamps_a_time_before_its_newest_durable_write(
         ats.iter().all(|&at| at >= released_at),
         "stamped before the newest record {released_at}: {ats:?}"
     );
+}
+
+/// A waiting checkout waits as long as it asked, counted in the ledger's time, also when
+/// that time is ahead of the clock (the store holds a record a day ahead, as after a
+/// restart on a clock that was stepped back): a deadline taken from the clock would
+/// already have passed, and the checkout would be refused at once instead of queued.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_waiting_checkout_waits_on_a_server_whose_time_is_ahead_of_its_clock() {
+    let lic = Licensed::new("FEATURE cad acme 2025 permanent 1 HOSTID=ANY\n");
+    let ahead = wall_clock_ms() + DAY_MS;
+    let mut store = SqliteStore::open(&lic.config().store_path()).unwrap();
+    let changes = [
+        Change::SessionOpened(session(ahead)),
+        Change::SessionClosed(SessionId(1)),
+    ];
+    store.commit(ahead, &changes).unwrap();
+    drop(store);
+
+    let server = TestServer::start(lic.config()).await;
+    let holder = server.client().await;
+    let held = holder.checkout("cad").await.expect("the only seat");
+    let waiter = server.client().await;
+    let waiting = tokio::spawn(async move {
+        let wait = QueueWait::For(Duration::from_secs(20));
+        let granted = waiter.checkout("cad").wait(wait).await;
+        (granted, waiter)
+    });
+    // Queued, not refused: it shows in status, then gets the seat when it frees.
+    let mut queued = false;
+    for _ in 0..200 {
+        if !server.status().await.queue.is_empty() || waiting.is_finished() {
+            queued = !waiting.is_finished();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        queued,
+        "the waiting checkout was answered at once instead of queued"
+    );
+    drop(held);
+    let (granted, _waiter) = tokio::time::timeout(Duration::from_secs(20), waiting)
+        .await
+        .expect("answered")
+        .unwrap();
+    granted.expect("the freed seat goes to the waiting checkout");
+    server.shutdown().await.expect("a clean stop");
 }
