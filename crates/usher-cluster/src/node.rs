@@ -129,7 +129,8 @@ pub enum MembershipError {
     /// reachable, or too slow). It stays a learner, which never blocks the cluster: add
     /// it again once it runs, or remove it.
     #[error(
-        "member {id} did not catch up in time (it holds the log up to {matched:?}, the          leader up to {leader_last:?}); it stays a learner: add it again or remove it"
+        "member {id} did not catch up in time (it holds the log up to {matched:?}, the \
+         leader up to {leader_last:?}); it stays a learner: add it again or remove it"
     )]
     CatchUpTimeout {
         /// The member being added.

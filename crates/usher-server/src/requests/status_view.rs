@@ -141,26 +141,25 @@ impl StatusView {
         let mut last: Option<(PoolRef<'_>, usize)> = None;
         for lease in ledger.leases() {
             let at = lease.pool_key();
-            if let Some((key, pool)) = last
-                && key == at
-            {
-                let session = ledger.holder(lease.session);
-                holders.push(HolderRow::new(pool, lease, session));
-                continue;
-            }
-            let pool = *index.entry(at).or_insert_with(|| {
-                // A pool that left the catalog on a reload but still has holders.
-                overdraft.push(0);
-                pools.push(FeatureStatus {
-                    in_use: ledger.in_use(at),
-                    feature: at.feature.to_owned(),
-                    vendor: at.vendor.to_owned(),
-                    version: at.version.to_owned(),
-                    ..FeatureStatus::default()
-                });
-                pools.len() - 1
-            });
-            last = Some((at, pool));
+            let pool = match last {
+                Some((key, pool)) if key == at => pool,
+                _ => {
+                    let pool = *index.entry(at).or_insert_with(|| {
+                        // A pool that left the catalog on a reload but still has holders.
+                        overdraft.push(0);
+                        pools.push(FeatureStatus {
+                            in_use: ledger.in_use(at),
+                            feature: at.feature.to_owned(),
+                            vendor: at.vendor.to_owned(),
+                            version: at.version.to_owned(),
+                            ..FeatureStatus::default()
+                        });
+                        pools.len() - 1
+                    });
+                    last = Some((at, pool));
+                    pool
+                }
+            };
             let session = ledger.holder(lease.session);
             holders.push(HolderRow::new(pool, lease, session));
         }
