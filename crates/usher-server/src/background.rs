@@ -83,7 +83,7 @@ impl Background {
             let spawned = std::thread::Builder::new()
                 .name(format!("usher-background-{n}"))
                 .spawn(move || {
-                    lower_priority();
+                    lower_priority(19);
                     loop {
                         // The lock is held only to take a job, never while running one.
                         let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
@@ -101,13 +101,13 @@ impl Background {
     }
 }
 
-/// Puts the calling thread at nice 19, the lowest priority an unprivileged process can
-/// ask for. (On Linux a nice value belongs to a thread, not to the whole process.) Lowering
-/// needs no privilege, so a failure is only logged.
-fn lower_priority() {
+/// Puts the calling thread at `nice` (19 is the lowest priority an unprivileged process
+/// can ask for). On Linux a nice value belongs to a thread, not to the whole process.
+/// Lowering needs no privilege, so a failure is only logged.
+pub(crate) fn lower_priority(nice: i32) {
     let me = rustix::thread::gettid();
-    if let Err(e) = rustix::process::setpriority_process(Some(me), 19) {
-        tracing::debug!(error = %e, "a background thread keeps a higher CPU priority than asked");
+    if let Err(e) = rustix::process::setpriority_process(Some(me), nice) {
+        tracing::debug!(error = %e, "a thread keeps a higher CPU priority than asked");
     }
 }
 

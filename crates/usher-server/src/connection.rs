@@ -64,6 +64,22 @@ where
     let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, write).await;
 }
 
+/// Tells a peer that began the client protocol but did not finish its handshake within
+/// `timeout` why it is dropped, so that a client that is merely slow can say so; a peer
+/// that does not read gets no more of our time than this bounded write.
+pub async fn tell_handshake_timeout<W>(wr: &mut W, timeout: Duration)
+where
+    W: AsyncWrite + Unpin,
+{
+    let msg = format!(
+        "the server closed the connection: the handshake did not complete within its \
+         handshake timeout ({timeout:?})"
+    );
+    let answer = Response::error(0, ErrorCode::HandshakeTimeout, msg);
+    let write = usher_proto::write_frame(wr, &answer);
+    let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, write).await;
+}
+
 /// Why a connection ended, for the debug log.
 #[derive(Debug)]
 enum End {
@@ -165,16 +181,7 @@ where
             );
             ctx.metrics
                 .connection_rejected(RejectReason::HandshakeTimeout, &peer, &detail);
-            // Tell a client that is merely slow why it is dropped; a peer that does not
-            // read gets no more of our time than this bounded write.
-            let msg = format!(
-                "the server closed the connection: the handshake did not complete within \
-                 its handshake timeout ({:?})",
-                ctx.handshake_timeout
-            );
-            let answer = Response::error(0, ErrorCode::HandshakeTimeout, msg);
-            let write = usher_proto::write_frame(&mut wr, &answer);
-            let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, write).await;
+            tell_handshake_timeout(&mut wr, ctx.handshake_timeout).await;
             return;
         }
     };

@@ -117,30 +117,118 @@ pub async fn accept(
     Err(Refused::Plaintext)
 }
 
-/// The most of what a new connection already sent that [`judge`] looks at: a Hello with
-/// short names fits; a longer one is left to the handshake.
+/// The most of what a new connection already sent that [`judge`] and [`opening`] look
+/// at: a Hello with short names fits; a longer one is left to the handshake.
 const JUDGED_BYTES: usize = 2048;
 
-/// Judges a new connection by what its peer has already sent, without waiting for more
-/// (one `recv` with `MSG_PEEK | MSG_DONTWAIT`, which leaves the bytes to be read): `Err`
-/// for a peer that [`accept`] or the handshake would refuse anyway, told nothing (one
-/// that already left, plaintext on a server that requires TLS, or, where plaintext is
-/// allowed, a first frame over `max_frame` bytes, undecodable, or a Hello without the
-/// usher magic); `Ok` for the rest, to go through [`accept`]: TLS, a beginning that may
-/// still be a Hello, or nothing sent yet.
-pub fn judge(stream: &TcpStream, plaintext: bool, max_frame: usize) -> Result<(), Refused> {
-    use rustix::net::RecvFlags;
-    let mut first = [0u8; JUDGED_BYTES];
-    let n = match rustix::net::recv(stream, &mut first, RecvFlags::PEEK | RecvFlags::DONTWAIT) {
-        Ok((n, _)) => n,
-        Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => return Ok(()),
-        Err(e) => return Err(Refused::Handshake(e.into())),
+/// What the bytes a new connection has sent so far say about it.
+enum Verdict {
+    /// Refused: [`accept`] or the handshake would refuse it anyway.
+    Refuse(Refused),
+    /// Nothing yet, or a beginning that is not yet a whole TLS record or frame.
+    Wait,
+    /// A whole first TLS record, a whole first frame that may be a Hello, or
+    /// [`JUDGED_BYTES`] of either.
+    Go,
+}
+
+fn verdict(first: &[u8], plaintext: bool, max_frame: usize) -> Verdict {
+    // A whole first record or frame: `header` bytes and the length they announce.
+    let whole = |header: usize, len: Option<usize>| match len {
+        _ if first.len() >= JUDGED_BYTES => Verdict::Go,
+        Some(len) if first.len() >= header + len => Verdict::Go,
+        _ => Verdict::Wait,
     };
-    match first[..n].first() {
-        None => Err(Refused::Handshake(std::io::ErrorKind::UnexpectedEof.into())),
-        Some(&TLS_HANDSHAKE) => Ok(()),
-        Some(_) if !plaintext => Err(Refused::Plaintext),
-        Some(_) => usher_proto::check_opening(&first[..n], max_frame).map_err(Refused::NotHello),
+    match first.first() {
+        None => Verdict::Refuse(Refused::Handshake(std::io::ErrorKind::UnexpectedEof.into())),
+        Some(&TLS_HANDSHAKE) => {
+            let len = first
+                .get(3..5)
+                .map(|l| usize::from(u16::from_be_bytes([l[0], l[1]])));
+            whole(5, len)
+        }
+        Some(_) if !plaintext => Verdict::Refuse(Refused::Plaintext),
+        Some(_) => match usher_proto::check_opening(first, max_frame) {
+            Err(why) => Verdict::Refuse(Refused::NotHello(why)),
+            Ok(()) => {
+                let len = first
+                    .get(..4)
+                    .map(|l| u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize);
+                whole(4, len)
+            }
+        },
+    }
+}
+
+/// Peeks at what `stream`'s peer has sent so far, without waiting (`MSG_PEEK |
+/// MSG_DONTWAIT`, which leaves the bytes to be read); `None` when nothing is there yet.
+fn peek(stream: &TcpStream, buf: &mut [u8]) -> std::io::Result<Option<usize>> {
+    use rustix::net::RecvFlags;
+    match rustix::net::recv(stream, buf, RecvFlags::PEEK | RecvFlags::DONTWAIT) {
+        Ok((n, _)) => Ok(Some(n)),
+        Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether `stream`'s peer has begun to speak the client protocol in plaintext (it sent
+/// something, and not the beginning of a TLS handshake), for a peer to be told why it is
+/// dropped.
+pub fn began_in_plaintext(stream: &TcpStream) -> bool {
+    let mut first = [0u8; 1];
+    matches!(peek(stream, &mut first), Ok(Some(1))) && first[0] != TLS_HANDSHAKE
+}
+
+/// Judges a new connection by what its peer has already sent, without waiting for more
+/// (one `recv` with `MSG_PEEK | MSG_DONTWAIT`): `Err` for a peer that [`accept`] or the
+/// handshake would refuse anyway, told nothing (one that already left, plaintext on a
+/// server that requires TLS, or, where plaintext is allowed, a first frame over
+/// `max_frame` bytes, undecodable, or a Hello without the usher magic); `Ok` for the rest:
+/// TLS, a beginning that may still be a Hello, or nothing sent yet.
+pub fn judge(stream: &TcpStream, plaintext: bool, max_frame: usize) -> Result<(), Refused> {
+    let mut first = [0u8; JUDGED_BYTES];
+    match peek(stream, &mut first).map_err(Refused::Handshake)? {
+        None => Ok(()),
+        Some(n) => match verdict(&first[..n], plaintext, max_frame) {
+            Verdict::Refuse(why) => Err(why),
+            Verdict::Wait | Verdict::Go => Ok(()),
+        },
+    }
+}
+
+/// Waits until the peer has sent its whole opening (the first TLS record, or where
+/// plaintext is allowed the first frame, or [`JUDGED_BYTES`] of either) and judges it as
+/// [`judge`] does. The bytes stay unread, for [`accept`] and the handshake. A connection
+/// that says nothing, or trickles its opening, waits here, costing nothing but a wake-up
+/// per segment, until its caller's deadline.
+pub async fn opening(stream: &TcpStream, plaintext: bool, max_frame: usize) -> Result<(), Refused> {
+    use tokio::io::Interest;
+    let mut first = [0u8; JUDGED_BYTES];
+    loop {
+        let ready = stream
+            .ready(Interest::READABLE)
+            .await
+            .map_err(Refused::Handshake)?;
+        // Inside `try_io`, so that a beginning that is not yet whole clears the readiness
+        // (as a `WouldBlock` does) and the next `readable` waits for the next segment.
+        let judged = stream.try_io(Interest::READABLE, || match peek(stream, &mut first)? {
+            None => Err(std::io::ErrorKind::WouldBlock.into()),
+            Some(n) => match verdict(&first[..n], plaintext, max_frame) {
+                Verdict::Wait => Err(std::io::ErrorKind::WouldBlock.into()),
+                Verdict::Refuse(why) => Ok(Err(why)),
+                Verdict::Go => Ok(Ok(())),
+            },
+        });
+        match judged {
+            Ok(judged) => return judged,
+            // A peer that stopped sending before its opening was whole never completes
+            // it (and the end it sent keeps the socket readable).
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && ready.is_read_closed() => {
+                return Err(Refused::Handshake(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(Refused::Handshake(e)),
+        }
     }
 }
 
@@ -169,5 +257,55 @@ impl PlaintextWarning {
                  for 10 minutes)"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn go(first: &[u8], plaintext: bool) -> &'static str {
+        match verdict(first, plaintext, 1024) {
+            Verdict::Refuse(_) => "refuse",
+            Verdict::Wait => "wait",
+            Verdict::Go => "go",
+        }
+    }
+
+    #[test]
+    fn a_tls_opening_goes_on_once_its_first_record_is_whole() {
+        let mut record = vec![TLS_HANDSHAKE, 3, 1, 0, 4, 1, 2, 3];
+        for plaintext in [true, false] {
+            for end in 1..record.len() {
+                assert_eq!(go(&record[..end], plaintext), "wait", "prefix of {end}");
+            }
+            record.push(4);
+            assert_eq!(go(&record, plaintext), "go");
+            record.pop();
+        }
+        // A record longer than what is judged goes on at JUDGED_BYTES.
+        let mut long = vec![TLS_HANDSHAKE, 3, 1, 0x40, 0];
+        long.resize(JUDGED_BYTES - 1, 0);
+        assert_eq!(go(&long, false), "wait");
+        long.push(0);
+        assert_eq!(go(&long, false), "go");
+    }
+
+    #[test]
+    fn a_plaintext_opening_goes_on_once_its_first_frame_is_whole() {
+        let frame = usher_proto::encode_frame(&usher_proto::Request {
+            id: 1,
+            kind: Some(usher_proto::request::Kind::Hello(usher_proto::Hello {
+                magic: usher_proto::MAGIC.into(),
+                ..Default::default()
+            })),
+        });
+        for end in 1..frame.len() {
+            assert_eq!(go(&frame[..end], true), "wait", "prefix of {end}");
+        }
+        assert_eq!(go(&frame, true), "go");
+        assert_eq!(go(&frame, false), "refuse", "plaintext where TLS is required");
+        assert_eq!(go(&u32::MAX.to_be_bytes(), true), "refuse", "over the frame limit");
+        assert_eq!(go(&[], true), "refuse", "the peer left");
     }
 }

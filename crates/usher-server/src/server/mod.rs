@@ -23,6 +23,7 @@ use crate::shared::Shared;
 
 mod accept;
 mod bind;
+mod door;
 
 pub use bind::PSEUDONYM_KEY_FILE;
 
@@ -308,17 +309,18 @@ impl Server {
                 stop.clone(),
             ))
         });
+        let mut door = door::Door::open(listener, &config, metrics.clone(), tls.clone())
+            .map_err(io("starting the thread that takes new connections"))?;
         crate::systemd::ready(addr);
         accept::accept_loop(
             accept::Accepting {
                 config: &config,
                 ctx: &ctx,
-                metrics: &metrics,
-                listener: &listener,
+                door: &mut door,
                 admin: &admin,
                 tls: &tls,
                 stop: &stop,
-                failed: &failed,
+                fatal: &fatal,
                 down: &down,
             },
             shutdown,
@@ -331,7 +333,7 @@ impl Server {
 
         info!("shutting down: no new connections; finishing requests in flight");
         crate::systemd::stopping();
-        drop(listener);
+        door.close().await;
         stop.cancel();
         if let Some(task) = watchdog {
             let _ = task.await;

@@ -1,6 +1,6 @@
-//! Junk refused in the accept loop, judged from what the peer has already sent (no task,
-//! no handshake slot), and counted by its reason as before; a client that has sent
-//! nothing yet goes through the handshake as ever.
+//! Junk refused at the door, judged from its opening (what the peer sent first) before it
+//! reaches the runtime that serves clients, and counted by its reason as before; a client
+//! that has sent nothing yet goes through the handshake as ever.
 
 use std::io::{Read, Write};
 use std::sync::Arc;
@@ -11,6 +11,7 @@ use tokio::io::AsyncWriteExt;
 use usher_client::{Client, ClientConfig, ServerAddr};
 use usher_proto::{FrameReader, Request, Response, request, response};
 
+use crate::http::{http, parse_exposition, value};
 use crate::refusals::rejected;
 use crate::util::*;
 
@@ -39,8 +40,8 @@ fn plaintext_junk() -> [Vec<u8>; 3] {
     ]
 }
 
-/// A connection made and written to without yielding to the runtime: on a test's
-/// single-threaded runtime the server cannot accept it before `bytes` are in its socket.
+/// A connection made and written to at once (the server may take it before or after
+/// `bytes` arrive: the door judges them either way).
 fn sent_at_once(addr: std::net::SocketAddr, bytes: &[u8]) -> std::net::TcpStream {
     let mut s = std::net::TcpStream::connect(addr).expect("connects (the kernel accepts)");
     s.write_all(bytes).expect("the bytes fit the socket buffer");
@@ -58,29 +59,46 @@ fn closed_without_a_word(mut s: std::net::TcpStream, what: &str) {
     }
 }
 
-/// A server with one handshake slot, and that slot held by a connection that says
-/// nothing (for a minute, its handshake timeout), proved held by a second silent
-/// connection refused for want of it. Returns the holder, to keep.
-async fn one_slot_held(plaintext: bool) -> (Licensed, TestServer, tokio::net::TcpStream) {
+/// A server with `max_handshakes` 64 (more than the junk of a test), no rate limit, and
+/// `plaintext` allowed or not.
+async fn judging(plaintext: bool) -> (Licensed, TestServer) {
     let lic = Licensed::new(LICENSE);
     let mut config = lic.config();
     config.insecure_plaintext = plaintext;
-    config.max_handshakes = 1;
+    config.max_handshakes = 64;
     config.max_connection_rate_per_ip = 0;
     config.handshake_timeout = Duration::from_secs(60);
     let server = TestServer::start(config).await;
-    let holder = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    let _probe = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    rejected(&server, REJECTED, Some("handshakes_limit"), 1.0).await;
-    (lic, server, holder)
+    (lic, server)
 }
 
-/// Plaintext on a server that requires TLS is refused from its first byte, in the accept
-/// loop: it is counted as `plaintext` although no handshake slot is free (a task would
-/// have needed one, and been refused as `handshakes_limit` instead).
+/// After the junk: none of it was refused for want of a handshake slot or kept one (each
+/// was judged by its opening, well within its handshake timeout of a minute), and a
+/// client is served.
+async fn judged_and_gone(server: &TestServer, plaintext: bool) {
+    let admin = server.admin.unwrap();
+    let scrape = http(admin, "GET", "/metrics", None, None).await;
+    let (_, samples) = parse_exposition(&scrape.body);
+    for reason in ["handshakes_limit", "handshake_timeout"] {
+        let n = value(&samples, REJECTED, &[("reason", reason)]).unwrap_or(0.0);
+        assert_eq!(n, 0.0, "junk refused as {reason}");
+    }
+    let mut config = ClientConfig::new(vec![ServerAddr {
+        host: "127.0.0.1".into(),
+        port: server.addr.port(),
+    }]);
+    config.insecure_plaintext = plaintext;
+    let client = Client::connect(config)
+        .await
+        .expect("a client after the junk");
+    client.close().await;
+}
+
+/// Plaintext on a server that requires TLS is refused from its first byte at the door,
+/// counted as `plaintext`, told nothing.
 #[tokio::test]
 async fn a_tls_only_server_refuses_plaintext_on_accept() {
-    let (_lic, server, _holder) = one_slot_held(false).await;
+    let (_lic, server) = judging(false).await;
     let mut junk = Vec::new();
     for bytes in plaintext_junk()
         .iter()
@@ -94,17 +112,16 @@ async fn a_tls_only_server_refuses_plaintext_on_accept() {
     for s in junk {
         closed_without_a_word(s, "plaintext on a TLS-only server");
     }
-    let slot_refusals = rejected(&server, REJECTED, Some("handshakes_limit"), 1.0).await;
-    assert_eq!(slot_refusals, 1.0, "no junk waited for a handshake slot");
+    judged_and_gone(&server, false).await;
 }
 
 /// Where plaintext is allowed, a first frame that cannot begin a handshake (over the
-/// frame limit, undecodable, a Hello without the usher magic) is refused in the accept
-/// loop, counted as the handshake counts it (`handshake`, and the bad frames in
-/// `usher_frames_rejected_total`), without a handshake slot.
+/// frame limit, undecodable, a Hello without the usher magic) is refused at the door,
+/// counted as the handshake counts it (`handshake`, and the bad frames in
+/// `usher_frames_rejected_total`).
 #[tokio::test]
 async fn a_bad_first_frame_is_refused_on_accept() {
-    let (_lic, server, _holder) = one_slot_held(true).await;
+    let (_lic, server) = judging(true).await;
     let mut junk = Vec::new();
     for bytes in plaintext_junk() {
         for _ in 0..5 {
@@ -117,8 +134,39 @@ async fn a_bad_first_frame_is_refused_on_accept() {
     for s in junk {
         closed_without_a_word(s, "a bad first frame");
     }
-    let slot_refusals = rejected(&server, REJECTED, Some("handshakes_limit"), 1.0).await;
-    assert_eq!(slot_refusals, 1.0, "no junk waited for a handshake slot");
+    judged_and_gone(&server, true).await;
+}
+
+/// A peer that sends the beginning of an opening and then stops sending (its write side
+/// shut, the bytes still unread) is refused as soon as its end arrives, not left to its
+/// handshake timeout of a minute, and costs the door nothing while it waits; over TLS and
+/// in plaintext, for a frame and for a TLS record.
+#[tokio::test]
+async fn an_opening_cut_short_is_refused_when_its_peer_stops_sending() {
+    for plaintext in [true, false] {
+        let (_lic, server) = judging(plaintext).await;
+        let mut cut = Vec::new();
+        // Half a frame announcing 200 bytes, and half a TLS record announcing 512.
+        let beginnings: &[&[u8]] = if plaintext {
+            &[&[0, 0, 0, 200, 1, 2, 3], &[0x16, 3, 1, 2, 0, 1]]
+        } else {
+            &[&[0x16, 3, 1, 2, 0, 1, 2, 3]]
+        };
+        for bytes in beginnings {
+            for _ in 0..3 {
+                let s = sent_at_once(server.addr, bytes);
+                s.shutdown(std::net::Shutdown::Write).unwrap();
+                cut.push(s);
+            }
+        }
+        let expected = 3.0 * beginnings.len() as f64;
+        rejected(&server, REJECTED, Some("handshake"), expected).await;
+        for s in cut {
+            closed_without_a_word(s, "an opening cut short");
+        }
+        judged_and_gone(&server, plaintext).await;
+        server.shutdown().await.unwrap();
+    }
 }
 
 /// A client that connects and says nothing for a while is not junk: the accept loop
