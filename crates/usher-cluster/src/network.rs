@@ -13,8 +13,15 @@
 //! rate-limited) before any frame of it is read, so it never reaches openraft. The
 //! dialling side's handshake runs under the RPC's deadline; the listening side gives a
 //! handshake `HANDSHAKE_TIMEOUT` (5 s).
+//!
+//! The connections themselves come from a [`PeerListener`]: a member listens on one and
+//! dials its peers the way it says. A member serves its peers over TCP
+//! ([`tokio::net::TcpListener`]); a simulation of the network may supply another, and
+//! everything above the byte stream (TLS, frames, deadlines) stays the same.
 
+use std::future::Future;
 use std::io;
+use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -46,6 +53,40 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a peer connecting to this member may take over its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Where a member's peer connections come from: the listener it accepts its peers on, and
+/// the way it dials one.
+pub trait PeerListener: Send + Sync + 'static {
+    /// A connection between two members, either way.
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static;
+
+    /// Waits for the next peer to connect; returns the connection and where it comes
+    /// from. An error ends the listening.
+    fn accept(&self) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send;
+
+    /// Connects to the member listening at `addr` (with no deadline of its own: the
+    /// caller bounds it).
+    fn connect(addr: SocketAddr) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+}
+
+/// Peers over TCP, with Nagle's algorithm off (every frame is a whole request or answer).
+impl PeerListener for TcpListener {
+    type Stream = TcpStream;
+
+    async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        let (stream, peer) = TcpListener::accept(self).await?;
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "TCP_NODELAY not set on a peer connection");
+        }
+        Ok((stream, peer))
+    }
+
+    async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+}
+
 /// A request from one member to another.
 #[derive(Debug, Serialize, Deserialize)]
 enum PeerRequest {
@@ -67,7 +108,11 @@ enum PeerResponse {
 /// Serves the Raft RPCs that pinned members send to `raft` on `listener`, until the
 /// listener fails. Each connection is served by a task of its own, owned by this one:
 /// aborting this task closes every peer connection too.
-pub(crate) async fn serve(listener: TcpListener, raft: Raft, tls: PeerTlsConfig) -> io::Result<()> {
+pub(crate) async fn serve<L: PeerListener>(
+    listener: L,
+    raft: Raft,
+    tls: PeerTlsConfig,
+) -> io::Result<()> {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -86,13 +131,12 @@ pub(crate) async fn serve(listener: TcpListener, raft: Raft, tls: PeerTlsConfig)
 
 /// Completes the TLS handshake of a peer connecting from `peer`, then serves it; refuses
 /// (and logs) one that is not a pinned member over TLS 1.3.
-async fn accept(
-    stream: TcpStream,
+async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
     peer: SocketAddr,
     raft: Raft,
     tls: PeerTlsConfig,
 ) -> io::Result<()> {
-    stream.set_nodelay(true)?;
     let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream)).await;
     let stream = match handshake {
         Ok(Ok(stream)) => stream,
@@ -109,8 +153,8 @@ async fn accept(
 }
 
 /// Answers one authenticated peer's requests, in order, until it hangs up.
-async fn serve_connection(
-    stream: tokio_rustls::server::TlsStream<TcpStream>,
+async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: tokio_rustls::server::TlsStream<S>,
     raft: Raft,
 ) -> io::Result<()> {
     let mut stream = BufReader::new(stream);
@@ -129,26 +173,30 @@ async fn serve_connection(
     Ok(())
 }
 
-/// Makes a [`Peer`] client for each member openraft replicates to.
-#[derive(Debug, Clone)]
-pub(crate) struct Network {
+/// Makes a [`Peer`] client for each member openraft replicates to, dialling as `L` does.
+pub(crate) struct Network<L> {
     /// This member's id.
     id: NodeId,
     /// The pinned keys of the members it may reach, and its own.
     tls: PeerTlsConfig,
+    dial: PhantomData<fn() -> L>,
 }
 
-impl Network {
+impl<L> Network<L> {
     /// The network of member `id`.
-    pub(crate) fn new(id: NodeId, tls: PeerTlsConfig) -> Network {
-        Network { id, tls }
+    pub(crate) fn new(id: NodeId, tls: PeerTlsConfig) -> Network<L> {
+        Network {
+            id,
+            tls,
+            dial: PhantomData,
+        }
     }
 }
 
-impl RaftNetworkFactory<TypeConfig> for Network {
-    type Network = Peer;
+impl<L: PeerListener> RaftNetworkFactory<TypeConfig> for Network<L> {
+    type Network = Peer<L>;
 
-    async fn new_client(&mut self, target: NodeId, node: &Member) -> Peer {
+    async fn new_client(&mut self, target: NodeId, node: &Member) -> Peer<L> {
         Peer {
             id: self.id,
             target,
@@ -160,13 +208,13 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 }
 
 /// The connection to one peer, opened on first use and after any failure.
-pub(crate) struct Peer {
+pub(crate) struct Peer<L: PeerListener> {
     id: NodeId,
     target: NodeId,
     addr: String,
     /// The pinned keys (the target's connector accepts only the target's).
     tls: PeerTlsConfig,
-    conn: Option<BufReader<TlsStream<TcpStream>>>,
+    conn: Option<BufReader<TlsStream<L::Stream>>>,
 }
 
 /// What can go wrong with one RPC, before it is sorted into openraft's error kinds.
@@ -179,7 +227,7 @@ enum Failure {
     Timeout,
 }
 
-impl Peer {
+impl<L: PeerListener> Peer<L> {
     /// Sends `request` and waits for its response, within `deadline`.
     async fn call(
         &mut self,
@@ -200,7 +248,7 @@ impl Peer {
             Some(conn) => conn,
             None => self
                 .conn
-                .insert(connect(&self.addr, self.target, &self.tls).await?),
+                .insert(connect::<L>(&self.addr, self.target, &self.tls).await?),
         };
         write_frame(conn.get_mut(), request)
             .await
@@ -258,7 +306,7 @@ impl Peer {
     }
 }
 
-impl RaftNetwork<TypeConfig> for Peer {
+impl<L: PeerListener> RaftNetwork<TypeConfig> for Peer<L> {
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
@@ -315,11 +363,11 @@ impl RaftNetwork<TypeConfig> for Peer {
 /// Connects to member `target` at `addr` (`host:port`) and completes the TLS handshake
 /// accepting only the target's pinned key in `tls`. A TLS failure (another key, a bad
 /// signature) is logged as a refusal, rate-limited.
-async fn connect(
+async fn connect<L: PeerListener>(
     addr: &str,
     target: NodeId,
     tls: &PeerTlsConfig,
-) -> Result<BufReader<TlsStream<TcpStream>>, Failure> {
+) -> Result<BufReader<TlsStream<L::Stream>>, Failure> {
     let connector = tls.connector(target).ok_or_else(|| {
         Failure::Unreachable(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -329,11 +377,10 @@ async fn connect(
     let addr: SocketAddr = addr
         .parse()
         .map_err(|e| Failure::Unreachable(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, L::connect(addr))
         .await
         .map_err(|_| Failure::Unreachable(io::ErrorKind::TimedOut.into()))?
         .map_err(Failure::Unreachable)?;
-    stream.set_nodelay(true).map_err(Failure::Unreachable)?;
     // Under the RPC's deadline, like the rest of the exchange.
     let stream = connector
         .connect(peer_tls::server_name(), stream)

@@ -10,14 +10,13 @@ use std::time::Duration;
 
 use openraft::error::{ChangeMembershipError, CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, Config, RaftMetrics, ServerState};
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::peer_tls::PeerTlsConfig;
 use crate::{
     Applied, LogStore, Member, NodeId, PeerTls, Proposer, ProposerConfig, Raft, StateMachine,
-    network,
+    network::{self, PeerListener},
 };
 
 /// The Raft timing of a member, in milliseconds.
@@ -160,13 +159,15 @@ pub struct Node {
 
 impl Node {
     /// Starts member `id` with its log and snapshot in `dir` and its ledger starting as
-    /// `ledger`, serving its peers on `listener` over TLS, authenticated as `tls` says.
-    pub async fn start(
+    /// `ledger`, serving its peers on `listener` over TLS, authenticated as `tls` says
+    /// (and dialling them the way the listener's type says: TCP for a
+    /// [`tokio::net::TcpListener`]).
+    pub async fn start<L: PeerListener>(
         id: NodeId,
         timing: Timing,
         dir: &Path,
         ledger: usher_core::Ledger,
-        listener: TcpListener,
+        listener: L,
         tls: PeerTls,
     ) -> Result<Node, StartError> {
         let tls = PeerTlsConfig::new(&tls).map_err(|e| StartError::Tls(e.to_string()))?;
@@ -183,7 +184,7 @@ impl Node {
         let raft = Raft::new(
             id,
             Arc::new(config),
-            network::Network::new(id, tls.clone()),
+            network::Network::<L>::new(id, tls.clone()),
             log,
             state.clone(),
         )
@@ -233,12 +234,23 @@ impl Node {
     /// Starts this member's proposer, which batches the commands submitted to it into
     /// entries while this member leads, stamped with the system clock.
     pub fn proposer(&self, config: ProposerConfig) -> Proposer {
+        self.proposer_with_clock(config, crate::clock::system_clock_ms)
+    }
+
+    /// Starts this member's proposer with `clock` (milliseconds since the Unix epoch) in
+    /// place of the system clock: a simulation's clock, so that ledger time follows
+    /// simulated time.
+    pub fn proposer_with_clock(
+        &self,
+        config: ProposerConfig,
+        clock: fn() -> usher_core::Millis,
+    ) -> Proposer {
         Proposer::start(
             self.id,
             self.raft.clone(),
             self.state.clone(),
             config,
-            crate::clock::system_clock_ms,
+            clock,
         )
     }
 
