@@ -1,17 +1,10 @@
 //! Clients check seats out and in through the leader's proposer while the leader is
-//! killed and restarted; a checker then reads the recorded history.
-//!
-//! What the checker holds the cluster to:
-//! - the seats clients hold (from a grant's answer to the checkin's sending) never exceed
-//!   the pool at any moment;
-//! - a retried checkout (same session and client reference) always gets the same lease;
-//! - every acknowledged grant not acknowledged as checked in is in every member's final
-//!   ledger, and every lease there is one a client asked for;
-//! - every member's ledger is the same at the same applied index.
+//! killed and restarted; the checker (see [`crate::checker`]) then reads the recorded
+//! history.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
@@ -20,8 +13,9 @@ use tokio::sync::RwLock;
 use usher_cluster::{Node, NodeId, Proposer, ProposerConfig, WriteError};
 use usher_core::{Command, LedgerError, Outcome};
 
+use crate::checker::{Event, Final, History, Service, check, client, grants};
 use crate::cluster::{PATIENCE, TIMING};
-use crate::util::{SEATS, checkin, checkout, ledger, open, peer_tls};
+use crate::util::{ledger, peer_tls};
 
 /// How long one try may take before the client gives up on it and retries elsewhere.
 const TRY: Duration = Duration::from_secs(5);
@@ -37,6 +31,8 @@ struct Cluster {
     members: RwLock<BTreeMap<NodeId, Member>>,
     addrs: BTreeMap<NodeId, SocketAddr>,
     dirs: BTreeMap<NodeId, TempDir>,
+    /// When the clients started.
+    started: Instant,
 }
 
 async fn start_member(id: NodeId, dir: &TempDir, addr: SocketAddr) -> Member {
@@ -80,6 +76,7 @@ impl Cluster {
             members: RwLock::new(members),
             addrs,
             dirs,
+            started: Instant::now(),
         }
     }
 
@@ -130,186 +127,26 @@ impl Cluster {
     }
 }
 
-/// What a client did and what it was told, in real time.
-#[derive(Debug, Clone)]
-enum Event {
-    /// A checkout (session, client reference) was answered with a grant of `lease`.
-    Granted {
-        session: u64,
-        client_ref: u64,
-        lease: u64,
-        at: Instant,
-    },
-    /// The client is about to send the checkin of `lease`: from here on it no longer
-    /// counts the seat as its own.
-    Releasing { lease: u64, at: Instant },
-    /// The checkin of `lease` was acknowledged.
-    Released { lease: u64 },
-    /// A checkout (session, client reference) was sent (perhaps again).
-    Asked { session: u64, client_ref: u64 },
-}
-
-type History = Arc<Mutex<Vec<Event>>>;
-
-/// A member's ledger at the end: the index applied, the leases held, and every session
-/// with its expiry (which heartbeats and checkouts move, so members agree on it only if
-/// they applied the same entries at the same times).
-#[derive(Debug, PartialEq, Eq)]
-struct Final {
-    applied: Option<u64>,
-    leases: Vec<u64>,
-    sessions: Vec<(u64, u64)>,
-}
-
-/// Sends `command` to the leader until it gets a definite answer: a try refused as not
-/// the leader's is resent at once; a try that failed or timed out may or may not have
-/// been applied, and is resent unchanged, which the command's ids make safe.
-async fn definitely(cluster: &Cluster, command: Command) -> Result<Outcome, LedgerError> {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        assert!(Instant::now() < deadline, "{command:?}: no answer");
-        let (_, proposer) = cluster.leader().await;
-        match tokio::time::timeout(TRY, proposer.submit(command.clone())).await {
-            Ok(Ok(result)) => return result,
-            Ok(Err(WriteError::NotLeader { .. } | WriteError::Raft(_))) | Err(_) => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+impl Service for Cluster {
+    /// Sends `command` to the leader until it gets a definite answer: a try refused as
+    /// not the leader's is resent at once; a try that failed or timed out may or may not
+    /// have been applied, and is resent unchanged, which the command's ids make safe.
+    async fn definitely(&self, command: Command) -> Result<Outcome, LedgerError> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            assert!(Instant::now() < deadline, "{command:?}: no answer");
+            let (_, proposer) = self.leader().await;
+            match tokio::time::timeout(TRY, proposer.submit(command.clone())).await {
+                Ok(Ok(result)) => return result,
+                Ok(Err(WriteError::NotLeader { .. } | WriteError::Raft(_))) | Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
             }
         }
     }
-}
 
-/// Client `session`: `rounds` times, check a seat out (waiting for one by retrying
-/// while the pool is full), hold it a moment, and check it in.
-async fn client(cluster: &Cluster, history: History, session: u64, rounds: u64) {
-    let opened = definitely(cluster, open(session, &format!("u{session}"))).await;
-    assert!(
-        matches!(opened, Ok(Outcome::Done) | Err(LedgerError::IdInUse)),
-        "{opened:?}"
-    );
-    let record = |e: Event| history.lock().expect("history lock").push(e);
-    for round in 0..rounds {
-        let client_ref = session * 1_000 + round + 1;
-        let mut command = checkout(session, 0);
-        if let Command::Checkout { ask, .. } = &mut command {
-            ask.client_ref = client_ref;
-        }
-        let lease = loop {
-            record(Event::Asked {
-                session,
-                client_ref,
-            });
-            match definitely(cluster, command.clone()).await {
-                Ok(Outcome::Granted(lease)) => break lease.id.0,
-                Ok(Outcome::Denied(_)) => tokio::time::sleep(Duration::from_millis(30)).await,
-                other => panic!("checkout: {other:?}"),
-            }
-        };
-        record(Event::Granted {
-            session,
-            client_ref,
-            lease,
-            at: Instant::now(),
-        });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        record(Event::Releasing {
-            lease,
-            at: Instant::now(),
-        });
-        match definitely(cluster, checkin(session, lease)).await {
-            // A resent checkin whose first try was applied finds the lease gone.
-            Ok(Outcome::Released(_) | Outcome::NotHeld) => record(Event::Released { lease }),
-            other => panic!("checkin: {other:?}"),
-        }
-    }
-}
-
-/// The checker: what the recorded history and the members' final ledgers must satisfy.
-fn check(events: &[Event], finals: &BTreeMap<NodeId, Final>) {
-    // Retries of one checkout always get the same lease; different checkouts different
-    // leases.
-    let mut by_ask: BTreeMap<(u64, u64), u64> = BTreeMap::new();
-    let mut owners: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
-    for e in events {
-        if let Event::Granted {
-            session,
-            client_ref,
-            lease,
-            ..
-        } = *e
-        {
-            let first = *by_ask.entry((session, client_ref)).or_insert(lease);
-            assert_eq!(
-                first, lease,
-                "checkout {session}/{client_ref} got two leases"
-            );
-            let owner = *owners.entry(lease).or_insert((session, client_ref));
-            assert_eq!(owner, (session, client_ref), "lease {lease} granted twice");
-        }
-    }
-
-    // Seats held as the clients see them never exceed the pool.
-    let mut edges: Vec<(Instant, i32)> = Vec::new();
-    let mut open_grants: BTreeMap<u64, Instant> = BTreeMap::new();
-    for e in events {
-        match *e {
-            Event::Granted { lease, at, .. } => {
-                open_grants.insert(lease, at);
-            }
-            Event::Releasing { lease, at } => {
-                let from = open_grants.remove(&lease).expect("released after granted");
-                // Releases sort before grants at the same instant.
-                edges.push((from, 1));
-                edges.push((at, -1));
-            }
-            _ => {}
-        }
-    }
-    edges.sort_by_key(|&(at, delta)| (at, delta));
-    let mut held = 0;
-    for (at, delta) in edges {
-        held += delta;
-        assert!(held <= SEATS as i32, "{held} seats held at {at:?}");
-    }
-
-    // What every member holds at the end: the acknowledged grants not acknowledged as
-    // released (none, as every client checked in), and nothing nobody asked for.
-    let released: BTreeSet<u64> = events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Released { lease } => Some(*lease),
-            _ => None,
-        })
-        .collect();
-    let still_held: BTreeSet<u64> = owners
-        .keys()
-        .filter(|l| !released.contains(l))
-        .copied()
-        .collect();
-    let asked: BTreeSet<(u64, u64)> = events
-        .iter()
-        .filter_map(|e| match *e {
-            Event::Asked {
-                session,
-                client_ref,
-            } => Some((session, client_ref)),
-            _ => None,
-        })
-        .collect();
-    let mut first: Option<&Final> = None;
-    for (id, state) in finals {
-        let held: BTreeSet<u64> = state.leases.iter().copied().collect();
-        assert!(
-            still_held.is_subset(&held),
-            "member {id} lost an acknowledged grant: {still_held:?} not all in {held:?}"
-        );
-        assert!(
-            held.len() <= asked.len(),
-            "member {id} holds leases nobody asked for"
-        );
-        match first {
-            None => first = Some(state),
-            Some(f) => assert_eq!(f, state, "members differ at the same applied index"),
-        }
+    fn now(&self) -> Duration {
+        self.started.elapsed()
     }
 }
 
@@ -320,15 +157,9 @@ async fn clients_through_leader_kills_never_hold_more_seats_than_the_pool() {
     // Four clients contend for the two seats while the leader is killed and restarted
     // three times, each kill once the clients have been granted a few more seats.
     const ROUNDS: u64 = 10;
-    let clients = (1..=4).map(|session| client(&cluster, history.clone(), session, ROUNDS));
-    let grants = || {
-        history
-            .lock()
-            .expect("history lock")
-            .iter()
-            .filter(|e| matches!(e, Event::Granted { .. }))
-            .count()
-    };
+    let clients =
+        (1..=4).map(|session| client(&cluster, history.clone(), session, ROUNDS, Duration::MAX));
+    let grants = || grants(&history);
     let kills = async {
         let mut killed_after = Vec::new();
         for k in 1..=3 {
@@ -355,19 +186,7 @@ async fn clients_through_leader_kills_never_hold_more_seats_than_the_pool() {
         let members = cluster.members.read().await;
         let finals: BTreeMap<NodeId, Final> = members
             .iter()
-            .map(|(&id, member)| {
-                let state = member.node.state_machine().read(|ledger, applied| {
-                    let mut sessions: Vec<(u64, u64)> =
-                        ledger.sessions().map(|s| (s.id.0, s.expires_at)).collect();
-                    sessions.sort();
-                    Final {
-                        applied,
-                        leases: ledger.leases().map(|l| l.id.0).collect(),
-                        sessions,
-                    }
-                });
-                (id, state)
-            })
+            .map(|(&id, member)| (id, Final::of(member.node.state_machine())))
             .collect();
         let indexes: BTreeSet<Option<u64>> = finals.values().map(|f| f.applied).collect();
         if indexes.len() == 1 {

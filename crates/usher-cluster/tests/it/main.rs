@@ -1,5 +1,6 @@
 //! Integration tests of the replicated ledger.
 
+mod checker;
 mod cluster;
 mod history;
 mod membership;
