@@ -8,7 +8,8 @@
 //! - a retried checkout (same session and client reference) always gets the same lease;
 //! - every acknowledged grant not acknowledged as checked in is in every member's final
 //!   ledger, and every lease there is one a client asked for;
-//! - every member's ledger is the same at the same applied index.
+//! - every member's ledger is the same at the same applied index;
+//! - with [`check_recovery`], a grant comes within a bound after every fault.
 //!
 //! Times are durations since the start of the test on the clock the clients share: real
 //! time in a test over loopback, simulated time in a simulation.
@@ -234,5 +235,24 @@ pub fn check(events: &[Event], finals: &BTreeMap<NodeId, Final>) {
             None => first = Some(state),
             Some(f) => assert_eq!(f, state, "members differ at the same applied index"),
         }
+    }
+}
+
+/// After every fault (a kill, a partition, a heal) at the times `faults`, some client
+/// was granted a seat within `bound`.
+pub fn check_recovery(events: &[Event], faults: &[(Duration, &str)], bound: Duration) {
+    let granted: Vec<Duration> = events
+        .iter()
+        .filter_map(|e| match *e {
+            Event::Granted { at, .. } => Some(at),
+            _ => None,
+        })
+        .collect();
+    for &(fault, what) in faults {
+        let next = granted.iter().filter(|&&at| at > fault).min();
+        assert!(
+            next.is_some_and(|&at| at - fault <= bound),
+            "no grant within {bound:?} of {what} at {fault:?} (the next at {next:?})"
+        );
     }
 }

@@ -5,6 +5,7 @@ mod cluster;
 mod history;
 mod membership;
 mod proposer;
+mod sim;
 mod snapshot;
 mod suite;
 mod tls;
