@@ -13,7 +13,8 @@
 //!   and installs snapshots of it.
 //! - [`network`]: the peer transport, length-prefixed JSON frames over mutually
 //!   authenticated TLS 1.3 ([`PeerTls`]: each member's identity key pinned), every RPC
-//!   under a hard deadline.
+//!   under a hard deadline, over the streams of a [`network::PeerListener`] (TCP, or a
+//!   simulated network's).
 //! - [`Proposer`]: the leader's batching of client commands into stamped entries, with
 //!   an expiry tick in each and a grace for every session when a new leader takes over.
 //! - [`Node`]: one running member (all of the above plus its Raft instance), with an

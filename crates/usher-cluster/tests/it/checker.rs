@@ -239,8 +239,12 @@ pub fn check(events: &[Event], finals: &BTreeMap<NodeId, Final>) {
 }
 
 /// After every fault (a kill, a partition, a heal) at the times `faults`, some client
-/// was granted a seat within `bound`.
-pub fn check_recovery(events: &[Event], faults: &[(Duration, &str)], bound: Duration) {
+/// was granted a seat within `bound`. Returns how long after each the next grant came.
+pub fn check_recovery(
+    events: &[Event],
+    faults: &[(Duration, &str)],
+    bound: Duration,
+) -> Vec<Duration> {
     let granted: Vec<Duration> = events
         .iter()
         .filter_map(|e| match *e {
@@ -248,11 +252,16 @@ pub fn check_recovery(events: &[Event], faults: &[(Duration, &str)], bound: Dura
             _ => None,
         })
         .collect();
-    for &(fault, what) in faults {
-        let next = granted.iter().filter(|&&at| at > fault).min();
-        assert!(
-            next.is_some_and(|&at| at - fault <= bound),
-            "no grant within {bound:?} of {what} at {fault:?} (the next at {next:?})"
-        );
-    }
+    faults
+        .iter()
+        .map(|&(fault, what)| {
+            let next = granted.iter().filter(|&&at| at > fault).min();
+            let delay = next.map(|&at| at - fault);
+            assert!(
+                delay.is_some_and(|delay| delay <= bound),
+                "no grant within {bound:?} of {what} at {fault:?} (the next at {next:?})"
+            );
+            delay.unwrap_or_default()
+        })
+        .collect()
 }
