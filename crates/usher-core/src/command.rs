@@ -65,17 +65,22 @@ pub enum Command {
         /// Whether to wait in the queue when no seat is free.
         wait: Wait,
     },
-    /// Borrow seats for offline use until `until` (`usher borrow`). Granted like a checkout
-    /// that does not wait, from a pool whose license allows borrowing (`BORROW`), for no
-    /// longer than the license and the policy's `MAX_BORROW_HOURS` allow, and never below
-    /// the policy's `BORROW_LOWWATER`. The seats are held until `until` (or the license's
-    /// end, if sooner) whether or not the session lives on.
+    /// Borrow seats for offline use for `duration` (`usher borrow`). Granted like a
+    /// checkout that does not wait, from a pool whose license allows borrowing (`BORROW`),
+    /// for no longer than the license and the policy's `MAX_BORROW_HOURS` allow, and never
+    /// below the policy's `BORROW_LOWWATER`. The seats are held until the ledger's time
+    /// when it grants them plus `duration` (or the license's end, if sooner) whether or
+    /// not the session lives on.
     Borrow {
         /// The seats asked for; a retry with the same `client_ref` returns the same
         /// borrow.
         ask: Ask,
-        /// When the borrow should end.
-        until: Millis,
+        /// How long (ms) the borrow should last from the moment the ledger applies it.
+        /// The end is the ledger's time plus this, never the caller's clock plus this:
+        /// the ledger's time never runs backwards and may be ahead of a clock that was
+        /// stepped back, and an end taken from that clock would come too soon or have
+        /// passed already.
+        duration: Millis,
     },
     /// Return borrowed seats early (`usher borrow --return`): the borrow of `feature` (the
     /// one with `lease_id`, if given) made by the same user on the same host.

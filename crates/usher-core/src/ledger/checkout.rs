@@ -104,13 +104,13 @@ impl Ledger {
         }
     }
 
-    /// `Borrow`: grants the seats asked for until `until` (or sooner, see
+    /// `Borrow`: grants the seats asked for until `now + duration` (or sooner, see
     /// [`Ledger::borrow_source`]), or refuses them. A retry gets the earlier borrow back.
     pub(super) fn borrow(
         &mut self,
         now: Millis,
         ask: Ask,
-        until: Millis,
+        duration: Millis,
         changes: &mut Vec<Change>,
     ) -> Result<Outcome, LedgerError> {
         let session = ask.session;
@@ -121,7 +121,7 @@ impl Ledger {
         }
         self.require_fresh_lease_id(ask.lease_id)?;
         self.touch(session, now);
-        match self.borrow_source(now, &ask, until) {
+        match self.borrow_source(now, &ask, duration) {
             Err(denial) => Ok(Outcome::Denied(denial)),
             // A borrow's choice is never overdraft nor tokens (neither can be borrowed).
             Ok((choice, until)) => {

@@ -155,20 +155,23 @@ impl Ledger {
         Err(Denial::AllInUse { in_use, total })
     }
 
-    /// Where a borrow of `ask.count` seats of `ask.feature` until `until` comes from, and until when
-    /// it really lasts: the license's end, if that comes first. The seats must be free for
-    /// an ordinary checkout that does not wait (policy, queue and reservations included),
-    /// the borrow no longer than the license's `BORROW=` and the policy's
-    /// `MAX_BORROW_HOURS`, and at least `BORROW_LOWWATER` seats must stay unborrowed.
+    /// Where a borrow of `ask.count` seats of `ask.feature` for `duration` from `now` comes
+    /// from, and until when it really lasts: `now + duration`, or the license's end if that
+    /// comes first. The seats must be free for an ordinary checkout that does not wait
+    /// (policy, queue and reservations included), the borrow no longer than the license's
+    /// `BORROW=` and the policy's `MAX_BORROW_HOURS`, and at least `BORROW_LOWWATER` seats
+    /// must stay unborrowed.
     pub(super) fn borrow_source(
         &self,
         now: Millis,
         ask: &Ask,
-        until: Millis,
+        duration: Millis,
     ) -> Result<(Choice, Millis), Denial> {
         let (session, feature, count) = (ask.session, ask.feature.as_str(), ask.count);
-        if until <= now {
-            return Err(Denial::BadRequest("a borrow must end in the future".into()));
+        if duration == 0 {
+            return Err(Denial::BadRequest(
+                "a borrow must last longer than 0 ms".into(),
+            ));
         }
         let who = self.client_of(session);
         let choice = self.resolve(now, feature, &ask.version, count, who, true)?;
@@ -191,7 +194,7 @@ impl Ledger {
                 .max_borrow_hours(feature)
                 .map_or(Millis::MAX, hours),
         );
-        if until - now > max {
+        if duration > max {
             return Err(Denial::BorrowTooLong { max });
         }
         if let Some(keep) = self.policy.borrow_lowwater(feature) {
@@ -213,6 +216,7 @@ impl Ledger {
                 return Err(Denial::BorrowLowWater { keep });
             }
         }
+        let until = now.saturating_add(duration);
         let until = pool.expires_at(now).map_or(until, |end| until.min(end));
         Ok((choice, until))
     }

@@ -263,8 +263,9 @@ impl Ledger {
     ///   hold what [`Ledger::restore`] rebuilds this ledger's sessions and leases from;
     /// - the same ledger given the same commands at the same times gives the same
     ///   outcomes and changes (nothing here reads a clock or draws a random number);
-    /// - `now` should not go backwards between calls; a command's deadlines (a wait, a
-    ///   borrow's end) are absolute times on the same clock.
+    /// - `now` should not go backwards between calls; a checkout's wait and a borrow's
+    ///   length are durations counted from `now`, so no caller's clock decides when they
+    ///   end (`ExtendSessions` names a time, which its proposer takes from the entry's).
     pub fn apply(
         &mut self,
         now: Millis,
@@ -288,7 +289,7 @@ impl Ledger {
             Command::Activity { id, idle } => self.activity(now, id, idle),
             Command::CloseSession { id } => self.close_session(now, id, changes),
             Command::Checkout { ask, wait } => self.checkout(now, ask, wait, changes),
-            Command::Borrow { ask, until } => self.borrow(now, ask, until, changes),
+            Command::Borrow { ask, duration } => self.borrow(now, ask, duration, changes),
             Command::Return {
                 session,
                 feature,

@@ -17,7 +17,7 @@ fn borrowable(seats: u32, borrow: &str) -> Entitlement {
     e
 }
 
-fn borrow_cmd(session: SessionId, lease: u64, count: u32, until: u64) -> Command {
+fn borrow_cmd(session: SessionId, lease: u64, count: u32, duration: u64) -> Command {
     Command::Borrow {
         ask: Ask {
             session,
@@ -27,12 +27,12 @@ fn borrow_cmd(session: SessionId, lease: u64, count: u32, until: u64) -> Command
             count,
             client_ref: lease,
         },
-        until,
+        duration,
     }
 }
 
-fn borrow(ledger: &mut Ledger, now: u64, session: SessionId, lease: u64, until: u64) -> Lease {
-    let (result, changes) = apply(ledger, now, borrow_cmd(session, lease, 1, until));
+fn borrow(ledger: &mut Ledger, now: u64, session: SessionId, lease: u64, duration: u64) -> Lease {
+    let (result, changes) = apply(ledger, now, borrow_cmd(session, lease, 1, duration));
     let Ok(Outcome::Granted(lease)) = result else {
         panic!("expected a borrow, got {result:?}");
     };
@@ -61,7 +61,7 @@ fn policy(text: &str) -> Policy {
 fn a_borrowed_seat_outlives_its_session_and_comes_back_when_the_borrow_ends() {
     let mut ledger = ledger(&[borrowable(1, "")]);
     let a = session(&mut ledger, 1, T0);
-    let lease = borrow(&mut ledger, T0, a, 10, T0 + 24 * HOUR);
+    let lease = borrow(&mut ledger, T0, a, 10, 24 * HOUR);
     assert_eq!(lease.borrowed_until, Some(T0 + 24 * HOUR));
     assert!(lease.detached());
     // The borrowing command says goodbye; the seat stays held, the session departs.
@@ -100,16 +100,16 @@ fn a_borrowed_seat_outlives_its_session_and_comes_back_when_the_borrow_ends() {
 fn only_licenses_that_say_borrow_lend_and_for_no_longer_than_they_say() {
     let mut ledger = ledger(&[ent("cad", "2025", 2)]);
     let a = session(&mut ledger, 1, T0);
-    let denial = refused(&mut ledger, T0, borrow_cmd(a, 10, 1, T0 + HOUR));
+    let denial = refused(&mut ledger, T0, borrow_cmd(a, 10, 1, HOUR));
     assert_eq!(denial, Denial::NotBorrowable);
 
     // A bare BORROW lends for a week; BORROW=n for n hours.
     for (attr, max) in [("", 168 * HOUR), ("24", 24 * HOUR)] {
         let mut ledger = ledger_with(&[borrowable(2, attr)]);
         let a = session(&mut ledger, 1, T0);
-        let denial = refused(&mut ledger, T0, borrow_cmd(a, 10, 1, T0 + max + 1));
+        let denial = refused(&mut ledger, T0, borrow_cmd(a, 10, 1, max + 1));
         assert_eq!(denial, Denial::BorrowTooLong { max }, "BORROW={attr}");
-        borrow(&mut ledger, T0, a, 11, T0 + max);
+        borrow(&mut ledger, T0, a, 11, max);
     }
 }
 
@@ -125,7 +125,7 @@ fn a_borrow_of_a_newer_version_comes_from_a_pool_that_lends() {
     e.attrs.push(("BORROW".into(), "48".into()));
     let mut ledger = ledger(&[ent("cad", "2025", 1), e]);
     let a = session(&mut ledger, 1, T0);
-    let lease = borrow(&mut ledger, T0, a, 10, T0 + HOUR);
+    let lease = borrow(&mut ledger, T0, a, 10, HOUR);
     assert_eq!(lease.pool_version, "2026");
 }
 
@@ -134,12 +134,12 @@ fn the_policy_can_shorten_borrows_but_not_lengthen_them() {
     let mut ledger = ledger(&[borrowable(3, "24")]);
     ledger.set_policy(policy("MAX_BORROW_HOURS cad 2\n"));
     let a = session(&mut ledger, 1, T0);
-    let denial = refused(&mut ledger, T0, borrow_cmd(a, 10, 1, T0 + 3 * HOUR));
+    let denial = refused(&mut ledger, T0, borrow_cmd(a, 10, 1, 3 * HOUR));
     assert_eq!(denial, Denial::BorrowTooLong { max: 2 * HOUR });
-    borrow(&mut ledger, T0, a, 11, T0 + 2 * HOUR);
+    borrow(&mut ledger, T0, a, 11, 2 * HOUR);
 
     ledger.set_policy(policy("MAX_BORROW_HOURS cad 500\n"));
-    let denial = refused(&mut ledger, T0, borrow_cmd(a, 12, 1, T0 + 25 * HOUR));
+    let denial = refused(&mut ledger, T0, borrow_cmd(a, 12, 1, 25 * HOUR));
     assert_eq!(denial, Denial::BorrowTooLong { max: 24 * HOUR });
 }
 
@@ -148,9 +148,9 @@ fn borrow_lowwater_keeps_seats_for_the_network() {
     let mut ledger = ledger(&[borrowable(3, "")]);
     ledger.set_policy(policy("BORROW_LOWWATER cad 1\n"));
     let a = session(&mut ledger, 1, T0);
-    borrow(&mut ledger, T0, a, 10, T0 + HOUR);
-    borrow(&mut ledger, T0, a, 11, T0 + HOUR);
-    let denial = refused(&mut ledger, T0, borrow_cmd(a, 12, 1, T0 + HOUR));
+    borrow(&mut ledger, T0, a, 10, HOUR);
+    borrow(&mut ledger, T0, a, 11, HOUR);
+    let denial = refused(&mut ledger, T0, borrow_cmd(a, 12, 1, HOUR));
     assert_eq!(denial, Denial::BorrowLowWater { keep: 1 });
     // The kept seat is there for an ordinary checkout.
     grant(&mut ledger, T0, a, 13, "cad", "", 1);
@@ -161,7 +161,7 @@ fn borrows_obey_the_policy_and_the_queue() {
     let mut ledger = ledger(&[borrowable(1, "")]);
     ledger.set_policy(policy("EXCLUDE cad USER user1\n"));
     let a = session(&mut ledger, 1, T0);
-    let denial = refused(&mut ledger, T0, borrow_cmd(a, 10, 1, T0 + HOUR));
+    let denial = refused(&mut ledger, T0, borrow_cmd(a, 10, 1, HOUR));
     assert_eq!(denial, Denial::Excluded);
 
     let mut ledger = ledger_with(&[borrowable(1, "")]);
@@ -179,7 +179,7 @@ fn borrows_obey_the_policy_and_the_queue() {
             .any(|ch| matches!(ch, Change::LeaseGranted(l) if l.id == LeaseId(20))),
         "the waiting checkout got the seat, not a later borrow"
     );
-    let denial = refused(&mut ledger, T0, borrow_cmd(c, 30, 1, T0 + HOUR));
+    let denial = refused(&mut ledger, T0, borrow_cmd(c, 30, 1, HOUR));
     assert!(matches!(denial, Denial::AllInUse { .. }), "{denial:?}");
 }
 
@@ -189,8 +189,8 @@ fn overdraft_seats_are_never_lent() {
     e.attrs.push(("OVERDRAFT".into(), "2".into()));
     let mut ledger = ledger(&[e]);
     let a = session(&mut ledger, 1, T0);
-    borrow(&mut ledger, T0, a, 10, T0 + HOUR);
-    let denial = refused(&mut ledger, T0, borrow_cmd(a, 11, 1, T0 + HOUR));
+    borrow(&mut ledger, T0, a, 10, HOUR);
+    let denial = refused(&mut ledger, T0, borrow_cmd(a, 11, 1, HOUR));
     assert!(matches!(denial, Denial::AllInUse { .. }), "{denial:?}");
     let overdraft = grant(&mut ledger, T0, a, 12, "cad", "", 1);
     assert!(overdraft.overdraft, "checkouts may still overdraw");
@@ -200,15 +200,37 @@ fn overdraft_seats_are_never_lent() {
 fn a_borrow_ends_no_later_than_its_license() {
     let mut ledger = ledger(&[expiring(borrowable(1, ""), 0)]);
     let a = session(&mut ledger, 1, T0);
-    let lease = borrow(&mut ledger, T0, a, 10, T0 + 100 * HOUR);
+    let lease = borrow(&mut ledger, T0, a, 10, 100 * HOUR);
     assert_eq!(lease.borrowed_until, Some(day_ms(1)), "the license's end");
+}
+
+/// A borrow's end is the ledger's time when it applies the borrow plus the duration
+/// asked, however far that time has come (as when it is ahead of the caller's clock), and
+/// the license's limit bounds the duration alone.
+#[test]
+fn a_borrow_lasts_its_duration_from_the_ledgers_time() {
+    let later = T0 + 30 * 24 * HOUR;
+    let mut ledger = ledger(&[borrowable(2, "24")]);
+    let a = session(&mut ledger, 1, later);
+    let lease = borrow(&mut ledger, later, a, 10, 2 * HOUR);
+    assert_eq!(
+        (lease.granted_at, lease.borrowed_until),
+        (later, Some(later + 2 * HOUR))
+    );
+    let denial = refused(&mut ledger, later, borrow_cmd(a, 11, 1, 24 * HOUR + 1));
+    assert_eq!(denial, Denial::BorrowTooLong { max: 24 * HOUR });
+    let denial = refused(&mut ledger, later, borrow_cmd(a, 12, 1, 0));
+    assert!(
+        matches!(denial, Denial::BadRequest(_)),
+        "a borrow of no time: {denial:?}"
+    );
 }
 
 #[test]
 fn a_retried_borrow_returns_the_same_lease() {
     let mut ledger = ledger(&[borrowable(2, "")]);
     let a = session(&mut ledger, 1, T0);
-    let lease = borrow(&mut ledger, T0, a, 10, T0 + HOUR);
+    let lease = borrow(&mut ledger, T0, a, 10, HOUR);
     let retry = Command::Borrow {
         ask: Ask {
             session: a,
@@ -218,7 +240,7 @@ fn a_retried_borrow_returns_the_same_lease() {
             count: 1,
             client_ref: 10,
         },
-        until: T0 + 2 * HOUR,
+        duration: 2 * HOUR,
     };
     let (result, changes) = apply(&mut ledger, T0 + 5, retry);
     assert_eq!(result, Ok(Outcome::Granted(lease)));
@@ -230,7 +252,7 @@ fn a_retried_borrow_returns_the_same_lease() {
 fn the_borrower_returns_early_from_another_session_and_nobody_else_can() {
     let mut ledger = ledger(&[borrowable(1, "")]);
     let a = session(&mut ledger, 1, T0);
-    let lease = borrow(&mut ledger, T0, a, 10, T0 + 24 * HOUR);
+    let lease = borrow(&mut ledger, T0, a, 10, 24 * HOUR);
     let (result, _) = apply(&mut ledger, T0, Command::CloseSession { id: a });
     assert_eq!(result, Ok(Outcome::Done));
     let return_cmd = |session, lease_id| Command::Return {
@@ -274,7 +296,7 @@ fn the_borrower_returns_early_from_another_session_and_nobody_else_can() {
 fn a_borrowed_seat_cannot_be_removed_or_checked_in() {
     let mut ledger = ledger(&[borrowable(1, "")]);
     let a = session(&mut ledger, 1, T0);
-    borrow(&mut ledger, T0, a, 10, T0 + 24 * HOUR);
+    borrow(&mut ledger, T0, a, 10, 24 * HOUR);
     let (result, _) = apply(
         &mut ledger,
         T0 + HOUR,
@@ -301,7 +323,7 @@ fn a_borrow_survives_a_restart_to_the_millisecond() {
     durable
         .record(&[Change::SessionOpened(ledger.session(a).unwrap().clone())])
         .unwrap();
-    let lease = borrow(&mut ledger, T0, a, 10, T0 + 24 * HOUR);
+    let lease = borrow(&mut ledger, T0, a, 10, 24 * HOUR);
     durable
         .record(&[Change::LeaseGranted(lease.clone())])
         .unwrap();

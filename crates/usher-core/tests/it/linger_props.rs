@@ -244,7 +244,7 @@ impl Harness {
                         count,
                         client_ref: 0,
                     },
-                    until: self.now + minutes * 60_000,
+                    duration: minutes * 60_000,
                 }
             }
             Op::Return(session) => Command::Return {
@@ -309,9 +309,11 @@ impl Harness {
                 "{command:?}: removing a borrowed seat gave {outcome:?}"
             ));
         }
-        if let (Command::Borrow { until, .. }, Ok(Outcome::Granted(lease))) = (&command, &outcome) {
-            let ok = lease.borrowed_until == Some(*until)
-                && *until - self.now <= self.borrow
+        if let (Command::Borrow { duration, .. }, Ok(Outcome::Granted(lease))) =
+            (&command, &outcome)
+        {
+            let ok = lease.borrowed_until == Some(self.now + *duration)
+                && *duration <= self.borrow
                 && !lease.overdraft;
             if !ok {
                 return Err(format!("{command:?}: granted {lease:?}"));

@@ -240,7 +240,7 @@ fn token_features_cannot_be_borrowed_and_counted_names_win() {
             count: 1,
             client_ref: 1,
         },
-        until: T0 + 3_600_000,
+        duration: 3_600_000,
     };
     assert_eq!(denied(&mut ledger, T0, borrow), Denial::NotBorrowable);
 

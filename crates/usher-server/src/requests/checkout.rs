@@ -78,7 +78,7 @@ pub async fn borrow(
             count: b.count.max(1),
             client_ref: b.client_ref,
         },
-        until: wall_clock_ms().saturating_add(b.duration_ms),
+        duration: b.duration_ms,
     };
     let rx = ctx.ledger.submit(cmd).await?;
     let (identity, host_ids) = (ctx.identity.clone(), b.host_ids);

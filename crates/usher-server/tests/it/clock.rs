@@ -123,6 +123,20 @@ async fn a_restarted_server_never_stamps_a_time_before_its_newest_durable_write(
     );
 }
 
+/// Writes a record `by` ms ahead of the clock into `lic`'s store, as a server whose clock
+/// was stepped back after it wrote it finds on its next start; returns its time, which is
+/// the time of a server started on that store (until the clock catches up).
+fn store_ahead(lic: &Licensed, by: u64) -> u64 {
+    let ahead = wall_clock_ms() + by;
+    let mut store = SqliteStore::open(&lic.config().store_path()).unwrap();
+    let changes = [
+        Change::SessionOpened(session(ahead)),
+        Change::SessionClosed(SessionId(1)),
+    ];
+    store.commit(ahead, &changes).unwrap();
+    ahead
+}
+
 /// A waiting checkout waits as long as it asked, counted in the ledger's time, also when
 /// that time is ahead of the clock (the store holds a record a day ahead, as after a
 /// restart on a clock that was stepped back): a deadline taken from the clock would
@@ -130,14 +144,7 @@ async fn a_restarted_server_never_stamps_a_time_before_its_newest_durable_write(
 #[tokio::test(flavor = "multi_thread")]
 async fn a_waiting_checkout_waits_on_a_server_whose_time_is_ahead_of_its_clock() {
     let lic = Licensed::new("FEATURE cad acme 2025 permanent 1 HOSTID=ANY\n");
-    let ahead = wall_clock_ms() + DAY_MS;
-    let mut store = SqliteStore::open(&lic.config().store_path()).unwrap();
-    let changes = [
-        Change::SessionOpened(session(ahead)),
-        Change::SessionClosed(SessionId(1)),
-    ];
-    store.commit(ahead, &changes).unwrap();
-    drop(store);
+    store_ahead(&lic, DAY_MS);
 
     let server = TestServer::start(lic.config()).await;
     let holder = server.client().await;
@@ -168,4 +175,46 @@ async fn a_waiting_checkout_waits_on_a_server_whose_time_is_ahead_of_its_clock()
         .unwrap();
     granted.expect("the freed seat goes to the waiting checkout");
     server.shutdown().await.expect("a clean stop");
+}
+
+/// A borrow lasts as long as it asked, counted in the ledger's time, also when that time
+/// is ahead of the clock: an end taken from the clock would be cut short by the
+/// difference (an hour ahead), or would already have passed and the borrow be refused (a
+/// day ahead).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_borrow_lasts_its_duration_on_a_server_whose_time_is_ahead_of_its_clock() {
+    const HOUR_MS: u64 = 3_600_000;
+    for by in [HOUR_MS, DAY_MS] {
+        let lic = Licensed::new("FEATURE cad acme 2025 permanent 1 HOSTID=ANY BORROW=24\n");
+        let ahead = store_ahead(&lic, by);
+
+        let server = TestServer::start(lic.config()).await;
+        let client = server.client().await;
+        let token = client
+            .borrow("cad", Duration::from_secs(2 * 3600))
+            .await
+            .unwrap_or_else(|e| panic!("{by} ms ahead: a two-hour borrow was refused: {e}"));
+        let until = token.statement.valid_until_ms;
+        // The server's time stays `ahead` until the clock catches up with it.
+        assert_eq!(
+            until,
+            ahead + 2 * HOUR_MS,
+            "{by} ms ahead: the borrow ends two hours after the server's time {ahead}, \
+             not after its clock's"
+        );
+        let status = server.status().await;
+        let borrowed: Vec<_> = status
+            .features
+            .iter()
+            .flat_map(|f| &f.holders)
+            .map(|h| h.borrowed_until_ms)
+            .collect();
+        assert_eq!(
+            borrowed,
+            [until],
+            "{by} ms ahead: the server holds the seat as long as the token says"
+        );
+        client.close().await;
+        server.shutdown().await.expect("a clean stop");
+    }
 }
