@@ -66,14 +66,6 @@ impl Server {
         if config.hide_users {
             store.hide_identities(pseudonym_key(&pseudonym_path)?);
         }
-        if let Some(before) = retention_cutoff(&config, wall_clock_ms()) {
-            let removed = store.prune_usage_log(wall_clock_ms(), before)?;
-            info!(
-                removed,
-                days = config.log_retention_days,
-                "usage log retention applied"
-            );
-        }
         let snapshot = store.load()?;
         let ledger_config = LedgerConfig {
             session_ttl: config.session_ttl.as_millis() as u64,
@@ -81,11 +73,21 @@ impl Server {
             min_remove: config.min_remove.as_millis() as u64,
         };
         // Never before the newest durable write, even on a clock that is behind: the
-        // releases of orphaned leases below are stamped with this time.
+        // retention's record and the releases of orphaned leases below are stamped with
+        // this time. (Stamped by the clock, the retention's record would be the newest
+        // and pull the server's time back to the clock.)
         let newest_grant = snapshot.leases.iter().map(|l| l.granted_at).max();
         let now = wall_clock_ms()
             .max(store.newest_record_at()?)
             .max(newest_grant.unwrap_or(0));
+        if let Some(before) = retention_cutoff(&config, wall_clock_ms()) {
+            let removed = store.prune_usage_log(now, before)?;
+            info!(
+                removed,
+                days = config.log_retention_days,
+                "usage log retention applied"
+            );
+        }
         let (sessions, leases) = (snapshot.sessions.len(), snapshot.leases.len());
         let first_lease_id = store.max_lease_id(&snapshot)?.saturating_add(1);
         let mut orphans = Vec::new();

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use usher_client::QueueWait;
 use usher_core::{Change, ClientInfo, Lease, LeaseId, ReleaseReason, Session, SessionId};
+use usher_server::Config;
 use usher_server::clock::wall_clock_ms;
-use usher_store::SqliteStore;
+use usher_store::{SqliteStore, UsageRecord};
 
 use crate::util::{LICENSE, Licensed, TestServer};
 
@@ -53,20 +54,25 @@ fn lease(granted_at: u64) -> Lease {
     }
 }
 
-/// Starts a server on the store, checks a `cad` seat out and drops it, stops it, and
-/// returns the times of the usage records it wrote (those after `after_seq`) and
-/// the newest seq.
-async fn records_of_one_run(lic: &Licensed, after_seq: i64) -> (Vec<u64>, i64) {
-    let server = TestServer::start(lic.config()).await;
+/// Starts a server with `config`, checks a `cad` seat out and drops it, stops it, and
+/// returns the usage records it wrote (those after `after_seq`) and the newest seq.
+async fn one_run(config: Config, after_seq: i64) -> (Vec<UsageRecord>, i64) {
+    let path = config.store_path();
+    let server = TestServer::start(config).await;
     let client = server.client().await;
     let seat = client.checkout("cad").await.expect("a cad seat");
     drop(seat);
     client.close().await;
     server.shutdown().await.expect("a clean stop");
-    let store = SqliteStore::open_read_only(&lic.config().store_path()).unwrap();
+    let store = SqliteStore::open_read_only(&path).unwrap();
     let records = store.usage_log(after_seq, 10_000).unwrap();
-    let ats = records.iter().map(|r| r.at).collect();
-    (ats, newest_seq(&store, after_seq))
+    (records, newest_seq(&store, after_seq))
+}
+
+/// [`one_run`] on `lic`'s store, returning the times of the records.
+async fn records_of_one_run(lic: &Licensed, after_seq: i64) -> (Vec<u64>, i64) {
+    let (records, seq) = one_run(lic.config(), after_seq).await;
+    (records.iter().map(|r| r.at).collect(), seq)
 }
 
 /// The seq of the newest usage record (`after` if none is newer).
@@ -120,6 +126,43 @@ async fn a_restarted_server_never_stamps_a_time_before_its_newest_durable_write(
     assert!(
         ats.iter().all(|&at| at >= released_at),
         "stamped before the newest record {released_at}: {ats:?}"
+    );
+}
+
+/// The usage log's retention, applied as the server starts, writes a record of what it
+/// removed; it too is stamped no earlier than the newest durable write. Stamped by the
+/// clock, it would be the newest record and pull the server's time back to the clock.
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_at_start_never_stamps_a_time_before_the_newest_durable_write() {
+    let lic = Licensed::new(LICENSE);
+    // A record long past the retention, then one a day ahead.
+    let old = wall_clock_ms() - 400 * DAY_MS;
+    let mut store = SqliteStore::open(&lic.config().store_path()).unwrap();
+    let changes = [
+        Change::SessionOpened(session(old)),
+        Change::SessionClosed(SessionId(1)),
+    ];
+    store.commit(old, &changes).unwrap();
+    drop(store);
+    let ahead = store_ahead(&lic, DAY_MS);
+    let seq = newest_seq(
+        &SqliteStore::open_read_only(&lic.config().store_path()).unwrap(),
+        0,
+    );
+
+    let mut config = lic.config();
+    config.log_retention_days = 30;
+    let (records, _) = one_run(config, seq).await;
+    assert!(
+        records
+            .iter()
+            .any(|r| r.detail.as_deref().is_some_and(|d| d.contains("retention"))),
+        "the retention removed the old record and said so: {records:?}"
+    );
+    let ats: Vec<_> = records.iter().map(|r| r.at).collect();
+    assert!(
+        ats.iter().all(|&at| at >= ahead),
+        "stamped before the newest record {ahead}: {ats:?}"
     );
 }
 
