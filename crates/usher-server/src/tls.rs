@@ -304,8 +304,16 @@ mod tests {
             assert_eq!(go(&frame[..end], true), "wait", "prefix of {end}");
         }
         assert_eq!(go(&frame, true), "go");
-        assert_eq!(go(&frame, false), "refuse", "plaintext where TLS is required");
-        assert_eq!(go(&u32::MAX.to_be_bytes(), true), "refuse", "over the frame limit");
+        assert_eq!(
+            go(&frame, false),
+            "refuse",
+            "plaintext where TLS is required"
+        );
+        assert_eq!(
+            go(&u32::MAX.to_be_bytes(), true),
+            "refuse",
+            "over the frame limit"
+        );
         assert_eq!(go(&[], true), "refuse", "the peer left");
     }
 }
