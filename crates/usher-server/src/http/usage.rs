@@ -9,7 +9,6 @@ use usher_store::UsageEvent;
 
 use super::api::latest_seq;
 use super::{ApiError, ApiState};
-use crate::clock::wall_clock_ms;
 
 /// `?feature=&window_s=` for the usage series.
 #[derive(Debug, Deserialize)]
@@ -72,7 +71,7 @@ pub(super) async fn usage(
         ));
     }
     let feature = q.feature.clone();
-    let (known, total, level) = s
+    let (known, total, level, now) = s
         .ctx
         .ledger
         .query(move |v| {
@@ -86,7 +85,7 @@ pub(super) async fn usage(
                 .filter(|(k, _)| k.feature == feature)
                 .map(|(_, n)| n)
                 .sum();
-            (pools.is_some() || level > 0, total, level)
+            (pools.is_some() || level > 0, total, level, v.now)
         })
         .await?;
     if !known {
@@ -96,7 +95,9 @@ pub(super) async fn usage(
             format!("no feature {:?} is served or held", q.feature),
         ));
     }
-    let to = wall_clock_ms();
+    // The server's time, as the level is (never behind its newest durable write, so the
+    // records the window holds are never after its end).
+    let to = now;
     let from = to.saturating_sub(window * 1000);
     let feature = q.feature.clone();
     // Walk the log backwards from its end, undoing each change, so the series needs only

@@ -261,3 +261,40 @@ async fn a_borrow_lasts_its_duration_on_a_server_whose_time_is_ahead_of_its_cloc
         server.shutdown().await.expect("a clean stop");
     }
 }
+
+/// The admin API's usage series ends at the server's time, not its clock's: on a server
+/// whose time is a day ahead, its last point (the level now) is the series' end and no
+/// point of the window lies after it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_usage_series_ends_at_the_servers_time_when_it_is_ahead_of_its_clock() {
+    let lic = Licensed::new(LICENSE);
+    let ahead = store_ahead(&lic, DAY_MS);
+    let server = TestServer::start(lic.config()).await;
+    let client = server.client().await;
+    let _lease = client.checkout("cad").await.expect("a seat");
+    let usage = crate::http::http(
+        server.admin.unwrap(),
+        "GET",
+        "/api/v1/usage?feature=cad&window_s=600",
+        Some(&server.token),
+        None,
+    )
+    .await;
+    assert_eq!(usage.status, 200, "{usage:?}");
+    let usage = usage.json();
+    let to = usage["to"].as_u64().unwrap();
+    assert!(
+        to >= ahead,
+        "the series ends at {to}, before the server's time {ahead}"
+    );
+    let points = usage["points"].as_array().unwrap();
+    let times: Vec<u64> = points.iter().map(|p| p[0].as_u64().unwrap()).collect();
+    assert!(
+        times.iter().all(|t| *t <= to),
+        "points after the series' end {to}: {times:?}"
+    );
+    assert_eq!(points.last().unwrap()[1], 1, "the level now: {usage}");
+    assert_eq!(usage["peak"][1], 1, "{usage}");
+    client.close().await;
+    server.shutdown().await.expect("a clean stop");
+}
