@@ -158,6 +158,11 @@ impl Keeper {
             config,
             metrics: &self.metrics,
         };
+        let judging = Judging {
+            plaintext: config.insecure_plaintext,
+            max_frame: config.max_frame_bytes,
+            timeout: config.handshake_timeout,
+        };
         // Out of descriptors, the loop would otherwise spin (see accept_backoff).
         let mut backoff = crate::accept_backoff::AcceptBackoff::new("client");
         // Connections waiting for their opening, and refusals being told why.
@@ -203,8 +208,7 @@ impl Keeper {
                     };
                     // Junk already sent is refused here, for the price of one `recv`, not
                     // of a task, and before it can take a handshake slot.
-                    let (plaintext, max_frame) =
-                        (config.insecure_plaintext, config.max_frame_bytes);
+                    let (plaintext, max_frame) = (judging.plaintext, judging.max_frame);
                     if let Err(refused) = crate::tls::judge(&stream, plaintext, max_frame) {
                         refused.count(&self.metrics, &peer);
                         continue;
@@ -214,50 +218,87 @@ impl Keeper {
                         refusal.refuse(stream, peer, Refusal::Handshakes, &mut waiting);
                         continue;
                     };
-                    let held = (permit.take().expect("admitted with a permit"), admitted);
-                    let deadline = tokio::time::Instant::now() + config.handshake_timeout;
+                    let entering = Entering {
+                        stream,
+                        peer,
+                        deadline: tokio::time::Instant::now() + config.handshake_timeout,
+                        handshake,
+                        held: (permit.take().expect("admitted with a permit"), admitted),
+                    };
                     let (metrics, arrivals) = (self.metrics.clone(), self.arrivals.clone());
-                    let timeout = config.handshake_timeout;
                     waiting.spawn(async move {
-                        let opened = tokio::time::timeout_at(
-                            deadline,
-                            crate::tls::opening(&stream, plaintext, max_frame),
-                        );
-                        match opened.await {
-                            Ok(Ok(())) => {}
-                            Ok(Err(refused)) => return refused.count(&metrics, &peer),
-                            Err(_) => {
-                                let detail = format!(
-                                    "no whole first TLS record or frame within the handshake \
-                                     timeout of {timeout:?}"
-                                );
-                                let why = RejectReason::HandshakeTimeout;
-                                metrics.connection_rejected(why, &peer, &detail);
-                                // A plaintext client that began its Hello learns why.
-                                let mut stream = stream;
-                                if plaintext && crate::tls::began_in_plaintext(&stream) {
-                                    connection::tell_handshake_timeout(&mut stream, timeout)
-                                        .await;
-                                }
-                                return;
-                            }
+                        if let Some(arrival) = entering.opened(judging, &metrics).await {
+                            // Refused only when the server is stopping.
+                            let _ = arrivals.send(arrival).await;
                         }
-                        let Ok(stream) = stream.into_std() else {
-                            return;
-                        };
-                        let arrival = Arrival {
-                            stream,
-                            peer,
-                            deadline,
-                            handshake,
-                            held,
-                        };
-                        // Refused only when the server is stopping.
-                        let _ = arrivals.send(arrival).await;
                     });
                 }
             }
         }
+    }
+}
+
+/// What an opening is judged by (from the configuration).
+#[derive(Debug, Clone, Copy)]
+struct Judging {
+    plaintext: bool,
+    max_frame: usize,
+    timeout: std::time::Duration,
+}
+
+/// A connection admitted at the door, its opening not yet whole.
+struct Entering {
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    deadline: tokio::time::Instant,
+    handshake: OwnedSemaphorePermit,
+    held: (OwnedSemaphorePermit, Admitted),
+}
+
+impl Entering {
+    /// Waits until the whole opening has arrived and judges it (see
+    /// [`crate::tls::opening`]): the arrival to hand on, or `None` for a connection refused
+    /// (counted and logged; a plaintext peer that began its Hello is told why at the
+    /// handshake timeout).
+    async fn opened(self, judging: Judging, metrics: &Metrics) -> Option<Arrival> {
+        let Entering {
+            mut stream,
+            peer,
+            deadline,
+            handshake,
+            held,
+        } = self;
+        let Judging {
+            plaintext,
+            max_frame,
+            timeout,
+        } = judging;
+        let opening = crate::tls::opening(&stream, plaintext, max_frame);
+        match tokio::time::timeout_at(deadline, opening).await {
+            Ok(Ok(())) => {}
+            Ok(Err(refused)) => {
+                refused.count(metrics, &peer);
+                return None;
+            }
+            Err(_) => {
+                let detail = format!(
+                    "no whole first TLS record or frame within the handshake timeout of \
+                     {timeout:?}"
+                );
+                metrics.connection_rejected(RejectReason::HandshakeTimeout, &peer, &detail);
+                if plaintext && crate::tls::began_in_plaintext(&stream) {
+                    connection::tell_handshake_timeout(&mut stream, timeout).await;
+                }
+                return None;
+            }
+        }
+        Some(Arrival {
+            stream: stream.into_std().ok()?,
+            peer,
+            deadline,
+            handshake,
+            held,
+        })
     }
 }
 
