@@ -77,6 +77,10 @@ struct Args {
     /// Holders on the server in the status-load scenario.
     #[arg(long)]
     holders: Option<usize>,
+    /// Rounds of the status-load scenario (a quiet run, then a polled one, each); the
+    /// figure is the median round's ratio.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
     /// Pause of each status-load poller between two full status reads (0: back to back).
     #[arg(long, default_value_t = 0)]
     poll_interval_ms: u64,

@@ -108,18 +108,24 @@ pub(crate) async fn flood_scenario(args: &Args) -> anyhow::Result<()> {
 }
 
 /// The status-load scenario: checkout+checkin at 16 clients, quiet and while 4 clients
-/// poll the full status, as a ratio.
+/// poll the full status, as a ratio, over alternating rounds (the median round's is the
+/// figure).
 pub(crate) async fn status_load_scenario(args: &Args) -> anyhow::Result<()> {
-    let (holders, ops) = match args.quick {
-        true => (args.holders.unwrap_or(2_000), 200),
-        false => (args.holders.unwrap_or(100_000), args.ops.unwrap_or(20_000)),
+    let (holders, ops, rounds) = match args.quick {
+        true => (args.holders.unwrap_or(2_000), 200, 1),
+        false => (
+            args.holders.unwrap_or(100_000),
+            args.ops.unwrap_or(20_000),
+            args.rounds,
+        ),
     };
     let limit = Duration::from_secs(if args.quick { 5 } else { args.seconds });
     let pause = Duration::from_millis(args.poll_interval_ms);
-    let r = status_load::run(holders, (16, pause), ops, limit).await?;
-    let ratio_ops = ratio(r.polled.ops_per_s, Some(r.quiet.ops_per_s));
-    let seconds = (r.polled.ops as f64 / r.polled.ops_per_s.max(1e-9)).max(1e-9);
+    let r = status_load::run(holders, (16, pause), (ops, rounds), limit).await?;
+    let median = r.median();
+    let ratio_of = |round: &status_load::Round| ratio(round.ratio(), Some(1.0));
     if args.json {
+        let ratios: Vec<Option<f64>> = r.rounds.iter().map(ratio_of).collect();
         println!(
             "{}",
             json!({
@@ -128,25 +134,33 @@ pub(crate) async fn status_load_scenario(args: &Args) -> anyhow::Result<()> {
                 "clients": r.clients,
                 "pollers": r.pollers,
                 "poll_interval_ms": args.poll_interval_ms,
-                "quiet_ops_per_s": r.quiet.ops_per_s.round(),
-                "quiet_p50_us": r.quiet.p50_us,
-                "ops_per_s": r.polled.ops_per_s.round(),
-                "p50_us": r.polled.p50_us,
-                "p99_us": r.polled.p99_us,
-                "status_walks_per_s": (r.walks as f64 / seconds * 10.0).round() / 10.0,
-                "status_pages_per_s": (r.pages as f64 / seconds).round(),
-                "ratio_vs_quiet": ratio_ops,
+                "rounds": r.rounds.len(),
+                "ratios": ratios,
+                "quiet_ops_per_s": median.quiet.ops_per_s.round(),
+                "quiet_p50_us": median.quiet.p50_us,
+                "ops_per_s": median.polled.ops_per_s.round(),
+                "p50_us": median.polled.p50_us,
+                "p99_us": median.polled.p99_us,
+                "status_walks_per_s":
+                    (median.walks as f64 / median.polled_seconds() * 10.0).round() / 10.0,
+                "status_pages_per_s": (median.pages as f64 / median.polled_seconds()).round(),
+                "ratio_vs_quiet": ratio_of(median),
             })
         );
     } else {
         println!(
             "status-load: checkout+checkin at {} clients with {} holders, quiet and while {} \
-             clients read the full status in a loop ({} ms apart)",
-            r.clients, r.holders, r.pollers, args.poll_interval_ms
+             clients read the full status in a loop ({} ms apart), {} rounds",
+            r.clients,
+            r.holders,
+            r.pollers,
+            args.poll_interval_ms,
+            r.rounds.len()
         );
         println!();
         println!(
-            "{:>10} {:>8} | {:>10} {:>8} {:>8} | {:>8} {:>8} | {:>7}",
+            "{:>6} | {:>10} {:>8} | {:>11} {:>8} {:>8} | {:>8} {:>8} | {:>7}",
+            "round",
             "quiet op/s",
             "p50 µs",
             "polled op/s",
@@ -156,17 +170,25 @@ pub(crate) async fn status_load_scenario(args: &Args) -> anyhow::Result<()> {
             "pages/s",
             "ratio"
         );
-        println!(
-            "{:>10.0} {:>8.0} | {:>11.0} {:>8.0} {:>8.0} | {:>8.1} {:>8.0} | {:>7.2}",
-            r.quiet.ops_per_s,
-            r.quiet.p50_us,
-            r.polled.ops_per_s,
-            r.polled.p50_us,
-            r.polled.p99_us,
-            r.walks as f64 / seconds,
-            r.pages as f64 / seconds,
-            ratio_ops.unwrap_or(0.0),
-        );
+        let rows = r
+            .rounds
+            .iter()
+            .enumerate()
+            .map(|(i, round)| ((i + 1).to_string(), round));
+        for (name, round) in rows.chain([("median".to_string(), median)]) {
+            println!(
+                "{:>6} | {:>10.0} {:>8.0} | {:>11.0} {:>8.0} {:>8.0} | {:>8.1} {:>8.0} | {:>7.2}",
+                name,
+                round.quiet.ops_per_s,
+                round.quiet.p50_us,
+                round.polled.ops_per_s,
+                round.polled.p50_us,
+                round.polled.p99_us,
+                round.walks as f64 / round.polled_seconds(),
+                round.pages as f64 / round.polled_seconds(),
+                ratio_of(round).unwrap_or(0.0),
+            );
+        }
     }
     Ok(())
 }

@@ -5,6 +5,10 @@
 //! what the pollers cost the checkout path. The pollers run in a process of their own,
 //! pinned to one core like the flood generator, so that decoding 100,000 holders a walk is
 //! not counted as usherd's cost; the walks a second they managed are reported beside it.
+//! Quiet and polled runs alternate over several rounds on the same server, and each
+//! round's ratio is its polled run over its quiet run, so that a machine whose load drifts
+//! during the measurement moves both halves of a ratio alike; the median round is the
+//! figure.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,6 +31,13 @@ pub struct StatusLoad {
     pub clients: usize,
     /// Pollers reading the full status.
     pub pollers: usize,
+    /// Each round, in the order run.
+    pub rounds: Vec<Round>,
+}
+
+/// One quiet run and the polled run after it.
+#[derive(Debug, Clone)]
+pub struct Round {
     /// The clients with nobody polling.
     pub quiet: Measured,
     /// The same clients while the pollers poll.
@@ -35,6 +46,27 @@ pub struct StatusLoad {
     pub walks: u64,
     /// Pages those reads took.
     pub pages: u64,
+}
+
+impl Round {
+    /// Polled throughput over quiet throughput.
+    pub fn ratio(&self) -> f64 {
+        self.polled.ops_per_s / self.quiet.ops_per_s.max(1e-9)
+    }
+
+    /// Seconds the polled run took.
+    pub fn polled_seconds(&self) -> f64 {
+        (self.polled.ops as f64 / self.polled.ops_per_s.max(1e-9)).max(1e-9)
+    }
+}
+
+impl StatusLoad {
+    /// The round with the median ratio (the lower middle one of an even number).
+    pub fn median(&self) -> &Round {
+        let mut order: Vec<&Round> = self.rounds.iter().collect();
+        order.sort_by(|a, b| a.ratio().total_cmp(&b.ratio()));
+        order[(order.len() - 1) / 2]
+    }
 }
 
 /// Connections that hold the background holders, each this many leases.
@@ -46,13 +78,14 @@ pub const POLLERS: usize = 4;
 /// Longest the pollers' process runs, whatever happens to the harness.
 const POLLER_LIMIT: Duration = Duration::from_secs(600);
 
-/// Fills the server with `holders` leases, then measures `clients` checkout clients for
-/// `ops` operations quiet and while [`POLLERS`] pollers (in a process of their own, see
-/// [`crate::side`]) read the full status in a loop, `pause` apart.
+/// Fills the server with `holders` leases, then, `rounds` times, measures `clients`
+/// checkout clients for `ops` operations quiet and then while [`POLLERS`] pollers (in a
+/// process of their own, see [`crate::side`]) read the full status in a loop, `pause`
+/// apart.
 pub async fn run(
     holders: usize,
     (clients, pause): (usize, Duration),
-    ops: usize,
+    (ops, rounds): (usize, usize),
     limit: Duration,
 ) -> anyhow::Result<StatusLoad> {
     let extra = ["--status-detail".to_string(), "full".to_string()];
@@ -69,9 +102,32 @@ pub async fn run(
     for f in fills {
         held.push(f.await??);
     }
+    let mut measured = Vec::new();
+    for _ in 0..rounds.max(1) {
+        measured.push(round(addr, holders, (clients, pause), ops, limit).await?);
+    }
+    drop(held);
+    Ok(StatusLoad {
+        holders,
+        clients,
+        pollers: POLLERS,
+        rounds: measured,
+    })
+}
+
+/// One round: the clients quiet, then while the pollers poll.
+async fn round(
+    addr: SocketAddr,
+    holders: usize,
+    (clients, pause): (usize, Duration),
+    ops: usize,
+    limit: Duration,
+) -> anyhow::Result<Round> {
+    // Whatever the last round's pollers left to the server's background threads (pages
+    // being encoded, views being freed) is done before the quiet run starts.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let quiet =
         crate::run_clients(clients, ops, limit, move |_, n, d| usher_worker(addr, n, d)).await?;
-
     let args = [
         "--status-pollers".to_string(),
         addr.to_string(),
@@ -87,20 +143,16 @@ pub async fn run(
     let polled =
         crate::run_clients(clients, ops, limit, move |_, n, d| usher_worker(addr, n, d)).await;
     let counts = side.stop()?;
-    let (walked, paged) = match counts[..] {
+    let (walks, pages) = match counts[..] {
         [walks, pages, 0] => (walks, pages),
         [_, _, failed] => bail!("{failed} status walks failed; see the pollers' messages"),
         _ => bail!("the pollers printed {counts:?}"),
     };
-    drop(held);
-    Ok(StatusLoad {
-        holders,
-        clients,
-        pollers: POLLERS,
+    Ok(Round {
         quiet,
         polled: polled?,
-        walks: walked,
-        pages: paged,
+        walks,
+        pages,
     })
 }
 
